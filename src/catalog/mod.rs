@@ -1,0 +1,213 @@
+//! GPU offerings: which instance types exist on which cloud, with which GPUs,
+//! in which regions and zones, under which jurisdiction, at what list price.
+//!
+//! The data is a dated TOML file compiled into the binary (`catalog.toml` next
+//! to this module). Plans may add or override offerings; see [`Catalog::with_overrides`].
+//! A price that could not be sourced stays `None` ("unknown") and is never invented.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A cloud gpufleet can place capacity on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Cloud {
+    Aws,
+    Gcp,
+    Azure,
+}
+
+impl Cloud {
+    pub const ALL: [Cloud; 3] = [Cloud::Aws, Cloud::Gcp, Cloud::Azure];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Aws => "aws",
+            Cloud::Gcp => "gcp",
+            Cloud::Azure => "azure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Cloud> {
+        Cloud::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The compiled-in catalog data.
+const BUILTIN: &str = include_str!("catalog.toml");
+
+/// A region of a cloud, with the jurisdiction its data lives under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub cloud: Cloud,
+    pub name: String,
+    /// Jurisdiction code such as "US", "EU", "UK", "JP".
+    pub jurisdiction: String,
+    /// Zones of the region that the catalog knows (Google Cloud places by zone).
+    #[serde(default)]
+    pub zones: Vec<String>,
+}
+
+/// An instance type and where it is sold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceType {
+    pub cloud: Cloud,
+    pub name: String,
+    /// GPU model as plans name it ("H100", "A100-80GB", "L4", ...).
+    pub gpu: String,
+    pub gpus: u32,
+    pub gpu_memory_gib: u32,
+    pub vcpus: u32,
+    pub offers: Vec<RegionOffer>,
+}
+
+/// One region where an instance type is sold, with its on-demand list price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionOffer {
+    pub region: String,
+    /// Zones where the type is offered; empty means "every zone the catalog knows".
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// On-demand list price in USD per instance-hour; absent means unknown.
+    pub price_per_hour: Option<f64>,
+}
+
+/// The catalog: dated, sourced, complete for the instance types it lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Date the prices were read ("2026-11-01").
+    pub as_of: String,
+    /// Where the prices come from.
+    pub sources: Vec<String>,
+    #[serde(rename = "region")]
+    pub regions: Vec<Region>,
+    #[serde(rename = "instance_type")]
+    pub instance_types: Vec<InstanceType>,
+}
+
+/// A place a node of a fleet can be launched: one instance type in one region
+/// (or one zone, for clouds that place by zone), with everything the planner
+/// needs to filter and order it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offering {
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: Option<String>,
+    pub instance_type: String,
+    pub gpu: String,
+    pub gpus_per_node: u32,
+    pub jurisdiction: String,
+    pub price_per_hour: Option<f64>,
+}
+
+impl Offering {
+    /// Price per GPU-hour, the unit plans compare and cap.
+    pub fn price_per_gpu_hour(&self) -> Option<f64> {
+        self.price_per_hour.map(|p| p / f64::from(self.gpus_per_node.max(1)))
+    }
+
+    /// "aws us-east-1 p5.48xlarge" or "gcp us-central1-a a3-highgpu-8g".
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.cloud,
+            self.zone.as_deref().unwrap_or(&self.region),
+            self.instance_type
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog data is malformed: {0}")]
+    Malformed(#[from] toml::de::Error),
+    #[error("catalog lists {cloud} region {region} for {instance_type}, but that region is not declared")]
+    UnknownRegion { cloud: Cloud, region: String, instance_type: String },
+}
+
+impl Catalog {
+    /// The catalog compiled into this binary.
+    pub fn builtin() -> Catalog {
+        Catalog::parse(BUILTIN).expect("the compiled-in catalog is checked by the test suite")
+    }
+
+    pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        let catalog: Catalog = toml::from_str(text)?;
+        for it in &catalog.instance_types {
+            for offer in &it.offers {
+                if catalog.region(it.cloud, &offer.region).is_none() {
+                    return Err(CatalogError::UnknownRegion {
+                        cloud: it.cloud,
+                        region: offer.region.clone(),
+                        instance_type: it.name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(catalog)
+    }
+
+    pub fn region(&self, cloud: Cloud, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.cloud == cloud && r.name == name)
+    }
+
+    pub fn instance_type(&self, cloud: Cloud, name: &str) -> Option<&InstanceType> {
+        self.instance_types.iter().find(|t| t.cloud == cloud && t.name == name)
+    }
+
+    /// Every GPU model some instance type carries, sorted.
+    pub fn gpu_models(&self) -> Vec<String> {
+        let mut models: Vec<String> = self.instance_types.iter().map(|t| t.gpu.clone()).collect();
+        models.sort();
+        models.dedup();
+        models
+    }
+
+    /// Every jurisdiction some region is under, sorted.
+    pub fn jurisdictions(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.regions.iter().map(|r| r.jurisdiction.clone()).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// All offerings, in catalog order. AWS and Azure place by region (zone
+    /// `None`); Google Cloud places by zone, so it yields one offering per zone.
+    pub fn offerings(&self) -> Vec<Offering> {
+        let mut out = Vec::new();
+        for it in &self.instance_types {
+            for offer in &it.offers {
+                let Some(region) = self.region(it.cloud, &offer.region) else { continue };
+                let base = Offering {
+                    cloud: it.cloud,
+                    region: offer.region.clone(),
+                    zone: None,
+                    instance_type: it.name.clone(),
+                    gpu: it.gpu.clone(),
+                    gpus_per_node: it.gpus,
+                    jurisdiction: region.jurisdiction.clone(),
+                    price_per_hour: offer.price_per_hour,
+                };
+                if it.cloud == Cloud::Gcp {
+                    let zones = if offer.zones.is_empty() { &region.zones } else { &offer.zones };
+                    out.extend(zones.iter().map(|z| Offering { zone: Some(z.clone()), ..base.clone() }));
+                } else {
+                    out.push(base);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,186 @@
+//! clap definitions of every command and flag.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gpufleet",
+    version,
+    about = "Provision GPU capacity across AWS, Google Cloud and Azure from declarative plan files",
+    long_about = "gpufleet reads a plan file that says how much GPU capacity each fleet needs and where \
+it may live, lists what the clouds already run for the plan, and creates or deletes instances until \
+the clouds match the plan. When one offering is sold out it records the shortage and places the nodes \
+on the next allowed offering.\n\nTry it without a cloud account:\n  gpufleet apply plans/demo.toml --sim --auto-approve"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a plan file against the format and the catalog; touches no cloud.
+    Validate(ValidateArgs),
+    /// Show what apply would change, with costs before and after.
+    Plan(PlanArgs),
+    /// Make the clouds match a plan file or a saved plan.
+    Apply(ApplyArgs),
+    /// Delete every instance a plan owns.
+    Destroy(DestroyArgs),
+    /// Inspect the local state.
+    State(StateArgs),
+    /// Print the JSON Schema of plan files (for editors).
+    Schema,
+    /// Run or drive the built-in cloud simulator.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Plan file (TOML).
+    pub plan: PathBuf,
+}
+
+/// Where the clouds are: real endpoints, the embedded simulator, or a running one.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Directory holding state, lock and journal files.
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+    /// Run against the built-in simulator, in-process, with an optional scenario file;
+    /// its world is kept under the state directory between commands.
+    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = "", conflicts_with = "sim_url")]
+    pub sim: Option<PathBuf>,
+    /// Point every provider at a running simulator (`gpufleet sim serve`).
+    #[arg(long, env = "GPUFLEET_SIM_URL", value_name = "URL")]
+    pub sim_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan file (TOML).
+    pub plan: PathBuf,
+    /// Save the plan to FILE so that `apply FILE` executes exactly it (also `-out FILE`).
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of the human diff.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Plan file (TOML), or a plan saved with `plan --out`.
+    pub plan: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Print JSON lines, one event per step, and a final summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Plan file (TOML).
+    pub plan: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the instances the state knows.
+    List(StateListArgs),
+    /// Show one instance (by id) with everything the state knows of it.
+    Show(StateShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateListArgs {
+    /// Only this plan (by name); default: every plan in the state directory.
+    #[arg(long)]
+    pub plan: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StateShowArgs {
+    /// Instance id.
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    pub command: SimCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Serve the simulated clouds over HTTP (EC2 Query API and the `/_sim/` admin API).
+    /// Prints `listening on http://ADDR` as its first line.
+    Serve(SimServeArgs),
+    /// Move the embedded simulator's clock forward (e.g. `20m`, `1h30m`).
+    Advance(SimAdvanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimServeArgs {
+    /// Loopback address to listen on; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Scenario file (TOML): capacity per offering over simulated time.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Keep the world in this file (loaded at start, saved after every change).
+    #[arg(long)]
+    pub world: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimAdvanceArgs {
+    /// How far to move the clock: `90s`, `20m`, `1h`.
+    pub duration: humantime::Duration,
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+}
+
+/// Accepts Terraform's single-dash `-out FILE` / `-out=FILE` as `--out`.
+pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-out") => OsString::from("--out"),
+            Some(s) if s.starts_with("-out=") => OsString::from(format!("-{s}")),
+            _ => a,
+        })
+        .collect()
+}

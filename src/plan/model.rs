@@ -1,0 +1,111 @@
+//! The validated plan: what the rest of gpufleet works with. Every value here
+//! has been checked against the catalog and has its defaults filled in.
+
+use crate::catalog::Cloud;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default time a remembered shortage keeps an offering out of plans.
+pub const DEFAULT_SHORTAGE_TTL: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Plan id; used in the `gpufleet-plan` ownership tag and the state file name.
+    pub name: String,
+    /// Path the plan was loaded from.
+    pub path: PathBuf,
+    pub providers: Providers,
+    /// Fleets by name, sorted.
+    pub fleets: BTreeMap<String, Fleet>,
+    /// How long a capacity or quota refusal keeps an offering out of plans.
+    pub shortage_ttl: Duration,
+    /// Offerings the plan adds to, or overrides in, the built-in catalog.
+    pub offerings: Vec<OfferingOverride>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Providers {
+    pub aws: Option<AwsConfig>,
+}
+
+impl Providers {
+    /// Regions (or zones) a cloud may be used in; `None` when the cloud is not configured.
+    pub fn locations(&self, cloud: Cloud) -> Option<&[String]> {
+        match cloud {
+            Cloud::Aws => self.aws.as_ref().map(|a| a.regions.as_slice()),
+            Cloud::Gcp | Cloud::Azure => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwsConfig {
+    pub regions: Vec<String>,
+    /// Endpoint override (e.g. moto or a private endpoint); otherwise the
+    /// standard AWS configuration chain decides.
+    pub endpoint: Option<String>,
+    /// Named profile of the shared AWS config; otherwise the default chain.
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementPolicy {
+    /// Fill offerings in preference order, taking what each can give.
+    Spread,
+    /// All of a fleet's nodes in one region.
+    Pack,
+}
+
+/// One entry of `prefer`: a cloud, optionally narrowed to a region or zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preference {
+    pub cloud: Cloud,
+    /// Region or zone name; `None` means the whole cloud.
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub name: String,
+    pub gpu: String,
+    pub gpus_per_node: u32,
+    pub nodes: u32,
+    /// Lowest node count the fleet accepts as a partial fill (defaults to `nodes`).
+    pub min_nodes: u32,
+    pub placement: PlacementPolicy,
+    pub prefer: Vec<Preference>,
+    /// Allowed jurisdictions; `None` means anywhere.
+    pub residency: Option<Vec<String>>,
+    pub max_price_per_gpu_hour: Option<f64>,
+    /// Machine image per cloud.
+    pub image: BTreeMap<Cloud, String>,
+    pub startup: Option<StartupScript>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A startup script, read when the plan loads so a missing file is a plan error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartupScript {
+    /// As written in the plan (relative to the plan file).
+    pub path: String,
+    pub content: String,
+}
+
+/// An `[[offerings]]` entry: adds an instance type/region to the catalog, or
+/// overrides the price of one it has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfferingOverride {
+    pub cloud: Cloud,
+    pub instance_type: String,
+    pub region: String,
+    pub zone: Option<String>,
+    /// Required when the catalog does not know the instance type.
+    pub gpu: Option<String>,
+    pub gpus_per_node: Option<u32>,
+    /// Required when the catalog does not know the region.
+    pub jurisdiction: Option<String>,
+    pub price_per_hour: Option<f64>,
+}

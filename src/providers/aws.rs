@@ -1,0 +1,1 @@
+//! AWS provider on aws-sdk-ec2.

@@ -1,0 +1,158 @@
+//! The boundary to the clouds: one [`Provider`] trait, one module per cloud.
+//!
+//! Providers are the only code that speaks to a cloud. They list what the plan
+//! owns (by ownership tags), create N nodes at one placement with an
+//! idempotency token, delete a set of instances, and sort every SDK error into
+//! a few [`ErrorKind`]s so that nothing above this layer sees a raw SDK code.
+
+pub mod aws;
+
+use crate::catalog::Cloud;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Ownership tag: the plan's name.
+pub const TAG_PLAN: &str = "gpufleet-plan";
+/// Ownership tag: the fleet's name within the plan.
+pub const TAG_FLEET: &str = "gpufleet-fleet";
+/// Ownership tag: the apply run that created the instance.
+pub const TAG_RUN: &str = "gpufleet-run";
+
+/// One instance the clouds report as owned by a plan.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: Option<String>,
+    pub instance_type: String,
+    pub fleet: String,
+    /// The apply run that created it (its `gpufleet-run` tag).
+    pub run: String,
+    pub launched_at: DateTime<Utc>,
+}
+
+/// Where to create nodes: one offering of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Placement {
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: Option<String>,
+    pub instance_type: String,
+}
+
+impl Placement {
+    pub fn of(instance: &Instance) -> Placement {
+        Placement {
+            cloud: instance.cloud,
+            region: instance.region.clone(),
+            zone: instance.zone.clone(),
+            instance_type: instance.instance_type.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.cloud, self.zone.as_deref().unwrap_or(&self.region), self.instance_type)
+    }
+}
+
+/// A request to create between `min_count` and `count` nodes at one placement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateRequest {
+    pub plan: String,
+    pub fleet: String,
+    pub run: String,
+    pub placement: Placement,
+    pub count: u32,
+    pub min_count: u32,
+    /// Machine image for this cloud (AMI id, image URL, image reference).
+    pub image: String,
+    /// Startup script, passed as user data / startup-script metadata.
+    pub user_data: Option<String>,
+    /// Extra tags/labels from the plan, added next to the ownership tags.
+    pub labels: BTreeMap<String, String>,
+    /// Makes a retried create idempotent (EC2 ClientToken, GCE requestId).
+    pub idempotency_token: String,
+}
+
+impl CreateRequest {
+    /// Ownership tags first, then the plan's labels (which cannot override them).
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.labels.clone();
+        tags.insert(TAG_PLAN.into(), self.plan.clone());
+        tags.insert(TAG_FLEET.into(), self.fleet.clone());
+        tags.insert(TAG_RUN.into(), self.run.clone());
+        tags
+    }
+}
+
+/// What a cloud refused, sorted so the planner and apply can act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No stock for this instance type at this placement right now.
+    Capacity,
+    /// An account or regional limit rules the launch out.
+    Quota,
+    /// The API asked us to slow down.
+    Throttled { retry_after_ms: Option<u64> },
+    /// 5xx, reset, timeout: the same call may succeed if retried.
+    Transient,
+    /// The request itself is wrong (bad image, bad parameter).
+    Invalid,
+    /// Credentials missing, expired or not allowed.
+    Auth,
+    NotFound,
+}
+
+impl ErrorKind {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ErrorKind::Throttled { retry_after_ms } => retry_after_ms.map(Duration::from_millis),
+            _ => None,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ErrorKind::Throttled { .. } | ErrorKind::Transient)
+    }
+
+    pub fn is_shortage(&self) -> bool {
+        matches!(self, ErrorKind::Capacity | ErrorKind::Quota)
+    }
+}
+
+/// An error from a cloud, classified, with the cloud's own code kept for the user.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{cloud} {region}: {code}: {message}")]
+pub struct ProviderError {
+    pub kind: ErrorKind,
+    pub cloud: Cloud,
+    pub region: String,
+    /// The cloud's error code, e.g. `InsufficientInstanceCapacity`.
+    pub code: String,
+    pub message: String,
+}
+
+/// The one interface gpufleet uses to talk to a cloud.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    fn cloud(&self) -> Cloud;
+
+    /// Every instance carrying `gpufleet-plan = plan`, in every configured
+    /// region, that is not terminated or shutting down.
+    async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError>;
+
+    /// Launch between `min_count` and `count` nodes. A partial fill is
+    /// returned as fewer instances, not as an error.
+    async fn create(&self, request: &CreateRequest) -> Result<Vec<Instance>, ProviderError>;
+
+    /// Terminate these instances (all of this cloud). Instances already gone
+    /// count as deleted.
+    async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError>;
+}
