@@ -19,4 +19,5 @@ pub mod cli;
 pub mod plan;
 pub mod planner;
 pub mod providers;
+pub mod state;
 pub mod sim;

@@ -1,4 +1,315 @@
-//! The planner: PURE. (plan, observed instances, shortage memory, catalog, now) → changeset.
+//! The planner: PURE. `(plan, observed instances, shortage memory, catalog,
+//! now) → Changeset`. No I/O, no clock, no async: everything comes in as
+//! values, so every decision is testable with plain values.
+//!
+//! Rules, per fleet:
+//! - Instances whose placement the plan no longer allows are deleted; those of
+//!   fleets that left the plan too.
+//! - `spread`: a shortfall is created on the most preferred offering not in
+//!   shortage memory (apply fails over to the next one when it is refused).
+//! - `pack`: all nodes in one region, the one already holding most of the
+//!   fleet, else the most preferred; nodes elsewhere are deleted only once the
+//!   region is full (make-before-break).
+//! - Over count: the least preferred placement loses nodes first, newest first.
 
+mod changeset;
 pub mod offerings;
+
+pub use changeset::*;
 pub use offerings::{Exclusion, allowed_offerings, candidate_offerings, preference_rank};
+
+use crate::catalog::{Catalog, Offering};
+use crate::plan::{Fleet, Plan, PlacementPolicy};
+use crate::providers::{Instance, Placement};
+use crate::state::Shortage;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// Compute what must change for the clouds to match `desired`.
+pub fn plan(
+    desired: &Plan,
+    observed: &[Instance],
+    shortages: &[Shortage],
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Changeset {
+    let active: Vec<&Shortage> = shortages.iter().filter(|s| s.expires_at > now).collect();
+    let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    for instance in observed {
+        by_fleet.entry(instance.fleet.as_str()).or_default().push(instance);
+    }
+
+    let mut creates = Vec::new();
+    let mut deletes = Vec::new();
+    let mut fleets = Vec::new();
+    let mut skipped = Vec::new();
+
+    for fleet in desired.fleets.values() {
+        let mine = by_fleet.remove(fleet.name.as_str()).unwrap_or_default();
+        let outcome = plan_fleet(desired, fleet, &mine, &active, catalog);
+        creates.extend(outcome.creates);
+        deletes.extend(outcome.deletes);
+        skipped.extend(outcome.skipped);
+        fleets.push(outcome.outlook);
+    }
+    for (fleet, instances) in by_fleet {
+        deletes.extend(delete_actions(fleet, &instances, Reason::DeleteBecauseNotInPlan, catalog));
+    }
+
+    let mut actions = creates;
+    actions.extend(deletes);
+    let cost = cost_summary(observed, &actions, catalog);
+    Changeset { plan: desired.name.clone(), actions, fleets, skipped, cost }
+}
+
+struct FleetPlan {
+    creates: Vec<Action>,
+    deletes: Vec<Action>,
+    skipped: Vec<SkippedOffering>,
+    outlook: FleetOutlook,
+}
+
+fn plan_fleet(
+    desired: &Plan,
+    fleet: &Fleet,
+    mine: &[&Instance],
+    active: &[&Shortage],
+    catalog: &Catalog,
+) -> FleetPlan {
+    let candidates = candidate_offerings(fleet, &desired.providers, catalog);
+    let allowed = allowed_offerings(fleet, &desired.providers, catalog);
+    let mut skipped = Vec::new();
+    let mut launchable: Vec<&Offering> = Vec::new();
+    for offering in &allowed {
+        match active.iter().find(|s| s.scope.covers(offering)) {
+            Some(s) => skipped.push(SkippedOffering {
+                fleet: fleet.name.clone(),
+                offering: offering.label(),
+                code: s.code.clone(),
+                since: s.last_seen,
+                retry_after: s.expires_at,
+            }),
+            None => launchable.push(offering),
+        }
+    }
+
+    // Split what runs into what may stay and what sits where the plan no longer allows.
+    let mut kept: Vec<(&Instance, usize)> = Vec::new();
+    let mut not_allowed: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
+    for &instance in mine {
+        match allowed.iter().position(|o| hosts(o, instance)) {
+            Some(rank) => kept.push((instance, rank)),
+            None => not_allowed.entry(why_not_allowed(instance, fleet, &candidates)).or_default().push(instance),
+        }
+    }
+    let mut deletes = Vec::new();
+    for (why, instances) in not_allowed {
+        deletes.extend(delete_actions(&fleet.name, &instances, Reason::DeleteBecauseNotAllowed { why }, catalog));
+    }
+
+    let want = fleet.nodes;
+    let mut creates = Vec::new();
+    let mut shortfall_reason = None;
+    match fleet.placement {
+        PlacementPolicy::Spread => {
+            let have = kept.len() as u32;
+            if have > want {
+                deletes.extend(trim(fleet, &mut kept, have - want, catalog));
+            } else if have < want {
+                match launchable.first() {
+                    Some(o) => creates.push(create_action(fleet, o, want - have, 1, have)),
+                    None => shortfall_reason = Some(no_offering_reason(&allowed, &skipped)),
+                }
+            }
+        }
+        PlacementPolicy::Pack => {
+            let target = pack_target(&kept, &launchable);
+            let (mut in_target, outside): (Vec<_>, Vec<_>) =
+                kept.into_iter().partition(|(i, _)| Some(region_of(i)) == target);
+            let have = in_target.len() as u32;
+            let mut region_full = have >= want;
+            if have > want {
+                deletes.extend(trim(fleet, &mut in_target, have - want, catalog));
+            } else if have < want {
+                let in_region = launchable.iter().filter(|o| Some((o.cloud, o.region.as_str())) == target);
+                // Grow with the instance type the region already runs, if it still may.
+                let offering = in_region
+                    .clone()
+                    .find(|o| in_target.iter().any(|(i, _)| i.instance_type == o.instance_type))
+                    .or_else(|| in_region.clone().next());
+                match offering {
+                    Some(o) => {
+                        let need = want - have;
+                        let min_count = fleet.min_nodes.saturating_sub(have).clamp(1, need);
+                        creates.push(create_action(fleet, o, need, min_count, have));
+                        region_full = true;
+                    }
+                    None => shortfall_reason = Some(no_offering_reason(&allowed, &skipped)),
+                }
+            }
+            if region_full && !outside.is_empty() {
+                let instances: Vec<&Instance> = outside.iter().map(|(i, _)| *i).collect();
+                let region = target.map(|(_, r)| r.to_string()).unwrap_or_default();
+                deletes.extend(delete_actions(
+                    &fleet.name,
+                    &instances,
+                    Reason::DeleteBecausePackConsolidation { region },
+                    catalog,
+                ));
+            }
+        }
+    }
+
+    let have = mine.len() as u32;
+    let created: u32 = creates.iter().map(|a| a.count).sum();
+    let deleted: u32 = deletes.iter().map(|a| a.count).sum();
+    let outlook = FleetOutlook {
+        fleet: fleet.name.clone(),
+        gpu: fleet.gpu.clone(),
+        gpus_per_node: fleet.gpus_per_node,
+        want,
+        min_nodes: fleet.min_nodes,
+        have,
+        planned: have + created - deleted,
+        shortfall_reason,
+    };
+    FleetPlan { creates, deletes, skipped, outlook }
+}
+
+/// Whether an instance runs on this offering.
+fn hosts(offering: &Offering, instance: &Instance) -> bool {
+    offering.cloud == instance.cloud
+        && offering.region == instance.region
+        && offering.instance_type == instance.instance_type
+        && (offering.zone.is_none() || offering.zone == instance.zone)
+}
+
+fn region_of(instance: &Instance) -> (crate::catalog::Cloud, &str) {
+    (instance.cloud, instance.region.as_str())
+}
+
+/// The region a `pack` fleet gathers in: where most of it already runs (ties
+/// to the more preferred), else the region of the best launchable offering.
+fn pack_target<'a>(
+    kept: &[(&'a Instance, usize)],
+    launchable: &[&'a Offering],
+) -> Option<(crate::catalog::Cloud, &'a str)> {
+    let mut per_region: BTreeMap<(crate::catalog::Cloud, &str), (usize, usize)> = BTreeMap::new();
+    for (instance, rank) in kept {
+        let entry = per_region.entry(region_of(instance)).or_insert((0, usize::MAX));
+        entry.0 += 1;
+        entry.1 = entry.1.min(*rank);
+    }
+    per_region
+        .into_iter()
+        .max_by(|a, b| a.1.0.cmp(&b.1.0).then(b.1.1.cmp(&a.1.1)))
+        .map(|(region, _)| region)
+        .or_else(|| launchable.first().map(|o| (o.cloud, o.region.as_str())))
+}
+
+fn why_not_allowed(instance: &Instance, fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)]) -> String {
+    let exclusion = candidates.iter().find(|(o, _)| hosts(o, instance)).and_then(|(_, why)| why.clone());
+    match exclusion {
+        Some(Exclusion::CloudNotConfigured) => format!("{} is not a configured provider", instance.cloud),
+        Some(Exclusion::LocationNotConfigured) => format!("{} is not a configured region", instance.region),
+        Some(Exclusion::OutsideResidency) => format!("{} is outside the fleet's residency", instance.region),
+        Some(Exclusion::OverPriceCeiling) => "above the fleet's price ceiling".to_string(),
+        Some(Exclusion::PriceUnknownUnderCeiling) => "price unknown under the fleet's price ceiling".to_string(),
+        None => format!(
+            "{} is not a {}×{} offering",
+            instance.instance_type, fleet.gpus_per_node, fleet.gpu
+        ),
+    }
+}
+
+fn no_offering_reason(allowed: &[Offering], skipped: &[SkippedOffering]) -> String {
+    if allowed.is_empty() {
+        "no offering is allowed by the plan".to_string()
+    } else {
+        let codes: Vec<String> = skipped.iter().map(|s| format!("{} ({})", s.offering, s.code)).collect();
+        format!("every allowed offering is in shortage: {}", codes.join(", "))
+    }
+}
+
+fn create_action(fleet: &Fleet, offering: &Offering, count: u32, min_count: u32, have: u32) -> Action {
+    Action {
+        kind: ActionKind::Create,
+        fleet: fleet.name.clone(),
+        placement: Placement {
+            cloud: offering.cloud,
+            region: offering.region.clone(),
+            zone: offering.zone.clone(),
+            instance_type: offering.instance_type.clone(),
+        },
+        count,
+        min_count,
+        instance_ids: Vec::new(),
+        reason: Reason::CreateBecauseShortfall { have, want: fleet.nodes },
+        price_per_hour: offering.price_per_hour,
+    }
+}
+
+/// Pick `excess` instances to remove: least preferred placement first, then
+/// newest first; the chosen ones are taken out of `kept`.
+fn trim(fleet: &Fleet, kept: &mut Vec<(&Instance, usize)>, excess: u32, catalog: &Catalog) -> Vec<Action> {
+    let have = kept.len() as u32;
+    kept.sort_by(|(a, ra), (b, rb)| {
+        rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(b.id.cmp(&a.id))
+    });
+    let removed: Vec<&Instance> = kept.drain(..excess as usize).map(|(i, _)| i).collect();
+    delete_actions(&fleet.name, &removed, Reason::DeleteBecauseOverCount { have, want: fleet.nodes }, catalog)
+}
+
+/// One delete action per placement, instance ids sorted.
+fn delete_actions(fleet: &str, instances: &[&Instance], reason: Reason, catalog: &Catalog) -> Vec<Action> {
+    let mut per_placement: BTreeMap<Placement, Vec<String>> = BTreeMap::new();
+    for instance in instances {
+        per_placement.entry(Placement::of(instance)).or_default().push(instance.id.clone());
+    }
+    per_placement
+        .into_iter()
+        .map(|(placement, mut ids)| {
+            ids.sort();
+            Action {
+                kind: ActionKind::Delete,
+                fleet: fleet.to_string(),
+                price_per_hour: price_of(&placement, catalog),
+                placement,
+                count: ids.len() as u32,
+                min_count: 0,
+                instance_ids: ids,
+                reason: reason.clone(),
+            }
+        })
+        .collect()
+}
+
+/// List price per hour of one instance at a placement, when the catalog knows it.
+pub fn price_of(placement: &Placement, catalog: &Catalog) -> Option<f64> {
+    let it = catalog.instance_type(placement.cloud, &placement.instance_type)?;
+    it.offers.iter().find(|o| o.region == placement.region)?.price_per_hour
+}
+
+fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) -> CostSummary {
+    let mut unknown = false;
+    let mut before = 0.0;
+    for instance in observed {
+        match price_of(&Placement::of(instance), catalog) {
+            Some(p) => before += p,
+            None => unknown = true,
+        }
+    }
+    let mut after = before;
+    for action in actions {
+        let Some(p) = action.price_per_hour else {
+            unknown = true;
+            continue;
+        };
+        let delta = p * f64::from(action.count);
+        match action.kind {
+            ActionKind::Create => after += delta,
+            ActionKind::Delete => after -= delta,
+        }
+    }
+    CostSummary { before_per_hour: before, after_per_hour: after.max(0.0), has_unknown_prices: unknown }
+}

@@ -1,0 +1,105 @@
+//! What gpufleet remembers between runs. Pure data, versioned on disk.
+
+use crate::catalog::{Cloud, Offering};
+use crate::providers::{Instance, Placement};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Version of the state file format; bumped with an upgrade path on change.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub format_version: u32,
+    /// Incremented on every write; a saved plan records the serial it saw.
+    pub serial: u64,
+    /// Identifies this state's history; a saved plan from another lineage is refused.
+    pub lineage: String,
+    pub plan: String,
+    /// The instances the clouds reported as owned at the last refresh, plus
+    /// those created since.
+    pub instances: Vec<Instance>,
+    pub shortages: Vec<Shortage>,
+}
+
+impl State {
+    pub fn new(plan: &str) -> State {
+        State {
+            format_version: STATE_FORMAT_VERSION,
+            serial: 0,
+            lineage: uuid::Uuid::new_v4().to_string(),
+            plan: plan.to_string(),
+            instances: Vec::new(),
+            shortages: Vec::new(),
+        }
+    }
+
+    /// Shortages still in force at `now`.
+    pub fn active_shortages(&self, now: DateTime<Utc>) -> Vec<Shortage> {
+        self.shortages.iter().filter(|s| s.expires_at > now).cloned().collect()
+    }
+
+    /// Remember a refusal; an existing memory of the same scope is refreshed
+    /// (keeping when it was first seen), expired ones are dropped.
+    pub fn remember_shortage(&mut self, shortage: Shortage) {
+        let now = shortage.last_seen;
+        self.shortages.retain(|s| s.expires_at > now);
+        match self.shortages.iter_mut().find(|s| s.scope == shortage.scope) {
+            Some(existing) => {
+                existing.last_seen = shortage.last_seen;
+                existing.expires_at = shortage.expires_at;
+                existing.code = shortage.code;
+                existing.message = shortage.message;
+            }
+            None => self.shortages.push(shortage),
+        }
+    }
+}
+
+/// What a capacity or quota refusal rules out, scoped by what the error means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case")]
+pub enum ShortageScope {
+    /// No stock of this instance type at this placement (a zone, or a whole
+    /// region when the cloud picks the zone).
+    Offering { placement: Placement },
+    /// A quota rules out every instance type with this GPU in this region.
+    Quota { cloud: Cloud, region: String, gpu: String },
+}
+
+impl ShortageScope {
+    pub fn covers(&self, offering: &Offering) -> bool {
+        match self {
+            ShortageScope::Offering { placement } => {
+                placement.cloud == offering.cloud
+                    && placement.region == offering.region
+                    && placement.instance_type == offering.instance_type
+                    && (placement.zone.is_none() || placement.zone == offering.zone)
+            }
+            ShortageScope::Quota { cloud, region, gpu } => {
+                *cloud == offering.cloud && *region == offering.region && *gpu == offering.gpu
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ShortageScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShortageScope::Offering { placement } => write!(f, "{placement}"),
+            ShortageScope::Quota { cloud, region, gpu } => write!(f, "{cloud} {region} {gpu} quota"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortage {
+    #[serde(flatten)]
+    pub scope: ShortageScope,
+    /// The cloud's error code, e.g. `InsufficientInstanceCapacity`.
+    pub code: String,
+    pub message: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
