@@ -1,5 +1,12 @@
-//! What gpufleet remembers between runs: the state model and its local backend
-//! (state file, lock, journal).
+//! What gpufleet remembers between runs: the state model and its local
+//! backend (state file, lock, journal). The clouds are the source of truth for
+//! what exists; state is the memory of what was intended, what failed, when.
 
+mod files;
+pub mod journal;
+pub mod local;
+pub mod lock;
 pub mod model;
+
+pub use local::{LocalBackend, StateError};
 pub use model::*;

@@ -1,0 +1,214 @@
+//! The state lock: one writer per plan.
+//!
+//! Two layers: an OS advisory lock (`flock`) on the lock file, which the
+//! kernel drops the moment its holder dies, even under SIGKILL; and the file's
+//! content, naming the holder (host, pid, command, since) with a lease, for
+//! messages and for holders on other hosts sharing the directory. A lock is
+//! taken over only when its holder is provably dead (same host, no such pid)
+//! or its lease has expired.
+
+use super::files;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a lock stays valid without a renewal.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    pub command: String,
+    pub since: DateTime<Utc>,
+    pub lease_expires: DateTime<Utc>,
+}
+
+impl Holder {
+    /// This process, holding since `now`.
+    pub fn this_process(command: &str, now: DateTime<Utc>, lease: Duration) -> Holder {
+        Holder {
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            pid: std::process::id(),
+            command: command.to_string(),
+            since: now,
+            lease_expires: now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
+        }
+    }
+
+    /// Whether this holder still owns the lock at `now`: alive, lease running.
+    fn is_live(&self, now: DateTime<Utc>) -> bool {
+        if now >= self.lease_expires {
+            return false;
+        }
+        let this_host = gethostname::gethostname().to_string_lossy().into_owned();
+        if self.host == this_host {
+            return process_exists(self.pid);
+        }
+        true
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` (pid {} on {}) since {}, lease until {}",
+            self.command,
+            self.pid,
+            self.host,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.lease_expires.format("%H:%M:%S UTC")
+        )
+    }
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 only checks for the process; it sends nothing.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("the state of plan `{plan}` is locked by {holder}")]
+    Held { plan: String, holder: Holder, path: PathBuf },
+    #[error("cannot use lock file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct StateLock {
+    file: File,
+    path: PathBuf,
+    holder: Holder,
+}
+
+impl StateLock {
+    /// Take the lock at `path` for `holder`, or say who has it.
+    pub fn acquire(plan: &str, path: &Path, holder: Holder) -> Result<StateLock, LockError> {
+        let io_err = |source| LockError::Io { path: path.to_path_buf(), source };
+        if let Some(dir) = path.parent() {
+            files::ensure_dir(dir).map_err(io_err)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err)?;
+        let current = read_holder(&mut file).map_err(io_err)?;
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let holder = current.unwrap_or_else(|| Holder::this_process("unknown", holder.since, Duration::ZERO));
+                return Err(LockError::Held { plan: plan.to_string(), holder, path: path.to_path_buf() });
+            }
+            return Err(io_err(err));
+        }
+        // The OS lock is ours; the content may still name a holder on another host.
+        let current = read_holder(&mut file).map_err(io_err)?;
+        if let Some(other) = current.filter(|h| h.is_live(holder.since)) {
+            return Err(LockError::Held { plan: plan.to_string(), holder: other, path: path.to_path_buf() });
+        }
+        let mut lock = StateLock { file, path: path.to_path_buf(), holder };
+        lock.write_holder().map_err(io_err)?;
+        Ok(lock)
+    }
+
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// Extend the lease to `now + lease`; long applies call this periodically.
+    pub fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), LockError> {
+        self.holder.lease_expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        self.write_holder().map_err(|source| LockError::Io { path: self.path.clone(), source })
+    }
+
+    fn write_holder(&mut self) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.holder).map_err(io::Error::other)?;
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&json)?;
+        self.file.sync_all()
+    }
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // Empty content means free; the OS lock goes with the descriptor.
+        let _ = self.file.set_len(0);
+        let _ = self.file.sync_all();
+    }
+}
+
+fn read_holder(file: &mut File) -> io::Result<Option<Holder>> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_string(&mut text)?;
+    Ok(serde_json::from_str(&text).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, minute, 0).unwrap()
+    }
+
+    #[test]
+    fn second_acquire_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let first = StateLock::acquire("demo", &path, Holder::this_process("apply", at(0), DEFAULT_LEASE)).unwrap();
+        let err = StateLock::acquire("demo", &path, Holder::this_process("plan", at(1), DEFAULT_LEASE)).unwrap_err();
+        match err {
+            LockError::Held { holder, .. } => {
+                assert_eq!(holder.command, "apply");
+                assert_eq!(holder.pid, std::process::id());
+            }
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(first);
+        StateLock::acquire("demo", &path, Holder::this_process("plan", at(2), DEFAULT_LEASE)).unwrap();
+    }
+
+    #[test]
+    fn dead_holder_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        // A holder on this host whose process no longer exists, lease still running.
+        let mut dead = Holder::this_process("apply", at(0), DEFAULT_LEASE);
+        dead.pid = u32::try_from(libc::pid_t::MAX).unwrap();
+        std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
+        let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(1), DEFAULT_LEASE)).unwrap();
+        assert_eq!(lock.holder().pid, std::process::id());
+    }
+
+    #[test]
+    fn remote_holder_blocks_until_its_lease_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let mut remote = Holder::this_process("apply", at(0), Duration::from_secs(600));
+        remote.host = "another-host.example".into();
+        std::fs::write(&path, serde_json::to_vec(&remote).unwrap()).unwrap();
+        let err = StateLock::acquire("demo", &path, Holder::this_process("apply", at(5), DEFAULT_LEASE));
+        assert!(matches!(err, Err(LockError::Held { .. })));
+        let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(11), DEFAULT_LEASE)).unwrap();
+        assert_eq!(lock.holder().since, at(11));
+    }
+}
