@@ -14,6 +14,7 @@
 //! - [`sim`]: the cloud simulator, speaking the clouds' real wire protocols.
 //! - [`cli`]: command-line definitions, rendering and per-command glue.
 
+pub mod apply;
 pub mod catalog;
 pub mod cli;
 pub mod plan;

@@ -58,6 +58,8 @@ pub enum Reason {
     DeleteBecauseOverCount { have: u32, want: u32 },
     /// The fleet is no longer in the plan.
     DeleteBecauseNotInPlan,
+    /// `gpufleet destroy`: everything the plan owns goes.
+    DeleteBecauseDestroy,
     /// The instance sits where the plan no longer allows (region, residency,
     /// price ceiling, GPU shape).
     DeleteBecauseNotAllowed { why: String },
@@ -79,6 +81,7 @@ impl std::fmt::Display for Reason {
             Reason::CreateBecauseShortfall { have, want } => write!(f, "shortfall: {have} of {want} nodes"),
             Reason::DeleteBecauseOverCount { have, want } => write!(f, "over count: {have} of {want} nodes"),
             Reason::DeleteBecauseNotInPlan => f.write_str("fleet is not in the plan"),
+            Reason::DeleteBecauseDestroy => f.write_str("destroy"),
             Reason::DeleteBecauseNotAllowed { why } => write!(f, "placement no longer allowed: {why}"),
             Reason::DeleteBecausePackConsolidation { region } => {
                 write!(f, "pack: gathering the fleet in {region}")

@@ -62,6 +62,20 @@ pub fn plan(
     Changeset { plan: desired.name.clone(), actions, fleets, skipped, cost }
 }
 
+/// The changeset of `gpufleet destroy`: delete everything the plan owns.
+pub fn destroy(plan: &str, observed: &[Instance], catalog: &Catalog) -> Changeset {
+    let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    for instance in observed {
+        by_fleet.entry(instance.fleet.as_str()).or_default().push(instance);
+    }
+    let actions: Vec<Action> = by_fleet
+        .into_iter()
+        .flat_map(|(fleet, instances)| delete_actions(fleet, &instances, Reason::DeleteBecauseDestroy, catalog))
+        .collect();
+    let cost = cost_summary(observed, &actions, catalog);
+    Changeset { plan: plan.to_string(), actions, fleets: Vec::new(), skipped: Vec::new(), cost }
+}
+
 struct FleetPlan {
     creates: Vec<Action>,
     deletes: Vec<Action>,

@@ -1,1 +1,301 @@
 //! AWS provider on aws-sdk-ec2.
+//!
+//! Create is one RunInstances per placement (MinCount/MaxCount for partial
+//! fills, ClientToken for idempotency, tags atomic with creation through
+//! TagSpecifications); refresh is DescribeInstances with tag filters and
+//! MaxResults 1000 in every configured region in parallel; delete is
+//! TerminateInstances in batches. The SDK's own retries are off: gpufleet
+//! retries throttled and transient calls itself with the same ClientToken,
+//! and never retries a capacity refusal in place.
+
+use super::{CreateRequest, ErrorKind, Instance, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying};
+use crate::catalog::Cloud;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
+
+/// DescribeInstances page size: the largest EC2 accepts.
+const DESCRIBE_PAGE_SIZE: i32 = 1000;
+/// Instances per TerminateInstances call.
+const TERMINATE_BATCH: usize = 500;
+/// Instance states that still hold (or will hold) capacity.
+const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "stopped"];
+
+/// How to reach EC2.
+#[derive(Debug, Clone, Default)]
+pub struct AwsConnection {
+    /// Endpoint override (simulator, moto); `None` lets the AWS chain decide.
+    pub endpoint: Option<String>,
+    /// Named profile of the shared config files.
+    pub profile: Option<String>,
+    /// Use fixed, non-secret credentials: only for the simulator, which does
+    /// not check signatures.
+    pub simulator_credentials: bool,
+}
+
+pub struct AwsProvider {
+    clients: Vec<(String, Client)>,
+}
+
+impl AwsProvider {
+    /// One EC2 client per region, sharing one loaded AWS configuration.
+    pub async fn connect(regions: &[String], connection: &AwsConnection) -> AwsProvider {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+        if let Some(endpoint) = &connection.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(profile) = &connection.profile {
+            loader = loader.profile_name(profile);
+        }
+        if connection.simulator_credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                "gpufleet-simulator",
+                "gpufleet-simulator",
+                None,
+                None,
+                "gpufleet-simulator",
+            ));
+        }
+        let shared = loader.load().await;
+        let clients = regions
+            .iter()
+            .map(|region| {
+                let config = aws_sdk_ec2::config::Builder::from(&shared)
+                    .region(aws_sdk_ec2::config::Region::new(region.clone()))
+                    .build();
+                (region.clone(), Client::from_conf(config))
+            })
+            .collect();
+        AwsProvider { clients }
+    }
+
+    fn client(&self, region: &str) -> Result<&Client, ProviderError> {
+        self.clients.iter().find(|(r, _)| r == region).map(|(_, c)| c).ok_or_else(|| ProviderError {
+            kind: ErrorKind::Invalid,
+            cloud: Cloud::Aws,
+            region: region.to_string(),
+            code: "RegionNotConfigured".into(),
+            message: format!("region {region} is not in [providers.aws] regions"),
+        })
+    }
+
+    async fn list_region(&self, region: &str, client: &Client, plan: &str) -> Result<Vec<Instance>, ProviderError> {
+        retrying(|| async {
+            let mut pages = client
+                .describe_instances()
+                .filters(Filter::builder().name(format!("tag:{TAG_PLAN}")).values(plan).build())
+                .filters(Filter::builder().name("instance-state-name").set_values(Some(
+                    LIVE_STATES.iter().map(|s| s.to_string()).collect(),
+                )).build())
+                .max_results(DESCRIBE_PAGE_SIZE)
+                .into_paginator()
+                .send();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| classify(region, e))?;
+                for reservation in page.reservations() {
+                    out.extend(reservation.instances().iter().filter_map(|i| to_instance(region, i)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    fn cloud(&self) -> Cloud {
+        Cloud::Aws
+    }
+
+    async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
+        let per_region =
+            try_join_all(self.clients.iter().map(|(region, client)| self.list_region(region, client, plan))).await?;
+        let mut all: Vec<Instance> = per_region.into_iter().flatten().collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn create(&self, request: &CreateRequest) -> Result<Vec<Instance>, ProviderError> {
+        let region = &request.placement.region;
+        let client = self.client(region)?;
+        let tags = TagSpecification::builder()
+            .resource_type(ResourceType::Instance)
+            .set_tags(Some(
+                request.tags().into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect(),
+            ))
+            .build();
+        let user_data = request
+            .user_data
+            .as_ref()
+            .map(|script| base64::engine::general_purpose::STANDARD.encode(script));
+        let placement = request
+            .placement
+            .zone
+            .as_ref()
+            .map(|z| aws_sdk_ec2::types::Placement::builder().availability_zone(z).build());
+        let count = i32::try_from(request.count).unwrap_or(i32::MAX);
+        let min_count = i32::try_from(request.min_count).unwrap_or(i32::MAX);
+        let output = retrying(|| async {
+            client
+                .run_instances()
+                .image_id(&request.image)
+                .instance_type(request.placement.instance_type.as_str().into())
+                .min_count(min_count)
+                .max_count(count)
+                .client_token(&request.idempotency_token)
+                .tag_specifications(tags.clone())
+                .set_user_data(user_data.clone())
+                .set_placement(placement.clone())
+                .send()
+                .await
+                .map_err(|e| classify(region, e))
+        })
+        .await?;
+        Ok(output.instances().iter().filter_map(|i| to_instance(region, i)).collect())
+    }
+
+    async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError> {
+        let mut by_region: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for instance in instances {
+            by_region.entry(&instance.region).or_default().push(instance.id.clone());
+        }
+        for (region, ids) in by_region {
+            let client = self.client(region)?;
+            for batch in ids.chunks(TERMINATE_BATCH) {
+                terminate_batch(client, region, batch).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Terminate one batch. EC2 fails the whole call if one id is unknown, so an
+/// instance already gone is dropped from the batch and the rest retried.
+async fn terminate_batch(client: &Client, region: &str, batch: &[String]) -> Result<(), ProviderError> {
+    let mut ids = batch.to_vec();
+    while !ids.is_empty() {
+        let result = retrying(|| async {
+            client
+                .terminate_instances()
+                .set_instance_ids(Some(ids.clone()))
+                .send()
+                .await
+                .map_err(|e| classify(region, e))
+        })
+        .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                let before = ids.len();
+                ids.retain(|id| !e.message.contains(id.as_str()));
+                if ids.len() == before {
+                    // Cannot tell which id is gone: the rest are gone too, or the error is ours.
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+    let state = i.state().and_then(|s| s.name());
+    if matches!(state, Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)) {
+        return None;
+    }
+    let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
+    let launched_at = i
+        .launch_time()
+        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    Some(Instance {
+        id: i.instance_id()?.to_string(),
+        cloud: Cloud::Aws,
+        region: region.to_string(),
+        zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
+        instance_type: i.instance_type()?.as_str().to_string(),
+        fleet: tag(TAG_FLEET)?,
+        run: tag(TAG_RUN).unwrap_or_default(),
+        launched_at,
+    })
+}
+
+/// Sort an EC2 error into a kind, keeping its code for the user.
+fn classify<E, R>(region: &str, err: SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (kind, code, message) = match &err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("Unknown").to_string();
+            let message = service.err().message().unwrap_or_default().to_string();
+            (kind_of_code(&code), code, message)
+        }
+        SdkError::TimeoutError(_) => (ErrorKind::Transient, "Timeout".into(), "the request timed out".into()),
+        SdkError::DispatchFailure(failure) => {
+            (ErrorKind::Transient, "DispatchFailure".into(), format!("{:?}", failure))
+        }
+        SdkError::ResponseError(_) => {
+            (ErrorKind::Transient, "ResponseError".into(), "the response could not be read".into())
+        }
+        SdkError::ConstructionFailure(_) => {
+            let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            let kind = if text.contains("credentials") { ErrorKind::Auth } else { ErrorKind::Invalid };
+            (kind, "ConstructionFailure".into(), text)
+        }
+        _ => (ErrorKind::Transient, "Unknown".into(), aws_smithy_types::error::display::DisplayErrorContext(&err).to_string()),
+    };
+    ProviderError { kind, cloud: Cloud::Aws, region: region.to_string(), code, message }
+}
+
+/// EC2 error codes by what they mean for gpufleet.
+pub fn kind_of_code(code: &str) -> ErrorKind {
+    match code {
+        "InsufficientInstanceCapacity"
+        | "InsufficientHostCapacity"
+        | "InsufficientReservedInstanceCapacity"
+        | "InsufficientCapacityOnHost"
+        | "Unsupported"
+        | "InsufficientFreeAddressesInSubnet"
+        | "ReservationCapacityExceeded"
+        | "UnfulfillableCapacity"
+        | "MaxSpotInstanceCountExceeded" => ErrorKind::Capacity,
+        "InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxFleetCountExceeded" => ErrorKind::Quota,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled { retry_after_ms: None },
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "RequestTimeout" => {
+            ErrorKind::Transient
+        }
+        "AuthFailure" | "UnauthorizedOperation" | "InvalidClientTokenId" | "SignatureDoesNotMatch"
+        | "OptInRequired" | "Blocked" | "ExpiredToken" => ErrorKind::Auth,
+        c if c.starts_with("InvalidInstanceID.NotFound") => ErrorKind::NotFound,
+        _ => ErrorKind::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_sort_into_kinds() {
+        assert_eq!(kind_of_code("InsufficientInstanceCapacity"), ErrorKind::Capacity);
+        assert_eq!(kind_of_code("Unsupported"), ErrorKind::Capacity);
+        assert_eq!(kind_of_code("VcpuLimitExceeded"), ErrorKind::Quota);
+        assert_eq!(kind_of_code("InstanceLimitExceeded"), ErrorKind::Quota);
+        assert!(matches!(kind_of_code("RequestLimitExceeded"), ErrorKind::Throttled { .. }));
+        assert_eq!(kind_of_code("InternalError"), ErrorKind::Transient);
+        assert_eq!(kind_of_code("AuthFailure"), ErrorKind::Auth);
+        assert_eq!(kind_of_code("InvalidInstanceID.NotFound"), ErrorKind::NotFound);
+        assert_eq!(kind_of_code("InvalidAMIID.Malformed"), ErrorKind::Invalid);
+        assert_eq!(kind_of_code("IdempotentParameterMismatch"), ErrorKind::Invalid);
+    }
+}

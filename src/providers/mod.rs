@@ -156,3 +156,40 @@ pub trait Provider: Send + Sync {
     /// count as deleted.
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError>;
 }
+
+/// Attempts of one call when the cloud throttles or fails transiently.
+const MAX_ATTEMPTS: u32 = 6;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(20);
+
+/// Run `call` until it succeeds, fails for a reason retrying cannot fix, or
+/// runs out of attempts. Throttled and transient failures wait with full
+/// jitter exponential backoff, or as long as the cloud's Retry-After says.
+/// The closure must reuse its idempotency token, so a retried create that
+/// had in fact succeeded returns the same instances.
+pub async fn retrying<T, F, Fut>(mut call: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call().await {
+            Err(e) if e.kind.is_retryable() && attempt < MAX_ATTEMPTS => {
+                tokio::time::sleep(backoff(attempt, e.kind.retry_after())).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Wait before attempt `attempt + 1`: the cloud's Retry-After if given, else
+/// a random duration up to `base * 2^(attempt-1)`, capped.
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(d) = retry_after {
+        return d;
+    }
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(16)).min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}

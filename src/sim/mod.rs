@@ -13,3 +13,7 @@ pub enum SimError {
 pub async fn run_server(_listen: SocketAddr, _scenario: Option<&Path>, _world: Option<&Path>) -> Result<(), SimError> {
     Ok(())
 }
+
+pub async fn sim_now(_url: &str) -> Result<chrono::DateTime<chrono::Utc>, SimError> {
+    Ok(chrono::Utc::now())
+}
