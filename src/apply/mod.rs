@@ -12,7 +12,7 @@ mod clouds;
 mod saved;
 
 pub use clouds::{Clock, Clouds, Target};
-pub use saved::{SavedPlan, SavedPlanError, digest};
+pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
 
 use crate::catalog::Catalog;
 use crate::plan::Plan;
@@ -189,9 +189,13 @@ pub enum Mode {
 }
 
 /// Make the clouds match the plan (or the saved plan, or nothing for destroy).
-/// The caller holds the lock.
-pub async fn apply(session: &Session<'_>, lock: &mut StateLock, mode: Mode) -> Result<ApplyReport, ApplyError> {
-    let mut refreshed = refresh(session).await?;
+/// The caller holds the lock and has refreshed under it.
+pub async fn apply(
+    session: &Session<'_>,
+    lock: &mut StateLock,
+    mode: Mode,
+    mut refreshed: Refreshed,
+) -> Result<ApplyReport, ApplyError> {
     if let Mode::Saved(saved) = &mode {
         check_not_stale(saved, &refreshed)?;
     }
@@ -242,7 +246,8 @@ pub async fn apply(session: &Session<'_>, lock: &mut StateLock, mode: Mode) -> R
 }
 
 fn check_not_stale(saved: &SavedPlan, refreshed: &Refreshed) -> Result<(), ApplyError> {
-    if saved.state_lineage != refreshed.state.lineage {
+    // A state never written has no lineage yet: its serial (0) says it all.
+    if saved.state_serial > 0 && saved.state_lineage != refreshed.state.lineage {
         return Err(ApplyError::Stale("it was made for a different state (lineage differs)".into()));
     }
     if saved.state_serial != refreshed.serial_read {

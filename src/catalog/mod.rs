@@ -211,3 +211,12 @@ impl Catalog {
         out
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("override")]
+pub struct OverrideError;
+impl Catalog {
+    pub fn with_overrides(&self, _o: &[crate::plan::OfferingOverride]) -> Result<Catalog, OverrideError> {
+        Ok(self.clone())
+    }
+}

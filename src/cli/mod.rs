@@ -1,13 +1,43 @@
 //! The command line: clap definitions, per-command glue, rendering.
 //!
-//! Exit codes: 0 success, 1 error, 2 changes present (`plan --detailed-exitcode`)
-//! or a partial fill (`apply`).
+//! Each verb lives in its own file and is a short function over the library.
+//! Exit codes: 0 success; 1 error; 2 changes present (`plan
+//! --detailed-exitcode`) or a partial fill at or above `min_nodes` (`apply`).
 
+mod apply;
 mod args;
+mod context;
+mod plan;
+mod progress;
+mod render;
+mod sim;
+mod state;
+mod validate;
+
 pub use args::*;
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
+
+/// What a command asks the process to exit with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    /// Changes present (`plan --detailed-exitcode`) or partial fill (`apply`).
+    Changes,
+    Error,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        match exit {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Error => ExitCode::from(1),
+            Exit::Changes => ExitCode::from(2),
+        }
+    }
+}
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
@@ -20,22 +50,73 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(report) => {
-            eprintln!("{report:?}");
+        Ok(exit) => exit.into(),
+        Err(failure) => {
+            failure.print();
             ExitCode::from(1)
         }
     }
 }
 
-async fn run(cli: Cli) -> miette::Result<ExitCode> {
+async fn run(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {
-        Command::Sim(SimArgs { command: SimCommand::Serve(a) }) => {
-            crate::sim::run_server(a.listen, a.scenario.as_deref(), a.world.as_deref())
-                .await
-                .map_err(miette::Report::new)?;
-            Ok(ExitCode::SUCCESS)
+        Command::Validate(a) => validate::run(&a),
+        Command::Plan(a) => plan::run(&a).await,
+        Command::Apply(a) => apply::run_apply(&a).await,
+        Command::Destroy(a) => apply::run_destroy(&a).await,
+        Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a),
+        Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a),
+        Command::Schema => {
+            let schema = crate::plan::json_schema();
+            println!("{}", serde_json::to_string_pretty(&schema).expect("a JSON value serializes"));
+            Ok(Exit::Ok)
         }
-        _ => Err(miette::miette!("not built yet")),
+        Command::Sim(SimArgs { command: SimCommand::Serve(a) }) => sim::serve(&a).await,
+        Command::Sim(SimArgs { command: SimCommand::Advance(a) }) => sim::advance(&a),
     }
+}
+
+/// A failed command, rendered for the user at the top.
+pub enum Failure {
+    /// Plan file problems: rendered with source snippets on a terminal, as
+    /// `file:line:col: error: ...` lines otherwise.
+    Plan(crate::plan::PlanError),
+    /// Anything else, with context and a hint.
+    Other(miette::Report),
+}
+
+impl Failure {
+    fn print(self) {
+        let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        match self {
+            Failure::Plan(e) if terminal => eprintln!("{:?}", miette::Report::new(e)),
+            Failure::Plan(e) => eprint!("{}", e.render_plain()),
+            Failure::Other(report) if terminal => eprintln!("{report:?}"),
+            Failure::Other(report) => {
+                eprintln!("error: {report}");
+                if let Some(help) = report.help() {
+                    eprintln!("  help: {help}");
+                }
+            }
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Failure {
+    /// Keeps the whole cause chain in the message.
+    fn from(e: E) -> Failure {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Failure::Other(miette::Report::msg(message))
+    }
+}
+
+/// A failure with a hint on what to do.
+pub(crate) fn failure(message: impl std::fmt::Display, help: impl std::fmt::Display) -> Failure {
+    Failure::Other(miette::miette!(help = help.to_string(), "{message}"))
 }

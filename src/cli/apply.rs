@@ -1,0 +1,111 @@
+//! `gpufleet apply` and `gpufleet destroy`.
+
+use super::context::{Connected, load_plan, lock};
+use super::progress::{JsonLines, Progress};
+use super::render::{changeset_text, report_text};
+use super::{ApplyArgs, DestroyArgs, Exit, Failure, TargetArgs, failure};
+use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
+use crate::planner;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
+    let bytes = std::fs::read(&args.plan).map_err(|e| {
+        failure(format!("cannot read {}: {e}", args.plan.display()), "pass a plan file or a plan saved with `plan --out`")
+    })?;
+    let saved = SavedPlan::detect(&args.plan, &bytes)?;
+    let plan_path = saved.as_ref().map_or(args.plan.clone(), |s| s.plan_path.clone());
+    if let Some(saved) = &saved {
+        let current = std::fs::read(&plan_path)?;
+        if digest(&current) != saved.plan_digest {
+            return Err(failure(
+                format!("{} changed since the saved plan {} was made", plan_path.display(), args.plan.display()),
+                "run `gpufleet plan --out FILE` again",
+            ));
+        }
+    }
+    let mode = match saved {
+        Some(saved) => Mode::Saved(Box::new(saved)),
+        None => Mode::Apply,
+    };
+    execute(&plan_path, &args.target, mode, args.auto_approve, args.json, "Apply").await
+}
+
+pub async fn run_destroy(args: &DestroyArgs) -> Result<Exit, Failure> {
+    execute(&args.plan, &args.target, Mode::Destroy, args.auto_approve, args.json, "Destroy").await
+}
+
+async fn execute(
+    plan_path: &Path,
+    target: &TargetArgs,
+    mode: Mode,
+    auto_approve: bool,
+    json: bool,
+    verb: &str,
+) -> Result<Exit, Failure> {
+    let (plan, catalog) = load_plan(plan_path)?;
+    let connected = Connected::open(&plan, target).await?;
+    let events: Box<dyn EventSink> = if json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
+    let result = async {
+        let session = connected.session(&plan, &catalog, events.as_ref());
+        let mut lock = lock(&session, &verb.to_lowercase()).await?;
+        let refreshed = apply::refresh(&session).await?;
+        if !matches!(mode, Mode::Saved(_)) {
+            let changeset = match mode {
+                Mode::Destroy => planner::destroy(&plan.name, &refreshed.state.instances, &catalog),
+                _ => apply::changeset(&session, &refreshed),
+            };
+            if changeset.is_empty() && changeset.fleets.iter().all(|f| f.shortfall_reason.is_none()) {
+                if !json {
+                    println!("No changes. The clouds match the plan.");
+                }
+                return Ok(Exit::Ok);
+            }
+            if !json {
+                anstream::print!("{}", changeset_text(&changeset));
+            }
+            if !auto_approve && !confirm(verb)? {
+                return Err(failure(format!("{verb} cancelled."), "answer `yes` to proceed, or pass --auto-approve"));
+            }
+        }
+        let report = apply::apply(&session, &mut lock, mode, refreshed).await?;
+        Ok(finish(&report, json, verb))
+    }
+    .await;
+    connected.close().await?;
+    result
+}
+
+/// Ask on the terminal; only `yes` proceeds.
+fn confirm(verb: &str) -> Result<bool, Failure> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+        std::io::stdout().flush()?;
+    }
+    let mut answer = String::new();
+    let read = stdin.lock().read_line(&mut answer)?;
+    if read == 0 {
+        return Err(failure(
+            format!("{verb} needs confirmation, and there is no input to read it from"),
+            "pass --auto-approve to run without asking",
+        ));
+    }
+    Ok(answer.trim() == "yes")
+}
+
+fn finish(report: &ApplyReport, json: bool, verb: &str) -> Exit {
+    if json {
+        let summary = serde_json::json!({ "event": "summary", "partial": report.is_partial(), "report": report });
+        println!("{summary}");
+    } else {
+        anstream::print!("{}", report_text(report, verb));
+    }
+    if report.is_error() {
+        Exit::Error
+    } else if report.is_partial() {
+        Exit::Changes
+    } else {
+        Exit::Ok
+    }
+}

@@ -1,0 +1,103 @@
+//! What several commands share: loading a plan with its catalog, and
+//! choosing where the clouds are (real, embedded simulator, running simulator).
+
+use super::{Failure, TargetArgs, failure};
+use crate::apply::{Clock, Clouds, Session, Target};
+use crate::catalog::Catalog;
+use crate::plan::Plan;
+use crate::sim::EmbeddedSim;
+use crate::state::LocalBackend;
+use std::path::Path;
+
+/// Load and validate a plan; the catalog comes back with the plan's offerings applied.
+pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
+    let builtin = Catalog::builtin();
+    let plan = crate::plan::load(path, &builtin).map_err(Failure::Plan)?;
+    let catalog = builtin.with_overrides(&plan.offerings)?;
+    Ok((plan, catalog))
+}
+
+/// The clouds a command talks to, and the embedded simulator if it runs one.
+pub struct Connected {
+    pub backend: LocalBackend,
+    pub clouds: Clouds,
+    pub clock: Clock,
+    embedded: Option<EmbeddedSim>,
+}
+
+impl Connected {
+    pub async fn open(plan: &Plan, args: &TargetArgs) -> Result<Connected, Failure> {
+        let backend = LocalBackend::new(&args.state_dir);
+        let mut embedded = None;
+        let target = match (&args.sim, &args.sim_url) {
+            (Some(scenario), _) => {
+                let scenario = (!scenario.as_os_str().is_empty()).then_some(scenario.as_path());
+                let sim = EmbeddedSim::start(&args.state_dir, scenario).await?;
+                let url = sim.url().to_string();
+                embedded = Some(sim);
+                Target::Simulator { url }
+            }
+            (None, Some(url)) => {
+                check_loopback(url)?;
+                Target::Simulator { url: url.trim_end_matches('/').to_string() }
+            }
+            (None, None) => Target::Clouds,
+        };
+        let known = backend.read(&plan.name)?.instances;
+        let clouds = Clouds::connect(plan, &known, &target).await;
+        Ok(Connected { backend, clouds, clock: target.clock(), embedded })
+    }
+
+    pub fn session<'a>(
+        &'a self,
+        plan: &'a Plan,
+        catalog: &'a Catalog,
+        events: &'a dyn crate::apply::EventSink,
+    ) -> Session<'a> {
+        Session { plan, catalog, backend: &self.backend, clouds: &self.clouds, clock: &self.clock, events }
+    }
+
+    /// Stop the embedded simulator, saving its world for the next command.
+    pub async fn close(self) -> Result<(), Failure> {
+        if let Some(sim) = self.embedded {
+            sim.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The simulator is only ever reached on this machine.
+fn check_loopback(url: &str) -> Result<(), Failure> {
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or_default();
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(failure(
+            format!("--sim-url {url} is not a loopback http:// address"),
+            "the simulator listens on this machine only, e.g. http://127.0.0.1:8787",
+        ))
+    }
+}
+
+/// Take the plan's state lock, explaining what to do when another run holds it.
+pub async fn lock(
+    session: &Session<'_>,
+    command: &str,
+) -> Result<crate::state::lock::StateLock, Failure> {
+    use crate::apply::ApplyError;
+    use crate::state::StateError;
+    use crate::state::lock::LockError;
+    match crate::apply::lock(session, command).await {
+        Ok(lock) => Ok(lock),
+        Err(ApplyError::State(StateError::Lock(held @ LockError::Held { .. }))) => Err(failure(
+            held,
+            "wait for that run to finish; if its process is gone, the lock is taken over automatically \
+             (at once on the same host, when its lease ends otherwise)",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

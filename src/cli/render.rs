@@ -1,0 +1,234 @@
+//! Rendering for people (Terraform-like diffs, colored only on a terminal and
+//! never with NO_COLOR) and for machines (`--json`).
+
+use crate::apply::{ApplyReport, FleetStatus};
+use crate::planner::{Action, ActionKind, Changeset};
+use crate::providers::Instance;
+use owo_colors::OwoColorize;
+use serde_json::{Value, json};
+use std::fmt::Write;
+
+fn money(per_hour: f64) -> String {
+    format!("${per_hour:.2}/h")
+}
+
+/// The human diff of a changeset.
+pub fn changeset_text(changeset: &Changeset) -> String {
+    let mut out = String::new();
+    for s in &changeset.skipped {
+        let _ = writeln!(
+            out,
+            "{}",
+            format!(
+                "  ~ skipping {} for fleet {}: {} at {}, retry after {}",
+                s.offering,
+                s.fleet,
+                s.code,
+                s.since.format("%H:%M"),
+                s.retry_after.format("%H:%M")
+            )
+            .yellow()
+        );
+    }
+    if !changeset.skipped.is_empty() {
+        out.push('\n');
+    }
+    for fleet in &changeset.fleets {
+        let _ = writeln!(
+            out,
+            "  fleet {}: {}×{} per node, want {} (min {}), have {} → {}",
+            fleet.fleet.bold(),
+            fleet.gpus_per_node,
+            fleet.gpu,
+            fleet.want,
+            fleet.min_nodes,
+            fleet.have,
+            fleet.planned
+        );
+        for action in changeset.actions.iter().filter(|a| a.fleet == fleet.fleet) {
+            out.push_str(&action_line(action));
+        }
+        if let Some(why) = &fleet.shortfall_reason {
+            let _ = writeln!(out, "    {}", format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want)).red());
+        }
+    }
+    let orphans: Vec<&Action> = changeset
+        .actions
+        .iter()
+        .filter(|a| !changeset.fleets.iter().any(|f| f.fleet == a.fleet))
+        .collect();
+    let mut fleet = "";
+    for action in orphans {
+        if action.fleet != fleet {
+            fleet = &action.fleet;
+            let _ = writeln!(out, "  fleet {}:", fleet.bold());
+        }
+        out.push_str(&action_line(action));
+    }
+    out.push('\n');
+    if changeset.is_empty() {
+        let _ = writeln!(out, "No changes. The clouds match the plan.");
+    } else {
+        let _ = writeln!(
+            out,
+            "Plan: {} to create, {} to delete.",
+            changeset.count(ActionKind::Create),
+            changeset.count(ActionKind::Delete)
+        );
+    }
+    let cost = &changeset.cost;
+    let delta = cost.after_per_hour - cost.before_per_hour;
+    let _ = writeln!(
+        out,
+        "Cost: {} → {} ({}{}){}",
+        money(cost.before_per_hour),
+        money(cost.after_per_hour),
+        if delta >= 0.0 { "+" } else { "-" },
+        money(delta.abs()),
+        if cost.has_unknown_prices { ", some prices unknown and left out" } else { "" }
+    );
+    out
+}
+
+fn action_line(action: &Action) -> String {
+    let price = action.price_per_hour.map(|p| format!("{} each", money(p))).unwrap_or_else(|| "price unknown".into());
+    match action.kind {
+        ActionKind::Create => format!(
+            "    {}\n",
+            format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
+        ),
+        ActionKind::Delete => format!(
+            "    {}\n",
+            format!(
+                "- {}  -{}  {price}  ({})  [{}]",
+                action.placement,
+                action.count,
+                action.reason,
+                action.instance_ids.join(", ")
+            )
+            .red()
+        ),
+    }
+}
+
+/// The `plan --json` object.
+pub fn changeset_json(changeset: &Changeset) -> Value {
+    let actions: Vec<Value> = changeset
+        .actions
+        .iter()
+        .map(|a| {
+            let mut v = json!({
+                "action": a.kind,
+                "fleet": a.fleet,
+                "cloud": a.placement.cloud,
+                "region": a.placement.region,
+                "instance_type": a.placement.instance_type,
+                "count": a.count,
+                "reason": a.reason.to_string(),
+                "reason_code": a.reason,
+                "price_per_hour": a.price_per_hour,
+            });
+            if let Some(zone) = &a.placement.zone {
+                v["zone"] = json!(zone);
+            }
+            match a.kind {
+                ActionKind::Create => v["min_count"] = json!(a.min_count),
+                ActionKind::Delete => v["instance_ids"] = json!(a.instance_ids),
+            }
+            v
+        })
+        .collect();
+    json!({
+        "plan": changeset.plan,
+        "summary": {
+            "create": changeset.count(ActionKind::Create),
+            "delete": changeset.count(ActionKind::Delete),
+        },
+        "actions": actions,
+        "fleets": changeset.fleets,
+        "skipped": changeset.skipped,
+        "cost": changeset.cost,
+    })
+}
+
+/// The human summary at the end of apply or destroy.
+pub fn report_text(report: &ApplyReport, verb: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n{verb} finished: {} created, {} deleted.", report.created, report.deleted);
+    for fleet in &report.fleets {
+        let line = format!(
+            "  fleet {}: {} of {} nodes (min {})",
+            fleet.fleet, fleet.have, fleet.want, fleet.min_nodes
+        );
+        match fleet.status {
+            FleetStatus::Complete => {
+                let _ = writeln!(out, "{} {}", line, "complete".green());
+            }
+            FleetStatus::Partial => {
+                let _ = writeln!(out, "{} {}", line, "partial".yellow());
+            }
+            FleetStatus::Unfilled => {
+                let _ = writeln!(out, "{} {}", line, "below min_nodes".red());
+            }
+        }
+        if fleet.status != FleetStatus::Complete {
+            for refusal in &fleet.refused {
+                let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
+            }
+        }
+    }
+    for error in &report.errors {
+        let _ = writeln!(out, "{} {error}", "error:".red());
+    }
+    out
+}
+
+/// `state list` rows as JSON objects.
+pub fn instance_json(plan: &str, i: &Instance) -> Value {
+    json!({
+        "id": i.id,
+        "plan": plan,
+        "fleet": i.fleet,
+        "cloud": i.cloud,
+        "region": i.region,
+        "zone": i.zone,
+        "instance_type": i.instance_type,
+        "launched_at": i.launched_at,
+        "run": i.run,
+    })
+}
+
+/// `state list` as an aligned table.
+pub fn instance_table(rows: &[(String, Instance)]) -> String {
+    let mut out = String::new();
+    let header = ["ID", "PLAN", "FLEET", "CLOUD", "LOCATION", "INSTANCE TYPE", "LAUNCHED"];
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|(plan, i)| {
+            [
+                i.id.clone(),
+                plan.clone(),
+                i.fleet.clone(),
+                i.cloud.to_string(),
+                i.zone.clone().unwrap_or_else(|| i.region.clone()),
+                i.instance_type.clone(),
+                i.launched_at.format("%Y-%m-%d %H:%M").to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cols: Vec<&str>| {
+        let padded: Vec<String> = cols.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in &cells {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}

@@ -1,0 +1,14 @@
+//! `gpufleet sim serve` and `gpufleet sim advance`.
+
+use super::{Exit, Failure, SimAdvanceArgs, SimServeArgs};
+
+pub async fn serve(args: &SimServeArgs) -> Result<Exit, Failure> {
+    crate::sim::run_server(args.listen, args.scenario.as_deref(), args.world.as_deref()).await?;
+    Ok(Exit::Ok)
+}
+
+pub fn advance(args: &SimAdvanceArgs) -> Result<Exit, Failure> {
+    let now = crate::sim::advance_embedded(&args.state_dir, *args.duration)?;
+    println!("simulated time is now {}", now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    Ok(Exit::Ok)
+}
