@@ -9,7 +9,7 @@ mod args;
 mod context;
 mod plan;
 mod progress;
-mod render;
+pub(crate) mod render;
 mod sim;
 mod state;
 mod validate;

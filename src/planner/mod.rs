@@ -327,3 +327,6 @@ fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) ->
     }
     CostSummary { before_per_hour: before, after_per_hour: after.max(0.0), has_unknown_prices: unknown }
 }
+
+#[cfg(test)]
+mod tests;

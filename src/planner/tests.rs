@@ -1,0 +1,343 @@
+//! Planner tests: snapshots of rendered changesets for the rules, and
+//! property tests for the invariants.
+
+use super::*;
+use crate::catalog::Cloud;
+use crate::plan::{AwsConfig, DEFAULT_SHORTAGE_TTL, Preference, Providers};
+use crate::state::ShortageScope;
+use chrono::TimeZone;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+const TEST_CATALOG: &str = r#"
+as_of = "2026-11-01"
+sources = ["test data"]
+[[region]]
+cloud = "aws"
+name = "us-east-1"
+jurisdiction = "US"
+[[region]]
+cloud = "aws"
+name = "us-west-2"
+jurisdiction = "US"
+[[region]]
+cloud = "aws"
+name = "eu-west-1"
+jurisdiction = "EU"
+[[instance_type]]
+cloud = "aws"
+name = "p5.48xlarge"
+gpu = "H100"
+gpus = 8
+gpu_memory_gib = 80
+vcpus = 192
+offers = [
+  { region = "us-east-1", price_per_hour = 55.04 },
+  { region = "us-west-2", price_per_hour = 55.04 },
+  { region = "eu-west-1", price_per_hour = 61.0 },
+]
+[[instance_type]]
+cloud = "aws"
+name = "p5en.48xlarge"
+gpu = "H200"
+gpus = 8
+gpu_memory_gib = 141
+vcpus = 192
+offers = [{ region = "us-east-1", price_per_hour = 63.3 }, { region = "us-west-2" }]
+[[instance_type]]
+cloud = "aws"
+name = "g6.48xlarge"
+gpu = "L4"
+gpus = 8
+gpu_memory_gib = 24
+vcpus = 192
+offers = [{ region = "us-east-1", price_per_hour = 13.35 }, { region = "us-west-2", price_per_hour = 12.0 }]
+"#;
+
+fn catalog() -> Catalog {
+    Catalog::parse(TEST_CATALOG).unwrap()
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+}
+
+fn fleet(name: &str, gpu: &str, nodes: u32) -> Fleet {
+    Fleet {
+        name: name.into(),
+        gpu: gpu.into(),
+        gpus_per_node: 8,
+        nodes,
+        min_nodes: nodes,
+        placement: PlacementPolicy::Spread,
+        prefer: vec![Preference { cloud: Cloud::Aws, location: Some("us-east-1".into()) }],
+        residency: None,
+        max_price_per_gpu_hour: None,
+        image: BTreeMap::from([(Cloud::Aws, "ami-0123456789abcdef0".to_string())]),
+        startup: None,
+        labels: BTreeMap::new(),
+    }
+}
+
+fn plan_of(fleets: Vec<Fleet>) -> Plan {
+    Plan {
+        name: "demo".into(),
+        path: "plans/demo.toml".into(),
+        providers: Providers {
+            aws: Some(AwsConfig {
+                regions: vec!["us-east-1".into(), "us-west-2".into(), "eu-west-1".into()],
+                endpoint: None,
+                profile: None,
+            }),
+        },
+        fleets: fleets.into_iter().map(|f| (f.name.clone(), f)).collect(),
+        shortage_ttl: DEFAULT_SHORTAGE_TTL,
+        offerings: Vec::new(),
+    }
+}
+
+fn instance(id: &str, fleet: &str, region: &str, instance_type: &str, minute: u32) -> Instance {
+    Instance {
+        id: id.into(),
+        cloud: Cloud::Aws,
+        region: region.into(),
+        zone: Some(format!("{region}a")),
+        instance_type: instance_type.into(),
+        fleet: fleet.into(),
+        run: "run-1".into(),
+        launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0).unwrap(),
+    }
+}
+
+fn shortage(region: &str, instance_type: &str) -> Shortage {
+    Shortage {
+        scope: ShortageScope::Offering {
+            placement: Placement { cloud: Cloud::Aws, region: region.into(), zone: None, instance_type: instance_type.into() },
+        },
+        code: "InsufficientInstanceCapacity".into(),
+        message: "no capacity".into(),
+        first_seen: now() - chrono::Duration::minutes(2),
+        last_seen: now() - chrono::Duration::minutes(2),
+        expires_at: now() + chrono::Duration::minutes(3),
+    }
+}
+
+fn render(changeset: &Changeset) -> String {
+    anstream::adapter::strip_str(&crate::cli::render::changeset_text(changeset)).to_string()
+}
+
+#[test]
+fn empty_world_creates_the_whole_fleet_on_the_preferred_offering() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 4)]);
+    let changeset = plan(&desired, &[], &[], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+}
+
+#[test]
+fn remembered_shortage_moves_creates_to_the_next_offering() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 4)]);
+    let changeset = plan(&desired, &[], &[shortage("us-east-1", "p5.48xlarge")], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+}
+
+#[test]
+fn expired_shortage_is_ignored() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 4)]);
+    let mut old = shortage("us-east-1", "p5.48xlarge");
+    old.expires_at = now();
+    let changeset = plan(&desired, &[], &[old], &catalog(), now());
+    assert_eq!(changeset.actions[0].placement.region, "us-east-1");
+    assert!(changeset.skipped.is_empty());
+}
+
+#[test]
+fn scale_down_removes_least_preferred_then_newest() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 2)]);
+    let observed = vec![
+        instance("i-east-old", "trainers", "us-east-1", "p5.48xlarge", 0),
+        instance("i-east-new", "trainers", "us-east-1", "p5.48xlarge", 30),
+        instance("i-west-old", "trainers", "us-west-2", "p5.48xlarge", 1),
+        instance("i-west-new", "trainers", "us-west-2", "p5.48xlarge", 31),
+    ];
+    let changeset = plan(&desired, &observed, &[], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+}
+
+#[test]
+fn scale_down_within_one_placement_takes_newest_first() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 2)]);
+    let observed = vec![
+        instance("i-a", "trainers", "us-east-1", "p5.48xlarge", 5),
+        instance("i-b", "trainers", "us-east-1", "p5.48xlarge", 50),
+        instance("i-c", "trainers", "us-east-1", "p5.48xlarge", 20),
+    ];
+    let changeset = plan(&desired, &observed, &[], &catalog(), now());
+    assert_eq!(changeset.actions.len(), 1);
+    assert_eq!(changeset.actions[0].instance_ids, vec!["i-b".to_string()]);
+}
+
+#[test]
+fn fleets_out_of_plan_and_disallowed_placements_are_deleted() {
+    let mut trainers = fleet("trainers", "H100", 2);
+    trainers.residency = Some(vec!["US".into()]);
+    let desired = plan_of(vec![trainers]);
+    let observed = vec![
+        instance("i-eu", "trainers", "eu-west-1", "p5.48xlarge", 0),
+        instance("i-us", "trainers", "us-east-1", "p5.48xlarge", 0),
+        instance("i-gone", "retired", "us-west-2", "g6.48xlarge", 0),
+    ];
+    let changeset = plan(&desired, &observed, &[], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+}
+
+#[test]
+fn price_ceiling_excludes_expensive_and_unknown_prices() {
+    let mut f = fleet("cheap", "H200", 1);
+    f.max_price_per_gpu_hour = Some(7.0);
+    let desired = plan_of(vec![f]);
+    let changeset = plan(&desired, &[], &[], &catalog(), now());
+    assert!(changeset.actions.is_empty(), "{changeset:?}");
+    assert_eq!(changeset.fleets[0].shortfall_reason.as_deref(), Some("no offering is allowed by the plan"));
+}
+
+#[test]
+fn pack_grows_where_the_fleet_already_runs_and_consolidates_after() {
+    let mut f = fleet("inference", "L4", 3);
+    f.placement = PlacementPolicy::Pack;
+    f.min_nodes = 2;
+    let desired = plan_of(vec![f]);
+    let observed = vec![
+        instance("i-w1", "inference", "us-west-2", "g6.48xlarge", 0),
+        instance("i-w2", "inference", "us-west-2", "g6.48xlarge", 1),
+        instance("i-e1", "inference", "us-east-1", "g6.48xlarge", 2),
+    ];
+    let changeset = plan(&desired, &observed, &[], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+    let create = &changeset.actions[0];
+    assert_eq!((create.placement.region.as_str(), create.count, create.min_count), ("us-west-2", 1, 1));
+    assert!(changeset.actions[1].reason.is_make_before_break());
+}
+
+#[test]
+fn pack_asks_for_at_least_min_nodes_in_one_call() {
+    let mut f = fleet("inference", "L4", 4);
+    f.placement = PlacementPolicy::Pack;
+    f.min_nodes = 3;
+    let changeset = plan(&plan_of(vec![f]), &[], &[], &catalog(), now());
+    assert_eq!((changeset.actions[0].count, changeset.actions[0].min_count), (4, 3));
+}
+
+#[test]
+fn quota_shortage_blocks_every_type_of_that_gpu_in_the_region() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 1)]);
+    let quota = Shortage {
+        scope: ShortageScope::Quota { cloud: Cloud::Aws, region: "us-east-1".into(), gpu: "H100".into() },
+        ..shortage("us-east-1", "p5.48xlarge")
+    };
+    let changeset = plan(&desired, &[], &[quota], &catalog(), now());
+    assert_eq!(changeset.actions[0].placement.region, "us-west-2");
+}
+
+#[test]
+fn matching_world_plans_no_changes() {
+    let desired = plan_of(vec![fleet("trainers", "H100", 2)]);
+    let observed = vec![
+        instance("i-1", "trainers", "us-east-1", "p5.48xlarge", 0),
+        instance("i-2", "trainers", "us-west-2", "p5.48xlarge", 0),
+    ];
+    let changeset = plan(&desired, &observed, &[], &catalog(), now());
+    assert!(changeset.is_empty());
+    insta::assert_snapshot!(render(&changeset));
+}
+
+#[test]
+fn destroy_deletes_everything_owned() {
+    let observed = vec![
+        instance("i-1", "trainers", "us-east-1", "p5.48xlarge", 0),
+        instance("i-2", "other", "us-west-2", "g6.48xlarge", 0),
+    ];
+    let changeset = destroy("demo", &observed, &catalog());
+    assert_eq!(changeset.count(ActionKind::Delete), 2);
+    assert!(changeset.actions.iter().all(|a| a.reason == Reason::DeleteBecauseDestroy));
+}
+
+const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-west-1"];
+const TYPES: [&str; 3] = ["p5.48xlarge", "p5en.48xlarge", "g6.48xlarge"];
+const GPUS: [&str; 3] = ["H100", "H200", "L4"];
+
+fn arb_instance() -> impl Strategy<Value = Instance> {
+    (0..3usize, 0..3usize, 0..2usize, 0..60u32, 0..10_000u32).prop_map(|(r, t, f, minute, n)| {
+        instance(&format!("i-{n:05}"), ["a", "b"][f], REGIONS[r], TYPES[t], minute)
+    })
+}
+
+fn arb_fleet(name: &'static str) -> impl Strategy<Value = Fleet> {
+    (0..3usize, 0..12u32, any::<bool>(), prop::option::of(prop::sample::subsequence(vec!["US", "EU"], 1..=2)), prop::option::of(1.0..9.0f64), 0..12u32)
+        .prop_map(move |(g, nodes, pack, residency, ceiling, min)| {
+            let mut f = fleet(name, GPUS[g], nodes);
+            f.min_nodes = min.min(nodes);
+            f.placement = if pack { PlacementPolicy::Pack } else { PlacementPolicy::Spread };
+            f.residency = residency.map(|r| r.into_iter().map(String::from).collect());
+            f.max_price_per_gpu_hour = ceiling;
+            f
+        })
+}
+
+fn arb_shortage() -> impl Strategy<Value = Shortage> {
+    (0..3usize, 0..3usize, -10..10i64).prop_map(|(r, t, expiry)| {
+        let mut s = shortage(REGIONS[r], TYPES[t]);
+        s.expires_at = now() + chrono::Duration::minutes(expiry);
+        s
+    })
+}
+
+proptest! {
+    #[test]
+    fn planner_invariants(
+        a in arb_fleet("a"),
+        b in arb_fleet("b"),
+        mut observed in prop::collection::vec(arb_instance(), 0..16),
+        shortages in prop::collection::vec(arb_shortage(), 0..4),
+    ) {
+        observed.sort_by(|x, y| x.id.cmp(&y.id));
+        observed.dedup_by(|x, y| x.id == y.id);
+        let desired = plan_of(vec![a, b]);
+        let catalog = catalog();
+        let changeset = plan(&desired, &observed, &shortages, &catalog, now());
+
+        // Deterministic.
+        prop_assert_eq!(&changeset, &plan(&desired, &observed, &shortages, &catalog, now()));
+
+        // Deletes name observed instances only, each at most once.
+        let mut deleted: Vec<&String> = changeset.actions.iter().flat_map(|a| &a.instance_ids).collect();
+        let total = deleted.len();
+        deleted.sort();
+        deleted.dedup();
+        prop_assert_eq!(total, deleted.len());
+        prop_assert!(deleted.iter().all(|id| observed.iter().any(|i| &&i.id == id)));
+
+        for fleet in desired.fleets.values() {
+            let outlook = changeset.fleets.iter().find(|o| o.fleet == fleet.name).unwrap();
+            // Never more than `nodes` once the changeset is through.
+            prop_assert!(outlook.planned <= fleet.nodes.max(outlook.have));
+            if outlook.have <= fleet.nodes {
+                prop_assert!(outlook.planned <= fleet.nodes);
+            }
+            for create in changeset.actions.iter().filter(|a| a.kind == ActionKind::Create && a.fleet == fleet.name) {
+                let offering = catalog.offerings().into_iter().find(|o| {
+                    o.region == create.placement.region && o.instance_type == create.placement.instance_type
+                }).unwrap();
+                // Never outside residency, price, GPU shape, or a live shortage.
+                prop_assert_eq!(&offering.gpu, &fleet.gpu);
+                if let Some(allowed) = &fleet.residency {
+                    prop_assert!(allowed.contains(&offering.jurisdiction));
+                }
+                if let Some(ceiling) = fleet.max_price_per_gpu_hour {
+                    prop_assert!(offering.price_per_gpu_hour().is_some_and(|p| p <= ceiling));
+                }
+                prop_assert!(!shortages.iter().any(|s| s.expires_at > now() && s.scope.covers(&offering)));
+                prop_assert!(create.min_count >= 1 && create.min_count <= create.count);
+            }
+        }
+    }
+}
