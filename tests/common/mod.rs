@@ -1,0 +1,122 @@
+//! Shared helpers of the integration tests: the real binary, and the Python
+//! referees (official SDKs and moto) in a virtualenv of their own.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gpufleet")
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `gpufleet ARGS` from the repository root, no colors, no inherited sim URL.
+pub fn gpufleet(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .env_remove("GPUFLEET_SIM_URL")
+        .env_remove("GPUFLEET_STATE_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the gpufleet binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A `gpufleet sim serve` child on an ephemeral loopback port; killed on drop.
+pub struct SimServer {
+    child: Child,
+    pub url: String,
+}
+
+impl SimServer {
+    pub fn start(extra: &[&str]) -> SimServer {
+        let mut child = Command::new(bin())
+            .args(["sim", "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .current_dir(repo())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("gpufleet sim serve starts");
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped stdout"))
+            .read_line(&mut first)
+            .expect("the simulator prints its address");
+        let url = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        SimServer { url: url.to_string(), child }
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The referees' Python: a virtualenv under the target directory with
+/// tests/python/requirements.txt installed, built once (under a file lock,
+/// since tests run in parallel processes) and rebuilt when the file changes.
+pub fn python() -> PathBuf {
+    let requirements = repo().join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&requirements).expect("tests/python/requirements.txt");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-referees");
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let lock = File::create(dir.with_extension("lock")).unwrap();
+    // SAFETY: flock on a descriptor we own; blocks until the other test is done.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let stamp = dir.join("requirements.installed");
+    let python = dir.join("bin/python");
+    let mut installed = String::new();
+    let current = File::open(&stamp).and_then(|mut f| f.read_to_string(&mut installed)).is_ok() && installed == wanted;
+    if !current {
+        let _ = std::fs::remove_dir_all(&dir);
+        run_ok(Command::new("python3").args(["-m", "venv"]).arg(&dir));
+        run_ok(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+                .arg(&requirements),
+        );
+        std::fs::write(&stamp, &wanted).unwrap();
+    }
+    python
+}
+
+fn run_ok(command: &mut Command) {
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(out.status.success(), "{command:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
+}
+
+/// Run one pytest file of tests/python with the referees' Python; fails the
+/// Rust test (with pytest's output) unless every Python test passed.
+pub fn pytest(file: &str) {
+    let out = Command::new(python())
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::pytest.PytestUnraisableExceptionWarning"])
+        .arg(repo().join("tests/python").join(file))
+        .current_dir(repo())
+        .env("GPUFLEET_BIN", bin())
+        .env("NO_COLOR", "1")
+        .env_remove("GPUFLEET_SIM_URL")
+        .output()
+        .expect("pytest runs");
+    let text = format!("{}\n{}", stdout(&out), stderr(&out));
+    println!("{text}");
+    assert!(out.status.success(), "pytest {file} failed:\n{text}");
+    assert!(text.contains(" passed"), "pytest {file} ran no test:\n{text}");
+}

@@ -1,0 +1,17 @@
+//! The independent referees: official Python SDKs and moto, driven by pytest.
+
+mod common;
+
+/// boto3 drives `gpufleet sim serve`: launch, paged describe with tag
+/// filters, terminate, capacity errors as `InsufficientInstanceCapacity`.
+#[test]
+fn boto3_accepts_the_ec2_simulator() {
+    common::pytest("test_sim_ec2.py");
+}
+
+/// gpufleet's AWS provider applies and destroys a plan against moto's
+/// server; boto3 checks what gpufleet says.
+#[test]
+fn aws_provider_applies_and_destroys_against_moto() {
+    common::pytest("test_moto_apply.py");
+}
