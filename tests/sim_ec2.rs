@@ -2,11 +2,11 @@
 //! HTTP on a loopback port: if the SDK can launch, page, tag, terminate and
 //! see capacity errors here, gpufleet's AWS provider can rehearse against it.
 
+use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
-use aws_sdk_ec2::Client;
 use gpufleet::catalog::Catalog;
 use gpufleet::sim::{Scenario, World, serve};
 use std::path::Path;
@@ -182,7 +182,8 @@ async fn sim_ec2_terminate_and_tag() {
     assert_eq!(changes[0].current_state().and_then(|s| s.code()), Some(48));
 
     let gone = ec2.describe_instances().filters(filter("instance-state-name", "terminated")).send().await.unwrap();
-    let gone_ids: Vec<&str> = gone.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
+    let gone_ids: Vec<&str> =
+        gone.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
     assert_eq!(gone_ids, vec![ids[0].as_str(), ids[1].as_str()]);
 
     let unknown = ec2.terminate_instances().instance_ids(&ids[2]).instance_ids("i-0123456789abcdef0").send().await;
@@ -202,13 +203,21 @@ async fn sim_ec2_terminate_and_tag() {
 async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
     let sim = TestSim::start(Some(SOLD_OUT_FOR_20_MINUTES)).await;
     let ec2 = sim.client("us-east-1");
-    let launch = || ec2.run_instances().image_id("ami-12345678").instance_type("p5.48xlarge".into()).min_count(2).max_count(4);
+    let launch =
+        || ec2.run_instances().image_id("ami-12345678").instance_type("p5.48xlarge".into()).min_count(2).max_count(4);
 
     let refused = launch().send().await.unwrap_err();
     assert_eq!(refused.code(), Some("InsufficientInstanceCapacity"));
     assert_eq!(refused.raw_response().map(|r| r.status().as_u16()), Some(500));
 
-    let unsupported = ec2.run_instances().image_id("ami-1").instance_type("p4d.24xlarge".into()).min_count(1).max_count(1).send().await;
+    let unsupported = ec2
+        .run_instances()
+        .image_id("ami-1")
+        .instance_type("p4d.24xlarge".into())
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await;
     assert_eq!(unsupported.unwrap_err().code(), Some("Unsupported"));
 
     let now = sim.admin_post("/_sim/advance", serde_json::json!({ "by": "20m" })).await;
@@ -219,7 +228,15 @@ async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
 
     // The region comes from the request's signature: us-west-2 is its own world.
     let west = sim.client("us-west-2");
-    let in_west = west.run_instances().image_id("ami-1").instance_type("p5.48xlarge".into()).min_count(5).max_count(5).send().await.unwrap();
+    let in_west = west
+        .run_instances()
+        .image_id("ami-1")
+        .instance_type("p5.48xlarge".into())
+        .min_count(5)
+        .max_count(5)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(in_west.instances()[0].placement().and_then(|p| p.availability_zone()), Some("us-west-2a"));
     let east = ec2.describe_instances().send().await.unwrap();
     assert_eq!(east.reservations().iter().map(|r| r.instances().len()).sum::<usize>(), 2);

@@ -154,7 +154,10 @@ mod tests {
             advance(&mut world, b"{"),
             advance(&mut world, br#"{"by": "later"}"#),
             set_capacity(&mut world, br#"{"cloud": "gcp", "region": "r", "instance_type": "t", "capacity": 1}"#),
-            set_capacity(&mut world, br#"{"cloud": "aws", "region": "us-east-1", "zone": "us-east-1z", "instance_type": "t"}"#),
+            set_capacity(
+                &mut world,
+                br#"{"cloud": "aws", "region": "us-east-1", "zone": "us-east-1z", "instance_type": "t"}"#,
+            ),
         ] {
             assert_eq!(response.status, StatusCode::BAD_REQUEST);
             assert!(response.body["error"].is_string());

@@ -9,8 +9,8 @@
 //! Semantics live in [`super::world`]; this module only translates.
 
 use super::world::{
-    DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, StateChange, Tags, World, WorldError,
-    MAX_TAGS_PER_RESOURCE,
+    DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE, StateChange, Tags, World,
+    WorldError,
 };
 use crate::catalog::Cloud;
 use axum::http::StatusCode;
@@ -153,10 +153,7 @@ fn dispatch(
             xml.leaf("return", "true");
             Ok((xml.finish(action), true))
         }
-        _ => Err(ApiError::client(
-            "InvalidAction",
-            format!("The action {action} is not valid for this web service."),
-        )),
+        _ => Err(ApiError::client("InvalidAction", format!("The action {action} is not valid for this web service."))),
     }
 }
 
@@ -335,11 +332,9 @@ fn api_error(error: WorldError) -> ApiError {
             "TagLimitExceeded",
             format!("The maximum number of tags per resource ({MAX_TAGS_PER_RESOURCE}) would be exceeded on {id}."),
         ),
-        WorldError::ClockOverflow(_) => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "InternalError",
-            message: error.to_string(),
-        },
+        WorldError::ClockOverflow(_) => {
+            ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "InternalError", message: error.to_string() }
+        }
     }
 }
 
@@ -360,7 +355,11 @@ pub fn error_xml(error: &ApiError, request_id: &str) -> String {
 
 /// `reservationId`, `ownerId`, `groupSet`, `instancesSet`: the body of a
 /// `Reservation`, both at the root of RunInstances and in `reservationSet`.
-fn write_reservation_fields<'a>(xml: &mut XmlWriter, reservation_id: &str, instances: impl Iterator<Item = &'a Instance>) {
+fn write_reservation_fields<'a>(
+    xml: &mut XmlWriter,
+    reservation_id: &str,
+    instances: impl Iterator<Item = &'a Instance>,
+) {
     xml.leaf("reservationId", reservation_id);
     xml.leaf("ownerId", OWNER_ID);
     xml.empty("groupSet");
@@ -463,7 +462,9 @@ impl Params {
         self.get(name)
             .map(|raw| {
                 raw.parse::<u32>().map_err(|_| {
-                    ApiError::invalid_value(format!("Value ({raw}) for parameter {name} is invalid. Expecting a non-negative integer."))
+                    ApiError::invalid_value(format!(
+                        "Value ({raw}) for parameter {name} is invalid. Expecting a non-negative integer."
+                    ))
                 })
             })
             .transpose()
@@ -596,21 +597,49 @@ mod tests {
         let cases = [
             ("Action=Nope", StatusCode::BAD_REQUEST, "InvalidAction"),
             ("Version=2016-11-15", StatusCode::BAD_REQUEST, "MissingAction"),
-            ("Action=RunInstances&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1", StatusCode::BAD_REQUEST, "MissingParameter"),
-            ("Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=x&MaxCount=1", StatusCode::BAD_REQUEST, "InvalidParameterValue"),
-            ("Action=RunInstances&ImageId=a&InstanceType=p9.nope&MinCount=1&MaxCount=1", StatusCode::BAD_REQUEST, "Unsupported"),
-            ("Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&UserData=%%%", StatusCode::BAD_REQUEST, "InvalidParameterValue"),
+            (
+                "Action=RunInstances&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1",
+                StatusCode::BAD_REQUEST,
+                "MissingParameter",
+            ),
+            (
+                "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=x&MaxCount=1",
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValue",
+            ),
+            (
+                "Action=RunInstances&ImageId=a&InstanceType=p9.nope&MinCount=1&MaxCount=1",
+                StatusCode::BAD_REQUEST,
+                "Unsupported",
+            ),
+            (
+                "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&UserData=%%%",
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValue",
+            ),
             ("Action=TerminateInstances", StatusCode::BAD_REQUEST, "MissingParameter"),
             ("Action=TerminateInstances&InstanceId.1=i-zz", StatusCode::BAD_REQUEST, "InvalidInstanceID.Malformed"),
-            ("Action=TerminateInstances&InstanceId.1=i-0123456789abcdef0", StatusCode::BAD_REQUEST, "InvalidInstanceID.NotFound"),
-            ("Action=DescribeInstances&MaxResults=5&InstanceId.1=i-0123456789abcdef0", StatusCode::BAD_REQUEST, "InvalidParameterCombination"),
+            (
+                "Action=TerminateInstances&InstanceId.1=i-0123456789abcdef0",
+                StatusCode::BAD_REQUEST,
+                "InvalidInstanceID.NotFound",
+            ),
+            (
+                "Action=DescribeInstances&MaxResults=5&InstanceId.1=i-0123456789abcdef0",
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterCombination",
+            ),
             ("Action=DescribeInstances&NextToken=bogus", StatusCode::BAD_REQUEST, "InvalidPaginationToken"),
             ("Action=CreateTags&ResourceId.1=vol-0123&Tag.1.Key=k", StatusCode::BAD_REQUEST, "InvalidID"),
         ];
         for (body, status, code) in cases {
             let response = call(&mut world, body);
             assert_eq!((response.status, code_of(&response)), (status, code), "{body}: {}", response.body);
-            assert!(response.body.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>"));
+            assert!(
+                response
+                    .body
+                    .starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>")
+            );
             assert!(response.body.contains("</Errors><RequestID>"));
         }
     }

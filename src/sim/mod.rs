@@ -66,13 +66,18 @@ pub enum SimError {
 /// Serves the simulator on `listen` (loopback only) until ctrl-c or SIGTERM.
 /// Prints `listening on http://IP:PORT` as the first line on stdout, so that
 /// a caller who asked for port 0 learns the port.
-pub async fn run_server(listen: SocketAddr, scenario: Option<&Path>, world_file: Option<&Path>) -> Result<(), SimError> {
+pub async fn run_server(
+    listen: SocketAddr,
+    scenario: Option<&Path>,
+    world_file: Option<&Path>,
+) -> Result<(), SimError> {
     if !listen.ip().is_loopback() {
         return Err(SimError::NotLoopback { addr: listen });
     }
     let scenario = scenario.map(Scenario::load).transpose()?;
     let world = open_world(world_file, scenario.as_ref())?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")

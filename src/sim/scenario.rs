@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn sim_scenario_errors_name_the_file_and_the_problem() {
-        let unknown_field = parse("[[offering]]\ncloud = \"aws\"\nregion = \"r\"\ninstance_type = \"t\"\ncapcity = 1\n");
+        let unknown_field =
+            parse("[[offering]]\ncloud = \"aws\"\nregion = \"r\"\ninstance_type = \"t\"\ncapcity = 1\n");
         let message = unknown_field.unwrap_err().to_string();
         assert!(message.contains("test.toml") && message.contains("capcity"), "{message}");
 

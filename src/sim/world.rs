@@ -242,12 +242,18 @@ impl World {
             }
         }
         for offering in scenario.map(|s| s.offerings.as_slice()).unwrap_or_default() {
-            let zones = world.scenario_zones(offering.cloud, &offering.region, offering.zone.as_deref(), &offering.instance_type)?;
+            let zones = world.scenario_zones(
+                offering.cloud,
+                &offering.region,
+                offering.zone.as_deref(),
+                &offering.instance_type,
+            )?;
             for zone in &zones {
                 world.ensure_pool(offering.cloud, &offering.region, zone, &offering.instance_type).available =
                     offering.capacity;
                 for step in &offering.timeline {
-                    let after = chrono::Duration::from_std(step.after).map_err(|_| WorldError::ClockOverflow(step.after))?;
+                    let after =
+                        chrono::Duration::from_std(step.after).map_err(|_| WorldError::ClockOverflow(step.after))?;
                     world.scheduled.push(ScheduledCapacity {
                         at: start + after,
                         cloud: offering.cloud,
@@ -290,7 +296,14 @@ impl World {
     pub fn next_request_id(&mut self) -> String {
         self.next_request_seq += 1;
         let n = scramble(self.next_request_seq);
-        format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", n >> 32, (n >> 16) & 0xffff, n & 0xfff, (n >> 20) & 0xfff, self.next_request_seq)
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            n >> 32,
+            (n >> 16) & 0xffff,
+            n & 0xfff,
+            (n >> 20) & 0xfff,
+            self.next_request_seq
+        )
     }
 
     /// Moves the clock forward, applies the timeline steps now due and
@@ -337,8 +350,7 @@ impl World {
                 return Err(WorldError::ClientTokenReused { token: token.clone() });
             }
             // Instances forgotten since (terminated over an hour ago) are left out, as on EC2.
-            let instances =
-                self.instances.values().filter(|i| record.instance_ids.contains(&i.id)).cloned().collect();
+            let instances = self.instances.values().filter(|i| record.instance_ids.contains(&i.id)).cloned().collect();
             return Ok(Reservation { reservation_id: record.reservation_id.clone(), instances });
         }
         let pool_index = self.choose_pool(&request)?;
@@ -463,7 +475,8 @@ impl World {
             if previous == InstanceState::Running {
                 instance.state = InstanceState::Terminated;
                 instance.terminated_at = Some(now);
-                let (cloud, zone, instance_type) = (instance.cloud, instance.zone.clone(), instance.instance_type.clone());
+                let (cloud, zone, instance_type) =
+                    (instance.cloud, instance.zone.clone(), instance.instance_type.clone());
                 if let Some(available) = &mut self.ensure_pool(cloud, region, &zone, &instance_type).available {
                     *available = available.saturating_add(1);
                 }
@@ -494,10 +507,7 @@ impl World {
     }
 
     fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {
-        ids.iter()
-            .filter(|id| !self.instances.values().any(|i| i.region == region && &i.id == *id))
-            .cloned()
-            .collect()
+        ids.iter().filter(|id| !self.instances.values().any(|i| i.region == region && &i.id == *id)).cloned().collect()
     }
 
     /// The pool a launch draws from: among the zones allowed by the request
@@ -591,7 +601,7 @@ fn zones_or_default(region: &str, zones: &[String]) -> Vec<String> {
 }
 
 /// Keeps reservation ids from looking like the instance ids of the same sequence number.
-const RESERVATION_SALT: u64 = 0x5eed_0f_7e5e_7a71;
+const RESERVATION_SALT: u64 = 0x005e_ed0f_7e5e_7a71;
 
 /// SplitMix64's finalizer: a bijection on u64, so ids derived from distinct
 /// sequence numbers never collide, yet look as scattered as real ones.
@@ -741,7 +751,8 @@ mod tests {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         let err = world.launch(request("p9.nope", 1, 1)).unwrap_err();
         assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
-        let err = world.launch(LaunchRequest { region: "eu-west-9".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
+        let err =
+            world.launch(LaunchRequest { region: "eu-west-9".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
         assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
     }
 
@@ -905,14 +916,28 @@ mod tests {
         assert_eq!(count(vec![filter("instance-type", &["p5.48xlarge"])]), 3);
         assert_eq!(count(vec![filter("tag:team", &["ml"])]), 0);
 
-        let bad = |query: DescribeQuery| world.describe(&DescribeQuery { region: "us-east-1".into(), ..query }).unwrap_err();
-        assert_eq!(bad(DescribeQuery { max_results: Some(4), ..Default::default() }), WorldError::MaxResultsOutOfRange(4));
+        let bad =
+            |query: DescribeQuery| world.describe(&DescribeQuery { region: "us-east-1".into(), ..query }).unwrap_err();
         assert_eq!(
-            bad(DescribeQuery { max_results: Some(5), instance_ids: vec![ml.instances[1].id.clone()], ..Default::default() }),
+            bad(DescribeQuery { max_results: Some(4), ..Default::default() }),
+            WorldError::MaxResultsOutOfRange(4)
+        );
+        assert_eq!(
+            bad(DescribeQuery {
+                max_results: Some(5),
+                instance_ids: vec![ml.instances[1].id.clone()],
+                ..Default::default()
+            }),
             WorldError::MaxResultsWithInstanceIds
         );
-        assert!(matches!(bad(DescribeQuery { next_token: Some("garbage".into()), ..Default::default() }), WorldError::InvalidNextToken(_)));
-        assert!(matches!(bad(DescribeQuery { filters: vec![filter("color", &["red"])], ..Default::default() }), WorldError::UnknownFilter(_)));
+        assert!(matches!(
+            bad(DescribeQuery { next_token: Some("garbage".into()), ..Default::default() }),
+            WorldError::InvalidNextToken(_)
+        ));
+        assert!(matches!(
+            bad(DescribeQuery { filters: vec![filter("color", &["red"])], ..Default::default() }),
+            WorldError::UnknownFilter(_)
+        ));
     }
 
     #[test]
@@ -922,7 +947,10 @@ mod tests {
         world.tag("us-east-1", std::slice::from_ref(&id), &Tags::from([("b".into(), "2".into())])).unwrap();
         assert_eq!(world.instances().next().unwrap().tags.len(), 2);
         let many: Tags = (0..49).map(|n| (format!("k{n}"), String::new())).collect();
-        assert!(matches!(world.tag("us-east-1", std::slice::from_ref(&id), &many), Err(WorldError::TooManyTags { .. })));
+        assert!(matches!(
+            world.tag("us-east-1", std::slice::from_ref(&id), &many),
+            Err(WorldError::TooManyTags { .. })
+        ));
         assert_eq!(world.instances().next().unwrap().tags.len(), 2);
     }
 
@@ -930,12 +958,33 @@ mod tests {
     fn sim_ids_are_deterministic_and_distinct() {
         let launch_all = || {
             let mut world = World::new(None, &Catalog::builtin()).unwrap();
-            world.launch(request("p5.48xlarge", 50, 50)).unwrap().instances.into_iter().map(|i| i.id).collect::<Vec<_>>()
+            world
+                .launch(request("p5.48xlarge", 50, 50))
+                .unwrap()
+                .instances
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
         };
         let ids = launch_all();
         assert_eq!(ids, launch_all());
         let unique: std::collections::BTreeSet<_> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());
+    }
+
+    #[test]
+    fn sim_shipped_scenarios_build_worlds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans").join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                World::new(Some(&scenario), &Catalog::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "plans/scenarios holds the example scenarios");
     }
 
     #[test]

@@ -39,10 +39,12 @@ def gpufleet_bin() -> str:
 class Sim:
     """One `gpufleet sim serve` process on an ephemeral loopback port."""
 
-    def __init__(self, scenario=None):
+    def __init__(self, scenario=None, world=None):
         args = [gpufleet_bin(), "sim", "serve", "--listen", "127.0.0.1:0"]
         if scenario is not None:
             args += ["--scenario", str(scenario)]
+        if world is not None:
+            args += ["--world", str(world)]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.process.stdout], [], [], STARTUP_TIMEOUT_S)
         first_line = self.process.stdout.readline().strip() if ready else ""
@@ -71,6 +73,8 @@ class Sim:
             return json.load(response)
 
     def stop(self):
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
             code = self.process.wait(timeout=10)
@@ -84,8 +88,8 @@ class Sim:
 def start_sim():
     started = []
 
-    def start(scenario=None):
-        sim = Sim(scenario)
+    def start(scenario=None, world=None):
+        sim = Sim(scenario, world)
         started.append(sim)
         return sim
 
@@ -208,3 +212,18 @@ def test_idempotent_client_token(start_sim):
         launch(ec2, 3, ClientToken="gpufleet-run-1-fleet-a")
     assert mismatch.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
     assert len(sim.admin("/_sim/world")["instances"]) == 2
+
+
+def test_world_file_survives_sigkill(start_sim, tmp_path):
+    world = tmp_path / "world.json"
+    first = start_sim(SOLD_OUT, world)
+    first.admin("/_sim/advance", {"by": "20m"})
+    ids = [i["InstanceId"] for i in launch(first.ec2(), 2, {"gpufleet-plan": "training"})["Instances"]]
+    first.process.kill()
+    first.process.wait(timeout=10)
+    assert oct(world.stat().st_mode & 0o777) == "0o600"
+
+    second = start_sim(SOLD_OUT, world)
+    described = second.ec2().describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["training"]}])
+    assert [i["InstanceId"] for r in described["Reservations"] for i in r["Instances"]] == ids
+    assert second.admin("/_sim/time") == {"now": "2026-01-01T00:20:00Z"}
