@@ -1,17 +1,254 @@
-//! The cloud simulator.
+//! The cloud simulator: one capacity-aware world served over the clouds' real
+//! wire protocols, so that gpufleet (and any official SDK) can rehearse
+//! against stock-outs and comebacks without a cloud account.
+//!
+//! Only EC2 is served so far. Two ways to run it:
+//! - `gpufleet sim serve` ([`run_server`]): a standalone loopback server,
+//!   optionally persisting its world to a file (`--world`);
+//! - `--sim` on plan/apply/destroy ([`EmbeddedSim`]): in-process on an
+//!   ephemeral port, its world kept under the state directory so that
+//!   consecutive commands see the same clouds.
+//!
+//! Layout: [`scenario`] (TOML scenario files), [`world`] (the pure model),
+//! `ec2` (Query API wire format), `admin` (`/_sim/` JSON API), `store` (world
+//! files, atomic), `server` (the router; the only socket code).
 
-use std::net::SocketAddr;
-use std::path::Path;
+mod admin;
+mod ec2;
+pub mod scenario;
+mod server;
+mod store;
+pub mod world;
+
+pub use scenario::Scenario;
+pub use server::serve;
+pub use world::World;
+
+use crate::catalog::Catalog;
+use chrono::{DateTime, Utc};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SimError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the simulator only listens on loopback addresses, not {addr}")]
+    #[diagnostic(help("use --listen 127.0.0.1:PORT (port 0 picks a free one)"))]
+    NotLoopback { addr: SocketAddr },
+    #[error("cannot read scenario file {path}: {source}", path = path.display())]
+    ReadScenario { path: PathBuf, source: std::io::Error },
+    #[error("invalid scenario file {path}: {message}", path = path.display())]
+    InvalidScenario { path: PathBuf, message: String },
+    #[error("cannot read simulator world {path}: {source}", path = path.display())]
+    ReadWorld { path: PathBuf, source: std::io::Error },
+    #[error("simulator world {path} is unreadable: {message}", path = path.display())]
+    #[diagnostic(help("delete the file to start a new world"))]
+    InvalidWorld { path: PathBuf, message: String },
+    #[error("cannot save simulator world {path}: {source}", path = path.display())]
+    WriteWorld { path: PathBuf, source: std::io::Error },
+    #[error("there is no simulator world at {path}", path = path.display())]
+    #[diagnostic(help("run a command with --sim first; it creates the world"))]
+    NoWorld { path: PathBuf },
+    #[error("cannot move the simulated clock: {message}")]
+    Clock { message: String },
+    #[error("cannot write to stdout: {source}")]
+    Stdout { source: std::io::Error },
+    #[error("the simulator stopped serving: {source}")]
+    Serve { source: std::io::Error },
+    #[error("the embedded simulator crashed: {message}")]
+    Crashed { message: String },
+    #[error("cannot ask the simulator at {url}: {message}")]
+    Client { url: String, message: String },
 }
 
-/// Serve the simulator on `listen` until interrupted.
-pub async fn run_server(_listen: SocketAddr, _scenario: Option<&Path>, _world: Option<&Path>) -> Result<(), SimError> {
-    Ok(())
+/// Serves the simulator on `listen` (loopback only) until ctrl-c or SIGTERM.
+/// Prints `listening on http://IP:PORT` as the first line on stdout, so that
+/// a caller who asked for port 0 learns the port.
+pub async fn run_server(
+    listen: SocketAddr,
+    scenario: Option<&Path>,
+    world_file: Option<&Path>,
+) -> Result<(), SimError> {
+    if !listen.ip().is_loopback() {
+        return Err(SimError::NotLoopback { addr: listen });
+    }
+    let scenario = scenario.map(Scenario::load).transpose()?;
+    let world = open_world(world_file, scenario.as_ref())?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}")
+        .and_then(|()| stdout.flush())
+        .map_err(|source| SimError::Stdout { source })?;
+    drop(stdout);
+    let world = serve(listener, world, world_file.map(Path::to_path_buf), interrupted()).await?;
+    match world_file {
+        Some(path) => store::save(path, &world),
+        None => Ok(()),
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    // Without a ctrl-c handler either, serve until the process is killed.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The world stored in `world_file` if it was created from this scenario;
+/// otherwise a new one (saved at once, so the file always exists).
+fn open_world(world_file: Option<&Path>, scenario: Option<&Scenario>) -> Result<World, SimError> {
+    let wanted = scenario.map_or(scenario::NO_SCENARIO_HASH, |s| s.content_hash.as_str());
+    if let Some(path) = world_file
+        && let Some(world) = store::load(path)?
+    {
+        if world.scenario_hash == wanted {
+            return Ok(world);
+        }
+        eprintln!(
+            "warning: the simulator world {} was created from a different scenario; starting a new world",
+            path.display()
+        );
+    }
+    let world = World::new(scenario, &Catalog::builtin()).map_err(|e| SimError::InvalidScenario {
+        path: scenario.map(|s| s.path.clone()).unwrap_or_default(),
+        message: e.to_string(),
+    })?;
+    if let Some(path) = world_file {
+        store::save(path, &world)?;
+    }
+    Ok(world)
+}
+
+/// Where the embedded simulator keeps its world under a state directory.
+fn embedded_world_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("sim").join("world.json")
+}
+
+/// The simulator running inside a gpufleet command (`--sim`), on an
+/// ephemeral loopback port, with its world under the state directory.
+pub struct EmbeddedSim {
+    url: String,
+    world_file: PathBuf,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<World, SimError>>,
+}
+
+impl EmbeddedSim {
+    /// Starts serving the world kept at `state_dir/sim/world.json` (a new
+    /// one, with a warning, if it came from another scenario).
+    pub async fn start(state_dir: &Path, scenario: Option<&Path>) -> Result<EmbeddedSim, SimError> {
+        let scenario = scenario.map(Scenario::load).transpose()?;
+        let world_file = embedded_world_file(state_dir);
+        let world = open_world(Some(&world_file), scenario.as_ref())?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SimError::Listen { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| SimError::Listen { addr, source })?;
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Stops on `stop()`, and also when the EmbeddedSim is dropped.
+        let until_stopped = async move {
+            let _ = stopped.await;
+        };
+        let server = tokio::spawn(serve(listener, world, Some(world_file.clone()), until_stopped));
+        Ok(EmbeddedSim { url: format!("http://{bound}"), world_file, shutdown, server })
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint to give the SDKs.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops serving and saves the final world (call counters included).
+    pub async fn stop(self) -> Result<(), SimError> {
+        let _ = self.shutdown.send(());
+        let world = self.server.await.map_err(|e| SimError::Crashed { message: e.to_string() })??;
+        store::save(&self.world_file, &world)
+    }
+}
+
+/// Moves the embedded simulator's clock forward (`gpufleet sim advance 20m`),
+/// applying the scenario's timeline; returns the new simulated time.
+pub fn advance_embedded(state_dir: &Path, by: std::time::Duration) -> Result<DateTime<Utc>, SimError> {
+    let path = embedded_world_file(state_dir);
+    let mut world = store::load(&path)?.ok_or_else(|| SimError::NoWorld { path: path.clone() })?;
+    let now = world.advance(by).map_err(|e| SimError::Clock { message: e.to_string() })?;
+    store::save(&path, &world)?;
+    Ok(now)
+}
+
+/// Asks a running simulator for its simulated time (`GET {url}/_sim/time`).
+pub async fn sim_now(url: &str) -> Result<DateTime<Utc>, SimError> {
+    #[derive(serde::Deserialize)]
+    struct Time {
+        now: DateTime<Utc>,
+    }
+    let failed = |message: String| SimError::Client { url: url.to_string(), message };
+    let endpoint = format!("{}/_sim/time", url.trim_end_matches('/'));
+    let response = reqwest::get(&endpoint).await.map_err(|e| failed(e.to_string()))?;
+    let response = response.error_for_status().map_err(|e| failed(e.to_string()))?;
+    let time: Time = response.json().await.map_err(|e| failed(e.to_string()))?;
+    Ok(time.now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sim_run_server_refuses_non_loopback_addresses() {
+        let addr: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let err = run_server(addr, None, None).await.unwrap_err();
+        assert!(matches!(err, SimError::NotLoopback { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sim_embedded_keeps_its_world_and_resets_on_another_scenario() {
+        let state = tempfile::tempdir().unwrap();
+        let scenario = state.path().join("s.toml");
+        std::fs::write(&scenario, "start = \"2026-05-01T00:00:00Z\"\n").unwrap();
+
+        let sim = EmbeddedSim::start(state.path(), Some(&scenario)).await.unwrap();
+        assert!(sim.url().starts_with("http://127.0.0.1:"));
+        assert_eq!(format_now(sim_now(sim.url()).await.unwrap()), "2026-05-01T00:00:00Z");
+        sim.stop().await.unwrap();
+
+        let now = advance_embedded(state.path(), std::time::Duration::from_secs(20 * 60)).unwrap();
+        assert_eq!(format_now(now), "2026-05-01T00:20:00Z");
+        let sim = EmbeddedSim::start(state.path(), Some(&scenario)).await.unwrap();
+        assert_eq!(format_now(sim_now(sim.url()).await.unwrap()), "2026-05-01T00:20:00Z");
+        sim.stop().await.unwrap();
+
+        std::fs::write(&scenario, "start = \"2026-06-01T00:00:00Z\"\n").unwrap();
+        let sim = EmbeddedSim::start(state.path(), Some(&scenario)).await.unwrap();
+        assert_eq!(format_now(sim_now(sim.url()).await.unwrap()), "2026-06-01T00:00:00Z");
+        sim.stop().await.unwrap();
+    }
+
+    #[test]
+    fn sim_advance_without_a_world_says_what_to_do() {
+        let state = tempfile::tempdir().unwrap();
+        let err = advance_embedded(state.path(), std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, SimError::NoWorld { .. }), "{err}");
+    }
+
+    fn format_now(now: DateTime<Utc>) -> String {
+        admin::format_time(now)
+    }
 }
 
 pub async fn sim_now(_url: &str) -> Result<chrono::DateTime<chrono::Utc>, SimError> {

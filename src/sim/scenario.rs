@@ -1,0 +1,213 @@
+//! Scenario files: what the simulated clouds can supply, and how that changes
+//! over simulated time ("p5.48xlarge sold out in us-east-1 for 20 minutes").
+//!
+//! Loaded in two stages, like plan files: [`RawScenario`] is exactly what the
+//! TOML says (unknown fields refused), [`Scenario`] is checked and typed. The
+//! scenario only describes; [`super::world::World`] turns it into pools.
+
+use super::SimError;
+use crate::catalog::Cloud;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Simulated start time when a scenario does not name one.
+pub const DEFAULT_START: &str = "2026-01-01T00:00:00Z";
+
+/// The scenario file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    start: Option<DateTime<Utc>>,
+    #[serde(default, rename = "offering")]
+    offerings: Vec<RawOffering>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffering {
+    cloud: Cloud,
+    region: String,
+    zone: Option<String>,
+    instance_type: String,
+    capacity: Option<u32>,
+    #[serde(default)]
+    timeline: Vec<RawCapacityStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapacityStep {
+    after: String,
+    capacity: Option<u32>,
+}
+
+/// A checked scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub start: DateTime<Utc>,
+    pub offerings: Vec<ScenarioOffering>,
+    /// Content hash of the file, so that a stored world can tell whether it
+    /// was created from this very scenario.
+    pub content_hash: String,
+}
+
+/// Supply of one instance type in one zone, or in every zone of a region
+/// that offers it (`zone: None`). Capacity applies to each such zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioOffering {
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: Option<String>,
+    pub instance_type: String,
+    /// Instances that can be launched at the start; `None` means unlimited.
+    pub capacity: Option<u32>,
+    /// Later changes of the available pool, in the order they happen.
+    pub timeline: Vec<CapacityStep>,
+}
+
+/// "After this much simulated time, the available pool becomes `capacity`."
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityStep {
+    pub after: Duration,
+    /// `None` means unlimited.
+    pub capacity: Option<u32>,
+}
+
+/// The hash a world records when it was created without a scenario.
+pub const NO_SCENARIO_HASH: &str = "none";
+
+impl Scenario {
+    /// Read and check a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, SimError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SimError::ReadScenario { path: path.to_path_buf(), source })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Check scenario text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, SimError> {
+        let invalid = |message: String| SimError::InvalidScenario { path: path.to_path_buf(), message };
+        let raw: RawScenario = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let start = match raw.start {
+            Some(start) => start,
+            None => default_start(),
+        };
+        let mut offerings = Vec::with_capacity(raw.offerings.len());
+        for (index, offering) in raw.offerings.into_iter().enumerate() {
+            let at = format!("offering #{} ({} {})", index + 1, offering.region, offering.instance_type);
+            if offering.cloud != Cloud::Aws {
+                return Err(invalid(format!(
+                    "{at}: cloud \"{}\" is not simulated yet; only \"aws\" is",
+                    offering.cloud
+                )));
+            }
+            if let Some(zone) = &offering.zone
+                && !zone.starts_with(offering.region.as_str())
+            {
+                return Err(invalid(format!("{at}: zone {zone} is not in region {}", offering.region)));
+            }
+            let mut timeline = Vec::with_capacity(offering.timeline.len());
+            for step in offering.timeline {
+                let after = humantime::parse_duration(&step.after).map_err(|e| {
+                    invalid(format!("{at}: timeline `after = \"{}\"` is not a duration like \"20m\": {e}", step.after))
+                })?;
+                timeline.push(CapacityStep { after, capacity: step.capacity });
+            }
+            if timeline.windows(2).any(|pair| pair[0].after > pair[1].after) {
+                return Err(invalid(format!("{at}: timeline steps must be in increasing `after` order")));
+            }
+            offerings.push(ScenarioOffering {
+                cloud: offering.cloud,
+                region: offering.region,
+                zone: offering.zone,
+                instance_type: offering.instance_type,
+                capacity: offering.capacity,
+                timeline,
+            });
+        }
+        Ok(Scenario { path: path.to_path_buf(), start, offerings, content_hash: content_hash(text.as_bytes()) })
+    }
+}
+
+/// The start time of a world created without a scenario.
+pub fn default_start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(DEFAULT_START).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+/// FNV-1a, 64 bits: stable across Rust versions and platforms (unlike
+/// `DefaultHasher`), which matters because the hash is stored in world files.
+fn content_hash(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fnv1a64:{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, SimError> {
+        Scenario::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn sim_scenario_parses_offerings_and_timeline() {
+        let scenario = parse(
+            r#"
+            start = "2026-03-01T12:00:00Z"
+            [[offering]]
+            cloud = "aws"
+            region = "us-east-1"
+            instance_type = "p5.48xlarge"
+            capacity = 0
+            [[offering.timeline]]
+            after = "20m"
+            capacity = 64
+            "#,
+        )
+        .unwrap();
+        assert_eq!(scenario.start.to_rfc3339(), "2026-03-01T12:00:00+00:00");
+        assert_eq!(scenario.offerings[0].capacity, Some(0));
+        assert_eq!(
+            scenario.offerings[0].timeline,
+            vec![CapacityStep { after: Duration::from_secs(1200), capacity: Some(64) }]
+        );
+    }
+
+    #[test]
+    fn sim_scenario_defaults_start_and_hashes_content() {
+        let a = parse("").unwrap();
+        let b = parse("# a comment\n").unwrap();
+        assert_eq!(a.start, default_start());
+        assert_ne!(a.content_hash, b.content_hash);
+        assert_eq!(a.content_hash, parse("").unwrap().content_hash);
+    }
+
+    #[test]
+    fn sim_scenario_errors_name_the_file_and_the_problem() {
+        let unknown_field =
+            parse("[[offering]]\ncloud = \"aws\"\nregion = \"r\"\ninstance_type = \"t\"\ncapcity = 1\n");
+        let message = unknown_field.unwrap_err().to_string();
+        assert!(message.contains("test.toml") && message.contains("capcity"), "{message}");
+
+        let gcp = parse("[[offering]]\ncloud = \"gcp\"\nregion = \"us-central1\"\ninstance_type = \"a3-highgpu-8g\"\n");
+        assert!(gcp.unwrap_err().to_string().contains("not simulated yet"));
+
+        let bad_duration = parse(
+            "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"t\"\n[[offering.timeline]]\nafter = \"soon\"\ncapacity = 1\n",
+        );
+        assert!(bad_duration.unwrap_err().to_string().contains("soon"));
+
+        let foreign_zone = parse(
+            "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nzone = \"us-west-2a\"\ninstance_type = \"t\"\n",
+        );
+        assert!(foreign_zone.unwrap_err().to_string().contains("not in region"));
+    }
+}

@@ -1,0 +1,128 @@
+//! The simulator's one listener: an axum router that sends each path to its
+//! protocol (EC2 at `POST /`, the admin API under `/_sim/`; Compute Engine
+//! and ARM will join under `/compute/v1/` and `/subscriptions/`). This is the
+//! only file of the simulator that touches sockets.
+
+use super::world::World;
+use super::{SimError, admin, ec2, store};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpListener;
+
+/// The world behind every request, and where to persist it.
+struct Shared {
+    /// A plain mutex: requests are short and never await while holding it,
+    /// and saving under it keeps the file's order of writes equal to the
+    /// order of changes.
+    world: Mutex<World>,
+    world_file: Option<PathBuf>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock cannot leave the world half-changed
+        // in a way later requests would trip on, so keep serving.
+        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Persists the world after a change, if a world file is in use.
+    fn persist(&self, world: &World) -> Result<(), SimError> {
+        match &self.world_file {
+            Some(path) => store::save(path, world),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Serves the simulator on `listener` until `shutdown` completes, then
+/// returns the final world. With `world_file`, the world is saved after
+/// every request that changed it, before the response goes out.
+pub async fn serve(
+    listener: TcpListener,
+    world: World,
+    world_file: Option<PathBuf>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<World, SimError> {
+    let shared = Arc::new(Shared { world: Mutex::new(world), world_file });
+    let router = Router::new()
+        .route("/", post(ec2_request))
+        .route("/_sim/world", get(admin_world))
+        .route("/_sim/counters", get(admin_counters))
+        .route("/_sim/time", get(admin_time))
+        .route("/_sim/advance", post(admin_advance))
+        .route("/_sim/capacity", post(admin_capacity))
+        .fallback(not_found)
+        .with_state(shared.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| SimError::Serve { source })?;
+    let world = shared.lock().clone();
+    Ok(world)
+}
+
+async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let region = ec2::region_from_authorization(authorization);
+    let mut world = shared.lock();
+    let mut response = ec2::handle(&mut world, &region, &body);
+    if response.mutated
+        && let Err(e) = shared.persist(&world)
+    {
+        // The change is in memory but not on disk: report a server error, so
+        // the client retries with its ClientToken and the retry saves again.
+        let error = ec2::ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "InternalError",
+            message: format!("the simulator could not save its world: {e}"),
+        };
+        response.status = error.status;
+        response.body = ec2::error_xml(&error, &world.next_request_id());
+    }
+    (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
+}
+
+/// Runs an admin action under the lock and persists the world if it changed.
+fn admin_call(shared: &Shared, action: impl FnOnce(&mut World) -> admin::AdminResponse) -> Response {
+    let mut world = shared.lock();
+    let response = action(&mut world);
+    if response.mutated
+        && let Err(e) = shared.persist(&world)
+    {
+        let body = serde_json::json!({ "error": e.to_string() });
+        return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+    }
+    (response.status, Json(response.body)).into_response()
+}
+
+async fn admin_world(State(shared): State<Arc<Shared>>) -> Response {
+    admin_call(&shared, |world| admin::world(world))
+}
+
+async fn admin_counters(State(shared): State<Arc<Shared>>) -> Response {
+    admin_call(&shared, |world| admin::counters(world))
+}
+
+async fn admin_time(State(shared): State<Arc<Shared>>) -> Response {
+    admin_call(&shared, |world| admin::time(world))
+}
+
+async fn admin_advance(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_call(&shared, |world| admin::advance(world, &body))
+}
+
+async fn admin_capacity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_call(&shared, |world| admin::set_capacity(world, &body))
+}
+
+async fn not_found() -> Response {
+    let body = serde_json::json!({ "error": "no such endpoint: EC2 is POST /, the admin API is under /_sim/" });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}

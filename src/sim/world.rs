@@ -1,0 +1,999 @@
+//! The simulated world: capacity pools per zone and instance type, the
+//! instances launched from them, a clock that only moves when told, and a
+//! count of every API call.
+//!
+//! Pure: no sockets, no files, no wall clock. The wire protocols
+//! ([`super::ec2`]) translate requests into the calls below and the
+//! [`WorldError`]s back into each cloud's error codes; the semantics (MinCount
+//! is all-or-nothing, ClientToken makes a launch idempotent, terminated
+//! instances stay visible for an hour) live here, where plain unit tests reach
+//! them.
+
+use super::scenario::Scenario;
+use crate::catalog::{Catalog, Cloud};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a terminated instance stays visible, as on EC2.
+pub const TERMINATED_VISIBLE_FOR: Duration = Duration::from_secs(3600);
+/// EC2's limit of tags per resource.
+pub const MAX_TAGS_PER_RESOURCE: usize = 50;
+/// The page size range EC2 accepts for DescribeInstances `MaxResults`.
+pub const MAX_RESULTS_RANGE: std::ops::RangeInclusive<u32> = 5..=1000;
+
+/// Tags of a resource, by key (keys are unique on every cloud).
+pub type Tags = BTreeMap<String, String>;
+
+/// Instances of one instance type that one zone can still launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pool {
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: String,
+    pub instance_type: String,
+    /// `None` means unlimited.
+    pub available: Option<u32>,
+}
+
+/// A change of one pool that the scenario's timeline schedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduledCapacity {
+    pub at: DateTime<Utc>,
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: String,
+    pub instance_type: String,
+    pub capacity: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Running,
+    Terminated,
+}
+
+impl InstanceState {
+    /// EC2's numeric state code.
+    pub fn code(self) -> u32 {
+        match self {
+            InstanceState::Running => 16,
+            InstanceState::Terminated => 48,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            InstanceState::Running => "running",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Launch order; paging walks instances in this order.
+    pub seq: u64,
+    pub id: String,
+    pub reservation_id: String,
+    pub cloud: Cloud,
+    pub region: String,
+    pub zone: String,
+    pub instance_type: String,
+    pub image_id: String,
+    pub state: InstanceState,
+    pub launch_time: DateTime<Utc>,
+    pub terminated_at: Option<DateTime<Utc>>,
+    /// Position within its launch request (EC2 `amiLaunchIndex`).
+    pub launch_index: u32,
+    pub client_token: Option<String>,
+    pub tags: Tags,
+    /// As sent (base64 on EC2); kept so tests can check what was asked for.
+    pub user_data: Option<String>,
+}
+
+/// Everything that decides what a launch does. Two requests with the same
+/// client token must be equal in all of this, or the second is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    pub region: String,
+    pub image_id: String,
+    pub instance_type: String,
+    pub min_count: u32,
+    pub max_count: u32,
+    pub client_token: Option<String>,
+    /// Requested zone; `None` lets the world pick the zone with the most stock.
+    pub zone: Option<String>,
+    pub tags: Tags,
+    pub user_data: Option<String>,
+}
+
+/// A launch remembered under its client token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct TokenRecord {
+    request: LaunchRequest,
+    reservation_id: String,
+    instance_ids: Vec<String>,
+}
+
+/// The result of a launch: one reservation, all of it in one zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub reservation_id: String,
+    pub instances: Vec<Instance>,
+}
+
+/// One filter of a describe call: any of `values` (globs with `*` and `?`)
+/// may match; all filters of a call must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub name: String,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DescribeQuery {
+    pub region: String,
+    pub instance_ids: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub max_results: Option<u32>,
+    pub next_token: Option<String>,
+}
+
+/// One page of instances, grouped into their reservations in launch order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DescribePage<'w> {
+    pub reservations: Vec<(&'w str, Vec<&'w Instance>)>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub instance_id: String,
+    pub previous: InstanceState,
+    pub current: InstanceState,
+}
+
+/// Why the world refused a request, in terms of the world; each protocol maps
+/// these onto its own error codes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WorldError {
+    #[error("{available} {instance_type} available in {zone}, at least {min_count} requested")]
+    InsufficientCapacity { instance_type: String, zone: String, requested_zone: bool, available: u32, min_count: u32 },
+    #[error("{instance_type} is not offered in {place}")]
+    Unsupported { instance_type: String, place: String },
+    #[error("zone {zone} is not a zone of region {region}")]
+    UnknownZone { zone: String, region: String },
+    #[error("MinCount {min_count} and MaxCount {max_count}: both must be at least 1 and MinCount at most MaxCount")]
+    InvalidCount { min_count: u32, max_count: u32 },
+    #[error("client token {token} was used with different parameters")]
+    ClientTokenReused { token: String },
+    #[error("instances not found: {}", ids.join(", "))]
+    InstancesNotFound { ids: Vec<String> },
+    #[error("MaxResults cannot be combined with instance ids")]
+    MaxResultsWithInstanceIds,
+    #[error("MaxResults {0} is outside 5..=1000")]
+    MaxResultsOutOfRange(u32),
+    #[error("next token {0} is not valid")]
+    InvalidNextToken(String),
+    #[error("filter {0} is not supported")]
+    UnknownFilter(String),
+    #[error("filter {0} has no values")]
+    FilterWithoutValues(String),
+    #[error("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags")]
+    TooManyTags { id: String },
+    #[error("cannot move the clock by {0:?}")]
+    ClockOverflow(Duration),
+}
+
+/// The world itself; serializable so that it survives between commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct World {
+    /// Hash of the scenario this world was created from.
+    pub scenario_hash: String,
+    pub start: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    /// Zones of every region the world knows, in order.
+    zones: BTreeMap<String, Vec<String>>,
+    pools: Vec<Pool>,
+    /// Timeline changes not yet due, earliest first.
+    scheduled: Vec<ScheduledCapacity>,
+    instances: BTreeMap<u64, Instance>,
+    /// Client tokens by region, then token.
+    client_tokens: BTreeMap<String, BTreeMap<String, TokenRecord>>,
+    /// Calls by cloud, then action.
+    counters: BTreeMap<String, BTreeMap<String, u64>>,
+    next_instance_seq: u64,
+    next_reservation_seq: u64,
+    next_request_seq: u64,
+}
+
+impl World {
+    /// A world with the catalog's offerings (unlimited) overlaid with the
+    /// scenario's capacity and timeline. Only AWS is simulated so far.
+    pub fn new(scenario: Option<&Scenario>, catalog: &Catalog) -> Result<World, WorldError> {
+        let start = scenario.map_or_else(super::scenario::default_start, |s| s.start);
+        let mut world = World {
+            scenario_hash: scenario
+                .map_or_else(|| super::scenario::NO_SCENARIO_HASH.to_string(), |s| s.content_hash.clone()),
+            start,
+            now: start,
+            zones: BTreeMap::new(),
+            pools: Vec::new(),
+            scheduled: Vec::new(),
+            instances: BTreeMap::new(),
+            client_tokens: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            next_instance_seq: 0,
+            next_reservation_seq: 0,
+            next_request_seq: 0,
+        };
+        for region in catalog.regions.iter().filter(|r| r.cloud == Cloud::Aws) {
+            world.zones.insert(region.name.clone(), zones_or_default(&region.name, &region.zones));
+        }
+        for instance_type in catalog.instance_types.iter().filter(|t| t.cloud == Cloud::Aws) {
+            for offer in &instance_type.offers {
+                let zones = if offer.zones.is_empty() { world.zones_of(&offer.region) } else { offer.zones.clone() };
+                for zone in zones {
+                    world.ensure_pool(Cloud::Aws, &offer.region, &zone, &instance_type.name);
+                }
+            }
+        }
+        for offering in scenario.map(|s| s.offerings.as_slice()).unwrap_or_default() {
+            let zones = world.scenario_zones(
+                offering.cloud,
+                &offering.region,
+                offering.zone.as_deref(),
+                &offering.instance_type,
+            )?;
+            for zone in &zones {
+                world.ensure_pool(offering.cloud, &offering.region, zone, &offering.instance_type).available =
+                    offering.capacity;
+                for step in &offering.timeline {
+                    let after =
+                        chrono::Duration::from_std(step.after).map_err(|_| WorldError::ClockOverflow(step.after))?;
+                    world.scheduled.push(ScheduledCapacity {
+                        at: start + after,
+                        cloud: offering.cloud,
+                        region: offering.region.clone(),
+                        zone: zone.clone(),
+                        instance_type: offering.instance_type.clone(),
+                        capacity: step.capacity,
+                    });
+                }
+            }
+        }
+        // Stable sort: steps due at the same time apply in file order.
+        world.scheduled.sort_by_key(|s| s.at);
+        world.apply_due_capacity();
+        Ok(world)
+    }
+
+    pub fn pools(&self) -> &[Pool] {
+        &self.pools
+    }
+
+    pub fn scheduled(&self) -> &[ScheduledCapacity] {
+        &self.scheduled
+    }
+
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.instances.values()
+    }
+
+    pub fn counters(&self) -> &BTreeMap<String, BTreeMap<String, u64>> {
+        &self.counters
+    }
+
+    /// Counts one API call (every call, failed ones included).
+    pub fn record_call(&mut self, cloud: Cloud, action: &str) {
+        *self.counters.entry(cloud.as_str().to_string()).or_default().entry(action.to_string()).or_default() += 1;
+    }
+
+    /// A fresh request id, deterministic so that runs are reproducible.
+    pub fn next_request_id(&mut self) -> String {
+        self.next_request_seq += 1;
+        let n = scramble(self.next_request_seq);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+            n >> 32,
+            (n >> 16) & 0xffff,
+            n & 0xfff,
+            (n >> 20) & 0xfff,
+            self.next_request_seq
+        )
+    }
+
+    /// Moves the clock forward, applies the timeline steps now due and
+    /// forgets instances terminated more than an hour ago.
+    pub fn advance(&mut self, by: Duration) -> Result<DateTime<Utc>, WorldError> {
+        let step = chrono::Duration::from_std(by).map_err(|_| WorldError::ClockOverflow(by))?;
+        self.now = self.now.checked_add_signed(step).ok_or(WorldError::ClockOverflow(by))?;
+        self.apply_due_capacity();
+        let visible = chrono::Duration::from_std(TERMINATED_VISIBLE_FOR).unwrap_or(chrono::Duration::MAX);
+        let now = self.now;
+        self.instances.retain(|_, i| i.terminated_at.is_none_or(|t| now - t < visible));
+        Ok(self.now)
+    }
+
+    /// Sets the available pool of an instance type in one zone, or in every
+    /// zone of the region (creating pools where the type was not offered).
+    /// Returns how many pools changed.
+    pub fn set_capacity(
+        &mut self,
+        cloud: Cloud,
+        region: &str,
+        zone: Option<&str>,
+        instance_type: &str,
+        capacity: Option<u32>,
+    ) -> Result<usize, WorldError> {
+        let zones = self.scenario_zones(cloud, region, zone, instance_type)?;
+        for zone in &zones {
+            self.ensure_pool(cloud, region, zone, instance_type).available = capacity;
+        }
+        Ok(zones.len())
+    }
+
+    /// Launches between `min_count` and `max_count` instances in the one zone
+    /// of the region with the most stock, or replays an earlier launch with
+    /// the same client token.
+    pub fn launch(&mut self, request: LaunchRequest) -> Result<Reservation, WorldError> {
+        if request.min_count < 1 || request.max_count < request.min_count {
+            return Err(WorldError::InvalidCount { min_count: request.min_count, max_count: request.max_count });
+        }
+        if let Some(token) = &request.client_token
+            && let Some(record) = self.client_tokens.get(&request.region).and_then(|t| t.get(token))
+        {
+            if record.request != request {
+                return Err(WorldError::ClientTokenReused { token: token.clone() });
+            }
+            // Instances forgotten since (terminated over an hour ago) are left out, as on EC2.
+            let instances = self.instances.values().filter(|i| record.instance_ids.contains(&i.id)).cloned().collect();
+            return Ok(Reservation { reservation_id: record.reservation_id.clone(), instances });
+        }
+        let pool_index = self.choose_pool(&request)?;
+        let pool = &mut self.pools[pool_index];
+        let count = match pool.available {
+            None => request.max_count,
+            Some(available) if available >= request.min_count => available.min(request.max_count),
+            Some(available) => {
+                return Err(WorldError::InsufficientCapacity {
+                    instance_type: request.instance_type.clone(),
+                    zone: pool.zone.clone(),
+                    requested_zone: request.zone.is_some(),
+                    available,
+                    min_count: request.min_count,
+                });
+            }
+        };
+        if let Some(available) = &mut pool.available {
+            *available -= count;
+        }
+        let zone = pool.zone.clone();
+        self.next_reservation_seq += 1;
+        let reservation_id = format!("r-0{:016x}", scramble(self.next_reservation_seq ^ RESERVATION_SALT));
+        let mut instances = Vec::with_capacity(count as usize);
+        for launch_index in 0..count {
+            self.next_instance_seq += 1;
+            let seq = self.next_instance_seq;
+            let instance = Instance {
+                seq,
+                id: format!("i-0{:016x}", scramble(seq)),
+                reservation_id: reservation_id.clone(),
+                cloud: Cloud::Aws,
+                region: request.region.clone(),
+                zone: zone.clone(),
+                instance_type: request.instance_type.clone(),
+                image_id: request.image_id.clone(),
+                state: InstanceState::Running,
+                launch_time: self.now,
+                terminated_at: None,
+                launch_index,
+                client_token: request.client_token.clone(),
+                tags: request.tags.clone(),
+                user_data: request.user_data.clone(),
+            };
+            self.instances.insert(seq, instance.clone());
+            instances.push(instance);
+        }
+        if let Some(token) = &request.client_token {
+            let record = TokenRecord {
+                request: request.clone(),
+                reservation_id: reservation_id.clone(),
+                instance_ids: instances.iter().map(|i| i.id.clone()).collect(),
+            };
+            self.client_tokens.entry(request.region.clone()).or_default().insert(token.clone(), record);
+        }
+        Ok(Reservation { reservation_id, instances })
+    }
+
+    /// One page of the instances of a region that match the query.
+    pub fn describe(&self, query: &DescribeQuery) -> Result<DescribePage<'_>, WorldError> {
+        if query.max_results.is_some() && !query.instance_ids.is_empty() {
+            return Err(WorldError::MaxResultsWithInstanceIds);
+        }
+        if let Some(max) = query.max_results
+            && !MAX_RESULTS_RANGE.contains(&max)
+        {
+            return Err(WorldError::MaxResultsOutOfRange(max));
+        }
+        for filter in &query.filters {
+            if !is_supported_filter(&filter.name) {
+                return Err(WorldError::UnknownFilter(filter.name.clone()));
+            }
+            if filter.values.is_empty() {
+                return Err(WorldError::FilterWithoutValues(filter.name.clone()));
+            }
+        }
+        let missing = self.missing_ids(&query.region, &query.instance_ids);
+        if !missing.is_empty() {
+            return Err(WorldError::InstancesNotFound { ids: missing });
+        }
+        let after_seq = match &query.next_token {
+            None => 0,
+            Some(token) => parse_next_token(token).ok_or_else(|| WorldError::InvalidNextToken(token.clone()))?,
+        };
+        let page_size = query.max_results.map_or(usize::MAX, |m| m as usize);
+        let mut matching = self
+            .instances
+            .range(after_seq + 1..)
+            .map(|(_, i)| i)
+            .filter(|i| i.region == query.region)
+            .filter(|i| query.instance_ids.is_empty() || query.instance_ids.contains(&i.id))
+            .filter(|i| query.filters.iter().all(|f| filter_matches(f, i)));
+        let page: Vec<&Instance> = matching.by_ref().take(page_size).collect();
+        let next_token = match (page.last(), matching.next()) {
+            (Some(last), Some(_)) => Some(next_token_after(last.seq)),
+            _ => None,
+        };
+        let mut reservations: Vec<(&str, Vec<&Instance>)> = Vec::new();
+        for instance in page {
+            match reservations.last_mut() {
+                Some((id, members)) if *id == instance.reservation_id => members.push(instance),
+                _ => reservations.push((&instance.reservation_id, vec![instance])),
+            }
+        }
+        Ok(DescribePage { reservations, next_token })
+    }
+
+    /// Terminates every listed instance, or none if any id is unknown.
+    /// Capacity goes back to the pool it came from.
+    pub fn terminate(&mut self, region: &str, ids: &[String]) -> Result<Vec<StateChange>, WorldError> {
+        let missing = self.missing_ids(region, ids);
+        if !missing.is_empty() {
+            return Err(WorldError::InstancesNotFound { ids: missing });
+        }
+        let now = self.now;
+        let mut changes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(instance) = self.instances.values_mut().find(|i| i.region == region && &i.id == id) else {
+                continue;
+            };
+            let previous = instance.state;
+            if previous == InstanceState::Running {
+                instance.state = InstanceState::Terminated;
+                instance.terminated_at = Some(now);
+                let (cloud, zone, instance_type) =
+                    (instance.cloud, instance.zone.clone(), instance.instance_type.clone());
+                if let Some(available) = &mut self.ensure_pool(cloud, region, &zone, &instance_type).available {
+                    *available = available.saturating_add(1);
+                }
+            }
+            changes.push(StateChange { instance_id: id.clone(), previous, current: InstanceState::Terminated });
+        }
+        Ok(changes)
+    }
+
+    /// Adds or overwrites tags on every listed instance, or on none if any id
+    /// is unknown or would exceed the tag limit.
+    pub fn tag(&mut self, region: &str, ids: &[String], tags: &Tags) -> Result<(), WorldError> {
+        let missing = self.missing_ids(region, ids);
+        if !missing.is_empty() {
+            return Err(WorldError::InstancesNotFound { ids: missing });
+        }
+        let targets = |i: &Instance| i.region == region && ids.contains(&i.id);
+        for instance in self.instances.values().filter(|i| targets(i)) {
+            let new_keys = tags.keys().filter(|k| !instance.tags.contains_key(*k)).count();
+            if instance.tags.len() + new_keys > MAX_TAGS_PER_RESOURCE {
+                return Err(WorldError::TooManyTags { id: instance.id.clone() });
+            }
+        }
+        for instance in self.instances.values_mut().filter(|i| targets(i)) {
+            instance.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Ok(())
+    }
+
+    fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {
+        ids.iter().filter(|id| !self.instances.values().any(|i| i.region == region && &i.id == *id)).cloned().collect()
+    }
+
+    /// The pool a launch draws from: among the zones allowed by the request
+    /// that offer the type, the one with the most available (first on ties).
+    fn choose_pool(&self, request: &LaunchRequest) -> Result<usize, WorldError> {
+        if let Some(zone) = &request.zone
+            && !self.zones_of(&request.region).contains(zone)
+        {
+            return Err(WorldError::UnknownZone { zone: zone.clone(), region: request.region.clone() });
+        }
+        let candidates = self.pools.iter().enumerate().filter(|(_, p)| {
+            p.cloud == Cloud::Aws
+                && p.region == request.region
+                && p.instance_type == request.instance_type
+                && request.zone.as_ref().is_none_or(|z| *z == p.zone)
+        });
+        // Unlimited (`None`) ranks above any number; `max_by_key` keeps the
+        // last maximum, so reverse to keep the first zone on ties.
+        candidates
+            .rev()
+            .max_by_key(|(_, p)| p.available.map_or(u64::MAX, u64::from))
+            .map(|(index, _)| index)
+            .ok_or_else(|| WorldError::Unsupported {
+                instance_type: request.instance_type.clone(),
+                place: request.zone.clone().unwrap_or_else(|| request.region.clone()),
+            })
+    }
+
+    fn zones_of(&self, region: &str) -> Vec<String> {
+        self.zones.get(region).cloned().unwrap_or_else(|| zones_or_default(region, &[]))
+    }
+
+    /// The zones a scenario line or an admin call addresses.
+    fn scenario_zones(
+        &mut self,
+        cloud: Cloud,
+        region: &str,
+        zone: Option<&str>,
+        instance_type: &str,
+    ) -> Result<Vec<String>, WorldError> {
+        let known = self.zones_of(region);
+        self.zones.entry(region.to_string()).or_insert_with(|| known.clone());
+        if let Some(zone) = zone {
+            if !known.iter().any(|z| z == zone) {
+                return Err(WorldError::UnknownZone { zone: zone.to_string(), region: region.to_string() });
+            }
+            return Ok(vec![zone.to_string()]);
+        }
+        let offered: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
+            .map(|p| p.zone.clone())
+            .collect();
+        Ok(if offered.is_empty() { known } else { offered })
+    }
+
+    fn ensure_pool(&mut self, cloud: Cloud, region: &str, zone: &str, instance_type: &str) -> &mut Pool {
+        let found = self
+            .pools
+            .iter()
+            .position(|p| p.cloud == cloud && p.region == region && p.zone == zone && p.instance_type == instance_type);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                self.pools.push(Pool {
+                    cloud,
+                    region: region.to_string(),
+                    zone: zone.to_string(),
+                    instance_type: instance_type.to_string(),
+                    available: None,
+                });
+                self.pools.len() - 1
+            }
+        };
+        &mut self.pools[index]
+    }
+
+    fn apply_due_capacity(&mut self) {
+        let due = self.scheduled.iter().take_while(|s| s.at <= self.now).count();
+        for step in self.scheduled.drain(..due).collect::<Vec<_>>() {
+            self.ensure_pool(step.cloud, &step.region, &step.zone, &step.instance_type).available = step.capacity;
+        }
+    }
+}
+
+/// The zones of a region; a region known without zones is simulated as one
+/// zone, `<region>a`, rather than refusing every launch there.
+fn zones_or_default(region: &str, zones: &[String]) -> Vec<String> {
+    if zones.is_empty() { vec![format!("{region}a")] } else { zones.to_vec() }
+}
+
+/// Keeps reservation ids from looking like the instance ids of the same sequence number.
+const RESERVATION_SALT: u64 = 0x005e_ed0f_7e5e_7a71;
+
+/// SplitMix64's finalizer: a bijection on u64, so ids derived from distinct
+/// sequence numbers never collide, yet look as scattered as real ones.
+fn scramble(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const NEXT_TOKEN_PREFIX: &str = "sim-after-";
+
+fn next_token_after(seq: u64) -> String {
+    format!("{NEXT_TOKEN_PREFIX}{seq}")
+}
+
+fn parse_next_token(token: &str) -> Option<u64> {
+    token.strip_prefix(NEXT_TOKEN_PREFIX)?.parse().ok()
+}
+
+const SUPPORTED_FILTERS: &[&str] = &[
+    "tag-key",
+    "tag-value",
+    "instance-state-name",
+    "instance-state-code",
+    "instance-type",
+    "instance-id",
+    "availability-zone",
+    "image-id",
+    "reservation-id",
+];
+
+fn is_supported_filter(name: &str) -> bool {
+    name.strip_prefix("tag:").is_some_and(|key| !key.is_empty()) || SUPPORTED_FILTERS.contains(&name)
+}
+
+fn filter_matches(filter: &Filter, instance: &Instance) -> bool {
+    let any = |candidate: &str| filter.values.iter().any(|pattern| glob_matches(pattern, candidate));
+    if let Some(key) = filter.name.strip_prefix("tag:") {
+        return instance.tags.get(key).is_some_and(|value| any(value));
+    }
+    match filter.name.as_str() {
+        "tag-key" => instance.tags.keys().any(|k| any(k)),
+        "tag-value" => instance.tags.values().any(|v| any(v)),
+        "instance-state-name" => any(instance.state.name()),
+        "instance-state-code" => any(&instance.state.code().to_string()),
+        "instance-type" => any(&instance.instance_type),
+        "instance-id" => any(&instance.id),
+        "availability-zone" => any(&instance.zone),
+        "image-id" => any(&instance.image_id),
+        "reservation-id" => any(&instance.reservation_id),
+        _ => false,
+    }
+}
+
+/// EC2 filter values: `*` matches any run of characters, `?` any one.
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, text index it absorbed up to).
+    let mut resume: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                resume = Some((p + 1, t));
+                p += 1;
+            }
+            Some(c) if *c == '?' || *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match resume {
+                Some((after_star, absorbed)) => {
+                    p = after_star;
+                    t = absorbed + 1;
+                    resume = Some((after_star, absorbed + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const SOLD_OUT: &str = r#"
+        [[offering]]
+        cloud = "aws"
+        region = "us-east-1"
+        instance_type = "p5.48xlarge"
+        capacity = 0
+        [[offering.timeline]]
+        after = "20m"
+        capacity = 3
+    "#;
+
+    fn world(scenario: &str) -> World {
+        let scenario = Scenario::parse(scenario, Path::new("test.toml")).unwrap();
+        World::new(Some(&scenario), &Catalog::builtin()).unwrap()
+    }
+
+    fn one_zone_with(capacity: u32) -> World {
+        world(&format!(
+            "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nzone = \"us-east-1b\"\ninstance_type = \"g6.48xlarge\"\ncapacity = {capacity}\n"
+        ))
+    }
+
+    fn request(instance_type: &str, min_count: u32, max_count: u32) -> LaunchRequest {
+        LaunchRequest {
+            region: "us-east-1".into(),
+            image_id: "ami-12345678".into(),
+            instance_type: instance_type.into(),
+            min_count,
+            max_count,
+            client_token: None,
+            zone: None,
+            tags: Tags::new(),
+            user_data: None,
+        }
+    }
+
+    fn tagged(instance_type: &str, count: u32, key: &str, value: &str) -> LaunchRequest {
+        LaunchRequest {
+            tags: Tags::from([(key.to_string(), value.to_string())]),
+            ..request(instance_type, count, count)
+        }
+    }
+
+    #[test]
+    fn sim_catalog_offerings_are_unlimited_in_every_zone() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let reservation = world.launch(request("p5.48xlarge", 100, 100)).unwrap();
+        assert_eq!(reservation.instances.len(), 100);
+        assert!(reservation.instances.iter().all(|i| i.zone == reservation.instances[0].zone));
+        assert_eq!(reservation.instances[0].state, InstanceState::Running);
+        assert_eq!(reservation.instances[0].id.len(), 19);
+        assert!(reservation.instances[0].id.starts_with("i-"));
+    }
+
+    #[test]
+    fn sim_type_not_offered_is_unsupported() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let err = world.launch(request("p9.nope", 1, 1)).unwrap_err();
+        assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
+        let err =
+            world.launch(LaunchRequest { region: "eu-west-9".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
+        assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn sim_min_count_is_all_or_nothing_and_max_count_takes_what_is_there() {
+        let mut world = one_zone_with(3);
+        let err = world.launch(request("g6.48xlarge", 4, 8)).unwrap_err();
+        assert_eq!(
+            err,
+            WorldError::InsufficientCapacity {
+                instance_type: "g6.48xlarge".into(),
+                zone: "us-east-1b".into(),
+                requested_zone: false,
+                available: 3,
+                min_count: 4
+            }
+        );
+        assert_eq!(world.instances().count(), 0, "a refused launch leaves nothing behind");
+        let reservation = world.launch(request("g6.48xlarge", 2, 8)).unwrap();
+        assert_eq!(reservation.instances.len(), 3);
+        assert_eq!(world.pools()[world.pools().len() - 1].available, Some(0));
+    }
+
+    #[test]
+    fn sim_launch_picks_the_zone_with_most_stock_and_termination_gives_back() {
+        let mut world = world(
+            r#"
+            [[offering]]
+            cloud = "aws"
+            region = "us-east-1"
+            instance_type = "p5.48xlarge"
+            capacity = 2
+            [[offering]]
+            cloud = "aws"
+            region = "us-east-1"
+            zone = "us-east-1c"
+            instance_type = "p5.48xlarge"
+            capacity = 5
+            "#,
+        );
+        let first = world.launch(request("p5.48xlarge", 4, 4)).unwrap();
+        assert!(first.instances.iter().all(|i| i.zone == "us-east-1c"));
+        let err = world.launch(request("p5.48xlarge", 3, 3)).unwrap_err();
+        assert!(matches!(err, WorldError::InsufficientCapacity { available: 2, .. }), "{err:?}");
+
+        let ids: Vec<String> = first.instances.iter().map(|i| i.id.clone()).collect();
+        let changes = world.terminate("us-east-1", &ids).unwrap();
+        assert!(changes.iter().all(|c| c.previous == InstanceState::Running && c.current == InstanceState::Terminated));
+        let again = world.launch(request("p5.48xlarge", 5, 5)).unwrap();
+        assert!(again.instances.iter().all(|i| i.zone == "us-east-1c"));
+    }
+
+    #[test]
+    fn sim_requested_zone_is_honoured_or_refused() {
+        let mut world = one_zone_with(1);
+        let in_zone = LaunchRequest { zone: Some("us-east-1a".into()), ..request("g6.48xlarge", 1, 1) };
+        assert!(matches!(world.launch(in_zone).unwrap_err(), WorldError::Unsupported { .. }));
+        let unknown = LaunchRequest { zone: Some("us-east-1z".into()), ..request("g6.48xlarge", 1, 1) };
+        assert!(matches!(world.launch(unknown).unwrap_err(), WorldError::UnknownZone { .. }));
+    }
+
+    #[test]
+    fn sim_client_token_replays_the_launch_and_refuses_other_parameters() {
+        let mut world = one_zone_with(10);
+        let with_token = LaunchRequest { client_token: Some("tok-1".into()), ..request("g6.48xlarge", 2, 2) };
+        let first = world.launch(with_token.clone()).unwrap();
+        let replay = world.launch(with_token.clone()).unwrap();
+        assert_eq!(first, replay);
+        assert_eq!(world.instances().count(), 2);
+        let changed = LaunchRequest { max_count: 3, ..with_token };
+        assert_eq!(world.launch(changed).unwrap_err(), WorldError::ClientTokenReused { token: "tok-1".into() });
+    }
+
+    #[test]
+    fn sim_invalid_counts_are_refused() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        assert!(matches!(world.launch(request("p5.48xlarge", 0, 1)), Err(WorldError::InvalidCount { .. })));
+        assert!(matches!(world.launch(request("p5.48xlarge", 3, 2)), Err(WorldError::InvalidCount { .. })));
+    }
+
+    #[test]
+    fn sim_timeline_changes_capacity_when_the_clock_reaches_it() {
+        let mut world = world(SOLD_OUT);
+        assert!(matches!(world.launch(request("p5.48xlarge", 1, 1)), Err(WorldError::InsufficientCapacity { .. })));
+        world.advance(Duration::from_secs(19 * 60)).unwrap();
+        assert!(matches!(world.launch(request("p5.48xlarge", 1, 1)), Err(WorldError::InsufficientCapacity { .. })));
+        let now = world.advance(Duration::from_secs(60)).unwrap();
+        assert_eq!(now.to_rfc3339(), "2026-01-01T00:20:00+00:00");
+        let launched = world.launch(request("p5.48xlarge", 1, 10)).unwrap();
+        assert_eq!(launched.instances.len(), 3);
+        assert_eq!(launched.instances[0].launch_time, now);
+        assert!(world.scheduled().is_empty());
+    }
+
+    #[test]
+    fn sim_terminated_instances_stay_visible_for_an_hour() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let id = world.launch(request("p5.48xlarge", 1, 1)).unwrap().instances[0].id.clone();
+        world.terminate("us-east-1", std::slice::from_ref(&id)).unwrap();
+        let query = DescribeQuery { region: "us-east-1".into(), ..DescribeQuery::default() };
+        world.advance(Duration::from_secs(3599)).unwrap();
+        assert_eq!(world.describe(&query).unwrap().reservations[0].1[0].state, InstanceState::Terminated);
+        world.advance(Duration::from_secs(1)).unwrap();
+        assert!(world.describe(&query).unwrap().reservations.is_empty());
+        assert!(matches!(world.terminate("us-east-1", &[id]), Err(WorldError::InstancesNotFound { .. })));
+    }
+
+    #[test]
+    fn sim_terminate_is_all_or_nothing() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let id = world.launch(request("p5.48xlarge", 1, 1)).unwrap().instances[0].id.clone();
+        let err = world.terminate("us-east-1", &[id.clone(), "i-0000000000000000f".into()]).unwrap_err();
+        assert_eq!(err, WorldError::InstancesNotFound { ids: vec!["i-0000000000000000f".into()] });
+        assert!(world.instances().all(|i| i.state == InstanceState::Running));
+        assert!(matches!(world.terminate("us-west-2", &[id]), Err(WorldError::InstancesNotFound { .. })));
+    }
+
+    #[test]
+    fn sim_describe_pages_group_instances_into_reservations() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        for _ in 0..4 {
+            world.launch(tagged("p5.48xlarge", 3, "team", "ml")).unwrap();
+        }
+        world.launch(tagged("p5.48xlarge", 2, "team", "web")).unwrap();
+        let mut query = DescribeQuery {
+            region: "us-east-1".into(),
+            filters: vec![Filter { name: "tag:team".into(), values: vec!["ml".into()] }],
+            max_results: Some(5),
+            ..DescribeQuery::default()
+        };
+        let mut pages = Vec::new();
+        loop {
+            let page = world.describe(&query).unwrap();
+            let sizes: Vec<usize> = page.reservations.iter().map(|(_, members)| members.len()).collect();
+            pages.push(sizes);
+            match page.next_token {
+                Some(token) => query.next_token = Some(token),
+                None => break,
+            }
+        }
+        assert_eq!(pages, vec![vec![3, 2], vec![1, 3, 1], vec![2]]);
+    }
+
+    #[test]
+    fn sim_describe_filters_and_rejects_bad_queries() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let ml = world.launch(tagged("p5.48xlarge", 2, "team", "ml-train")).unwrap();
+        world.launch(tagged("p5.48xlarge", 1, "owner", "ops")).unwrap();
+        world.terminate("us-east-1", std::slice::from_ref(&ml.instances[0].id)).unwrap();
+        let count = |filters: Vec<Filter>| {
+            let query = DescribeQuery { region: "us-east-1".into(), filters, ..DescribeQuery::default() };
+            world.describe(&query).unwrap().reservations.iter().map(|(_, m)| m.len()).sum::<usize>()
+        };
+        let filter = |name: &str, values: &[&str]| Filter {
+            name: name.into(),
+            values: values.iter().map(|v| v.to_string()).collect(),
+        };
+        assert_eq!(count(vec![filter("tag:team", &["ml-*"])]), 2);
+        assert_eq!(count(vec![filter("tag:team", &["ml-*"]), filter("instance-state-name", &["running"])]), 1);
+        assert_eq!(count(vec![filter("tag-key", &["owner", "team"])]), 3);
+        assert_eq!(count(vec![filter("instance-type", &["p5.48xlarge"])]), 3);
+        assert_eq!(count(vec![filter("tag:team", &["ml"])]), 0);
+
+        let bad =
+            |query: DescribeQuery| world.describe(&DescribeQuery { region: "us-east-1".into(), ..query }).unwrap_err();
+        assert_eq!(
+            bad(DescribeQuery { max_results: Some(4), ..Default::default() }),
+            WorldError::MaxResultsOutOfRange(4)
+        );
+        assert_eq!(
+            bad(DescribeQuery {
+                max_results: Some(5),
+                instance_ids: vec![ml.instances[1].id.clone()],
+                ..Default::default()
+            }),
+            WorldError::MaxResultsWithInstanceIds
+        );
+        assert!(matches!(
+            bad(DescribeQuery { next_token: Some("garbage".into()), ..Default::default() }),
+            WorldError::InvalidNextToken(_)
+        ));
+        assert!(matches!(
+            bad(DescribeQuery { filters: vec![filter("color", &["red"])], ..Default::default() }),
+            WorldError::UnknownFilter(_)
+        ));
+    }
+
+    #[test]
+    fn sim_tags_are_added_atomically_within_the_limit() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let id = world.launch(tagged("p5.48xlarge", 1, "a", "1")).unwrap().instances[0].id.clone();
+        world.tag("us-east-1", std::slice::from_ref(&id), &Tags::from([("b".into(), "2".into())])).unwrap();
+        assert_eq!(world.instances().next().unwrap().tags.len(), 2);
+        let many: Tags = (0..49).map(|n| (format!("k{n}"), String::new())).collect();
+        assert!(matches!(
+            world.tag("us-east-1", std::slice::from_ref(&id), &many),
+            Err(WorldError::TooManyTags { .. })
+        ));
+        assert_eq!(world.instances().next().unwrap().tags.len(), 2);
+    }
+
+    #[test]
+    fn sim_ids_are_deterministic_and_distinct() {
+        let launch_all = || {
+            let mut world = World::new(None, &Catalog::builtin()).unwrap();
+            world
+                .launch(request("p5.48xlarge", 50, 50))
+                .unwrap()
+                .instances
+                .into_iter()
+                .map(|i| i.id)
+                .collect::<Vec<_>>()
+        };
+        let ids = launch_all();
+        assert_eq!(ids, launch_all());
+        let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+    }
+
+    #[test]
+    fn sim_shipped_scenarios_build_worlds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans").join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                World::new(Some(&scenario), &Catalog::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "plans/scenarios holds the example scenarios");
+    }
+
+    #[test]
+    fn sim_glob_matches_like_ec2_filters() {
+        assert!(glob_matches("ml-*", "ml-train"));
+        assert!(glob_matches("*train", "ml-train"));
+        assert!(glob_matches("m?-*n", "ml-train"));
+        assert!(glob_matches("*", ""));
+        assert!(!glob_matches("ml", "ml-train"));
+        assert!(!glob_matches("*x*", "ml-train"));
+    }
+}

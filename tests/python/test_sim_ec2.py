@@ -1,0 +1,229 @@
+"""The simulator's EC2 API as boto3 sees it.
+
+boto3 is the independent referee: it is not the SDK gpufleet uses, so if it
+can launch, page, terminate and read capacity errors against
+`gpufleet sim serve`, the simulator speaks EC2 and not just "what our Rust
+client happens to accept".
+
+Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest tests/python/test_sim_ec2.py -q
+"""
+
+import json
+import os
+import select
+import subprocess
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+REPO = Path(__file__).resolve().parents[2]
+SOLD_OUT = REPO / "plans" / "scenarios" / "us-east-1-h100-soldout.toml"
+STARTUP_TIMEOUT_S = 60
+SIM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def gpufleet_bin() -> str:
+    path = os.environ.get("GPUFLEET_BIN")
+    if not path:
+        pytest.fail("GPUFLEET_BIN is not set: point it at the built gpufleet binary (target/debug/gpufleet)")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"GPUFLEET_BIN={path} is not an executable file")
+    return path
+
+
+class Sim:
+    """One `gpufleet sim serve` process on an ephemeral loopback port."""
+
+    def __init__(self, scenario=None, world=None):
+        args = [gpufleet_bin(), "sim", "serve", "--listen", "127.0.0.1:0"]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        if world is not None:
+            args += ["--world", str(world)]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.process.stdout], [], [], STARTUP_TIMEOUT_S)
+        first_line = self.process.stdout.readline().strip() if ready else ""
+        if not first_line.startswith("listening on http://"):
+            self.process.kill()
+            _, stderr = self.process.communicate()
+            pytest.fail(f"sim serve did not announce its address; first line {first_line!r}, stderr {stderr!r}")
+        self.url = first_line.removeprefix("listening on ")
+
+    def ec2(self, region="us-east-1"):
+        # Retries off: EC2 sends capacity errors as HTTP 500, which botocore
+        # would otherwise retry with real-time backoff.
+        return boto3.client(
+            "ec2",
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id="AKIDTEST",
+            aws_secret_access_key="secret",
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+
+    def admin(self, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def stop(self):
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail("sim serve did not stop on SIGTERM")
+        assert code == 0, f"sim serve exited {code} on SIGTERM: {self.process.stderr.read()}"
+
+
+@pytest.fixture
+def start_sim():
+    started = []
+
+    def start(scenario=None, world=None):
+        sim = Sim(scenario, world)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def tags_of(instance):
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+def launch(ec2, count, tags=None, **extra):
+    kwargs = dict(ImageId="ami-12345678", InstanceType="p5.48xlarge", MinCount=count, MaxCount=count, **extra)
+    if tags:
+        kwargs["TagSpecifications"] = [
+            {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        ]
+    return ec2.run_instances(**kwargs)
+
+
+def test_launch_with_tags(start_sim):
+    ec2 = start_sim().ec2()
+    reservation = launch(ec2, 2, {"gpufleet-plan": "training", "note": "a&b <c>"}, UserData="echo hi")
+    instances = reservation["Instances"]
+    assert len(instances) == 2
+    assert reservation["ReservationId"].startswith("r-")
+    for instance in instances:
+        assert instance["InstanceId"].startswith("i-") and len(instance["InstanceId"]) == 19
+        assert instance["State"] == {"Code": 16, "Name": "running"}
+        assert instance["InstanceType"] == "p5.48xlarge"
+        assert instance["Placement"]["AvailabilityZone"].startswith("us-east-1")
+        assert instance["LaunchTime"] == SIM_START
+        assert tags_of(instance) == {"gpufleet-plan": "training", "note": "a&b <c>"}
+    assert len({i["Placement"]["AvailabilityZone"] for i in instances}) == 1, "one launch, one zone"
+
+
+def test_paged_describe_with_tag_filters(start_sim):
+    ec2 = start_sim().ec2()
+    for _ in range(4):
+        launch(ec2, 3, {"gpufleet-plan": "training", "gpufleet-fleet": "a"})
+    launch(ec2, 2, {"gpufleet-plan": "other"})
+
+    pages = list(
+        ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "tag:gpufleet-plan", "Values": ["training"]},
+                {"Name": "tag-key", "Values": ["gpufleet-fleet"]},
+                {"Name": "instance-state-name", "Values": ["pending", "running"]},
+            ],
+            PaginationConfig={"PageSize": 5},
+        )
+    )
+    per_page = [sum(len(r["Instances"]) for r in page["Reservations"]) for page in pages]
+    assert per_page == [5, 5, 2]
+    ids = [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    assert len(set(ids)) == 12
+
+    wildcard = ec2.describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["train*", "oth?r"]}])
+    assert sum(len(r["Instances"]) for r in wildcard["Reservations"]) == 14
+
+    with pytest.raises(ClientError) as refused:
+        ec2.describe_instances(InstanceIds=[ids[0]], MaxResults=5)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterCombination"
+
+
+def test_terminate(start_sim):
+    ec2 = start_sim().ec2()
+    ids = [i["InstanceId"] for i in launch(ec2, 3)["Instances"]]
+    result = ec2.terminate_instances(InstanceIds=ids[:2])
+    changes = {c["InstanceId"]: c for c in result["TerminatingInstances"]}
+    assert set(changes) == set(ids[:2])
+    assert all(c["PreviousState"]["Name"] == "running" for c in changes.values())
+    assert all(c["CurrentState"] == {"Code": 48, "Name": "terminated"} for c in changes.values())
+
+    described = ec2.describe_instances(InstanceIds=ids)
+    states = {i["InstanceId"]: i["State"]["Name"] for r in described["Reservations"] for i in r["Instances"]}
+    assert states == {ids[0]: "terminated", ids[1]: "terminated", ids[2]: "running"}
+
+    with pytest.raises(ClientError) as unknown:
+        ec2.terminate_instances(InstanceIds=[ids[2], "i-0123456789abcdef0"])
+    assert unknown.value.response["Error"]["Code"] == "InvalidInstanceID.NotFound"
+    assert unknown.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_capacity_error_until_stock_comes_back(start_sim):
+    sim = start_sim(SOLD_OUT)
+    ec2 = sim.ec2()
+    with pytest.raises(ClientError) as refused:
+        launch(ec2, 1)
+    assert refused.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+
+    assert sim.admin("/_sim/advance", {"by": "20m"}) == {"now": "2026-01-01T00:20:00Z"}
+    # Every zone now has 8: MinCount 1, MaxCount 20 launches 8, in one zone.
+    reservation = ec2.run_instances(ImageId="ami-1", InstanceType="p5.48xlarge", MinCount=1, MaxCount=20)
+    assert len(reservation["Instances"]) == 8
+    with pytest.raises(ClientError) as too_many:
+        ec2.run_instances(ImageId="ami-1", InstanceType="p5.48xlarge", MinCount=9, MaxCount=9)
+    assert too_many.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
+    assert sim.admin("/_sim/counters")["aws"]["RunInstances"] == 3
+
+
+def test_type_not_offered_in_region_is_unsupported(start_sim):
+    ec2 = start_sim().ec2(region="ap-south-2")
+    with pytest.raises(ClientError) as refused:
+        launch(ec2, 1)
+    assert refused.value.response["Error"]["Code"] == "Unsupported"
+
+
+def test_idempotent_client_token(start_sim):
+    sim = start_sim()
+    ec2 = sim.ec2()
+    first = launch(ec2, 2, ClientToken="gpufleet-run-1-fleet-a")
+    again = launch(ec2, 2, ClientToken="gpufleet-run-1-fleet-a")
+    assert again["ReservationId"] == first["ReservationId"]
+    assert [i["InstanceId"] for i in again["Instances"]] == [i["InstanceId"] for i in first["Instances"]]
+
+    with pytest.raises(ClientError) as mismatch:
+        launch(ec2, 3, ClientToken="gpufleet-run-1-fleet-a")
+    assert mismatch.value.response["Error"]["Code"] == "IdempotentParameterMismatch"
+    assert len(sim.admin("/_sim/world")["instances"]) == 2
+
+
+def test_world_file_survives_sigkill(start_sim, tmp_path):
+    world = tmp_path / "world.json"
+    first = start_sim(SOLD_OUT, world)
+    first.admin("/_sim/advance", {"by": "20m"})
+    ids = [i["InstanceId"] for i in launch(first.ec2(), 2, {"gpufleet-plan": "training"})["Instances"]]
+    first.process.kill()
+    first.process.wait(timeout=10)
+    assert oct(world.stat().st_mode & 0o777) == "0o600"
+
+    second = start_sim(SOLD_OUT, world)
+    described = second.ec2().describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["training"]}])
+    assert [i["InstanceId"] for r in described["Reservations"] for i in r["Instances"]] == ids
+    assert second.admin("/_sim/time") == {"now": "2026-01-01T00:20:00Z"}
