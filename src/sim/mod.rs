@@ -250,25 +250,3 @@ mod tests {
         admin::format_time(now)
     }
 }
-
-pub async fn sim_now(_url: &str) -> Result<chrono::DateTime<chrono::Utc>, SimError> {
-    Ok(chrono::Utc::now())
-}
-
-pub struct EmbeddedSim {
-    url: String,
-}
-impl EmbeddedSim {
-    pub async fn start(_state_dir: &Path, _scenario: Option<&Path>) -> Result<EmbeddedSim, SimError> {
-        Ok(EmbeddedSim { url: String::new() })
-    }
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-    pub async fn stop(self) -> Result<(), SimError> {
-        Ok(())
-    }
-}
-pub fn advance_embedded(_state_dir: &Path, _by: std::time::Duration) -> Result<chrono::DateTime<chrono::Utc>, SimError> {
-    Ok(chrono::Utc::now())
-}
