@@ -159,6 +159,8 @@ pub struct FleetResult {
     pub status: FleetStatus,
     /// Offerings this run tried that refused, and why.
     pub refused: Vec<Attempted>,
+    /// Offerings not tried because an earlier refusal is still remembered.
+    pub skipped: Vec<planner::SkippedOffering>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -241,7 +243,13 @@ pub async fn apply(
             break;
         }
     }
-    let fleets = fleet_results(session.plan, &state.instances, &runner.refused, destroying);
+    let fleets = if destroying {
+        Vec::new()
+    } else {
+        let now = session.clock.now().await?;
+        let outlook = planner::plan(session.plan, &state.instances, &state.shortages, session.catalog, now);
+        fleet_results(session.plan, &state.instances, &runner.refused, &outlook.skipped)
+    };
     Ok(ApplyReport { run, created: runner.created, deleted: runner.deleted, fleets, errors: runner.errors })
 }
 
@@ -273,10 +281,12 @@ fn check_not_stale(saved: &SavedPlan, refreshed: &Refreshed) -> Result<(), Apply
     Ok(())
 }
 
-fn fleet_results(plan: &Plan, instances: &[Instance], refused: &[(String, Attempted)], destroying: bool) -> Vec<FleetResult> {
-    if destroying {
-        return Vec::new();
-    }
+fn fleet_results(
+    plan: &Plan,
+    instances: &[Instance],
+    refused: &[(String, Attempted)],
+    skipped: &[planner::SkippedOffering],
+) -> Vec<FleetResult> {
     plan.fleets
         .values()
         .map(|fleet| {
@@ -295,6 +305,7 @@ fn fleet_results(plan: &Plan, instances: &[Instance], refused: &[(String, Attemp
                 have,
                 status,
                 refused: refused.iter().filter(|(f, _)| *f == fleet.name).map(|(_, a)| a.clone()).collect(),
+                skipped: skipped.iter().filter(|s| s.fleet == fleet.name).cloned().collect(),
             }
         })
         .collect()

@@ -175,6 +175,17 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
             for refusal in &fleet.refused {
                 let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
             }
+            let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
+            for skip in fleet.skipped.iter().filter(|s| !tried_now(&s.offering)) {
+                let _ = writeln!(
+                    out,
+                    "    skipped {}: {} at {}, retry after {}",
+                    skip.offering,
+                    skip.code,
+                    skip.since.format("%H:%M"),
+                    skip.retry_after.format("%H:%M")
+                );
+            }
         }
     }
     for error in &report.errors {
