@@ -118,8 +118,14 @@ fn remove_null_types(value: &mut serde_json::Value) {
                 }
             }
             for key in ["anyOf", "oneOf"] {
-                if let Some(serde_json::Value::Array(options)) = map.get_mut(key) {
-                    options.retain(|o| o.get("type").and_then(|t| t.as_str()) != Some("null"));
+                let Some(serde_json::Value::Array(options)) = map.get_mut(key) else { continue };
+                options.retain(|o| o.get("type").and_then(|t| t.as_str()) != Some("null"));
+                // `anyOf: [X]` is X: merge it, so that editors see a plain reference.
+                if options.len() == 1
+                    && let serde_json::Value::Object(only) = options.remove(0)
+                {
+                    map.remove(key);
+                    map.extend(only);
                 }
             }
             if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {

@@ -28,16 +28,16 @@ pub(crate) struct RawPlan {
     #[schemars(required)]
     pub providers: Option<RawProviders>,
     /// Fleets by name (lowercase letters, digits and `-`).
-    #[schemars(with = "BTreeMap<String, RawFleet>")]
+    #[schemars(with = "Option<BTreeMap<String, RawFleet>>")]
     pub fleets: Vec<(Located<String>, RawFleet)>,
     /// Instance types, regions or prices that add to or override the built-in catalog.
-    #[schemars(with = "Vec<RawOffering>")]
+    #[schemars(with = "Option<Vec<RawOffering>>")]
     pub offerings: Vec<Located<RawOffering>>,
 }
 
 /// The configured clouds. Only `aws` is supported in this version.
 #[derive(Debug, Default, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Providers", deny_unknown_fields)]
 pub(crate) struct RawProviders {
     /// Amazon EC2.
     pub aws: Option<Located<RawAws>>,
@@ -48,7 +48,7 @@ pub(crate) struct RawProviders {
 
 /// Where and how to reach Amazon EC2.
 #[derive(Debug, Default, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(rename = "AwsProvider", deny_unknown_fields)]
 pub(crate) struct RawAws {
     /// Regions the plan may place instances in, e.g. ["us-east-1", "us-west-2"].
     #[schemars(required, length(min = 1))]
@@ -61,7 +61,7 @@ pub(crate) struct RawAws {
 
 /// One fleet: identical nodes of one GPU model.
 #[derive(Debug, Default, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Fleet", deny_unknown_fields)]
 pub(crate) struct RawFleet {
     /// GPU model, as the catalog names it: "H100", "H200", "B200", "A100-40GB", "A100-80GB", "L4", ...
     #[schemars(required)]
@@ -84,7 +84,7 @@ pub(crate) struct RawFleet {
     /// absent means anywhere.
     pub residency: Option<Located<Vec<Located<String>>>>,
     /// Most the fleet may cost per GPU-hour (USD, on-demand list price).
-    #[schemars(with = "Option<f64>", range(min = 0.0))]
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0))]
     pub max_price_per_gpu_hour: Option<Located<f64>>,
     /// Machine image per cloud.
     #[schemars(required)]
@@ -102,6 +102,7 @@ pub(crate) type Labels = Vec<(Located<String>, Located<String>)>;
 /// The placement policies a fleet may use.
 #[allow(dead_code)] // Only its JSON schema is used: the reader keeps the string and its span.
 #[derive(JsonSchema)]
+#[schemars(rename = "Placement")]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawPlacement {
     Spread,
@@ -110,7 +111,7 @@ pub(crate) enum RawPlacement {
 
 /// Machine image per cloud. Only `aws` is supported in this version.
 #[derive(Debug, Default, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Images", deny_unknown_fields)]
 pub(crate) struct RawImages {
     /// AMI id, e.g. "ami-0123456789abcdef0".
     #[schemars(regex(pattern = r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$"))]
@@ -122,7 +123,7 @@ pub(crate) struct RawImages {
 
 /// An offering that adds to or overrides the built-in catalog.
 #[derive(Debug, Default, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(rename = "Offering", deny_unknown_fields)]
 pub(crate) struct RawOffering {
     /// "aws", "gcp" or "azure".
     #[schemars(required)]
@@ -143,7 +144,7 @@ pub(crate) struct RawOffering {
     /// Jurisdiction of the region (e.g. "US", "EU"); required when the catalog does not know the region.
     pub jurisdiction: Option<Located<String>>,
     /// On-demand price per instance-hour in USD.
-    #[schemars(with = "Option<f64>", range(min = 0.0))]
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0))]
     pub price_per_hour: Option<Located<f64>>,
 }
 

@@ -229,7 +229,10 @@ impl<'t, 'i> TableReader<'t, 'i> {
                 continue;
             }
             if let Some((_, reason)) = self.reserved.iter().find(|(k, _)| *k == name) {
-                problems.error(key.span(), format!("`{name}` is not supported in {}", self.context)).help(reason.clone());
+                problems
+                    .error(key.span(), format!("unknown key `{name}` in {}", self.context))
+                    .help(reason.clone())
+                    .label("not supported yet");
                 continue;
             }
             let problem = problems
