@@ -1,10 +1,10 @@
 //! Plan files: the TOML format, its validation with source spans, its JSON schema.
 //!
 //! Loading happens in two stages, like ripgrep's flags:
-//! 1. [`raw`]: the TOML is parsed keeping the span of every key and value, and
+//! 1. `raw`: the TOML is parsed keeping the span of every key and value, and
 //!    read into raw types that know the format (keys, types, required keys) but
 //!    not the world;
-//! 2. [`validate`] (with [`fleet`]): the raw plan is checked against the rules
+//! 2. `validate` (with `fleet`): the raw plan is checked against the rules
 //!    and the catalog (with the plan's own `[[offerings]]` applied), defaults are
 //!    filled in, and the validated [`model::Plan`] is built.
 //!
