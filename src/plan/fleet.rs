@@ -7,7 +7,7 @@ use super::diagnostic::Problems;
 use super::model::{Fleet, PlacementPolicy, Preference, Providers, StartupScript};
 use super::raw::{LATER_CLOUDS, Labels, RawFleet, RawImages};
 use super::reader::{Located, closest};
-use super::validate::{check_name, positive_u32};
+use super::validate::{check_name, optional, positive_u32};
 use crate::catalog::{Catalog, Cloud, Offering};
 use crate::planner::{Exclusion, candidate_offerings};
 use std::collections::BTreeMap;
@@ -50,12 +50,12 @@ impl FleetChecker<'_> {
         let nodes = raw.nodes.as_ref().and_then(|n| check_nodes(n, problems));
         let min_nodes = check_min_nodes(raw.min_nodes.as_ref(), nodes, problems);
         let placement = check_placement(raw.placement.as_ref(), problems);
-        let prefer = raw.prefer.as_ref().map(|p| self.check_prefer(p, problems));
-        let residency = raw.residency.as_ref().map(|r| self.check_residency(r, &context, problems));
-        let max_price = raw.max_price_per_gpu_hour.as_ref().map(|p| check_price_ceiling(p, problems));
-        let image = raw.image.as_ref().map(|i| check_images(i, problems));
-        let startup = raw.startup.as_ref().map(|s| self.read_startup(s, problems));
-        let labels = raw.labels.as_ref().map(|l| check_labels(l, &context, problems));
+        let prefer = optional(raw.prefer.as_ref(), |p| self.check_prefer(p, problems));
+        let residency = optional(raw.residency.as_ref(), |r| self.check_residency(r, &context, problems));
+        let max_price = optional(raw.max_price_per_gpu_hour.as_ref(), |p| check_price_ceiling(p, problems));
+        let image = optional(raw.image.as_ref(), |i| check_images(i, problems));
+        let startup = optional(raw.startup.as_ref(), |s| self.read_startup(s, problems));
+        let labels = optional(raw.labels.as_ref(), |l| check_labels(l, &context, problems));
 
         let fleet = Fleet {
             name: fleet_name?,
@@ -64,12 +64,12 @@ impl FleetChecker<'_> {
             nodes: nodes?,
             min_nodes: min_nodes?,
             placement: placement?,
-            prefer: prefer.unwrap_or(Some(Vec::new()))?,
-            residency: residency.map_or(Some(None), |r| r.map(Some))?,
-            max_price_per_gpu_hour: max_price.map_or(Some(None), |p| p.map(Some))?,
-            image: image.unwrap_or(Some(BTreeMap::new()))?,
-            startup: startup.map_or(Some(None), |s| s.map(Some))?,
-            labels: labels.unwrap_or(Some(BTreeMap::new()))?,
+            prefer: prefer?.unwrap_or_default(),
+            residency: residency?,
+            max_price_per_gpu_hour: max_price?,
+            image: image?.unwrap_or_default(),
+            startup: startup?,
+            labels: labels?.unwrap_or_default(),
         };
         // Only a fleet that is right in itself, under a sound provider section, is
         // worth asking where it can run; otherwise the answer would repeat problems

@@ -266,8 +266,9 @@ fn check_providers(raw: &RawProviders, catalog: &Catalog, problems: &mut Problem
 }
 
 fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option<AwsConfig> {
-    let regions = raw.regions.as_ref().map(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
-    let endpoint = raw.endpoint.as_ref().and_then(|endpoint| {
+    let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
+    // Optional keys: absent is fine (`Some(None)`), present and wrong is not (`None`).
+    let endpoint = optional(raw.endpoint.as_ref(), |endpoint| {
         let url = &endpoint.value;
         let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
         if host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
@@ -278,12 +279,16 @@ fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option
             .help("write it like \"http://127.0.0.1:5000\" or \"https://ec2.example.internal\"");
         None
     });
-    let profile = raw.profile.as_ref().and_then(|p| non_empty(p, "profile", problems));
-    let regions = regions.flatten()?;
-    if raw.endpoint.is_some() && endpoint.is_none() || raw.profile.is_some() && profile.is_none() {
-        return None;
+    let profile = optional(raw.profile.as_ref(), |p| non_empty(p, "profile", problems));
+    Some(AwsConfig { regions: regions?, endpoint: endpoint?, profile: profile? })
+}
+
+/// Checks an optional value: `Some(None)` when absent, `None` when present but invalid.
+pub(crate) fn optional<T, U>(value: Option<&T>, check: impl FnOnce(&T) -> Option<U>) -> Option<Option<U>> {
+    match value {
+        None => Some(None),
+        Some(value) => check(value).map(Some),
     }
-    Some(AwsConfig { regions, endpoint, profile })
 }
 
 /// The regions of one provider: at least one, each known to the catalog, none twice.
