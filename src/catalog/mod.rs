@@ -33,6 +33,11 @@ impl Cloud {
     pub fn parse(s: &str) -> Option<Cloud> {
         Cloud::ALL.into_iter().find(|c| c.as_str() == s)
     }
+
+    /// Google Cloud places instances in a zone; AWS and Azure are asked for a region.
+    pub fn places_by_zone(self) -> bool {
+        self == Cloud::Gcp
+    }
 }
 
 impl fmt::Display for Cloud {
@@ -129,12 +134,49 @@ impl Offering {
     }
 }
 
+/// Why the catalog data cannot be used; the compiled-in data is checked by the test suite.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog data is malformed: {0}")]
     Malformed(#[from] toml::de::Error),
     #[error("catalog lists {cloud} region {region} for {instance_type}, but that region is not declared")]
     UnknownRegion { cloud: Cloud, region: String, instance_type: String },
+    #[error("catalog lists zone {zone} for {instance_type}, but {cloud} region {region} does not declare it")]
+    UnknownZone { cloud: Cloud, region: String, zone: String, instance_type: String },
+    #[error("catalog lists zones for {cloud} {instance_type}, but {cloud} places by region")]
+    ZonesOnRegionalCloud { cloud: Cloud, instance_type: String },
+    #[error("catalog declares {cloud} {what} {name} twice")]
+    Duplicate { cloud: Cloud, what: &'static str, name: String },
+    #[error("catalog gives {cloud} {instance_type} in {region} the price {price}, which is not a positive number")]
+    BadPrice { cloud: Cloud, instance_type: String, region: String, price: f64 },
+    #[error("catalog gives {cloud} {instance_type} no GPUs")]
+    NoGpus { cloud: Cloud, instance_type: String },
+}
+
+/// One `[[offerings]]` entry of a plan that cannot be applied to the catalog.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{problem}")]
+pub struct OverrideError {
+    /// Position of the entry in the plan's `offerings` list.
+    pub index: usize,
+    pub problem: OverrideProblem,
+}
+
+/// What is wrong with an `[[offerings]]` entry.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OverrideProblem {
+    #[error("{cloud} instance type `{instance_type}` is not in the catalog, so the entry must give `gpu` and `gpus_per_node`")]
+    NewTypeNeedsShape { cloud: Cloud, instance_type: String },
+    #[error("{cloud} region `{region}` is not in the catalog, so the entry must give `jurisdiction`")]
+    NewRegionNeedsJurisdiction { cloud: Cloud, region: String },
+    #[error("the catalog says {cloud} `{instance_type}` has {field} {catalog}, but the entry says {entry}")]
+    ShapeMismatch { cloud: Cloud, instance_type: String, field: &'static str, catalog: String, entry: String },
+    #[error("the catalog puts {cloud} region `{region}` under jurisdiction {catalog}, but the entry says {entry}")]
+    JurisdictionMismatch { cloud: Cloud, region: String, catalog: String, entry: String },
+    #[error("{cloud} places instances by region, so the entry cannot name a zone")]
+    ZoneOnRegionalCloud { cloud: Cloud },
+    #[error("zone `{zone}` is not in region `{region}` (gcp zones are named <region>-<letter>)")]
+    ZoneOutsideRegion { zone: String, region: String },
 }
 
 impl Catalog {
@@ -143,20 +185,59 @@ impl Catalog {
         Catalog::parse(BUILTIN).expect("the compiled-in catalog is checked by the test suite")
     }
 
+    /// Parses catalog data and checks that it is consistent: every offer names a
+    /// declared region (and declared zones), nothing is declared twice, prices are positive.
     pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
         let catalog: Catalog = toml::from_str(text)?;
-        for it in &catalog.instance_types {
+        catalog.check()?;
+        Ok(catalog)
+    }
+
+    fn check(&self) -> Result<(), CatalogError> {
+        let mut seen_regions = std::collections::BTreeSet::new();
+        for region in &self.regions {
+            if !seen_regions.insert((region.cloud, region.name.as_str())) {
+                return Err(CatalogError::Duplicate { cloud: region.cloud, what: "region", name: region.name.clone() });
+            }
+        }
+        let mut seen_types = std::collections::BTreeSet::new();
+        for it in &self.instance_types {
+            if !seen_types.insert((it.cloud, it.name.as_str())) {
+                return Err(CatalogError::Duplicate { cloud: it.cloud, what: "instance type", name: it.name.clone() });
+            }
+            if it.gpus == 0 {
+                return Err(CatalogError::NoGpus { cloud: it.cloud, instance_type: it.name.clone() });
+            }
             for offer in &it.offers {
-                if catalog.region(it.cloud, &offer.region).is_none() {
+                let Some(region) = self.region(it.cloud, &offer.region) else {
                     return Err(CatalogError::UnknownRegion {
                         cloud: it.cloud,
                         region: offer.region.clone(),
                         instance_type: it.name.clone(),
                     });
+                };
+                if !offer.zones.is_empty() && !it.cloud.places_by_zone() {
+                    return Err(CatalogError::ZonesOnRegionalCloud { cloud: it.cloud, instance_type: it.name.clone() });
+                }
+                if let Some(zone) = offer.zones.iter().find(|z| !region.zones.contains(z)) {
+                    return Err(CatalogError::UnknownZone {
+                        cloud: it.cloud,
+                        region: region.name.clone(),
+                        zone: zone.clone(),
+                        instance_type: it.name.clone(),
+                    });
+                }
+                if let Some(price) = offer.price_per_hour.filter(|p| !(p.is_finite() && *p > 0.0)) {
+                    return Err(CatalogError::BadPrice {
+                        cloud: it.cloud,
+                        instance_type: it.name.clone(),
+                        region: offer.region.clone(),
+                        price,
+                    });
                 }
             }
         }
-        Ok(catalog)
+        Ok(())
     }
 
     pub fn region(&self, cloud: Cloud, name: &str) -> Option<&Region> {
@@ -173,6 +254,19 @@ impl Catalog {
         models.sort();
         models.dedup();
         models
+    }
+
+    /// The node shapes (GPUs per node) some instance type offers for a GPU model, sorted.
+    pub fn gpus_per_node_offered(&self, gpu: &str) -> Vec<u32> {
+        let mut counts: Vec<u32> = self.instance_types.iter().filter(|t| t.gpu == gpu).map(|t| t.gpus).collect();
+        counts.sort_unstable();
+        counts.dedup();
+        counts
+    }
+
+    /// The regions the catalog knows for one cloud, in catalog order.
+    pub fn regions_of(&self, cloud: Cloud) -> impl Iterator<Item = &Region> {
+        self.regions.iter().filter(move |r| r.cloud == cloud)
     }
 
     /// Every jurisdiction some region is under, sorted.
@@ -200,7 +294,7 @@ impl Catalog {
                     jurisdiction: region.jurisdiction.clone(),
                     price_per_hour: offer.price_per_hour,
                 };
-                if it.cloud == Cloud::Gcp {
+                if it.cloud.places_by_zone() {
                     let zones = if offer.zones.is_empty() { &region.zones } else { &offer.zones };
                     out.extend(zones.iter().map(|z| Offering { zone: Some(z.clone()), ..base.clone() }));
                 } else {
@@ -212,11 +306,7 @@ impl Catalog {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("override")]
-pub struct OverrideError;
-impl Catalog {
-    pub fn with_overrides(&self, _o: &[crate::plan::OfferingOverride]) -> Result<Catalog, OverrideError> {
-        Ok(self.clone())
-    }
-}
+mod overrides;
+
+#[cfg(test)]
+mod tests;

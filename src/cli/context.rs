@@ -13,7 +13,14 @@ use std::path::Path;
 pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
     let builtin = Catalog::builtin();
     let plan = crate::plan::load(path, &builtin).map_err(Failure::Plan)?;
-    let catalog = builtin.with_overrides(&plan.offerings)?;
+    // Validation already checked the overrides; this only fails if it and the catalog disagree.
+    let catalog = builtin.with_overrides(&plan.offerings).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("offerings[{}]: {p}", p.index)).collect();
+        failure(
+            format!("{}: the plan's [[offerings]] do not fit the catalog: {}", path.display(), list.join("; ")),
+            "fix the [[offerings]] entries named above",
+        )
+    })?;
     Ok((plan, catalog))
 }
 

@@ -1,0 +1,231 @@
+//! Tests of the compiled-in catalog data and of plan overrides.
+
+use super::*;
+use crate::plan::OfferingOverride;
+
+/// The instance types the rest of gpufleet (docs, demo plans, simulator
+/// scenarios) may rely on, with the GPU model and node shape each must have.
+const REQUIRED_TYPES: &[(Cloud, &str, &str, u32)] = &[
+    (Cloud::Aws, "p5.48xlarge", "H100", 8),
+    (Cloud::Aws, "p5en.48xlarge", "H200", 8),
+    (Cloud::Aws, "p4d.24xlarge", "A100-40GB", 8),
+    (Cloud::Aws, "p4de.24xlarge", "A100-80GB", 8),
+    (Cloud::Aws, "p6-b200.48xlarge", "B200", 8),
+    (Cloud::Aws, "g6.48xlarge", "L4", 8),
+    (Cloud::Aws, "g5.48xlarge", "A10G", 8),
+    (Cloud::Gcp, "a3-highgpu-8g", "H100", 8),
+    (Cloud::Gcp, "a3-megagpu-8g", "H100", 8),
+    (Cloud::Gcp, "a3-ultragpu-8g", "H200", 8),
+    (Cloud::Gcp, "a4-highgpu-8g", "B200", 8),
+    (Cloud::Gcp, "a2-highgpu-8g", "A100-40GB", 8),
+    (Cloud::Gcp, "a2-ultragpu-8g", "A100-80GB", 8),
+    (Cloud::Gcp, "g2-standard-96", "L4", 8),
+    (Cloud::Azure, "Standard_ND96isr_H100_v5", "H100", 8),
+    (Cloud::Azure, "Standard_ND96isr_H200_v5", "H200", 8),
+    (Cloud::Azure, "Standard_ND96asr_v4", "A100-40GB", 8),
+    (Cloud::Azure, "Standard_ND96amsr_A100_v4", "A100-80GB", 8),
+    (Cloud::Azure, "Standard_NC40ads_H100_v5", "H100-NVL", 1),
+    (Cloud::Azure, "Standard_NC24ads_A100_v4", "A100-80GB", 1),
+];
+
+/// The GPU model names documented at the top of catalog.toml; plans match them exactly.
+const DOCUMENTED_GPU_MODELS: &[&str] = &["A100-40GB", "A100-80GB", "A10G", "B200", "H100", "H100-NVL", "H200", "L4"];
+
+#[test]
+fn builtin_catalog_parses_and_is_consistent() {
+    let catalog = Catalog::parse(BUILTIN).expect("built-in catalog");
+    assert!(!catalog.as_of.is_empty());
+    assert!(!catalog.sources.is_empty());
+}
+
+#[test]
+fn builtin_catalog_has_every_required_type_with_its_shape() {
+    let catalog = Catalog::builtin();
+    for &(cloud, name, gpu, gpus) in REQUIRED_TYPES {
+        let it = catalog
+            .instance_type(cloud, name)
+            .unwrap_or_else(|| panic!("{cloud} {name} missing from the catalog"));
+        assert_eq!((it.gpu.as_str(), it.gpus), (gpu, gpus), "{cloud} {name}");
+        assert!(it.vcpus > 0 && it.gpu_memory_gib > 0, "{cloud} {name} lacks vCPUs or GPU memory");
+    }
+}
+
+#[test]
+fn every_builtin_type_is_sold_somewhere_and_every_region_has_a_jurisdiction() {
+    let catalog = Catalog::builtin();
+    for it in &catalog.instance_types {
+        assert!(!it.offers.is_empty(), "{} {} has no region", it.cloud, it.name);
+    }
+    for region in &catalog.regions {
+        assert!(!region.jurisdiction.is_empty(), "{} {} has no jurisdiction", region.cloud, region.name);
+        assert!(
+            region.cloud.places_by_zone() != region.zones.is_empty(),
+            "{} {}: zone-placed clouds list zones, region-placed clouds do not",
+            region.cloud,
+            region.name
+        );
+    }
+}
+
+#[test]
+fn builtin_gpu_models_are_the_documented_names() {
+    assert_eq!(Catalog::builtin().gpu_models(), DOCUMENTED_GPU_MODELS);
+}
+
+#[test]
+fn builtin_catalog_covers_us_eu_uk_and_jp_on_every_cloud_with_zones() {
+    let catalog = Catalog::builtin();
+    for cloud in [Cloud::Aws, Cloud::Gcp] {
+        let jurisdictions: Vec<&str> = catalog.regions_of(cloud).map(|r| r.jurisdiction.as_str()).collect();
+        for wanted in ["US", "EU", "UK", "JP"] {
+            assert!(jurisdictions.contains(&wanted), "{cloud} has no {wanted} region");
+        }
+    }
+}
+
+#[test]
+fn gcp_offerings_are_per_zone_and_aws_offerings_per_region() {
+    let offerings = Catalog::builtin().offerings();
+    assert!(offerings.iter().filter(|o| o.cloud == Cloud::Gcp).all(|o| o.zone.is_some()));
+    assert!(offerings.iter().filter(|o| o.cloud != Cloud::Gcp).all(|o| o.zone.is_none()));
+    let p5_us_east = offerings
+        .iter()
+        .find(|o| o.instance_type == "p5.48xlarge" && o.region == "us-east-1")
+        .expect("p5 in us-east-1");
+    assert_eq!(p5_us_east.price_per_gpu_hour(), Some(6.88));
+}
+
+#[test]
+fn catalog_rejects_offers_in_undeclared_zones() {
+    let text = r#"
+        as_of = "2026-01-01"
+        sources = []
+        [[region]]
+        cloud = "gcp"
+        name = "us-central1"
+        jurisdiction = "US"
+        zones = ["us-central1-a"]
+        [[instance_type]]
+        cloud = "gcp"
+        name = "a3-highgpu-8g"
+        gpu = "H100"
+        gpus = 8
+        gpu_memory_gib = 80
+        vcpus = 208
+        offers = [{ region = "us-central1", zones = ["us-central1-z"] }]
+    "#;
+    assert!(matches!(Catalog::parse(text), Err(CatalogError::UnknownZone { .. })));
+}
+
+fn entry(cloud: Cloud, instance_type: &str, region: &str) -> OfferingOverride {
+    OfferingOverride {
+        cloud,
+        instance_type: instance_type.to_string(),
+        region: region.to_string(),
+        zone: None,
+        gpu: None,
+        gpus_per_node: None,
+        jurisdiction: None,
+        price_per_hour: None,
+    }
+}
+
+fn price_of(catalog: &Catalog, cloud: Cloud, instance_type: &str, location: &str) -> Option<f64> {
+    catalog
+        .offerings()
+        .into_iter()
+        .find(|o| {
+            o.cloud == cloud && o.instance_type == instance_type && o.zone.as_deref().unwrap_or(&o.region) == location
+        })
+        .and_then(|o| o.price_per_hour)
+}
+
+#[test]
+fn override_replaces_the_price_of_a_known_offer() {
+    let base = Catalog::builtin();
+    let cheaper = OfferingOverride { price_per_hour: Some(40.0), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let catalog = base.with_overrides(&[cheaper]).unwrap();
+    assert_eq!(price_of(&catalog, Cloud::Aws, "p5.48xlarge", "us-east-1"), Some(40.0));
+    assert_eq!(price_of(&catalog, Cloud::Aws, "p5.48xlarge", "us-west-2"), Some(55.04), "other regions keep theirs");
+    assert_eq!(catalog.offerings().len(), base.offerings().len(), "no offering added");
+}
+
+#[test]
+fn override_adds_a_known_type_in_a_known_region() {
+    let catalog = Catalog::builtin()
+        .with_overrides(&[OfferingOverride {
+            price_per_hour: Some(120.0),
+            ..entry(Cloud::Aws, "p6-b200.48xlarge", "eu-west-2")
+        }])
+        .unwrap();
+    let added = catalog
+        .offerings()
+        .into_iter()
+        .find(|o| o.instance_type == "p6-b200.48xlarge" && o.region == "eu-west-2")
+        .expect("added offering");
+    assert_eq!((added.jurisdiction.as_str(), added.price_per_hour), ("UK", Some(120.0)));
+}
+
+#[test]
+fn override_in_a_region_the_catalog_lacks_needs_a_jurisdiction() {
+    let base = Catalog::builtin();
+    let without = entry(Cloud::Aws, "p5.48xlarge", "eu-central-2");
+    let errors = base.with_overrides(std::slice::from_ref(&without)).unwrap_err();
+    assert_eq!(
+        errors,
+        vec![OverrideError {
+            index: 0,
+            problem: OverrideProblem::NewRegionNeedsJurisdiction { cloud: Cloud::Aws, region: "eu-central-2".into() }
+        }]
+    );
+
+    let with = OfferingOverride { jurisdiction: Some("CH".into()), ..without };
+    let catalog = base.with_overrides(&[with]).unwrap();
+    assert_eq!(catalog.region(Cloud::Aws, "eu-central-2").map(|r| r.jurisdiction.as_str()), Some("CH"));
+    assert!(catalog.offerings().iter().any(|o| o.region == "eu-central-2" && o.price_per_hour.is_none()));
+}
+
+#[test]
+fn override_of_an_unknown_type_needs_gpu_and_gpus_per_node() {
+    let base = Catalog::builtin();
+    let bare = entry(Cloud::Aws, "p7.48xlarge", "us-east-1");
+    let errors = base.with_overrides(std::slice::from_ref(&bare)).unwrap_err();
+    assert!(matches!(errors[0].problem, OverrideProblem::NewTypeNeedsShape { .. }));
+
+    let described = OfferingOverride { gpu: Some("B300".into()), gpus_per_node: Some(8), price_per_hour: Some(150.0), ..bare };
+    let catalog = base.with_overrides(&[described]).unwrap();
+    let added = catalog.instance_type(Cloud::Aws, "p7.48xlarge").expect("added type");
+    assert_eq!((added.gpu.as_str(), added.gpus), ("B300", 8));
+    assert!(catalog.gpu_models().contains(&"B300".to_string()));
+}
+
+#[test]
+fn override_contradicting_the_catalog_is_refused_and_all_problems_are_reported() {
+    let wrong_gpu = OfferingOverride { gpu: Some("H200".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let wrong_jurisdiction = OfferingOverride { jurisdiction: Some("EU".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let zone_on_aws = OfferingOverride { zone: Some("us-east-1a".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let errors = Catalog::builtin().with_overrides(&[wrong_gpu, wrong_jurisdiction, zone_on_aws]).unwrap_err();
+    let indexes: Vec<usize> = errors.iter().map(|e| e.index).collect();
+    assert_eq!(indexes, [0, 1, 2]);
+    assert!(matches!(errors[0].problem, OverrideProblem::ShapeMismatch { field: "GPU model", .. }));
+    assert!(matches!(errors[1].problem, OverrideProblem::JurisdictionMismatch { .. }));
+    assert!(matches!(errors[2].problem, OverrideProblem::ZoneOnRegionalCloud { .. }));
+}
+
+#[test]
+fn zone_override_prices_only_that_zone() {
+    let base = Catalog::builtin();
+    let one_zone = OfferingOverride {
+        zone: Some("us-central1-a".into()),
+        price_per_hour: Some(25.0),
+        ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1")
+    };
+    let catalog = base.with_overrides(&[one_zone]).unwrap();
+    assert_eq!(price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-a"), Some(25.0));
+    assert_eq!(price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-b"), Some(29.38708));
+    assert_eq!(catalog.offerings().len(), base.offerings().len(), "the zone moved, it was not duplicated");
+
+    let foreign_zone = OfferingOverride { zone: Some("us-east1-b".into()), ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1") };
+    let errors = base.with_overrides(&[foreign_zone]).unwrap_err();
+    assert!(matches!(errors[0].problem, OverrideProblem::ZoneOutsideRegion { .. }));
+}

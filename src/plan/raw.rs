@@ -1,0 +1,305 @@
+//! Stage one of loading a plan: the file format as written.
+//!
+//! These types say which keys exist and what type each holds, keeping the span
+//! of every value so that stage two (`validate`) can point at it. They check
+//! nothing that needs the catalog. They are also the source of the plan file's
+//! JSON schema (doc comments become descriptions), so the schema and the reader
+//! cannot drift apart.
+
+use super::diagnostic::Problems;
+use super::reader::{Located, TableReader};
+use schemars::JsonSchema;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use toml::de::DeTable;
+
+/// A gpufleet plan: how much GPU capacity each fleet needs and where it may run.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(title = "gpufleet plan", deny_unknown_fields)]
+pub(crate) struct RawPlan {
+    /// Plan id, used in the `gpufleet-plan` ownership tag and the state file name:
+    /// lowercase letters, digits and `-`, at most 63 characters.
+    #[schemars(required, length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub name: Option<Located<String>>,
+    /// How long a capacity or quota refusal keeps an offering out of plans, e.g. "5m", "1h 30m".
+    /// Defaults to 5 minutes.
+    pub shortage_ttl: Option<Located<String>>,
+    /// The clouds this plan may use, with their regions.
+    #[schemars(required)]
+    pub providers: Option<RawProviders>,
+    /// Fleets by name (lowercase letters, digits and `-`).
+    #[schemars(with = "Option<BTreeMap<String, RawFleet>>")]
+    pub fleets: Vec<(Located<String>, RawFleet)>,
+    /// Instance types, regions or prices that add to or override the built-in catalog.
+    #[schemars(with = "Option<Vec<RawOffering>>")]
+    pub offerings: Vec<Located<RawOffering>>,
+}
+
+/// The configured clouds. Only `aws` is supported in this version.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "Providers", deny_unknown_fields)]
+pub(crate) struct RawProviders {
+    /// Amazon EC2.
+    pub aws: Option<Located<RawAws>>,
+    /// Where the `providers` key was written, for problems about the table as a whole.
+    #[schemars(skip)]
+    pub span: Range<usize>,
+}
+
+/// Where and how to reach Amazon EC2.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "AwsProvider", deny_unknown_fields)]
+pub(crate) struct RawAws {
+    /// Regions the plan may place instances in, e.g. ["us-east-1", "us-west-2"].
+    #[schemars(required, length(min = 1))]
+    pub regions: Option<Located<Vec<Located<String>>>>,
+    /// Endpoint override (moto, the gpufleet simulator, a private endpoint): an http(s) URL.
+    pub endpoint: Option<Located<String>>,
+    /// Named profile of the shared AWS configuration.
+    pub profile: Option<Located<String>>,
+}
+
+/// One fleet: identical nodes of one GPU model.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "Fleet", deny_unknown_fields)]
+pub(crate) struct RawFleet {
+    /// GPU model, as the catalog names it: "H100", "H200", "B200", "A100-40GB", "A100-80GB", "L4", ...
+    #[schemars(required)]
+    pub gpu: Option<Located<String>>,
+    /// GPUs per node (instance); must be a node shape the catalog offers for the GPU model.
+    #[schemars(required, with = "u32", range(min = 1))]
+    pub gpus_per_node: Option<Located<i128>>,
+    /// Number of nodes the fleet should have.
+    #[schemars(required, with = "u32", range(min = 1, max = 10000))]
+    pub nodes: Option<Located<i128>>,
+    /// Lowest node count accepted when capacity is short; defaults to `nodes`.
+    #[schemars(with = "Option<u32>", range(max = 10000))]
+    pub min_nodes: Option<Located<i128>>,
+    /// "spread": fill offerings in preference order; "pack": all nodes in one region. Default "spread".
+    #[schemars(with = "Option<RawPlacement>")]
+    pub placement: Option<Located<String>>,
+    /// Preferred places, most wanted first: "cloud", "cloud:region" or "cloud:zone".
+    pub prefer: Option<Located<Vec<Located<String>>>>,
+    /// Allowed jurisdictions of the regions the fleet may use (e.g. ["US"], ["EU", "UK"]);
+    /// absent means anywhere.
+    pub residency: Option<Located<Vec<Located<String>>>>,
+    /// Most the fleet may cost per GPU-hour (USD, on-demand list price).
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0))]
+    pub max_price_per_gpu_hour: Option<Located<f64>>,
+    /// Machine image per cloud.
+    #[schemars(required)]
+    pub image: Option<RawImages>,
+    /// Startup script, a path relative to the plan file; read when the plan loads.
+    pub startup: Option<Located<String>>,
+    /// Extra tags/labels put on every instance of the fleet.
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub labels: Option<Located<Labels>>,
+}
+
+/// Label key and value pairs, in file order.
+pub(crate) type Labels = Vec<(Located<String>, Located<String>)>;
+
+/// The placement policies a fleet may use.
+#[allow(dead_code)] // Only its JSON schema is used: the reader keeps the string and its span.
+#[derive(JsonSchema)]
+#[schemars(rename = "Placement")]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawPlacement {
+    Spread,
+    Pack,
+}
+
+/// Machine image per cloud. Only `aws` is supported in this version.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "Images", deny_unknown_fields)]
+pub(crate) struct RawImages {
+    /// AMI id, e.g. "ami-0123456789abcdef0".
+    #[schemars(regex(pattern = r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$"))]
+    pub aws: Option<Located<String>>,
+    /// Where the `image` key was written, for problems about the table as a whole.
+    #[schemars(skip)]
+    pub span: Range<usize>,
+}
+
+/// An offering that adds to or overrides the built-in catalog.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "Offering", deny_unknown_fields)]
+pub(crate) struct RawOffering {
+    /// "aws", "gcp" or "azure".
+    #[schemars(required)]
+    pub cloud: Option<Located<String>>,
+    /// Instance type (machine type, VM size) name.
+    #[schemars(required)]
+    pub instance_type: Option<Located<String>>,
+    /// Region the offering is sold in.
+    #[schemars(required)]
+    pub region: Option<Located<String>>,
+    /// Zone within the region (Google Cloud only).
+    pub zone: Option<Located<String>>,
+    /// GPU model; required when the catalog does not know the instance type.
+    pub gpu: Option<Located<String>>,
+    /// GPUs per node; required when the catalog does not know the instance type.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub gpus_per_node: Option<Located<i128>>,
+    /// Jurisdiction of the region (e.g. "US", "EU"); required when the catalog does not know the region.
+    pub jurisdiction: Option<Located<String>>,
+    /// On-demand price per instance-hour in USD.
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0))]
+    pub price_per_hour: Option<Located<f64>>,
+}
+
+/// Why `gcp` and `azure` are refused where a cloud is named.
+pub(crate) const LATER_CLOUDS: &str =
+    "only aws is supported in this version; Google Cloud and Azure support arrives in a later version";
+
+impl RawPlan {
+    /// Reads the document table into the raw plan, recording shape problems
+    /// (unknown keys, wrong types, missing required keys).
+    pub(crate) fn read(document: &DeTable<'_>, problems: &mut Problems) -> RawPlan {
+        let mut top = TableReader::new(document, "the plan", 0..0);
+        let name = top.required_string("name", "\"my-plan\"", problems);
+        let shortage_ttl = top.string("shortage_ttl", problems);
+        let providers = top
+            .required_table("providers", "{ aws = { regions = [\"us-east-1\"] } }", problems)
+            .map(|(span, table)| RawProviders::read(table, span, problems));
+        let fleets = top
+            .table("fleets", problems)
+            .map(|(_, table)| read_fleets(table, problems))
+            .unwrap_or_default();
+        let offerings = top
+            .table_array("offerings", problems)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (span, table))| Located::new(RawOffering::read(table, i, span.clone(), problems), span))
+            .collect();
+        top.finish(problems);
+        RawPlan { name, shortage_ttl, providers, fleets, offerings }
+    }
+}
+
+impl RawProviders {
+    fn read(table: &DeTable<'_>, span: Range<usize>, problems: &mut Problems) -> RawProviders {
+        let mut reader = TableReader::new(table, "[providers]", span.clone());
+        let aws = reader
+            .table("aws", problems)
+            .map(|(span, t)| Located::new(RawAws::read(t, span.clone(), problems), span));
+        reader.refuse("gcp", LATER_CLOUDS);
+        reader.refuse("azure", LATER_CLOUDS);
+        reader.finish(problems);
+        RawProviders { aws, span }
+    }
+}
+
+impl RawAws {
+    fn read(table: &DeTable<'_>, anchor: Range<usize>, problems: &mut Problems) -> RawAws {
+        let mut reader = TableReader::new(table, "[providers.aws]", anchor);
+        let found_regions = table.iter().any(|(k, _)| k.get_ref() == "regions");
+        let regions = reader.string_array("regions", problems);
+        if !found_regions {
+            problems
+                .error(reader.anchor(), "[providers.aws] has no `regions`")
+                .help("add `regions = [\"us-east-1\"]` with the regions this plan may use");
+        }
+        let endpoint = reader.string("endpoint", problems);
+        let profile = reader.string("profile", problems);
+        reader.finish(problems);
+        RawAws { regions, endpoint, profile }
+    }
+}
+
+fn read_fleets(table: &DeTable<'_>, problems: &mut Problems) -> Vec<(Located<String>, RawFleet)> {
+    let mut fleets = Vec::new();
+    for (key, value) in table.iter() {
+        let name = Located::new(key.get_ref().to_string(), key.span());
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => {
+                let fleet = RawFleet::read(t, &name, problems);
+                fleets.push((name, fleet));
+            }
+            other => {
+                problems
+                    .error(value.span(), format!("fleet `{}` must be a table, found {}", name.value, super::reader::type_name(other)))
+                    .help(format!("write it as a [fleets.{}] section", name.value));
+            }
+        }
+    }
+    fleets
+}
+
+impl RawFleet {
+    fn read(table: &DeTable<'_>, name: &Located<String>, problems: &mut Problems) -> RawFleet {
+        let mut reader = TableReader::new(table, format!("fleet `{}`", name.value), name.span.clone());
+        let gpu = reader.required_string("gpu", "\"H100\"", problems);
+        let gpus_per_node = reader.required_integer("gpus_per_node", "8", problems);
+        let nodes = reader.required_integer("nodes", "4", problems);
+        let min_nodes = reader.integer("min_nodes", problems);
+        let placement = reader.string("placement", problems);
+        let prefer = reader.string_array("prefer", problems);
+        let residency = reader.string_array("residency", problems);
+        let max_price_per_gpu_hour = reader.number("max_price_per_gpu_hour", problems);
+        let image = reader.table("image", problems).map(|(span, t)| RawImages::read(t, &reader, span, problems));
+        let startup = reader.string("startup", problems);
+        let labels = reader.table("labels", problems).map(|(span, t)| Located::new(read_labels(t, reader.context(), problems), span));
+        reader.finish(problems);
+        RawFleet {
+            gpu,
+            gpus_per_node,
+            nodes,
+            min_nodes,
+            placement,
+            prefer,
+            residency,
+            max_price_per_gpu_hour,
+            image,
+            startup,
+            labels,
+        }
+    }
+}
+
+impl RawImages {
+    fn read(table: &DeTable<'_>, fleet: &TableReader<'_, '_>, span: Range<usize>, problems: &mut Problems) -> RawImages {
+        let mut reader = TableReader::new(table, format!("the image of {}", fleet.context()), span.clone());
+        let aws = reader.string("aws", problems);
+        reader.refuse("gcp", LATER_CLOUDS);
+        reader.refuse("azure", LATER_CLOUDS);
+        reader.finish(problems);
+        RawImages { aws, span }
+    }
+}
+
+fn read_labels(table: &DeTable<'_>, fleet: &str, problems: &mut Problems) -> Labels {
+    let mut labels = Vec::new();
+    for (key, value) in table.iter() {
+        match value.get_ref() {
+            toml::de::DeValue::String(s) => labels.push((
+                Located::new(key.get_ref().to_string(), key.span()),
+                Located::new(s.to_string(), value.span()),
+            )),
+            other => {
+                problems
+                    .error(value.span(), format!("label `{}` of {fleet} must be a string, found {}", key.get_ref(), super::reader::type_name(other)))
+                    .help("quote the value: tags and labels are strings");
+            }
+        }
+    }
+    labels
+}
+
+impl RawOffering {
+    fn read(table: &DeTable<'_>, index: usize, span: Range<usize>, problems: &mut Problems) -> RawOffering {
+        let mut reader = TableReader::new(table, format!("[[offerings]] entry {}", index + 1), span);
+        let offering = RawOffering {
+            cloud: reader.required_string("cloud", "\"aws\"", problems),
+            instance_type: reader.required_string("instance_type", "\"p5.48xlarge\"", problems),
+            region: reader.required_string("region", "\"us-east-1\"", problems),
+            zone: reader.string("zone", problems),
+            gpu: reader.string("gpu", problems),
+            gpus_per_node: reader.integer("gpus_per_node", problems),
+            jurisdiction: reader.string("jurisdiction", problems),
+            price_per_hour: reader.number("price_per_hour", problems),
+        };
+        reader.finish(problems);
+        offering
+    }
+}

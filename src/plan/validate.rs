@@ -1,0 +1,329 @@
+//! Stage two of loading a plan: checking the raw plan against the rules and the
+//! catalog, filling defaults, and building the validated [`Plan`].
+//!
+//! Each check records its problems and carries on, so one run reports all of
+//! them. A value that failed its own check is left out of later checks that
+//! depend on it, so that one mistake is reported once, not once per consequence.
+
+use super::diagnostic::Problems;
+use super::fleet::FleetChecker;
+use super::model::{AwsConfig, DEFAULT_SHORTAGE_TTL, OfferingOverride, Plan, Providers};
+use super::raw::{RawAws, RawOffering, RawPlan, RawProviders};
+use super::reader::{Located, closest};
+use crate::catalog::{Catalog, Cloud, OverrideProblem};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Longest plan and fleet name: they become tag values and GCP label values (≤ 63).
+pub(crate) const MAX_NAME_LEN: usize = 63;
+
+/// Checks `raw` and builds the plan; `None` when `problems` recorded anything.
+pub(crate) fn validate(raw: RawPlan, source_name: &str, base_dir: &Path, catalog: &Catalog, problems: &mut Problems) -> Option<Plan> {
+    let name = raw.name.as_ref().and_then(|name| check_name(name, "plan", problems));
+    let shortage_ttl = match &raw.shortage_ttl {
+        Some(ttl) => check_shortage_ttl(ttl, problems),
+        None => Some(DEFAULT_SHORTAGE_TTL),
+    };
+    let (offerings, catalog) = check_offerings(&raw.offerings, catalog, problems);
+    let before_providers = problems.len();
+    let providers = raw.providers.as_ref().map(|p| check_providers(p, &catalog, problems)).unwrap_or_default();
+    // With a broken provider section, "not configured" would be an echo of it.
+    let every_provider_built = raw.providers.as_ref().is_some_and(|p| p.aws.is_some() == providers.aws.is_some());
+    let providers_ok = every_provider_built && problems.len() == before_providers;
+
+    let checker = FleetChecker { catalog: &catalog, providers: &providers, providers_ok, base_dir };
+    let mut fleets = BTreeMap::new();
+    for (fleet_name, raw_fleet) in &raw.fleets {
+        if let Some(fleet) = checker.check(fleet_name, raw_fleet, problems) {
+            fleets.insert(fleet.name.clone(), fleet);
+        }
+    }
+
+    if !problems.is_empty() {
+        return None;
+    }
+    Some(Plan {
+        name: name?,
+        path: source_name.into(),
+        providers,
+        fleets,
+        shortage_ttl: shortage_ttl?,
+        offerings,
+    })
+}
+
+/// Plan and fleet names end up in tags, labels and file names: lowercase
+/// letters, digits and inner `-`, like a DNS label.
+pub(crate) fn check_name(name: &Located<String>, what: &str, problems: &mut Problems) -> Option<String> {
+    let value = &name.value;
+    let well_formed = !value.is_empty()
+        && value.len() <= MAX_NAME_LEN
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if well_formed {
+        return Some(value.clone());
+    }
+    let problem = problems.error(name.span.clone(), format!("{what} name `{value}` is not a valid name"));
+    problem.help(format!(
+        "use 1 to {MAX_NAME_LEN} lowercase letters, digits and `-` (not first or last): it is used in ownership tags"
+    ));
+    let suggestion = suggest_name(value);
+    if !suggestion.is_empty() && suggestion != *value {
+        problem.help(format!("for example `{suggestion}`"));
+    }
+    None
+}
+
+fn suggest_name(value: &str) -> String {
+    let lowered: String = value
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
+        .collect();
+    let trimmed = lowered.trim_matches('-');
+    trimmed.chars().take(MAX_NAME_LEN).collect::<String>().trim_end_matches('-').to_string()
+}
+
+fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(&ttl.value) {
+        Ok(duration) if !duration.is_zero() => Some(duration),
+        Ok(_) => {
+            problems
+                .error(ttl.span.clone(), "shortage_ttl must be longer than zero")
+                .help("a shortage forgotten at once would be retried at once; try \"5m\"");
+            None
+        }
+        Err(error) => {
+            problems
+                .error(ttl.span.clone(), format!("shortage_ttl `{}` is not a duration: {error}", ttl.value))
+                .help("write it like \"90s\", \"5m\" or \"1h 30m\"");
+            None
+        }
+    }
+}
+
+/// Checks `[[offerings]]` and applies the valid ones to the catalog; later checks
+/// use that catalog, exactly as the planner will.
+fn check_offerings(entries: &[Located<RawOffering>], catalog: &Catalog, problems: &mut Problems) -> (Vec<OfferingOverride>, Catalog) {
+    let mut overrides = Vec::new();
+    let mut sources = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let Some(parsed) = parse_override(&entry.value, problems) else { continue };
+        let key = (parsed.cloud, &parsed.instance_type, &parsed.region, &parsed.zone);
+        if let Some(first) = overrides.iter().position(|o: &OfferingOverride| (o.cloud, &o.instance_type, &o.region, &o.zone) == key) {
+            let (first_index, _): (usize, &Located<RawOffering>) = sources[first];
+            problems
+                .error(entry.span.clone(), format!("[[offerings]] entry {} repeats entry {}", index + 1, first_index + 1))
+                .help(format!(
+                    "both give {} {} in {}; keep one of them",
+                    parsed.cloud,
+                    parsed.instance_type,
+                    parsed.zone.as_deref().unwrap_or(&parsed.region),
+                ));
+            continue;
+        }
+        overrides.push(parsed);
+        sources.push((index, entry));
+    }
+
+    let applied = match catalog.with_overrides(&overrides) {
+        Ok(applied) => applied,
+        Err(errors) => {
+            for error in &errors {
+                let (_, entry) = sources[error.index];
+                let span = span_for_override_problem(&entry.value, &error.problem).unwrap_or_else(|| entry.span.clone());
+                let problem = problems.error(span, error.problem.to_string());
+                match &error.problem {
+                    OverrideProblem::NewRegionNeedsJurisdiction { .. } => {
+                        problem.help(format!("add `jurisdiction = \"..\"`; known jurisdictions: {}", catalog.jurisdictions().join(", ")))
+                    }
+                    OverrideProblem::NewTypeNeedsShape { .. } => {
+                        problem.help("add `gpu = \"...\"` and `gpus_per_node = N`, or check the instance type's spelling")
+                    }
+                    OverrideProblem::ShapeMismatch { .. } | OverrideProblem::JurisdictionMismatch { .. } => {
+                        problem.help("leave the field out: the catalog already knows it")
+                    }
+                    OverrideProblem::ZoneOnRegionalCloud { .. } | OverrideProblem::ZoneOutsideRegion { .. } => {
+                        problem.help("remove `zone`, or name a zone of the region")
+                    }
+                };
+            }
+            // Go on with the entries that do apply, so fleet checks still see them.
+            let failed: Vec<usize> = errors.iter().map(|e| e.index).collect();
+            let good: Vec<OfferingOverride> = overrides
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !failed.contains(i))
+                .map(|(_, o)| o.clone())
+                .collect();
+            catalog.with_overrides(&good).unwrap_or_else(|_| catalog.clone())
+        }
+    };
+    (overrides, applied)
+}
+
+fn span_for_override_problem(entry: &RawOffering, problem: &OverrideProblem) -> Option<std::ops::Range<usize>> {
+    let span = |field: &Option<Located<_>>| field.as_ref().map(|l: &Located<String>| l.span.clone());
+    match problem {
+        OverrideProblem::NewTypeNeedsShape { .. } => span(&entry.instance_type),
+        OverrideProblem::NewRegionNeedsJurisdiction { .. } => span(&entry.region),
+        OverrideProblem::ShapeMismatch { field: "GPU model", .. } => span(&entry.gpu),
+        OverrideProblem::ShapeMismatch { .. } => entry.gpus_per_node.as_ref().map(|l| l.span.clone()),
+        OverrideProblem::JurisdictionMismatch { .. } => span(&entry.jurisdiction),
+        OverrideProblem::ZoneOnRegionalCloud { .. } | OverrideProblem::ZoneOutsideRegion { .. } => span(&entry.zone),
+    }
+}
+
+/// One `[[offerings]]` entry as an override, if its fields are well-formed.
+fn parse_override(entry: &RawOffering, problems: &mut Problems) -> Option<OfferingOverride> {
+    let cloud = entry.cloud.as_ref().and_then(|c| parse_cloud(c, problems));
+    let instance_type = entry.instance_type.as_ref().and_then(|t| non_empty(t, "instance_type", problems));
+    let region = entry.region.as_ref().and_then(|r| non_empty(r, "region", problems));
+    let zone = match &entry.zone {
+        Some(z) => Some(non_empty(z, "zone", problems)?),
+        None => None,
+    };
+    let gpus_per_node = match &entry.gpus_per_node {
+        Some(g) => Some(positive_u32(g, "gpus_per_node", problems)?),
+        None => None,
+    };
+    let jurisdiction = match &entry.jurisdiction {
+        Some(j) if is_jurisdiction_code(&j.value) => Some(j.value.clone()),
+        Some(j) => {
+            problems
+                .error(j.span.clone(), format!("jurisdiction `{}` is not a jurisdiction code", j.value))
+                .help("use two or three capital letters, such as US, EU, UK or JP");
+            return None;
+        }
+        None => None,
+    };
+    let price_per_hour = match &entry.price_per_hour {
+        Some(p) if p.value.is_finite() && p.value > 0.0 => Some(p.value),
+        Some(p) => {
+            problems
+                .error(p.span.clone(), format!("price_per_hour must be a positive amount of USD, found {}", p.value))
+                .help("give the on-demand price of one instance for one hour, e.g. 55.04");
+            return None;
+        }
+        None => None,
+    };
+    Some(OfferingOverride {
+        cloud: cloud?,
+        instance_type: instance_type?,
+        region: region?,
+        zone,
+        gpu: entry.gpu.as_ref().map(|g| g.value.clone()),
+        gpus_per_node,
+        jurisdiction,
+        price_per_hour,
+    })
+}
+
+fn is_jurisdiction_code(code: &str) -> bool {
+    (2..=3).contains(&code.len()) && code.chars().all(|c| c.is_ascii_uppercase())
+}
+
+pub(crate) fn parse_cloud(name: &Located<String>, problems: &mut Problems) -> Option<Cloud> {
+    if let Some(cloud) = Cloud::parse(&name.value) {
+        return Some(cloud);
+    }
+    let problem = problems.error(name.span.clone(), format!("unknown cloud `{}`", name.value));
+    match closest(&name.value, Cloud::ALL.iter().map(|c| c.as_str())) {
+        Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
+        None => problem.help("clouds are aws, gcp and azure"),
+    };
+    None
+}
+
+fn non_empty(value: &Located<String>, key: &str, problems: &mut Problems) -> Option<String> {
+    if value.value.trim().is_empty() {
+        problems.error(value.span.clone(), format!("`{key}` must not be empty"));
+        return None;
+    }
+    Some(value.value.clone())
+}
+
+pub(crate) fn positive_u32(value: &Located<i128>, key: &str, problems: &mut Problems) -> Option<u32> {
+    match u32::try_from(value.value) {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            problems.error(value.span.clone(), format!("`{key}` must be a positive whole number, found {}", value.value));
+            None
+        }
+    }
+}
+
+fn check_providers(raw: &RawProviders, catalog: &Catalog, problems: &mut Problems) -> Providers {
+    let aws = raw.aws.as_ref().and_then(|aws| check_aws(&aws.value, catalog, problems));
+    if raw.aws.is_none() {
+        problems
+            .error(raw.span.clone(), "no provider is configured")
+            .help("add a [providers.aws] section with the regions this plan may use");
+    }
+    Providers { aws }
+}
+
+fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option<AwsConfig> {
+    let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
+    // Optional keys: absent is fine (`Some(None)`), present and wrong is not (`None`).
+    let endpoint = optional(raw.endpoint.as_ref(), |endpoint| {
+        let url = &endpoint.value;
+        let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        if host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
+            return Some(url.clone());
+        }
+        problems
+            .error(endpoint.span.clone(), format!("endpoint `{url}` is not an http(s) URL"))
+            .help("write it like \"http://127.0.0.1:5000\" or \"https://ec2.example.internal\"");
+        None
+    });
+    let profile = optional(raw.profile.as_ref(), |p| non_empty(p, "profile", problems));
+    Some(AwsConfig { regions: regions?, endpoint: endpoint?, profile: profile? })
+}
+
+/// Checks an optional value: `Some(None)` when absent, `None` when present but invalid.
+pub(crate) fn optional<T, U>(value: Option<&T>, check: impl FnOnce(&T) -> Option<U>) -> Option<Option<U>> {
+    match value {
+        None => Some(None),
+        Some(value) => check(value).map(Some),
+    }
+}
+
+/// The regions of one provider: at least one, each known to the catalog, none twice.
+fn check_regions(
+    cloud: Cloud,
+    regions: &Located<Vec<Located<String>>>,
+    catalog: &Catalog,
+    problems: &mut Problems,
+) -> Option<Vec<String>> {
+    if regions.value.is_empty() {
+        problems
+            .error(regions.span.clone(), format!("[providers.{cloud}] lists no regions"))
+            .help("name at least one region, e.g. regions = [\"us-east-1\"]");
+        return None;
+    }
+    let known: Vec<&str> = catalog.regions_of(cloud).map(|r| r.name.as_str()).collect();
+    let mut accepted: Vec<String> = Vec::new();
+    let mut all_good = true;
+    for region in &regions.value {
+        if accepted.contains(&region.value) {
+            problems.error(region.span.clone(), format!("region `{}` is listed twice", region.value));
+            all_good = false;
+        } else if !known.contains(&region.value.as_str()) {
+            let problem = problems
+                .error(region.span.clone(), format!("unknown {cloud} region `{}`", region.value))
+                .label("not in the catalog");
+            match closest(&region.value, known.iter().copied()) {
+                Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
+                None => problem.help(format!("{cloud} regions in the catalog: {}", known.join(", "))),
+            };
+            problem.help("a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction");
+            all_good = false;
+        } else {
+            accepted.push(region.value.clone());
+        }
+    }
+    all_good.then_some(accepted)
+}
