@@ -52,8 +52,8 @@ pub struct TargetArgs {
     pub state_dir: PathBuf,
     /// Run against the built-in simulator, in-process, with an optional scenario file;
     /// its world is kept under the state directory between commands.
-    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, default_missing_value = "", conflicts_with = "sim_url")]
-    pub sim: Option<PathBuf>,
+    #[arg(long, value_name = "SCENARIO", num_args = 0..=1, conflicts_with = "sim_url")]
+    pub sim: Option<Option<PathBuf>>,
     /// Point every provider at a running simulator (`gpufleet sim serve`).
     #[arg(long, env = "GPUFLEET_SIM_URL", value_name = "URL")]
     pub sim_url: Option<String>,

@@ -38,8 +38,7 @@ impl Connected {
         let mut embedded = None;
         let target = match (&args.sim, &args.sim_url) {
             (Some(scenario), _) => {
-                let scenario = (!scenario.as_os_str().is_empty()).then_some(scenario.as_path());
-                let sim = EmbeddedSim::start(&args.state_dir, scenario).await?;
+                let sim = EmbeddedSim::start(&args.state_dir, scenario.as_deref()).await?;
                 let url = sim.url().to_string();
                 embedded = Some(sim);
                 Target::Simulator { url }

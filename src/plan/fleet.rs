@@ -163,10 +163,11 @@ impl FleetChecker<'_> {
         let Some(location) = location else {
             return Some(Preference { cloud, location: None });
         };
+        // Zones are places only on clouds that place by zone.
         let configured_zones = self
             .catalog
             .regions_of(cloud)
-            .filter(|r| configured.contains(&r.name))
+            .filter(|r| cloud.places_by_zone() && configured.contains(&r.name))
             .flat_map(|r| r.zones.iter().map(String::as_str));
         let known: Vec<&str> = configured.iter().map(String::as_str).chain(configured_zones).collect();
         if known.contains(&location) {
