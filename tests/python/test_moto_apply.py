@@ -3,6 +3,10 @@
 moto is an independent implementation of the EC2 API: if gpufleet's
 requests and its reading of responses are right, moto and boto3 agree with
 what gpufleet reports.
+
+moto launches exactly MinCount instances where EC2 launches up to MaxCount,
+so the fleet here is `pack` with min_nodes = nodes: gpufleet then asks for
+MinCount = MaxCount = 3, which both implementations fill the same way.
 """
 
 import json
@@ -81,6 +85,7 @@ endpoint = "{moto_url}"
 gpu = "H100"
 gpus_per_node = 8
 nodes = 3
+placement = "pack"
 prefer = ["aws:us-west-2"]
 image = {{ aws = "ami-0123456789abcdef0" }}
 labels = {{ team = "research" }}
@@ -92,6 +97,7 @@ labels = {{ team = "research" }}
     planned = json.loads(gpufleet(["plan", *common, "--json"], env, 0).stdout)
     assert planned["summary"] == {"create": 3, "delete": 0}
     assert planned["actions"][0]["region"] == "us-west-2"
+    assert planned["actions"][0]["min_count"] == 3
 
     gpufleet(["apply", *common, "--auto-approve"], env, 0)
     gpufleet(["plan", *common, "--detailed-exitcode"], env, 0)
