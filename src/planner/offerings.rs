@@ -43,10 +43,10 @@ fn exclusion(o: &Offering, fleet: &Fleet, providers: &Providers) -> Option<Exclu
     if !in_location {
         return Some(Exclusion::LocationNotConfigured);
     }
-    if let Some(allowed) = &fleet.residency {
-        if !allowed.iter().any(|j| *j == o.jurisdiction) {
-            return Some(Exclusion::OutsideResidency);
-        }
+    if let Some(allowed) = &fleet.residency
+        && !allowed.contains(&o.jurisdiction)
+    {
+        return Some(Exclusion::OutsideResidency);
     }
     if let Some(ceiling) = fleet.max_price_per_gpu_hour {
         match o.price_per_gpu_hour() {

@@ -78,7 +78,7 @@ fn process_exists(pid: u32) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("the state of plan `{plan}` is locked by {holder}")]
-    Held { plan: String, holder: Holder, path: PathBuf },
+    Held { plan: String, holder: Box<Holder>, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -113,14 +113,14 @@ impl StateLock {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let holder = current.unwrap_or_else(|| Holder::this_process("unknown", holder.since, Duration::ZERO));
-                return Err(LockError::Held { plan: plan.to_string(), holder, path: path.to_path_buf() });
+                return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(holder), path: path.to_path_buf() });
             }
             return Err(io_err(err));
         }
         // The OS lock is ours; the content may still name a holder on another host.
         let current = read_holder(&mut file).map_err(io_err)?;
         if let Some(other) = current.filter(|h| h.is_live(holder.since)) {
-            return Err(LockError::Held { plan: plan.to_string(), holder: other, path: path.to_path_buf() });
+            return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(other), path: path.to_path_buf() });
         }
         let mut lock = StateLock { file, path: path.to_path_buf(), holder };
         lock.write_holder().map_err(io_err)?;
