@@ -22,11 +22,20 @@ capacity = 0
 after = "20m"
 capacity = 2
 
+# us-west-2 has stock in one zone only, so where a launch lands shows whose
+# pools it drew from.
 [[offering]]
 cloud = "aws"
 region = "us-west-2"
-zone = "us-west-2a"
 instance_type = "p5.48xlarge"
+capacity = 0
+
+[[offering]]
+cloud = "aws"
+region = "us-west-2"
+zone = "us-west-2c"
+instance_type = "p5.48xlarge"
+capacity = 5
 "#;
 
 /// A simulator serving on 127.0.0.1:0 inside the test's runtime.
@@ -210,23 +219,31 @@ async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
     assert_eq!(refused.code(), Some("InsufficientInstanceCapacity"));
     assert_eq!(refused.raw_response().map(|r| r.status().as_u16()), Some(500));
 
-    let unsupported = ec2
+    // The catalog sells p5.48xlarge in us-east-1 but not in eu-west-1.
+    let unsupported = sim
+        .client("eu-west-1")
         .run_instances()
         .image_id("ami-1")
-        .instance_type("p4d.24xlarge".into())
+        .instance_type("p5.48xlarge".into())
         .min_count(1)
         .max_count(1)
         .send()
-        .await;
-    assert_eq!(unsupported.unwrap_err().code(), Some("Unsupported"));
+        .await
+        .unwrap_err();
+    assert_eq!(unsupported.code(), Some("Unsupported"));
+    assert!(unsupported.message().unwrap().contains("eu-west-1"), "{:?}", unsupported.message());
 
     let now = sim.admin_post("/_sim/advance", serde_json::json!({ "by": "20m" })).await;
     assert_eq!(now["now"], "2026-01-01T00:20:00Z");
     let launched = launch().send().await.unwrap();
-    assert_eq!(launched.instances().len(), 2, "MaxCount 4 with 2 available launches 2");
+    assert_eq!(launched.instances().len(), 2, "MaxCount 4 with 2 available in each zone launches 2");
+    let zones: std::collections::BTreeSet<_> =
+        launched.instances().iter().map(|i| i.placement().and_then(|p| p.availability_zone())).collect();
+    assert_eq!(zones.len(), 1, "one launch, one zone: {zones:?}");
     assert_eq!(launched.instances()[0].launch_time().map(|t| t.secs()), Some(1_767_225_600 + 20 * 60));
 
-    // The region comes from the request's signature: us-west-2 is its own world.
+    // The region comes from the request's signature: us-west-2 is its own world
+    // (no zone of us-east-1 has 5 left).
     let west = sim.client("us-west-2");
     let in_west = west
         .run_instances()
@@ -237,7 +254,9 @@ async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
         .send()
         .await
         .unwrap();
-    assert_eq!(in_west.instances()[0].placement().and_then(|p| p.availability_zone()), Some("us-west-2a"));
+    let west_zones: Vec<_> =
+        in_west.instances().iter().map(|i| i.placement().and_then(|p| p.availability_zone())).collect();
+    assert_eq!(west_zones, vec![Some("us-west-2c"); 5]);
     let east = ec2.describe_instances().send().await.unwrap();
     assert_eq!(east.reservations().iter().map(|r| r.instances().len()).sum::<usize>(), 2);
     sim.stop().await;

@@ -142,9 +142,35 @@ mod tests {
             br#"{"cloud": "aws", "region": "us-east-1", "zone": "us-east-1a", "instance_type": "p5.48xlarge", "capacity": 4}"#,
         );
         assert_eq!(set.body, json!({ "pools_changed": 1 }));
-        let dump = self::world(&world).body;
-        let pool = dump["offerings"].as_array().unwrap().iter().find(|p| p["zone"] == "us-east-1a").unwrap();
-        assert_eq!(pool["available"], 4);
+        // p5.48xlarge in us-east-1, as `GET /_sim/world` shows it: (zone, available).
+        let pools = |world: &World| -> Vec<(String, Value)> {
+            self::world(world).body["offerings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["region"] == "us-east-1" && p["instance_type"] == "p5.48xlarge")
+                .map(|p| (p["zone"].as_str().unwrap().to_string(), p["available"].clone()))
+                .collect()
+        };
+        let zone = |name: &str, available: Value| (name.to_string(), available);
+        assert_eq!(
+            pools(&world),
+            vec![
+                zone("us-east-1a", json!(4)),
+                zone("us-east-1b", Value::Null),
+                zone("us-east-1c", Value::Null),
+                zone("us-east-1d", Value::Null),
+                zone("us-east-1f", Value::Null),
+            ]
+        );
+
+        // Without a zone: every zone of the region that offers the type.
+        let set = set_capacity(
+            &mut world,
+            br#"{"cloud": "aws", "region": "us-east-1", "instance_type": "p5.48xlarge", "capacity": 2}"#,
+        );
+        assert_eq!(set.body, json!({ "pools_changed": 5 }));
+        assert!(pools(&world).iter().all(|(_, available)| *available == json!(2)), "{:?}", pools(&world));
     }
 
     #[test]

@@ -708,11 +708,38 @@ mod tests {
         World::new(Some(&scenario), &Catalog::builtin()).unwrap()
     }
 
-    fn one_zone_with(capacity: u32) -> World {
+    /// A world where g6.48xlarge can be launched in us-east-1b only, `capacity`
+    /// of them: the catalog sells it in every zone of us-east-1, so the
+    /// scenario empties the region first, then stocks the one zone.
+    fn only_us_east_1b_with(capacity: u32) -> World {
         world(&format!(
-            "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nzone = \"us-east-1b\"\ninstance_type = \"g6.48xlarge\"\ncapacity = {capacity}\n"
+            r#"
+            [[offering]]
+            cloud = "aws"
+            region = "us-east-1"
+            instance_type = "g6.48xlarge"
+            capacity = 0
+            [[offering]]
+            cloud = "aws"
+            region = "us-east-1"
+            zone = "us-east-1b"
+            instance_type = "g6.48xlarge"
+            capacity = {capacity}
+            "#
         ))
     }
+
+    /// The available pool of one zone and type; panics if there is none.
+    fn available(world: &World, region: &str, zone: &str, instance_type: &str) -> Option<u32> {
+        world
+            .pools()
+            .iter()
+            .find(|p| p.region == region && p.zone == zone && p.instance_type == instance_type)
+            .unwrap_or_else(|| panic!("no {instance_type} pool in {zone}"))
+            .available
+    }
+
+    const US_EAST_1_ZONES: [&str; 5] = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"];
 
     fn request(instance_type: &str, min_count: u32, max_count: u32) -> LaunchRequest {
         LaunchRequest {
@@ -738,12 +765,23 @@ mod tests {
     #[test]
     fn sim_catalog_offerings_are_unlimited_in_every_zone() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let p5_in_us_east_1: Vec<&Pool> =
+            world.pools().iter().filter(|p| p.region == "us-east-1" && p.instance_type == "p5.48xlarge").collect();
+        assert_eq!(p5_in_us_east_1.iter().map(|p| p.zone.as_str()).collect::<Vec<_>>(), US_EAST_1_ZONES);
+        assert!(p5_in_us_east_1.iter().all(|p| p.available.is_none()));
+
         let reservation = world.launch(request("p5.48xlarge", 100, 100)).unwrap();
         assert_eq!(reservation.instances.len(), 100);
         assert!(reservation.instances.iter().all(|i| i.zone == reservation.instances[0].zone));
         assert_eq!(reservation.instances[0].state, InstanceState::Running);
         assert_eq!(reservation.instances[0].id.len(), 19);
         assert!(reservation.instances[0].id.starts_with("i-"));
+        for zone in US_EAST_1_ZONES {
+            let in_zone = LaunchRequest { zone: Some(zone.into()), ..request("p5.48xlarge", 100, 100) };
+            let reservation = world.launch(in_zone).unwrap();
+            assert_eq!(reservation.instances.len(), 100);
+            assert!(reservation.instances.iter().all(|i| i.zone == zone), "{zone}");
+        }
     }
 
     #[test]
@@ -754,11 +792,15 @@ mod tests {
         let err =
             world.launch(LaunchRequest { region: "eu-west-9".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
         assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
+        // A region of the catalog that does not sell this type (p5 is not sold in eu-west-1).
+        let err =
+            world.launch(LaunchRequest { region: "eu-west-1".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
+        assert_eq!(err, WorldError::Unsupported { instance_type: "p5.48xlarge".into(), place: "eu-west-1".into() });
     }
 
     #[test]
     fn sim_min_count_is_all_or_nothing_and_max_count_takes_what_is_there() {
-        let mut world = one_zone_with(3);
+        let mut world = only_us_east_1b_with(3);
         let err = world.launch(request("g6.48xlarge", 4, 8)).unwrap_err();
         assert_eq!(
             err,
@@ -773,7 +815,10 @@ mod tests {
         assert_eq!(world.instances().count(), 0, "a refused launch leaves nothing behind");
         let reservation = world.launch(request("g6.48xlarge", 2, 8)).unwrap();
         assert_eq!(reservation.instances.len(), 3);
-        assert_eq!(world.pools()[world.pools().len() - 1].available, Some(0));
+        assert!(reservation.instances.iter().all(|i| i.zone == "us-east-1b"));
+        for zone in US_EAST_1_ZONES {
+            assert_eq!(available(&world, "us-east-1", zone, "g6.48xlarge"), Some(0), "{zone}");
+        }
     }
 
     #[test]
@@ -795,6 +840,7 @@ mod tests {
         );
         let first = world.launch(request("p5.48xlarge", 4, 4)).unwrap();
         assert!(first.instances.iter().all(|i| i.zone == "us-east-1c"));
+        // The other four zones hold 8 between them, but a launch lands in one zone.
         let err = world.launch(request("p5.48xlarge", 3, 3)).unwrap_err();
         assert!(matches!(err, WorldError::InsufficientCapacity { available: 2, .. }), "{err:?}");
 
@@ -807,21 +853,70 @@ mod tests {
 
     #[test]
     fn sim_requested_zone_is_honoured_or_refused() {
-        let mut world = one_zone_with(1);
-        let in_zone = LaunchRequest { zone: Some("us-east-1a".into()), ..request("g6.48xlarge", 1, 1) };
-        assert!(matches!(world.launch(in_zone).unwrap_err(), WorldError::Unsupported { .. }));
-        let unknown = LaunchRequest { zone: Some("us-east-1z".into()), ..request("g6.48xlarge", 1, 1) };
-        assert!(matches!(world.launch(unknown).unwrap_err(), WorldError::UnknownZone { .. }));
+        // p5.48xlarge: unlimited in every zone of us-east-1 but us-east-1d, which has none.
+        // g6.48xlarge: the catalog does not sell it in us-west-1 (zones a and c);
+        // the scenario offers one, in us-west-1c only.
+        let mut world = world(
+            r#"
+            [[offering]]
+            cloud = "aws"
+            region = "us-east-1"
+            zone = "us-east-1d"
+            instance_type = "p5.48xlarge"
+            capacity = 0
+            [[offering]]
+            cloud = "aws"
+            region = "us-west-1"
+            zone = "us-west-1c"
+            instance_type = "g6.48xlarge"
+            capacity = 1
+            "#,
+        );
+        let in_zone = |region: &str, zone: &str, instance_type: &str| LaunchRequest {
+            region: region.into(),
+            zone: Some(zone.into()),
+            ..request(instance_type, 1, 1)
+        };
+        // Honoured, although on a tie the world would pick the first zone, us-east-1a.
+        let honoured = world.launch(in_zone("us-east-1", "us-east-1c", "p5.48xlarge")).unwrap();
+        assert!(honoured.instances.iter().all(|i| i.zone == "us-east-1c"));
+        // Refused when the requested zone is out of stock, though its neighbours have plenty.
+        assert_eq!(
+            world.launch(in_zone("us-east-1", "us-east-1d", "p5.48xlarge")).unwrap_err(),
+            WorldError::InsufficientCapacity {
+                instance_type: "p5.48xlarge".into(),
+                zone: "us-east-1d".into(),
+                requested_zone: true,
+                available: 0,
+                min_count: 1
+            }
+        );
+        // Refused when the type is offered in the region, but not in that zone.
+        assert_eq!(
+            world.launch(in_zone("us-west-1", "us-west-1a", "g6.48xlarge")).unwrap_err(),
+            WorldError::Unsupported { instance_type: "g6.48xlarge".into(), place: "us-west-1a".into() }
+        );
+        let there = world.launch(in_zone("us-west-1", "us-west-1c", "g6.48xlarge")).unwrap();
+        assert!(there.instances.iter().all(|i| i.zone == "us-west-1c"));
+        // Refused when the region has no such zone.
+        for (region, zone) in [("us-east-1", "us-east-1z"), ("us-west-1", "us-west-1b")] {
+            assert_eq!(
+                world.launch(in_zone(region, zone, "g6.48xlarge")).unwrap_err(),
+                WorldError::UnknownZone { zone: zone.into(), region: region.into() }
+            );
+        }
+        assert_eq!(world.instances().count(), 2, "refused launches leave nothing behind");
     }
 
     #[test]
     fn sim_client_token_replays_the_launch_and_refuses_other_parameters() {
-        let mut world = one_zone_with(10);
+        let mut world = only_us_east_1b_with(10);
         let with_token = LaunchRequest { client_token: Some("tok-1".into()), ..request("g6.48xlarge", 2, 2) };
         let first = world.launch(with_token.clone()).unwrap();
         let replay = world.launch(with_token.clone()).unwrap();
         assert_eq!(first, replay);
         assert_eq!(world.instances().count(), 2);
+        assert_eq!(available(&world, "us-east-1", "us-east-1b", "g6.48xlarge"), Some(8), "the replay took no stock");
         let changed = LaunchRequest { max_count: 3, ..with_token };
         assert_eq!(world.launch(changed).unwrap_err(), WorldError::ClientTokenReused { token: "tok-1".into() });
     }
@@ -844,6 +939,14 @@ mod tests {
         let launched = world.launch(request("p5.48xlarge", 1, 10)).unwrap();
         assert_eq!(launched.instances.len(), 3);
         assert_eq!(launched.instances[0].launch_time, now);
+        // A zone-less capacity applies to each zone: the next launch finds 3 in another zone.
+        let next = world.launch(request("p5.48xlarge", 1, 10)).unwrap();
+        assert_eq!(next.instances.len(), 3);
+        assert_ne!(next.instances[0].zone, launched.instances[0].zone);
+        for zone in US_EAST_1_ZONES {
+            let used = [&launched, &next].iter().any(|r| r.instances[0].zone == zone);
+            assert_eq!(available(&world, "us-east-1", zone, "p5.48xlarge"), Some(if used { 0 } else { 3 }), "{zone}");
+        }
         assert!(world.scheduled().is_empty());
     }
 
@@ -985,6 +1088,21 @@ mod tests {
             }
         }
         assert!(seen >= 2, "plans/scenarios holds the example scenarios");
+    }
+
+    #[test]
+    fn sim_sold_out_scenario_does_what_its_comments_say() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/scenarios/us-east-1-h100-soldout.toml");
+        let scenario = Scenario::load(&path).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let p5 = |world: &World| US_EAST_1_ZONES.map(|zone| available(world, "us-east-1", zone, "p5.48xlarge"));
+        assert_eq!(p5(&world), [Some(0); 5]);
+        world.advance(Duration::from_secs(20 * 60)).unwrap();
+        assert_eq!(p5(&world), [Some(8); 5]);
+        let err = world.launch(request("p5.48xlarge", 9, 9)).unwrap_err();
+        assert!(matches!(err, WorldError::InsufficientCapacity { available: 8, .. }), "{err:?}");
+        world.advance(Duration::from_secs(10 * 60)).unwrap();
+        assert_eq!(p5(&world), [Some(8), Some(8), Some(64), Some(8), Some(8)]);
     }
 
     #[test]

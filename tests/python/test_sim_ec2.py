@@ -187,17 +187,27 @@ def test_capacity_error_until_stock_comes_back(start_sim):
     # Every zone now has 8: MinCount 1, MaxCount 20 launches 8, in one zone.
     reservation = ec2.run_instances(ImageId="ami-1", InstanceType="p5.48xlarge", MinCount=1, MaxCount=20)
     assert len(reservation["Instances"]) == 8
+    assert len({i["Placement"]["AvailabilityZone"] for i in reservation["Instances"]}) == 1
+    # The other zones still hold 8 each, but no one zone holds 9.
     with pytest.raises(ClientError) as too_many:
         ec2.run_instances(ImageId="ami-1", InstanceType="p5.48xlarge", MinCount=9, MaxCount=9)
     assert too_many.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
     assert sim.admin("/_sim/counters")["aws"]["RunInstances"] == 3
 
 
-def test_type_not_offered_in_region_is_unsupported(start_sim):
-    ec2 = start_sim().ec2(region="ap-south-2")
+@pytest.mark.parametrize(
+    "region",
+    [
+        "eu-west-1",  # in the catalog, which sells p5.48xlarge elsewhere but not there
+        "ap-south-2",  # not in the catalog at all
+    ],
+)
+def test_type_not_offered_in_region_is_unsupported(start_sim, region):
+    ec2 = start_sim().ec2(region=region)
     with pytest.raises(ClientError) as refused:
         launch(ec2, 1)
     assert refused.value.response["Error"]["Code"] == "Unsupported"
+    assert region in refused.value.response["Error"]["Message"]
 
 
 def test_idempotent_client_token(start_sim):
