@@ -164,8 +164,8 @@ capacity = 1
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
 
-    // Two zones per region are simulated with capacity 1 each at most; the
-    // fleet wants far more than exists.
+    // Each zone holds one node and a launch lands in one zone, so every
+    // offering gives a partial fill of 1; the fleet wants far more.
     let plan = write_plan(dir.path(), 40, 2);
     let out = run(&["apply", &plan, "--sim", &scenario, "--state-dir", state, "--auto-approve"], 2);
     assert!(stdout(&out).contains("partial"), "{}", stdout(&out));
