@@ -53,6 +53,7 @@ mod bad_plans {
         provider_no_regions,
         unknown_region,
         gcp_provider,
+        bad_multicloud,
         bad_labels,
         missing_startup,
         bad_names,

@@ -5,7 +5,7 @@
 
 use super::diagnostic::Problems;
 use super::model::{Fleet, PlacementPolicy, Preference, Providers, StartupScript};
-use super::raw::{LATER_CLOUDS, Labels, RawFleet, RawImages};
+use super::raw::{Labels, RawFleet, RawImages};
 use super::reader::{Located, closest};
 use super::validate::{check_name, optional, positive_u32};
 use crate::catalog::{Catalog, Cloud, Offering};
@@ -79,6 +79,9 @@ impl FleetChecker<'_> {
         }
         let usable_clouds = self.check_hosting(&fleet, name, problems)?;
         self.check_image_coverage(&fleet, &usable_clouds, name, raw.image.as_ref(), problems)?;
+        if usable_clouds.contains(&Cloud::Gcp) {
+            check_gcp_labels(raw.labels.as_ref(), &context, problems)?;
+        }
         Some(fleet)
     }
 
@@ -153,11 +156,7 @@ impl FleetChecker<'_> {
         }
         let Some(configured) = self.providers.locations(cloud) else {
             let problem = problems.error(span, format!("prefer entry `{}` names {cloud}, which is not configured", entry.value));
-            if cloud == Cloud::Aws {
-                problem.help("add a [providers.aws] section, or remove this entry");
-            } else {
-                problem.help(LATER_CLOUDS);
-            }
+            problem.help(format!("add a [providers.{cloud}] section, or remove this entry"));
             return None;
         };
         let Some(location) = location else {
@@ -429,16 +428,63 @@ fn check_price_ceiling(price: &Located<f64>, problems: &mut Problems) -> Option<
 
 fn check_images(images: &RawImages, problems: &mut Problems) -> Option<BTreeMap<Cloud, String>> {
     let mut by_cloud = BTreeMap::new();
-    if let Some(ami) = &images.aws {
-        if !is_ami_id(&ami.value) {
-            problems
-                .error(ami.span.clone(), format!("`{}` is not an AMI id", ami.value))
-                .help("an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"");
-            return None;
+    let mut all_good = true;
+    let mut check = |cloud: Cloud, image: &Located<String>, valid: bool, what: &str, help: &str| {
+        if valid {
+            by_cloud.insert(cloud, image.value.clone());
+        } else {
+            problems.error(image.span.clone(), format!("`{}` is not {what}", image.value)).help(help);
+            all_good = false;
         }
-        by_cloud.insert(Cloud::Aws, ami.value.clone());
+    };
+    if let Some(ami) = &images.aws {
+        check(Cloud::Aws, ami, is_ami_id(&ami.value), "an AMI id", "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"");
     }
-    Some(by_cloud)
+    if let Some(image) = &images.gcp {
+        check(Cloud::Gcp, image, is_gce_image(&image.value), "a Compute Engine image", "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"");
+    }
+    if let Some(image) = &images.azure {
+        check(Cloud::Azure, image, is_azure_image(&image.value), "an Azure image reference", "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"");
+    }
+    all_good.then_some(by_cloud)
+}
+
+fn is_gce_image(image: &str) -> bool {
+    let Some(rest) = image.strip_prefix("projects/") else { return false };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [project, "global", "images", name] => !project.is_empty() && !name.is_empty(),
+        [project, "global", "images", "family", family] => !project.is_empty() && !family.is_empty(),
+        _ => false,
+    }
+}
+
+fn is_azure_image(image: &str) -> bool {
+    let urn: Vec<&str> = image.split(':').collect();
+    let is_urn = urn.len() == 4 && urn.iter().all(|p| !p.is_empty() && !p.contains('/'));
+    is_urn || (image.starts_with("/subscriptions/") && image.to_ascii_lowercase().contains("/providers/microsoft.compute/"))
+}
+
+/// Compute Engine labels are stricter than EC2 tags: lowercase letters,
+/// digits, `_` and `-`, at most 63 characters, keys starting with a letter.
+fn check_gcp_labels(labels: Option<&Located<Labels>>, context: &str, problems: &mut Problems) -> Option<()> {
+    let valid = |s: &str| s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let mut all_good = true;
+    for (key, value) in labels.map(|l| l.value.as_slice()).unwrap_or_default() {
+        if !(valid(&key.value) && key.value.starts_with(|c: char| c.is_ascii_lowercase())) {
+            problems
+                .error(key.span.clone(), format!("label key `{}` of {context} is not a valid Google Cloud label key", key.value))
+                .help("the fleet may run on Google Cloud, whose label keys are lowercase letters, digits, `_` and `-`, starting with a letter, at most 63 characters");
+            all_good = false;
+        }
+        if !valid(&value.value) {
+            problems
+                .error(value.span.clone(), format!("label value `{}` of {context} is not a valid Google Cloud label value", value.value))
+                .help("the fleet may run on Google Cloud, whose label values are lowercase letters, digits, `_` and `-`, at most 63 characters");
+            all_good = false;
+        }
+    }
+    all_good.then_some(())
 }
 
 fn is_ami_id(id: &str) -> bool {

@@ -28,16 +28,46 @@ pub struct Plan {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Providers {
     pub aws: Option<AwsConfig>,
+    pub gcp: Option<GcpConfig>,
+    pub azure: Option<AzureConfig>,
 }
 
 impl Providers {
-    /// Regions (or zones) a cloud may be used in; `None` when the cloud is not configured.
+    /// Regions (or, for Google Cloud, zones) a cloud may be used in; `None`
+    /// when the cloud is not configured.
     pub fn locations(&self, cloud: Cloud) -> Option<&[String]> {
         match cloud {
             Cloud::Aws => self.aws.as_ref().map(|a| a.regions.as_slice()),
-            Cloud::Gcp | Cloud::Azure => None,
+            Cloud::Gcp => self.gcp.as_ref().map(|g| g.zones.as_slice()),
+            Cloud::Azure => self.azure.as_ref().map(|a| a.regions.as_slice()),
         }
     }
+
+    /// The clouds this plan may use.
+    pub fn clouds(&self) -> Vec<Cloud> {
+        Cloud::ALL.into_iter().filter(|c| self.locations(*c).is_some()).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GcpConfig {
+    /// Project id the instances live in.
+    pub project: String,
+    /// Zones the plan may place instances in (Compute Engine places by zone).
+    pub zones: Vec<String>,
+    /// Endpoint override; otherwise `https://compute.googleapis.com`.
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AzureConfig {
+    /// Subscription id (a GUID).
+    pub subscription: String,
+    /// Resource group that holds the plan's scale sets.
+    pub resource_group: String,
+    pub regions: Vec<String>,
+    /// Endpoint override; otherwise `https://management.azure.com`.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -35,12 +35,16 @@ pub(crate) struct RawPlan {
     pub offerings: Vec<Located<RawOffering>>,
 }
 
-/// The configured clouds. Only `aws` is supported in this version.
+/// The configured clouds: at least one of `aws`, `gcp`, `azure`.
 #[derive(Debug, Default, JsonSchema)]
 #[schemars(rename = "Providers", deny_unknown_fields)]
 pub(crate) struct RawProviders {
     /// Amazon EC2.
     pub aws: Option<Located<RawAws>>,
+    /// Google Compute Engine.
+    pub gcp: Option<Located<RawGcp>>,
+    /// Azure (virtual machine scale sets).
+    pub azure: Option<Located<RawAzure>>,
     /// Where the `providers` key was written, for problems about the table as a whole.
     #[schemars(skip)]
     pub span: Range<usize>,
@@ -57,6 +61,37 @@ pub(crate) struct RawAws {
     pub endpoint: Option<Located<String>>,
     /// Named profile of the shared AWS configuration.
     pub profile: Option<Located<String>>,
+}
+
+/// Where and how to reach Google Compute Engine.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "GcpProvider", deny_unknown_fields)]
+pub(crate) struct RawGcp {
+    /// Project id, e.g. "ml-training-prod".
+    #[schemars(required, regex(pattern = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$"))]
+    pub project: Option<Located<String>>,
+    /// Zones the plan may place instances in, e.g. ["us-central1-a", "europe-west4-b"].
+    #[schemars(required, length(min = 1))]
+    pub zones: Option<Located<Vec<Located<String>>>>,
+    /// Endpoint override (the gpufleet simulator, a private endpoint): an http(s) URL.
+    pub endpoint: Option<Located<String>>,
+}
+
+/// Where and how to reach Azure Resource Manager.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "AzureProvider", deny_unknown_fields)]
+pub(crate) struct RawAzure {
+    /// Subscription id (a GUID).
+    #[schemars(required)]
+    pub subscription: Option<Located<String>>,
+    /// Resource group that holds the plan's scale sets; it must exist.
+    #[schemars(required)]
+    pub resource_group: Option<Located<String>>,
+    /// Regions the plan may place instances in, e.g. ["eastus", "westeurope"].
+    #[schemars(required, length(min = 1))]
+    pub regions: Option<Located<Vec<Located<String>>>>,
+    /// Endpoint override (the gpufleet simulator, a private endpoint): an http(s) URL.
+    pub endpoint: Option<Located<String>>,
 }
 
 /// One fleet: identical nodes of one GPU model.
@@ -109,13 +144,18 @@ pub(crate) enum RawPlacement {
     Pack,
 }
 
-/// Machine image per cloud. Only `aws` is supported in this version.
+/// Machine image per cloud.
 #[derive(Debug, Default, JsonSchema)]
 #[schemars(rename = "Images", deny_unknown_fields)]
 pub(crate) struct RawImages {
     /// AMI id, e.g. "ami-0123456789abcdef0".
     #[schemars(regex(pattern = r"^ami-([0-9a-f]{8}|[0-9a-f]{17})$"))]
     pub aws: Option<Located<String>>,
+    /// Compute Engine image: "projects/PROJECT/global/images/NAME" or ".../images/family/FAMILY".
+    #[schemars(regex(pattern = r"^projects/[^/]+/global/images/"))]
+    pub gcp: Option<Located<String>>,
+    /// Azure image: a marketplace URN "publisher:offer:sku:version" or an image resource id "/subscriptions/...".
+    pub azure: Option<Located<String>>,
     /// Where the `image` key was written, for problems about the table as a whole.
     #[schemars(skip)]
     pub span: Range<usize>,
@@ -148,10 +188,6 @@ pub(crate) struct RawOffering {
     pub price_per_hour: Option<Located<f64>>,
 }
 
-/// Why `gcp` and `azure` are refused where a cloud is named.
-pub(crate) const LATER_CLOUDS: &str =
-    "only aws is supported in this version; Google Cloud and Azure support arrives in a later version";
-
 impl RawPlan {
     /// Reads the document table into the raw plan, recording shape problems
     /// (unknown keys, wrong types, missing required keys).
@@ -183,10 +219,38 @@ impl RawProviders {
         let aws = reader
             .table("aws", problems)
             .map(|(span, t)| Located::new(RawAws::read(t, span.clone(), problems), span));
-        reader.refuse("gcp", LATER_CLOUDS);
-        reader.refuse("azure", LATER_CLOUDS);
+        let gcp = reader
+            .table("gcp", problems)
+            .map(|(span, t)| Located::new(RawGcp::read(t, span.clone(), problems), span));
+        let azure = reader
+            .table("azure", problems)
+            .map(|(span, t)| Located::new(RawAzure::read(t, span.clone(), problems), span));
         reader.finish(problems);
-        RawProviders { aws, span }
+        RawProviders { aws, gcp, azure, span }
+    }
+}
+
+impl RawGcp {
+    fn read(table: &DeTable<'_>, anchor: Range<usize>, problems: &mut Problems) -> RawGcp {
+        let mut reader = TableReader::new(table, "[providers.gcp]", anchor);
+        let project = reader.required_string("project", "\"my-project\"", problems);
+        let zones = reader.required_string_array("zones", "[\"us-central1-a\"]", problems);
+        let endpoint = reader.string("endpoint", problems);
+        reader.finish(problems);
+        RawGcp { project, zones, endpoint }
+    }
+}
+
+impl RawAzure {
+    fn read(table: &DeTable<'_>, anchor: Range<usize>, problems: &mut Problems) -> RawAzure {
+        let mut reader = TableReader::new(table, "[providers.azure]", anchor);
+        let subscription =
+            reader.required_string("subscription", "\"00000000-0000-0000-0000-000000000000\"", problems);
+        let resource_group = reader.required_string("resource_group", "\"gpu-fleets\"", problems);
+        let regions = reader.required_string_array("regions", "[\"eastus\"]", problems);
+        let endpoint = reader.string("endpoint", problems);
+        reader.finish(problems);
+        RawAzure { subscription, resource_group, regions, endpoint }
     }
 }
 
@@ -261,10 +325,10 @@ impl RawImages {
     fn read(table: &DeTable<'_>, fleet: &TableReader<'_, '_>, span: Range<usize>, problems: &mut Problems) -> RawImages {
         let mut reader = TableReader::new(table, format!("the image of {}", fleet.context()), span.clone());
         let aws = reader.string("aws", problems);
-        reader.refuse("gcp", LATER_CLOUDS);
-        reader.refuse("azure", LATER_CLOUDS);
+        let gcp = reader.string("gcp", problems);
+        let azure = reader.string("azure", problems);
         reader.finish(problems);
-        RawImages { aws, span }
+        RawImages { aws, gcp, azure, span }
     }
 }
 

@@ -53,13 +53,11 @@ pub(crate) struct TableReader<'t, 'i> {
     context: String,
     anchor: Range<usize>,
     asked: Vec<&'static str>,
-    /// Keys that exist in the format but are refused in this version, with the reason.
-    reserved: Vec<(&'static str, String)>,
 }
 
 impl<'t, 'i> TableReader<'t, 'i> {
     pub(crate) fn new(table: &'t DeTable<'i>, context: impl Into<String>, anchor: Range<usize>) -> Self {
-        TableReader { table, context: context.into(), anchor, asked: Vec::new(), reserved: Vec::new() }
+        TableReader { table, context: context.into(), anchor, asked: Vec::new() }
     }
 
     pub(crate) fn anchor(&self) -> Range<usize> {
@@ -73,11 +71,6 @@ impl<'t, 'i> TableReader<'t, 'i> {
     fn entry(&mut self, key: &'static str) -> Option<(&'t Key<'i>, &'t Value<'i>)> {
         self.asked.push(key);
         self.table.iter().find(|(k, _)| k.get_ref() == key)
-    }
-
-    /// Marks `key` as understood but refused, with the reason given to the user.
-    pub(crate) fn refuse(&mut self, key: &'static str, reason: impl Into<String>) {
-        self.reserved.push((key, reason.into()));
     }
 
     /// Reports a missing required key.
@@ -105,13 +98,33 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
-    pub(crate) fn required_string(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<String>> {
+    /// Reads `key` with `read`, reporting it as missing (with `example`) when absent.
+    fn require<T>(
+        &mut self,
+        key: &'static str,
+        example: &str,
+        problems: &mut Problems,
+        read: impl FnOnce(&mut Self, &mut Problems) -> Option<T>,
+    ) -> Option<T> {
         let found = self.table.iter().any(|(k, _)| k.get_ref() == key);
-        let value = self.string(key, problems);
+        let value = read(self, problems);
         if !found {
             self.missing(key, example, problems);
         }
         value
+    }
+
+    pub(crate) fn required_string(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<String>> {
+        self.require(key, example, problems, |r, p| r.string(key, p))
+    }
+
+    pub(crate) fn required_string_array(
+        &mut self,
+        key: &'static str,
+        example: &str,
+        problems: &mut Problems,
+    ) -> Option<Located<Vec<Located<String>>>> {
+        self.require(key, example, problems, |r, p| r.string_array(key, p))
     }
 
     /// An integer, kept wide so that range checks can say what was written.
@@ -133,12 +146,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     pub(crate) fn required_integer(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<i128>> {
-        let found = self.table.iter().any(|(k, _)| k.get_ref() == key);
-        let value = self.integer(key, problems);
-        if !found {
-            self.missing(key, example, problems);
-        }
-        value
+        self.require(key, example, problems, |r, p| r.integer(key, p))
     }
 
     /// A number; integers are accepted too (`9` means `9.0`). NaN and infinities come
@@ -191,12 +199,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
 
     /// Like [`Self::table`], but a missing table is reported.
     pub(crate) fn required_table(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<(Range<usize>, &'t DeTable<'i>)> {
-        let found = self.table.iter().any(|(k, _)| k.get_ref() == key);
-        let table = self.table(key, problems);
-        if !found {
-            self.missing(key, example, problems);
-        }
-        table
+        self.require(key, example, problems, |r, p| r.table(key, p))
     }
 
     /// An array of tables (`[[key]]`), each with its span.
@@ -220,19 +223,12 @@ impl<'t, 'i> TableReader<'t, 'i> {
         tables
     }
 
-    /// Reports every key that was neither asked for nor refused, suggesting the
+    /// Reports every key that was not asked for, suggesting the
     /// closest known one.
     pub(crate) fn finish(self, problems: &mut Problems) {
         for (key, _) in self.table.iter() {
             let name = key.get_ref().as_ref();
             if self.asked.contains(&name) {
-                continue;
-            }
-            if let Some((_, reason)) = self.reserved.iter().find(|(k, _)| *k == name) {
-                problems
-                    .error(key.span(), format!("unknown key `{name}` in {}", self.context))
-                    .help(reason.clone())
-                    .label("not supported yet");
                 continue;
             }
             let problem = problems

@@ -7,8 +7,8 @@
 
 use super::diagnostic::Problems;
 use super::fleet::FleetChecker;
-use super::model::{AwsConfig, DEFAULT_SHORTAGE_TTL, OfferingOverride, Plan, Providers};
-use super::raw::{RawAws, RawOffering, RawPlan, RawProviders};
+use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, GcpConfig, OfferingOverride, Plan, Providers};
+use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders};
 use super::reader::{Located, closest};
 use crate::catalog::{Catalog, Cloud, OverrideProblem};
 use std::collections::BTreeMap;
@@ -29,7 +29,11 @@ pub(crate) fn validate(raw: RawPlan, source_name: &str, base_dir: &Path, catalog
     let before_providers = problems.len();
     let providers = raw.providers.as_ref().map(|p| check_providers(p, &catalog, problems)).unwrap_or_default();
     // With a broken provider section, "not configured" would be an echo of it.
-    let every_provider_built = raw.providers.as_ref().is_some_and(|p| p.aws.is_some() == providers.aws.is_some());
+    let every_provider_built = raw.providers.as_ref().is_some_and(|p| {
+        p.aws.is_some() == providers.aws.is_some()
+            && p.gcp.is_some() == providers.gcp.is_some()
+            && p.azure.is_some() == providers.azure.is_some()
+    });
     let providers_ok = every_provider_built && problems.len() == before_providers;
 
     let checker = FleetChecker { catalog: &catalog, providers: &providers, providers_ok, base_dir };
@@ -257,18 +261,75 @@ pub(crate) fn positive_u32(value: &Located<i128>, key: &str, problems: &mut Prob
 
 fn check_providers(raw: &RawProviders, catalog: &Catalog, problems: &mut Problems) -> Providers {
     let aws = raw.aws.as_ref().and_then(|aws| check_aws(&aws.value, catalog, problems));
-    if raw.aws.is_none() {
+    let gcp = raw.gcp.as_ref().and_then(|gcp| check_gcp(&gcp.value, catalog, problems));
+    let azure = raw.azure.as_ref().and_then(|azure| check_azure(&azure.value, catalog, problems));
+    if raw.aws.is_none() && raw.gcp.is_none() && raw.azure.is_none() {
         problems
             .error(raw.span.clone(), "no provider is configured")
-            .help("add a [providers.aws] section with the regions this plan may use");
+            .help("add a [providers.aws], [providers.gcp] or [providers.azure] section with where this plan may run");
     }
-    Providers { aws }
+    Providers { aws, gcp, azure }
 }
 
 fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option<AwsConfig> {
     let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
-    // Optional keys: absent is fine (`Some(None)`), present and wrong is not (`None`).
-    let endpoint = optional(raw.endpoint.as_ref(), |endpoint| {
+    let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
+    let profile = optional(raw.profile.as_ref(), |p| non_empty(p, "profile", problems));
+    Some(AwsConfig { regions: regions?, endpoint: endpoint?, profile: profile? })
+}
+
+fn check_gcp(raw: &RawGcp, catalog: &Catalog, problems: &mut Problems) -> Option<GcpConfig> {
+    let project = raw.project.as_ref().and_then(|p| {
+        let v = &p.value;
+        let valid = (6..=30).contains(&v.len())
+            && v.starts_with(|c: char| c.is_ascii_lowercase())
+            && !v.ends_with('-')
+            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if valid {
+            return Some(v.clone());
+        }
+        problems
+            .error(p.span.clone(), format!("`{v}` is not a Google Cloud project id"))
+            .help("project ids are 6 to 30 lowercase letters, digits and `-`, starting with a letter");
+        None
+    });
+    let zones = raw.zones.as_ref().and_then(|zones| check_zones(zones, catalog, problems));
+    let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
+    Some(GcpConfig { project: project?, zones: zones?, endpoint: endpoint? })
+}
+
+fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Option<AzureConfig> {
+    let subscription = raw.subscription.as_ref().and_then(|s| {
+        if uuid::Uuid::parse_str(&s.value).is_ok() && s.value.len() == 36 {
+            return Some(s.value.to_ascii_lowercase());
+        }
+        problems
+            .error(s.span.clone(), format!("`{}` is not an Azure subscription id", s.value))
+            .help("a subscription id is a GUID such as \"00000000-0000-0000-0000-000000000000\"");
+        None
+    });
+    let resource_group = raw.resource_group.as_ref().and_then(|g| {
+        let v = &g.value;
+        let valid = (1..=90).contains(&v.len())
+            && !v.ends_with('.')
+            && v.chars().all(|c| c.is_alphanumeric() || "-_.()".contains(c));
+        if valid {
+            return Some(v.clone());
+        }
+        problems
+            .error(g.span.clone(), format!("`{v}` is not an Azure resource group name"))
+            .help("resource group names are 1 to 90 letters, digits, `-`, `_`, `.`, `(` and `)`, not ending in `.`");
+        None
+    });
+    let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Azure, regions, catalog, problems));
+    let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
+    Some(AzureConfig { subscription: subscription?, resource_group: resource_group?, regions: regions?, endpoint: endpoint? })
+}
+
+/// An optional endpoint override: absent is fine (`Some(None)`), present and
+/// not an http(s) URL is not (`None`).
+fn check_endpoint(endpoint: Option<&Located<String>>, problems: &mut Problems) -> Option<Option<String>> {
+    optional(endpoint, |endpoint| {
         let url = &endpoint.value;
         let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
         if host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
@@ -278,9 +339,13 @@ fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option
             .error(endpoint.span.clone(), format!("endpoint `{url}` is not an http(s) URL"))
             .help("write it like \"http://127.0.0.1:5000\" or \"https://ec2.example.internal\"");
         None
-    });
-    let profile = optional(raw.profile.as_ref(), |p| non_empty(p, "profile", problems));
-    Some(AwsConfig { regions: regions?, endpoint: endpoint?, profile: profile? })
+    })
+}
+
+/// The zones of the Google Cloud provider: at least one, each known to the catalog, none twice.
+fn check_zones(zones: &Located<Vec<Located<String>>>, catalog: &Catalog, problems: &mut Problems) -> Option<Vec<String>> {
+    let known: Vec<&str> = catalog.regions_of(Cloud::Gcp).flat_map(|r| r.zones.iter().map(String::as_str)).collect();
+    check_locations(Cloud::Gcp, "zone", zones, &known, problems)
 }
 
 /// Checks an optional value: `Some(None)` when absent, `None` when present but invalid.
@@ -298,31 +363,42 @@ fn check_regions(
     catalog: &Catalog,
     problems: &mut Problems,
 ) -> Option<Vec<String>> {
-    if regions.value.is_empty() {
+    let known: Vec<&str> = catalog.regions_of(cloud).map(|r| r.name.as_str()).collect();
+    check_locations(cloud, "region", regions, &known, problems)
+}
+
+fn check_locations(
+    cloud: Cloud,
+    kind: &str,
+    locations: &Located<Vec<Located<String>>>,
+    known: &[&str],
+    problems: &mut Problems,
+) -> Option<Vec<String>> {
+    if locations.value.is_empty() {
+        let example = known.first().copied().unwrap_or("...");
         problems
-            .error(regions.span.clone(), format!("[providers.{cloud}] lists no regions"))
-            .help("name at least one region, e.g. regions = [\"us-east-1\"]");
+            .error(locations.span.clone(), format!("[providers.{cloud}] lists no {kind}s"))
+            .help(format!("name at least one {kind}, e.g. {kind}s = [\"{example}\"]"));
         return None;
     }
-    let known: Vec<&str> = catalog.regions_of(cloud).map(|r| r.name.as_str()).collect();
     let mut accepted: Vec<String> = Vec::new();
     let mut all_good = true;
-    for region in &regions.value {
-        if accepted.contains(&region.value) {
-            problems.error(region.span.clone(), format!("region `{}` is listed twice", region.value));
+    for location in &locations.value {
+        if accepted.contains(&location.value) {
+            problems.error(location.span.clone(), format!("{kind} `{}` is listed twice", location.value));
             all_good = false;
-        } else if !known.contains(&region.value.as_str()) {
+        } else if !known.contains(&location.value.as_str()) {
             let problem = problems
-                .error(region.span.clone(), format!("unknown {cloud} region `{}`", region.value))
+                .error(location.span.clone(), format!("unknown {cloud} {kind} `{}`", location.value))
                 .label("not in the catalog");
-            match closest(&region.value, known.iter().copied()) {
+            match closest(&location.value, known.iter().copied()) {
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
-                None => problem.help(format!("{cloud} regions in the catalog: {}", known.join(", "))),
+                None => problem.help(format!("{cloud} {kind}s in the catalog: {}", known.join(", "))),
             };
             problem.help("a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction");
             all_good = false;
         } else {
-            accepted.push(region.value.clone());
+            accepted.push(location.value.clone());
         }
     }
     all_good.then_some(accepted)

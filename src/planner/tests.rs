@@ -89,6 +89,8 @@ fn plan_of(fleets: Vec<Fleet>) -> Plan {
                 endpoint: None,
                 profile: None,
             }),
+            gcp: None,
+            azure: None,
         },
         fleets: fleets.into_iter().map(|f| (f.name.clone(), f)).collect(),
         shortage_ttl: DEFAULT_SHORTAGE_TTL,
