@@ -265,3 +265,39 @@ fn schema_is_json_describing_the_plan_format() {
         assert!(text.contains(key), "schema lacks {key}");
     }
 }
+
+#[test]
+fn remembered_shortage_expires_with_simulated_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), 2, 2);
+    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    let scenario = scenario.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    let fresh = json(&run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--json"], 0));
+    assert_eq!(fresh["actions"][0]["region"], "us-east-1", "nothing is remembered before a refusal");
+    run(&["apply", &plan, "--sim", scenario, "--state-dir", state, "--auto-approve"], 0);
+    run(&["destroy", &plan, "--sim", scenario, "--state-dir", state, "--auto-approve"], 0);
+
+    let remembered = json(&run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--json"], 0));
+    assert_eq!(remembered["actions"][0]["region"], "us-west-2");
+    assert_eq!(remembered["skipped"][0]["code"], "InsufficientInstanceCapacity");
+
+    let advanced = run(&["sim", "advance", "20m", "--state-dir", state], 0);
+    assert!(stdout(&advanced).contains("2026-01-01T00:20:00Z"), "{}", stdout(&advanced));
+    let expired = json(&run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--json"], 0));
+    assert_eq!(expired["actions"][0]["region"], "us-east-1");
+    assert_eq!(expired["skipped"], serde_json::json!([]));
+    run(&["apply", &plan, "--sim", scenario, "--state-dir", state, "--auto-approve"], 0);
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    assert!(listed.as_array().unwrap().iter().all(|i| i["region"] == "us-east-1"), "{listed}");
+}
+
+#[test]
+fn plan_output_snapshot_on_the_demo_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = run(&["plan", "plans/demo.toml", "--sim", "--state-dir", state.to_str().unwrap()], 0);
+    insta::assert_snapshot!(stdout(&out));
+}

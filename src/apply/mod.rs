@@ -24,6 +24,7 @@ use crate::state::{LocalBackend, Shortage, ShortageScope, State, StateError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Upper bound on plan-execute rounds in one apply; each round makes
 /// progress or rules out an offering, so real runs stop far earlier.
@@ -78,6 +79,15 @@ pub struct Session<'a> {
     pub clouds: &'a Clouds,
     pub clock: &'a Clock,
     pub events: &'a dyn EventSink,
+    /// Set on SIGINT/SIGTERM: no new call starts; the calls in flight finish
+    /// and are journaled, the state is written, the lock is released.
+    pub stop: &'a AtomicBool,
+}
+
+impl Session<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
 }
 
 /// The result of a refresh: state reconciled with what the clouds report.
@@ -171,11 +181,13 @@ pub struct ApplyReport {
     pub fleets: Vec<FleetResult>,
     /// Failures that were not capacity or quota refusals.
     pub errors: Vec<String>,
+    /// The run was asked to stop before it was done.
+    pub interrupted: bool,
 }
 
 impl ApplyReport {
     pub fn is_error(&self) -> bool {
-        !self.errors.is_empty() || self.fleets.iter().any(|f| f.status == FleetStatus::Unfilled)
+        self.interrupted || !self.errors.is_empty() || self.fleets.iter().any(|f| f.status == FleetStatus::Unfilled)
     }
 
     pub fn is_partial(&self) -> bool {
@@ -222,6 +234,9 @@ pub async fn apply(
     };
     let mut last_failed: Vec<(String, Placement)> = Vec::new();
     for _ in 0..MAX_ROUNDS {
+        if session.stopping() {
+            break;
+        }
         let now = session.clock.now().await?;
         lock.renew(Clock::System.now().await?, DEFAULT_LEASE).map_err(StateError::Lock)?;
         let changeset = match saved.take() {
@@ -250,7 +265,14 @@ pub async fn apply(
         let outlook = planner::plan(session.plan, &state.instances, &state.shortages, session.catalog, now);
         fleet_results(session.plan, &state.instances, &runner.refused, &outlook.skipped)
     };
-    Ok(ApplyReport { run, created: runner.created, deleted: runner.deleted, fleets, errors: runner.errors })
+    Ok(ApplyReport {
+        run,
+        created: runner.created,
+        deleted: runner.deleted,
+        fleets,
+        errors: runner.errors,
+        interrupted: session.stopping(),
+    })
 }
 
 fn check_not_stale(saved: &SavedPlan, refreshed: &Refreshed) -> Result<(), ApplyError> {
@@ -357,6 +379,9 @@ impl Runner<'_, '_> {
         let mut outcome = RoundOutcome { progressed: false, refused: Vec::new() };
         let mut fleets_short: BTreeSet<String> = BTreeSet::new();
         for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Create) {
+            if self.session.stopping() {
+                return Ok(outcome);
+            }
             match self.create(action, state, now).await? {
                 CreateOutcome::Filled => outcome.progressed = true,
                 CreateOutcome::Partial => {
@@ -376,6 +401,9 @@ impl Runner<'_, '_> {
             }
         }
         for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Delete) {
+            if self.session.stopping() {
+                return Ok(outcome);
+            }
             if action.reason.is_make_before_break() && fleets_short.contains(&action.fleet) {
                 self.session.events.emit(&Event::Postponed {
                     fleet: action.fleet.clone(),

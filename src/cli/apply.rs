@@ -46,8 +46,9 @@ async fn execute(
     let (plan, catalog) = load_plan(plan_path)?;
     let connected = Connected::open(&plan, target).await?;
     let events: Box<dyn EventSink> = if json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
+    let stop = super::context::stop_on_signal();
     let result = async {
-        let session = connected.session(&plan, &catalog, events.as_ref());
+        let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
         let mut lock = lock(&session, &verb.to_lowercase()).await?;
         let refreshed = apply::refresh(&session).await?;
         if !matches!(mode, Mode::Saved(_)) {

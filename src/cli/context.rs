@@ -8,6 +8,8 @@ use crate::plan::Plan;
 use crate::sim::EmbeddedSim;
 use crate::state::LocalBackend;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Load and validate a plan; the catalog comes back with the plan's offerings applied.
 pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
@@ -59,8 +61,9 @@ impl Connected {
         plan: &'a Plan,
         catalog: &'a Catalog,
         events: &'a dyn crate::apply::EventSink,
+        stop: &'a AtomicBool,
     ) -> Session<'a> {
-        Session { plan, catalog, backend: &self.backend, clouds: &self.clouds, clock: &self.clock, events }
+        Session { plan, catalog, backend: &self.backend, clouds: &self.clouds, clock: &self.clock, events, stop }
     }
 
     /// Stop the embedded simulator, saving its world for the next command.
@@ -106,4 +109,23 @@ pub async fn lock(
         )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A flag set by the first SIGINT or SIGTERM, so that a run stops between
+/// calls instead of dying in the middle of one.
+pub fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("stopping: the calls in flight finish and are recorded; run the command again to finish");
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
 }

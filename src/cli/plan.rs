@@ -10,7 +10,8 @@ pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
     let plan_bytes = std::fs::read(&args.plan)?;
     let connected = Connected::open(&plan, &args.target).await?;
     let result = async {
-        let session = connected.session(&plan, &catalog, &NoEvents);
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let session = connected.session(&plan, &catalog, &NoEvents, &never);
         let _lock = lock(&session, "plan").await?;
         let refreshed = apply::refresh(&session).await?;
         let changeset = apply::changeset(&session, &refreshed);

@@ -191,6 +191,9 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
     for error in &report.errors {
         let _ = writeln!(out, "{} {error}", "error:".red());
     }
+    if report.interrupted {
+        let _ = writeln!(out, "{} stopped before the end; run the command again to finish", "interrupted:".red());
+    }
     out
 }
 
