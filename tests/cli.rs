@@ -138,10 +138,10 @@ fn sold_out_region_fails_over_in_one_run_and_plan_remembers_it() {
 
     let replan = run(&["plan", &plan, "--sim", scenario, "--state-dir", state], 0);
     let text = stdout(&replan);
-    assert!(
-        text.contains("skipping aws us-east-1 p5.48xlarge for fleet trainers: InsufficientInstanceCapacity"),
-        "{text}"
-    );
+    for zone in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"] {
+        let line = format!("skipping aws {zone} p5.48xlarge for fleet trainers: InsufficientInstanceCapacity");
+        assert!(text.contains(&line), "{text}");
+    }
     assert!(text.contains("No changes"), "{text}");
 }
 
@@ -164,18 +164,19 @@ capacity = 1
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
 
-    // Each zone holds one node and a launch lands in one zone, so every
-    // offering gives a partial fill of 1; the fleet wants far more.
+    // Each zone holds one node, so every zone gives a partial fill of 1 (5 in
+    // us-east-1, 4 in us-west-2); the fleet wants far more.
     let plan = write_plan(dir.path(), 40, 2);
     let out = run(&["apply", &plan, "--sim", &scenario, "--state-dir", state, "--auto-approve"], 2);
-    assert!(stdout(&out).contains("partial"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("9 of 40 nodes (min 2) partial"), "{}", stdout(&out));
 
     let plan = write_plan(dir.path(), 40, 39);
     let out = run(&["apply", &plan, "--sim", &scenario, "--state-dir", state, "--auto-approve"], 1);
     let text = stdout(&out);
     assert!(text.contains("below min_nodes"), "{text}");
-    assert!(text.contains("skipped aws us-east-1 p5.48xlarge: PartialFill"), "{text}");
-    assert!(text.contains("skipped aws us-west-2 p5.48xlarge: PartialFill"), "{text}");
+    for zone in ["us-east-1a", "us-east-1f", "us-west-2a", "us-west-2d"] {
+        assert!(text.contains(&format!("skipped aws {zone} p5.48xlarge: PartialFill")), "{text}");
+    }
 }
 
 #[test]

@@ -34,9 +34,11 @@ impl Cloud {
         Cloud::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
-    /// Google Cloud places instances in a zone; AWS and Azure are asked for a region.
+    /// Google Cloud and AWS place instances in a zone (EC2 launches each call
+    /// in one zone, so a stock-out or partial fill is a zone's, and the next
+    /// zone is worth trying); Azure is asked for a region.
     pub fn places_by_zone(self) -> bool {
-        self == Cloud::Gcp
+        self != Cloud::Azure
     }
 }
 
@@ -175,7 +177,7 @@ pub enum OverrideProblem {
     JurisdictionMismatch { cloud: Cloud, region: String, catalog: String, entry: String },
     #[error("{cloud} places instances by region, so the entry cannot name a zone")]
     ZoneOnRegionalCloud { cloud: Cloud },
-    #[error("zone `{zone}` is not in region `{region}` (gcp zones are named <region>-<letter>)")]
+    #[error("zone `{zone}` is not in region `{region}` (zones are named after their region, e.g. us-east-1a, us-central1-a)")]
     ZoneOutsideRegion { zone: String, region: String },
 }
 
@@ -294,8 +296,8 @@ impl Catalog {
                     jurisdiction: region.jurisdiction.clone(),
                     price_per_hour: offer.price_per_hour,
                 };
-                if it.cloud.places_by_zone() {
-                    let zones = if offer.zones.is_empty() { &region.zones } else { &offer.zones };
+                let zones = if offer.zones.is_empty() { &region.zones } else { &offer.zones };
+                if it.cloud.places_by_zone() && !zones.is_empty() {
                     out.extend(zones.iter().map(|z| Offering { zone: Some(z.clone()), ..base.clone() }));
                 } else {
                     out.push(base);

@@ -189,8 +189,9 @@ fn covers_zone(offer: &RegionOffer, zone: &str, region_zones: &[String]) -> bool
 }
 
 /// Google Cloud names zones `<region>-<suffix>`, e.g. `us-central1-a`.
+/// Zones are named after their region: `us-east-1a` (AWS), `us-central1-a` (Google Cloud).
 fn zone_belongs_to(zone: &str, region: &str) -> bool {
     zone.strip_prefix(region)
-        .and_then(|rest| rest.strip_prefix('-'))
-        .is_some_and(|suffix| !suffix.is_empty())
+        .map(|rest| rest.strip_prefix('-').unwrap_or(rest))
+        .is_some_and(|suffix| !suffix.is_empty() && suffix.chars().all(|c| c.is_ascii_alphanumeric()))
 }

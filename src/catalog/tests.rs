@@ -84,14 +84,15 @@ fn builtin_catalog_covers_us_eu_uk_and_jp_on_every_cloud_with_zones() {
 }
 
 #[test]
-fn gcp_offerings_are_per_zone_and_aws_offerings_per_region() {
+fn gcp_and_aws_offerings_are_per_zone_and_azure_offerings_per_region() {
     let offerings = Catalog::builtin().offerings();
-    assert!(offerings.iter().filter(|o| o.cloud == Cloud::Gcp).all(|o| o.zone.is_some()));
-    assert!(offerings.iter().filter(|o| o.cloud != Cloud::Gcp).all(|o| o.zone.is_none()));
-    let p5_us_east = offerings
-        .iter()
-        .find(|o| o.instance_type == "p5.48xlarge" && o.region == "us-east-1")
-        .expect("p5 in us-east-1");
+    assert!(offerings.iter().filter(|o| o.cloud != Cloud::Azure).all(|o| o.zone.is_some()));
+    assert!(offerings.iter().filter(|o| o.cloud == Cloud::Azure).all(|o| o.zone.is_none()));
+    let p5_us_east: Vec<_> =
+        offerings.iter().filter(|o| o.instance_type == "p5.48xlarge" && o.region == "us-east-1").collect();
+    let zones: Vec<_> = p5_us_east.iter().filter_map(|o| o.zone.as_deref()).collect();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"]);
+    let p5_us_east = p5_us_east[0];
     assert_eq!(p5_us_east.price_per_gpu_hour(), Some(6.88));
 }
 
@@ -135,7 +136,9 @@ fn price_of(catalog: &Catalog, cloud: Cloud, instance_type: &str, location: &str
         .offerings()
         .into_iter()
         .find(|o| {
-            o.cloud == cloud && o.instance_type == instance_type && o.zone.as_deref().unwrap_or(&o.region) == location
+            o.cloud == cloud
+                && o.instance_type == instance_type
+                && (o.zone.as_deref() == Some(location) || (o.region == location && o.cloud != Cloud::Gcp))
         })
         .and_then(|o| o.price_per_hour)
 }
@@ -203,8 +206,8 @@ fn override_of_an_unknown_type_needs_gpu_and_gpus_per_node() {
 fn override_contradicting_the_catalog_is_refused_and_all_problems_are_reported() {
     let wrong_gpu = OfferingOverride { gpu: Some("H200".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
     let wrong_jurisdiction = OfferingOverride { jurisdiction: Some("EU".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
-    let zone_on_aws = OfferingOverride { zone: Some("us-east-1a".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
-    let errors = Catalog::builtin().with_overrides(&[wrong_gpu, wrong_jurisdiction, zone_on_aws]).unwrap_err();
+    let zone_on_azure = OfferingOverride { zone: Some("eastus-1".into()), ..entry(Cloud::Azure, "Standard_ND96isr_H100_v5", "eastus") };
+    let errors = Catalog::builtin().with_overrides(&[wrong_gpu, wrong_jurisdiction, zone_on_azure]).unwrap_err();
     let indexes: Vec<usize> = errors.iter().map(|e| e.index).collect();
     assert_eq!(indexes, [0, 1, 2]);
     assert!(matches!(errors[0].problem, OverrideProblem::ShapeMismatch { field: "GPU model", .. }));

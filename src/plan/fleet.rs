@@ -317,7 +317,8 @@ fn explain_exclusions(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)
     let residency = fleet.residency.as_deref().unwrap_or_default().join(", ");
     let ceiling = fleet.max_price_per_gpu_hour.unwrap_or_default();
     for (offering, why) in candidates {
-        let what = format!("{} {} in {}", offering.cloud, offering.instance_type, offering.zone.as_deref().unwrap_or(&offering.region));
+        // Residency and price belong to the region, so one line covers all its zones.
+        let what = format!("{} {} in {}", offering.cloud, offering.instance_type, offering.region);
         match why {
             Some(Exclusion::OutsideResidency) => {
                 push(format!("{what} is under {} jurisdiction, outside residency [{residency}]", offering.jurisdiction))
