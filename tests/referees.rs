@@ -9,6 +9,14 @@ fn boto3_accepts_the_ec2_simulator() {
     common::pytest("test_sim_ec2.py");
 }
 
+/// google-cloud-compute (Python, REST) drives `gpufleet sim serve`: insert,
+/// bulk insert with minCount, label-filtered and paged lists, deletes,
+/// operations waited, `ZONE_RESOURCE_POOL_EXHAUSTED` inside an operation.
+#[test]
+fn google_cloud_compute_accepts_the_gce_simulator() {
+    common::pytest("test_sim_gce.py");
+}
+
 /// gpufleet's AWS provider applies and destroys a plan against moto's
 /// server; boto3 checks what gpufleet says.
 #[test]

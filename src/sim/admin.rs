@@ -42,6 +42,8 @@ struct WorldDump<'a> {
     offerings: &'a [Pool],
     scheduled: &'a [ScheduledCapacity],
     instances: Vec<&'a Instance>,
+    /// Compute Engine VMs (apart: their names and ids are GCE's).
+    gce_instances: Vec<&'a super::gce_world::GceInstance>,
 }
 
 /// `GET /_sim/world`
@@ -53,6 +55,7 @@ pub fn world(world: &World) -> AdminResponse {
         offerings: world.pools(),
         scheduled: world.scheduled(),
         instances: world.instances().collect(),
+        gce_instances: world.gce.instances().collect(),
     };
     AdminResponse::ok(serde_json::to_value(dump).unwrap_or(Value::Null), false)
 }
@@ -110,8 +113,8 @@ pub fn set_capacity(world: &mut World, body: &[u8]) -> AdminResponse {
             ));
         }
     };
-    if request.cloud != Cloud::Aws {
-        return AdminResponse::bad_request(format!("cloud {} is not simulated yet; only aws is", request.cloud));
+    if !super::scenario::SIMULATED_CLOUDS.contains(&request.cloud) {
+        return AdminResponse::bad_request(format!("cloud {} is not simulated yet", request.cloud));
     }
     match world.set_capacity(
         request.cloud,
@@ -179,7 +182,7 @@ mod tests {
         for response in [
             advance(&mut world, b"{"),
             advance(&mut world, br#"{"by": "later"}"#),
-            set_capacity(&mut world, br#"{"cloud": "gcp", "region": "r", "instance_type": "t", "capacity": 1}"#),
+            set_capacity(&mut world, br#"{"cloud": "azure", "region": "r", "instance_type": "t", "capacity": 1}"#),
             set_capacity(
                 &mut world,
                 br#"{"cloud": "aws", "region": "us-east-1", "zone": "us-east-1z", "instance_type": "t"}"#,

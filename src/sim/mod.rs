@@ -2,7 +2,7 @@
 //! wire protocols, so that gpufleet (and any official SDK) can rehearse
 //! against stock-outs and comebacks without a cloud account.
 //!
-//! Only EC2 is served so far. Two ways to run it:
+//! EC2 and Compute Engine are served so far. Two ways to run it:
 //! - `gpufleet sim serve` ([`run_server`]): a standalone loopback server,
 //!   optionally persisting its world to a file (`--world`);
 //! - `--sim` on plan/apply/destroy ([`EmbeddedSim`]): in-process on an
@@ -10,11 +10,14 @@
 //!   consecutive commands see the same clouds.
 //!
 //! Layout: [`scenario`] (TOML scenario files), [`world`] (the pure model),
-//! `ec2` (Query API wire format), `admin` (`/_sim/` JSON API), `store` (world
+//! `ec2` (Query API wire format), `gce_world` and `gce` (Compute Engine's
+//! part of the model and its REST wire format), `admin` (`/_sim/` JSON API), `store` (world
 //! files, atomic), `server` (the router; the only socket code).
 
 mod admin;
 mod ec2;
+mod gce;
+mod gce_world;
 pub mod scenario;
 mod server;
 mod store;

@@ -22,6 +22,17 @@ struct RawScenario {
     start: Option<DateTime<Utc>>,
     #[serde(default, rename = "offering")]
     offerings: Vec<RawOffering>,
+    #[serde(default, rename = "quota")]
+    quotas: Vec<RawQuota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    cloud: Cloud,
+    region: String,
+    metric: String,
+    limit: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +61,7 @@ pub struct Scenario {
     pub path: PathBuf,
     pub start: DateTime<Utc>,
     pub offerings: Vec<ScenarioOffering>,
+    pub quotas: Vec<ScenarioQuota>,
     /// Content hash of the file, so that a stored world can tell whether it
     /// was created from this very scenario.
     pub content_hash: String,
@@ -69,6 +81,17 @@ pub struct ScenarioOffering {
     pub timeline: Vec<CapacityStep>,
 }
 
+/// A regional quota, e.g. Compute Engine's `NVIDIA_H100_GPUS` in
+/// us-central1: launches that would take the region's usage above `limit`
+/// are refused with the cloud's quota error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioQuota {
+    pub cloud: Cloud,
+    pub region: String,
+    pub metric: String,
+    pub limit: u32,
+}
+
 /// "After this much simulated time, the available pool becomes `capacity`."
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapacityStep {
@@ -76,6 +99,9 @@ pub struct CapacityStep {
     /// `None` means unlimited.
     pub capacity: Option<u32>,
 }
+
+/// The clouds whose wire protocols the simulator serves.
+pub const SIMULATED_CLOUDS: [Cloud; 2] = [Cloud::Aws, Cloud::Gcp];
 
 /// The hash a world records when it was created without a scenario.
 pub const NO_SCENARIO_HASH: &str = "none";
@@ -99,11 +125,8 @@ impl Scenario {
         let mut offerings = Vec::with_capacity(raw.offerings.len());
         for (index, offering) in raw.offerings.into_iter().enumerate() {
             let at = format!("offering #{} ({} {})", index + 1, offering.region, offering.instance_type);
-            if offering.cloud != Cloud::Aws {
-                return Err(invalid(format!(
-                    "{at}: cloud \"{}\" is not simulated yet; only \"aws\" is",
-                    offering.cloud
-                )));
+            if !SIMULATED_CLOUDS.contains(&offering.cloud) {
+                return Err(invalid(format!("{at}: cloud \"{}\" is not simulated yet", offering.cloud)));
             }
             if let Some(zone) = &offering.zone
                 && !zone.starts_with(offering.region.as_str())
@@ -129,7 +152,19 @@ impl Scenario {
                 timeline,
             });
         }
-        Ok(Scenario { path: path.to_path_buf(), start, offerings, content_hash: content_hash(text.as_bytes()) })
+        let mut quotas = Vec::with_capacity(raw.quotas.len());
+        for (index, quota) in raw.quotas.into_iter().enumerate() {
+            if quota.cloud != Cloud::Gcp {
+                return Err(invalid(format!(
+                    "quota #{} ({} {}): quotas are simulated for cloud \"gcp\" only",
+                    index + 1,
+                    quota.region,
+                    quota.metric
+                )));
+            }
+            quotas.push(ScenarioQuota { cloud: quota.cloud, region: quota.region, metric: quota.metric, limit: quota.limit });
+        }
+        Ok(Scenario { path: path.to_path_buf(), start, offerings, quotas, content_hash: content_hash(text.as_bytes()) })
     }
 }
 
@@ -197,8 +232,11 @@ mod tests {
         let message = unknown_field.unwrap_err().to_string();
         assert!(message.contains("test.toml") && message.contains("capcity"), "{message}");
 
-        let gcp = parse("[[offering]]\ncloud = \"gcp\"\nregion = \"us-central1\"\ninstance_type = \"a3-highgpu-8g\"\n");
-        assert!(gcp.unwrap_err().to_string().contains("not simulated yet"));
+        let azure = parse("[[offering]]\ncloud = \"azure\"\nregion = \"eastus\"\ninstance_type = \"t\"\n");
+        assert!(azure.unwrap_err().to_string().contains("not simulated yet"));
+
+        let aws_quota = parse("[[quota]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nmetric = \"m\"\nlimit = 1\n");
+        assert!(aws_quota.unwrap_err().to_string().contains("gcp"));
 
         let bad_duration = parse(
             "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"t\"\n[[offering.timeline]]\nafter = \"soon\"\ncapacity = 1\n",

@@ -4,12 +4,12 @@
 //! only file of the simulator that touches sockets.
 
 use super::world::World;
-use super::{SimError, admin, ec2, store};
+use super::{SimError, admin, ec2, gce, store};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use std::future::Future;
 use std::path::PathBuf;
@@ -53,6 +53,7 @@ pub async fn serve(
     let shared = Arc::new(Shared { world: Mutex::new(world), world_file });
     let router = Router::new()
         .route("/", post(ec2_request))
+        .route("/compute/v1/{*path}", any(gce_request))
         .route("/_sim/world", get(admin_world))
         .route("/_sim/counters", get(admin_counters))
         .route("/_sim/time", get(admin_time))
@@ -87,6 +88,25 @@ async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
         response.body = ec2::error_xml(&error, &world.next_request_id());
     }
     (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
+}
+
+async fn gce_request(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let path = uri.path().strip_prefix("/compute/v1/").unwrap_or_default();
+    let mut world = shared.lock();
+    let mut response = gce::handle(&mut world, &method, path, uri.query().unwrap_or_default(), &body);
+    if response.mutated
+        && let Err(e) = shared.persist(&world)
+    {
+        // As for EC2: a 5xx, so the client retries with its requestId.
+        let error = gce::HttpError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "backendError",
+            message: format!("the simulator could not save its world: {e}"),
+        };
+        response.status = error.status;
+        response.body = error.body();
+    }
+    (response.status, Json(response.body)).into_response()
 }
 
 /// Runs an admin action under the lock and persists the world if it changed.

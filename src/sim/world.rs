@@ -9,7 +9,8 @@
 //! instances stay visible for an hour) live here, where plain unit tests reach
 //! them.
 
-use super::scenario::Scenario;
+use super::gce_world::GceWorld;
+use super::scenario::{SIMULATED_CLOUDS, Scenario};
 use crate::catalog::{Catalog, Cloud};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -208,11 +209,15 @@ pub struct World {
     next_instance_seq: u64,
     next_reservation_seq: u64,
     next_request_seq: u64,
+    /// Compute Engine's instances, operations and quotas; its capacity
+    /// lives in `pools` with everyone else's.
+    #[serde(default)]
+    pub(super) gce: GceWorld,
 }
 
 impl World {
     /// A world with the catalog's offerings (unlimited) overlaid with the
-    /// scenario's capacity and timeline. Only AWS is simulated so far.
+    /// scenario's capacity and timeline. AWS and Compute Engine are simulated.
     pub fn new(scenario: Option<&Scenario>, catalog: &Catalog) -> Result<World, WorldError> {
         let start = scenario.map_or_else(super::scenario::default_start, |s| s.start);
         let mut world = World {
@@ -229,15 +234,16 @@ impl World {
             next_instance_seq: 0,
             next_reservation_seq: 0,
             next_request_seq: 0,
+            gce: GceWorld::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
         };
-        for region in catalog.regions.iter().filter(|r| r.cloud == Cloud::Aws) {
+        for region in catalog.regions.iter().filter(|r| SIMULATED_CLOUDS.contains(&r.cloud)) {
             world.zones.insert(region.name.clone(), zones_or_default(&region.name, &region.zones));
         }
-        for instance_type in catalog.instance_types.iter().filter(|t| t.cloud == Cloud::Aws) {
+        for instance_type in catalog.instance_types.iter().filter(|t| SIMULATED_CLOUDS.contains(&t.cloud)) {
             for offer in &instance_type.offers {
                 let zones = if offer.zones.is_empty() { world.zones_of(&offer.region) } else { offer.zones.clone() };
                 for zone in zones {
-                    world.ensure_pool(Cloud::Aws, &offer.region, &zone, &instance_type.name);
+                    world.ensure_pool(instance_type.cloud, &offer.region, &zone, &instance_type.name);
                 }
             }
         }
@@ -315,6 +321,7 @@ impl World {
         let visible = chrono::Duration::from_std(TERMINATED_VISIBLE_FOR).unwrap_or(chrono::Duration::MAX);
         let now = self.now;
         self.instances.retain(|_, i| i.terminated_at.is_none_or(|t| now - t < visible));
+        self.gce.forget_operations_before(now - visible);
         Ok(self.now)
     }
 
@@ -506,6 +513,16 @@ impl World {
         Ok(())
     }
 
+    /// The pool of one instance type in one zone, if the zone offers it.
+    pub(super) fn pool_mut(&mut self, cloud: Cloud, zone: &str, instance_type: &str) -> Option<&mut Pool> {
+        self.pools.iter_mut().find(|p| p.cloud == cloud && p.zone == zone && p.instance_type == instance_type)
+    }
+
+    /// The zones of a region the world knows, `None` for an unknown region.
+    pub(super) fn known_zones(&self, region: &str) -> Option<&[String]> {
+        self.zones.get(region).map(Vec::as_slice)
+    }
+
     fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {
         ids.iter().filter(|id| !self.instances.values().any(|i| i.region == region && &i.id == *id)).cloned().collect()
     }
@@ -605,7 +622,7 @@ const RESERVATION_SALT: u64 = 0x005e_ed0f_7e5e_7a71;
 
 /// SplitMix64's finalizer: a bijection on u64, so ids derived from distinct
 /// sequence numbers never collide, yet look as scattered as real ones.
-fn scramble(n: u64) -> u64 {
+pub(super) fn scramble(n: u64) -> u64 {
     let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
