@@ -302,3 +302,68 @@ fn plan_output_snapshot_on_the_demo_plan() {
     let out = run(&["plan", "plans/demo.toml", "--sim", "--state-dir", state.to_str().unwrap()], 0);
     insta::assert_snapshot!(stdout(&out));
 }
+
+/// The simulator's call counters, as `{cloud: {action: count}}`.
+fn counters(url: &str) -> Value {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        reqwest::get(format!("{url}/_sim/counters")).await.unwrap().json::<Value>().await.unwrap()
+    })
+}
+
+const TWO_CLOUD_PLAN: &str = r#"
+name = "two-clouds"
+
+[providers.aws]
+regions = ["us-east-1"]
+
+[providers.gcp]
+project = "ml-training-prod"
+zones = ["us-central1-a", "us-central1-b"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 12
+min_nodes = 12
+prefer = ["gcp:us-central1-a", "gcp:us-central1-b", "aws:us-east-1"]
+image = { aws = "ami-0123456789abcdef0", gcp = "projects/ml-images/global/images/family/trainer" }
+labels = { team = "research" }
+"#;
+
+#[test]
+fn gcp_quota_of_64_gpus_holds_exactly_8_nodes_and_the_rest_fails_over_without_wasted_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[[quota]]
+cloud = "gcp"
+region = "us-central1"
+metric = "NVIDIA_H100_GPUS"
+limit = 64
+"#,
+    );
+    let server = SimServer::start(&["--scenario", &scenario]);
+    let plan = dir.path().join("two-clouds.toml");
+    std::fs::write(&plan, TWO_CLOUD_PLAN).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    let listed = listed.as_array().unwrap();
+    let on = |cloud: &str| listed.iter().filter(|i| i["cloud"] == cloud).count();
+    assert_eq!((on("gcp"), on("aws")), (8, 4), "{listed:?}");
+    assert!(listed.iter().filter(|i| i["cloud"] == "gcp").all(|i| i["zone"] == "us-central1-a"));
+
+    // One bulkInsert, sized by the quota read first; nothing spent on us-central1-b.
+    let calls = counters(&server.url);
+    assert_eq!(calls["gcp"]["instances.bulkInsert"], 1, "{calls}");
+    assert_eq!(calls["aws"]["RunInstances"], 1, "{calls}");
+
+    run(&["plan", plan, "--sim-url", &server.url, "--state-dir", state, "--detailed-exitcode"], 0);
+    run(&["destroy", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
+}

@@ -3,6 +3,7 @@
 use crate::catalog::Cloud;
 use crate::plan::Plan;
 use crate::providers::aws::{AwsConnection, AwsProvider};
+use crate::providers::gcp::{GcpConnection, GcpProvider};
 use crate::providers::{Instance, Provider, ProviderError};
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
@@ -53,7 +54,7 @@ impl Clouds {
     /// Connect to every configured cloud, in its configured regions plus any
     /// region where the state still knows an instance (so that a region taken
     /// out of the plan is still refreshed and emptied).
-    pub async fn connect(plan: &Plan, known: &[Instance], target: &Target) -> Clouds {
+    pub async fn connect(plan: &Plan, known: &[Instance], target: &Target) -> Result<Clouds, ProviderError> {
         let mut providers: BTreeMap<Cloud, Box<dyn Provider>> = BTreeMap::new();
         let mut aws_regions: BTreeSet<String> =
             plan.providers.aws.iter().flat_map(|a| a.regions.iter().cloned()).collect();
@@ -73,7 +74,17 @@ impl Clouds {
             let regions: Vec<String> = aws_regions.into_iter().collect();
             providers.insert(Cloud::Aws, Box::new(AwsProvider::connect(&regions, &connection).await));
         }
-        Clouds { providers }
+        if let Some(gcp) = &plan.providers.gcp {
+            let connection = match target {
+                Target::Clouds => GcpConnection { endpoint: gcp.endpoint.clone(), anonymous: false },
+                Target::Simulator { url } => GcpConnection { endpoint: Some(url.clone()), anonymous: true },
+            };
+            let mut zones: BTreeSet<String> = gcp.zones.iter().cloned().collect();
+            zones.extend(known.iter().filter(|i| i.cloud == Cloud::Gcp).filter_map(|i| i.zone.clone()));
+            let zones: Vec<String> = zones.into_iter().collect();
+            providers.insert(Cloud::Gcp, Box::new(GcpProvider::connect(&gcp.project, &zones, &connection).await?));
+        }
+        Ok(Clouds { providers })
     }
 
     /// Build from given providers (tests script providers this way).

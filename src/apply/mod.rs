@@ -215,7 +215,7 @@ pub async fn apply(
     }
     let run = uuid::Uuid::new_v4().to_string();
     let mut journal = session.backend.journal(&session.plan.name)?;
-    let mut runner = Runner { session, run: run.clone(), seq: 0, journal: &mut journal, refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 };
+    let mut runner = Runner { session, run: run.clone(), journal: &mut journal, refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 };
     if !refreshed.open_intents.is_empty() {
         runner.close_open_intents(&refreshed)?;
     }
@@ -343,7 +343,6 @@ struct RoundOutcome {
 struct Runner<'s, 'j> {
     session: &'s Session<'s>,
     run: String,
-    seq: u64,
     journal: &'j mut Journal,
     refused: Vec<(String, Attempted)>,
     errors: Vec<String>,
@@ -352,11 +351,11 @@ struct Runner<'s, 'j> {
 }
 
 impl Runner<'_, '_> {
-    /// Idempotency token: unique per call, stable across retries of it; fits
+    /// Idempotency token: unique per call, stable across retries of it. A
+    /// UUID, because Compute Engine's requestId must be one; it also fits
     /// EC2's 64-character ClientToken.
     fn next_token(&mut self) -> String {
-        self.seq += 1;
-        format!("{}-{}", self.run, self.seq)
+        uuid::Uuid::new_v4().to_string()
     }
 
     fn journal(&mut self, token: &str, event: JournalEvent, now: DateTime<Utc>) -> Result<(), ApplyError> {
@@ -424,14 +423,33 @@ impl Runner<'_, '_> {
         let fleet = &session.plan.fleets[&action.fleet];
         let cloud = action.placement.cloud;
         let Some(provider) = session.clouds.get(cloud) else { return Err(ApplyError::NoProvider { cloud }) };
+        // Ask the quota first where the cloud tells it: no call is spent on
+        // an offering the quota already rules out, and a request the quota
+        // can only partly hold is cut to what fits.
+        let mut count = action.count;
+        let mut min_count = action.min_count;
+        let mut quota_cap = None;
+        if let Ok(Some(room)) = provider.quota_headroom(&action.placement, &fleet.gpu, fleet.gpus_per_node).await {
+            if room < min_count {
+                let message = format!("quota allows {room} more node(s) of {}×{}; checked before creating", fleet.gpus_per_node, fleet.gpu);
+                self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
+                session.backend.write(state)?;
+                return Ok(CreateOutcome::Refused);
+            }
+            if room < count {
+                count = room;
+                min_count = min_count.min(room);
+                quota_cap = Some(room);
+            }
+        }
         let token = self.next_token();
         let request = CreateRequest {
             plan: session.plan.name.clone(),
             fleet: action.fleet.clone(),
             run: self.run.clone(),
             placement: action.placement.clone(),
-            count: action.count,
-            min_count: action.min_count,
+            count,
+            min_count,
             image: fleet.image.get(&cloud).cloned().unwrap_or_default(),
             user_data: fleet.startup.as_ref().map(|s| s.content.clone()),
             labels: fleet.labels.clone(),
@@ -442,16 +460,16 @@ impl Runner<'_, '_> {
             JournalEvent::CreateIntent {
                 fleet: action.fleet.clone(),
                 placement: action.placement.clone(),
-                count: action.count,
-                min_count: action.min_count,
+                count,
+                min_count,
             },
             now,
         )?;
         session.events.emit(&Event::Attempt {
             fleet: action.fleet.clone(),
             placement: action.placement.clone(),
-            count: action.count,
-            min_count: action.min_count,
+            count,
+            min_count,
         });
         match provider.create(&request).await {
             Ok(instances) => {
@@ -472,9 +490,15 @@ impl Runner<'_, '_> {
                     session.backend.write(state)?;
                     return Ok(CreateOutcome::Filled);
                 }
-                // The offering gave what it had: it has no more for now.
-                let message = format!("partial fill: {got} of {} nodes", action.count);
-                self.remember(state, action, ErrorKind::Capacity, "PartialFill", &message, now);
+                if let Some(room) = quota_cap.filter(|room| got >= *room) {
+                    // Everything the quota allowed was created: the quota is what is short.
+                    let message = format!("quota allowed {room} of {} nodes", action.count);
+                    self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
+                } else {
+                    // The offering gave what it had: it has no more for now.
+                    let message = format!("partial fill: {got} of {} nodes", action.count);
+                    self.remember(state, action, ErrorKind::Capacity, "PartialFill", &message, now);
+                }
                 session.backend.write(state)?;
                 Ok(CreateOutcome::Partial)
             }

@@ -310,5 +310,20 @@ impl Catalog {
 
 mod overrides;
 
+/// The Compute Engine regional quota metric that limits a machine type's GPUs,
+/// e.g. `NVIDIA_H100_GPUS` (A3 Mega machines have their own metric).
+pub fn gce_gpu_quota_metric(machine_type: &str, gpu: &str) -> String {
+    match gpu {
+        "H100" if machine_type.starts_with("a3-mega") => "NVIDIA_H100_MEGA_GPUS".into(),
+        "H100" => "NVIDIA_H100_GPUS".into(),
+        "H200" => "NVIDIA_H200_GPUS".into(),
+        "B200" => "NVIDIA_B200_GPUS".into(),
+        "A100-40GB" => "NVIDIA_A100_GPUS".into(),
+        "A100-80GB" => "NVIDIA_A100_80GB_GPUS".into(),
+        "L4" => "NVIDIA_L4_GPUS".into(),
+        other => format!("NVIDIA_{}_GPUS", other.to_ascii_uppercase().replace(['-', ' '], "_")),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -52,7 +52,9 @@ impl Connected {
             (None, None) => Target::Clouds,
         };
         let known = backend.read(&plan.name)?.instances;
-        let clouds = Clouds::connect(plan, &known, &target).await;
+        let clouds = Clouds::connect(plan, &known, &target).await.map_err(|e| {
+            failure(format!("cannot connect to {}: {e}", e.cloud), "check the provider's configuration and credentials")
+        })?;
         Ok(Connected { backend, clouds, clock: target.clock(), embedded })
     }
 

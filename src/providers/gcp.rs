@@ -14,11 +14,13 @@
 //! The SDK's own retries are off; gpufleet retries throttled and transient
 //! calls itself ([`retrying`]) with the same requestId.
 
-use super::{CreateRequest, ErrorKind, Instance, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying};
+use super::{
+    CreateRequest, ErrorKind, Instance, Placement, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying,
+};
 use crate::catalog::Cloud;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_compute_v1::client::{Instances, ZoneOperations};
+use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
     NetworkInterface, Operation, Scheduling, metadata, operation, scheduling,
@@ -59,6 +61,7 @@ pub struct GcpProvider {
     zones: Vec<String>,
     instances: Instances,
     operations: ZoneOperations,
+    regions: Regions,
 }
 
 impl GcpProvider {
@@ -85,10 +88,13 @@ impl GcpProvider {
                 .map_err(|e| failed("CredentialsNotFound", ErrorKind::Auth, e.to_string()))?
         };
         let mut instances = Instances::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut operations = ZoneOperations::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+        let mut operations =
+            ZoneOperations::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut regions = Regions::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
+            regions = regions.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -97,6 +103,7 @@ impl GcpProvider {
             zones: zones.to_vec(),
             instances: instances.build().await.map_err(client_failed)?,
             operations: operations.build().await.map_err(client_failed)?,
+            regions: regions.build().await.map_err(client_failed)?,
         })
     }
 
@@ -296,6 +303,33 @@ impl Provider for GcpProvider {
         // higher-ranked lifetime check of the async-trait future.
         let deletes: Vec<_> = instances.iter().map(|instance| self.delete_one(instance)).collect();
         futures::stream::iter(deletes).buffer_unordered(DELETE_CONCURRENCY).try_collect::<Vec<()>>().await.map(drop)
+    }
+
+    /// `regions.get`: the region's quota for the machine type's GPU metric,
+    /// less its usage, in whole nodes.
+    async fn quota_headroom(
+        &self,
+        placement: &Placement,
+        gpu: &str,
+        gpus_per_node: u32,
+    ) -> Result<Option<u32>, ProviderError> {
+        let region_name = placement.region.as_str();
+        let region = retrying(|| async {
+            self.regions
+                .get()
+                .set_project(&self.project)
+                .set_region(region_name)
+                .send()
+                .await
+                .map_err(|e| classify(region_name, &e))
+        })
+        .await?;
+        let metric = crate::catalog::gce_gpu_quota_metric(&placement.instance_type, gpu);
+        let quota = region.quotas.iter().find(|q| q.metric.as_ref().and_then(|m| m.name()) == Some(metric.as_str()));
+        Ok(quota.map(|q| {
+            let free = (q.limit.unwrap_or(0.0) - q.usage.unwrap_or(0.0)).max(0.0);
+            (free / f64::from(gpus_per_node.max(1))).floor() as u32
+        }))
     }
 }
 

@@ -156,6 +156,19 @@ pub trait Provider: Send + Sync {
     /// Terminate these instances (all of this cloud). Instances already gone
     /// count as deleted.
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError>;
+
+    /// How many more nodes of `gpus_per_node` × `gpu` the cloud's quotas allow
+    /// at this placement, for clouds that say so up front (Compute Engine
+    /// region quotas); `None` when the cloud does not tell. Apply asks before
+    /// creating, so no call is spent where quota already rules it out.
+    async fn quota_headroom(
+        &self,
+        _placement: &Placement,
+        _gpu: &str,
+        _gpus_per_node: u32,
+    ) -> Result<Option<u32>, ProviderError> {
+        Ok(None)
+    }
 }
 
 /// Attempts of one call when the cloud throttles or fails transiently.

@@ -174,20 +174,6 @@ pub struct GceWorld {
     next_seq: u64,
 }
 
-/// The quota metric of a machine type's GPUs (see the module header).
-pub fn gpu_metric(machine_type: &str, gpu: &str) -> String {
-    match gpu {
-        "H100" if machine_type.starts_with("a3-mega") => "NVIDIA_H100_MEGA_GPUS".into(),
-        "H100" => "NVIDIA_H100_GPUS".into(),
-        "H200" => "NVIDIA_H200_GPUS".into(),
-        "B200" => "NVIDIA_B200_GPUS".into(),
-        "A100-40GB" => "NVIDIA_A100_GPUS".into(),
-        "A100-80GB" => "NVIDIA_A100_80GB_GPUS".into(),
-        "L4" => "NVIDIA_L4_GPUS".into(),
-        other => format!("NVIDIA_{}_GPUS", other.to_ascii_uppercase().replace(['-', ' '], "_")),
-    }
-}
-
 /// `us-central1-a` → `us-central1`.
 pub fn region_of_zone(zone: &str) -> &str {
     zone.rsplit_once('-').map_or(zone, |(region, _)| region)
@@ -209,7 +195,7 @@ impl GceWorld {
             .instance_types
             .iter()
             .filter(|t| t.cloud == Cloud::Gcp)
-            .map(|t| (t.name.clone(), MachineGpus { metric: gpu_metric(&t.name, &t.gpu), gpus: t.gpus }))
+            .map(|t| (t.name.clone(), MachineGpus { metric: crate::catalog::gce_gpu_quota_metric(&t.name, &t.gpu), gpus: t.gpus }))
             .collect();
         let quotas = quotas
             .iter()
