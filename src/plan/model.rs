@@ -45,7 +45,10 @@ impl Providers {
 
     /// The clouds this plan may use.
     pub fn clouds(&self) -> Vec<Cloud> {
-        Cloud::ALL.into_iter().filter(|c| self.locations(*c).is_some()).collect()
+        Cloud::ALL
+            .into_iter()
+            .filter(|c| self.locations(*c).is_some())
+            .collect()
     }
 }
 

@@ -20,11 +20,19 @@ pub struct AdminResponse {
 
 impl AdminResponse {
     fn ok(body: Value, mutated: bool) -> AdminResponse {
-        AdminResponse { status: StatusCode::OK, body, mutated }
+        AdminResponse {
+            status: StatusCode::OK,
+            body,
+            mutated,
+        }
     }
 
     fn bad_request(message: impl Into<String>) -> AdminResponse {
-        AdminResponse { status: StatusCode::BAD_REQUEST, body: json!({ "error": message.into() }), mutated: false }
+        AdminResponse {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({ "error": message.into() }),
+            mutated: false,
+        }
     }
 }
 
@@ -59,7 +67,10 @@ pub fn world(world: &World) -> AdminResponse {
 
 /// `GET /_sim/counters`: calls by cloud, then action.
 pub fn counters(world: &World) -> AdminResponse {
-    AdminResponse::ok(serde_json::to_value(world.counters()).unwrap_or(Value::Null), false)
+    AdminResponse::ok(
+        serde_json::to_value(world.counters()).unwrap_or(Value::Null),
+        false,
+    )
 }
 
 /// `GET /_sim/time`
@@ -81,7 +92,12 @@ pub fn advance(world: &mut World, body: &[u8]) -> AdminResponse {
     };
     let by = match humantime::parse_duration(&request.by) {
         Ok(by) => by,
-        Err(e) => return AdminResponse::bad_request(format!("\"{}\" is not a duration like \"20m\": {e}", request.by)),
+        Err(e) => {
+            return AdminResponse::bad_request(format!(
+                "\"{}\" is not a duration like \"20m\": {e}",
+                request.by
+            ));
+        }
     };
     match world.advance(by) {
         Ok(now) => AdminResponse::ok(json!({ "now": format_time(now) }), true),
@@ -110,8 +126,8 @@ pub fn set_capacity(world: &mut World, body: &[u8]) -> AdminResponse {
             ));
         }
     };
-    if request.cloud != Cloud::Aws {
-        return AdminResponse::bad_request(format!("cloud {} is not simulated yet; only aws is", request.cloud));
+    if !super::scenario::SIMULATED_CLOUDS.contains(&request.cloud) {
+        return AdminResponse::bad_request(format!("cloud {} is not simulated yet", request.cloud));
     }
     match world.set_capacity(
         request.cloud,
@@ -149,7 +165,12 @@ mod tests {
                 .unwrap()
                 .iter()
                 .filter(|p| p["region"] == "us-east-1" && p["instance_type"] == "p5.48xlarge")
-                .map(|p| (p["zone"].as_str().unwrap().to_string(), p["available"].clone()))
+                .map(|p| {
+                    (
+                        p["zone"].as_str().unwrap().to_string(),
+                        p["available"].clone(),
+                    )
+                })
                 .collect()
         };
         let zone = |name: &str, available: Value| (name.to_string(), available);
@@ -170,7 +191,13 @@ mod tests {
             br#"{"cloud": "aws", "region": "us-east-1", "instance_type": "p5.48xlarge", "capacity": 2}"#,
         );
         assert_eq!(set.body, json!({ "pools_changed": 5 }));
-        assert!(pools(&world).iter().all(|(_, available)| *available == json!(2)), "{:?}", pools(&world));
+        assert!(
+            pools(&world)
+                .iter()
+                .all(|(_, available)| *available == json!(2)),
+            "{:?}",
+            pools(&world)
+        );
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The simulator's one listener: an axum router that sends each path to its
-//! protocol (EC2 at `POST /`, the admin API under `/_sim/`; Compute Engine
-//! and ARM will join under `/compute/v1/` and `/subscriptions/`). This is the
-//! only file of the simulator that touches sockets.
+//! protocol (EC2 at `POST /`, Azure Resource Manager under `/subscriptions/`,
+//! the admin API under `/_sim/`; Compute Engine will join under
+//! `/compute/v1/`). This is the only file of the simulator that touches
+//! sockets.
 
 use super::world::World;
-use super::{SimError, admin, ec2, store};
+use super::{SimError, admin, arm, ec2, store};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,7 +30,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock cannot leave the world half-changed
         // in a way later requests would trip on, so keep serving.
-        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Persists the world after a change, if a world file is in use.
@@ -50,9 +53,13 @@ pub async fn serve(
     world_file: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<World, SimError> {
-    let shared = Arc::new(Shared { world: Mutex::new(world), world_file });
+    let shared = Arc::new(Shared {
+        world: Mutex::new(world),
+        world_file,
+    });
     let router = Router::new()
         .route("/", post(ec2_request))
+        .route("/subscriptions/{*rest}", any(arm_request))
         .route("/_sim/world", get(admin_world))
         .route("/_sim/counters", get(admin_counters))
         .route("/_sim/time", get(admin_time))
@@ -68,8 +75,14 @@ pub async fn serve(
     Ok(world)
 }
 
-async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+async fn ec2_request(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let region = ec2::region_from_authorization(authorization);
     let mut world = shared.lock();
     let mut response = ec2::handle(&mut world, &region, &body);
@@ -86,11 +99,66 @@ async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
         response.status = error.status;
         response.body = ec2::error_xml(&error, &world.next_request_id());
     }
-    (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
+    (
+        response.status,
+        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
+        response.body,
+    )
+        .into_response()
+}
+
+async fn arm_request(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // Links in responses (operations, next pages) lead back to this listener.
+    let base_url = format!("http://{}", text(header::HOST).unwrap_or("127.0.0.1"));
+    let request = arm::ArmRequest {
+        method: &method,
+        path: uri.path(),
+        query: uri.query(),
+        authorization: text(header::AUTHORIZATION),
+        base_url: &base_url,
+        body: &body,
+    };
+    let mut world = shared.lock();
+    let mut response = arm::handle(&mut world, request);
+    if response.mutated
+        && let Err(e) = shared.persist(&world)
+    {
+        // Not on disk: a server error, so the client retries the (idempotent) request.
+        let fault = super::vmss::ArmFault::new(
+            500,
+            "InternalServerError",
+            format!("the simulator could not save its world: {e}"),
+        );
+        response = arm::error_response(&fault);
+    }
+    drop(world);
+    let mut out = match &response.body {
+        Some(body) => (response.status, Json(body)).into_response(),
+        None => response.status.into_response(),
+    };
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            out.headers_mut().insert(name, value);
+        }
+    }
+    out
 }
 
 /// Runs an admin action under the lock and persists the world if it changed.
-fn admin_call(shared: &Shared, action: impl FnOnce(&mut World) -> admin::AdminResponse) -> Response {
+fn admin_call(
+    shared: &Shared,
+    action: impl FnOnce(&mut World) -> admin::AdminResponse,
+) -> Response {
     let mut world = shared.lock();
     let response = action(&mut world);
     if response.mutated
@@ -123,6 +191,6 @@ async fn admin_capacity(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
 }
 
 async fn not_found() -> Response {
-    let body = serde_json::json!({ "error": "no such endpoint: EC2 is POST /, the admin API is under /_sim/" });
+    let body = serde_json::json!({ "error": "no such endpoint: EC2 is POST /, ARM is under /subscriptions/, the admin API is under /_sim/" });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
