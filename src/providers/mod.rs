@@ -6,6 +6,7 @@
 //! a few [`ErrorKind`]s so that nothing above this layer sees a raw SDK code.
 
 pub mod aws;
+pub mod azure;
 
 use crate::catalog::Cloud;
 use chrono::{DateTime, Utc};
