@@ -27,9 +27,7 @@ labels = { team = "research" }
 
 fn write_plan(dir: &Path, nodes: u32, min_nodes: u32) -> String {
     let path = dir.join("e2e.toml");
-    let text = H100_PLAN
-        .replace("MIN_NODES", &min_nodes.to_string())
-        .replace("NODES", &nodes.to_string());
+    let text = H100_PLAN.replace("MIN_NODES", &min_nodes.to_string()).replace("NODES", &nodes.to_string());
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
 }
@@ -41,8 +39,7 @@ fn write_scenario(dir: &Path, text: &str) -> String {
 }
 
 fn json(out: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(out))
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", stdout(out), stderr(out)))
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", stdout(out), stderr(out)))
 }
 
 fn code(out: &std::process::Output) -> i32 {
@@ -52,13 +49,7 @@ fn code(out: &std::process::Output) -> i32 {
 /// Run and check the exit code, showing everything on a mismatch.
 fn run(args: &[&str], expect: i32) -> std::process::Output {
     let out = gpufleet(args);
-    assert_eq!(
-        code(&out),
-        expect,
-        "gpufleet {args:?}\nstdout:\n{}\nstderr:\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_eq!(code(&out), expect, "gpufleet {args:?}\nstdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
     out
 }
 
@@ -77,18 +68,10 @@ fn every_bad_plan_fixture_gets_a_located_error_and_exit_1() {
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
-        let rel = path
-            .strip_prefix(common::repo())
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+        let rel = path.strip_prefix(common::repo()).unwrap().to_str().unwrap().to_string();
         let out = run(&["validate", &rel], 1);
         let err = stderr(&out);
-        assert!(
-            err.contains(&format!("{rel}:")),
-            "{rel}: no location in\n{err}"
-        );
+        assert!(err.contains(&format!("{rel}:")), "{rel}: no location in\n{err}");
         assert!(!err.contains("panicked"), "{rel} panicked:\n{err}");
         checked += 1;
     }
@@ -102,126 +85,34 @@ fn plan_apply_replan_destroy_on_the_embedded_simulator() {
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
 
-    let planned = json(&run(
-        &["plan", &plan, "--sim", "--state-dir", state, "--json"],
-        0,
-    ));
-    assert_eq!(
-        planned["summary"],
-        serde_json::json!({"create": 3, "delete": 0})
-    );
+    let planned = json(&run(&["plan", &plan, "--sim", "--state-dir", state, "--json"], 0));
+    assert_eq!(planned["summary"], serde_json::json!({"create": 3, "delete": 0}));
     assert_eq!(planned["actions"][0]["region"], "us-east-1");
     assert_eq!(planned["actions"][0]["instance_type"], "p5.48xlarge");
-    run(
-        &[
-            "plan",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state,
-            "--detailed-exitcode",
-        ],
-        2,
-    );
+    run(&["plan", &plan, "--sim", "--state-dir", state, "--detailed-exitcode"], 2);
 
-    let applied = run(
-        &[
-            "apply",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        0,
-    );
-    assert!(
-        stdout(&applied).contains("3 created"),
-        "{}",
-        stdout(&applied)
-    );
-    run(
-        &[
-            "plan",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state,
-            "--detailed-exitcode",
-        ],
-        0,
-    );
+    let applied = run(&["apply", &plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
+    assert!(stdout(&applied).contains("3 created"), "{}", stdout(&applied));
+    run(&["plan", &plan, "--sim", "--state-dir", state, "--detailed-exitcode"], 0);
 
     let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 3);
-    assert!(
-        listed
-            .iter()
-            .all(|i| i["fleet"] == "trainers" && i["cloud"] == "aws" && i["region"] == "us-east-1")
-    );
+    assert!(listed.iter().all(|i| i["fleet"] == "trainers" && i["cloud"] == "aws" && i["region"] == "us-east-1"));
     let id = listed[0]["id"].as_str().unwrap();
-    let shown = json(&run(
-        &["state", "show", id, "--json", "--state-dir", state],
-        0,
-    ));
+    let shown = json(&run(&["state", "show", id, "--json", "--state-dir", state], 0));
     assert_eq!(shown["id"], id);
 
     // Scale down: the newest go first, and the state follows.
     let plan = write_plan(dir.path(), 1, 1);
-    let planned = json(&run(
-        &["plan", &plan, "--sim", "--state-dir", state, "--json"],
-        0,
-    ));
-    assert_eq!(
-        planned["summary"],
-        serde_json::json!({"create": 0, "delete": 2})
-    );
-    run(
-        &[
-            "apply",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        0,
-    );
-    assert_eq!(
-        json(&run(&["state", "list", "--json", "--state-dir", state], 0))
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    let planned = json(&run(&["plan", &plan, "--sim", "--state-dir", state, "--json"], 0));
+    assert_eq!(planned["summary"], serde_json::json!({"create": 0, "delete": 2}));
+    run(&["apply", &plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)).as_array().unwrap().len(), 1);
 
-    run(
-        &[
-            "destroy",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        0,
-    );
-    assert_eq!(
-        json(&run(&["state", "list", "--json", "--state-dir", state], 0)),
-        serde_json::json!([])
-    );
-    run(
-        &[
-            "plan",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state,
-            "--detailed-exitcode",
-        ],
-        2,
-    );
+    run(&["destroy", &plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
+    run(&["plan", &plan, "--sim", "--state-dir", state, "--detailed-exitcode"], 2);
 }
 
 #[test]
@@ -233,52 +124,22 @@ fn sold_out_region_fails_over_in_one_run_and_plan_remembers_it() {
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
 
-    let out = run(
-        &[
-            "apply",
-            &plan,
-            "--sim",
-            scenario,
-            "--state-dir",
-            state,
-            "--auto-approve",
-            "--json",
-        ],
-        0,
-    );
-    let events: Vec<Value> = stdout(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    assert!(
-        kinds.contains(&"shortage") && kinds.contains(&"failover"),
-        "{kinds:?}"
-    );
+    let out = run(&["apply", &plan, "--sim", scenario, "--state-dir", state, "--auto-approve", "--json"], 0);
+    let events: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"shortage") && kinds.contains(&"failover"), "{kinds:?}");
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["report"]["fleets"][0]["have"], 4);
     assert_eq!(summary["partial"], false);
 
     let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
-    assert!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|i| i["region"] == "us-west-2"),
-        "{listed}"
-    );
+    assert!(listed.as_array().unwrap().iter().all(|i| i["region"] == "us-west-2"), "{listed}");
 
     let replan = run(&["plan", &plan, "--sim", scenario, "--state-dir", state], 0);
     let text = stdout(&replan);
     assert!(
-        text.contains(
-            "skipping aws us-east-1 p5.48xlarge for fleet trainers: InsufficientInstanceCapacity"
-        ),
+        text.contains("skipping aws us-east-1 p5.48xlarge for fleet trainers: InsufficientInstanceCapacity"),
         "{text}"
     );
     assert!(text.contains("No changes"), "{text}");
@@ -306,43 +167,15 @@ capacity = 1
     // Each zone holds one node and a launch lands in one zone, so every
     // offering gives a partial fill of 1; the fleet wants far more.
     let plan = write_plan(dir.path(), 40, 2);
-    let out = run(
-        &[
-            "apply",
-            &plan,
-            "--sim",
-            &scenario,
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        2,
-    );
+    let out = run(&["apply", &plan, "--sim", &scenario, "--state-dir", state, "--auto-approve"], 2);
     assert!(stdout(&out).contains("partial"), "{}", stdout(&out));
 
     let plan = write_plan(dir.path(), 40, 39);
-    let out = run(
-        &[
-            "apply",
-            &plan,
-            "--sim",
-            &scenario,
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        1,
-    );
+    let out = run(&["apply", &plan, "--sim", &scenario, "--state-dir", state, "--auto-approve"], 1);
     let text = stdout(&out);
     assert!(text.contains("below min_nodes"), "{text}");
-    assert!(
-        text.contains("skipped aws us-east-1 p5.48xlarge: PartialFill"),
-        "{text}"
-    );
-    assert!(
-        text.contains("skipped aws us-west-2 p5.48xlarge: PartialFill"),
-        "{text}"
-    );
+    assert!(text.contains("skipped aws us-east-1 p5.48xlarge: PartialFill"), "{text}");
+    assert!(text.contains("skipped aws us-west-2 p5.48xlarge: PartialFill"), "{text}");
 }
 
 #[test]
@@ -355,30 +188,13 @@ fn a_second_run_gets_a_lock_error_naming_the_holder() {
     let plan = write_plan(dir.path(), 1, 1);
     let state = dir.path().join("state");
     let since = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let holder = Holder::this_process(
-        "apply",
-        since,
-        std::time::Duration::from_secs(3600 * 24 * 365 * 200),
-    );
+    let holder = Holder::this_process("apply", since, std::time::Duration::from_secs(3600 * 24 * 365 * 200));
     let _held = LocalBackend::new(&state).lock("e2e", holder).unwrap();
 
-    let out = run(
-        &[
-            "apply",
-            &plan,
-            "--sim",
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--auto-approve",
-        ],
-        1,
-    );
+    let out = run(&["apply", &plan, "--sim", "--state-dir", state.to_str().unwrap(), "--auto-approve"], 1);
     let err = stderr(&out);
     assert!(err.contains("locked by `apply`"), "{err}");
-    assert!(
-        err.contains(&format!("pid {}", std::process::id())),
-        "{err}"
-    );
+    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
 }
 
 #[test]
@@ -390,28 +206,16 @@ fn saved_plan_applies_once_and_is_refused_when_stale() {
     let saved = dir.path().join("plan.out");
     let saved = saved.to_str().unwrap();
 
-    run(
-        &["plan", &plan, "--sim", "--state-dir", state, "-out", saved],
-        0,
-    );
+    run(&["plan", &plan, "--sim", "--state-dir", state, "-out", saved], 0);
     run(&["apply", saved, "--sim", "--state-dir", state], 0);
-    assert_eq!(
-        json(&run(&["state", "list", "--json", "--state-dir", state], 0))
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)).as_array().unwrap().len(), 2);
 
     // Applying the same saved plan again: the state moved since.
     let out = run(&["apply", saved, "--sim", "--state-dir", state], 1);
     assert!(stderr(&out).contains("stale"), "{}", stderr(&out));
 
     // A saved plan whose plan file changed is refused too.
-    run(
-        &["plan", &plan, "--sim", "--state-dir", state, "--out", saved],
-        0,
-    );
+    run(&["plan", &plan, "--sim", "--state-dir", state, "--out", saved], 0);
     write_plan(dir.path(), 3, 3);
     let out = run(&["apply", saved, "--sim", "--state-dir", state], 1);
     assert!(stderr(&out).contains("changed since"), "{}", stderr(&out));
@@ -425,10 +229,7 @@ fn apply_without_approval_and_without_input_changes_nothing() {
     let state = state.to_str().unwrap();
     let out = run(&["apply", &plan, "--sim", "--state-dir", state], 1);
     assert!(stderr(&out).contains("--auto-approve"), "{}", stderr(&out));
-    assert_eq!(
-        json(&run(&["state", "list", "--json", "--state-dir", state], 0)),
-        serde_json::json!([])
-    );
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
 }
 
 #[test]
@@ -438,86 +239,21 @@ fn served_simulator_via_sim_url_round_trip() {
     let plan = write_plan(dir.path(), 2, 2);
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
-    run(
-        &[
-            "apply",
-            &plan,
-            "--sim-url",
-            &server.url,
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        0,
-    );
-    run(
-        &[
-            "plan",
-            &plan,
-            "--sim-url",
-            &server.url,
-            "--state-dir",
-            state,
-            "--detailed-exitcode",
-        ],
-        0,
-    );
+    run(&["apply", &plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    run(&["plan", &plan, "--sim-url", &server.url, "--state-dir", state, "--detailed-exitcode"], 0);
 
     // A fresh state directory adopts what the simulator runs for the plan.
     let other = dir.path().join("other-state");
     let other = other.to_str().unwrap();
-    run(
-        &[
-            "plan",
-            &plan,
-            "--sim-url",
-            &server.url,
-            "--state-dir",
-            other,
-            "--detailed-exitcode",
-        ],
-        0,
-    );
+    run(&["plan", &plan, "--sim-url", &server.url, "--state-dir", other, "--detailed-exitcode"], 0);
 
-    run(
-        &[
-            "destroy",
-            &plan,
-            "--sim-url",
-            &server.url,
-            "--state-dir",
-            state,
-            "--auto-approve",
-        ],
-        0,
-    );
-    run(
-        &[
-            "plan",
-            &plan,
-            "--sim-url",
-            &server.url,
-            "--state-dir",
-            state,
-            "--detailed-exitcode",
-        ],
-        2,
-    );
+    run(&["destroy", &plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    run(&["plan", &plan, "--sim-url", &server.url, "--state-dir", state, "--detailed-exitcode"], 2);
 }
 
 #[test]
 fn sim_url_off_this_machine_is_refused() {
-    let out = run(
-        &[
-            "plan",
-            "plans/demo.toml",
-            "--sim-url",
-            "http://10.1.2.3:80",
-            "--state-dir",
-            "/nonexistent",
-        ],
-        1,
-    );
+    let out = run(&["plan", "plans/demo.toml", "--sim-url", "http://10.1.2.3:80", "--state-dir", "/nonexistent"], 1);
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
 
@@ -525,13 +261,7 @@ fn sim_url_off_this_machine_is_refused() {
 fn schema_is_json_describing_the_plan_format() {
     let schema = json(&run(&["schema"], 0));
     let text = schema.to_string();
-    for key in [
-        "fleets",
-        "providers",
-        "gpus_per_node",
-        "min_nodes",
-        "residency",
-    ] {
+    for key in ["fleets", "providers", "gpus_per_node", "min_nodes", "residency"] {
         assert!(text.contains(key), "schema lacks {key}");
     }
 }

@@ -65,40 +65,21 @@ mod bad_plans {
 
 #[test]
 fn demo_plan_validates_with_defaults_filled_in() {
-    let plan = plan::load(Path::new("plans/demo.toml"), &Catalog::builtin())
-        .unwrap_or_else(|e| panic!("{}", e.render_plain()));
+    let plan = plan::load(Path::new("plans/demo.toml"), &Catalog::builtin()).unwrap_or_else(|e| panic!("{}", e.render_plain()));
     assert_eq!(plan.name, "demo");
     assert_eq!(plan.shortage_ttl, std::time::Duration::from_secs(300));
-    assert_eq!(
-        plan.providers.aws.as_ref().map(|a| a.regions.clone()),
-        Some(vec!["us-east-1".into(), "us-west-2".into()])
-    );
+    assert_eq!(plan.providers.aws.as_ref().map(|a| a.regions.clone()), Some(vec!["us-east-1".into(), "us-west-2".into()]));
 
     let trainers = &plan.fleets["trainers"];
-    assert_eq!(
-        (
-            trainers.gpu.as_str(),
-            trainers.gpus_per_node,
-            trainers.nodes,
-            trainers.min_nodes
-        ),
-        ("H100", 8, 4, 2)
-    );
+    assert_eq!((trainers.gpu.as_str(), trainers.gpus_per_node, trainers.nodes, trainers.min_nodes), ("H100", 8, 4, 2));
     assert_eq!(trainers.placement, PlacementPolicy::Spread);
     assert_eq!(trainers.residency.as_deref(), Some(&["US".to_string()][..]));
     assert!(trainers.image.contains_key(&Cloud::Aws));
-    let startup = trainers
-        .startup
-        .as_ref()
-        .expect("startup script read at load");
+    let startup = trainers.startup.as_ref().expect("startup script read at load");
     assert!(startup.content.starts_with("#!/bin/sh"));
 
     let inference = &plan.fleets["inference"];
-    assert_eq!(
-        (inference.placement, inference.min_nodes),
-        (PlacementPolicy::Pack, inference.nodes),
-        "min_nodes defaults to nodes"
-    );
+    assert_eq!((inference.placement, inference.min_nodes), (PlacementPolicy::Pack, inference.nodes), "min_nodes defaults to nodes");
 }
 
 #[test]
@@ -116,20 +97,10 @@ fn plan_with_several_problems_reports_all_of_them_in_file_order() {
         "max_price_per_gpu_hour must be a positive amount of USD, found -1",
         "cannot read startup script `scripts/missing.sh`: No such file or directory",
     ] {
-        assert!(
-            messages.contains(&expected),
-            "missing {expected:?} in {messages:#?}"
-        );
+        assert!(messages.contains(&expected), "missing {expected:?} in {messages:#?}");
     }
-    let lines: Vec<usize> = error
-        .diagnostics()
-        .iter()
-        .map(|d| d.line().expect("located"))
-        .collect();
-    assert!(
-        lines.windows(2).all(|w| w[0] <= w[1]),
-        "diagnostics in file order: {lines:?}"
-    );
+    let lines: Vec<usize> = error.diagnostics().iter().map(|d| d.line().expect("located")).collect();
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "diagnostics in file order: {lines:?}");
     assert_eq!(error.diagnostics().len(), messages.len());
 }
 
@@ -141,21 +112,13 @@ fn plan_error_renders_through_miette_with_every_problem() {
         .render_report(&mut rendered, &error)
         .expect("renders");
     for diagnostic in error.diagnostics() {
-        assert!(
-            rendered.contains(diagnostic.message()),
-            "{} missing from:\n{rendered}",
-            diagnostic.message()
-        );
+        assert!(rendered.contains(diagnostic.message()), "{} missing from:\n{rendered}", diagnostic.message());
     }
 }
 
 #[test]
 fn unreadable_plan_file_is_a_plan_error() {
-    let error = plan::load(
-        Path::new("tests/fixtures/plans/no-such-plan.toml"),
-        &Catalog::builtin(),
-    )
-    .unwrap_err();
+    let error = plan::load(Path::new("tests/fixtures/plans/no-such-plan.toml"), &Catalog::builtin()).unwrap_err();
     assert_eq!(
         error.render_plain(),
         "tests/fixtures/plans/no-such-plan.toml: error: cannot read the plan file: No such file or directory (os error 2)\n"
@@ -192,44 +155,17 @@ fn plan_json_schema_is_draft_2020_12_and_names_every_key() {
     let schema = plan::json_schema();
     let text = serde_json::to_string(&schema).expect("serializable");
     let reparsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
-    assert_eq!(
-        reparsed["$schema"],
-        "https://json-schema.org/draft/2020-12/schema"
-    );
-    let properties = reparsed["properties"]
-        .as_object()
-        .expect("top-level properties");
+    assert_eq!(reparsed["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    let properties = reparsed["properties"].as_object().expect("top-level properties");
     let mut keys: Vec<&str> = properties.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        ["fleets", "name", "offerings", "providers", "shortage_ttl"]
-    );
+    assert_eq!(keys, ["fleets", "name", "offerings", "providers", "shortage_ttl"]);
     for key in [
-        "regions",
-        "endpoint",
-        "profile",
-        "gpu",
-        "gpus_per_node",
-        "nodes",
-        "min_nodes",
-        "placement",
-        "prefer",
-        "residency",
-        "max_price_per_gpu_hour",
-        "image",
-        "startup",
-        "labels",
-        "instance_type",
-        "region",
-        "zone",
-        "jurisdiction",
-        "price_per_hour",
+        "regions", "endpoint", "profile", "gpu", "gpus_per_node", "nodes", "min_nodes", "placement", "prefer",
+        "residency", "max_price_per_gpu_hour", "image", "startup", "labels", "instance_type", "region", "zone",
+        "jurisdiction", "price_per_hour",
     ] {
-        assert!(
-            text.contains(&format!("\"{key}\"")),
-            "schema does not mention {key}"
-        );
+        assert!(text.contains(&format!("\"{key}\"")), "schema does not mention {key}");
     }
     assert!(!text.contains("\"null\""), "TOML has no null");
     assert!(text.contains("\"spread\"") && text.contains("\"pack\""));
@@ -246,8 +182,7 @@ mod plan_fuzz {
     fn parse_bytes(bytes: &[u8]) {
         let text = String::from_utf8_lossy(bytes);
         // Ok or Err are both fine; a panic fails the test.
-        let _ = plan::parse("fuzz.toml", &text, Path::new("plans"), &Catalog::builtin())
-            .map_err(|e| e.render_plain());
+        let _ = plan::parse("fuzz.toml", &text, Path::new("plans"), &Catalog::builtin()).map_err(|e| e.render_plain());
     }
 
     proptest! {

@@ -90,8 +90,7 @@ async fn poll(url: &str) -> Vec<Value> {
     let client = reqwest::Client::new();
     let mut seen = Vec::new();
     for _ in 0..5 {
-        let body: Value =
-            client.get(url).bearer_auth("dummy").send().await.unwrap().json().await.unwrap();
+        let body: Value = client.get(url).bearer_auth("dummy").send().await.unwrap().json().await.unwrap();
         let done = body["status"] != "InProgress";
         seen.push(body);
         if done {
@@ -118,11 +117,8 @@ async fn azure_mgmt_compute_creates_scales_lists_and_deletes_a_flexible_scale_se
     let patch: models::VirtualMachineScaleSetUpdate =
         serde_json::from_value(json!({ "sku": { "capacity": 25 } })).unwrap();
     let response = sets.update(RG, "gf-a", patch, SUB).send().await.unwrap();
-    let operation = response
-        .as_raw_response()
-        .headers()
-        .get_optional_string(&azure_core::headers::AZURE_ASYNCOPERATION)
-        .unwrap();
+    let operation =
+        response.as_raw_response().headers().get_optional_string(&azure_core::headers::AZURE_ASYNCOPERATION).unwrap();
     let polls = poll(&operation).await;
     let statuses: Vec<&str> = polls.iter().map(|p| p["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["InProgress", "Succeeded"]);
@@ -171,11 +167,8 @@ async fn azure_mgmt_compute_sees_allocation_failed_and_sku_not_available() {
 
     let response = sets.create_or_update(RG, "gf-short", scale_set(H100, 5), SUB).send().await.unwrap();
     assert_eq!(response.as_raw_response().status(), azure_core::StatusCode::Created);
-    let operation = response
-        .as_raw_response()
-        .headers()
-        .get_optional_string(&azure_core::headers::AZURE_ASYNCOPERATION)
-        .unwrap();
+    let operation =
+        response.as_raw_response().headers().get_optional_string(&azure_core::headers::AZURE_ASYNCOPERATION).unwrap();
     let last = poll(&operation).await.pop().unwrap();
     assert_eq!(last["status"], "Failed");
     assert_eq!(last["error"]["code"], "AllocationFailed");
@@ -184,7 +177,8 @@ async fn azure_mgmt_compute_sees_allocation_failed_and_sku_not_available() {
     let (names, _) = vm_names(&client, &set.resource.id.unwrap()).await;
     assert_eq!(names.len(), 3, "what was there was allocated");
 
-    let error = sets.create_or_update(RG, "gf-h200", scale_set("Standard_ND96isr_H200_v5", 1), SUB).send().await.unwrap_err();
+    let error =
+        sets.create_or_update(RG, "gf-h200", scale_set("Standard_ND96isr_H200_v5", 1), SUB).send().await.unwrap_err();
     match error.kind() {
         azure_core::error::ErrorKind::HttpResponse { status, error_code } => {
             assert_eq!((u16::from(*status), error_code.as_deref()), (409, Some("SkuNotAvailable")));
@@ -199,7 +193,12 @@ fn request(plan: &str, fleet: &str, run: &str, instance_type: &str, count: u32) 
         plan: plan.into(),
         fleet: fleet.into(),
         run: run.into(),
-        placement: Placement { cloud: Cloud::Azure, region: "eastus".into(), zone: None, instance_type: instance_type.into() },
+        placement: Placement {
+            cloud: Cloud::Azure,
+            region: "eastus".into(),
+            zone: None,
+            instance_type: instance_type.into(),
+        },
         count,
         min_count: 1,
         image: "microsoft-dsvm:ubuntu-hpc:2204:latest".into(),
@@ -224,7 +223,10 @@ async fn azure_provider_creates_lists_and_deletes_round_trip() {
     assert_eq!(first.len(), 3);
     let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
     for instance in &first {
-        assert_eq!((instance.cloud, instance.region.as_str(), instance.zone.as_deref()), (Cloud::Azure, "eastus", None));
+        assert_eq!(
+            (instance.cloud, instance.region.as_str(), instance.zone.as_deref()),
+            (Cloud::Azure, "eastus", None)
+        );
         assert_eq!((instance.instance_type.as_str(), instance.fleet.as_str()), (nc, "llm"));
         assert_eq!((instance.run.as_str(), instance.launched_at), ("run-1", start));
     }
@@ -257,7 +259,7 @@ async fn azure_provider_creates_lists_and_deletes_round_trip() {
     // Deleting what is already gone (and more) succeeds.
     azure.delete(&[doomed[0].clone(), first[1].clone()]).await.unwrap();
     let left = azure.list_owned("training").await.unwrap();
-    let mut expected = vec![first[2].clone(), second[0].clone()];
+    let mut expected = [first[2].clone(), second[0].clone()];
     expected.sort();
     assert_eq!(left.iter().map(|i| &i.id).collect::<Vec<_>>(), expected.iter().map(|i| &i.id).collect::<Vec<_>>());
     assert_eq!(azure.list_owned("other-plan").await.unwrap().len(), 1);

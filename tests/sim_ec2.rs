@@ -47,8 +47,7 @@ struct TestSim {
 
 impl TestSim {
     async fn start(scenario: Option<&str>) -> TestSim {
-        let scenario =
-            scenario.map(|text| Scenario::parse(text, Path::new("test-scenario.toml")).unwrap());
+        let scenario = scenario.map(|text| Scenario::parse(text, Path::new("test-scenario.toml")).unwrap());
         let world = World::new(scenario.as_ref(), &Catalog::builtin()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -56,11 +55,7 @@ impl TestSim {
         let server = tokio::spawn(serve(listener, world, None, async move {
             let _ = stopped.await;
         }));
-        TestSim {
-            url,
-            stop: Some(stop),
-            server,
-        }
+        TestSim { url, stop: Some(stop), server }
     }
 
     /// An EC2 client for `region`. Retries are off: EC2 sends capacity errors
@@ -77,27 +72,13 @@ impl TestSim {
     }
 
     async fn admin_post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
+        let response = reqwest::Client::new().post(format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
         response.json().await.unwrap()
     }
 
     async fn admin_get(&self, path: &str) -> serde_json::Value {
-        reqwest::get(format!("{}{path}", self.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        reqwest::get(format!("{}{path}", self.url)).await.unwrap().json().await.unwrap()
     }
 
     async fn stop(mut self) -> World {
@@ -113,10 +94,7 @@ fn tag(key: &str, value: &str) -> Tag {
 }
 
 fn instance_tags(tags: &[Tag]) -> TagSpecification {
-    TagSpecification::builder()
-        .resource_type(ResourceType::Instance)
-        .set_tags(Some(tags.to_vec()))
-        .build()
+    TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags.to_vec())).build()
 }
 
 fn filter(name: &str, value: &str) -> Filter {
@@ -134,10 +112,7 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
             .instance_type("p5.48xlarge".into())
             .min_count(3)
             .max_count(3)
-            .tag_specifications(instance_tags(&[
-                tag("gpufleet-plan", "training"),
-                tag("team", "ml & <research>"),
-            ]))
+            .tag_specifications(instance_tags(&[tag("gpufleet-plan", "training"), tag("team", "ml & <research>")]))
             .user_data("ZWNobyBoaQ==")
             .send()
             .await
@@ -146,29 +121,11 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
         assert_eq!(instances.len(), 3);
         assert!(launched.reservation_id().unwrap().starts_with("r-"));
         let first = &instances[0];
-        assert_eq!(
-            first.state().and_then(|s| s.name()),
-            Some(&InstanceStateName::Running)
-        );
+        assert_eq!(first.state().and_then(|s| s.name()), Some(&InstanceStateName::Running));
         assert_eq!(first.state().and_then(|s| s.code()), Some(16));
-        assert_eq!(
-            first.launch_time().map(|t| t.secs()),
-            Some(1_767_225_600),
-            "simulated start 2026-01-01"
-        );
-        assert!(
-            first
-                .placement()
-                .and_then(|p| p.availability_zone())
-                .unwrap()
-                .starts_with("us-east-1")
-        );
-        assert!(
-            first
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some("team") && t.value() == Some("ml & <research>"))
-        );
+        assert_eq!(first.launch_time().map(|t| t.secs()), Some(1_767_225_600), "simulated start 2026-01-01");
+        assert!(first.placement().and_then(|p| p.availability_zone()).unwrap().starts_with("us-east-1"));
+        assert!(first.tags().iter().any(|t| t.key() == Some("team") && t.value() == Some("ml & <research>")));
     }
     ec2.run_instances()
         .image_id("ami-12345678")
@@ -191,14 +148,7 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
         .await;
     let per_page: Vec<usize> = pages
         .iter()
-        .map(|page| {
-            page.as_ref()
-                .unwrap()
-                .reservations()
-                .iter()
-                .map(|r| r.instances().len())
-                .sum()
-        })
+        .map(|page| page.as_ref().unwrap().reservations().iter().map(|r| r.instances().len()).sum())
         .collect();
     assert_eq!(per_page, vec![5, 5, 2]);
     let ids: std::collections::BTreeSet<String> = pages
@@ -228,90 +178,33 @@ async fn sim_ec2_terminate_and_tag() {
         .send()
         .await
         .unwrap();
-    let ids: Vec<String> = launched
-        .instances()
-        .iter()
-        .filter_map(|i| i.instance_id().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = launched.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect();
 
-    ec2.create_tags()
-        .resources(&ids[0])
-        .tags(tag("gpufleet-fleet", "a"))
-        .send()
-        .await
-        .unwrap();
-    let tagged = ec2
-        .describe_instances()
-        .filters(filter("tag-key", "gpufleet-fleet"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        tagged.reservations()[0].instances()[0].instance_id(),
-        Some(ids[0].as_str())
-    );
+    ec2.create_tags().resources(&ids[0]).tags(tag("gpufleet-fleet", "a")).send().await.unwrap();
+    let tagged = ec2.describe_instances().filters(filter("tag-key", "gpufleet-fleet")).send().await.unwrap();
+    assert_eq!(tagged.reservations()[0].instances()[0].instance_id(), Some(ids[0].as_str()));
 
-    let terminated = ec2
-        .terminate_instances()
-        .instance_ids(&ids[0])
-        .instance_ids(&ids[1])
-        .send()
-        .await
-        .unwrap();
+    let terminated = ec2.terminate_instances().instance_ids(&ids[0]).instance_ids(&ids[1]).send().await.unwrap();
     let changes = terminated.terminating_instances();
     assert_eq!(changes.len(), 2);
-    assert_eq!(
-        changes[0].previous_state().and_then(|s| s.name()),
-        Some(&InstanceStateName::Running)
-    );
+    assert_eq!(changes[0].previous_state().and_then(|s| s.name()), Some(&InstanceStateName::Running));
     assert_eq!(changes[0].current_state().and_then(|s| s.code()), Some(48));
 
-    let gone = ec2
-        .describe_instances()
-        .filters(filter("instance-state-name", "terminated"))
-        .send()
-        .await
-        .unwrap();
-    let gone_ids: Vec<&str> = gone
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter_map(|i| i.instance_id())
-        .collect();
+    let gone = ec2.describe_instances().filters(filter("instance-state-name", "terminated")).send().await.unwrap();
+    let gone_ids: Vec<&str> =
+        gone.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).collect();
     assert_eq!(gone_ids, vec![ids[0].as_str(), ids[1].as_str()]);
 
-    let unknown = ec2
-        .terminate_instances()
-        .instance_ids(&ids[2])
-        .instance_ids("i-0123456789abcdef0")
-        .send()
-        .await;
+    let unknown = ec2.terminate_instances().instance_ids(&ids[2]).instance_ids("i-0123456789abcdef0").send().await;
+    assert_eq!(unknown.unwrap_err().code(), Some("InvalidInstanceID.NotFound"));
+    let still = ec2.describe_instances().instance_ids(&ids[2]).send().await.unwrap();
     assert_eq!(
-        unknown.unwrap_err().code(),
-        Some("InvalidInstanceID.NotFound")
-    );
-    let still = ec2
-        .describe_instances()
-        .instance_ids(&ids[2])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        still.reservations()[0].instances()[0]
-            .state()
-            .and_then(|s| s.name()),
+        still.reservations()[0].instances()[0].state().and_then(|s| s.name()),
         Some(&InstanceStateName::Running),
         "a failed terminate terminates nothing"
     );
-    let malformed = ec2
-        .terminate_instances()
-        .instance_ids("i-nope")
-        .send()
-        .await;
-    assert_eq!(
-        malformed.unwrap_err().code(),
-        Some("InvalidInstanceID.Malformed")
-    );
+    let malformed = ec2.terminate_instances().instance_ids("i-nope").send().await;
+    assert_eq!(malformed.unwrap_err().code(), Some("InvalidInstanceID.Malformed"));
     sim.stop().await;
 }
 
@@ -319,20 +212,12 @@ async fn sim_ec2_terminate_and_tag() {
 async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
     let sim = TestSim::start(Some(SOLD_OUT_FOR_20_MINUTES)).await;
     let ec2 = sim.client("us-east-1");
-    let launch = || {
-        ec2.run_instances()
-            .image_id("ami-12345678")
-            .instance_type("p5.48xlarge".into())
-            .min_count(2)
-            .max_count(4)
-    };
+    let launch =
+        || ec2.run_instances().image_id("ami-12345678").instance_type("p5.48xlarge".into()).min_count(2).max_count(4);
 
     let refused = launch().send().await.unwrap_err();
     assert_eq!(refused.code(), Some("InsufficientInstanceCapacity"));
-    assert_eq!(
-        refused.raw_response().map(|r| r.status().as_u16()),
-        Some(500)
-    );
+    assert_eq!(refused.raw_response().map(|r| r.status().as_u16()), Some(500));
 
     // The catalog sells p5.48xlarge in us-east-1 but not in eu-west-1.
     let unsupported = sim
@@ -346,32 +231,16 @@ async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
         .await
         .unwrap_err();
     assert_eq!(unsupported.code(), Some("Unsupported"));
-    assert!(
-        unsupported.message().unwrap().contains("eu-west-1"),
-        "{:?}",
-        unsupported.message()
-    );
+    assert!(unsupported.message().unwrap().contains("eu-west-1"), "{:?}", unsupported.message());
 
-    let now = sim
-        .admin_post("/_sim/advance", serde_json::json!({ "by": "20m" }))
-        .await;
+    let now = sim.admin_post("/_sim/advance", serde_json::json!({ "by": "20m" })).await;
     assert_eq!(now["now"], "2026-01-01T00:20:00Z");
     let launched = launch().send().await.unwrap();
-    assert_eq!(
-        launched.instances().len(),
-        2,
-        "MaxCount 4 with 2 available in each zone launches 2"
-    );
-    let zones: std::collections::BTreeSet<_> = launched
-        .instances()
-        .iter()
-        .map(|i| i.placement().and_then(|p| p.availability_zone()))
-        .collect();
+    assert_eq!(launched.instances().len(), 2, "MaxCount 4 with 2 available in each zone launches 2");
+    let zones: std::collections::BTreeSet<_> =
+        launched.instances().iter().map(|i| i.placement().and_then(|p| p.availability_zone())).collect();
     assert_eq!(zones.len(), 1, "one launch, one zone: {zones:?}");
-    assert_eq!(
-        launched.instances()[0].launch_time().map(|t| t.secs()),
-        Some(1_767_225_600 + 20 * 60)
-    );
+    assert_eq!(launched.instances()[0].launch_time().map(|t| t.secs()), Some(1_767_225_600 + 20 * 60));
 
     // The region comes from the request's signature: us-west-2 is its own world
     // (no zone of us-east-1 has 5 left).
@@ -385,20 +254,11 @@ async fn sim_ec2_capacity_error_until_the_clock_brings_stock_back() {
         .send()
         .await
         .unwrap();
-    let west_zones: Vec<_> = in_west
-        .instances()
-        .iter()
-        .map(|i| i.placement().and_then(|p| p.availability_zone()))
-        .collect();
+    let west_zones: Vec<_> =
+        in_west.instances().iter().map(|i| i.placement().and_then(|p| p.availability_zone())).collect();
     assert_eq!(west_zones, vec![Some("us-west-2c"); 5]);
     let east = ec2.describe_instances().send().await.unwrap();
-    assert_eq!(
-        east.reservations()
-            .iter()
-            .map(|r| r.instances().len())
-            .sum::<usize>(),
-        2
-    );
+    assert_eq!(east.reservations().iter().map(|r| r.instances().len()).sum::<usize>(), 2);
     sim.stop().await;
 }
 
@@ -419,10 +279,7 @@ async fn sim_ec2_client_token_makes_launches_idempotent() {
     let again = launch(2).send().await.unwrap();
     assert_eq!(first.reservation_id(), again.reservation_id());
     let ids = |r: &aws_sdk_ec2::operation::run_instances::RunInstancesOutput| {
-        r.instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect::<Vec<_>>()
+        r.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect::<Vec<_>>()
     };
     assert_eq!(ids(&first), ids(&again));
 

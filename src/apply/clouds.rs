@@ -55,18 +55,9 @@ impl Clouds {
     /// out of the plan is still refreshed and emptied).
     pub async fn connect(plan: &Plan, known: &[Instance], target: &Target) -> Clouds {
         let mut providers: BTreeMap<Cloud, Box<dyn Provider>> = BTreeMap::new();
-        let mut aws_regions: BTreeSet<String> = plan
-            .providers
-            .aws
-            .iter()
-            .flat_map(|a| a.regions.iter().cloned())
-            .collect();
-        aws_regions.extend(
-            known
-                .iter()
-                .filter(|i| i.cloud == Cloud::Aws)
-                .map(|i| i.region.clone()),
-        );
+        let mut aws_regions: BTreeSet<String> =
+            plan.providers.aws.iter().flat_map(|a| a.regions.iter().cloned()).collect();
+        aws_regions.extend(known.iter().filter(|i| i.cloud == Cloud::Aws).map(|i| i.region.clone()));
         if !aws_regions.is_empty() {
             let configured = plan.providers.aws.as_ref();
             let connection = match target {
@@ -75,26 +66,19 @@ impl Clouds {
                     profile: configured.and_then(|a| a.profile.clone()),
                     simulator_credentials: false,
                 },
-                Target::Simulator { url } => AwsConnection {
-                    endpoint: Some(url.clone()),
-                    profile: None,
-                    simulator_credentials: true,
-                },
+                Target::Simulator { url } => {
+                    AwsConnection { endpoint: Some(url.clone()), profile: None, simulator_credentials: true }
+                }
             };
             let regions: Vec<String> = aws_regions.into_iter().collect();
-            providers.insert(
-                Cloud::Aws,
-                Box::new(AwsProvider::connect(&regions, &connection).await),
-            );
+            providers.insert(Cloud::Aws, Box::new(AwsProvider::connect(&regions, &connection).await));
         }
         Clouds { providers }
     }
 
     /// Build from given providers (tests script providers this way).
     pub fn from_providers(list: Vec<Box<dyn Provider>>) -> Clouds {
-        Clouds {
-            providers: list.into_iter().map(|p| (p.cloud(), p)).collect(),
-        }
+        Clouds { providers: list.into_iter().map(|p| (p.cloud(), p)).collect() }
     }
 
     pub fn get(&self, cloud: Cloud) -> Option<&dyn Provider> {

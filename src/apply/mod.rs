@@ -47,59 +47,16 @@ pub enum ApplyError {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Refreshed {
-        instances: usize,
-        adopted: Vec<String>,
-        vanished: Vec<String>,
-    },
-    Recovered {
-        intents: usize,
-    },
-    Attempt {
-        fleet: String,
-        placement: Placement,
-        count: u32,
-        min_count: u32,
-    },
-    Created {
-        fleet: String,
-        placement: Placement,
-        requested: u32,
-        instance_ids: Vec<String>,
-    },
-    Shortage {
-        fleet: String,
-        placement: Placement,
-        code: String,
-        message: String,
-        retry_after: DateTime<Utc>,
-    },
-    Failover {
-        fleet: String,
-        from: Placement,
-        to: Placement,
-    },
-    Deleting {
-        fleet: String,
-        placement: Placement,
-        instance_ids: Vec<String>,
-    },
-    Deleted {
-        fleet: String,
-        placement: Placement,
-        instance_ids: Vec<String>,
-    },
-    Failed {
-        fleet: String,
-        placement: Placement,
-        code: String,
-        message: String,
-    },
-    Postponed {
-        fleet: String,
-        placement: Placement,
-        why: String,
-    },
+    Refreshed { instances: usize, adopted: Vec<String>, vanished: Vec<String> },
+    Recovered { intents: usize },
+    Attempt { fleet: String, placement: Placement, count: u32, min_count: u32 },
+    Created { fleet: String, placement: Placement, requested: u32, instance_ids: Vec<String> },
+    Shortage { fleet: String, placement: Placement, code: String, message: String, retry_after: DateTime<Utc> },
+    Failover { fleet: String, from: Placement, to: Placement },
+    Deleting { fleet: String, placement: Placement, instance_ids: Vec<String> },
+    Deleted { fleet: String, placement: Placement, instance_ids: Vec<String> },
+    Failed { fleet: String, placement: Placement, code: String, message: String },
+    Postponed { fleet: String, placement: Placement, why: String },
 }
 
 /// Receives apply events as they happen.
@@ -147,10 +104,7 @@ impl Refreshed {
 /// Take the plan's lock for `command`.
 pub async fn lock(session: &Session<'_>, command: &str) -> Result<StateLock, ApplyError> {
     let now = Clock::System.now().await?;
-    Ok(session.backend.lock(
-        &session.plan.name,
-        Holder::this_process(command, now, DEFAULT_LEASE),
-    )?)
+    Ok(session.backend.lock(&session.plan.name, Holder::this_process(command, now, DEFAULT_LEASE))?)
 }
 
 /// Read the state and replace its instances with what the clouds report.
@@ -160,15 +114,8 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
     let state = session.backend.read(&session.plan.name)?;
     let serial_read = state.serial;
     let open_intents = Journal::open_intents(&session.backend.journal_path(&session.plan.name))
-        .map_err(|source| StateError::Journal {
-            path: session.backend.journal_path(&session.plan.name),
-            source,
-        })?;
-    let observed = session
-        .clouds
-        .list_owned(&session.plan.name)
-        .await
-        .map_err(ApplyError::Refresh)?;
+        .map_err(|source| StateError::Journal { path: session.backend.journal_path(&session.plan.name), source })?;
+    let observed = session.clouds.list_owned(&session.plan.name).await.map_err(ApplyError::Refresh)?;
     let known: BTreeSet<&str> = state.instances.iter().map(|i| i.id.as_str()).collect();
     let seen: BTreeSet<&str> = observed.iter().map(|i| i.id.as_str()).collect();
     let adopted = seen.difference(&known).map(|s| s.to_string()).collect();
@@ -177,25 +124,12 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
     let mut state = state;
     state.instances = observed;
     state.shortages.retain(|s| s.expires_at > now);
-    Ok(Refreshed {
-        state,
-        serial_read,
-        now,
-        open_intents,
-        adopted,
-        vanished,
-    })
+    Ok(Refreshed { state, serial_read, now, open_intents, adopted, vanished })
 }
 
 /// Compute the changeset for the plan against a fresh refresh.
 pub fn changeset(session: &Session<'_>, refreshed: &Refreshed) -> Changeset {
-    planner::plan(
-        session.plan,
-        &refreshed.state.instances,
-        &refreshed.state.shortages,
-        session.catalog,
-        refreshed.now,
-    )
+    planner::plan(session.plan, &refreshed.state.instances, &refreshed.state.shortages, session.catalog, refreshed.now)
 }
 
 /// Why a fleet ended where it did.
@@ -241,11 +175,7 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     pub fn is_error(&self) -> bool {
-        !self.errors.is_empty()
-            || self
-                .fleets
-                .iter()
-                .any(|f| f.status == FleetStatus::Unfilled)
+        !self.errors.is_empty() || self.fleets.iter().any(|f| f.status == FleetStatus::Unfilled)
     }
 
     pub fn is_partial(&self) -> bool {
@@ -273,16 +203,7 @@ pub async fn apply(
     }
     let run = uuid::Uuid::new_v4().to_string();
     let mut journal = session.backend.journal(&session.plan.name)?;
-    let mut runner = Runner {
-        session,
-        run: run.clone(),
-        seq: 0,
-        journal: &mut journal,
-        refused: Vec::new(),
-        errors: Vec::new(),
-        created: 0,
-        deleted: 0,
-    };
+    let mut runner = Runner { session, run: run.clone(), seq: 0, journal: &mut journal, refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 };
     if !refreshed.open_intents.is_empty() {
         runner.close_open_intents(&refreshed)?;
     }
@@ -302,35 +223,18 @@ pub async fn apply(
     let mut last_failed: Vec<(String, Placement)> = Vec::new();
     for _ in 0..MAX_ROUNDS {
         let now = session.clock.now().await?;
-        lock.renew(Clock::System.now().await?, DEFAULT_LEASE)
-            .map_err(StateError::Lock)?;
+        lock.renew(Clock::System.now().await?, DEFAULT_LEASE).map_err(StateError::Lock)?;
         let changeset = match saved.take() {
             Some(changeset) => changeset,
-            None if destroying => {
-                planner::destroy(&session.plan.name, &state.instances, session.catalog)
-            }
-            None => planner::plan(
-                session.plan,
-                &state.instances,
-                &state.shortages,
-                session.catalog,
-                now,
-            ),
+            None if destroying => planner::destroy(&session.plan.name, &state.instances, session.catalog),
+            None => planner::plan(session.plan, &state.instances, &state.shortages, session.catalog, now),
         };
         if changeset.is_empty() {
             break;
         }
         for (fleet, from) in last_failed.drain(..) {
-            if let Some(next) = changeset
-                .actions
-                .iter()
-                .find(|a| a.kind == ActionKind::Create && a.fleet == fleet)
-            {
-                session.events.emit(&Event::Failover {
-                    fleet,
-                    from,
-                    to: next.placement.clone(),
-                });
+            if let Some(next) = changeset.actions.iter().find(|a| a.kind == ActionKind::Create && a.fleet == fleet) {
+                session.events.emit(&Event::Failover { fleet, from, to: next.placement.clone() });
             }
         }
         let round = runner.execute(&changeset, state, now).await?;
@@ -343,35 +247,16 @@ pub async fn apply(
         Vec::new()
     } else {
         let now = session.clock.now().await?;
-        let outlook = planner::plan(
-            session.plan,
-            &state.instances,
-            &state.shortages,
-            session.catalog,
-            now,
-        );
-        fleet_results(
-            session.plan,
-            &state.instances,
-            &runner.refused,
-            &outlook.skipped,
-        )
+        let outlook = planner::plan(session.plan, &state.instances, &state.shortages, session.catalog, now);
+        fleet_results(session.plan, &state.instances, &runner.refused, &outlook.skipped)
     };
-    Ok(ApplyReport {
-        run,
-        created: runner.created,
-        deleted: runner.deleted,
-        fleets,
-        errors: runner.errors,
-    })
+    Ok(ApplyReport { run, created: runner.created, deleted: runner.deleted, fleets, errors: runner.errors })
 }
 
 fn check_not_stale(saved: &SavedPlan, refreshed: &Refreshed) -> Result<(), ApplyError> {
     // A state never written has no lineage yet: its serial (0) says it all.
     if saved.state_serial > 0 && saved.state_lineage != refreshed.state.lineage {
-        return Err(ApplyError::Stale(
-            "it was made for a different state (lineage differs)".into(),
-        ));
+        return Err(ApplyError::Stale("it was made for a different state (lineage differs)".into()));
     }
     if saved.state_serial != refreshed.serial_read {
         return Err(ApplyError::Stale(format!(
@@ -419,16 +304,8 @@ fn fleet_results(
                 min_nodes: fleet.min_nodes,
                 have,
                 status,
-                refused: refused
-                    .iter()
-                    .filter(|(f, _)| *f == fleet.name)
-                    .map(|(_, a)| a.clone())
-                    .collect(),
-                skipped: skipped
-                    .iter()
-                    .filter(|s| s.fleet == fleet.name)
-                    .cloned()
-                    .collect(),
+                refused: refused.iter().filter(|(f, _)| *f == fleet.name).map(|(_, a)| a.clone()).collect(),
+                skipped: skipped.iter().filter(|s| s.fleet == fleet.name).cloned().collect(),
             }
         })
         .collect()
@@ -460,84 +337,45 @@ impl Runner<'_, '_> {
         format!("{}-{}", self.run, self.seq)
     }
 
-    fn journal(
-        &mut self,
-        token: &str,
-        event: JournalEvent,
-        now: DateTime<Utc>,
-    ) -> Result<(), ApplyError> {
-        let entry = Entry {
-            at: now,
-            run: self.run.clone(),
-            token: token.to_string(),
-            event,
-        };
-        self.journal.append(&entry).map_err(|source| {
-            ApplyError::State(StateError::Journal {
-                path: self.journal.path().to_path_buf(),
-                source,
-            })
-        })
+    fn journal(&mut self, token: &str, event: JournalEvent, now: DateTime<Utc>) -> Result<(), ApplyError> {
+        let entry = Entry { at: now, run: self.run.clone(), token: token.to_string(), event };
+        self.journal
+            .append(&entry)
+            .map_err(|source| ApplyError::State(StateError::Journal { path: self.journal.path().to_path_buf(), source }))
     }
 
     fn close_open_intents(&mut self, refreshed: &Refreshed) -> Result<(), ApplyError> {
         for intent in &refreshed.open_intents {
             let note = format!("reconciled by refresh of run {}", self.run);
-            self.journal(
-                &intent.token,
-                JournalEvent::Recovered { note },
-                refreshed.now,
-            )?;
+            self.journal(&intent.token, JournalEvent::Recovered { note }, refreshed.now)?;
         }
-        self.session.events.emit(&Event::Recovered {
-            intents: refreshed.open_intents.len(),
-        });
+        self.session.events.emit(&Event::Recovered { intents: refreshed.open_intents.len() });
         Ok(())
     }
 
-    async fn execute(
-        &mut self,
-        changeset: &Changeset,
-        state: &mut State,
-        now: DateTime<Utc>,
-    ) -> Result<RoundOutcome, ApplyError> {
-        let mut outcome = RoundOutcome {
-            progressed: false,
-            refused: Vec::new(),
-        };
+    async fn execute(&mut self, changeset: &Changeset, state: &mut State, now: DateTime<Utc>) -> Result<RoundOutcome, ApplyError> {
+        let mut outcome = RoundOutcome { progressed: false, refused: Vec::new() };
         let mut fleets_short: BTreeSet<String> = BTreeSet::new();
-        for action in changeset
-            .actions
-            .iter()
-            .filter(|a| a.kind == ActionKind::Create)
-        {
+        for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Create) {
             match self.create(action, state, now).await? {
                 CreateOutcome::Filled => outcome.progressed = true,
                 CreateOutcome::Partial => {
                     outcome.progressed = true;
                     fleets_short.insert(action.fleet.clone());
-                    outcome
-                        .refused
-                        .push((action.fleet.clone(), action.placement.clone()));
+                    outcome.refused.push((action.fleet.clone(), action.placement.clone()));
                 }
                 CreateOutcome::Refused => {
                     // A new shortage rules the offering out: planning again moves on.
                     outcome.progressed = true;
                     fleets_short.insert(action.fleet.clone());
-                    outcome
-                        .refused
-                        .push((action.fleet.clone(), action.placement.clone()));
+                    outcome.refused.push((action.fleet.clone(), action.placement.clone()));
                 }
                 CreateOutcome::Failed => {
                     fleets_short.insert(action.fleet.clone());
                 }
             }
         }
-        for action in changeset
-            .actions
-            .iter()
-            .filter(|a| a.kind == ActionKind::Delete)
-        {
+        for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Delete) {
             if action.reason.is_make_before_break() && fleets_short.contains(&action.fleet) {
                 self.session.events.emit(&Event::Postponed {
                     fleet: action.fleet.clone(),
@@ -553,18 +391,11 @@ impl Runner<'_, '_> {
         Ok(outcome)
     }
 
-    async fn create(
-        &mut self,
-        action: &Action,
-        state: &mut State,
-        now: DateTime<Utc>,
-    ) -> Result<CreateOutcome, ApplyError> {
+    async fn create(&mut self, action: &Action, state: &mut State, now: DateTime<Utc>) -> Result<CreateOutcome, ApplyError> {
         let session = self.session;
         let fleet = &session.plan.fleets[&action.fleet];
         let cloud = action.placement.cloud;
-        let Some(provider) = session.clouds.get(cloud) else {
-            return Err(ApplyError::NoProvider { cloud });
-        };
+        let Some(provider) = session.clouds.get(cloud) else { return Err(ApplyError::NoProvider { cloud }) };
         let token = self.next_token();
         let request = CreateRequest {
             plan: session.plan.name.clone(),
@@ -597,13 +428,7 @@ impl Runner<'_, '_> {
         match provider.create(&request).await {
             Ok(instances) => {
                 let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
-                self.journal(
-                    &token,
-                    JournalEvent::Done {
-                        instance_ids: ids.clone(),
-                    },
-                    now,
-                )?;
+                self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now)?;
                 let got = instances.len() as u32;
                 self.created += got;
                 state.instances.extend(instances);
@@ -621,25 +446,12 @@ impl Runner<'_, '_> {
                 }
                 // The offering gave what it had: it has no more for now.
                 let message = format!("partial fill: {got} of {} nodes", action.count);
-                self.remember(
-                    state,
-                    action,
-                    ErrorKind::Capacity,
-                    "PartialFill",
-                    &message,
-                    now,
-                );
+                self.remember(state, action, ErrorKind::Capacity, "PartialFill", &message, now);
                 session.backend.write(state)?;
                 Ok(CreateOutcome::Partial)
             }
             Err(e) => {
-                self.journal(
-                    &token,
-                    JournalEvent::Failed {
-                        code: e.code.clone(),
-                    },
-                    now,
-                )?;
+                self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now)?;
                 if e.kind.is_shortage() {
                     self.remember(state, action, e.kind.clone(), &e.code, &e.message, now);
                     session.backend.write(state)?;
@@ -659,27 +471,16 @@ impl Runner<'_, '_> {
     }
 
     /// Record a capacity or quota refusal in shortage memory, scoped by what it means.
-    fn remember(
-        &mut self,
-        state: &mut State,
-        action: &Action,
-        kind: ErrorKind,
-        code: &str,
-        message: &str,
-        now: DateTime<Utc>,
-    ) {
+    fn remember(&mut self, state: &mut State, action: &Action, kind: ErrorKind, code: &str, message: &str, now: DateTime<Utc>) {
         let scope = match kind {
             ErrorKind::Quota => ShortageScope::Quota {
                 cloud: action.placement.cloud,
                 region: action.placement.region.clone(),
                 gpu: self.session.plan.fleets[&action.fleet].gpu.clone(),
             },
-            _ => ShortageScope::Offering {
-                placement: action.placement.clone(),
-            },
+            _ => ShortageScope::Offering { placement: action.placement.clone() },
         };
-        let ttl = chrono::Duration::from_std(self.session.plan.shortage_ttl)
-            .unwrap_or(chrono::Duration::MAX);
+        let ttl = chrono::Duration::from_std(self.session.plan.shortage_ttl).unwrap_or(chrono::Duration::MAX);
         let expires_at = now + ttl;
         state.remember_shortage(Shortage {
             scope,
@@ -691,11 +492,7 @@ impl Runner<'_, '_> {
         });
         self.refused.push((
             action.fleet.clone(),
-            Attempted {
-                offering: action.placement.to_string(),
-                code: code.to_string(),
-                message: message.to_string(),
-            },
+            Attempted { offering: action.placement.to_string(), code: code.to_string(), message: message.to_string() },
         ));
         self.session.events.emit(&Event::Shortage {
             fleet: action.fleet.clone(),
@@ -706,22 +503,11 @@ impl Runner<'_, '_> {
         });
     }
 
-    async fn delete(
-        &mut self,
-        action: &Action,
-        state: &mut State,
-        now: DateTime<Utc>,
-    ) -> Result<bool, ApplyError> {
+    async fn delete(&mut self, action: &Action, state: &mut State, now: DateTime<Utc>) -> Result<bool, ApplyError> {
         let cloud = action.placement.cloud;
-        let Some(provider) = self.session.clouds.get(cloud) else {
-            return Err(ApplyError::NoProvider { cloud });
-        };
-        let doomed: Vec<Instance> = state
-            .instances
-            .iter()
-            .filter(|i| action.instance_ids.contains(&i.id))
-            .cloned()
-            .collect();
+        let Some(provider) = self.session.clouds.get(cloud) else { return Err(ApplyError::NoProvider { cloud }) };
+        let doomed: Vec<Instance> =
+            state.instances.iter().filter(|i| action.instance_ids.contains(&i.id)).cloned().collect();
         if doomed.is_empty() {
             return Ok(false);
         }
@@ -743,13 +529,7 @@ impl Runner<'_, '_> {
         });
         match provider.delete(&doomed).await {
             Ok(()) => {
-                self.journal(
-                    &token,
-                    JournalEvent::Done {
-                        instance_ids: ids.clone(),
-                    },
-                    now,
-                )?;
+                self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now)?;
                 state.instances.retain(|i| !ids.contains(&i.id));
                 self.session.backend.write(state)?;
                 self.deleted += ids.len() as u32;
@@ -761,13 +541,7 @@ impl Runner<'_, '_> {
                 Ok(true)
             }
             Err(e) => {
-                self.journal(
-                    &token,
-                    JournalEvent::Failed {
-                        code: e.code.clone(),
-                    },
-                    now,
-                )?;
+                self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now)?;
                 self.session.events.emit(&Event::Failed {
                     fleet: action.fleet.clone(),
                     placement: action.placement.clone(),

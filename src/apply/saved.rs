@@ -28,24 +28,13 @@ pub struct SavedPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum SavedPlanError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{path} is a saved plan of format version {found}; this gpufleet reads {SAVED_PLAN_FORMAT_VERSION}"
-    )]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} is a saved plan of format version {found}; this gpufleet reads {SAVED_PLAN_FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
     #[error("{path} looks like a saved plan but cannot be read: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -56,10 +45,7 @@ impl SavedPlan {
     pub fn write(&self, path: &Path) -> Result<(), SavedPlanError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("saved plans serialize");
         bytes.push(b'\n');
-        std::fs::write(path, bytes).map_err(|source| SavedPlanError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::write(path, bytes).map_err(|source| SavedPlanError::Write { path: path.to_path_buf(), source })
     }
 
     /// `Ok(None)` when `bytes` are not a saved plan (a TOML plan file, then).
@@ -69,23 +55,15 @@ impl SavedPlan {
             kind: String,
             format_version: u32,
         }
-        let Ok(header) = serde_json::from_slice::<Header>(bytes) else {
-            return Ok(None);
-        };
+        let Ok(header) = serde_json::from_slice::<Header>(bytes) else { return Ok(None) };
         if header.kind != SAVED_PLAN_KIND {
             return Ok(None);
         }
         if header.format_version != SAVED_PLAN_FORMAT_VERSION {
-            return Err(SavedPlanError::Version {
-                path: path.to_path_buf(),
-                found: header.format_version,
-            });
+            return Err(SavedPlanError::Version { path: path.to_path_buf(), found: header.format_version });
         }
         serde_json::from_slice(bytes)
             .map(Some)
-            .map_err(|source| SavedPlanError::Corrupt {
-                path: path.to_path_buf(),
-                source,
-            })
+            .map_err(|source| SavedPlanError::Corrupt { path: path.to_path_buf(), source })
     }
 }

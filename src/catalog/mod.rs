@@ -10,17 +10,7 @@ use std::fmt;
 
 /// A cloud gpufleet can place capacity on.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Cloud {
@@ -130,8 +120,7 @@ pub struct Offering {
 impl Offering {
     /// Price per GPU-hour, the unit plans compare and cap.
     pub fn price_per_gpu_hour(&self) -> Option<f64> {
-        self.price_per_hour
-            .map(|p| p / f64::from(self.gpus_per_node.max(1)))
+        self.price_per_hour.map(|p| p / f64::from(self.gpus_per_node.max(1)))
     }
 
     /// "aws us-east-1 p5.48xlarge" or "gcp us-central1-a a3-highgpu-8g".
@@ -150,40 +139,16 @@ impl Offering {
 pub enum CatalogError {
     #[error("catalog data is malformed: {0}")]
     Malformed(#[from] toml::de::Error),
-    #[error(
-        "catalog lists {cloud} region {region} for {instance_type}, but that region is not declared"
-    )]
-    UnknownRegion {
-        cloud: Cloud,
-        region: String,
-        instance_type: String,
-    },
-    #[error(
-        "catalog lists zone {zone} for {instance_type}, but {cloud} region {region} does not declare it"
-    )]
-    UnknownZone {
-        cloud: Cloud,
-        region: String,
-        zone: String,
-        instance_type: String,
-    },
+    #[error("catalog lists {cloud} region {region} for {instance_type}, but that region is not declared")]
+    UnknownRegion { cloud: Cloud, region: String, instance_type: String },
+    #[error("catalog lists zone {zone} for {instance_type}, but {cloud} region {region} does not declare it")]
+    UnknownZone { cloud: Cloud, region: String, zone: String, instance_type: String },
     #[error("catalog lists zones for {cloud} {instance_type}, but {cloud} places by region")]
     ZonesOnRegionalCloud { cloud: Cloud, instance_type: String },
     #[error("catalog declares {cloud} {what} {name} twice")]
-    Duplicate {
-        cloud: Cloud,
-        what: &'static str,
-        name: String,
-    },
-    #[error(
-        "catalog gives {cloud} {instance_type} in {region} the price {price}, which is not a positive number"
-    )]
-    BadPrice {
-        cloud: Cloud,
-        instance_type: String,
-        region: String,
-        price: f64,
-    },
+    Duplicate { cloud: Cloud, what: &'static str, name: String },
+    #[error("catalog gives {cloud} {instance_type} in {region} the price {price}, which is not a positive number")]
+    BadPrice { cloud: Cloud, instance_type: String, region: String, price: f64 },
     #[error("catalog gives {cloud} {instance_type} no GPUs")]
     NoGpus { cloud: Cloud, instance_type: String },
 }
@@ -200,33 +165,14 @@ pub struct OverrideError {
 /// What is wrong with an `[[offerings]]` entry.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OverrideProblem {
-    #[error(
-        "{cloud} instance type `{instance_type}` is not in the catalog, so the entry must give `gpu` and `gpus_per_node`"
-    )]
+    #[error("{cloud} instance type `{instance_type}` is not in the catalog, so the entry must give `gpu` and `gpus_per_node`")]
     NewTypeNeedsShape { cloud: Cloud, instance_type: String },
-    #[error(
-        "{cloud} region `{region}` is not in the catalog, so the entry must give `jurisdiction`"
-    )]
+    #[error("{cloud} region `{region}` is not in the catalog, so the entry must give `jurisdiction`")]
     NewRegionNeedsJurisdiction { cloud: Cloud, region: String },
-    #[error(
-        "the catalog says {cloud} `{instance_type}` has {field} {catalog}, but the entry says {entry}"
-    )]
-    ShapeMismatch {
-        cloud: Cloud,
-        instance_type: String,
-        field: &'static str,
-        catalog: String,
-        entry: String,
-    },
-    #[error(
-        "the catalog puts {cloud} region `{region}` under jurisdiction {catalog}, but the entry says {entry}"
-    )]
-    JurisdictionMismatch {
-        cloud: Cloud,
-        region: String,
-        catalog: String,
-        entry: String,
-    },
+    #[error("the catalog says {cloud} `{instance_type}` has {field} {catalog}, but the entry says {entry}")]
+    ShapeMismatch { cloud: Cloud, instance_type: String, field: &'static str, catalog: String, entry: String },
+    #[error("the catalog puts {cloud} region `{region}` under jurisdiction {catalog}, but the entry says {entry}")]
+    JurisdictionMismatch { cloud: Cloud, region: String, catalog: String, entry: String },
     #[error("{cloud} places instances by region, so the entry cannot name a zone")]
     ZoneOnRegionalCloud { cloud: Cloud },
     #[error("zone `{zone}` is not in region `{region}` (gcp zones are named <region>-<letter>)")]
@@ -251,27 +197,16 @@ impl Catalog {
         let mut seen_regions = std::collections::BTreeSet::new();
         for region in &self.regions {
             if !seen_regions.insert((region.cloud, region.name.as_str())) {
-                return Err(CatalogError::Duplicate {
-                    cloud: region.cloud,
-                    what: "region",
-                    name: region.name.clone(),
-                });
+                return Err(CatalogError::Duplicate { cloud: region.cloud, what: "region", name: region.name.clone() });
             }
         }
         let mut seen_types = std::collections::BTreeSet::new();
         for it in &self.instance_types {
             if !seen_types.insert((it.cloud, it.name.as_str())) {
-                return Err(CatalogError::Duplicate {
-                    cloud: it.cloud,
-                    what: "instance type",
-                    name: it.name.clone(),
-                });
+                return Err(CatalogError::Duplicate { cloud: it.cloud, what: "instance type", name: it.name.clone() });
             }
             if it.gpus == 0 {
-                return Err(CatalogError::NoGpus {
-                    cloud: it.cloud,
-                    instance_type: it.name.clone(),
-                });
+                return Err(CatalogError::NoGpus { cloud: it.cloud, instance_type: it.name.clone() });
             }
             for offer in &it.offers {
                 let Some(region) = self.region(it.cloud, &offer.region) else {
@@ -282,10 +217,7 @@ impl Catalog {
                     });
                 };
                 if !offer.zones.is_empty() && !it.cloud.places_by_zone() {
-                    return Err(CatalogError::ZonesOnRegionalCloud {
-                        cloud: it.cloud,
-                        instance_type: it.name.clone(),
-                    });
+                    return Err(CatalogError::ZonesOnRegionalCloud { cloud: it.cloud, instance_type: it.name.clone() });
                 }
                 if let Some(zone) = offer.zones.iter().find(|z| !region.zones.contains(z)) {
                     return Err(CatalogError::UnknownZone {
@@ -295,10 +227,7 @@ impl Catalog {
                         instance_type: it.name.clone(),
                     });
                 }
-                if let Some(price) = offer
-                    .price_per_hour
-                    .filter(|p| !(p.is_finite() && *p > 0.0))
-                {
+                if let Some(price) = offer.price_per_hour.filter(|p| !(p.is_finite() && *p > 0.0)) {
                     return Err(CatalogError::BadPrice {
                         cloud: it.cloud,
                         instance_type: it.name.clone(),
@@ -312,15 +241,11 @@ impl Catalog {
     }
 
     pub fn region(&self, cloud: Cloud, name: &str) -> Option<&Region> {
-        self.regions
-            .iter()
-            .find(|r| r.cloud == cloud && r.name == name)
+        self.regions.iter().find(|r| r.cloud == cloud && r.name == name)
     }
 
     pub fn instance_type(&self, cloud: Cloud, name: &str) -> Option<&InstanceType> {
-        self.instance_types
-            .iter()
-            .find(|t| t.cloud == cloud && t.name == name)
+        self.instance_types.iter().find(|t| t.cloud == cloud && t.name == name)
     }
 
     /// Every GPU model some instance type carries, sorted.
@@ -333,12 +258,7 @@ impl Catalog {
 
     /// The node shapes (GPUs per node) some instance type offers for a GPU model, sorted.
     pub fn gpus_per_node_offered(&self, gpu: &str) -> Vec<u32> {
-        let mut counts: Vec<u32> = self
-            .instance_types
-            .iter()
-            .filter(|t| t.gpu == gpu)
-            .map(|t| t.gpus)
-            .collect();
+        let mut counts: Vec<u32> = self.instance_types.iter().filter(|t| t.gpu == gpu).map(|t| t.gpus).collect();
         counts.sort_unstable();
         counts.dedup();
         counts
@@ -351,11 +271,7 @@ impl Catalog {
 
     /// Every jurisdiction some region is under, sorted.
     pub fn jurisdictions(&self) -> Vec<String> {
-        let mut all: Vec<String> = self
-            .regions
-            .iter()
-            .map(|r| r.jurisdiction.clone())
-            .collect();
+        let mut all: Vec<String> = self.regions.iter().map(|r| r.jurisdiction.clone()).collect();
         all.sort();
         all.dedup();
         all
@@ -367,9 +283,7 @@ impl Catalog {
         let mut out = Vec::new();
         for it in &self.instance_types {
             for offer in &it.offers {
-                let Some(region) = self.region(it.cloud, &offer.region) else {
-                    continue;
-                };
+                let Some(region) = self.region(it.cloud, &offer.region) else { continue };
                 let base = Offering {
                     cloud: it.cloud,
                     region: offer.region.clone(),
@@ -381,15 +295,8 @@ impl Catalog {
                     price_per_hour: offer.price_per_hour,
                 };
                 if it.cloud.places_by_zone() {
-                    let zones = if offer.zones.is_empty() {
-                        &region.zones
-                    } else {
-                        &offer.zones
-                    };
-                    out.extend(zones.iter().map(|z| Offering {
-                        zone: Some(z.clone()),
-                        ..base.clone()
-                    }));
+                    let zones = if offer.zones.is_empty() { &region.zones } else { &offer.zones };
+                    out.extend(zones.iter().map(|z| Offering { zone: Some(z.clone()), ..base.clone() }));
                 } else {
                     out.push(base);
                 }

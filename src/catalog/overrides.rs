@@ -17,10 +17,7 @@ impl Catalog {
     /// - an unknown type: it is added, and the entry must give `gpu` and `gpus_per_node`.
     ///
     /// Every entry is checked; all problems are returned, each with its entry's index.
-    pub fn with_overrides(
-        &self,
-        overrides: &[OfferingOverride],
-    ) -> Result<Catalog, Vec<OverrideError>> {
+    pub fn with_overrides(&self, overrides: &[OfferingOverride]) -> Result<Catalog, Vec<OverrideError>> {
         let mut catalog = self.clone();
         let mut errors = Vec::new();
         for (index, entry) in overrides.iter().enumerate() {
@@ -28,11 +25,7 @@ impl Catalog {
                 errors.push(OverrideError { index, problem });
             }
         }
-        if errors.is_empty() {
-            Ok(catalog)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(catalog) } else { Err(errors) }
     }
 
     fn apply_override(&mut self, entry: &OfferingOverride) -> Result<(), OverrideProblem> {
@@ -44,10 +37,7 @@ impl Catalog {
         if let Some(zone) = zone
             && !zone_belongs_to(zone, &entry.region)
         {
-            return Err(OverrideProblem::ZoneOutsideRegion {
-                zone: zone.to_string(),
-                region: entry.region.clone(),
-            });
+            return Err(OverrideProblem::ZoneOutsideRegion { zone: zone.to_string(), region: entry.region.clone() });
         }
         self.check_region(entry)?;
         let type_index = self.type_index_for(entry)?;
@@ -60,27 +50,19 @@ impl Catalog {
             .find(|r| r.cloud == entry.cloud && r.name == entry.region)
             .map(|r| r.zones.clone())
             .unwrap_or_default();
-        set_offer(
-            instance_type,
-            &entry.region,
-            zone,
-            &region_zones,
-            entry.price_per_hour,
-        );
+        set_offer(instance_type, &entry.region, zone, &region_zones, entry.price_per_hour);
         Ok(())
     }
 
     /// A known region must agree with the entry's jurisdiction; an unknown one needs it.
     fn check_region(&self, entry: &OfferingOverride) -> Result<(), OverrideProblem> {
         match (self.region(entry.cloud, &entry.region), &entry.jurisdiction) {
-            (Some(known), Some(given)) if known.jurisdiction != *given => {
-                Err(OverrideProblem::JurisdictionMismatch {
-                    cloud: entry.cloud,
-                    region: entry.region.clone(),
-                    catalog: known.jurisdiction.clone(),
-                    entry: given.clone(),
-                })
-            }
+            (Some(known), Some(given)) if known.jurisdiction != *given => Err(OverrideProblem::JurisdictionMismatch {
+                cloud: entry.cloud,
+                region: entry.region.clone(),
+                catalog: known.jurisdiction.clone(),
+                entry: given.clone(),
+            }),
             (None, None) => Err(OverrideProblem::NewRegionNeedsJurisdiction {
                 cloud: entry.cloud,
                 region: entry.region.clone(),
@@ -115,34 +97,25 @@ impl Catalog {
             return Ok(self.instance_types.len() - 1);
         };
         let known = &self.instance_types[index];
-        let mismatch = |field: &'static str, catalog: String, entry_value: String| {
-            OverrideProblem::ShapeMismatch {
-                cloud: entry.cloud,
-                instance_type: entry.instance_type.clone(),
-                field,
-                catalog,
-                entry: entry_value,
-            }
+        let mismatch = |field: &'static str, catalog: String, entry_value: String| OverrideProblem::ShapeMismatch {
+            cloud: entry.cloud,
+            instance_type: entry.instance_type.clone(),
+            field,
+            catalog,
+            entry: entry_value,
         };
         if let Some(gpu) = entry.gpu.as_ref().filter(|g| **g != known.gpu) {
             return Err(mismatch("GPU model", known.gpu.clone(), gpu.clone()));
         }
         if let Some(gpus) = entry.gpus_per_node.filter(|g| *g != known.gpus) {
-            return Err(mismatch(
-                "GPUs per node",
-                known.gpus.to_string(),
-                gpus.to_string(),
-            ));
+            return Err(mismatch("GPUs per node", known.gpus.to_string(), gpus.to_string()));
         }
         Ok(index)
     }
 
     /// Declares the entry's region (and zone) when the catalog does not know them yet.
     fn ensure_region(&mut self, entry: &OfferingOverride) {
-        let position = self
-            .regions
-            .iter()
-            .position(|r| r.cloud == entry.cloud && r.name == entry.region);
+        let position = self.regions.iter().position(|r| r.cloud == entry.cloud && r.name == entry.region);
         let index = position.unwrap_or_else(|| {
             self.regions.push(Region {
                 cloud: entry.cloud,
@@ -164,13 +137,7 @@ impl Catalog {
 
 /// Gives `instance_type` an offer in `region` (or only in `zone`) at `price`.
 /// A price of `None` keeps whatever price the catalog had.
-fn set_offer(
-    instance_type: &mut InstanceType,
-    region: &str,
-    zone: Option<&str>,
-    region_zones: &[String],
-    price: Option<f64>,
-) {
+fn set_offer(instance_type: &mut InstanceType, region: &str, zone: Option<&str>, region_zones: &[String], price: Option<f64>) {
     let Some(zone) = zone else {
         match instance_type.offers.iter_mut().find(|o| o.region == region) {
             Some(offer) => {

@@ -29,16 +29,7 @@ const REQUIRED_TYPES: &[(Cloud, &str, &str, u32)] = &[
 ];
 
 /// The GPU model names documented at the top of catalog.toml; plans match them exactly.
-const DOCUMENTED_GPU_MODELS: &[&str] = &[
-    "A100-40GB",
-    "A100-80GB",
-    "A10G",
-    "B200",
-    "H100",
-    "H100-NVL",
-    "H200",
-    "L4",
-];
+const DOCUMENTED_GPU_MODELS: &[&str] = &["A100-40GB", "A100-80GB", "A10G", "B200", "H100", "H100-NVL", "H200", "L4"];
 
 #[test]
 fn builtin_catalog_parses_and_is_consistent() {
@@ -55,10 +46,7 @@ fn builtin_catalog_has_every_required_type_with_its_shape() {
             .instance_type(cloud, name)
             .unwrap_or_else(|| panic!("{cloud} {name} missing from the catalog"));
         assert_eq!((it.gpu.as_str(), it.gpus), (gpu, gpus), "{cloud} {name}");
-        assert!(
-            it.vcpus > 0 && it.gpu_memory_gib > 0,
-            "{cloud} {name} lacks vCPUs or GPU memory"
-        );
+        assert!(it.vcpus > 0 && it.gpu_memory_gib > 0, "{cloud} {name} lacks vCPUs or GPU memory");
     }
 }
 
@@ -66,20 +54,10 @@ fn builtin_catalog_has_every_required_type_with_its_shape() {
 fn every_builtin_type_is_sold_somewhere_and_every_region_has_a_jurisdiction() {
     let catalog = Catalog::builtin();
     for it in &catalog.instance_types {
-        assert!(
-            !it.offers.is_empty(),
-            "{} {} has no region",
-            it.cloud,
-            it.name
-        );
+        assert!(!it.offers.is_empty(), "{} {} has no region", it.cloud, it.name);
     }
     for region in &catalog.regions {
-        assert!(
-            !region.jurisdiction.is_empty(),
-            "{} {} has no jurisdiction",
-            region.cloud,
-            region.name
-        );
+        assert!(!region.jurisdiction.is_empty(), "{} {} has no jurisdiction", region.cloud, region.name);
         assert!(
             !region.cloud.places_by_zone() || !region.zones.is_empty(),
             "{} {}: zone-placed clouds list their zones",
@@ -98,15 +76,9 @@ fn builtin_gpu_models_are_the_documented_names() {
 fn builtin_catalog_covers_us_eu_uk_and_jp_on_every_cloud_with_zones() {
     let catalog = Catalog::builtin();
     for cloud in [Cloud::Aws, Cloud::Gcp] {
-        let jurisdictions: Vec<&str> = catalog
-            .regions_of(cloud)
-            .map(|r| r.jurisdiction.as_str())
-            .collect();
+        let jurisdictions: Vec<&str> = catalog.regions_of(cloud).map(|r| r.jurisdiction.as_str()).collect();
         for wanted in ["US", "EU", "UK", "JP"] {
-            assert!(
-                jurisdictions.contains(&wanted),
-                "{cloud} has no {wanted} region"
-            );
+            assert!(jurisdictions.contains(&wanted), "{cloud} has no {wanted} region");
         }
     }
 }
@@ -114,18 +86,8 @@ fn builtin_catalog_covers_us_eu_uk_and_jp_on_every_cloud_with_zones() {
 #[test]
 fn gcp_offerings_are_per_zone_and_aws_offerings_per_region() {
     let offerings = Catalog::builtin().offerings();
-    assert!(
-        offerings
-            .iter()
-            .filter(|o| o.cloud == Cloud::Gcp)
-            .all(|o| o.zone.is_some())
-    );
-    assert!(
-        offerings
-            .iter()
-            .filter(|o| o.cloud != Cloud::Gcp)
-            .all(|o| o.zone.is_none())
-    );
+    assert!(offerings.iter().filter(|o| o.cloud == Cloud::Gcp).all(|o| o.zone.is_some()));
+    assert!(offerings.iter().filter(|o| o.cloud != Cloud::Gcp).all(|o| o.zone.is_none()));
     let p5_us_east = offerings
         .iter()
         .find(|o| o.instance_type == "p5.48xlarge" && o.region == "us-east-1")
@@ -152,10 +114,7 @@ fn catalog_rejects_offers_in_undeclared_zones() {
         vcpus = 208
         offers = [{ region = "us-central1", zones = ["us-central1-z"] }]
     "#;
-    assert!(matches!(
-        Catalog::parse(text),
-        Err(CatalogError::UnknownZone { .. })
-    ));
+    assert!(matches!(Catalog::parse(text), Err(CatalogError::UnknownZone { .. })));
 }
 
 fn entry(cloud: Cloud, instance_type: &str, region: &str) -> OfferingOverride {
@@ -176,9 +135,7 @@ fn price_of(catalog: &Catalog, cloud: Cloud, instance_type: &str, location: &str
         .offerings()
         .into_iter()
         .find(|o| {
-            o.cloud == cloud
-                && o.instance_type == instance_type
-                && o.zone.as_deref().unwrap_or(&o.region) == location
+            o.cloud == cloud && o.instance_type == instance_type && o.zone.as_deref().unwrap_or(&o.region) == location
         })
         .and_then(|o| o.price_per_hour)
 }
@@ -186,25 +143,11 @@ fn price_of(catalog: &Catalog, cloud: Cloud, instance_type: &str, location: &str
 #[test]
 fn override_replaces_the_price_of_a_known_offer() {
     let base = Catalog::builtin();
-    let cheaper = OfferingOverride {
-        price_per_hour: Some(40.0),
-        ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1")
-    };
+    let cheaper = OfferingOverride { price_per_hour: Some(40.0), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
     let catalog = base.with_overrides(&[cheaper]).unwrap();
-    assert_eq!(
-        price_of(&catalog, Cloud::Aws, "p5.48xlarge", "us-east-1"),
-        Some(40.0)
-    );
-    assert_eq!(
-        price_of(&catalog, Cloud::Aws, "p5.48xlarge", "us-west-2"),
-        Some(55.04),
-        "other regions keep theirs"
-    );
-    assert_eq!(
-        catalog.offerings().len(),
-        base.offerings().len(),
-        "no offering added"
-    );
+    assert_eq!(price_of(&catalog, Cloud::Aws, "p5.48xlarge", "us-east-1"), Some(40.0));
+    assert_eq!(price_of(&catalog, Cloud::Aws, "p5.48xlarge", "us-west-2"), Some(55.04), "other regions keep theirs");
+    assert_eq!(catalog.offerings().len(), base.offerings().len(), "no offering added");
 }
 
 #[test]
@@ -220,109 +163,53 @@ fn override_adds_a_known_type_in_a_known_region() {
         .into_iter()
         .find(|o| o.instance_type == "p6-b200.48xlarge" && o.region == "eu-west-2")
         .expect("added offering");
-    assert_eq!(
-        (added.jurisdiction.as_str(), added.price_per_hour),
-        ("UK", Some(120.0))
-    );
+    assert_eq!((added.jurisdiction.as_str(), added.price_per_hour), ("UK", Some(120.0)));
 }
 
 #[test]
 fn override_in_a_region_the_catalog_lacks_needs_a_jurisdiction() {
     let base = Catalog::builtin();
     let without = entry(Cloud::Aws, "p5.48xlarge", "eu-central-2");
-    let errors = base
-        .with_overrides(std::slice::from_ref(&without))
-        .unwrap_err();
+    let errors = base.with_overrides(std::slice::from_ref(&without)).unwrap_err();
     assert_eq!(
         errors,
         vec![OverrideError {
             index: 0,
-            problem: OverrideProblem::NewRegionNeedsJurisdiction {
-                cloud: Cloud::Aws,
-                region: "eu-central-2".into()
-            }
+            problem: OverrideProblem::NewRegionNeedsJurisdiction { cloud: Cloud::Aws, region: "eu-central-2".into() }
         }]
     );
 
-    let with = OfferingOverride {
-        jurisdiction: Some("CH".into()),
-        ..without
-    };
+    let with = OfferingOverride { jurisdiction: Some("CH".into()), ..without };
     let catalog = base.with_overrides(&[with]).unwrap();
-    assert_eq!(
-        catalog
-            .region(Cloud::Aws, "eu-central-2")
-            .map(|r| r.jurisdiction.as_str()),
-        Some("CH")
-    );
-    assert!(
-        catalog
-            .offerings()
-            .iter()
-            .any(|o| o.region == "eu-central-2" && o.price_per_hour.is_none())
-    );
+    assert_eq!(catalog.region(Cloud::Aws, "eu-central-2").map(|r| r.jurisdiction.as_str()), Some("CH"));
+    assert!(catalog.offerings().iter().any(|o| o.region == "eu-central-2" && o.price_per_hour.is_none()));
 }
 
 #[test]
 fn override_of_an_unknown_type_needs_gpu_and_gpus_per_node() {
     let base = Catalog::builtin();
     let bare = entry(Cloud::Aws, "p7.48xlarge", "us-east-1");
-    let errors = base
-        .with_overrides(std::slice::from_ref(&bare))
-        .unwrap_err();
-    assert!(matches!(
-        errors[0].problem,
-        OverrideProblem::NewTypeNeedsShape { .. }
-    ));
+    let errors = base.with_overrides(std::slice::from_ref(&bare)).unwrap_err();
+    assert!(matches!(errors[0].problem, OverrideProblem::NewTypeNeedsShape { .. }));
 
-    let described = OfferingOverride {
-        gpu: Some("B300".into()),
-        gpus_per_node: Some(8),
-        price_per_hour: Some(150.0),
-        ..bare
-    };
+    let described = OfferingOverride { gpu: Some("B300".into()), gpus_per_node: Some(8), price_per_hour: Some(150.0), ..bare };
     let catalog = base.with_overrides(&[described]).unwrap();
-    let added = catalog
-        .instance_type(Cloud::Aws, "p7.48xlarge")
-        .expect("added type");
+    let added = catalog.instance_type(Cloud::Aws, "p7.48xlarge").expect("added type");
     assert_eq!((added.gpu.as_str(), added.gpus), ("B300", 8));
     assert!(catalog.gpu_models().contains(&"B300".to_string()));
 }
 
 #[test]
 fn override_contradicting_the_catalog_is_refused_and_all_problems_are_reported() {
-    let wrong_gpu = OfferingOverride {
-        gpu: Some("H200".into()),
-        ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1")
-    };
-    let wrong_jurisdiction = OfferingOverride {
-        jurisdiction: Some("EU".into()),
-        ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1")
-    };
-    let zone_on_aws = OfferingOverride {
-        zone: Some("us-east-1a".into()),
-        ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1")
-    };
-    let errors = Catalog::builtin()
-        .with_overrides(&[wrong_gpu, wrong_jurisdiction, zone_on_aws])
-        .unwrap_err();
+    let wrong_gpu = OfferingOverride { gpu: Some("H200".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let wrong_jurisdiction = OfferingOverride { jurisdiction: Some("EU".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let zone_on_aws = OfferingOverride { zone: Some("us-east-1a".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let errors = Catalog::builtin().with_overrides(&[wrong_gpu, wrong_jurisdiction, zone_on_aws]).unwrap_err();
     let indexes: Vec<usize> = errors.iter().map(|e| e.index).collect();
     assert_eq!(indexes, [0, 1, 2]);
-    assert!(matches!(
-        errors[0].problem,
-        OverrideProblem::ShapeMismatch {
-            field: "GPU model",
-            ..
-        }
-    ));
-    assert!(matches!(
-        errors[1].problem,
-        OverrideProblem::JurisdictionMismatch { .. }
-    ));
-    assert!(matches!(
-        errors[2].problem,
-        OverrideProblem::ZoneOnRegionalCloud { .. }
-    ));
+    assert!(matches!(errors[0].problem, OverrideProblem::ShapeMismatch { field: "GPU model", .. }));
+    assert!(matches!(errors[1].problem, OverrideProblem::JurisdictionMismatch { .. }));
+    assert!(matches!(errors[2].problem, OverrideProblem::ZoneOnRegionalCloud { .. }));
 }
 
 #[test]
@@ -334,27 +221,11 @@ fn zone_override_prices_only_that_zone() {
         ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1")
     };
     let catalog = base.with_overrides(&[one_zone]).unwrap();
-    assert_eq!(
-        price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-a"),
-        Some(25.0)
-    );
-    assert_eq!(
-        price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-b"),
-        Some(29.38708)
-    );
-    assert_eq!(
-        catalog.offerings().len(),
-        base.offerings().len(),
-        "the zone moved, it was not duplicated"
-    );
+    assert_eq!(price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-a"), Some(25.0));
+    assert_eq!(price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-b"), Some(29.38708));
+    assert_eq!(catalog.offerings().len(), base.offerings().len(), "the zone moved, it was not duplicated");
 
-    let foreign_zone = OfferingOverride {
-        zone: Some("us-east1-b".into()),
-        ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1")
-    };
+    let foreign_zone = OfferingOverride { zone: Some("us-east1-b".into()), ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1") };
     let errors = base.with_overrides(&[foreign_zone]).unwrap_err();
-    assert!(matches!(
-        errors[0].problem,
-        OverrideProblem::ZoneOutsideRegion { .. }
-    ));
+    assert!(matches!(errors[0].problem, OverrideProblem::ZoneOutsideRegion { .. }));
 }

@@ -11,24 +11,15 @@ use std::path::Path;
 
 pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
     let bytes = std::fs::read(&args.plan).map_err(|e| {
-        failure(
-            format!("cannot read {}: {e}", args.plan.display()),
-            "pass a plan file or a plan saved with `plan --out`",
-        )
+        failure(format!("cannot read {}: {e}", args.plan.display()), "pass a plan file or a plan saved with `plan --out`")
     })?;
     let saved = SavedPlan::detect(&args.plan, &bytes)?;
-    let plan_path = saved
-        .as_ref()
-        .map_or(args.plan.clone(), |s| s.plan_path.clone());
+    let plan_path = saved.as_ref().map_or(args.plan.clone(), |s| s.plan_path.clone());
     if let Some(saved) = &saved {
         let current = std::fs::read(&plan_path)?;
         if digest(&current) != saved.plan_digest {
             return Err(failure(
-                format!(
-                    "{} changed since the saved plan {} was made",
-                    plan_path.display(),
-                    args.plan.display()
-                ),
+                format!("{} changed since the saved plan {} was made", plan_path.display(), args.plan.display()),
                 "run `gpufleet plan --out FILE` again",
             ));
         }
@@ -37,27 +28,11 @@ pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
         Some(saved) => Mode::Saved(Box::new(saved)),
         None => Mode::Apply,
     };
-    execute(
-        &plan_path,
-        &args.target,
-        mode,
-        args.auto_approve,
-        args.json,
-        "Apply",
-    )
-    .await
+    execute(&plan_path, &args.target, mode, args.auto_approve, args.json, "Apply").await
 }
 
 pub async fn run_destroy(args: &DestroyArgs) -> Result<Exit, Failure> {
-    execute(
-        &args.plan,
-        &args.target,
-        Mode::Destroy,
-        args.auto_approve,
-        args.json,
-        "Destroy",
-    )
-    .await
+    execute(&args.plan, &args.target, Mode::Destroy, args.auto_approve, args.json, "Destroy").await
 }
 
 async fn execute(
@@ -70,11 +45,7 @@ async fn execute(
 ) -> Result<Exit, Failure> {
     let (plan, catalog) = load_plan(plan_path)?;
     let connected = Connected::open(&plan, target).await?;
-    let events: Box<dyn EventSink> = if json {
-        Box::new(JsonLines)
-    } else {
-        Box::new(Progress::new())
-    };
+    let events: Box<dyn EventSink> = if json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
     let result = async {
         let session = connected.session(&plan, &catalog, events.as_ref());
         let mut lock = lock(&session, &verb.to_lowercase()).await?;
@@ -84,12 +55,7 @@ async fn execute(
                 Mode::Destroy => planner::destroy(&plan.name, &refreshed.state.instances, &catalog),
                 _ => apply::changeset(&session, &refreshed),
             };
-            if changeset.is_empty()
-                && changeset
-                    .fleets
-                    .iter()
-                    .all(|f| f.shortfall_reason.is_none())
-            {
+            if changeset.is_empty() && changeset.fleets.iter().all(|f| f.shortfall_reason.is_none()) {
                 if !json {
                     println!("No changes. The clouds match the plan.");
                 }
@@ -99,10 +65,7 @@ async fn execute(
                 anstream::print!("{}", changeset_text(&changeset));
             }
             if !auto_approve && !confirm(verb)? {
-                return Err(failure(
-                    format!("{verb} cancelled."),
-                    "answer `yes` to proceed, or pass --auto-approve",
-                ));
+                return Err(failure(format!("{verb} cancelled."), "answer `yes` to proceed, or pass --auto-approve"));
             }
         }
         let report = apply::apply(&session, &mut lock, mode, refreshed).await?;

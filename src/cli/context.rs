@@ -14,22 +14,13 @@ pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
     let builtin = Catalog::builtin();
     let plan = crate::plan::load(path, &builtin).map_err(Failure::Plan)?;
     // Validation already checked the overrides; this only fails if it and the catalog disagree.
-    let catalog = builtin
-        .with_overrides(&plan.offerings)
-        .map_err(|problems| {
-            let list: Vec<String> = problems
-                .iter()
-                .map(|p| format!("offerings[{}]: {p}", p.index))
-                .collect();
-            failure(
-                format!(
-                    "{}: the plan's [[offerings]] do not fit the catalog: {}",
-                    path.display(),
-                    list.join("; ")
-                ),
-                "fix the [[offerings]] entries named above",
-            )
-        })?;
+    let catalog = builtin.with_overrides(&plan.offerings).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| format!("offerings[{}]: {p}", p.index)).collect();
+        failure(
+            format!("{}: the plan's [[offerings]] do not fit the catalog: {}", path.display(), list.join("; ")),
+            "fix the [[offerings]] entries named above",
+        )
+    })?;
     Ok((plan, catalog))
 }
 
@@ -54,20 +45,13 @@ impl Connected {
             }
             (None, Some(url)) => {
                 check_loopback(url)?;
-                Target::Simulator {
-                    url: url.trim_end_matches('/').to_string(),
-                }
+                Target::Simulator { url: url.trim_end_matches('/').to_string() }
             }
             (None, None) => Target::Clouds,
         };
         let known = backend.read(&plan.name)?.instances;
         let clouds = Clouds::connect(plan, &known, &target).await;
-        Ok(Connected {
-            backend,
-            clouds,
-            clock: target.clock(),
-            embedded,
-        })
+        Ok(Connected { backend, clouds, clock: target.clock(), embedded })
     }
 
     pub fn session<'a>(
@@ -76,14 +60,7 @@ impl Connected {
         catalog: &'a Catalog,
         events: &'a dyn crate::apply::EventSink,
     ) -> Session<'a> {
-        Session {
-            plan,
-            catalog,
-            backend: &self.backend,
-            clouds: &self.clouds,
-            clock: &self.clock,
-            events,
-        }
+        Session { plan, catalog, backend: &self.backend, clouds: &self.clouds, clock: &self.clock, events }
     }
 
     /// Stop the embedded simulator, saving its world for the next command.
@@ -101,10 +78,7 @@ fn check_loopback(url: &str) -> Result<(), Failure> {
         .strip_prefix("http://")
         .and_then(|rest| rest.split(['/', ':']).next())
         .unwrap_or_default();
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if loopback {
         Ok(())
     } else {

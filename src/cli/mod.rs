@@ -42,10 +42,7 @@ impl From<Exit> for ExitCode {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse_from(args::normalize(std::env::args_os()));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -67,26 +64,15 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Plan(a) => plan::run(&a).await,
         Command::Apply(a) => apply::run_apply(&a).await,
         Command::Destroy(a) => apply::run_destroy(&a).await,
-        Command::State(StateArgs {
-            command: StateCommand::List(a),
-        }) => state::list(&a),
-        Command::State(StateArgs {
-            command: StateCommand::Show(a),
-        }) => state::show(&a),
+        Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a),
+        Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a),
         Command::Schema => {
             let schema = crate::plan::json_schema();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&schema).expect("a JSON value serializes")
-            );
+            println!("{}", serde_json::to_string_pretty(&schema).expect("a JSON value serializes"));
             Ok(Exit::Ok)
         }
-        Command::Sim(SimArgs {
-            command: SimCommand::Serve(a),
-        }) => sim::serve(&a).await,
-        Command::Sim(SimArgs {
-            command: SimCommand::Advance(a),
-        }) => sim::advance(&a),
+        Command::Sim(SimArgs { command: SimCommand::Serve(a) }) => sim::serve(&a).await,
+        Command::Sim(SimArgs { command: SimCommand::Advance(a) }) => sim::advance(&a),
     }
 }
 

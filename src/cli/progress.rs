@@ -30,10 +30,7 @@ impl Progress {
         let multi = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Progress {
-            multi,
-            bars: Mutex::new(HashMap::new()),
-        }
+        Progress { multi, bars: Mutex::new(HashMap::new()) }
     }
 
     fn say(&self, line: String) {
@@ -73,114 +70,56 @@ impl Progress {
 impl EventSink for Progress {
     fn emit(&self, event: &Event) {
         match event {
-            Event::Refreshed {
-                instances,
-                adopted,
-                vanished,
-            } => {
+            Event::Refreshed { instances, adopted, vanished } => {
                 let mut line = format!("refreshed: {instances} instance(s) owned by the plan");
                 if !adopted.is_empty() {
-                    line.push_str(&format!(
-                        "; adopted {} the state did not know: {}",
-                        adopted.len(),
-                        adopted.join(", ")
-                    ));
+                    line.push_str(&format!("; adopted {} the state did not know: {}", adopted.len(), adopted.join(", ")));
                 }
                 if !vanished.is_empty() {
-                    line.push_str(&format!(
-                        "; {} gone from the clouds: {}",
-                        vanished.len(),
-                        vanished.join(", ")
-                    ));
+                    line.push_str(&format!("; {} gone from the clouds: {}", vanished.len(), vanished.join(", ")));
                 }
                 self.say(line);
             }
-            Event::Recovered { intents } => self.say(format!(
-                "recovered {intents} intent(s) left open by an interrupted run"
-            )),
-            Event::Attempt {
-                fleet,
-                placement,
-                count,
-                min_count,
-            } => {
+            Event::Recovered { intents } => {
+                self.say(format!("recovered {intents} intent(s) left open by an interrupted run"))
+            }
+            Event::Attempt { fleet, placement, count, min_count } => {
                 self.start_bar(fleet, placement, u64::from(*count), "create");
                 if self.multi.is_none() {
-                    self.say(format!(
-                        "{fleet}: creating {count} (at least {min_count}) at {placement}"
-                    ));
+                    self.say(format!("{fleet}: creating {count} (at least {min_count}) at {placement}"));
                 }
             }
-            Event::Created {
-                fleet,
-                placement,
-                requested,
-                instance_ids,
-            } => {
+            Event::Created { fleet, placement, requested, instance_ids } => {
                 let got = instance_ids.len();
-                let note =
-                    (got < *requested as usize).then(|| format!("partial: {got} of {requested}"));
+                let note = (got < *requested as usize).then(|| format!("partial: {got} of {requested}"));
                 self.finish_bar(fleet, placement, got as u64, note);
-                self.say(format!(
-                    "{fleet}: created {got} of {requested} at {placement}: {}",
-                    instance_ids.join(", ")
-                ));
+                self.say(format!("{fleet}: created {got} of {requested} at {placement}: {}", instance_ids.join(", ")));
             }
-            Event::Shortage {
-                fleet,
-                placement,
-                code,
-                message,
-                retry_after,
-            } => {
+            Event::Shortage { fleet, placement, code, message, retry_after } => {
                 self.finish_bar(fleet, placement, 0, Some(code.clone()));
                 self.say(format!(
                     "{fleet}: {placement} refused: {code}: {message} (remembered until {})",
                     retry_after.format("%H:%M:%S UTC")
                 ));
             }
-            Event::Failover { fleet, from, to } => {
-                self.say(format!("{fleet}: failing over from {from} to {to}"))
-            }
-            Event::Deleting {
-                fleet,
-                placement,
-                instance_ids,
-            } => {
+            Event::Failover { fleet, from, to } => self.say(format!("{fleet}: failing over from {from} to {to}")),
+            Event::Deleting { fleet, placement, instance_ids } => {
                 self.start_bar(fleet, placement, instance_ids.len() as u64, "delete");
                 if self.multi.is_none() {
-                    self.say(format!(
-                        "{fleet}: deleting {} at {placement}",
-                        instance_ids.len()
-                    ));
+                    self.say(format!("{fleet}: deleting {} at {placement}", instance_ids.len()));
                 }
             }
-            Event::Deleted {
-                fleet,
-                placement,
-                instance_ids,
-            } => {
+            Event::Deleted { fleet, placement, instance_ids } => {
                 self.finish_bar(fleet, placement, instance_ids.len() as u64, None);
-                self.say(format!(
-                    "{fleet}: deleted {}: {}",
-                    placement,
-                    instance_ids.join(", ")
-                ));
+                self.say(format!("{fleet}: deleted {}: {}", placement, instance_ids.join(", ")));
             }
-            Event::Failed {
-                fleet,
-                placement,
-                code,
-                message,
-            } => {
+            Event::Failed { fleet, placement, code, message } => {
                 self.finish_bar(fleet, placement, 0, Some(code.clone()));
                 self.say(format!("{fleet}: {placement} failed: {code}: {message}"));
             }
-            Event::Postponed {
-                fleet,
-                placement,
-                why,
-            } => self.say(format!("{fleet}: not deleting at {placement} yet: {why}")),
+            Event::Postponed { fleet, placement, why } => {
+                self.say(format!("{fleet}: not deleting at {placement} yet: {why}"))
+            }
         }
     }
 }

@@ -49,15 +49,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
             out.push_str(&action_line(action));
         }
         if let Some(why) = &fleet.shortfall_reason {
-            let _ = writeln!(
-                out,
-                "    {}",
-                format!(
-                    "! cannot place {} node(s): {why}",
-                    fleet.want - fleet.planned.min(fleet.want)
-                )
-                .red()
-            );
+            let _ = writeln!(out, "    {}", format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want)).red());
         }
     }
     let orphans: Vec<&Action> = changeset
@@ -93,28 +85,17 @@ pub fn changeset_text(changeset: &Changeset) -> String {
         money(cost.after_per_hour),
         if delta >= 0.0 { "+" } else { "-" },
         money(delta.abs()),
-        if cost.has_unknown_prices {
-            ", some prices unknown and left out"
-        } else {
-            ""
-        }
+        if cost.has_unknown_prices { ", some prices unknown and left out" } else { "" }
     );
     out
 }
 
 fn action_line(action: &Action) -> String {
-    let price = action
-        .price_per_hour
-        .map(|p| format!("{} each", money(p)))
-        .unwrap_or_else(|| "price unknown".into());
+    let price = action.price_per_hour.map(|p| format!("{} each", money(p))).unwrap_or_else(|| "price unknown".into());
     match action.kind {
         ActionKind::Create => format!(
             "    {}\n",
-            format!(
-                "+ {}  +{}  {price}  ({})",
-                action.placement, action.count, action.reason
-            )
-            .green()
+            format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
         ),
         ActionKind::Delete => format!(
             "    {}\n",
@@ -173,11 +154,7 @@ pub fn changeset_json(changeset: &Changeset) -> Value {
 /// The human summary at the end of apply or destroy.
 pub fn report_text(report: &ApplyReport, verb: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n{verb} finished: {} created, {} deleted.",
-        report.created, report.deleted
-    );
+    let _ = writeln!(out, "\n{verb} finished: {} created, {} deleted.", report.created, report.deleted);
     for fleet in &report.fleets {
         let line = format!(
             "  fleet {}: {} of {} nodes (min {})",
@@ -196,11 +173,7 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
         }
         if fleet.status != FleetStatus::Complete {
             for refusal in &fleet.refused {
-                let _ = writeln!(
-                    out,
-                    "    tried {}: {}: {}",
-                    refusal.offering, refusal.code, refusal.message
-                );
+                let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
             }
             let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
             for skip in fleet.skipped.iter().filter(|s| !tried_now(&s.offering)) {
@@ -239,15 +212,7 @@ pub fn instance_json(plan: &str, i: &Instance) -> Value {
 /// `state list` as an aligned table.
 pub fn instance_table(rows: &[(String, Instance)]) -> String {
     let mut out = String::new();
-    let header = [
-        "ID",
-        "PLAN",
-        "FLEET",
-        "CLOUD",
-        "LOCATION",
-        "INSTANCE TYPE",
-        "LAUNCHED",
-    ];
+    let header = ["ID", "PLAN", "FLEET", "CLOUD", "LOCATION", "INSTANCE TYPE", "LAUNCHED"];
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|(plan, i)| {
@@ -269,11 +234,7 @@ pub fn instance_table(rows: &[(String, Instance)]) -> String {
         }
     }
     let line = |cols: Vec<&str>| {
-        let padded: Vec<String> = cols
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let padded: Vec<String> = cols.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         padded.join("  ").trim_end().to_string()
     };
     let _ = writeln!(out, "{}", line(header.to_vec()));

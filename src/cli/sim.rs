@@ -9,9 +9,6 @@ pub async fn serve(args: &SimServeArgs) -> Result<Exit, Failure> {
 
 pub fn advance(args: &SimAdvanceArgs) -> Result<Exit, Failure> {
     let now = crate::sim::advance_embedded(&args.state_dir, *args.duration)?;
-    println!(
-        "simulated time is now {}",
-        now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
+    println!("simulated time is now {}", now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     Ok(Exit::Ok)
 }

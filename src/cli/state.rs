@@ -23,14 +23,8 @@ fn rows(state_dir: &Path, only: Option<&str>) -> Result<Vec<(String, Instance)>,
 pub fn list(args: &StateListArgs) -> Result<Exit, Failure> {
     let rows = rows(&args.state_dir, args.plan.as_deref())?;
     if args.json {
-        let list: Vec<_> = rows
-            .iter()
-            .map(|(plan, i)| instance_json(plan, i))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).expect("JSON values serialize")
-        );
+        let list: Vec<_> = rows.iter().map(|(plan, i)| instance_json(plan, i)).collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("JSON values serialize"));
     } else if rows.is_empty() {
         println!("No instances in state under {}.", args.state_dir.display());
     } else {
@@ -43,26 +37,16 @@ pub fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
     let rows = rows(&args.state_dir, None)?;
     let Some((plan, instance)) = rows.iter().find(|(_, i)| i.id == args.id) else {
         return Err(failure(
-            format!(
-                "no instance {} in the state under {}",
-                args.id,
-                args.state_dir.display()
-            ),
+            format!("no instance {} in the state under {}", args.id, args.state_dir.display()),
             "`gpufleet state list` shows the instances the state knows",
         ));
     };
     let value = instance_json(plan, instance);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("JSON values serialize")
-        );
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
     } else if let Some(fields) = value.as_object() {
         for (key, v) in fields {
-            let text = v
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string());
+            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
             println!("{key:<14} {text}");
         }
     }

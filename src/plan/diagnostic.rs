@@ -54,10 +54,7 @@ impl Diagnostic {
 
     fn render_plain(&self, source_name: &str, out: &mut String) {
         match &self.location {
-            Some(at) => out.push_str(&format!(
-                "{source_name}:{}:{}: error: {}\n",
-                at.line, at.column, self.message
-            )),
+            Some(at) => out.push_str(&format!("{source_name}:{}:{}: error: {}\n", at.line, at.column, self.message)),
             None => out.push_str(&format!("{source_name}: error: {}\n", self.message)),
         }
         for help in &self.help {
@@ -127,12 +124,7 @@ impl Problems {
     }
 
     fn push(&mut self, span: Option<Range<usize>>, message: String) -> &mut Problem {
-        self.list.push(Problem {
-            span,
-            message,
-            help: Vec::new(),
-            label: "here".to_string(),
-        });
+        self.list.push(Problem { span, message, help: Vec::new(), label: "here".to_string() });
         let last = self.list.len() - 1;
         &mut self.list[last]
     }
@@ -172,9 +164,7 @@ struct LineIndex {
 
 impl LineIndex {
     fn new(text: &str) -> LineIndex {
-        let starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
         LineIndex { starts }
     }
 
@@ -182,17 +172,10 @@ impl LineIndex {
         // Spans come from the TOML parser; clamp anyway so a bad span cannot panic.
         let start = floor_char_boundary(text, span.start.min(text.len()));
         let end = floor_char_boundary(text, span.end.clamp(start, text.len()));
-        let line_index = self
-            .starts
-            .partition_point(|&s| s <= start)
-            .saturating_sub(1);
+        let line_index = self.starts.partition_point(|&s| s <= start).saturating_sub(1);
         let line_start = self.starts[line_index];
         let column = text[line_start..start].chars().count() + 1;
-        Location {
-            line: line_index + 1,
-            column,
-            span: start..end,
-        }
+        Location { line: line_index + 1, column, span: start..end }
     }
 }
 
@@ -215,9 +198,7 @@ impl PlanError {
     fn new(source_name: &str, text: &str, diagnostics: Vec<Diagnostic>) -> PlanError {
         PlanError {
             source_name: source_name.to_string(),
-            source: Arc::new(
-                miette::NamedSource::new(source_name, text.to_string()).with_language("TOML"),
-            ),
+            source: Arc::new(miette::NamedSource::new(source_name, text.to_string()).with_language("TOML")),
             diagnostics,
         }
     }
@@ -261,11 +242,7 @@ impl fmt::Display for PlanError {
             return write!(f, "{}: invalid plan", self.source_name);
         };
         match first.location() {
-            Some(at) => write!(
-                f,
-                "{}:{}:{}: {}",
-                self.source_name, at.line, at.column, first.message
-            )?,
+            Some(at) => write!(f, "{}:{}:{}: {}", self.source_name, at.line, at.column, first.message)?,
             None => write!(f, "{}: {}", self.source_name, first.message)?,
         }
         match self.diagnostics.len() - 1 {
@@ -301,11 +278,7 @@ impl miette::Diagnostic for PlanError {
         if self.diagnostics.len() < 2 {
             return None;
         }
-        Some(Box::new(
-            self.diagnostics[1..]
-                .iter()
-                .map(|d| d as &dyn miette::Diagnostic),
-        ))
+        Some(Box::new(self.diagnostics[1..].iter().map(|d| d as &dyn miette::Diagnostic)))
     }
 }
 
@@ -320,31 +293,22 @@ mod tests {
         problems.error(23..24, "the 5 on the second line");
         problems.error(8..13, "inside a string with a two-byte character");
         let error = problems.into_error("p.toml", text);
-        let located: Vec<(usize, usize)> = error
-            .diagnostics()
-            .iter()
-            .map(|d| (d.line().unwrap(), d.column().unwrap()))
-            .collect();
+        let located: Vec<(usize, usize)> =
+            error.diagnostics().iter().map(|d| (d.line().unwrap(), d.column().unwrap())).collect();
         assert_eq!(located, [(1, 9), (2, 9)]);
     }
 
     #[test]
     fn render_plain_prints_location_message_and_help_lines() {
         let mut problems = Problems::default();
-        problems
-            .error(0..4, "first")
-            .help("do this")
-            .help("or that");
+        problems.error(0..4, "first").help("do this").help("or that");
         problems.unlocated("whole file");
         let error = problems.into_error("plans/x.toml", "name = 1\n");
         assert_eq!(
             error.render_plain(),
             "plans/x.toml: error: whole file\nplans/x.toml:1:1: error: first\n  help: do this\n  help: or that\n"
         );
-        assert_eq!(
-            error.to_string(),
-            "plans/x.toml: whole file (and 1 more problem)"
-        );
+        assert_eq!(error.to_string(), "plans/x.toml: whole file (and 1 more problem)");
     }
 
     #[test]
@@ -366,13 +330,7 @@ mod tests {
         miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
             .render_report(&mut rendered, &error)
             .unwrap();
-        assert!(
-            rendered.contains("bad name") && rendered.contains("bad nodes"),
-            "{rendered}"
-        );
-        assert!(
-            rendered.contains("nodes = 0"),
-            "related problems show their snippet:\n{rendered}"
-        );
+        assert!(rendered.contains("bad name") && rendered.contains("bad nodes"), "{rendered}");
+        assert!(rendered.contains("nodes = 0"), "related problems show their snippet:\n{rendered}");
     }
 }

@@ -38,35 +38,21 @@ pub(crate) struct FleetChecker<'a> {
 
 impl FleetChecker<'_> {
     /// The validated fleet, or `None` after recording why not.
-    pub(crate) fn check(
-        &self,
-        name: &Located<String>,
-        raw: &RawFleet,
-        problems: &mut Problems,
-    ) -> Option<Fleet> {
+    pub(crate) fn check(&self, name: &Located<String>, raw: &RawFleet, problems: &mut Problems) -> Option<Fleet> {
         let context = format!("fleet `{}`", name.value);
         let fleet_name = check_name(name, "fleet", problems);
-        let gpu = raw
-            .gpu
-            .as_ref()
-            .and_then(|gpu| self.check_gpu(gpu, problems));
+        let gpu = raw.gpu.as_ref().and_then(|gpu| self.check_gpu(gpu, problems));
         let gpus_per_node = raw
             .gpus_per_node
             .as_ref()
             .and_then(|g| positive_u32(g, "gpus_per_node", problems))
-            .and_then(|g| {
-                self.check_node_shape(gpu.as_deref(), raw.gpus_per_node.as_ref()?, g, problems)
-            });
+            .and_then(|g| self.check_node_shape(gpu.as_deref(), raw.gpus_per_node.as_ref()?, g, problems));
         let nodes = raw.nodes.as_ref().and_then(|n| check_nodes(n, problems));
         let min_nodes = check_min_nodes(raw.min_nodes.as_ref(), nodes, problems);
         let placement = check_placement(raw.placement.as_ref(), problems);
         let prefer = optional(raw.prefer.as_ref(), |p| self.check_prefer(p, problems));
-        let residency = optional(raw.residency.as_ref(), |r| {
-            self.check_residency(r, &context, problems)
-        });
-        let max_price = optional(raw.max_price_per_gpu_hour.as_ref(), |p| {
-            check_price_ceiling(p, problems)
-        });
+        let residency = optional(raw.residency.as_ref(), |r| self.check_residency(r, &context, problems));
+        let max_price = optional(raw.max_price_per_gpu_hour.as_ref(), |p| check_price_ceiling(p, problems));
         let image = optional(raw.image.as_ref(), |i| check_images(i, problems));
         let startup = optional(raw.startup.as_ref(), |s| self.read_startup(s, problems));
         let labels = optional(raw.labels.as_ref(), |l| check_labels(l, &context, problems));
@@ -105,10 +91,7 @@ impl FleetChecker<'_> {
             return Some(gpu.value.clone());
         }
         let problem = problems
-            .error(
-                gpu.span.clone(),
-                format!("unknown GPU model `{}`", gpu.value),
-            )
+            .error(gpu.span.clone(), format!("unknown GPU model `{}`", gpu.value))
             .label("not in the catalog");
         if let Some(suggestion) = closest(&gpu.value, models.iter().map(String::as_str)) {
             problem.help(format!("did you mean `{suggestion}`?"));
@@ -117,13 +100,7 @@ impl FleetChecker<'_> {
         None
     }
 
-    fn check_node_shape(
-        &self,
-        gpu: Option<&str>,
-        at: &Located<i128>,
-        gpus: u32,
-        problems: &mut Problems,
-    ) -> Option<u32> {
+    fn check_node_shape(&self, gpu: Option<&str>, at: &Located<i128>, gpus: u32, problems: &mut Problems) -> Option<u32> {
         // Without a known GPU model there is nothing to compare against.
         let Some(gpu) = gpu else { return Some(gpus) };
         let offered = self.catalog.gpus_per_node_offered(gpu);
@@ -132,31 +109,18 @@ impl FleetChecker<'_> {
         }
         let shapes: Vec<String> = offered.iter().map(u32::to_string).collect();
         problems
-            .error(
-                at.span.clone(),
-                format!("no instance type offers {gpu} with {gpus} GPUs per node"),
-            )
-            .help(format!(
-                "{gpu} comes with {} GPUs per node",
-                join_or(&shapes)
-            ));
+            .error(at.span.clone(), format!("no instance type offers {gpu} with {gpus} GPUs per node"))
+            .help(format!("{gpu} comes with {} GPUs per node", join_or(&shapes)));
         None
     }
 
-    fn check_prefer(
-        &self,
-        prefer: &Located<Vec<Located<String>>>,
-        problems: &mut Problems,
-    ) -> Option<Vec<Preference>> {
+    fn check_prefer(&self, prefer: &Located<Vec<Located<String>>>, problems: &mut Problems) -> Option<Vec<Preference>> {
         let mut preferences: Vec<Preference> = Vec::new();
         let mut all_good = true;
         for entry in &prefer.value {
             match self.parse_preference(entry, problems) {
                 Some(preference) if preferences.contains(&preference) => {
-                    problems.error(
-                        entry.span.clone(),
-                        format!("`{}` is listed twice in prefer", entry.value),
-                    );
+                    problems.error(entry.span.clone(), format!("`{}` is listed twice in prefer", entry.value));
                     all_good = false;
                 }
                 Some(preference) => preferences.push(preference),
@@ -167,11 +131,7 @@ impl FleetChecker<'_> {
     }
 
     /// `"cloud"`, `"cloud:region"` or `"cloud:zone"`, naming only configured places.
-    fn parse_preference(
-        &self,
-        entry: &Located<String>,
-        problems: &mut Problems,
-    ) -> Option<Preference> {
+    fn parse_preference(&self, entry: &Located<String>, problems: &mut Problems) -> Option<Preference> {
         let span = entry.span.clone();
         let (cloud_name, location) = match entry.value.split_once(':') {
             Some((cloud, location)) => (cloud, Some(location)),
@@ -180,19 +140,11 @@ impl FleetChecker<'_> {
         if cloud_name.is_empty() || location.is_some_and(|l| l.is_empty() || l.contains(':')) {
             problems
                 .error(span, format!("prefer entry `{}` is malformed", entry.value))
-                .help(
-                    "write \"aws\", \"aws:us-east-1\" (a region) or \"gcp:us-central1-a\" (a zone)",
-                );
+                .help("write \"aws\", \"aws:us-east-1\" (a region) or \"gcp:us-central1-a\" (a zone)");
             return None;
         }
         let Some(cloud) = Cloud::parse(cloud_name) else {
-            let problem = problems.error(
-                span,
-                format!(
-                    "prefer entry `{}` names unknown cloud `{cloud_name}`",
-                    entry.value
-                ),
-            );
+            let problem = problems.error(span, format!("prefer entry `{}` names unknown cloud `{cloud_name}`", entry.value));
             match closest(cloud_name, Cloud::ALL.iter().map(|c| c.as_str())) {
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
                 None => problem.help("clouds are aws, gcp and azure"),
@@ -203,23 +155,12 @@ impl FleetChecker<'_> {
             return None;
         }
         let Some(configured) = self.providers.locations(cloud) else {
-            let problem = problems.error(
-                span,
-                format!(
-                    "prefer entry `{}` names {cloud}, which is not configured",
-                    entry.value
-                ),
-            );
-            problem.help(format!(
-                "add a [providers.{cloud}] section, or remove this entry"
-            ));
+            let problem = problems.error(span, format!("prefer entry `{}` names {cloud}, which is not configured", entry.value));
+            problem.help(format!("add a [providers.{cloud}] section, or remove this entry"));
             return None;
         };
         let Some(location) = location else {
-            return Some(Preference {
-                cloud,
-                location: None,
-            });
+            return Some(Preference { cloud, location: None });
         };
         // Zones are places only on clouds that place by zone.
         let configured_zones = self
@@ -227,50 +168,23 @@ impl FleetChecker<'_> {
             .regions_of(cloud)
             .filter(|r| cloud.places_by_zone() && configured.contains(&r.name))
             .flat_map(|r| r.zones.iter().map(String::as_str));
-        let known: Vec<&str> = configured
-            .iter()
-            .map(String::as_str)
-            .chain(configured_zones)
-            .collect();
+        let known: Vec<&str> = configured.iter().map(String::as_str).chain(configured_zones).collect();
         if known.contains(&location) {
-            return Some(Preference {
-                cloud,
-                location: Some(location.to_string()),
-            });
+            return Some(Preference { cloud, location: Some(location.to_string()) });
         }
         let problem = problems
-            .error(
-                span,
-                format!(
-                    "prefer entry `{}` names {location}, which is not a configured {cloud} region",
-                    entry.value
-                ),
-            )
+            .error(span, format!("prefer entry `{}` names {location}, which is not a configured {cloud} region", entry.value))
             .label("not configured");
-        if let Some(region) = configured
-            .iter()
-            .find(|r| location.starts_with(r.as_str()))
-            .filter(|_| !cloud.places_by_zone())
-        {
-            problem.help(format!(
-                "{cloud} places by region: prefer \"{cloud}:{region}\""
-            ));
+        if let Some(region) = configured.iter().find(|r| location.starts_with(r.as_str())).filter(|_| !cloud.places_by_zone()) {
+            problem.help(format!("{cloud} places by region: prefer \"{cloud}:{region}\""));
         } else if let Some(suggestion) = closest(location, known.iter().copied()) {
             problem.help(format!("did you mean `{cloud}:{suggestion}`?"));
         }
-        problem.help(format!(
-            "[providers.{cloud}] regions: {}",
-            configured.join(", ")
-        ));
+        problem.help(format!("[providers.{cloud}] regions: {}", configured.join(", ")));
         None
     }
 
-    fn check_residency(
-        &self,
-        residency: &Located<Vec<Located<String>>>,
-        context: &str,
-        problems: &mut Problems,
-    ) -> Option<Vec<String>> {
+    fn check_residency(&self, residency: &Located<Vec<Located<String>>>, context: &str, problems: &mut Problems) -> Option<Vec<String>> {
         if residency.value.is_empty() {
             problems
                 .error(residency.span.clone(), format!("residency of {context} is empty, so no region may host it"))
@@ -289,13 +203,9 @@ impl FleetChecker<'_> {
             }
             all_known = false;
             let problem = problems
-                .error(
-                    jurisdiction.span.clone(),
-                    format!("unknown jurisdiction `{}`", jurisdiction.value),
-                )
+                .error(jurisdiction.span.clone(), format!("unknown jurisdiction `{}`", jurisdiction.value))
                 .label("not in the catalog");
-            if let Some(suggestion) = closest(&jurisdiction.value, known.iter().map(String::as_str))
-            {
+            if let Some(suggestion) = closest(&jurisdiction.value, known.iter().map(String::as_str)) {
                 problem.help(format!("did you mean `{suggestion}`?"));
             }
             problem.help(format!("known jurisdictions: {}", known.join(", ")));
@@ -316,20 +226,10 @@ impl FleetChecker<'_> {
                 }
             }
         }
-        if !configured.is_empty()
-            && !configured
-                .iter()
-                .any(|(_, _, j)| allowed.iter().any(|a| a == j))
-        {
-            let places: Vec<String> = configured
-                .iter()
-                .map(|(c, n, j)| format!("{c} {n} ({j})"))
-                .collect();
+        if !configured.is_empty() && !configured.iter().any(|(_, _, j)| allowed.iter().any(|a| a == j)) {
+            let places: Vec<String> = configured.iter().map(|(c, n, j)| format!("{c} {n} ({j})")).collect();
             problems
-                .error(
-                    residency.span.clone(),
-                    format!("no configured region is in {}", allowed.join(" or ")),
-                )
+                .error(residency.span.clone(), format!("no configured region is in {}", allowed.join(" or ")))
                 .help(format!("configured regions: {}", places.join(", ")))
                 .help("add a region under that jurisdiction to the provider, or widen residency");
             return None;
@@ -337,15 +237,9 @@ impl FleetChecker<'_> {
         Some(allowed)
     }
 
-    fn read_startup(
-        &self,
-        path: &Located<String>,
-        problems: &mut Problems,
-    ) -> Option<StartupScript> {
+    fn read_startup(&self, path: &Located<String>, problems: &mut Problems) -> Option<StartupScript> {
         if path.value.trim().is_empty() {
-            problems
-                .error(path.span.clone(), "startup must name a file")
-                .help("give a path relative to the plan file");
+            problems.error(path.span.clone(), "startup must name a file").help("give a path relative to the plan file");
             return None;
         }
         let full = self.base_dir.join(&path.value);
@@ -356,24 +250,11 @@ impl FleetChecker<'_> {
                     .help("keep the startup script small: let it download the rest");
                 None
             }
-            Ok(content) => Some(StartupScript {
-                path: path.value.clone(),
-                content,
-            }),
+            Ok(content) => Some(StartupScript { path: path.value.clone(), content }),
             Err(error) => {
                 problems
-                    .error(
-                        path.span.clone(),
-                        format!(
-                            "cannot read startup script `{}`: {}",
-                            path.value,
-                            io_reason(&error)
-                        ),
-                    )
-                    .help(format!(
-                        "the path is relative to the plan file, so gpufleet looked for {}",
-                        full.display()
-                    ));
+                    .error(path.span.clone(), format!("cannot read startup script `{}`: {}", path.value, io_reason(&error)))
+                    .help(format!("the path is relative to the plan file, so gpufleet looked for {}", full.display()));
                 None
             }
         }
@@ -381,31 +262,16 @@ impl FleetChecker<'_> {
 
     /// Asks the planner which offerings could host the fleet; when none can,
     /// says why each was excluded. Returns the clouds with at least one allowed offering.
-    fn check_hosting(
-        &self,
-        fleet: &Fleet,
-        name: &Located<String>,
-        problems: &mut Problems,
-    ) -> Option<Vec<Cloud>> {
+    fn check_hosting(&self, fleet: &Fleet, name: &Located<String>, problems: &mut Problems) -> Option<Vec<Cloud>> {
         let candidates = candidate_offerings(fleet, self.providers, self.catalog);
-        let mut usable: Vec<Cloud> = candidates
-            .iter()
-            .filter(|(_, why)| why.is_none())
-            .map(|(o, _)| o.cloud)
-            .collect();
+        let mut usable: Vec<Cloud> = candidates.iter().filter(|(_, why)| why.is_none()).map(|(o, _)| o.cloud).collect();
         usable.dedup();
         if !usable.is_empty() || candidates.is_empty() {
             return Some(usable);
         }
         let problem = problems
-            .error(
-                name.span.clone(),
-                format!("no offering can host fleet `{}`", fleet.name),
-            )
-            .label(format!(
-                "{} × {} GPUs per node",
-                fleet.gpu, fleet.gpus_per_node
-            ));
+            .error(name.span.clone(), format!("no offering can host fleet `{}`", fleet.name))
+            .label(format!("{} × {} GPUs per node", fleet.gpu, fleet.gpus_per_node));
         for reason in explain_exclusions(fleet, &candidates) {
             problem.help(reason);
         }
@@ -427,16 +293,9 @@ impl FleetChecker<'_> {
             }
             let at = image.map_or(name.span.clone(), |i| i.span.clone());
             problems
-                .error(
-                    at,
-                    format!(
-                        "fleet `{}` has no {cloud} image, but may run on {cloud}",
-                        fleet.name
-                    ),
-                )
+                .error(at, format!("fleet `{}` has no {cloud} image, but may run on {cloud}", fleet.name))
                 .help(match cloud {
-                    Cloud::Aws => "add `image = { aws = \"ami-...\" }` with the AMI its nodes boot"
-                        .to_string(),
+                    Cloud::Aws => "add `image = { aws = \"ami-...\" }` with the AMI its nodes boot".to_string(),
                     other => format!("add `image = {{ {other} = \"...\" }}`"),
                 });
             complete = false;
@@ -458,25 +317,17 @@ fn explain_exclusions(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)
     let residency = fleet.residency.as_deref().unwrap_or_default().join(", ");
     let ceiling = fleet.max_price_per_gpu_hour.unwrap_or_default();
     for (offering, why) in candidates {
-        let what = format!(
-            "{} {} in {}",
-            offering.cloud,
-            offering.instance_type,
-            offering.zone.as_deref().unwrap_or(&offering.region)
-        );
+        let what = format!("{} {} in {}", offering.cloud, offering.instance_type, offering.zone.as_deref().unwrap_or(&offering.region));
         match why {
-            Some(Exclusion::OutsideResidency) => push(format!(
-                "{what} is under {} jurisdiction, outside residency [{residency}]",
-                offering.jurisdiction
-            )),
+            Some(Exclusion::OutsideResidency) => {
+                push(format!("{what} is under {} jurisdiction, outside residency [{residency}]", offering.jurisdiction))
+            }
             Some(Exclusion::OverPriceCeiling) => push(format!(
                 "{what} costs ${:.2}/GPU-hour, above the ceiling of ${ceiling:.2}",
                 offering.price_per_gpu_hour().unwrap_or_default()
             )),
             Some(Exclusion::PriceUnknownUnderCeiling) => {
-                push(format!(
-                    "{what} has no known price, so it cannot be held to the ceiling of ${ceiling:.2}"
-                ));
+                push(format!("{what} has no known price, so it cannot be held to the ceiling of ${ceiling:.2}"));
                 push("an [[offerings]] entry can give its price".to_string());
             }
             _ => {}
@@ -488,13 +339,8 @@ fn explain_exclusions(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)
             if offering.cloud != cloud || why.as_ref() != Some(&exclusion) {
                 continue;
             }
-            match by_type
-                .iter_mut()
-                .find(|(t, _)| *t == offering.instance_type)
-            {
-                Some((_, regions)) if !regions.contains(&offering.region.as_str()) => {
-                    regions.push(&offering.region)
-                }
+            match by_type.iter_mut().find(|(t, _)| *t == offering.instance_type) {
+                Some((_, regions)) if !regions.contains(&offering.region.as_str()) => regions.push(&offering.region),
                 Some(_) => {}
                 None => by_type.push((&offering.instance_type, vec![&offering.region])),
             }
@@ -503,35 +349,18 @@ fn explain_exclusions(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)
     };
     for cloud in Cloud::ALL {
         for (instance_type, regions) in excluded_as(cloud, Exclusion::LocationNotConfigured) {
-            let count = if regions.len() == 1 {
-                "1 region that is".to_string()
-            } else {
-                format!("{} regions that are", regions.len())
-            };
-            push(format!(
-                "{cloud} also sells {instance_type} in {count} not configured: {}",
-                regions.join(", ")
-            ));
+            let count = if regions.len() == 1 { "1 region that is".to_string() } else { format!("{} regions that are", regions.len()) };
+            push(format!("{cloud} also sells {instance_type} in {count} not configured: {}", regions.join(", ")));
         }
     }
     let shape = format!("{} × {}", fleet.gpu, fleet.gpus_per_node);
     for cloud in Cloud::ALL {
-        let types: Vec<&str> = excluded_as(cloud, Exclusion::CloudNotConfigured)
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
+        let types: Vec<&str> = excluded_as(cloud, Exclusion::CloudNotConfigured).into_iter().map(|(t, _)| t).collect();
         if types.is_empty() {
             continue;
         }
-        let why = if cloud == Cloud::Aws {
-            "is not configured"
-        } else {
-            "is not supported in this version"
-        };
-        push(format!(
-            "{cloud} offers {shape} as {}, but {cloud} {why}",
-            types.join(", ")
-        ));
+        let why = if cloud == Cloud::Aws { "is not configured" } else { "is not supported in this version" };
+        push(format!("{cloud} offers {shape} as {}, but {cloud} {why}", types.join(", ")));
     }
     lines
 }
@@ -540,19 +369,13 @@ fn check_nodes(nodes: &Located<i128>, problems: &mut Problems) -> Option<u32> {
     match nodes.value {
         n if n < 1 => {
             problems
-                .error(
-                    nodes.span.clone(),
-                    format!("nodes must be at least 1, found {n}"),
-                )
+                .error(nodes.span.clone(), format!("nodes must be at least 1, found {n}"))
                 .help("to remove a fleet and its instances, delete its section from the plan");
             None
         }
         n if n > i128::from(MAX_NODES) => {
             problems
-                .error(
-                    nodes.span.clone(),
-                    format!("nodes = {n} is more than the {MAX_NODES} one fleet may have"),
-                )
+                .error(nodes.span.clone(), format!("nodes = {n} is more than the {MAX_NODES} one fleet may have"))
                 .help("check for a typo, or split the capacity into several fleets");
             None
         }
@@ -561,54 +384,29 @@ fn check_nodes(nodes: &Located<i128>, problems: &mut Problems) -> Option<u32> {
 }
 
 /// `min_nodes` defaults to `nodes`; it can only be checked against a valid `nodes`.
-fn check_min_nodes(
-    min_nodes: Option<&Located<i128>>,
-    nodes: Option<u32>,
-    problems: &mut Problems,
-) -> Option<u32> {
-    let Some(min_nodes) = min_nodes else {
-        return nodes;
-    };
+fn check_min_nodes(min_nodes: Option<&Located<i128>>, nodes: Option<u32>, problems: &mut Problems) -> Option<u32> {
+    let Some(min_nodes) = min_nodes else { return nodes };
     if min_nodes.value < 0 {
-        problems.error(
-            min_nodes.span.clone(),
-            format!("min_nodes must not be negative, found {}", min_nodes.value),
-        );
+        problems.error(min_nodes.span.clone(), format!("min_nodes must not be negative, found {}", min_nodes.value));
         return None;
     }
     let nodes = nodes?;
     if min_nodes.value > i128::from(nodes) {
         problems
-            .error(
-                min_nodes.span.clone(),
-                format!(
-                    "min_nodes ({}) is greater than nodes ({nodes})",
-                    min_nodes.value
-                ),
-            )
-            .help(format!(
-                "min_nodes is the smallest partial fill the fleet accepts: at most {nodes}"
-            ));
+            .error(min_nodes.span.clone(), format!("min_nodes ({}) is greater than nodes ({nodes})", min_nodes.value))
+            .help(format!("min_nodes is the smallest partial fill the fleet accepts: at most {nodes}"));
         return None;
     }
     u32::try_from(min_nodes.value).ok()
 }
 
-fn check_placement(
-    placement: Option<&Located<String>>,
-    problems: &mut Problems,
-) -> Option<PlacementPolicy> {
-    let Some(placement) = placement else {
-        return Some(PlacementPolicy::Spread);
-    };
+fn check_placement(placement: Option<&Located<String>>, problems: &mut Problems) -> Option<PlacementPolicy> {
+    let Some(placement) = placement else { return Some(PlacementPolicy::Spread) };
     match placement.value.as_str() {
         "spread" => Some(PlacementPolicy::Spread),
         "pack" => Some(PlacementPolicy::Pack),
         other => {
-            let problem = problems.error(
-                placement.span.clone(),
-                format!("unknown placement `{other}`"),
-            );
+            let problem = problems.error(placement.span.clone(), format!("unknown placement `{other}`"));
             if let Some(suggestion) = closest(other, ["spread", "pack"]) {
                 problem.help(format!("did you mean `{suggestion}`?"));
             }
@@ -623,13 +421,7 @@ fn check_price_ceiling(price: &Located<f64>, problems: &mut Problems) -> Option<
         return Some(price.value);
     }
     problems
-        .error(
-            price.span.clone(),
-            format!(
-                "max_price_per_gpu_hour must be a positive amount of USD, found {}",
-                price.value
-            ),
-        )
+        .error(price.span.clone(), format!("max_price_per_gpu_hour must be a positive amount of USD, found {}", price.value))
         .help("give the most one GPU-hour may cost, e.g. 9.0, or remove the key for no ceiling");
     None
 }
@@ -641,55 +433,28 @@ fn check_images(images: &RawImages, problems: &mut Problems) -> Option<BTreeMap<
         if valid {
             by_cloud.insert(cloud, image.value.clone());
         } else {
-            problems
-                .error(
-                    image.span.clone(),
-                    format!("`{}` is not {what}", image.value),
-                )
-                .help(help);
+            problems.error(image.span.clone(), format!("`{}` is not {what}", image.value)).help(help);
             all_good = false;
         }
     };
     if let Some(ami) = &images.aws {
-        check(
-            Cloud::Aws,
-            ami,
-            is_ami_id(&ami.value),
-            "an AMI id",
-            "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"",
-        );
+        check(Cloud::Aws, ami, is_ami_id(&ami.value), "an AMI id", "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"");
     }
     if let Some(image) = &images.gcp {
-        check(
-            Cloud::Gcp,
-            image,
-            is_gce_image(&image.value),
-            "a Compute Engine image",
-            "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"",
-        );
+        check(Cloud::Gcp, image, is_gce_image(&image.value), "a Compute Engine image", "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"");
     }
     if let Some(image) = &images.azure {
-        check(
-            Cloud::Azure,
-            image,
-            is_azure_image(&image.value),
-            "an Azure image reference",
-            "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"",
-        );
+        check(Cloud::Azure, image, is_azure_image(&image.value), "an Azure image reference", "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"");
     }
     all_good.then_some(by_cloud)
 }
 
 fn is_gce_image(image: &str) -> bool {
-    let Some(rest) = image.strip_prefix("projects/") else {
-        return false;
-    };
+    let Some(rest) = image.strip_prefix("projects/") else { return false };
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [project, "global", "images", name] => !project.is_empty() && !name.is_empty(),
-        [project, "global", "images", "family", family] => {
-            !project.is_empty() && !family.is_empty()
-        }
+        [project, "global", "images", "family", family] => !project.is_empty() && !family.is_empty(),
         _ => false,
     }
 }
@@ -697,25 +462,13 @@ fn is_gce_image(image: &str) -> bool {
 fn is_azure_image(image: &str) -> bool {
     let urn: Vec<&str> = image.split(':').collect();
     let is_urn = urn.len() == 4 && urn.iter().all(|p| !p.is_empty() && !p.contains('/'));
-    is_urn
-        || (image.starts_with("/subscriptions/")
-            && image
-                .to_ascii_lowercase()
-                .contains("/providers/microsoft.compute/"))
+    is_urn || (image.starts_with("/subscriptions/") && image.to_ascii_lowercase().contains("/providers/microsoft.compute/"))
 }
 
 /// Compute Engine labels are stricter than EC2 tags: lowercase letters,
 /// digits, `_` and `-`, at most 63 characters, keys starting with a letter.
-fn check_gcp_labels(
-    labels: Option<&Located<Labels>>,
-    context: &str,
-    problems: &mut Problems,
-) -> Option<()> {
-    let valid = |s: &str| {
-        s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-    };
+fn check_gcp_labels(labels: Option<&Located<Labels>>, context: &str, problems: &mut Problems) -> Option<()> {
+    let valid = |s: &str| s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     let mut all_good = true;
     for (key, value) in labels.map(|l| l.value.as_slice()).unwrap_or_default() {
         if !(valid(&key.value) && key.value.starts_with(|c: char| c.is_ascii_lowercase())) {
@@ -736,31 +489,18 @@ fn check_gcp_labels(
 
 fn is_ami_id(id: &str) -> bool {
     id.strip_prefix("ami-").is_some_and(|hex| {
-        matches!(hex.len(), 8 | 17)
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     })
 }
 
 /// Labels become EC2 tags, so they follow EC2's rules, and must stay clear of
 /// the tags gpufleet uses to recognize its own instances.
-fn check_labels(
-    labels: &Located<Labels>,
-    context: &str,
-    problems: &mut Problems,
-) -> Option<BTreeMap<String, String>> {
+fn check_labels(labels: &Located<Labels>, context: &str, problems: &mut Problems) -> Option<BTreeMap<String, String>> {
     let mut checked = BTreeMap::new();
     let mut all_good = true;
     if labels.value.len() > MAX_LABELS {
         problems
-            .error(
-                labels.span.clone(),
-                format!(
-                    "{context} has {} labels; at most {MAX_LABELS} fit",
-                    labels.value.len()
-                ),
-            )
+            .error(labels.span.clone(), format!("{context} has {} labels; at most {MAX_LABELS} fit", labels.value.len()))
             .help("EC2 allows 50 tags per instance and gpufleet uses 3 of them");
         all_good = false;
     }
@@ -771,67 +511,35 @@ fn check_labels(
             Some(("label keys must not be empty".to_string(), None))
         } else if lowered.starts_with(OWNERSHIP_TAG_PREFIX) {
             Some((
-                format!(
-                    "label `{}` collides with gpufleet's ownership tags",
-                    key.value
-                ),
-                Some(format!(
-                    "keys starting with `{OWNERSHIP_TAG_PREFIX}` are reserved for the tags gpufleet uses to recognize its instances"
-                )),
+                format!("label `{}` collides with gpufleet's ownership tags", key.value),
+                Some(format!("keys starting with `{OWNERSHIP_TAG_PREFIX}` are reserved for the tags gpufleet uses to recognize its instances")),
             ))
         } else if lowered.starts_with("aws:") {
             Some((
-                format!(
-                    "label `{}` uses the `aws:` prefix, which AWS reserves",
-                    key.value
-                ),
+                format!("label `{}` uses the `aws:` prefix, which AWS reserves", key.value),
                 Some("AWS refuses user tags starting with `aws:`; drop the prefix".to_string()),
             ))
         } else if key.value.chars().count() > MAX_TAG_KEY_CHARS {
-            Some((
-                format!(
-                    "label key `{}` is longer than {MAX_TAG_KEY_CHARS} characters",
-                    key.value
-                ),
-                None,
-            ))
+            Some((format!("label key `{}` is longer than {MAX_TAG_KEY_CHARS} characters", key.value), None))
         } else {
-            key.value.chars().find(|c| !allowed_char(*c)).map(|bad| {
-                (
-                    format!(
-                        "label key `{}` contains `{}`, which EC2 tags do not allow",
-                        key.value,
-                        bad.escape_default()
-                    ),
-                    None,
-                )
-            })
+            key.value
+                .chars()
+                .find(|c| !allowed_char(*c))
+                .map(|bad| (format!("label key `{}` contains `{}`, which EC2 tags do not allow", key.value, bad.escape_default()), None))
         };
         if let Some((message, help)) = key_problem {
             let problem = problems.error(key.span.clone(), message);
-            problem.help(help.unwrap_or_else(|| {
-                "tag keys are 1-128 letters, digits, spaces and _ . : / = + - @".to_string()
-            }));
+            problem.help(help.unwrap_or_else(|| "tag keys are 1-128 letters, digits, spaces and _ . : / = + - @".to_string()));
             all_good = false;
         }
         if value.value.chars().count() > MAX_TAG_VALUE_CHARS {
-            problems.error(
-                value.span.clone(),
-                format!(
-                    "label `{}` has a value longer than {MAX_TAG_VALUE_CHARS} characters",
-                    key.value
-                ),
-            );
+            problems.error(value.span.clone(), format!("label `{}` has a value longer than {MAX_TAG_VALUE_CHARS} characters", key.value));
             all_good = false;
         } else if let Some(bad) = value.value.chars().find(|c| !allowed_char(*c)) {
             problems
                 .error(
                     value.span.clone(),
-                    format!(
-                        "label `{}` has `{}` in its value, which EC2 tags do not allow",
-                        key.value,
-                        bad.escape_default()
-                    ),
+                    format!("label `{}` has `{}` in its value, which EC2 tags do not allow", key.value, bad.escape_default()),
                 )
                 .help("tag values are letters, digits, spaces and _ . : / = + - @");
             all_good = false;

@@ -58,20 +58,14 @@ use std::path::Path;
 /// paths are resolved against the file's directory.
 pub fn load(path: &Path, catalog: &Catalog) -> Result<Plan, PlanError> {
     let source_name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| PlanError::unreadable(&source_name, &error))?;
+    let text = std::fs::read_to_string(path).map_err(|error| PlanError::unreadable(&source_name, &error))?;
     let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
     parse(&source_name, &text, base_dir, catalog)
 }
 
 /// Parses and validates plan text. `source_name` names the file in messages;
 /// `base_dir` is where relative `startup` paths start.
-pub fn parse(
-    source_name: &str,
-    text: &str,
-    base_dir: &Path,
-    catalog: &Catalog,
-) -> Result<Plan, PlanError> {
+pub fn parse(source_name: &str, text: &str, base_dir: &Path, catalog: &Catalog) -> Result<Plan, PlanError> {
     let mut problems = Problems::default();
     let (document, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
     if let Some(first) = syntax_errors.first() {
@@ -124,9 +118,7 @@ fn remove_null_types(value: &mut serde_json::Value) {
                 }
             }
             for key in ["anyOf", "oneOf"] {
-                let Some(serde_json::Value::Array(options)) = map.get_mut(key) else {
-                    continue;
-                };
+                let Some(serde_json::Value::Array(options)) = map.get_mut(key) else { continue };
                 options.retain(|o| o.get("type").and_then(|t| t.as_str()) != Some("null"));
                 // `anyOf: [X]` is X: merge it, so that editors see a plain reference.
                 if options.len() == 1

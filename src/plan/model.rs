@@ -45,10 +45,7 @@ impl Providers {
 
     /// The clouds this plan may use.
     pub fn clouds(&self) -> Vec<Cloud> {
-        Cloud::ALL
-            .into_iter()
-            .filter(|c| self.locations(*c).is_some())
-            .collect()
+        Cloud::ALL.into_iter().filter(|c| self.locations(*c).is_some()).collect()
     }
 }
 

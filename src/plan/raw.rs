@@ -19,11 +19,7 @@ use toml::de::DeTable;
 pub(crate) struct RawPlan {
     /// Plan id, used in the `gpufleet-plan` ownership tag and the state file name:
     /// lowercase letters, digits and `-`, at most 63 characters.
-    #[schemars(
-        required,
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-    )]
+    #[schemars(required, length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
     pub name: Option<Located<String>>,
     /// How long a capacity or quota refusal keeps an offering out of plans, e.g. "5m", "1h 30m".
     /// Defaults to 5 minutes.
@@ -200,11 +196,7 @@ impl RawPlan {
         let name = top.required_string("name", "\"my-plan\"", problems);
         let shortage_ttl = top.string("shortage_ttl", problems);
         let providers = top
-            .required_table(
-                "providers",
-                "{ aws = { regions = [\"us-east-1\"] } }",
-                problems,
-            )
+            .required_table("providers", "{ aws = { regions = [\"us-east-1\"] } }", problems)
             .map(|(span, table)| RawProviders::read(table, span, problems));
         let fleets = top
             .table("fleets", problems)
@@ -214,18 +206,10 @@ impl RawPlan {
             .table_array("offerings", problems)
             .into_iter()
             .enumerate()
-            .map(|(i, (span, table))| {
-                Located::new(RawOffering::read(table, i, span.clone(), problems), span)
-            })
+            .map(|(i, (span, table))| Located::new(RawOffering::read(table, i, span.clone(), problems), span))
             .collect();
         top.finish(problems);
-        RawPlan {
-            name,
-            shortage_ttl,
-            providers,
-            fleets,
-            offerings,
-        }
+        RawPlan { name, shortage_ttl, providers, fleets, offerings }
     }
 }
 
@@ -242,12 +226,7 @@ impl RawProviders {
             .table("azure", problems)
             .map(|(span, t)| Located::new(RawAzure::read(t, span.clone(), problems), span));
         reader.finish(problems);
-        RawProviders {
-            aws,
-            gcp,
-            azure,
-            span,
-        }
+        RawProviders { aws, gcp, azure, span }
     }
 }
 
@@ -258,32 +237,20 @@ impl RawGcp {
         let zones = reader.required_string_array("zones", "[\"us-central1-a\"]", problems);
         let endpoint = reader.string("endpoint", problems);
         reader.finish(problems);
-        RawGcp {
-            project,
-            zones,
-            endpoint,
-        }
+        RawGcp { project, zones, endpoint }
     }
 }
 
 impl RawAzure {
     fn read(table: &DeTable<'_>, anchor: Range<usize>, problems: &mut Problems) -> RawAzure {
         let mut reader = TableReader::new(table, "[providers.azure]", anchor);
-        let subscription = reader.required_string(
-            "subscription",
-            "\"00000000-0000-0000-0000-000000000000\"",
-            problems,
-        );
+        let subscription =
+            reader.required_string("subscription", "\"00000000-0000-0000-0000-000000000000\"", problems);
         let resource_group = reader.required_string("resource_group", "\"gpu-fleets\"", problems);
         let regions = reader.required_string_array("regions", "[\"eastus\"]", problems);
         let endpoint = reader.string("endpoint", problems);
         reader.finish(problems);
-        RawAzure {
-            subscription,
-            resource_group,
-            regions,
-            endpoint,
-        }
+        RawAzure { subscription, resource_group, regions, endpoint }
     }
 }
 
@@ -300,11 +267,7 @@ impl RawAws {
         let endpoint = reader.string("endpoint", problems);
         let profile = reader.string("profile", problems);
         reader.finish(problems);
-        RawAws {
-            regions,
-            endpoint,
-            profile,
-        }
+        RawAws { regions, endpoint, profile }
     }
 }
 
@@ -319,14 +282,7 @@ fn read_fleets(table: &DeTable<'_>, problems: &mut Problems) -> Vec<(Located<Str
             }
             other => {
                 problems
-                    .error(
-                        value.span(),
-                        format!(
-                            "fleet `{}` must be a table, found {}",
-                            name.value,
-                            super::reader::type_name(other)
-                        ),
-                    )
+                    .error(value.span(), format!("fleet `{}` must be a table, found {}", name.value, super::reader::type_name(other)))
                     .help(format!("write it as a [fleets.{}] section", name.value));
             }
         }
@@ -336,8 +292,7 @@ fn read_fleets(table: &DeTable<'_>, problems: &mut Problems) -> Vec<(Located<Str
 
 impl RawFleet {
     fn read(table: &DeTable<'_>, name: &Located<String>, problems: &mut Problems) -> RawFleet {
-        let mut reader =
-            TableReader::new(table, format!("fleet `{}`", name.value), name.span.clone());
+        let mut reader = TableReader::new(table, format!("fleet `{}`", name.value), name.span.clone());
         let gpu = reader.required_string("gpu", "\"H100\"", problems);
         let gpus_per_node = reader.required_integer("gpus_per_node", "8", problems);
         let nodes = reader.required_integer("nodes", "4", problems);
@@ -346,13 +301,9 @@ impl RawFleet {
         let prefer = reader.string_array("prefer", problems);
         let residency = reader.string_array("residency", problems);
         let max_price_per_gpu_hour = reader.number("max_price_per_gpu_hour", problems);
-        let image = reader
-            .table("image", problems)
-            .map(|(span, t)| RawImages::read(t, &reader, span, problems));
+        let image = reader.table("image", problems).map(|(span, t)| RawImages::read(t, &reader, span, problems));
         let startup = reader.string("startup", problems);
-        let labels = reader
-            .table("labels", problems)
-            .map(|(span, t)| Located::new(read_labels(t, reader.context(), problems), span));
+        let labels = reader.table("labels", problems).map(|(span, t)| Located::new(read_labels(t, reader.context(), problems), span));
         reader.finish(problems);
         RawFleet {
             gpu,
@@ -371,27 +322,13 @@ impl RawFleet {
 }
 
 impl RawImages {
-    fn read(
-        table: &DeTable<'_>,
-        fleet: &TableReader<'_, '_>,
-        span: Range<usize>,
-        problems: &mut Problems,
-    ) -> RawImages {
-        let mut reader = TableReader::new(
-            table,
-            format!("the image of {}", fleet.context()),
-            span.clone(),
-        );
+    fn read(table: &DeTable<'_>, fleet: &TableReader<'_, '_>, span: Range<usize>, problems: &mut Problems) -> RawImages {
+        let mut reader = TableReader::new(table, format!("the image of {}", fleet.context()), span.clone());
         let aws = reader.string("aws", problems);
         let gcp = reader.string("gcp", problems);
         let azure = reader.string("azure", problems);
         reader.finish(problems);
-        RawImages {
-            aws,
-            gcp,
-            azure,
-            span,
-        }
+        RawImages { aws, gcp, azure, span }
     }
 }
 
@@ -405,14 +342,7 @@ fn read_labels(table: &DeTable<'_>, fleet: &str, problems: &mut Problems) -> Lab
             )),
             other => {
                 problems
-                    .error(
-                        value.span(),
-                        format!(
-                            "label `{}` of {fleet} must be a string, found {}",
-                            key.get_ref(),
-                            super::reader::type_name(other)
-                        ),
-                    )
+                    .error(value.span(), format!("label `{}` of {fleet} must be a string, found {}", key.get_ref(), super::reader::type_name(other)))
                     .help("quote the value: tags and labels are strings");
             }
         }
@@ -421,14 +351,8 @@ fn read_labels(table: &DeTable<'_>, fleet: &str, problems: &mut Problems) -> Lab
 }
 
 impl RawOffering {
-    fn read(
-        table: &DeTable<'_>,
-        index: usize,
-        span: Range<usize>,
-        problems: &mut Problems,
-    ) -> RawOffering {
-        let mut reader =
-            TableReader::new(table, format!("[[offerings]] entry {}", index + 1), span);
+    fn read(table: &DeTable<'_>, index: usize, span: Range<usize>, problems: &mut Problems) -> RawOffering {
+        let mut reader = TableReader::new(table, format!("[[offerings]] entry {}", index + 1), span);
         let offering = RawOffering {
             cloud: reader.required_string("cloud", "\"aws\"", problems),
             instance_type: reader.required_string("instance_type", "\"p5.48xlarge\"", problems),

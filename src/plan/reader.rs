@@ -56,17 +56,8 @@ pub(crate) struct TableReader<'t, 'i> {
 }
 
 impl<'t, 'i> TableReader<'t, 'i> {
-    pub(crate) fn new(
-        table: &'t DeTable<'i>,
-        context: impl Into<String>,
-        anchor: Range<usize>,
-    ) -> Self {
-        TableReader {
-            table,
-            context: context.into(),
-            anchor,
-            asked: Vec::new(),
-        }
+    pub(crate) fn new(table: &'t DeTable<'i>, context: impl Into<String>, anchor: Range<usize>) -> Self {
+        TableReader { table, context: context.into(), anchor, asked: Vec::new() }
     }
 
     pub(crate) fn anchor(&self) -> Range<usize> {
@@ -85,32 +76,18 @@ impl<'t, 'i> TableReader<'t, 'i> {
     /// Reports a missing required key.
     fn missing(&self, key: &str, example: &str, problems: &mut Problems) {
         problems
-            .error(
-                self.anchor.clone(),
-                format!("{} is missing `{key}`", self.context),
-            )
+            .error(self.anchor.clone(), format!("{} is missing `{key}`", self.context))
             .help(format!("add `{key} = {example}`"))
             .label(format!("`{key}` missing"));
     }
 
     fn wrong_type(&self, key: &str, expected: &str, value: &Value<'i>, problems: &mut Problems) {
         problems
-            .error(
-                value.span(),
-                format!(
-                    "`{key}` in {} must be {expected}, found {}",
-                    self.context,
-                    type_name(value.get_ref())
-                ),
-            )
+            .error(value.span(), format!("`{key}` in {} must be {expected}, found {}", self.context, type_name(value.get_ref())))
             .label(format!("expected {expected}"));
     }
 
-    pub(crate) fn string(
-        &mut self,
-        key: &'static str,
-        problems: &mut Problems,
-    ) -> Option<Located<String>> {
+    pub(crate) fn string(&mut self, key: &'static str, problems: &mut Problems) -> Option<Located<String>> {
         let (_, value) = self.entry(key)?;
         match value.get_ref() {
             DeValue::String(s) => Some(Located::new(s.to_string(), value.span())),
@@ -137,12 +114,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
         value
     }
 
-    pub(crate) fn required_string(
-        &mut self,
-        key: &'static str,
-        example: &str,
-        problems: &mut Problems,
-    ) -> Option<Located<String>> {
+    pub(crate) fn required_string(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<String>> {
         self.require(key, example, problems, |r, p| r.string(key, p))
     }
 
@@ -156,20 +128,13 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// An integer, kept wide so that range checks can say what was written.
-    pub(crate) fn integer(
-        &mut self,
-        key: &'static str,
-        problems: &mut Problems,
-    ) -> Option<Located<i128>> {
+    pub(crate) fn integer(&mut self, key: &'static str, problems: &mut Problems) -> Option<Located<i128>> {
         let (_, value) = self.entry(key)?;
         match value.get_ref() {
             DeValue::Integer(i) => match i128::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => Some(Located::new(n, value.span())),
                 Err(_) => {
-                    problems.error(
-                        value.span(),
-                        format!("`{key}` in {} is too large", self.context),
-                    );
+                    problems.error(value.span(), format!("`{key}` in {} is too large", self.context));
                     None
                 }
             },
@@ -180,33 +145,17 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
-    pub(crate) fn required_integer(
-        &mut self,
-        key: &'static str,
-        example: &str,
-        problems: &mut Problems,
-    ) -> Option<Located<i128>> {
+    pub(crate) fn required_integer(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<i128>> {
         self.require(key, example, problems, |r, p| r.integer(key, p))
     }
 
     /// A number; integers are accepted too (`9` means `9.0`). NaN and infinities come
     /// through as written so that the caller can say why they do not fit.
-    pub(crate) fn number(
-        &mut self,
-        key: &'static str,
-        problems: &mut Problems,
-    ) -> Option<Located<f64>> {
+    pub(crate) fn number(&mut self, key: &'static str, problems: &mut Problems) -> Option<Located<f64>> {
         let (_, value) = self.entry(key)?;
         let number = match value.get_ref() {
-            DeValue::Float(f) => Some(
-                f.as_str()
-                    .replace('_', "")
-                    .parse::<f64>()
-                    .unwrap_or(f64::NAN),
-            ),
-            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                .ok()
-                .map(|n| n as f64),
+            DeValue::Float(f) => Some(f.as_str().replace('_', "").parse::<f64>().unwrap_or(f64::NAN)),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).ok().map(|n| n as f64),
             _ => None,
         };
         if number.is_none() {
@@ -216,11 +165,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// An array of strings; each element keeps its own span.
-    pub(crate) fn string_array(
-        &mut self,
-        key: &'static str,
-        problems: &mut Problems,
-    ) -> Option<Located<Vec<Located<String>>>> {
+    pub(crate) fn string_array(&mut self, key: &'static str, problems: &mut Problems) -> Option<Located<Vec<Located<String>>>> {
         let (_, value) = self.entry(key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, "an array of strings", value, problems);
@@ -232,14 +177,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
                 DeValue::String(s) => strings.push(Located::new(s.to_string(), item.span())),
                 other => {
                     problems
-                        .error(
-                            item.span(),
-                            format!(
-                                "`{key}` in {} must hold strings, found {}",
-                                self.context,
-                                type_name(other)
-                            ),
-                        )
+                        .error(item.span(), format!("`{key}` in {} must hold strings, found {}", self.context, type_name(other)))
                         .label("expected a string");
                 }
             }
@@ -248,11 +186,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// A sub-table, with the span of its key (where problems about it point).
-    pub(crate) fn table(
-        &mut self,
-        key: &'static str,
-        problems: &mut Problems,
-    ) -> Option<(Range<usize>, &'t DeTable<'i>)> {
+    pub(crate) fn table(&mut self, key: &'static str, problems: &mut Problems) -> Option<(Range<usize>, &'t DeTable<'i>)> {
         let (k, value) = self.entry(key)?;
         match value.get_ref() {
             DeValue::Table(t) => Some((k.span(), t)),
@@ -264,24 +198,13 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// Like [`Self::table`], but a missing table is reported.
-    pub(crate) fn required_table(
-        &mut self,
-        key: &'static str,
-        example: &str,
-        problems: &mut Problems,
-    ) -> Option<(Range<usize>, &'t DeTable<'i>)> {
+    pub(crate) fn required_table(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<(Range<usize>, &'t DeTable<'i>)> {
         self.require(key, example, problems, |r, p| r.table(key, p))
     }
 
     /// An array of tables (`[[key]]`), each with its span.
-    pub(crate) fn table_array(
-        &mut self,
-        key: &'static str,
-        problems: &mut Problems,
-    ) -> Vec<(Range<usize>, &'t DeTable<'i>)> {
-        let Some((_, value)) = self.entry(key) else {
-            return Vec::new();
-        };
+    pub(crate) fn table_array(&mut self, key: &'static str, problems: &mut Problems) -> Vec<(Range<usize>, &'t DeTable<'i>)> {
+        let Some((_, value)) = self.entry(key) else { return Vec::new() };
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, "an array of tables", value, problems);
             return Vec::new();
@@ -292,10 +215,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
                 DeValue::Table(t) => tables.push((item.span(), t)),
                 other => {
                     problems
-                        .error(
-                            item.span(),
-                            format!("`{key}` must hold tables, found {}", type_name(other)),
-                        )
+                        .error(item.span(), format!("`{key}` must hold tables, found {}", type_name(other)))
                         .label("expected a table");
                 }
             }
@@ -312,10 +232,7 @@ impl<'t, 'i> TableReader<'t, 'i> {
                 continue;
             }
             let problem = problems
-                .error(
-                    key.span(),
-                    format!("unknown key `{name}` in {}", self.context),
-                )
+                .error(key.span(), format!("unknown key `{name}` in {}", self.context))
                 .label("unknown key");
             match closest(name, self.asked.iter().copied()) {
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
@@ -339,10 +256,7 @@ pub(crate) fn type_name(value: &DeValue<'_>) -> &'static str {
 }
 
 /// The candidate most similar to `word`, if any is similar enough to be a likely typo.
-pub(crate) fn closest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word_lower = word.to_lowercase();
     candidates
         .into_iter()
@@ -361,10 +275,7 @@ mod tests {
         let keys = ["gpu", "gpus_per_node", "nodes", "min_nodes", "placement"];
         assert_eq!(closest("min_node", keys), Some("min_nodes"));
         assert_eq!(closest("placment", keys), Some("placement"));
-        assert_eq!(
-            closest("us-est-1", ["us-east-1", "us-west-2"]),
-            Some("us-east-1")
-        );
+        assert_eq!(closest("us-est-1", ["us-east-1", "us-west-2"]), Some("us-east-1"));
         assert_eq!(closest("h100", ["H100", "H200"]), Some("H100"));
         assert_eq!(closest("zzzz", keys), None);
     }

@@ -7,9 +7,7 @@
 
 use super::diagnostic::Problems;
 use super::fleet::FleetChecker;
-use super::model::{
-    AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, GcpConfig, OfferingOverride, Plan, Providers,
-};
+use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, GcpConfig, OfferingOverride, Plan, Providers};
 use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders};
 use super::reader::{Located, closest};
 use crate::catalog::{Catalog, Cloud, OverrideProblem};
@@ -21,28 +19,15 @@ use std::time::Duration;
 pub(crate) const MAX_NAME_LEN: usize = 63;
 
 /// Checks `raw` and builds the plan; `None` when `problems` recorded anything.
-pub(crate) fn validate(
-    raw: RawPlan,
-    source_name: &str,
-    base_dir: &Path,
-    catalog: &Catalog,
-    problems: &mut Problems,
-) -> Option<Plan> {
-    let name = raw
-        .name
-        .as_ref()
-        .and_then(|name| check_name(name, "plan", problems));
+pub(crate) fn validate(raw: RawPlan, source_name: &str, base_dir: &Path, catalog: &Catalog, problems: &mut Problems) -> Option<Plan> {
+    let name = raw.name.as_ref().and_then(|name| check_name(name, "plan", problems));
     let shortage_ttl = match &raw.shortage_ttl {
         Some(ttl) => check_shortage_ttl(ttl, problems),
         None => Some(DEFAULT_SHORTAGE_TTL),
     };
     let (offerings, catalog) = check_offerings(&raw.offerings, catalog, problems);
     let before_providers = problems.len();
-    let providers = raw
-        .providers
-        .as_ref()
-        .map(|p| check_providers(p, &catalog, problems))
-        .unwrap_or_default();
+    let providers = raw.providers.as_ref().map(|p| check_providers(p, &catalog, problems)).unwrap_or_default();
     // With a broken provider section, "not configured" would be an echo of it.
     let every_provider_built = raw.providers.as_ref().is_some_and(|p| {
         p.aws.is_some() == providers.aws.is_some()
@@ -51,12 +36,7 @@ pub(crate) fn validate(
     });
     let providers_ok = every_provider_built && problems.len() == before_providers;
 
-    let checker = FleetChecker {
-        catalog: &catalog,
-        providers: &providers,
-        providers_ok,
-        base_dir,
-    };
+    let checker = FleetChecker { catalog: &catalog, providers: &providers, providers_ok, base_dir };
     let mut fleets = BTreeMap::new();
     for (fleet_name, raw_fleet) in &raw.fleets {
         if let Some(fleet) = checker.check(fleet_name, raw_fleet, problems) {
@@ -79,26 +59,17 @@ pub(crate) fn validate(
 
 /// Plan and fleet names end up in tags, labels and file names: lowercase
 /// letters, digits and inner `-`, like a DNS label.
-pub(crate) fn check_name(
-    name: &Located<String>,
-    what: &str,
-    problems: &mut Problems,
-) -> Option<String> {
+pub(crate) fn check_name(name: &Located<String>, what: &str, problems: &mut Problems) -> Option<String> {
     let value = &name.value;
     let well_formed = !value.is_empty()
         && value.len() <= MAX_NAME_LEN
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !value.starts_with('-')
         && !value.ends_with('-');
     if well_formed {
         return Some(value.clone());
     }
-    let problem = problems.error(
-        name.span.clone(),
-        format!("{what} name `{value}` is not a valid name"),
-    );
+    let problem = problems.error(name.span.clone(), format!("{what} name `{value}` is not a valid name"));
     problem.help(format!(
         "use 1 to {MAX_NAME_LEN} lowercase letters, digits and `-` (not first or last): it is used in ownership tags"
     ));
@@ -113,21 +84,10 @@ fn suggest_name(value: &str) -> String {
     let lowered: String = value
         .to_lowercase()
         .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
         .collect();
     let trimmed = lowered.trim_matches('-');
-    trimmed
-        .chars()
-        .take(MAX_NAME_LEN)
-        .collect::<String>()
-        .trim_end_matches('-')
-        .to_string()
+    trimmed.chars().take(MAX_NAME_LEN).collect::<String>().trim_end_matches('-').to_string()
 }
 
 fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<Duration> {
@@ -141,10 +101,7 @@ fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<
         }
         Err(error) => {
             problems
-                .error(
-                    ttl.span.clone(),
-                    format!("shortage_ttl `{}` is not a duration: {error}", ttl.value),
-                )
+                .error(ttl.span.clone(), format!("shortage_ttl `{}` is not a duration: {error}", ttl.value))
                 .help("write it like \"90s\", \"5m\" or \"1h 30m\"");
             None
         }
@@ -153,37 +110,16 @@ fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<
 
 /// Checks `[[offerings]]` and applies the valid ones to the catalog; later checks
 /// use that catalog, exactly as the planner will.
-fn check_offerings(
-    entries: &[Located<RawOffering>],
-    catalog: &Catalog,
-    problems: &mut Problems,
-) -> (Vec<OfferingOverride>, Catalog) {
+fn check_offerings(entries: &[Located<RawOffering>], catalog: &Catalog, problems: &mut Problems) -> (Vec<OfferingOverride>, Catalog) {
     let mut overrides = Vec::new();
     let mut sources = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        let Some(parsed) = parse_override(&entry.value, problems) else {
-            continue;
-        };
-        let key = (
-            parsed.cloud,
-            &parsed.instance_type,
-            &parsed.region,
-            &parsed.zone,
-        );
-        if let Some(first) = overrides
-            .iter()
-            .position(|o: &OfferingOverride| (o.cloud, &o.instance_type, &o.region, &o.zone) == key)
-        {
+        let Some(parsed) = parse_override(&entry.value, problems) else { continue };
+        let key = (parsed.cloud, &parsed.instance_type, &parsed.region, &parsed.zone);
+        if let Some(first) = overrides.iter().position(|o: &OfferingOverride| (o.cloud, &o.instance_type, &o.region, &o.zone) == key) {
             let (first_index, _): (usize, &Located<RawOffering>) = sources[first];
             problems
-                .error(
-                    entry.span.clone(),
-                    format!(
-                        "[[offerings]] entry {} repeats entry {}",
-                        index + 1,
-                        first_index + 1
-                    ),
-                )
+                .error(entry.span.clone(), format!("[[offerings]] entry {} repeats entry {}", index + 1, first_index + 1))
                 .help(format!(
                     "both give {} {} in {}; keep one of them",
                     parsed.cloud,
@@ -201,8 +137,7 @@ fn check_offerings(
         Err(errors) => {
             for error in &errors {
                 let (_, entry) = sources[error.index];
-                let span = span_for_override_problem(&entry.value, &error.problem)
-                    .unwrap_or_else(|| entry.span.clone());
+                let span = span_for_override_problem(&entry.value, &error.problem).unwrap_or_else(|| entry.span.clone());
                 let problem = problems.error(span, error.problem.to_string());
                 match &error.problem {
                     OverrideProblem::NewRegionNeedsJurisdiction { .. } => {
@@ -227,47 +162,29 @@ fn check_offerings(
                 .filter(|(i, _)| !failed.contains(i))
                 .map(|(_, o)| o.clone())
                 .collect();
-            catalog
-                .with_overrides(&good)
-                .unwrap_or_else(|_| catalog.clone())
+            catalog.with_overrides(&good).unwrap_or_else(|_| catalog.clone())
         }
     };
     (overrides, applied)
 }
 
-fn span_for_override_problem(
-    entry: &RawOffering,
-    problem: &OverrideProblem,
-) -> Option<std::ops::Range<usize>> {
-    let span =
-        |field: &Option<Located<_>>| field.as_ref().map(|l: &Located<String>| l.span.clone());
+fn span_for_override_problem(entry: &RawOffering, problem: &OverrideProblem) -> Option<std::ops::Range<usize>> {
+    let span = |field: &Option<Located<_>>| field.as_ref().map(|l: &Located<String>| l.span.clone());
     match problem {
         OverrideProblem::NewTypeNeedsShape { .. } => span(&entry.instance_type),
         OverrideProblem::NewRegionNeedsJurisdiction { .. } => span(&entry.region),
-        OverrideProblem::ShapeMismatch {
-            field: "GPU model", ..
-        } => span(&entry.gpu),
-        OverrideProblem::ShapeMismatch { .. } => {
-            entry.gpus_per_node.as_ref().map(|l| l.span.clone())
-        }
+        OverrideProblem::ShapeMismatch { field: "GPU model", .. } => span(&entry.gpu),
+        OverrideProblem::ShapeMismatch { .. } => entry.gpus_per_node.as_ref().map(|l| l.span.clone()),
         OverrideProblem::JurisdictionMismatch { .. } => span(&entry.jurisdiction),
-        OverrideProblem::ZoneOnRegionalCloud { .. } | OverrideProblem::ZoneOutsideRegion { .. } => {
-            span(&entry.zone)
-        }
+        OverrideProblem::ZoneOnRegionalCloud { .. } | OverrideProblem::ZoneOutsideRegion { .. } => span(&entry.zone),
     }
 }
 
 /// One `[[offerings]]` entry as an override, if its fields are well-formed.
 fn parse_override(entry: &RawOffering, problems: &mut Problems) -> Option<OfferingOverride> {
     let cloud = entry.cloud.as_ref().and_then(|c| parse_cloud(c, problems));
-    let instance_type = entry
-        .instance_type
-        .as_ref()
-        .and_then(|t| non_empty(t, "instance_type", problems));
-    let region = entry
-        .region
-        .as_ref()
-        .and_then(|r| non_empty(r, "region", problems));
+    let instance_type = entry.instance_type.as_ref().and_then(|t| non_empty(t, "instance_type", problems));
+    let region = entry.region.as_ref().and_then(|r| non_empty(r, "region", problems));
     let zone = match &entry.zone {
         Some(z) => Some(non_empty(z, "zone", problems)?),
         None => None,
@@ -280,10 +197,7 @@ fn parse_override(entry: &RawOffering, problems: &mut Problems) -> Option<Offeri
         Some(j) if is_jurisdiction_code(&j.value) => Some(j.value.clone()),
         Some(j) => {
             problems
-                .error(
-                    j.span.clone(),
-                    format!("jurisdiction `{}` is not a jurisdiction code", j.value),
-                )
+                .error(j.span.clone(), format!("jurisdiction `{}` is not a jurisdiction code", j.value))
                 .help("use two or three capital letters, such as US, EU, UK or JP");
             return None;
         }
@@ -293,13 +207,7 @@ fn parse_override(entry: &RawOffering, problems: &mut Problems) -> Option<Offeri
         Some(p) if p.value.is_finite() && p.value > 0.0 => Some(p.value),
         Some(p) => {
             problems
-                .error(
-                    p.span.clone(),
-                    format!(
-                        "price_per_hour must be a positive amount of USD, found {}",
-                        p.value
-                    ),
-                )
+                .error(p.span.clone(), format!("price_per_hour must be a positive amount of USD, found {}", p.value))
                 .help("give the on-demand price of one instance for one hour, e.g. 55.04");
             return None;
         }
@@ -341,39 +249,20 @@ fn non_empty(value: &Located<String>, key: &str, problems: &mut Problems) -> Opt
     Some(value.value.clone())
 }
 
-pub(crate) fn positive_u32(
-    value: &Located<i128>,
-    key: &str,
-    problems: &mut Problems,
-) -> Option<u32> {
+pub(crate) fn positive_u32(value: &Located<i128>, key: &str, problems: &mut Problems) -> Option<u32> {
     match u32::try_from(value.value) {
         Ok(n) if n >= 1 => Some(n),
         _ => {
-            problems.error(
-                value.span.clone(),
-                format!(
-                    "`{key}` must be a positive whole number, found {}",
-                    value.value
-                ),
-            );
+            problems.error(value.span.clone(), format!("`{key}` must be a positive whole number, found {}", value.value));
             None
         }
     }
 }
 
 fn check_providers(raw: &RawProviders, catalog: &Catalog, problems: &mut Problems) -> Providers {
-    let aws = raw
-        .aws
-        .as_ref()
-        .and_then(|aws| check_aws(&aws.value, catalog, problems));
-    let gcp = raw
-        .gcp
-        .as_ref()
-        .and_then(|gcp| check_gcp(&gcp.value, catalog, problems));
-    let azure = raw
-        .azure
-        .as_ref()
-        .and_then(|azure| check_azure(&azure.value, catalog, problems));
+    let aws = raw.aws.as_ref().and_then(|aws| check_aws(&aws.value, catalog, problems));
+    let gcp = raw.gcp.as_ref().and_then(|gcp| check_gcp(&gcp.value, catalog, problems));
+    let azure = raw.azure.as_ref().and_then(|azure| check_azure(&azure.value, catalog, problems));
     if raw.aws.is_none() && raw.gcp.is_none() && raw.azure.is_none() {
         problems
             .error(raw.span.clone(), "no provider is configured")
@@ -383,17 +272,10 @@ fn check_providers(raw: &RawProviders, catalog: &Catalog, problems: &mut Problem
 }
 
 fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option<AwsConfig> {
-    let regions = raw
-        .regions
-        .as_ref()
-        .and_then(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
+    let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
     let profile = optional(raw.profile.as_ref(), |p| non_empty(p, "profile", problems));
-    Some(AwsConfig {
-        regions: regions?,
-        endpoint: endpoint?,
-        profile: profile?,
-    })
+    Some(AwsConfig { regions: regions?, endpoint: endpoint?, profile: profile? })
 }
 
 fn check_gcp(raw: &RawGcp, catalog: &Catalog, problems: &mut Problems) -> Option<GcpConfig> {
@@ -402,31 +284,18 @@ fn check_gcp(raw: &RawGcp, catalog: &Catalog, problems: &mut Problems) -> Option
         let valid = (6..=30).contains(&v.len())
             && v.starts_with(|c: char| c.is_ascii_lowercase())
             && !v.ends_with('-')
-            && v.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if valid {
             return Some(v.clone());
         }
         problems
-            .error(
-                p.span.clone(),
-                format!("`{v}` is not a Google Cloud project id"),
-            )
-            .help(
-                "project ids are 6 to 30 lowercase letters, digits and `-`, starting with a letter",
-            );
+            .error(p.span.clone(), format!("`{v}` is not a Google Cloud project id"))
+            .help("project ids are 6 to 30 lowercase letters, digits and `-`, starting with a letter");
         None
     });
-    let zones = raw
-        .zones
-        .as_ref()
-        .and_then(|zones| check_zones(zones, catalog, problems));
+    let zones = raw.zones.as_ref().and_then(|zones| check_zones(zones, catalog, problems));
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
-    Some(GcpConfig {
-        project: project?,
-        zones: zones?,
-        endpoint: endpoint?,
-    })
+    Some(GcpConfig { project: project?, zones: zones?, endpoint: endpoint? })
 }
 
 fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Option<AzureConfig> {
@@ -435,10 +304,7 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
             return Some(s.value.to_ascii_lowercase());
         }
         problems
-            .error(
-                s.span.clone(),
-                format!("`{}` is not an Azure subscription id", s.value),
-            )
+            .error(s.span.clone(), format!("`{}` is not an Azure subscription id", s.value))
             .help("a subscription id is a GUID such as \"00000000-0000-0000-0000-000000000000\"");
         None
     });
@@ -455,61 +321,35 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
             .help("resource group names are 1 to 90 letters, digits, `-`, `_`, `.`, `(` and `)`, not ending in `.`");
         None
     });
-    let regions = raw
-        .regions
-        .as_ref()
-        .and_then(|regions| check_regions(Cloud::Azure, regions, catalog, problems));
+    let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Azure, regions, catalog, problems));
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
-    Some(AzureConfig {
-        subscription: subscription?,
-        resource_group: resource_group?,
-        regions: regions?,
-        endpoint: endpoint?,
-    })
+    Some(AzureConfig { subscription: subscription?, resource_group: resource_group?, regions: regions?, endpoint: endpoint? })
 }
 
 /// An optional endpoint override: absent is fine (`Some(None)`), present and
 /// not an http(s) URL is not (`None`).
-fn check_endpoint(
-    endpoint: Option<&Located<String>>,
-    problems: &mut Problems,
-) -> Option<Option<String>> {
+fn check_endpoint(endpoint: Option<&Located<String>>, problems: &mut Problems) -> Option<Option<String>> {
     optional(endpoint, |endpoint| {
         let url = &endpoint.value;
-        let host = url
-            .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"));
+        let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
         if host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
             return Some(url.clone());
         }
         problems
-            .error(
-                endpoint.span.clone(),
-                format!("endpoint `{url}` is not an http(s) URL"),
-            )
+            .error(endpoint.span.clone(), format!("endpoint `{url}` is not an http(s) URL"))
             .help("write it like \"http://127.0.0.1:5000\" or \"https://ec2.example.internal\"");
         None
     })
 }
 
 /// The zones of the Google Cloud provider: at least one, each known to the catalog, none twice.
-fn check_zones(
-    zones: &Located<Vec<Located<String>>>,
-    catalog: &Catalog,
-    problems: &mut Problems,
-) -> Option<Vec<String>> {
-    let known: Vec<&str> = catalog
-        .regions_of(Cloud::Gcp)
-        .flat_map(|r| r.zones.iter().map(String::as_str))
-        .collect();
+fn check_zones(zones: &Located<Vec<Located<String>>>, catalog: &Catalog, problems: &mut Problems) -> Option<Vec<String>> {
+    let known: Vec<&str> = catalog.regions_of(Cloud::Gcp).flat_map(|r| r.zones.iter().map(String::as_str)).collect();
     check_locations(Cloud::Gcp, "zone", zones, &known, problems)
 }
 
 /// Checks an optional value: `Some(None)` when absent, `None` when present but invalid.
-pub(crate) fn optional<T, U>(
-    value: Option<&T>,
-    check: impl FnOnce(&T) -> Option<U>,
-) -> Option<Option<U>> {
+pub(crate) fn optional<T, U>(value: Option<&T>, check: impl FnOnce(&T) -> Option<U>) -> Option<Option<U>> {
     match value {
         None => Some(None),
         Some(value) => check(value).map(Some),
@@ -537,37 +377,23 @@ fn check_locations(
     if locations.value.is_empty() {
         let example = known.first().copied().unwrap_or("...");
         problems
-            .error(
-                locations.span.clone(),
-                format!("[providers.{cloud}] lists no {kind}s"),
-            )
-            .help(format!(
-                "name at least one {kind}, e.g. {kind}s = [\"{example}\"]"
-            ));
+            .error(locations.span.clone(), format!("[providers.{cloud}] lists no {kind}s"))
+            .help(format!("name at least one {kind}, e.g. {kind}s = [\"{example}\"]"));
         return None;
     }
     let mut accepted: Vec<String> = Vec::new();
     let mut all_good = true;
     for location in &locations.value {
         if accepted.contains(&location.value) {
-            problems.error(
-                location.span.clone(),
-                format!("{kind} `{}` is listed twice", location.value),
-            );
+            problems.error(location.span.clone(), format!("{kind} `{}` is listed twice", location.value));
             all_good = false;
         } else if !known.contains(&location.value.as_str()) {
             let problem = problems
-                .error(
-                    location.span.clone(),
-                    format!("unknown {cloud} {kind} `{}`", location.value),
-                )
+                .error(location.span.clone(), format!("unknown {cloud} {kind} `{}`", location.value))
                 .label("not in the catalog");
             match closest(&location.value, known.iter().copied()) {
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
-                None => problem.help(format!(
-                    "{cloud} {kind}s in the catalog: {}",
-                    known.join(", ")
-                )),
+                None => problem.help(format!("{cloud} {kind}s in the catalog: {}", known.join(", "))),
             };
             problem.help("a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction");
             all_good = false;

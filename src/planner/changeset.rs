@@ -22,11 +22,7 @@ impl Changeset {
     }
 
     pub fn count(&self, kind: ActionKind) -> u32 {
-        self.actions
-            .iter()
-            .filter(|a| a.kind == kind)
-            .map(|a| a.count)
-            .sum()
+        self.actions.iter().filter(|a| a.kind == kind).map(|a| a.count).sum()
     }
 }
 
@@ -82,17 +78,11 @@ impl Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Reason::CreateBecauseShortfall { have, want } => {
-                write!(f, "shortfall: {have} of {want} nodes")
-            }
-            Reason::DeleteBecauseOverCount { have, want } => {
-                write!(f, "over count: {have} of {want} nodes")
-            }
+            Reason::CreateBecauseShortfall { have, want } => write!(f, "shortfall: {have} of {want} nodes"),
+            Reason::DeleteBecauseOverCount { have, want } => write!(f, "over count: {have} of {want} nodes"),
             Reason::DeleteBecauseNotInPlan => f.write_str("fleet is not in the plan"),
             Reason::DeleteBecauseDestroy => f.write_str("destroy"),
-            Reason::DeleteBecauseNotAllowed { why } => {
-                write!(f, "placement no longer allowed: {why}")
-            }
+            Reason::DeleteBecauseNotAllowed { why } => write!(f, "placement no longer allowed: {why}"),
             Reason::DeleteBecausePackConsolidation { region } => {
                 write!(f, "pack: gathering the fleet in {region}")
             }

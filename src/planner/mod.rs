@@ -19,7 +19,7 @@ pub use changeset::*;
 pub use offerings::{Exclusion, allowed_offerings, candidate_offerings, preference_rank};
 
 use crate::catalog::{Catalog, Offering};
-use crate::plan::{Fleet, PlacementPolicy, Plan};
+use crate::plan::{Fleet, Plan, PlacementPolicy};
 use crate::providers::{Instance, Placement};
 use crate::state::Shortage;
 use chrono::{DateTime, Utc};
@@ -36,10 +36,7 @@ pub fn plan(
     let active: Vec<&Shortage> = shortages.iter().filter(|s| s.expires_at > now).collect();
     let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for instance in observed {
-        by_fleet
-            .entry(instance.fleet.as_str())
-            .or_default()
-            .push(instance);
+        by_fleet.entry(instance.fleet.as_str()).or_default().push(instance);
     }
 
     let mut creates = Vec::new();
@@ -56,49 +53,27 @@ pub fn plan(
         fleets.push(outcome.outlook);
     }
     for (fleet, instances) in by_fleet {
-        deletes.extend(delete_actions(
-            fleet,
-            &instances,
-            Reason::DeleteBecauseNotInPlan,
-            catalog,
-        ));
+        deletes.extend(delete_actions(fleet, &instances, Reason::DeleteBecauseNotInPlan, catalog));
     }
 
     let mut actions = creates;
     actions.extend(deletes);
     let cost = cost_summary(observed, &actions, catalog);
-    Changeset {
-        plan: desired.name.clone(),
-        actions,
-        fleets,
-        skipped,
-        cost,
-    }
+    Changeset { plan: desired.name.clone(), actions, fleets, skipped, cost }
 }
 
 /// The changeset of `gpufleet destroy`: delete everything the plan owns.
 pub fn destroy(plan: &str, observed: &[Instance], catalog: &Catalog) -> Changeset {
     let mut by_fleet: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
     for instance in observed {
-        by_fleet
-            .entry(instance.fleet.as_str())
-            .or_default()
-            .push(instance);
+        by_fleet.entry(instance.fleet.as_str()).or_default().push(instance);
     }
     let actions: Vec<Action> = by_fleet
         .into_iter()
-        .flat_map(|(fleet, instances)| {
-            delete_actions(fleet, &instances, Reason::DeleteBecauseDestroy, catalog)
-        })
+        .flat_map(|(fleet, instances)| delete_actions(fleet, &instances, Reason::DeleteBecauseDestroy, catalog))
         .collect();
     let cost = cost_summary(observed, &actions, catalog);
-    Changeset {
-        plan: plan.to_string(),
-        actions,
-        fleets: Vec::new(),
-        skipped: Vec::new(),
-        cost,
-    }
+    Changeset { plan: plan.to_string(), actions, fleets: Vec::new(), skipped: Vec::new(), cost }
 }
 
 struct FleetPlan {
@@ -138,20 +113,12 @@ fn plan_fleet(
     for &instance in mine {
         match allowed.iter().position(|o| hosts(o, instance)) {
             Some(rank) => kept.push((instance, rank)),
-            None => not_allowed
-                .entry(why_not_allowed(instance, fleet, &candidates))
-                .or_default()
-                .push(instance),
+            None => not_allowed.entry(why_not_allowed(instance, fleet, &candidates)).or_default().push(instance),
         }
     }
     let mut deletes = Vec::new();
     for (why, instances) in not_allowed {
-        deletes.extend(delete_actions(
-            &fleet.name,
-            &instances,
-            Reason::DeleteBecauseNotAllowed { why },
-            catalog,
-        ));
+        deletes.extend(delete_actions(&fleet.name, &instances, Reason::DeleteBecauseNotAllowed { why }, catalog));
     }
 
     let want = fleet.nodes;
@@ -171,25 +138,18 @@ fn plan_fleet(
         }
         PlacementPolicy::Pack => {
             let target = pack_target(&kept, &launchable);
-            let (mut in_target, outside): (Vec<_>, Vec<_>) = kept
-                .into_iter()
-                .partition(|(i, _)| Some(region_of(i)) == target);
+            let (mut in_target, outside): (Vec<_>, Vec<_>) =
+                kept.into_iter().partition(|(i, _)| Some(region_of(i)) == target);
             let have = in_target.len() as u32;
             let mut region_full = have >= want;
             if have > want {
                 deletes.extend(trim(fleet, &mut in_target, have - want, catalog));
             } else if have < want {
-                let in_region = launchable
-                    .iter()
-                    .filter(|o| Some((o.cloud, o.region.as_str())) == target);
+                let in_region = launchable.iter().filter(|o| Some((o.cloud, o.region.as_str())) == target);
                 // Grow with the instance type the region already runs, if it still may.
                 let offering = in_region
                     .clone()
-                    .find(|o| {
-                        in_target
-                            .iter()
-                            .any(|(i, _)| i.instance_type == o.instance_type)
-                    })
+                    .find(|o| in_target.iter().any(|(i, _)| i.instance_type == o.instance_type))
                     .or_else(|| in_region.clone().next());
                 match offering {
                     Some(o) => {
@@ -227,12 +187,7 @@ fn plan_fleet(
         planned: have + created - deleted,
         shortfall_reason,
     };
-    FleetPlan {
-        creates,
-        deletes,
-        skipped,
-        outlook,
-    }
+    FleetPlan { creates, deletes, skipped, outlook }
 }
 
 /// Whether an instance runs on this offering.
@@ -255,9 +210,7 @@ fn pack_target<'a>(
 ) -> Option<(crate::catalog::Cloud, &'a str)> {
     let mut per_region: BTreeMap<(crate::catalog::Cloud, &str), (usize, usize)> = BTreeMap::new();
     for (instance, rank) in kept {
-        let entry = per_region
-            .entry(region_of(instance))
-            .or_insert((0, usize::MAX));
+        let entry = per_region.entry(region_of(instance)).or_insert((0, usize::MAX));
         entry.0 += 1;
         entry.1 = entry.1.min(*rank);
     }
@@ -268,29 +221,14 @@ fn pack_target<'a>(
         .or_else(|| launchable.first().map(|o| (o.cloud, o.region.as_str())))
 }
 
-fn why_not_allowed(
-    instance: &Instance,
-    fleet: &Fleet,
-    candidates: &[(Offering, Option<Exclusion>)],
-) -> String {
-    let exclusion = candidates
-        .iter()
-        .find(|(o, _)| hosts(o, instance))
-        .and_then(|(_, why)| why.clone());
+fn why_not_allowed(instance: &Instance, fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)]) -> String {
+    let exclusion = candidates.iter().find(|(o, _)| hosts(o, instance)).and_then(|(_, why)| why.clone());
     match exclusion {
-        Some(Exclusion::CloudNotConfigured) => {
-            format!("{} is not a configured provider", instance.cloud)
-        }
-        Some(Exclusion::LocationNotConfigured) => {
-            format!("{} is not a configured region", instance.region)
-        }
-        Some(Exclusion::OutsideResidency) => {
-            format!("{} is outside the fleet's residency", instance.region)
-        }
+        Some(Exclusion::CloudNotConfigured) => format!("{} is not a configured provider", instance.cloud),
+        Some(Exclusion::LocationNotConfigured) => format!("{} is not a configured region", instance.region),
+        Some(Exclusion::OutsideResidency) => format!("{} is outside the fleet's residency", instance.region),
         Some(Exclusion::OverPriceCeiling) => "above the fleet's price ceiling".to_string(),
-        Some(Exclusion::PriceUnknownUnderCeiling) => {
-            "price unknown under the fleet's price ceiling".to_string()
-        }
+        Some(Exclusion::PriceUnknownUnderCeiling) => "price unknown under the fleet's price ceiling".to_string(),
         None => format!(
             "{} is not a {}×{} offering",
             instance.instance_type, fleet.gpus_per_node, fleet.gpu
@@ -302,24 +240,12 @@ fn no_offering_reason(allowed: &[Offering], skipped: &[SkippedOffering]) -> Stri
     if allowed.is_empty() {
         "no offering is allowed by the plan".to_string()
     } else {
-        let codes: Vec<String> = skipped
-            .iter()
-            .map(|s| format!("{} ({})", s.offering, s.code))
-            .collect();
-        format!(
-            "every allowed offering is in shortage: {}",
-            codes.join(", ")
-        )
+        let codes: Vec<String> = skipped.iter().map(|s| format!("{} ({})", s.offering, s.code)).collect();
+        format!("every allowed offering is in shortage: {}", codes.join(", "))
     }
 }
 
-fn create_action(
-    fleet: &Fleet,
-    offering: &Offering,
-    count: u32,
-    min_count: u32,
-    have: u32,
-) -> Action {
+fn create_action(fleet: &Fleet, offering: &Offering, count: u32, min_count: u32, have: u32) -> Action {
     Action {
         kind: ActionKind::Create,
         fleet: fleet.name.clone(),
@@ -332,53 +258,27 @@ fn create_action(
         count,
         min_count,
         instance_ids: Vec::new(),
-        reason: Reason::CreateBecauseShortfall {
-            have,
-            want: fleet.nodes,
-        },
+        reason: Reason::CreateBecauseShortfall { have, want: fleet.nodes },
         price_per_hour: offering.price_per_hour,
     }
 }
 
 /// Pick `excess` instances to remove: least preferred placement first, then
 /// newest first; the chosen ones are taken out of `kept`.
-fn trim(
-    fleet: &Fleet,
-    kept: &mut Vec<(&Instance, usize)>,
-    excess: u32,
-    catalog: &Catalog,
-) -> Vec<Action> {
+fn trim(fleet: &Fleet, kept: &mut Vec<(&Instance, usize)>, excess: u32, catalog: &Catalog) -> Vec<Action> {
     let have = kept.len() as u32;
     kept.sort_by(|(a, ra), (b, rb)| {
-        rb.cmp(ra)
-            .then(b.launched_at.cmp(&a.launched_at))
-            .then(b.id.cmp(&a.id))
+        rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(b.id.cmp(&a.id))
     });
     let removed: Vec<&Instance> = kept.drain(..excess as usize).map(|(i, _)| i).collect();
-    delete_actions(
-        &fleet.name,
-        &removed,
-        Reason::DeleteBecauseOverCount {
-            have,
-            want: fleet.nodes,
-        },
-        catalog,
-    )
+    delete_actions(&fleet.name, &removed, Reason::DeleteBecauseOverCount { have, want: fleet.nodes }, catalog)
 }
 
 /// One delete action per placement, instance ids sorted.
-fn delete_actions(
-    fleet: &str,
-    instances: &[&Instance],
-    reason: Reason,
-    catalog: &Catalog,
-) -> Vec<Action> {
+fn delete_actions(fleet: &str, instances: &[&Instance], reason: Reason, catalog: &Catalog) -> Vec<Action> {
     let mut per_placement: BTreeMap<Placement, Vec<String>> = BTreeMap::new();
     for instance in instances {
-        per_placement
-            .entry(Placement::of(instance))
-            .or_default()
-            .push(instance.id.clone());
+        per_placement.entry(Placement::of(instance)).or_default().push(instance.id.clone());
     }
     per_placement
         .into_iter()
@@ -401,10 +301,7 @@ fn delete_actions(
 /// List price per hour of one instance at a placement, when the catalog knows it.
 pub fn price_of(placement: &Placement, catalog: &Catalog) -> Option<f64> {
     let it = catalog.instance_type(placement.cloud, &placement.instance_type)?;
-    it.offers
-        .iter()
-        .find(|o| o.region == placement.region)?
-        .price_per_hour
+    it.offers.iter().find(|o| o.region == placement.region)?.price_per_hour
 }
 
 fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) -> CostSummary {
@@ -428,11 +325,7 @@ fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) ->
             ActionKind::Delete => after -= delta,
         }
     }
-    CostSummary {
-        before_per_hour: before,
-        after_per_hour: after.max(0.0),
-        has_unknown_prices: unknown,
-    }
+    CostSummary { before_per_hour: before, after_per_hour: after.max(0.0), has_unknown_prices: unknown }
 }
 
 #[cfg(test)]

@@ -93,11 +93,6 @@ fn preference_order(prefer: &[Preference], a: &Offering, b: &Offering) -> Orderi
             (None, None) => Ordering::Equal,
         })
         .then_with(|| {
-            (a.cloud, &a.region, &a.zone, &a.instance_type).cmp(&(
-                b.cloud,
-                &b.region,
-                &b.zone,
-                &b.instance_type,
-            ))
+            (a.cloud, &a.region, &a.zone, &a.instance_type).cmp(&(b.cloud, &b.region, &b.zone, &b.instance_type))
         })
 }

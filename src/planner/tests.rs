@@ -70,10 +70,7 @@ fn fleet(name: &str, gpu: &str, nodes: u32) -> Fleet {
         nodes,
         min_nodes: nodes,
         placement: PlacementPolicy::Spread,
-        prefer: vec![Preference {
-            cloud: Cloud::Aws,
-            location: Some("us-east-1".into()),
-        }],
+        prefer: vec![Preference { cloud: Cloud::Aws, location: Some("us-east-1".into()) }],
         residency: None,
         max_price_per_gpu_hour: None,
         image: BTreeMap::from([(Cloud::Aws, "ami-0123456789abcdef0".to_string())]),
@@ -117,12 +114,7 @@ fn instance(id: &str, fleet: &str, region: &str, instance_type: &str, minute: u3
 fn shortage(region: &str, instance_type: &str) -> Shortage {
     Shortage {
         scope: ShortageScope::Offering {
-            placement: Placement {
-                cloud: Cloud::Aws,
-                region: region.into(),
-                zone: None,
-                instance_type: instance_type.into(),
-            },
+            placement: Placement { cloud: Cloud::Aws, region: region.into(), zone: None, instance_type: instance_type.into() },
         },
         code: "InsufficientInstanceCapacity".into(),
         message: "no capacity".into(),
@@ -146,13 +138,7 @@ fn empty_world_creates_the_whole_fleet_on_the_preferred_offering() {
 #[test]
 fn remembered_shortage_moves_creates_to_the_next_offering() {
     let desired = plan_of(vec![fleet("trainers", "H100", 4)]);
-    let changeset = plan(
-        &desired,
-        &[],
-        &[shortage("us-east-1", "p5.48xlarge")],
-        &catalog(),
-        now(),
-    );
+    let changeset = plan(&desired, &[], &[shortage("us-east-1", "p5.48xlarge")], &catalog(), now());
     insta::assert_snapshot!(render(&changeset));
 }
 
@@ -213,10 +199,7 @@ fn price_ceiling_excludes_expensive_and_unknown_prices() {
     let desired = plan_of(vec![f]);
     let changeset = plan(&desired, &[], &[], &catalog(), now());
     assert!(changeset.actions.is_empty(), "{changeset:?}");
-    assert_eq!(
-        changeset.fleets[0].shortfall_reason.as_deref(),
-        Some("no offering is allowed by the plan")
-    );
+    assert_eq!(changeset.fleets[0].shortfall_reason.as_deref(), Some("no offering is allowed by the plan"));
 }
 
 #[test]
@@ -233,14 +216,7 @@ fn pack_grows_where_the_fleet_already_runs_and_consolidates_after() {
     let changeset = plan(&desired, &observed, &[], &catalog(), now());
     insta::assert_snapshot!(render(&changeset));
     let create = &changeset.actions[0];
-    assert_eq!(
-        (
-            create.placement.region.as_str(),
-            create.count,
-            create.min_count
-        ),
-        ("us-west-2", 1, 1)
-    );
+    assert_eq!((create.placement.region.as_str(), create.count, create.min_count), ("us-west-2", 1, 1));
     assert!(changeset.actions[1].reason.is_make_before_break());
 }
 
@@ -250,21 +226,14 @@ fn pack_asks_for_at_least_min_nodes_in_one_call() {
     f.placement = PlacementPolicy::Pack;
     f.min_nodes = 3;
     let changeset = plan(&plan_of(vec![f]), &[], &[], &catalog(), now());
-    assert_eq!(
-        (changeset.actions[0].count, changeset.actions[0].min_count),
-        (4, 3)
-    );
+    assert_eq!((changeset.actions[0].count, changeset.actions[0].min_count), (4, 3));
 }
 
 #[test]
 fn quota_shortage_blocks_every_type_of_that_gpu_in_the_region() {
     let desired = plan_of(vec![fleet("trainers", "H100", 1)]);
     let quota = Shortage {
-        scope: ShortageScope::Quota {
-            cloud: Cloud::Aws,
-            region: "us-east-1".into(),
-            gpu: "H100".into(),
-        },
+        scope: ShortageScope::Quota { cloud: Cloud::Aws, region: "us-east-1".into(), gpu: "H100".into() },
         ..shortage("us-east-1", "p5.48xlarge")
     };
     let changeset = plan(&desired, &[], &[quota], &catalog(), now());
@@ -291,12 +260,7 @@ fn destroy_deletes_everything_owned() {
     ];
     let changeset = destroy("demo", &observed, &catalog());
     assert_eq!(changeset.count(ActionKind::Delete), 2);
-    assert!(
-        changeset
-            .actions
-            .iter()
-            .all(|a| a.reason == Reason::DeleteBecauseDestroy)
-    );
+    assert!(changeset.actions.iter().all(|a| a.reason == Reason::DeleteBecauseDestroy));
 }
 
 const REGIONS: [&str; 3] = ["us-east-1", "us-west-2", "eu-west-1"];
@@ -305,33 +269,16 @@ const GPUS: [&str; 3] = ["H100", "H200", "L4"];
 
 fn arb_instance() -> impl Strategy<Value = Instance> {
     (0..3usize, 0..3usize, 0..2usize, 0..60u32, 0..10_000u32).prop_map(|(r, t, f, minute, n)| {
-        instance(
-            &format!("i-{n:05}"),
-            ["a", "b"][f],
-            REGIONS[r],
-            TYPES[t],
-            minute,
-        )
+        instance(&format!("i-{n:05}"), ["a", "b"][f], REGIONS[r], TYPES[t], minute)
     })
 }
 
 fn arb_fleet(name: &'static str) -> impl Strategy<Value = Fleet> {
-    (
-        0..3usize,
-        0..12u32,
-        any::<bool>(),
-        prop::option::of(prop::sample::subsequence(vec!["US", "EU"], 1..=2)),
-        prop::option::of(1.0..9.0f64),
-        0..12u32,
-    )
+    (0..3usize, 0..12u32, any::<bool>(), prop::option::of(prop::sample::subsequence(vec!["US", "EU"], 1..=2)), prop::option::of(1.0..9.0f64), 0..12u32)
         .prop_map(move |(g, nodes, pack, residency, ceiling, min)| {
             let mut f = fleet(name, GPUS[g], nodes);
             f.min_nodes = min.min(nodes);
-            f.placement = if pack {
-                PlacementPolicy::Pack
-            } else {
-                PlacementPolicy::Spread
-            };
+            f.placement = if pack { PlacementPolicy::Pack } else { PlacementPolicy::Spread };
             f.residency = residency.map(|r| r.into_iter().map(String::from).collect());
             f.max_price_per_gpu_hour = ceiling;
             f

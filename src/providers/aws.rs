@@ -8,10 +8,7 @@
 //! retries throttled and transient calls itself with the same ClientToken,
 //! and never retries a capacity refusal in place.
 
-use super::{
-    CreateRequest, ErrorKind, Instance, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN,
-    retrying,
-};
+use super::{CreateRequest, ErrorKind, Instance, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying};
 use crate::catalog::Cloud;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
@@ -48,8 +45,7 @@ pub struct AwsProvider {
 impl AwsProvider {
     /// One EC2 client per region, sharing one loaded AWS configuration.
     pub async fn connect(regions: &[String], connection: &AwsConnection) -> AwsProvider {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
         if let Some(endpoint) = &connection.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -79,40 +75,23 @@ impl AwsProvider {
     }
 
     fn client(&self, region: &str) -> Result<&Client, ProviderError> {
-        self.clients
-            .iter()
-            .find(|(r, _)| r == region)
-            .map(|(_, c)| c)
-            .ok_or_else(|| ProviderError {
-                kind: ErrorKind::Invalid,
-                cloud: Cloud::Aws,
-                region: region.to_string(),
-                code: "RegionNotConfigured".into(),
-                message: format!("region {region} is not in [providers.aws] regions"),
-            })
+        self.clients.iter().find(|(r, _)| r == region).map(|(_, c)| c).ok_or_else(|| ProviderError {
+            kind: ErrorKind::Invalid,
+            cloud: Cloud::Aws,
+            region: region.to_string(),
+            code: "RegionNotConfigured".into(),
+            message: format!("region {region} is not in [providers.aws] regions"),
+        })
     }
 
-    async fn list_region(
-        &self,
-        region: &str,
-        client: &Client,
-        plan: &str,
-    ) -> Result<Vec<Instance>, ProviderError> {
+    async fn list_region(&self, region: &str, client: &Client, plan: &str) -> Result<Vec<Instance>, ProviderError> {
         retrying(|| async {
             let mut pages = client
                 .describe_instances()
-                .filters(
-                    Filter::builder()
-                        .name(format!("tag:{TAG_PLAN}"))
-                        .values(plan)
-                        .build(),
-                )
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-                        .build(),
-                )
+                .filters(Filter::builder().name(format!("tag:{TAG_PLAN}")).values(plan).build())
+                .filters(Filter::builder().name("instance-state-name").set_values(Some(
+                    LIVE_STATES.iter().map(|s| s.to_string()).collect(),
+                )).build())
                 .max_results(DESCRIBE_PAGE_SIZE)
                 .into_paginator()
                 .send();
@@ -120,12 +99,7 @@ impl AwsProvider {
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| classify(region, e))?;
                 for reservation in page.reservations() {
-                    out.extend(
-                        reservation
-                            .instances()
-                            .iter()
-                            .filter_map(|i| to_instance(region, i)),
-                    );
+                    out.extend(reservation.instances().iter().filter_map(|i| to_instance(region, i)));
                 }
             }
             Ok(out)
@@ -141,12 +115,8 @@ impl Provider for AwsProvider {
     }
 
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
-        let per_region = try_join_all(
-            self.clients
-                .iter()
-                .map(|(region, client)| self.list_region(region, client, plan)),
-        )
-        .await?;
+        let per_region =
+            try_join_all(self.clients.iter().map(|(region, client)| self.list_region(region, client, plan))).await?;
         let mut all: Vec<Instance> = per_region.into_iter().flatten().collect();
         all.sort();
         Ok(all)
@@ -158,22 +128,18 @@ impl Provider for AwsProvider {
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
             .set_tags(Some(
-                request
-                    .tags()
-                    .into_iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                    .collect(),
+                request.tags().into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect(),
             ))
             .build();
         let user_data = request
             .user_data
             .as_ref()
             .map(|script| base64::engine::general_purpose::STANDARD.encode(script));
-        let placement = request.placement.zone.as_ref().map(|z| {
-            aws_sdk_ec2::types::Placement::builder()
-                .availability_zone(z)
-                .build()
-        });
+        let placement = request
+            .placement
+            .zone
+            .as_ref()
+            .map(|z| aws_sdk_ec2::types::Placement::builder().availability_zone(z).build());
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let min_count = i32::try_from(request.min_count).unwrap_or(i32::MAX);
         let output = retrying(|| async {
@@ -192,20 +158,13 @@ impl Provider for AwsProvider {
                 .map_err(|e| classify(region, e))
         })
         .await?;
-        Ok(output
-            .instances()
-            .iter()
-            .filter_map(|i| to_instance(region, i))
-            .collect())
+        Ok(output.instances().iter().filter_map(|i| to_instance(region, i)).collect())
     }
 
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError> {
         let mut by_region: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for instance in instances {
-            by_region
-                .entry(&instance.region)
-                .or_default()
-                .push(instance.id.clone());
+            by_region.entry(&instance.region).or_default().push(instance.id.clone());
         }
         for (region, ids) in by_region {
             let client = self.client(region)?;
@@ -219,11 +178,7 @@ impl Provider for AwsProvider {
 
 /// Terminate one batch. EC2 fails the whole call if one id is unknown, so an
 /// instance already gone is dropped from the batch and the rest retried.
-async fn terminate_batch(
-    client: &Client,
-    region: &str,
-    batch: &[String],
-) -> Result<(), ProviderError> {
+async fn terminate_batch(client: &Client, region: &str, batch: &[String]) -> Result<(), ProviderError> {
     let mut ids = batch.to_vec();
     while !ids.is_empty() {
         let result = retrying(|| async {
@@ -253,19 +208,10 @@ async fn terminate_batch(
 
 fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
     let state = i.state().and_then(|s| s.name());
-    if matches!(
-        state,
-        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
-    ) {
+    if matches!(state, Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)) {
         return None;
     }
-    let tag = |key: &str| {
-        i.tags()
-            .iter()
-            .find(|t| t.key() == Some(key))
-            .and_then(|t| t.value())
-            .map(str::to_string)
-    };
+    let tag = |key: &str| i.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value()).map(str::to_string);
     let launched_at = i
         .launch_time()
         .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
@@ -274,10 +220,7 @@ fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instanc
         id: i.instance_id()?.to_string(),
         cloud: Cloud::Aws,
         region: region.to_string(),
-        zone: i
-            .placement()
-            .and_then(|p| p.availability_zone())
-            .map(str::to_string),
+        zone: i.placement().and_then(|p| p.availability_zone()).map(str::to_string),
         instance_type: i.instance_type()?.as_str().to_string(),
         fleet: tag(TAG_FLEET)?,
         run: tag(TAG_RUN).unwrap_or_default(),
@@ -297,43 +240,21 @@ where
             let message = service.err().message().unwrap_or_default().to_string();
             (kind_of_code(&code), code, message)
         }
-        SdkError::TimeoutError(_) => (
-            ErrorKind::Transient,
-            "Timeout".into(),
-            "the request timed out".into(),
-        ),
-        SdkError::DispatchFailure(failure) => (
-            ErrorKind::Transient,
-            "DispatchFailure".into(),
-            format!("{:?}", failure),
-        ),
-        SdkError::ResponseError(_) => (
-            ErrorKind::Transient,
-            "ResponseError".into(),
-            "the response could not be read".into(),
-        ),
+        SdkError::TimeoutError(_) => (ErrorKind::Transient, "Timeout".into(), "the request timed out".into()),
+        SdkError::DispatchFailure(failure) => {
+            (ErrorKind::Transient, "DispatchFailure".into(), format!("{:?}", failure))
+        }
+        SdkError::ResponseError(_) => {
+            (ErrorKind::Transient, "ResponseError".into(), "the response could not be read".into())
+        }
         SdkError::ConstructionFailure(_) => {
             let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
-            let kind = if text.contains("credentials") {
-                ErrorKind::Auth
-            } else {
-                ErrorKind::Invalid
-            };
+            let kind = if text.contains("credentials") { ErrorKind::Auth } else { ErrorKind::Invalid };
             (kind, "ConstructionFailure".into(), text)
         }
-        _ => (
-            ErrorKind::Transient,
-            "Unknown".into(),
-            aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
-        ),
+        _ => (ErrorKind::Transient, "Unknown".into(), aws_smithy_types::error::display::DisplayErrorContext(&err).to_string()),
     };
-    ProviderError {
-        kind,
-        cloud: Cloud::Aws,
-        region: region.to_string(),
-        code,
-        message,
-    }
+    ProviderError { kind, cloud: Cloud::Aws, region: region.to_string(), code, message }
 }
 
 /// EC2 error codes by what they mean for gpufleet.
@@ -349,18 +270,12 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         | "UnfulfillableCapacity"
         | "MaxSpotInstanceCountExceeded" => ErrorKind::Capacity,
         "InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxFleetCountExceeded" => ErrorKind::Quota,
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled {
-            retry_after_ms: None,
-        },
-        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable"
-        | "RequestTimeout" => ErrorKind::Transient,
-        "AuthFailure"
-        | "UnauthorizedOperation"
-        | "InvalidClientTokenId"
-        | "SignatureDoesNotMatch"
-        | "OptInRequired"
-        | "Blocked"
-        | "ExpiredToken" => ErrorKind::Auth,
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled { retry_after_ms: None },
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "RequestTimeout" => {
+            ErrorKind::Transient
+        }
+        "AuthFailure" | "UnauthorizedOperation" | "InvalidClientTokenId" | "SignatureDoesNotMatch"
+        | "OptInRequired" | "Blocked" | "ExpiredToken" => ErrorKind::Auth,
         c if c.starts_with("InvalidInstanceID.NotFound") => ErrorKind::NotFound,
         _ => ErrorKind::Invalid,
     }
@@ -372,27 +287,15 @@ mod tests {
 
     #[test]
     fn error_codes_sort_into_kinds() {
-        assert_eq!(
-            kind_of_code("InsufficientInstanceCapacity"),
-            ErrorKind::Capacity
-        );
+        assert_eq!(kind_of_code("InsufficientInstanceCapacity"), ErrorKind::Capacity);
         assert_eq!(kind_of_code("Unsupported"), ErrorKind::Capacity);
         assert_eq!(kind_of_code("VcpuLimitExceeded"), ErrorKind::Quota);
         assert_eq!(kind_of_code("InstanceLimitExceeded"), ErrorKind::Quota);
-        assert!(matches!(
-            kind_of_code("RequestLimitExceeded"),
-            ErrorKind::Throttled { .. }
-        ));
+        assert!(matches!(kind_of_code("RequestLimitExceeded"), ErrorKind::Throttled { .. }));
         assert_eq!(kind_of_code("InternalError"), ErrorKind::Transient);
         assert_eq!(kind_of_code("AuthFailure"), ErrorKind::Auth);
-        assert_eq!(
-            kind_of_code("InvalidInstanceID.NotFound"),
-            ErrorKind::NotFound
-        );
+        assert_eq!(kind_of_code("InvalidInstanceID.NotFound"), ErrorKind::NotFound);
         assert_eq!(kind_of_code("InvalidAMIID.Malformed"), ErrorKind::Invalid);
-        assert_eq!(
-            kind_of_code("IdempotentParameterMismatch"),
-            ErrorKind::Invalid
-        );
+        assert_eq!(kind_of_code("IdempotentParameterMismatch"), ErrorKind::Invalid);
     }
 }

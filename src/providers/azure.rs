@@ -158,7 +158,11 @@ impl AzureProvider {
     }
 
     /// The scale set, or `None` if it does not exist.
-    async fn get_scale_set(&self, region: &str, name: &str) -> Result<Option<models::VirtualMachineScaleSet>, ProviderError> {
+    async fn get_scale_set(
+        &self,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<models::VirtualMachineScaleSet>, ProviderError> {
         let result = retrying(|| async {
             let response = self
                 .client
@@ -232,7 +236,9 @@ impl AzureProvider {
             let done = if by_status {
                 match operation_status(&body) {
                     Some("Succeeded") => true,
-                    Some("Failed" | "Canceled" | "Cancelled") => return Err(operation_error(region, &body)),
+                    Some("Failed" | "Canceled" | "Cancelled") => {
+                        return Err(operation_error(region, &body));
+                    }
                     _ => false,
                 }
             } else {
@@ -278,7 +284,12 @@ impl AzureProvider {
 
     /// Deletes named VMs of one scale set. VMs already gone count as deleted:
     /// on NotFound the set's live VMs are read and the rest deleted once more.
-    async fn delete_from_scale_set(&self, region: &str, scale_set: &str, names: &[String]) -> Result<(), ProviderError> {
+    async fn delete_from_scale_set(
+        &self,
+        region: &str,
+        scale_set: &str,
+        names: &[String],
+    ) -> Result<(), ProviderError> {
         match self.delete_instances(region, scale_set, names).await {
             Err(e) if e.kind == ErrorKind::NotFound => {
                 if self.get_scale_set(region, scale_set).await?.is_none() {
@@ -338,7 +349,9 @@ impl Provider for AzureProvider {
                 let region = set.resource.location.clone();
                 let id = set.resource.id.clone().unwrap_or_default();
                 let vms = self.list_vms(&region, &id).await?;
-                Ok::<_, ProviderError>(vms.iter().filter_map(|vm| to_instance(vm, set.resource.tags.as_ref())).collect())
+                Ok::<_, ProviderError>(
+                    vms.iter().filter_map(|vm| to_instance(vm, set.resource.tags.as_ref())).collect(),
+                )
             })
             .buffer_unordered(LIST_CONCURRENCY)
             .try_collect()
@@ -438,7 +451,10 @@ impl Provider for AzureProvider {
                     cloud: Cloud::Azure,
                     region: instance.region.clone(),
                     code: "NotAScaleSetVm".into(),
-                    message: format!("{} is not named like a VM of a flexible scale set (<scale set>_<suffix>)", instance.id),
+                    message: format!(
+                        "{} is not named like a VM of a flexible scale set (<scale set>_<suffix>)",
+                        instance.id
+                    ),
                 });
             };
             by_set.entry((instance.region.clone(), scale_set.to_string())).or_default().push(instance.id.clone());
@@ -473,7 +489,9 @@ pub fn scale_set_name(plan: &str, fleet: &str, region: &str, instance_type: &str
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// `publisher:offer:sku:version` (marketplace URN) or an image resource id.
@@ -485,7 +503,9 @@ fn image_reference(image: &str) -> Result<Value, String> {
         [publisher, offer, sku, version] if [publisher, offer, sku, version].iter().all(|p| !p.is_empty()) => {
             Ok(json!({ "publisher": publisher, "offer": offer, "sku": sku, "version": version }))
         }
-        _ => Err(format!("image {image:?} is neither publisher:offer:sku:version nor an image resource id (/subscriptions/...)")),
+        _ => Err(format!(
+            "image {image:?} is neither publisher:offer:sku:version nor an image resource id (/subscriptions/...)"
+        )),
     }
 }
 
@@ -630,7 +650,9 @@ pub fn kind_of(status: u16, code: &str, message: &str, retry_after_ms: Option<u6
         | "OverconstrainedZonalAllocationRequest"
         | "SkuNotAvailable" => return ErrorKind::Capacity,
         "QuotaExceeded" => return ErrorKind::Quota,
-        "OperationNotAllowed" if message.to_ascii_lowercase().contains("quota") => return ErrorKind::Quota,
+        "OperationNotAllowed" if message.to_ascii_lowercase().contains("quota") => {
+            return ErrorKind::Quota;
+        }
         "TooManyRequests" | "SubscriptionRequestsThrottled" | "ResourceRequestsThrottled" => {
             return ErrorKind::Throttled { retry_after_ms };
         }
@@ -740,7 +762,8 @@ mod tests {
         assert_eq!(classified(503, "<html>Service Unavailable</html>"), (ErrorKind::Transient, "HTTP503".into()));
         let missing = r#"{"error":{"code":"ResourceNotFound","message":"The Resource 'Microsoft.Compute/virtualMachineScaleSets/gf-x' under resource group 'rg' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"}}"#;
         assert_eq!(classified(404, missing).0, ErrorKind::NotFound);
-        let no_group = r#"{"error":{"code":"ResourceGroupNotFound","message":"Resource group 'rg' could not be found."}}"#;
+        let no_group =
+            r#"{"error":{"code":"ResourceGroupNotFound","message":"Resource group 'rg' could not be found."}}"#;
         assert_eq!(classified(404, no_group).0, ErrorKind::Invalid);
         let bad_image = r#"{"error":{"code":"InvalidParameter","message":"The value of parameter imageReference.publisher is invalid.","target":"imageReference.publisher"}}"#;
         assert_eq!(classified(400, bad_image).0, ErrorKind::Invalid);

@@ -58,13 +58,7 @@ impl Placement {
 
 impl fmt::Display for Placement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {}",
-            self.cloud,
-            self.zone.as_deref().unwrap_or(&self.region),
-            self.instance_type
-        )
+        write!(f, "{} {} {}", self.cloud, self.zone.as_deref().unwrap_or(&self.region), self.instance_type)
     }
 }
 
@@ -107,9 +101,7 @@ pub enum ErrorKind {
     /// An account or regional limit rules the launch out.
     Quota,
     /// The API asked us to slow down.
-    Throttled {
-        retry_after_ms: Option<u64>,
-    },
+    Throttled { retry_after_ms: Option<u64> },
     /// 5xx, reset, timeout: the same call may succeed if retried.
     Transient,
     /// The request itself is wrong (bad image, bad parameter).
@@ -199,8 +191,6 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(d) = retry_after {
         return d;
     }
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1 << (attempt - 1).min(16))
-        .min(BACKOFF_CAP);
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(16)).min(BACKOFF_CAP);
     ceiling.mul_f64(fastrand::f64())
 }

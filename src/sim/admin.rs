@@ -20,19 +20,11 @@ pub struct AdminResponse {
 
 impl AdminResponse {
     fn ok(body: Value, mutated: bool) -> AdminResponse {
-        AdminResponse {
-            status: StatusCode::OK,
-            body,
-            mutated,
-        }
+        AdminResponse { status: StatusCode::OK, body, mutated }
     }
 
     fn bad_request(message: impl Into<String>) -> AdminResponse {
-        AdminResponse {
-            status: StatusCode::BAD_REQUEST,
-            body: json!({ "error": message.into() }),
-            mutated: false,
-        }
+        AdminResponse { status: StatusCode::BAD_REQUEST, body: json!({ "error": message.into() }), mutated: false }
     }
 }
 
@@ -67,10 +59,7 @@ pub fn world(world: &World) -> AdminResponse {
 
 /// `GET /_sim/counters`: calls by cloud, then action.
 pub fn counters(world: &World) -> AdminResponse {
-    AdminResponse::ok(
-        serde_json::to_value(world.counters()).unwrap_or(Value::Null),
-        false,
-    )
+    AdminResponse::ok(serde_json::to_value(world.counters()).unwrap_or(Value::Null), false)
 }
 
 /// `GET /_sim/time`
@@ -92,12 +81,7 @@ pub fn advance(world: &mut World, body: &[u8]) -> AdminResponse {
     };
     let by = match humantime::parse_duration(&request.by) {
         Ok(by) => by,
-        Err(e) => {
-            return AdminResponse::bad_request(format!(
-                "\"{}\" is not a duration like \"20m\": {e}",
-                request.by
-            ));
-        }
+        Err(e) => return AdminResponse::bad_request(format!("\"{}\" is not a duration like \"20m\": {e}", request.by)),
     };
     match world.advance(by) {
         Ok(now) => AdminResponse::ok(json!({ "now": format_time(now) }), true),
@@ -165,12 +149,7 @@ mod tests {
                 .unwrap()
                 .iter()
                 .filter(|p| p["region"] == "us-east-1" && p["instance_type"] == "p5.48xlarge")
-                .map(|p| {
-                    (
-                        p["zone"].as_str().unwrap().to_string(),
-                        p["available"].clone(),
-                    )
-                })
+                .map(|p| (p["zone"].as_str().unwrap().to_string(), p["available"].clone()))
                 .collect()
         };
         let zone = |name: &str, available: Value| (name.to_string(), available);
@@ -191,13 +170,7 @@ mod tests {
             br#"{"cloud": "aws", "region": "us-east-1", "instance_type": "p5.48xlarge", "capacity": 2}"#,
         );
         assert_eq!(set.body, json!({ "pools_changed": 5 }));
-        assert!(
-            pools(&world)
-                .iter()
-                .all(|(_, available)| *available == json!(2)),
-            "{:?}",
-            pools(&world)
-        );
+        assert!(pools(&world).iter().all(|(_, available)| *available == json!(2)), "{:?}", pools(&world));
     }
 
     #[test]

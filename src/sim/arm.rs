@@ -11,9 +11,7 @@
 //! never wait in real time. Any `api-version` is accepted; bearer tokens are
 //! required but not checked. Semantics live in [`super::vmss`].
 
-use super::vmss::{
-    self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm,
-};
+use super::vmss::{self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm};
 use super::world::{MAX_TAGS_PER_RESOURCE, Tags, World};
 use crate::catalog::Cloud;
 use axum::http::{Method, StatusCode};
@@ -63,48 +61,24 @@ pub fn handle(world: &mut World, request: ArmRequest<'_>) -> ArmResponse {
 
 /// The routes, by path shape (case-insensitive, as ARM's).
 enum Route {
-    ScaleSets {
-        subscription: String,
-        resource_group: String,
-    },
+    ScaleSets { subscription: String, resource_group: String },
     ScaleSet(ScaleSetRef),
     DeleteInstances(ScaleSetRef),
-    Vms {
-        subscription: String,
-        resource_group: String,
-    },
-    Vm {
-        subscription: String,
-        resource_group: String,
-        name: String,
-    },
-    Operation {
-        subscription: String,
-        name: String,
-    },
+    Vms { subscription: String, resource_group: String },
+    Vm { subscription: String, resource_group: String, name: String },
+    Operation { subscription: String, name: String },
 }
 
 fn route(path: &str) -> Option<Route> {
-    let segments: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s).unwrap_or_else(|| s.to_string()))
-        .collect();
-    let is = |index: usize, literal: &str| {
-        segments
-            .get(index)
-            .is_some_and(|s| s.eq_ignore_ascii_case(literal))
-    };
+    let segments: Vec<String> =
+        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s).unwrap_or_else(|| s.to_string())).collect();
+    let is = |index: usize, literal: &str| segments.get(index).is_some_and(|s| s.eq_ignore_ascii_case(literal));
     if !is(0, "subscriptions") || segments.len() < 2 {
         return None;
     }
     let subscription = segments[1].clone();
-    if is(2, "providers") && is(3, "Microsoft.Compute") && is(4, "locations") && is(6, "operations")
-    {
-        return (segments.len() == 8).then(|| Route::Operation {
-            subscription,
-            name: segments[7].clone(),
-        });
+    if is(2, "providers") && is(3, "Microsoft.Compute") && is(4, "locations") && is(6, "operations") {
+        return (segments.len() == 8).then(|| Route::Operation { subscription, name: segments[7].clone() });
     }
     if !(is(2, "resourceGroups") && is(4, "providers") && is(5, "Microsoft.Compute")) {
         return None;
@@ -115,26 +89,12 @@ fn route(path: &str) -> Option<Route> {
         resource_group: resource_group.clone(),
         name: name.clone(),
     };
-    match (
-        segments.len(),
-        is(6, "virtualMachineScaleSets"),
-        is(6, "virtualMachines"),
-    ) {
-        (7, true, _) => Some(Route::ScaleSets {
-            subscription,
-            resource_group,
-        }),
+    match (segments.len(), is(6, "virtualMachineScaleSets"), is(6, "virtualMachines")) {
+        (7, true, _) => Some(Route::ScaleSets { subscription, resource_group }),
         (8, true, _) => Some(Route::ScaleSet(scale_set(&segments[7]))),
         (9, true, _) if is(8, "delete") => Some(Route::DeleteInstances(scale_set(&segments[7]))),
-        (7, _, true) => Some(Route::Vms {
-            subscription,
-            resource_group,
-        }),
-        (8, _, true) => Some(Route::Vm {
-            subscription,
-            resource_group,
-            name: segments[7].clone(),
-        }),
+        (7, _, true) => Some(Route::Vms { subscription, resource_group }),
+        (8, _, true) => Some(Route::Vm { subscription, resource_group, name: segments[7].clone() }),
         _ => None,
     }
 }
@@ -171,10 +131,7 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
         }
     };
     world.record_call(Cloud::Azure, action);
-    if !request
-        .authorization
-        .is_some_and(|h| h.starts_with("Bearer ") && h.len() > "Bearer ".len())
-    {
+    if !request.authorization.is_some_and(|h| h.starts_with("Bearer ") && h.len() > "Bearer ".len()) {
         return Err(ArmFault::new(
             401,
             "AuthenticationFailed",
@@ -182,47 +139,23 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
         ));
     }
     let api_version = query.api_version()?;
-    let links = Links {
-        base_url: request.base_url,
-        api_version,
-    };
+    let links = Links { base_url: request.base_url, api_version };
     match route {
-        Route::ScaleSets {
-            subscription,
-            resource_group,
-        } => {
+        Route::ScaleSets { subscription, resource_group } => {
             let sets = vmss::list(world, &subscription, &resource_group);
             let skip = query.skip_token()?;
-            let page: Vec<Value> = sets
-                .iter()
-                .skip(skip)
-                .take(PAGE_SIZE)
-                .map(|s| scale_set_json(world, s))
-                .collect();
-            let next = (sets.len() > skip + PAGE_SIZE)
-                .then(|| links.next(request.path, None, skip + PAGE_SIZE));
+            let page: Vec<Value> = sets.iter().skip(skip).take(PAGE_SIZE).map(|s| scale_set_json(world, s)).collect();
+            let next = (sets.len() > skip + PAGE_SIZE).then(|| links.next(request.path, None, skip + PAGE_SIZE));
             Ok(ok(StatusCode::OK, list_json(page, next)))
         }
         Route::ScaleSet(at) => match method.as_str() {
-            "GET" => Ok(ok(
-                StatusCode::OK,
-                scale_set_json(world, vmss::get(world, &at)?),
-            )),
+            "GET" => Ok(ok(StatusCode::OK, scale_set_json(world, vmss::get(world, &at)?))),
             "PUT" => {
                 let spec = scale_set_spec(&parse_json(request.body)?)?;
                 check_name(&at.name)?;
                 let change = vmss::create_or_update(world, &at, spec)?;
-                let status = if change.created {
-                    StatusCode::CREATED
-                } else {
-                    StatusCode::OK
-                };
-                Ok(changed(
-                    status,
-                    change.scale_set.map(|s| scale_set_json(world, &s)),
-                    &links,
-                    &change.operation,
-                ))
+                let status = if change.created { StatusCode::CREATED } else { StatusCode::OK };
+                Ok(changed(status, change.scale_set.map(|s| scale_set_json(world, &s)), &links, &change.operation))
             }
             "PATCH" => {
                 let patch = scale_set_patch(&parse_json(request.body)?)?;
@@ -236,12 +169,9 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             }
             _ => match vmss::delete(world, &at) {
                 Some(operation) => Ok(changed(StatusCode::ACCEPTED, None, &links, &operation)),
-                None => Ok(ArmResponse {
-                    status: StatusCode::NO_CONTENT,
-                    headers: Vec::new(),
-                    body: None,
-                    mutated: false,
-                }),
+                None => {
+                    Ok(ArmResponse { status: StatusCode::NO_CONTENT, headers: Vec::new(), body: None, mutated: false })
+                }
             },
         },
         Route::DeleteInstances(at) => {
@@ -250,48 +180,23 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             let operation = vmss::delete_instances(world, &at, &names)?;
             Ok(changed(StatusCode::ACCEPTED, None, &links, &operation))
         }
-        Route::Vms {
-            subscription,
-            resource_group,
-        } => {
+        Route::Vms { subscription, resource_group } => {
             let filter = query.get("$filter");
             let scale_set_id = filter.map(scale_set_filter).transpose()?;
-            let all = vmss::vms(
-                world,
-                &subscription,
-                &resource_group,
-                scale_set_id.as_deref(),
-            );
+            let all = vmss::vms(world, &subscription, &resource_group, scale_set_id.as_deref());
             let skip = query.skip_token()?;
-            let page: Vec<Value> = all
-                .iter()
-                .skip(skip)
-                .take(PAGE_SIZE)
-                .map(|vm| vm_json(vm))
-                .collect();
-            let next = (all.len() > skip + PAGE_SIZE)
-                .then(|| links.next(request.path, filter, skip + PAGE_SIZE));
+            let page: Vec<Value> = all.iter().skip(skip).take(PAGE_SIZE).map(|vm| vm_json(vm)).collect();
+            let next = (all.len() > skip + PAGE_SIZE).then(|| links.next(request.path, filter, skip + PAGE_SIZE));
             Ok(ok(StatusCode::OK, list_json(page, next)))
         }
-        Route::Vm {
-            subscription,
-            resource_group,
-            name,
-        } => Ok(ok(
-            StatusCode::OK,
-            vm_json(vmss::vm(world, &subscription, &resource_group, &name)?),
-        )),
+        Route::Vm { subscription, resource_group, name } => {
+            Ok(ok(StatusCode::OK, vm_json(vmss::vm(world, &subscription, &resource_group, &name)?)))
+        }
         Route::Operation { subscription, name } => {
             let Some((operation, status)) = vmss::poll(world, &subscription, &name) else {
-                return Err(ArmFault::new(
-                    404,
-                    "NotFound",
-                    format!("The operation '{name}' was not found."),
-                ));
+                return Err(ArmFault::new(404, "NotFound", format!("The operation '{name}' was not found.")));
             };
-            let monitor = query
-                .get("monitor")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let monitor = query.get("monitor").is_some_and(|v| v.eq_ignore_ascii_case("true"));
             Ok(operation_response(&operation, &status, monitor, &links))
         }
     }
@@ -311,10 +216,7 @@ impl Links<'_> {
             operation.subscription,
             operation.location,
             operation.name,
-            encode_query(&[
-                ("api-version", self.api_version),
-                ("monitor", if monitor { "true" } else { "" })
-            ])
+            encode_query(&[("api-version", self.api_version), ("monitor", if monitor { "true" } else { "" })])
         )
     }
 
@@ -331,11 +233,7 @@ impl Links<'_> {
 
 /// `k=v&...`, skipping empty values.
 fn encode_query(pairs: &[(&str, &str)]) -> String {
-    let kept: Vec<(&str, &str)> = pairs
-        .iter()
-        .copied()
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
+    let kept: Vec<(&str, &str)> = pairs.iter().copied().filter(|(_, v)| !v.is_empty()).collect();
     serde_urlencoded::to_string(kept).unwrap_or_default()
 }
 
@@ -350,30 +248,25 @@ impl Query {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     fn api_version(&self) -> Result<&str, ArmFault> {
-        self.get("api-version")
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                ArmFault::new(
-                    400,
-                    "MissingApiVersionParameter",
-                    "The api-version query parameter (?api-version=) is required for all requests.",
-                )
-            })
+        self.get("api-version").filter(|v| !v.is_empty()).ok_or_else(|| {
+            ArmFault::new(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        })
     }
 
     fn skip_token(&self) -> Result<usize, ArmFault> {
         match self.get("$skiptoken") {
             None => Ok(0),
-            Some(token) => token
-                .parse()
-                .map_err(|_| ArmFault::invalid(format!("The $skiptoken '{token}' is not valid."))),
+            Some(token) => {
+                token.parse().map_err(|_| ArmFault::invalid(format!("The $skiptoken '{token}' is not valid.")))
+            }
         }
     }
 }
@@ -392,11 +285,7 @@ fn scale_set_filter(filter: &str) -> Result<String, ArmFault> {
     if !property.eq_ignore_ascii_case("virtualMachineScaleSet/id") || value.len() < 2 {
         return Err(refused());
     }
-    value
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .map(str::to_string)
-        .ok_or_else(refused)
+    value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).map(str::to_string).ok_or_else(refused)
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ArmFault> {
@@ -410,11 +299,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ArmFault> {
     if value.is_object() {
         Ok(value)
     } else {
-        Err(ArmFault::new(
-            400,
-            "InvalidRequestContent",
-            "The request content must be a JSON object.",
-        ))
+        Err(ArmFault::new(400, "InvalidRequestContent", "The request content must be a JSON object."))
     }
 }
 
@@ -428,9 +313,7 @@ fn string_at(value: &Value, pointer: &str) -> Result<Option<String>, ArmFault> {
     match at(value, pointer) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ArmFault::invalid(format!(
-            "{pointer} must be a string, not {other}"
-        ))),
+        Some(other) => Err(ArmFault::invalid(format!("{pointer} must be a string, not {other}"))),
     }
 }
 
@@ -441,11 +324,7 @@ fn capacity_at(value: &Value) -> Result<Option<u32>, ArmFault> {
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| {
-                ArmFault::invalid(format!(
-                    "sku.capacity must be a non-negative integer, not {v}"
-                ))
-            }),
+            .ok_or_else(|| ArmFault::invalid(format!("sku.capacity must be a non-negative integer, not {v}"))),
     }
 }
 
@@ -453,24 +332,17 @@ fn tags_at(value: &Value) -> Result<Option<Tags>, ArmFault> {
     let Some(tags) = at(value, "/tags") else {
         return Ok(None);
     };
-    let object = tags
-        .as_object()
-        .ok_or_else(|| ArmFault::invalid("tags must be an object of strings"))?;
+    let object = tags.as_object().ok_or_else(|| ArmFault::invalid("tags must be an object of strings"))?;
     if object.len() > MAX_TAGS_PER_RESOURCE {
         return Err(ArmFault::new(
             400,
             "InvalidTag",
-            format!(
-                "A resource can have at most {MAX_TAGS_PER_RESOURCE} tags; {} were given.",
-                object.len()
-            ),
+            format!("A resource can have at most {MAX_TAGS_PER_RESOURCE} tags; {} were given.", object.len()),
         ));
     }
     let mut out = Tags::new();
     for (key, value) in object {
-        let value = value
-            .as_str()
-            .ok_or_else(|| ArmFault::invalid(format!("tag '{key}' must have a string value")))?;
+        let value = value.as_str().ok_or_else(|| ArmFault::invalid(format!("tag '{key}' must have a string value")))?;
         out.insert(key.clone(), value.to_string());
     }
     Ok(Some(out))
@@ -479,10 +351,7 @@ fn tags_at(value: &Value) -> Result<Option<Tags>, ArmFault> {
 fn string_list(value: Option<&Value>, name: &str) -> Result<Vec<String>, ArmFault> {
     let refused = || ArmFault::invalid(format!("{name} must be a list of virtual machine names"));
     let items = value.and_then(Value::as_array).ok_or_else(refused)?;
-    items
-        .iter()
-        .map(|v| v.as_str().map(str::to_string).ok_or_else(refused))
-        .collect()
+    items.iter().map(|v| v.as_str().map(str::to_string).ok_or_else(refused)).collect()
 }
 
 /// Resource names ARM accepts for scale sets: 1 to 64 letters, digits, `-`,
@@ -490,19 +359,13 @@ fn string_list(value: Option<&Value>, name: &str) -> Result<Vec<String>, ArmFaul
 fn check_name(name: &str) -> Result<(), ArmFault> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && !name.ends_with(['.', '-']);
     if valid {
         Ok(())
     } else {
-        Err(ArmFault::new(
-            400,
-            "InvalidResourceName",
-            format!("The resource name '{name}' is invalid."),
-        ))
+        Err(ArmFault::new(400, "InvalidResourceName", format!("The resource name '{name}' is invalid.")))
     }
 }
 
@@ -510,19 +373,11 @@ fn check_name(name: &str) -> Result<(), ArmFault> {
 /// scale sets.
 fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
     let location = string_at(body, "/location")?.ok_or_else(|| {
-        ArmFault::new(
-            400,
-            "LocationRequired",
-            "The location property is required for this definition.",
-        )
+        ArmFault::new(400, "LocationRequired", "The location property is required for this definition.")
     })?;
-    let sku_name =
-        string_at(body, "/sku/name")?.ok_or_else(|| ArmFault::invalid("sku.name is required."))?;
+    let sku_name = string_at(body, "/sku/name")?.ok_or_else(|| ArmFault::invalid("sku.name is required."))?;
     let mode = string_at(body, "/properties/orchestrationMode")?;
-    if !mode
-        .as_deref()
-        .is_some_and(|m| m.eq_ignore_ascii_case("Flexible"))
-    {
+    if !mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("Flexible")) {
         return Err(ArmFault::invalid(format!(
             "properties.orchestrationMode is {}: the simulator serves scale sets with Flexible orchestration only.",
             mode.as_deref().unwrap_or("not set")
@@ -530,10 +385,7 @@ fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
     }
     let platform_fault_domain_count = match at(body, "/properties/platformFaultDomainCount") {
         None => None,
-        Some(v) => Some(
-            v.as_i64()
-                .ok_or_else(|| ArmFault::invalid("platformFaultDomainCount must be an integer"))?,
-        ),
+        Some(v) => Some(v.as_i64().ok_or_else(|| ArmFault::invalid("platformFaultDomainCount must be an integer"))?),
     };
     let (vm_profile, image_reference) = match at(body, "/properties/virtualMachineProfile") {
         None => (None, None),
@@ -557,17 +409,12 @@ fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
 /// network profile with `networkApiVersion`, base64 custom data. Returns the
 /// image reference.
 fn check_vm_profile(profile: &Value) -> Result<Value, ArmFault> {
-    let image = at(profile, "/storageProfile/imageReference").ok_or_else(|| {
-        ArmFault::invalid("virtualMachineProfile.storageProfile.imageReference is required.")
-    })?;
+    let image = at(profile, "/storageProfile/imageReference")
+        .ok_or_else(|| ArmFault::invalid("virtualMachineProfile.storageProfile.imageReference is required."))?;
     let by_id = string_at(image, "/id")?.is_some();
-    let by_urn = ["/publisher", "/offer", "/sku", "/version"]
-        .iter()
-        .all(|p| at(image, p).is_some());
+    let by_urn = ["/publisher", "/offer", "/sku", "/version"].iter().all(|p| at(image, p).is_some());
     if !by_id && !by_urn {
-        return Err(ArmFault::invalid(
-            "imageReference needs either id, or publisher, offer, sku and version.",
-        ));
+        return Err(ArmFault::invalid("imageReference needs either id, or publisher, offer, sku and version."));
     }
     if string_at(profile, "/networkProfile/networkApiVersion")?.is_none() {
         return Err(ArmFault::invalid(
@@ -575,13 +422,9 @@ fn check_vm_profile(profile: &Value) -> Result<Value, ArmFault> {
         ));
     }
     if let Some(data) = string_at(profile, "/osProfile/customData")?
-        && base64::engine::general_purpose::STANDARD
-            .decode(&data)
-            .is_err()
+        && base64::engine::general_purpose::STANDARD.decode(&data).is_err()
     {
-        return Err(ArmFault::invalid(
-            "osProfile.customData must be base64-encoded.",
-        ));
+        return Err(ArmFault::invalid("osProfile.customData must be base64-encoded."));
     }
     Ok(image.clone())
 }
@@ -598,37 +441,24 @@ fn without_secrets(profile: &Value) -> Value {
 
 fn strip_nulls(value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, strip_nulls(v)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect())
+        }
         Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
         other => other,
     }
 }
 
 fn scale_set_patch(body: &Value) -> Result<ScaleSetPatch, ArmFault> {
-    Ok(ScaleSetPatch {
-        sku_name: string_at(body, "/sku/name")?,
-        capacity: capacity_at(body)?,
-        tags: tags_at(body)?,
-    })
+    Ok(ScaleSetPatch { sku_name: string_at(body, "/sku/name")?, capacity: capacity_at(body)?, tags: tags_at(body)? })
 }
 
 fn scale_set_json(world: &World, set: &ScaleSet) -> Value {
     let mut properties = Map::new();
     properties.insert("orchestrationMode".into(), json!("Flexible"));
-    properties.insert(
-        "provisioningState".into(),
-        json!(world.arm.provisioning_state(set)),
-    );
+    properties.insert("provisioningState".into(), json!(world.arm.provisioning_state(set)));
     properties.insert("uniqueId".into(), json!(set.unique_id));
-    properties.insert(
-        "timeCreated".into(),
-        json!(super::admin::format_time(set.time_created)),
-    );
+    properties.insert("timeCreated".into(), json!(super::admin::format_time(set.time_created)));
     properties.insert("singlePlacementGroup".into(), json!(false));
     if let Some(count) = set.platform_fault_domain_count {
         properties.insert("platformFaultDomainCount".into(), json!(count));
@@ -678,11 +508,8 @@ fn list_json(value: Vec<Value>, next_link: Option<String>) -> Value {
 }
 
 fn error_json(fault: &ArmFault) -> Value {
-    let details: Vec<Value> = fault
-        .details
-        .iter()
-        .map(|(code, message)| json!({ "code": code, "message": message }))
-        .collect();
+    let details: Vec<Value> =
+        fault.details.iter().map(|(code, message)| json!({ "code": code, "message": message })).collect();
     let mut error = json!({ "code": fault.code, "message": fault.message });
     if !details.is_empty() {
         error["details"] = Value::Array(details);
@@ -691,21 +518,11 @@ fn error_json(fault: &ArmFault) -> Value {
 }
 
 fn ok(status: StatusCode, body: Value) -> ArmResponse {
-    ArmResponse {
-        status,
-        headers: Vec::new(),
-        body: Some(body),
-        mutated: false,
-    }
+    ArmResponse { status, headers: Vec::new(), body: Some(body), mutated: false }
 }
 
 /// A change's response: its body, and the headers that lead to its operation.
-fn changed(
-    status: StatusCode,
-    body: Option<Value>,
-    links: &Links<'_>,
-    operation: &vmss::Operation,
-) -> ArmResponse {
+fn changed(status: StatusCode, body: Option<Value>, links: &Links<'_>, operation: &vmss::Operation) -> ArmResponse {
     ArmResponse {
         status,
         headers: vec![
@@ -727,33 +544,18 @@ fn operation_response(
     links: &Links<'_>,
 ) -> ArmResponse {
     // A poll moves the operation on, so it is a change the world file keeps.
-    let in_progress_headers = || {
-        vec![
-            ("location", links.operation(operation, true)),
-            ("retry-after", "0".to_string()),
-        ]
-    };
+    let in_progress_headers = || vec![("location", links.operation(operation, true)), ("retry-after", "0".to_string())];
     if monitor {
         return match status {
-            OperationStatus::InProgress => ArmResponse {
-                status: StatusCode::ACCEPTED,
-                headers: in_progress_headers(),
-                body: None,
-                mutated: true,
-            },
-            OperationStatus::Succeeded => ArmResponse {
-                status: StatusCode::NO_CONTENT,
-                headers: Vec::new(),
-                body: None,
-                mutated: true,
-            },
-            OperationStatus::Failed(fault) => ArmResponse {
-                mutated: true,
-                ..error_response(&ArmFault {
-                    status: 409,
-                    ..fault.clone()
-                })
-            },
+            OperationStatus::InProgress => {
+                ArmResponse { status: StatusCode::ACCEPTED, headers: in_progress_headers(), body: None, mutated: true }
+            }
+            OperationStatus::Succeeded => {
+                ArmResponse { status: StatusCode::NO_CONTENT, headers: Vec::new(), body: None, mutated: true }
+            }
+            OperationStatus::Failed(fault) => {
+                ArmResponse { mutated: true, ..error_response(&ArmFault { status: 409, ..fault.clone() }) }
+            }
         };
     }
     let mut body = json!({
@@ -767,17 +569,9 @@ fn operation_response(
     if let OperationStatus::Failed(fault) = status {
         body["error"] = error_json(fault);
     }
-    let headers = if matches!(status, OperationStatus::InProgress) {
-        vec![("retry-after", "0".to_string())]
-    } else {
-        Vec::new()
-    };
-    ArmResponse {
-        status: StatusCode::OK,
-        headers,
-        body: Some(body),
-        mutated: true,
-    }
+    let headers =
+        if matches!(status, OperationStatus::InProgress) { vec![("retry-after", "0".to_string())] } else { Vec::new() };
+    ArmResponse { status: StatusCode::OK, headers, body: Some(body), mutated: true }
 }
 
 /// An error as ARM sends it: `{"error": {code, message, details}}`, with
@@ -816,13 +610,7 @@ mod tests {
 
     const BASE: &str = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute";
 
-    fn call(
-        world: &mut World,
-        method: Method,
-        path: &str,
-        query: &str,
-        body: Value,
-    ) -> ArmResponse {
+    fn call(world: &mut World, method: Method, path: &str, query: &str, body: Value) -> ArmResponse {
         let body = body.to_string();
         handle(
             world,
@@ -855,88 +643,38 @@ mod tests {
     }
 
     fn code(response: &ArmResponse) -> &str {
-        response
-            .body
-            .as_ref()
-            .and_then(|b| b["error"]["code"].as_str())
-            .unwrap_or("")
+        response.body.as_ref().and_then(|b| b["error"]["code"].as_str()).unwrap_or("")
     }
 
     #[test]
     fn sim_arm_put_answers_with_async_operation_headers_and_hides_secrets() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         let path = format!("{BASE}/virtualMachineScaleSets/gf-a");
-        let response = call(
-            &mut world,
-            Method::PUT,
-            &path,
-            "api-version=2024-07-01",
-            put_body(2),
-        );
+        let response = call(&mut world, Method::PUT, &path, "api-version=2024-07-01", put_body(2));
         assert_eq!(response.status, StatusCode::CREATED, "{:?}", response.body);
         assert!(response.mutated);
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
+        let header = |name: &str| response.headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).unwrap();
         let operation = header("azure-asyncoperation");
-        assert!(operation.starts_with(
-            "http://sim/subscriptions/sub/providers/Microsoft.Compute/locations/eastus/operations/"
-        ));
+        assert!(
+            operation
+                .starts_with("http://sim/subscriptions/sub/providers/Microsoft.Compute/locations/eastus/operations/")
+        );
         assert!(header("location").ends_with("&monitor=true"));
         assert_eq!(header("retry-after"), "0");
         let body = response.body.unwrap();
         assert_eq!(body["properties"]["provisioningState"], "Creating");
         assert_eq!(body["sku"]["capacity"], 2);
-        assert!(
-            body["properties"]["virtualMachineProfile"]["osProfile"]
-                .get("customData")
-                .is_none()
-        );
-        assert!(
-            body["properties"]["virtualMachineProfile"]["osProfile"]
-                .get("adminPassword")
-                .is_none()
-        );
+        assert!(body["properties"]["virtualMachineProfile"]["osProfile"].get("customData").is_none());
+        assert!(body["properties"]["virtualMachineProfile"]["osProfile"].get("adminPassword").is_none());
 
-        let op_path = operation
-            .trim_start_matches("http://sim")
-            .split('?')
-            .next()
-            .unwrap()
-            .to_string();
-        let first = call(
-            &mut world,
-            Method::GET,
-            &op_path,
-            "api-version=2024-07-01",
-            Value::Null,
-        );
+        let op_path = operation.trim_start_matches("http://sim").split('?').next().unwrap().to_string();
+        let first = call(&mut world, Method::GET, &op_path, "api-version=2024-07-01", Value::Null);
         assert_eq!(first.body.unwrap()["status"], "InProgress");
-        let second = call(
-            &mut world,
-            Method::GET,
-            &op_path,
-            "api-version=2024-07-01",
-            Value::Null,
-        );
+        let second = call(&mut world, Method::GET, &op_path, "api-version=2024-07-01", Value::Null);
         assert_eq!(second.body.unwrap()["status"], "Succeeded");
-        let again = call(
-            &mut world,
-            Method::PUT,
-            &path,
-            "api-version=2024-07-01",
-            put_body(2),
-        );
+        let again = call(&mut world, Method::PUT, &path, "api-version=2024-07-01", put_body(2));
         assert_eq!(again.status, StatusCode::OK);
-        assert_eq!(
-            world.counters()["azure"]["VirtualMachineScaleSets_CreateOrUpdate"],
-            2
-        );
+        assert_eq!(world.counters()["azure"]["VirtualMachineScaleSets_CreateOrUpdate"], 2);
         assert_eq!(world.counters()["azure"]["Operations_Get"], 2);
     }
 
@@ -944,62 +682,24 @@ mod tests {
     fn sim_arm_lists_vms_of_a_scale_set_in_pages() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         let path = format!("{BASE}/virtualMachineScaleSets/gf-a");
-        call(
-            &mut world,
-            Method::PUT,
-            &path,
-            "api-version=1",
-            put_body(PAGE_SIZE as u32 + 3),
-        );
-        call(
-            &mut world,
-            Method::PUT,
-            &format!("{BASE}/virtualMachineScaleSets/other"),
-            "api-version=1",
-            put_body(2),
-        );
-        let filter = format!(
-            "'virtualMachineScaleSet/id' eq '{}'",
-            path.to_ascii_uppercase()
-        );
+        call(&mut world, Method::PUT, &path, "api-version=1", put_body(PAGE_SIZE as u32 + 3));
+        call(&mut world, Method::PUT, &format!("{BASE}/virtualMachineScaleSets/other"), "api-version=1", put_body(2));
+        let filter = format!("'virtualMachineScaleSet/id' eq '{}'", path.to_ascii_uppercase());
         let query = encode_query(&[("api-version", "1"), ("$filter", &filter)]);
-        let first = call(
-            &mut world,
-            Method::GET,
-            &format!("{BASE}/virtualMachines"),
-            &query,
-            Value::Null,
-        )
-        .body
-        .unwrap();
+        let first =
+            call(&mut world, Method::GET, &format!("{BASE}/virtualMachines"), &query, Value::Null).body.unwrap();
         assert_eq!(first["value"].as_array().unwrap().len(), PAGE_SIZE);
         let next = first["nextLink"].as_str().unwrap();
-        let (next_path, next_query) = next
-            .trim_start_matches("http://sim")
-            .split_once('?')
-            .unwrap();
-        let second = call(&mut world, Method::GET, next_path, next_query, Value::Null)
-            .body
-            .unwrap();
+        let (next_path, next_query) = next.trim_start_matches("http://sim").split_once('?').unwrap();
+        let second = call(&mut world, Method::GET, next_path, next_query, Value::Null).body.unwrap();
         assert_eq!(second["value"].as_array().unwrap().len(), 3);
         assert!(second.get("nextLink").is_none());
-        assert_eq!(
-            second["value"][0]["properties"]["virtualMachineScaleSet"]["id"],
-            path
-        );
+        assert_eq!(second["value"][0]["properties"]["virtualMachineScaleSet"]["id"], path);
         let vm = &second["value"][0];
         let name = vm["name"].as_str().unwrap();
-        let got = call(
-            &mut world,
-            Method::GET,
-            &format!("{BASE}/virtualMachines/{name}"),
-            "api-version=1",
-            Value::Null,
-        );
-        assert_eq!(
-            got.body.unwrap()["properties"]["hardwareProfile"]["vmSize"],
-            "Standard_NC24ads_A100_v4"
-        );
+        let got =
+            call(&mut world, Method::GET, &format!("{BASE}/virtualMachines/{name}"), "api-version=1", Value::Null);
+        assert_eq!(got.body.unwrap()["properties"]["hardwareProfile"]["vmSize"], "Standard_NC24ads_A100_v4");
     }
 
     #[test]
@@ -1015,46 +715,11 @@ mod tests {
         let mut h200 = put_body(1);
         h200["sku"]["name"] = json!("Standard_ND96isr_H200_v5");
         let cases = [
-            (
-                Method::PUT,
-                set.clone(),
-                "",
-                put_body(1),
-                400,
-                "MissingApiVersionParameter",
-            ),
-            (
-                Method::PUT,
-                set.clone(),
-                "api-version=1",
-                uniform,
-                400,
-                "InvalidParameter",
-            ),
-            (
-                Method::PUT,
-                set.clone(),
-                "api-version=1",
-                no_network,
-                400,
-                "InvalidParameter",
-            ),
-            (
-                Method::PUT,
-                set.clone(),
-                "api-version=1",
-                bad_data,
-                400,
-                "InvalidParameter",
-            ),
-            (
-                Method::PUT,
-                set.clone(),
-                "api-version=1",
-                h200,
-                409,
-                "SkuNotAvailable",
-            ),
+            (Method::PUT, set.clone(), "", put_body(1), 400, "MissingApiVersionParameter"),
+            (Method::PUT, set.clone(), "api-version=1", uniform, 400, "InvalidParameter"),
+            (Method::PUT, set.clone(), "api-version=1", no_network, 400, "InvalidParameter"),
+            (Method::PUT, set.clone(), "api-version=1", bad_data, 400, "InvalidParameter"),
+            (Method::PUT, set.clone(), "api-version=1", h200, 409, "SkuNotAvailable"),
             (
                 Method::PUT,
                 format!("{BASE}/virtualMachineScaleSets/-bad"),
@@ -1063,22 +728,8 @@ mod tests {
                 400,
                 "InvalidResourceName",
             ),
-            (
-                Method::GET,
-                set.clone(),
-                "api-version=1",
-                Value::Null,
-                404,
-                "ResourceNotFound",
-            ),
-            (
-                Method::PATCH,
-                set.clone(),
-                "api-version=1",
-                json!({"sku": {"capacity": 1}}),
-                404,
-                "ResourceNotFound",
-            ),
+            (Method::GET, set.clone(), "api-version=1", Value::Null, 404, "ResourceNotFound"),
+            (Method::PATCH, set.clone(), "api-version=1", json!({"sku": {"capacity": 1}}), 404, "ResourceNotFound"),
             (
                 Method::POST,
                 format!("{set}/delete"),
@@ -1095,30 +746,12 @@ mod tests {
                 400,
                 "InvalidParameter",
             ),
-            (
-                Method::GET,
-                format!("{BASE}/disks"),
-                "api-version=1",
-                Value::Null,
-                404,
-                "InvalidResourceType",
-            ),
-            (
-                Method::POST,
-                set.clone(),
-                "api-version=1",
-                Value::Null,
-                405,
-                "MethodNotAllowed",
-            ),
+            (Method::GET, format!("{BASE}/disks"), "api-version=1", Value::Null, 404, "InvalidResourceType"),
+            (Method::POST, set.clone(), "api-version=1", Value::Null, 405, "MethodNotAllowed"),
         ];
         for (method, path, query, body, status, expected) in cases {
             let response = call(&mut world, method.clone(), &path, query, body);
-            assert_eq!(
-                (response.status.as_u16(), code(&response)),
-                (status, expected),
-                "{method} {path}?{query}"
-            );
+            assert_eq!((response.status.as_u16(), code(&response)), (status, expected), "{method} {path}?{query}");
             assert!(!response.mutated);
         }
         let anonymous = handle(
@@ -1132,24 +765,15 @@ mod tests {
                 body: b"",
             },
         );
-        assert_eq!(
-            (anonymous.status.as_u16(), code(&anonymous)),
-            (401, "AuthenticationFailed")
-        );
+        assert_eq!((anonymous.status.as_u16(), code(&anonymous)), (401, "AuthenticationFailed"));
         let garbage = call(&mut world, Method::PUT, &set, "api-version=1", json!([1]));
         assert_eq!(code(&garbage), "InvalidRequestContent");
     }
 
     #[test]
     fn sim_arm_filter_parses_quoted_and_unquoted_properties() {
-        assert_eq!(
-            scale_set_filter("'virtualMachineScaleSet/id' eq '/a/b'").unwrap(),
-            "/a/b"
-        );
-        assert_eq!(
-            scale_set_filter("virtualMachineScaleSet/id eq '/a/b'").unwrap(),
-            "/a/b"
-        );
+        assert_eq!(scale_set_filter("'virtualMachineScaleSet/id' eq '/a/b'").unwrap(), "/a/b");
+        assert_eq!(scale_set_filter("virtualMachineScaleSet/id eq '/a/b'").unwrap(), "/a/b");
         assert!(scale_set_filter("virtualMachineScaleSet/id eq /a/b").is_err());
         assert!(scale_set_filter("name eq 'x'").is_err());
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));

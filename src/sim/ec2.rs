@@ -9,8 +9,8 @@
 //! Semantics live in [`super::world`]; this module only translates.
 
 use super::world::{
-    DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE,
-    StateChange, Tags, World, WorldError,
+    DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE, StateChange, Tags, World,
+    WorldError,
 };
 use crate::catalog::Cloud;
 use axum::http::StatusCode;
@@ -46,11 +46,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn client(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            code,
-            message: message.into(),
-        }
+        ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
     }
 
     fn invalid_value(message: impl Into<String>) -> ApiError {
@@ -58,10 +54,7 @@ impl ApiError {
     }
 
     fn missing(parameter: &str) -> ApiError {
-        ApiError::client(
-            "MissingParameter",
-            format!("The request must contain the parameter {parameter}"),
-        )
+        ApiError::client("MissingParameter", format!("The request must contain the parameter {parameter}"))
     }
 }
 
@@ -73,12 +66,7 @@ pub fn region_from_authorization(authorization: Option<&str>) -> String {
         .and_then(|header| header.split("Credential=").nth(1))
         .and_then(|credential| credential.split([',', ' ']).next())
         .and_then(|scope| scope.split('/').nth(2))
-        .filter(|region| {
-            !region.is_empty()
-                && region
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
+        .filter(|region| !region.is_empty() && region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         .unwrap_or(DEFAULT_REGION)
         .to_string()
 }
@@ -89,10 +77,7 @@ pub fn handle(world: &mut World, region: &str, body: &[u8]) -> Ec2Response {
     let outcome = match Params::parse(body) {
         Err(error) => Err(error),
         Ok(params) => match params.get("Action") {
-            None => Err(ApiError::client(
-                "MissingAction",
-                "The request must contain the parameter Action",
-            )),
+            None => Err(ApiError::client("MissingAction", "The request must contain the parameter Action")),
             Some(action) => {
                 let action = action.to_string();
                 world.record_call(Cloud::Aws, &action);
@@ -101,16 +86,8 @@ pub fn handle(world: &mut World, region: &str, body: &[u8]) -> Ec2Response {
         },
     };
     match outcome {
-        Ok((body, mutated)) => Ec2Response {
-            status: StatusCode::OK,
-            body,
-            mutated,
-        },
-        Err(error) => Ec2Response {
-            status: error.status,
-            body: error_xml(&error, &request_id),
-            mutated: false,
-        },
+        Ok((body, mutated)) => Ec2Response { status: StatusCode::OK, body, mutated },
+        Err(error) => Ec2Response { status: error.status, body: error_xml(&error, &request_id), mutated: false },
     }
 }
 
@@ -127,11 +104,7 @@ fn dispatch(
             let request = launch_request(region, params)?;
             let reservation = world.launch(request).map_err(api_error)?;
             let mut xml = XmlWriter::response(action, request_id);
-            write_reservation_fields(
-                &mut xml,
-                &reservation.reservation_id,
-                reservation.instances.iter(),
-            );
+            write_reservation_fields(&mut xml, &reservation.reservation_id, reservation.instances.iter());
             Ok((xml.finish(action), true))
         }
         "DescribeInstances" => {
@@ -180,10 +153,7 @@ fn dispatch(
             xml.leaf("return", "true");
             Ok((xml.finish(action), true))
         }
-        _ => Err(ApiError::client(
-            "InvalidAction",
-            format!("The action {action} is not valid for this web service."),
-        )),
+        _ => Err(ApiError::client("InvalidAction", format!("The action {action} is not valid for this web service."))),
     }
 }
 
@@ -202,13 +172,9 @@ fn launch_request(region: &str, params: &Params) -> Result<LaunchRequest, ApiErr
     }
     let user_data = params.get("UserData").map(str::to_string);
     if let Some(data) = &user_data
-        && base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .is_err()
+        && base64::engine::general_purpose::STANDARD.decode(data).is_err()
     {
-        return Err(ApiError::invalid_value(
-            "Invalid BASE64 encoding of user data.",
-        ));
+        return Err(ApiError::invalid_value("Invalid BASE64 encoding of user data."));
     }
     let mut instance_tags = Tags::new();
     for spec in params.members("TagSpecification") {
@@ -220,9 +186,7 @@ fn launch_request(region: &str, params: &Params) -> Result<LaunchRequest, ApiErr
         }
         for (key, value) in tags(params, &format!("{spec}.Tag"))? {
             if instance_tags.insert(key.clone(), value).is_some() {
-                return Err(ApiError::invalid_value(format!(
-                    "Duplicate tag key '{key}' specified."
-                )));
+                return Err(ApiError::invalid_value(format!("Duplicate tag key '{key}' specified.")));
             }
         }
     }
@@ -276,18 +240,12 @@ fn instance_ids(params: &Params, required: bool) -> Result<Vec<String>, ApiError
 /// EC2 instance ids: `i-` and 8 (old style) or 17 lowercase hex digits.
 fn check_instance_id(id: &str) -> Result<(), ApiError> {
     let well_formed = id.strip_prefix("i-").is_some_and(|hex| {
-        (hex.len() == 8 || hex.len() == 17)
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        (hex.len() == 8 || hex.len() == 17) && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     });
     if well_formed {
         Ok(())
     } else {
-        Err(ApiError::client(
-            "InvalidInstanceID.Malformed",
-            format!("Invalid id: \"{id}\""),
-        ))
+        Err(ApiError::client("InvalidInstanceID.Malformed", format!("Invalid id: \"{id}\"")))
     }
 }
 
@@ -308,14 +266,10 @@ fn tags(params: &Params, prefix: &str) -> Result<Tags, ApiError> {
             )));
         }
         if key.to_ascii_lowercase().starts_with("aws:") {
-            return Err(ApiError::invalid_value(format!(
-                "Tag keys starting with 'aws:' are reserved: '{key}'"
-            )));
+            return Err(ApiError::invalid_value(format!("Tag keys starting with 'aws:' are reserved: '{key}'")));
         }
         if key.chars().chain(value.chars()).any(char::is_control) {
-            return Err(ApiError::invalid_value(format!(
-                "Tag '{key}' contains control characters"
-            )));
+            return Err(ApiError::invalid_value(format!("Tag '{key}' contains control characters")));
         }
         tags.insert(key.to_string(), value.to_string());
     }
@@ -327,13 +281,7 @@ fn tags(params: &Params, prefix: &str) -> Result<Tags, ApiError> {
 /// caller got wrong is a 400.
 fn api_error(error: WorldError) -> ApiError {
     match error {
-        WorldError::InsufficientCapacity {
-            instance_type,
-            zone,
-            requested_zone,
-            available,
-            min_count,
-        } => {
+        WorldError::InsufficientCapacity { instance_type, zone, requested_zone, available, min_count } => {
             let place = if requested_zone {
                 format!("the Availability Zone you requested ({zone})")
             } else {
@@ -347,27 +295,17 @@ fn api_error(error: WorldError) -> ApiError {
                 ),
             }
         }
-        WorldError::Unsupported {
-            instance_type,
-            place,
-        } => ApiError::client(
+        WorldError::Unsupported { instance_type, place } => ApiError::client(
             "Unsupported",
             format!("Your requested instance type ({instance_type}) is not supported in {place}."),
         ),
-        WorldError::UnknownZone { zone, .. } => {
-            ApiError::invalid_value(format!("Invalid availability zone: [{zone}]"))
-        }
-        WorldError::InvalidCount {
-            min_count,
-            max_count,
-        } => ApiError::invalid_value(format!(
+        WorldError::UnknownZone { zone, .. } => ApiError::invalid_value(format!("Invalid availability zone: [{zone}]")),
+        WorldError::InvalidCount { min_count, max_count } => ApiError::invalid_value(format!(
             "MinCount ({min_count}) and MaxCount ({max_count}) must be at least 1, and MinCount cannot exceed MaxCount."
         )),
         WorldError::ClientTokenReused { token } => ApiError::client(
             "IdempotentParameterMismatch",
-            format!(
-                "The client token '{token}' was already used with different request parameters."
-            ),
+            format!("The client token '{token}' was already used with different request parameters."),
         ),
         WorldError::InstancesNotFound { ids } => {
             let message = match ids.as_slice() {
@@ -383,35 +321,26 @@ fn api_error(error: WorldError) -> ApiError {
         WorldError::MaxResultsOutOfRange(value) => ApiError::invalid_value(format!(
             "Value ( {value} ) for parameter maxResults is invalid. Expecting a value between 5 and 1000."
         )),
-        WorldError::InvalidNextToken(_) => ApiError::client(
-            "InvalidPaginationToken",
-            "The specified pagination token is not valid or is expired.",
-        ),
-        WorldError::UnknownFilter(name) => {
-            ApiError::invalid_value(format!("The filter '{name}' is invalid"))
+        WorldError::InvalidNextToken(_) => {
+            ApiError::client("InvalidPaginationToken", "The specified pagination token is not valid or is expired.")
         }
+        WorldError::UnknownFilter(name) => ApiError::invalid_value(format!("The filter '{name}' is invalid")),
         WorldError::FilterWithoutValues(name) => {
             ApiError::invalid_value(format!("The filter '{name}' requires at least one value"))
         }
         WorldError::TooManyTags { id } => ApiError::client(
             "TagLimitExceeded",
-            format!(
-                "The maximum number of tags per resource ({MAX_TAGS_PER_RESOURCE}) would be exceeded on {id}."
-            ),
+            format!("The maximum number of tags per resource ({MAX_TAGS_PER_RESOURCE}) would be exceeded on {id}."),
         ),
-        WorldError::ClockOverflow(_) => ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "InternalError",
-            message: error.to_string(),
-        },
+        WorldError::ClockOverflow(_) => {
+            ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "InternalError", message: error.to_string() }
+        }
     }
 }
 
 /// The error body EC2 sends, with the request id it was given.
 pub fn error_xml(error: &ApiError, request_id: &str) -> String {
-    let mut xml = XmlWriter {
-        out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
-    };
+    let mut xml = XmlWriter { out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n") };
     xml.open("Response");
     xml.open("Errors");
     xml.open("Error");
@@ -449,21 +378,13 @@ fn write_instance(xml: &mut XmlWriter, instance: &Instance) {
     xml.leaf("privateDnsName", "");
     xml.leaf("dnsName", "");
     match instance.terminated_at {
-        Some(at) => xml.leaf(
-            "reason",
-            &format!("User initiated ({})", at.format("%Y-%m-%d %H:%M:%S GMT")),
-        ),
+        Some(at) => xml.leaf("reason", &format!("User initiated ({})", at.format("%Y-%m-%d %H:%M:%S GMT"))),
         None => xml.leaf("reason", ""),
     }
     xml.leaf("amiLaunchIndex", &instance.launch_index.to_string());
     xml.empty("productCodes");
     xml.leaf("instanceType", &instance.instance_type);
-    xml.leaf(
-        "launchTime",
-        &instance
-            .launch_time
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    );
+    xml.leaf("launchTime", &instance.launch_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     xml.open("placement");
     xml.leaf("availabilityZone", &instance.zone);
     xml.leaf("groupName", "");
@@ -520,10 +441,7 @@ struct Params(BTreeMap<String, String>);
 impl Params {
     fn parse(body: &[u8]) -> Result<Params, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|e| {
-            ApiError::client(
-                "MalformedQueryString",
-                format!("The request body is not a valid form: {e}"),
-            )
+            ApiError::client("MalformedQueryString", format!("The request body is not a valid form: {e}"))
         })?;
         let mut params = BTreeMap::new();
         for (name, value) in pairs {
@@ -537,9 +455,7 @@ impl Params {
     }
 
     fn required(&self, name: &str) -> Result<&str, ApiError> {
-        self.get(name)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ApiError::missing(name))
+        self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::missing(name))
     }
 
     fn optional_u32(&self, name: &str) -> Result<Option<u32>, ApiError> {
@@ -555,8 +471,7 @@ impl Params {
     }
 
     fn required_u32(&self, name: &str) -> Result<u32, ApiError> {
-        self.optional_u32(name)?
-            .ok_or_else(|| ApiError::missing(name))
+        self.optional_u32(name)?.ok_or_else(|| ApiError::missing(name))
     }
 
     /// The members of a flattened list, `PREFIX.1`, `PREFIX.2`, … in index
@@ -571,19 +486,12 @@ impl Params {
             .collect();
         indices.sort_unstable();
         indices.dedup();
-        indices
-            .into_iter()
-            .map(|i| format!("{prefix}.{i}"))
-            .collect()
+        indices.into_iter().map(|i| format!("{prefix}.{i}")).collect()
     }
 
     /// The values of a flattened list of strings, `PREFIX.N`, in index order.
     fn list(&self, prefix: &str) -> Vec<String> {
-        self.members(prefix)
-            .iter()
-            .filter_map(|member| self.get(member))
-            .map(str::to_string)
-            .collect()
+        self.members(prefix).iter().filter_map(|member| self.get(member)).map(str::to_string).collect()
     }
 }
 
@@ -595,9 +503,7 @@ struct XmlWriter {
 impl XmlWriter {
     /// Starts `<{Action}Response xmlns=…>` with its `requestId`.
     fn response(action: &str, request_id: &str) -> XmlWriter {
-        let mut xml = XmlWriter {
-            out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"),
-        };
+        let mut xml = XmlWriter { out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n") };
         let _ = write!(xml.out, "<{action}Response xmlns=\"{XMLNS}\">");
         xml.leaf("requestId", request_id);
         xml
@@ -631,13 +537,8 @@ impl XmlWriter {
 /// at all (most control characters) so that no input yields a document the
 /// SDKs fail to parse.
 fn escape_text(text: &str) -> String {
-    let allowed = |c: char| {
-        matches!(c, '\t' | '\n' | '\r') || !(c.is_control() || c == '\u{fffe}' || c == '\u{ffff}')
-    };
-    let cleaned: String = text
-        .chars()
-        .map(|c| if allowed(c) { c } else { '\u{fffd}' })
-        .collect();
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r') || !(c.is_control() || c == '\u{fffe}' || c == '\u{ffff}');
+    let cleaned: String = text.chars().map(|c| if allowed(c) { c } else { '\u{fffd}' }).collect();
     quick_xml::escape::escape(cleaned.as_str()).into_owned()
 }
 
@@ -666,10 +567,7 @@ mod tests {
         assert_eq!(region_from_authorization(Some(header)), "us-west-2");
         assert_eq!(region_from_authorization(None), "us-east-1");
         assert_eq!(region_from_authorization(Some("Bearer x")), "us-east-1");
-        assert_eq!(
-            region_from_authorization(Some("Credential=A/2026/<x>/ec2")),
-            "us-east-1"
-        );
+        assert_eq!(region_from_authorization(Some("Credential=A/2026/<x>/ec2")), "us-east-1");
     }
 
     #[test]
@@ -683,26 +581,10 @@ mod tests {
         );
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
         assert!(response.mutated);
-        assert!(
-            response.body.contains(
-                "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
-            )
-        );
-        assert!(
-            response
-                .body
-                .contains("<tagSet><item><key>a&amp;b</key><value>&lt;x&gt;</value></item>")
-        );
-        assert!(
-            response
-                .body
-                .contains("<instanceState><code>16</code><name>running</name></instanceState>")
-        );
-        assert!(
-            response
-                .body
-                .contains("<launchTime>2026-01-01T00:00:00.000Z</launchTime>")
-        );
+        assert!(response.body.contains("<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"));
+        assert!(response.body.contains("<tagSet><item><key>a&amp;b</key><value>&lt;x&gt;</value></item>"));
+        assert!(response.body.contains("<instanceState><code>16</code><name>running</name></instanceState>"));
+        assert!(response.body.contains("<launchTime>2026-01-01T00:00:00.000Z</launchTime>"));
         assert_eq!(response.body.matches("<instanceId>").count(), 2);
         let instance = world.instances().next().unwrap();
         assert_eq!(instance.user_data.as_deref(), Some("aGVsbG8="));
@@ -714,11 +596,7 @@ mod tests {
         let mut world = world();
         let cases = [
             ("Action=Nope", StatusCode::BAD_REQUEST, "InvalidAction"),
-            (
-                "Version=2016-11-15",
-                StatusCode::BAD_REQUEST,
-                "MissingAction",
-            ),
+            ("Version=2016-11-15", StatusCode::BAD_REQUEST, "MissingAction"),
             (
                 "Action=RunInstances&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1",
                 StatusCode::BAD_REQUEST,
@@ -739,16 +617,8 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "InvalidParameterValue",
             ),
-            (
-                "Action=TerminateInstances",
-                StatusCode::BAD_REQUEST,
-                "MissingParameter",
-            ),
-            (
-                "Action=TerminateInstances&InstanceId.1=i-zz",
-                StatusCode::BAD_REQUEST,
-                "InvalidInstanceID.Malformed",
-            ),
+            ("Action=TerminateInstances", StatusCode::BAD_REQUEST, "MissingParameter"),
+            ("Action=TerminateInstances&InstanceId.1=i-zz", StatusCode::BAD_REQUEST, "InvalidInstanceID.Malformed"),
             (
                 "Action=TerminateInstances&InstanceId.1=i-0123456789abcdef0",
                 StatusCode::BAD_REQUEST,
@@ -759,28 +629,17 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "InvalidParameterCombination",
             ),
-            (
-                "Action=DescribeInstances&NextToken=bogus",
-                StatusCode::BAD_REQUEST,
-                "InvalidPaginationToken",
-            ),
-            (
-                "Action=CreateTags&ResourceId.1=vol-0123&Tag.1.Key=k",
-                StatusCode::BAD_REQUEST,
-                "InvalidID",
-            ),
+            ("Action=DescribeInstances&NextToken=bogus", StatusCode::BAD_REQUEST, "InvalidPaginationToken"),
+            ("Action=CreateTags&ResourceId.1=vol-0123&Tag.1.Key=k", StatusCode::BAD_REQUEST, "InvalidID"),
         ];
         for (body, status, code) in cases {
             let response = call(&mut world, body);
-            assert_eq!(
-                (response.status, code_of(&response)),
-                (status, code),
-                "{body}: {}",
-                response.body
+            assert_eq!((response.status, code_of(&response)), (status, code), "{body}: {}", response.body);
+            assert!(
+                response
+                    .body
+                    .starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>")
             );
-            assert!(response.body.starts_with(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>"
-            ));
             assert!(response.body.contains("</Errors><RequestID>"));
         }
     }
@@ -793,10 +652,7 @@ mod tests {
         )
         .unwrap();
         let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
-        let response = call(
-            &mut world,
-            "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1",
-        );
+        let response = call(&mut world, "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1");
         assert_eq!(response.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(code_of(&response), "InsufficientInstanceCapacity");
         assert!(!response.mutated);
@@ -807,13 +663,7 @@ mod tests {
         let mut world = world();
         let response = call(&mut world, "Action=%3C%2FCode%3E%00%26");
         assert_eq!(code_of(&response), "InvalidAction");
-        assert!(
-            response
-                .body
-                .contains("The action &lt;/Code&gt;\u{fffd}&amp; is not valid"),
-            "{}",
-            response.body
-        );
+        assert!(response.body.contains("The action &lt;/Code&gt;\u{fffd}&amp; is not valid"), "{}", response.body);
         let control_tag = call(
             &mut world,
             "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key=k&TagSpecification.1.Tag.1.Value=%01",

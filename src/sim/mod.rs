@@ -20,8 +20,8 @@ mod ec2;
 pub mod scenario;
 mod server;
 mod store;
-mod vmss;
 pub mod world;
+mod vmss;
 
 pub use scenario::Scenario;
 pub use server::serve;
@@ -36,33 +36,21 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SimError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: SocketAddr, source: std::io::Error },
     #[error("the simulator only listens on loopback addresses, not {addr}")]
     #[diagnostic(help("use --listen 127.0.0.1:PORT (port 0 picks a free one)"))]
     NotLoopback { addr: SocketAddr },
     #[error("cannot read scenario file {path}: {source}", path = path.display())]
-    ReadScenario {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadScenario { path: PathBuf, source: std::io::Error },
     #[error("invalid scenario file {path}: {message}", path = path.display())]
     InvalidScenario { path: PathBuf, message: String },
     #[error("cannot read simulator world {path}: {source}", path = path.display())]
-    ReadWorld {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadWorld { path: PathBuf, source: std::io::Error },
     #[error("simulator world {path} is unreadable: {message}", path = path.display())]
     #[diagnostic(help("delete the file to start a new world"))]
     InvalidWorld { path: PathBuf, message: String },
     #[error("cannot save simulator world {path}: {source}", path = path.display())]
-    WriteWorld {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    WriteWorld { path: PathBuf, source: std::io::Error },
     #[error("there is no simulator world at {path}", path = path.display())]
     #[diagnostic(help("run a command with --sim first; it creates the world"))]
     NoWorld { path: PathBuf },
@@ -91,28 +79,15 @@ pub async fn run_server(
     }
     let scenario = scenario.map(Scenario::load).transpose()?;
     let world = open_world(world_file, scenario.as_ref())?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| SimError::Listen {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| SimError::Listen {
-        addr: listen,
-        source,
-    })?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}")
         .and_then(|()| stdout.flush())
         .map_err(|source| SimError::Stdout { source })?;
     drop(stdout);
-    let world = serve(
-        listener,
-        world,
-        world_file.map(Path::to_path_buf),
-        interrupted(),
-    )
-    .await?;
+    let world = serve(listener, world, world_file.map(Path::to_path_buf), interrupted()).await?;
     match world_file {
         Some(path) => store::save(path, &world),
         None => Ok(()),
@@ -153,11 +128,10 @@ fn open_world(world_file: Option<&Path>, scenario: Option<&Scenario>) -> Result<
             path.display()
         );
     }
-    let world =
-        World::new(scenario, &Catalog::builtin()).map_err(|e| SimError::InvalidScenario {
-            path: scenario.map(|s| s.path.clone()).unwrap_or_default(),
-            message: e.to_string(),
-        })?;
+    let world = World::new(scenario, &Catalog::builtin()).map_err(|e| SimError::InvalidScenario {
+        path: scenario.map(|s| s.path.clone()).unwrap_or_default(),
+        message: e.to_string(),
+    })?;
     if let Some(path) = world_file {
         store::save(path, &world)?;
     }
@@ -186,29 +160,15 @@ impl EmbeddedSim {
         let world_file = embedded_world_file(state_dir);
         let world = open_world(Some(&world_file), scenario.as_ref())?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| SimError::Listen { addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| SimError::Listen { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| SimError::Listen { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| SimError::Listen { addr, source })?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         // Stops on `stop()`, and also when the EmbeddedSim is dropped.
         let until_stopped = async move {
             let _ = stopped.await;
         };
-        let server = tokio::spawn(serve(
-            listener,
-            world,
-            Some(world_file.clone()),
-            until_stopped,
-        ));
-        Ok(EmbeddedSim {
-            url: format!("http://{bound}"),
-            world_file,
-            shutdown,
-            server,
-        })
+        let server = tokio::spawn(serve(listener, world, Some(world_file.clone()), until_stopped));
+        Ok(EmbeddedSim { url: format!("http://{bound}"), world_file, shutdown, server })
     }
 
     /// `http://127.0.0.1:PORT`, the endpoint to give the SDKs.
@@ -219,24 +179,17 @@ impl EmbeddedSim {
     /// Stops serving and saves the final world (call counters included).
     pub async fn stop(self) -> Result<(), SimError> {
         let _ = self.shutdown.send(());
-        let world = self.server.await.map_err(|e| SimError::Crashed {
-            message: e.to_string(),
-        })??;
+        let world = self.server.await.map_err(|e| SimError::Crashed { message: e.to_string() })??;
         store::save(&self.world_file, &world)
     }
 }
 
 /// Moves the embedded simulator's clock forward (`gpufleet sim advance 20m`),
 /// applying the scenario's timeline; returns the new simulated time.
-pub fn advance_embedded(
-    state_dir: &Path,
-    by: std::time::Duration,
-) -> Result<DateTime<Utc>, SimError> {
+pub fn advance_embedded(state_dir: &Path, by: std::time::Duration) -> Result<DateTime<Utc>, SimError> {
     let path = embedded_world_file(state_dir);
     let mut world = store::load(&path)?.ok_or_else(|| SimError::NoWorld { path: path.clone() })?;
-    let now = world.advance(by).map_err(|e| SimError::Clock {
-        message: e.to_string(),
-    })?;
+    let now = world.advance(by).map_err(|e| SimError::Clock { message: e.to_string() })?;
     store::save(&path, &world)?;
     Ok(now)
 }
@@ -247,17 +200,10 @@ pub async fn sim_now(url: &str) -> Result<DateTime<Utc>, SimError> {
     struct Time {
         now: DateTime<Utc>,
     }
-    let failed = |message: String| SimError::Client {
-        url: url.to_string(),
-        message,
-    };
+    let failed = |message: String| SimError::Client { url: url.to_string(), message };
     let endpoint = format!("{}/_sim/time", url.trim_end_matches('/'));
-    let response = reqwest::get(&endpoint)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let response = response
-        .error_for_status()
-        .map_err(|e| failed(e.to_string()))?;
+    let response = reqwest::get(&endpoint).await.map_err(|e| failed(e.to_string()))?;
+    let response = response.error_for_status().map_err(|e| failed(e.to_string()))?;
     let time: Time = response.json().await.map_err(|e| failed(e.to_string()))?;
     Ok(time.now)
 }
@@ -279,35 +225,20 @@ mod tests {
         let scenario = state.path().join("s.toml");
         std::fs::write(&scenario, "start = \"2026-05-01T00:00:00Z\"\n").unwrap();
 
-        let sim = EmbeddedSim::start(state.path(), Some(&scenario))
-            .await
-            .unwrap();
+        let sim = EmbeddedSim::start(state.path(), Some(&scenario)).await.unwrap();
         assert!(sim.url().starts_with("http://127.0.0.1:"));
-        assert_eq!(
-            format_now(sim_now(sim.url()).await.unwrap()),
-            "2026-05-01T00:00:00Z"
-        );
+        assert_eq!(format_now(sim_now(sim.url()).await.unwrap()), "2026-05-01T00:00:00Z");
         sim.stop().await.unwrap();
 
         let now = advance_embedded(state.path(), std::time::Duration::from_secs(20 * 60)).unwrap();
         assert_eq!(format_now(now), "2026-05-01T00:20:00Z");
-        let sim = EmbeddedSim::start(state.path(), Some(&scenario))
-            .await
-            .unwrap();
-        assert_eq!(
-            format_now(sim_now(sim.url()).await.unwrap()),
-            "2026-05-01T00:20:00Z"
-        );
+        let sim = EmbeddedSim::start(state.path(), Some(&scenario)).await.unwrap();
+        assert_eq!(format_now(sim_now(sim.url()).await.unwrap()), "2026-05-01T00:20:00Z");
         sim.stop().await.unwrap();
 
         std::fs::write(&scenario, "start = \"2026-06-01T00:00:00Z\"\n").unwrap();
-        let sim = EmbeddedSim::start(state.path(), Some(&scenario))
-            .await
-            .unwrap();
-        assert_eq!(
-            format_now(sim_now(sim.url()).await.unwrap()),
-            "2026-06-01T00:00:00Z"
-        );
+        let sim = EmbeddedSim::start(state.path(), Some(&scenario)).await.unwrap();
+        assert_eq!(format_now(sim_now(sim.url()).await.unwrap()), "2026-06-01T00:00:00Z");
         sim.stop().await.unwrap();
     }
 

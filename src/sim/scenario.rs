@@ -86,19 +86,14 @@ pub const NO_SCENARIO_HASH: &str = "none";
 impl Scenario {
     /// Read and check a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadScenario {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SimError::ReadScenario { path: path.to_path_buf(), source })?;
         Scenario::parse(&text, path)
     }
 
     /// Check scenario text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Scenario, SimError> {
-        let invalid = |message: String| SimError::InvalidScenario {
-            path: path.to_path_buf(),
-            message,
-        };
+        let invalid = |message: String| SimError::InvalidScenario { path: path.to_path_buf(), message };
         let raw: RawScenario = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let start = match raw.start {
             Some(start) => start,
@@ -106,12 +101,7 @@ impl Scenario {
         };
         let mut offerings = Vec::with_capacity(raw.offerings.len());
         for (index, offering) in raw.offerings.into_iter().enumerate() {
-            let at = format!(
-                "offering #{} ({} {})",
-                index + 1,
-                offering.region,
-                offering.instance_type
-            );
+            let at = format!("offering #{} ({} {})", index + 1, offering.region, offering.instance_type);
             if !SIMULATED_CLOUDS.contains(&offering.cloud) {
                 return Err(invalid(format!(
                     "{at}: cloud \"{}\" is not simulated yet; only \"aws\" and \"azure\" are",
@@ -119,38 +109,22 @@ impl Scenario {
                 )));
             }
             if offering.cloud == Cloud::Azure && offering.zone.is_some() {
-                return Err(invalid(format!(
-                    "{at}: Azure places by region; remove `zone`"
-                )));
+                return Err(invalid(format!("{at}: Azure places by region; remove `zone`")));
             }
             if let Some(zone) = &offering.zone
                 && !zone.starts_with(offering.region.as_str())
             {
-                return Err(invalid(format!(
-                    "{at}: zone {zone} is not in region {}",
-                    offering.region
-                )));
+                return Err(invalid(format!("{at}: zone {zone} is not in region {}", offering.region)));
             }
             let mut timeline = Vec::with_capacity(offering.timeline.len());
             for step in offering.timeline {
                 let after = humantime::parse_duration(&step.after).map_err(|e| {
-                    invalid(format!(
-                        "{at}: timeline `after = \"{}\"` is not a duration like \"20m\": {e}",
-                        step.after
-                    ))
+                    invalid(format!("{at}: timeline `after = \"{}\"` is not a duration like \"20m\": {e}", step.after))
                 })?;
-                timeline.push(CapacityStep {
-                    after,
-                    capacity: step.capacity,
-                });
+                timeline.push(CapacityStep { after, capacity: step.capacity });
             }
-            if timeline
-                .windows(2)
-                .any(|pair| pair[0].after > pair[1].after)
-            {
-                return Err(invalid(format!(
-                    "{at}: timeline steps must be in increasing `after` order"
-                )));
+            if timeline.windows(2).any(|pair| pair[0].after > pair[1].after) {
+                return Err(invalid(format!("{at}: timeline steps must be in increasing `after` order")));
             }
             offerings.push(ScenarioOffering {
                 cloud: offering.cloud,
@@ -161,20 +135,13 @@ impl Scenario {
                 timeline,
             });
         }
-        Ok(Scenario {
-            path: path.to_path_buf(),
-            start,
-            offerings,
-            content_hash: content_hash(text.as_bytes()),
-        })
+        Ok(Scenario { path: path.to_path_buf(), start, offerings, content_hash: content_hash(text.as_bytes()) })
     }
 }
 
 /// The start time of a world created without a scenario.
 pub fn default_start() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(DEFAULT_START)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    DateTime::parse_from_rfc3339(DEFAULT_START).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions and platforms (unlike
@@ -216,10 +183,7 @@ mod tests {
         assert_eq!(scenario.offerings[0].capacity, Some(0));
         assert_eq!(
             scenario.offerings[0].timeline,
-            vec![CapacityStep {
-                after: Duration::from_secs(1200),
-                capacity: Some(64)
-            }]
+            vec![CapacityStep { after: Duration::from_secs(1200), capacity: Some(64) }]
         );
     }
 
@@ -234,18 +198,12 @@ mod tests {
 
     #[test]
     fn sim_scenario_errors_name_the_file_and_the_problem() {
-        let unknown_field = parse(
-            "[[offering]]\ncloud = \"aws\"\nregion = \"r\"\ninstance_type = \"t\"\ncapcity = 1\n",
-        );
+        let unknown_field =
+            parse("[[offering]]\ncloud = \"aws\"\nregion = \"r\"\ninstance_type = \"t\"\ncapcity = 1\n");
         let message = unknown_field.unwrap_err().to_string();
-        assert!(
-            message.contains("test.toml") && message.contains("capcity"),
-            "{message}"
-        );
+        assert!(message.contains("test.toml") && message.contains("capcity"), "{message}");
 
-        let gcp = parse(
-            "[[offering]]\ncloud = \"gcp\"\nregion = \"us-central1\"\ninstance_type = \"a3-highgpu-8g\"\n",
-        );
+        let gcp = parse("[[offering]]\ncloud = \"gcp\"\nregion = \"us-central1\"\ninstance_type = \"a3-highgpu-8g\"\n");
         assert!(gcp.unwrap_err().to_string().contains("not simulated yet"));
 
         let bad_duration = parse(
@@ -256,11 +214,6 @@ mod tests {
         let foreign_zone = parse(
             "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nzone = \"us-west-2a\"\ninstance_type = \"t\"\n",
         );
-        assert!(
-            foreign_zone
-                .unwrap_err()
-                .to_string()
-                .contains("not in region")
-        );
+        assert!(foreign_zone.unwrap_err().to_string().contains("not in region"));
     }
 }

@@ -30,9 +30,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock cannot leave the world half-changed
         // in a way later requests would trip on, so keep serving.
-        self.world
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.world.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Persists the world after a change, if a world file is in use.
@@ -53,10 +51,7 @@ pub async fn serve(
     world_file: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<World, SimError> {
-    let shared = Arc::new(Shared {
-        world: Mutex::new(world),
-        world_file,
-    });
+    let shared = Arc::new(Shared { world: Mutex::new(world), world_file });
     let router = Router::new()
         .route("/", post(ec2_request))
         .route("/subscriptions/{*rest}", any(arm_request))
@@ -75,14 +70,8 @@ pub async fn serve(
     Ok(world)
 }
 
-async fn ec2_request(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let region = ec2::region_from_authorization(authorization);
     let mut world = shared.lock();
     let mut response = ec2::handle(&mut world, &region, &body);
@@ -99,12 +88,7 @@ async fn ec2_request(
         response.status = error.status;
         response.body = ec2::error_xml(&error, &world.next_request_id());
     }
-    (
-        response.status,
-        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
-        response.body,
-    )
-        .into_response()
+    (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
 }
 
 async fn arm_request(
@@ -131,12 +115,8 @@ async fn arm_request(
         && let Err(e) = shared.persist(&world)
     {
         // Not on disk: a server error, so the client retries the (idempotent) request.
-        let fault = super::vmss::ArmFault::new(
-            500,
-            "InternalServerError",
-            format!("the simulator could not save its world: {e}"),
-        );
-        response = arm::error_response(&fault);
+        let message = format!("the simulator could not save its world: {e}");
+        response = arm::error_response(&super::vmss::ArmFault::new(500, "InternalServerError", message));
     }
     drop(world);
     let mut out = match &response.body {
@@ -144,10 +124,7 @@ async fn arm_request(
         None => response.status.into_response(),
     };
     for (name, value) in response.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
             out.headers_mut().insert(name, value);
         }
     }
@@ -155,10 +132,7 @@ async fn arm_request(
 }
 
 /// Runs an admin action under the lock and persists the world if it changed.
-fn admin_call(
-    shared: &Shared,
-    action: impl FnOnce(&mut World) -> admin::AdminResponse,
-) -> Response {
+fn admin_call(shared: &Shared, action: impl FnOnce(&mut World) -> admin::AdminResponse) -> Response {
     let mut world = shared.lock();
     let response = action(&mut world);
     if response.mutated

@@ -29,50 +29,28 @@ pub fn load(path: &Path) -> Result<Option<World>, SimError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SimError::ReadWorld {
-                path: path.to_path_buf(),
-                source,
-            });
-        }
+        Err(source) => return Err(SimError::ReadWorld { path: path.to_path_buf(), source }),
     };
-    let invalid = |message: String| SimError::InvalidWorld {
-        path: path.to_path_buf(),
-        message,
-    };
+    let invalid = |message: String| SimError::InvalidWorld { path: path.to_path_buf(), message };
     let file: WorldFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     if file.format != FORMAT {
-        return Err(invalid(format!(
-            "format {} is not the format {FORMAT} this gpufleet reads",
-            file.format
-        )));
+        return Err(invalid(format!("format {} is not the format {FORMAT} this gpufleet reads", file.format)));
     }
-    serde_json::from_value(file.world)
-        .map(Some)
-        .map_err(|e| invalid(e.to_string()))
+    serde_json::from_value(file.world).map(Some).map_err(|e| invalid(e.to_string()))
 }
 
 /// Saves atomically: a temporary file next to the target (mode 0600),
 /// fsynced, renamed over it, then the directory fsynced so the rename lasts.
 pub fn save(path: &Path, world: &World) -> Result<(), SimError> {
-    let failed = |source: std::io::Error| SimError::WriteWorld {
-        path: path.to_path_buf(),
-        source,
-    };
-    let json = serde_json::to_vec_pretty(&WorldFileRef {
-        format: FORMAT,
-        world,
-    })
-    .map_err(|e| failed(std::io::Error::other(e)))?;
+    let failed = |source: std::io::Error| SimError::WriteWorld { path: path.to_path_buf(), source };
+    let json = serde_json::to_vec_pretty(&WorldFileRef { format: FORMAT, world })
+        .map_err(|e| failed(std::io::Error::other(e)))?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     fs::create_dir_all(dir).map_err(failed)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "world.json".into());
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "world.json".into());
     let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -86,9 +64,7 @@ pub fn save(path: &Path, world: &World) -> Result<(), SimError> {
         let _ = fs::remove_file(&temp);
         return Err(failed(source));
     }
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(failed)
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)
 }
 
 #[cfg(test)]
@@ -121,10 +97,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
@@ -136,10 +109,7 @@ mod tests {
         let path = dir.path().join("world.json");
         fs::write(&path, "{\"format\": 99, \"world\": {}}").unwrap();
         let message = load(&path).unwrap_err().to_string();
-        assert!(
-            message.contains("world.json") && message.contains("format 99"),
-            "{message}"
-        );
+        assert!(message.contains("world.json") && message.contains("format 99"), "{message}");
         fs::write(&path, "not json").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("world.json"));
     }

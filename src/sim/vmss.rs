@@ -33,12 +33,7 @@ pub struct ArmFault {
 
 impl ArmFault {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> ArmFault {
-        ArmFault {
-            status,
-            code: code.to_string(),
-            message: message.into(),
-            details: Vec::new(),
-        }
+        ArmFault { status, code: code.to_string(), message: message.into(), details: Vec::new() }
     }
 
     pub fn invalid(message: impl Into<String>) -> ArmFault {
@@ -181,9 +176,9 @@ pub struct ArmState {
 
 impl ArmState {
     fn scale_set(&self, at: &ScaleSetRef) -> Result<&ScaleSet, ArmFault> {
-        self.scale_sets.get(&at.key()).ok_or_else(|| {
-            ArmFault::not_found("virtualMachineScaleSets", &at.name, &at.resource_group)
-        })
+        self.scale_sets
+            .get(&at.key())
+            .ok_or_else(|| ArmFault::not_found("virtualMachineScaleSets", &at.name, &at.resource_group))
     }
 
     /// The provisioning state ARM shows: `Creating`/`Updating` until the
@@ -202,9 +197,7 @@ impl ArmState {
     }
 
     fn vms_of<'a>(&'a self, scale_set_id: &'a str) -> impl Iterator<Item = &'a Vm> + 'a {
-        self.vms
-            .values()
-            .filter(move |vm| vm.scale_set_id.eq_ignore_ascii_case(scale_set_id))
+        self.vms.values().filter(move |vm| vm.scale_set_id.eq_ignore_ascii_case(scale_set_id))
     }
 }
 
@@ -219,11 +212,7 @@ pub struct Change {
 
 /// `PUT .../virtualMachineScaleSets/{name}`: create, or replace the model and
 /// scale to its capacity.
-pub fn create_or_update(
-    world: &mut World,
-    at: &ScaleSetRef,
-    spec: ScaleSetSpec,
-) -> Result<Change, ArmFault> {
+pub fn create_or_update(world: &mut World, at: &ScaleSetRef, spec: ScaleSetSpec) -> Result<Change, ArmFault> {
     if !world.knows_region(&spec.location) {
         return Err(ArmFault::new(
             400,
@@ -257,11 +246,7 @@ pub fn create_or_update(
         Some(existing) => existing.unique_id.clone(),
         None => world.next_request_id(),
     };
-    let time_created = world
-        .arm
-        .scale_sets
-        .get(&key)
-        .map_or(now, |s| s.time_created);
+    let time_created = world.arm.scale_sets.get(&key).map_or(now, |s| s.time_created);
     world.arm.scale_sets.insert(
         key.clone(),
         ScaleSet {
@@ -284,19 +269,11 @@ pub fn create_or_update(
         },
     );
     let operation = scale_and_report(world, &key, created);
-    Ok(Change {
-        scale_set: world.arm.scale_sets.get(&key).cloned(),
-        created,
-        operation,
-    })
+    Ok(Change { scale_set: world.arm.scale_sets.get(&key).cloned(), created, operation })
 }
 
 /// `PATCH .../virtualMachineScaleSets/{name}`: change size, capacity or tags.
-pub fn update(
-    world: &mut World,
-    at: &ScaleSetRef,
-    patch: ScaleSetPatch,
-) -> Result<Change, ArmFault> {
+pub fn update(world: &mut World, at: &ScaleSetRef, patch: ScaleSetPatch) -> Result<Change, ArmFault> {
     let location = world.arm.scale_set(at)?.location.clone();
     if let Some(sku_name) = &patch.sku_name {
         check_sku(world, &location, sku_name)?;
@@ -313,17 +290,11 @@ pub fn update(
             set.tags = tags;
         }
         if set.capacity > 0 && set.vm_profile.is_none() {
-            return Err(ArmFault::invalid(
-                "This scale set has no virtualMachineProfile, so its capacity must stay 0.",
-            ));
+            return Err(ArmFault::invalid("This scale set has no virtualMachineProfile, so its capacity must stay 0."));
         }
     }
     let operation = scale_and_report(world, &key, false);
-    Ok(Change {
-        scale_set: world.arm.scale_sets.get(&key).cloned(),
-        created: false,
-        operation,
-    })
+    Ok(Change { scale_set: world.arm.scale_sets.get(&key).cloned(), created: false, operation })
 }
 
 /// `GET .../virtualMachineScaleSets/{name}`
@@ -339,8 +310,7 @@ pub fn list<'w>(world: &'w World, subscription: &str, resource_group: &str) -> V
         .scale_sets
         .values()
         .filter(|s| {
-            s.subscription.eq_ignore_ascii_case(subscription)
-                && s.resource_group.eq_ignore_ascii_case(resource_group)
+            s.subscription.eq_ignore_ascii_case(subscription) && s.resource_group.eq_ignore_ascii_case(resource_group)
         })
         .collect()
 }
@@ -349,11 +319,7 @@ pub fn list<'w>(world: &'w World, subscription: &str, resource_group: &str) -> V
 /// `None` when there was no such set (ARM answers 204).
 pub fn delete(world: &mut World, at: &ScaleSetRef) -> Option<Operation> {
     let set = world.arm.scale_sets.remove(&at.key())?;
-    let names: Vec<String> = world
-        .arm
-        .vms_of(&set.id)
-        .map(|vm| vm.name.clone())
-        .collect();
+    let names: Vec<String> = world.arm.vms_of(&set.id).map(|vm| vm.name.clone()).collect();
     remove_vms(world, &set.id, &names);
     Some(new_operation(world, &at.subscription, &set.location, None))
 }
@@ -361,37 +327,22 @@ pub fn delete(world: &mut World, at: &ScaleSetRef) -> Option<Operation> {
 /// `POST .../virtualMachineScaleSets/{name}/delete` with `instanceIds`: the
 /// named VMs (flexible orchestration names VMs, not numbers), all or none;
 /// the model's capacity shrinks by as many.
-pub fn delete_instances(
-    world: &mut World,
-    at: &ScaleSetRef,
-    names: &[String],
-) -> Result<Operation, ArmFault> {
+pub fn delete_instances(world: &mut World, at: &ScaleSetRef, names: &[String]) -> Result<Operation, ArmFault> {
     let set = world.arm.scale_set(at)?;
     let (set_id, location) = (set.id.clone(), set.location.clone());
     if names.is_empty() {
-        return Err(ArmFault::invalid(
-            "instanceIds must name at least one virtual machine.",
-        ));
+        return Err(ArmFault::invalid("instanceIds must name at least one virtual machine."));
     }
     let unknown: Vec<&str> = names
         .iter()
-        .filter(|name| {
-            !world
-                .arm
-                .vms_of(&set_id)
-                .any(|vm| vm.name.eq_ignore_ascii_case(name))
-        })
+        .filter(|name| !world.arm.vms_of(&set_id).any(|vm| vm.name.eq_ignore_ascii_case(name)))
         .map(String::as_str)
         .collect();
     if !unknown.is_empty() {
         return Err(ArmFault::new(
             404,
             "NotFound",
-            format!(
-                "The virtual machines {} are not in scale set {}.",
-                unknown.join(", "),
-                at.name
-            ),
+            format!("The virtual machines {} are not in scale set {}.", unknown.join(", "), at.name),
         ));
     }
     let removed = remove_vms(world, &set_id, names);
@@ -402,12 +353,7 @@ pub fn delete_instances(
 }
 
 /// VMs of a resource group, optionally of one scale set (by id), in creation order.
-pub fn vms<'w>(
-    world: &'w World,
-    subscription: &str,
-    resource_group: &str,
-    scale_set_id: Option<&str>,
-) -> Vec<&'w Vm> {
+pub fn vms<'w>(world: &'w World, subscription: &str, resource_group: &str, scale_set_id: Option<&str>) -> Vec<&'w Vm> {
     world
         .arm
         .vms
@@ -421,12 +367,7 @@ pub fn vms<'w>(
 }
 
 /// `GET .../virtualMachines/{name}`
-pub fn vm<'w>(
-    world: &'w World,
-    subscription: &str,
-    resource_group: &str,
-    name: &str,
-) -> Result<&'w Vm, ArmFault> {
+pub fn vm<'w>(world: &'w World, subscription: &str, resource_group: &str, name: &str) -> Result<&'w Vm, ArmFault> {
     vms(world, subscription, resource_group, None)
         .into_iter()
         .find(|vm| vm.name.eq_ignore_ascii_case(name))
@@ -435,16 +376,8 @@ pub fn vm<'w>(
 
 /// One poll of an operation: `InProgress` at first, then its outcome.
 /// `None` for an operation the world never started.
-pub fn poll(
-    world: &mut World,
-    subscription: &str,
-    name: &str,
-) -> Option<(Operation, OperationStatus)> {
-    let op = world
-        .arm
-        .operations
-        .get_mut(name)
-        .filter(|op| op.subscription.eq_ignore_ascii_case(subscription))?;
+pub fn poll(world: &mut World, subscription: &str, name: &str) -> Option<(Operation, OperationStatus)> {
+    let op = world.arm.operations.get_mut(name).filter(|op| op.subscription.eq_ignore_ascii_case(subscription))?;
     op.polls = op.polls.saturating_add(1);
     let status = match (&op.error, op.polls <= POLLS_IN_PROGRESS) {
         (_, true) => OperationStatus::InProgress,
@@ -473,29 +406,14 @@ fn check_sku(world: &World, location: &str, sku_name: &str) -> Result<(), ArmFau
 /// returns the operation that reports it.
 fn scale_and_report(world: &mut World, key: &str, created: bool) -> Operation {
     let Some(set) = world.arm.scale_sets.get(key).cloned() else {
-        return new_operation(
-            world,
-            "",
-            "",
-            Some(ArmFault::new(
-                500,
-                "InternalServerError",
-                "scale set vanished",
-            )),
-        );
+        return new_operation(world, "", "", Some(ArmFault::new(500, "InternalServerError", "scale set vanished")));
     };
-    let current: Vec<String> = world
-        .arm
-        .vms_of(&set.id)
-        .map(|vm| vm.name.clone())
-        .collect();
+    let current: Vec<String> = world.arm.vms_of(&set.id).map(|vm| vm.name.clone()).collect();
     let have = u32::try_from(current.len()).unwrap_or(u32::MAX);
     let mut error = None;
     if set.capacity > have {
         let wanted = set.capacity - have;
-        let got = world
-            .take_capacity(Cloud::Azure, &set.location, &set.sku_name, wanted)
-            .unwrap_or(0);
+        let got = world.take_capacity(Cloud::Azure, &set.location, &set.sku_name, wanted).unwrap_or(0);
         for _ in 0..got {
             add_vm(world, &set);
         }
@@ -518,12 +436,7 @@ fn scale_and_report(world: &mut World, key: &str, created: bool) -> Operation {
     }
     let operation = new_operation(world, &set.subscription, &set.location, error.clone());
     if let Some(set) = world.arm.scale_sets.get_mut(key) {
-        set.outcome = if error.is_some() {
-            "Failed"
-        } else {
-            "Succeeded"
-        }
-        .to_string();
+        set.outcome = if error.is_some() { "Failed" } else { "Succeeded" }.to_string();
         set.last_operation = Some(operation.name.clone());
         set.created_by_last_operation = created;
     }
@@ -535,16 +448,8 @@ fn add_vm(world: &mut World, set: &ScaleSet) {
     // suffix already taken in this set (32 bits of a 64-bit bijection can clash).
     let name = loop {
         world.arm.next_vm_seq += 1;
-        let candidate = format!(
-            "{}_{:08x}",
-            set.name,
-            scramble(world.arm.next_vm_seq ^ VM_SALT) as u32
-        );
-        if !world
-            .arm
-            .vms_of(&set.id)
-            .any(|vm| vm.name.eq_ignore_ascii_case(&candidate))
-        {
+        let candidate = format!("{}_{:08x}", set.name, scramble(world.arm.next_vm_seq ^ VM_SALT) as u32);
+        if !world.arm.vms_of(&set.id).any(|vm| vm.name.eq_ignore_ascii_case(&candidate)) {
             break candidate;
         }
     };
@@ -586,12 +491,7 @@ fn remove_vms(world: &mut World, scale_set_id: &str, names: &[String]) -> u32 {
     u32::try_from(doomed.len()).unwrap_or(u32::MAX)
 }
 
-fn new_operation(
-    world: &mut World,
-    subscription: &str,
-    location: &str,
-    error: Option<ArmFault>,
-) -> Operation {
+fn new_operation(world: &mut World, subscription: &str, location: &str, error: Option<ArmFault>) -> Operation {
     let operation = Operation {
         name: world.next_request_id(),
         subscription: subscription.to_string(),
@@ -600,10 +500,7 @@ fn new_operation(
         error,
         polls: 0,
     };
-    world
-        .arm
-        .operations
-        .insert(operation.name.clone(), operation.clone());
+    world.arm.operations.insert(operation.name.clone(), operation.clone());
     operation
 }
 
@@ -620,11 +517,7 @@ mod tests {
     }
 
     fn at(name: &str) -> ScaleSetRef {
-        ScaleSetRef {
-            subscription: "sub".into(),
-            resource_group: "rg".into(),
-            name: name.into(),
-        }
+        ScaleSetRef { subscription: "sub".into(), resource_group: "rg".into(), name: name.into() }
     }
 
     fn spec(size: &str, capacity: u32) -> ScaleSetSpec {
@@ -650,58 +543,30 @@ mod tests {
     #[test]
     fn sim_arm_scale_out_takes_capacity_and_fails_with_allocation_failed_when_short() {
         let mut world = world(FIVE_H100);
-        let change =
-            create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 3)).unwrap();
+        let change = create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 3)).unwrap();
         assert!(change.created);
         assert_eq!(vms(&world, "sub", "rg", None).len(), 3);
         let set = get(&world, &at("a")).unwrap().clone();
         assert_eq!(world.arm.provisioning_state(&set), "Creating");
-        assert_eq!(
-            poll(&mut world, "sub", &change.operation.name).unwrap().1,
-            OperationStatus::InProgress
-        );
-        assert_eq!(
-            poll(&mut world, "sub", &change.operation.name).unwrap().1,
-            OperationStatus::Succeeded
-        );
+        assert_eq!(poll(&mut world, "sub", &change.operation.name).unwrap().1, OperationStatus::InProgress);
+        assert_eq!(poll(&mut world, "sub", &change.operation.name).unwrap().1, OperationStatus::Succeeded);
         assert_eq!(world.arm.provisioning_state(&set), "Succeeded");
 
-        let patch = ScaleSetPatch {
-            capacity: Some(6),
-            ..Default::default()
-        };
+        let patch = ScaleSetPatch { capacity: Some(6), ..Default::default() };
         let change = update(&mut world, &at("a"), patch).unwrap();
-        assert_eq!(
-            vms(&world, "sub", "rg", Some(&set.id)).len(),
-            5,
-            "the two left were allocated"
-        );
+        assert_eq!(vms(&world, "sub", "rg", Some(&set.id)).len(), 5, "the two left were allocated");
         poll(&mut world, "sub", &change.operation.name);
         let (_, status) = poll(&mut world, "sub", &change.operation.name).unwrap();
-        assert!(
-            matches!(status, OperationStatus::Failed(ref e) if e.code == "AllocationFailed"),
-            "{status:?}"
-        );
-        assert_eq!(
-            get(&world, &at("a")).unwrap().capacity,
-            6,
-            "the model keeps what was asked"
-        );
+        assert!(matches!(status, OperationStatus::Failed(ref e) if e.code == "AllocationFailed"), "{status:?}");
+        assert_eq!(get(&world, &at("a")).unwrap().capacity, 6, "the model keeps what was asked");
     }
 
     #[test]
     fn sim_arm_delete_instances_gives_capacity_back_and_shrinks_the_model() {
         let mut world = world(FIVE_H100);
         create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 5)).unwrap();
-        let names: Vec<String> = vms(&world, "sub", "rg", None)
-            .iter()
-            .take(2)
-            .map(|v| v.name.clone())
-            .collect();
-        assert!(
-            names.iter().all(|n| n.starts_with("a_") && n.len() == 10),
-            "{names:?}"
-        );
+        let names: Vec<String> = vms(&world, "sub", "rg", None).iter().take(2).map(|v| v.name.clone()).collect();
+        assert!(names.iter().all(|n| n.starts_with("a_") && n.len() == 10), "{names:?}");
         delete_instances(&mut world, &at("a"), &names).unwrap();
         assert_eq!(get(&world, &at("a")).unwrap().capacity, 3);
         let err = delete_instances(&mut world, &at("a"), &names).unwrap_err();
@@ -716,43 +581,18 @@ mod tests {
     #[test]
     fn sim_arm_refuses_sizes_not_offered_and_scales_in_newest_first() {
         let mut world = world(FIVE_H100);
-        let err = create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H200_v5", 1))
-            .unwrap_err();
+        let err = create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H200_v5", 1)).unwrap_err();
         assert_eq!((err.status, err.code.as_str()), (409, "SkuNotAvailable"));
-        let err = create_or_update(
-            &mut world,
-            &at("a"),
-            ScaleSetSpec {
-                location: "mars".into(),
-                ..spec("x", 1)
-            },
-        )
-        .unwrap_err();
+        let err = create_or_update(&mut world, &at("a"), ScaleSetSpec { location: "mars".into(), ..spec("x", 1) })
+            .unwrap_err();
         assert_eq!(err.code, "LocationNotAvailableForResourceType");
-        assert!(
-            list(&world, "sub", "rg").is_empty(),
-            "refused requests leave nothing behind"
-        );
+        assert!(list(&world, "sub", "rg").is_empty(), "refused requests leave nothing behind");
 
         create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 3)).unwrap();
         let first = vms(&world, "sub", "rg", None)[0].name.clone();
-        update(
-            &mut world,
-            &at("A"),
-            ScaleSetPatch {
-                capacity: Some(1),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let left: Vec<String> = vms(&world, "sub", "rg", None)
-            .iter()
-            .map(|v| v.name.clone())
-            .collect();
+        update(&mut world, &at("A"), ScaleSetPatch { capacity: Some(1), ..Default::default() }).unwrap();
+        let left: Vec<String> = vms(&world, "sub", "rg", None).iter().map(|v| v.name.clone()).collect();
         assert_eq!(left, vec![first]);
-        assert_eq!(
-            world.take_capacity(Cloud::Azure, "eastus", "Standard_ND96isr_H100_v5", 10),
-            Some(4)
-        );
+        assert_eq!(world.take_capacity(Cloud::Azure, "eastus", "Standard_ND96isr_H100_v5", 10), Some(4));
     }
 }

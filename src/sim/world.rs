@@ -161,23 +161,12 @@ pub struct StateChange {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WorldError {
     #[error("{available} {instance_type} available in {zone}, at least {min_count} requested")]
-    InsufficientCapacity {
-        instance_type: String,
-        zone: String,
-        requested_zone: bool,
-        available: u32,
-        min_count: u32,
-    },
+    InsufficientCapacity { instance_type: String, zone: String, requested_zone: bool, available: u32, min_count: u32 },
     #[error("{instance_type} is not offered in {place}")]
-    Unsupported {
-        instance_type: String,
-        place: String,
-    },
+    Unsupported { instance_type: String, place: String },
     #[error("zone {zone} is not a zone of region {region}")]
     UnknownZone { zone: String, region: String },
-    #[error(
-        "MinCount {min_count} and MaxCount {max_count}: both must be at least 1 and MinCount at most MaxCount"
-    )]
+    #[error("MinCount {min_count} and MaxCount {max_count}: both must be at least 1 and MinCount at most MaxCount")]
     InvalidCount { min_count: u32, max_count: u32 },
     #[error("client token {token} was used with different parameters")]
     ClientTokenReused { token: String },
@@ -231,10 +220,8 @@ impl World {
     pub fn new(scenario: Option<&Scenario>, catalog: &Catalog) -> Result<World, WorldError> {
         let start = scenario.map_or_else(super::scenario::default_start, |s| s.start);
         let mut world = World {
-            scenario_hash: scenario.map_or_else(
-                || super::scenario::NO_SCENARIO_HASH.to_string(),
-                |s| s.content_hash.clone(),
-            ),
+            scenario_hash: scenario
+                .map_or_else(|| super::scenario::NO_SCENARIO_HASH.to_string(), |s| s.content_hash.clone()),
             start,
             now: start,
             zones: BTreeMap::new(),
@@ -249,35 +236,17 @@ impl World {
             arm: Default::default(),
         };
         for region in catalog.regions.iter().filter(|r| r.cloud == Cloud::Aws) {
-            world.zones.insert(
-                region.name.clone(),
-                zones_or_default(&region.name, &region.zones),
-            );
+            world.zones.insert(region.name.clone(), zones_or_default(&region.name, &region.zones));
         }
         // Azure places by region: one pool per region, whose "zone" is the region itself.
         for region in catalog.regions.iter().filter(|r| r.cloud == Cloud::Azure) {
-            world
-                .zones
-                .insert(region.name.clone(), vec![region.name.clone()]);
+            world.zones.insert(region.name.clone(), vec![region.name.clone()]);
         }
-        for instance_type in catalog
-            .instance_types
-            .iter()
-            .filter(|t| matches!(t.cloud, Cloud::Aws | Cloud::Azure))
-        {
+        for instance_type in catalog.instance_types.iter().filter(|t| matches!(t.cloud, Cloud::Aws | Cloud::Azure)) {
             for offer in &instance_type.offers {
-                let zones = if offer.zones.is_empty() {
-                    world.zones_of(&offer.region)
-                } else {
-                    offer.zones.clone()
-                };
+                let zones = if offer.zones.is_empty() { world.zones_of(&offer.region) } else { offer.zones.clone() };
                 for zone in zones {
-                    world.ensure_pool(
-                        instance_type.cloud,
-                        &offer.region,
-                        &zone,
-                        &instance_type.name,
-                    );
+                    world.ensure_pool(instance_type.cloud, &offer.region, &zone, &instance_type.name);
                 }
             }
         }
@@ -289,17 +258,11 @@ impl World {
                 &offering.instance_type,
             )?;
             for zone in &zones {
-                world
-                    .ensure_pool(
-                        offering.cloud,
-                        &offering.region,
-                        zone,
-                        &offering.instance_type,
-                    )
-                    .available = offering.capacity;
+                world.ensure_pool(offering.cloud, &offering.region, zone, &offering.instance_type).available =
+                    offering.capacity;
                 for step in &offering.timeline {
-                    let after = chrono::Duration::from_std(step.after)
-                        .map_err(|_| WorldError::ClockOverflow(step.after))?;
+                    let after =
+                        chrono::Duration::from_std(step.after).map_err(|_| WorldError::ClockOverflow(step.after))?;
                     world.scheduled.push(ScheduledCapacity {
                         at: start + after,
                         cloud: offering.cloud,
@@ -335,12 +298,7 @@ impl World {
 
     /// Counts one API call (every call, failed ones included).
     pub fn record_call(&mut self, cloud: Cloud, action: &str) {
-        *self
-            .counters
-            .entry(cloud.as_str().to_string())
-            .or_default()
-            .entry(action.to_string())
-            .or_default() += 1;
+        *self.counters.entry(cloud.as_str().to_string()).or_default().entry(action.to_string()).or_default() += 1;
     }
 
     /// A fresh request id, deterministic so that runs are reproducible.
@@ -361,16 +319,11 @@ impl World {
     /// forgets instances terminated more than an hour ago.
     pub fn advance(&mut self, by: Duration) -> Result<DateTime<Utc>, WorldError> {
         let step = chrono::Duration::from_std(by).map_err(|_| WorldError::ClockOverflow(by))?;
-        self.now = self
-            .now
-            .checked_add_signed(step)
-            .ok_or(WorldError::ClockOverflow(by))?;
+        self.now = self.now.checked_add_signed(step).ok_or(WorldError::ClockOverflow(by))?;
         self.apply_due_capacity();
-        let visible =
-            chrono::Duration::from_std(TERMINATED_VISIBLE_FOR).unwrap_or(chrono::Duration::MAX);
+        let visible = chrono::Duration::from_std(TERMINATED_VISIBLE_FOR).unwrap_or(chrono::Duration::MAX);
         let now = self.now;
-        self.instances
-            .retain(|_, i| i.terminated_at.is_none_or(|t| now - t < visible));
+        self.instances.retain(|_, i| i.terminated_at.is_none_or(|t| now - t < visible));
         Ok(self.now)
     }
 
@@ -387,8 +340,7 @@ impl World {
     ) -> Result<usize, WorldError> {
         let zones = self.scenario_zones(cloud, region, zone, instance_type)?;
         for zone in &zones {
-            self.ensure_pool(cloud, region, zone, instance_type)
-                .available = capacity;
+            self.ensure_pool(cloud, region, zone, instance_type).available = capacity;
         }
         Ok(zones.len())
     }
@@ -398,33 +350,17 @@ impl World {
     /// the same client token.
     pub fn launch(&mut self, request: LaunchRequest) -> Result<Reservation, WorldError> {
         if request.min_count < 1 || request.max_count < request.min_count {
-            return Err(WorldError::InvalidCount {
-                min_count: request.min_count,
-                max_count: request.max_count,
-            });
+            return Err(WorldError::InvalidCount { min_count: request.min_count, max_count: request.max_count });
         }
         if let Some(token) = &request.client_token
-            && let Some(record) = self
-                .client_tokens
-                .get(&request.region)
-                .and_then(|t| t.get(token))
+            && let Some(record) = self.client_tokens.get(&request.region).and_then(|t| t.get(token))
         {
             if record.request != request {
-                return Err(WorldError::ClientTokenReused {
-                    token: token.clone(),
-                });
+                return Err(WorldError::ClientTokenReused { token: token.clone() });
             }
             // Instances forgotten since (terminated over an hour ago) are left out, as on EC2.
-            let instances = self
-                .instances
-                .values()
-                .filter(|i| record.instance_ids.contains(&i.id))
-                .cloned()
-                .collect();
-            return Ok(Reservation {
-                reservation_id: record.reservation_id.clone(),
-                instances,
-            });
+            let instances = self.instances.values().filter(|i| record.instance_ids.contains(&i.id)).cloned().collect();
+            return Ok(Reservation { reservation_id: record.reservation_id.clone(), instances });
         }
         let pool_index = self.choose_pool(&request)?;
         let pool = &mut self.pools[pool_index];
@@ -446,10 +382,7 @@ impl World {
         }
         let zone = pool.zone.clone();
         self.next_reservation_seq += 1;
-        let reservation_id = format!(
-            "r-0{:016x}",
-            scramble(self.next_reservation_seq ^ RESERVATION_SALT)
-        );
+        let reservation_id = format!("r-0{:016x}", scramble(self.next_reservation_seq ^ RESERVATION_SALT));
         let mut instances = Vec::with_capacity(count as usize);
         for launch_index in 0..count {
             self.next_instance_seq += 1;
@@ -480,15 +413,9 @@ impl World {
                 reservation_id: reservation_id.clone(),
                 instance_ids: instances.iter().map(|i| i.id.clone()).collect(),
             };
-            self.client_tokens
-                .entry(request.region.clone())
-                .or_default()
-                .insert(token.clone(), record);
+            self.client_tokens.entry(request.region.clone()).or_default().insert(token.clone(), record);
         }
-        Ok(Reservation {
-            reservation_id,
-            instances,
-        })
+        Ok(Reservation { reservation_id, instances })
     }
 
     /// One page of the instances of a region that match the query.
@@ -515,8 +442,7 @@ impl World {
         }
         let after_seq = match &query.next_token {
             None => 0,
-            Some(token) => parse_next_token(token)
-                .ok_or_else(|| WorldError::InvalidNextToken(token.clone()))?,
+            Some(token) => parse_next_token(token).ok_or_else(|| WorldError::InvalidNextToken(token.clone()))?,
         };
         let page_size = query.max_results.map_or(usize::MAX, |m| m as usize);
         let mut matching = self
@@ -538,19 +464,12 @@ impl World {
                 _ => reservations.push((&instance.reservation_id, vec![instance])),
             }
         }
-        Ok(DescribePage {
-            reservations,
-            next_token,
-        })
+        Ok(DescribePage { reservations, next_token })
     }
 
     /// Terminates every listed instance, or none if any id is unknown.
     /// Capacity goes back to the pool it came from.
-    pub fn terminate(
-        &mut self,
-        region: &str,
-        ids: &[String],
-    ) -> Result<Vec<StateChange>, WorldError> {
+    pub fn terminate(&mut self, region: &str, ids: &[String]) -> Result<Vec<StateChange>, WorldError> {
         let missing = self.missing_ids(region, ids);
         if !missing.is_empty() {
             return Err(WorldError::InstancesNotFound { ids: missing });
@@ -558,34 +477,20 @@ impl World {
         let now = self.now;
         let mut changes = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(instance) = self
-                .instances
-                .values_mut()
-                .find(|i| i.region == region && &i.id == id)
-            else {
+            let Some(instance) = self.instances.values_mut().find(|i| i.region == region && &i.id == id) else {
                 continue;
             };
             let previous = instance.state;
             if previous == InstanceState::Running {
                 instance.state = InstanceState::Terminated;
                 instance.terminated_at = Some(now);
-                let (cloud, zone, instance_type) = (
-                    instance.cloud,
-                    instance.zone.clone(),
-                    instance.instance_type.clone(),
-                );
-                if let Some(available) = &mut self
-                    .ensure_pool(cloud, region, &zone, &instance_type)
-                    .available
-                {
+                let (cloud, zone, instance_type) =
+                    (instance.cloud, instance.zone.clone(), instance.instance_type.clone());
+                if let Some(available) = &mut self.ensure_pool(cloud, region, &zone, &instance_type).available {
                     *available = available.saturating_add(1);
                 }
             }
-            changes.push(StateChange {
-                instance_id: id.clone(),
-                previous,
-                current: InstanceState::Terminated,
-            });
+            changes.push(StateChange { instance_id: id.clone(), previous, current: InstanceState::Terminated });
         }
         Ok(changes)
     }
@@ -599,20 +504,13 @@ impl World {
         }
         let targets = |i: &Instance| i.region == region && ids.contains(&i.id);
         for instance in self.instances.values().filter(|i| targets(i)) {
-            let new_keys = tags
-                .keys()
-                .filter(|k| !instance.tags.contains_key(*k))
-                .count();
+            let new_keys = tags.keys().filter(|k| !instance.tags.contains_key(*k)).count();
             if instance.tags.len() + new_keys > MAX_TAGS_PER_RESOURCE {
-                return Err(WorldError::TooManyTags {
-                    id: instance.id.clone(),
-                });
+                return Err(WorldError::TooManyTags { id: instance.id.clone() });
             }
         }
         for instance in self.instances.values_mut().filter(|i| targets(i)) {
-            instance
-                .tags
-                .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            instance.tags.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         Ok(())
     }
@@ -628,9 +526,7 @@ impl World {
         wanted: u32,
     ) -> Option<u32> {
         let pool = self.region_pool(cloud, region, instance_type)?;
-        let got = pool
-            .available
-            .map_or(wanted, |available| available.min(wanted));
+        let got = pool.available.map_or(wanted, |available| available.min(wanted));
         if let Some(available) = &mut pool.available {
             *available -= got;
         }
@@ -638,26 +534,15 @@ impl World {
     }
 
     /// Gives `count` instances back to the pool [`World::take_capacity`] took them from.
-    pub(super) fn return_capacity(
-        &mut self,
-        cloud: Cloud,
-        region: &str,
-        instance_type: &str,
-        count: u32,
-    ) {
-        if let Some(available) = self
-            .region_pool(cloud, region, instance_type)
-            .and_then(|p| p.available.as_mut())
-        {
+    pub(super) fn return_capacity(&mut self, cloud: Cloud, region: &str, instance_type: &str, count: u32) {
+        if let Some(available) = self.region_pool(cloud, region, instance_type).and_then(|p| p.available.as_mut()) {
             *available = available.saturating_add(count);
         }
     }
 
     /// Whether a region offers a type at all (even with no stock left).
     pub(super) fn offers(&self, cloud: Cloud, region: &str, instance_type: &str) -> bool {
-        self.pools
-            .iter()
-            .any(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
+        self.pools.iter().any(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
     }
 
     /// Whether the world knows a region (of any cloud).
@@ -665,27 +550,12 @@ impl World {
         self.zones.contains_key(region)
     }
 
-    fn region_pool(
-        &mut self,
-        cloud: Cloud,
-        region: &str,
-        instance_type: &str,
-    ) -> Option<&mut Pool> {
-        self.pools
-            .iter_mut()
-            .find(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
+    fn region_pool(&mut self, cloud: Cloud, region: &str, instance_type: &str) -> Option<&mut Pool> {
+        self.pools.iter_mut().find(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
     }
 
     fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {
-        ids.iter()
-            .filter(|id| {
-                !self
-                    .instances
-                    .values()
-                    .any(|i| i.region == region && &i.id == *id)
-            })
-            .cloned()
-            .collect()
+        ids.iter().filter(|id| !self.instances.values().any(|i| i.region == region && &i.id == *id)).cloned().collect()
     }
 
     /// The pool a launch draws from: among the zones allowed by the request
@@ -694,10 +564,7 @@ impl World {
         if let Some(zone) = &request.zone
             && !self.zones_of(&request.region).contains(zone)
         {
-            return Err(WorldError::UnknownZone {
-                zone: zone.clone(),
-                region: request.region.clone(),
-            });
+            return Err(WorldError::UnknownZone { zone: zone.clone(), region: request.region.clone() });
         }
         let candidates = self.pools.iter().enumerate().filter(|(_, p)| {
             p.cloud == Cloud::Aws
@@ -713,18 +580,12 @@ impl World {
             .map(|(index, _)| index)
             .ok_or_else(|| WorldError::Unsupported {
                 instance_type: request.instance_type.clone(),
-                place: request
-                    .zone
-                    .clone()
-                    .unwrap_or_else(|| request.region.clone()),
+                place: request.zone.clone().unwrap_or_else(|| request.region.clone()),
             })
     }
 
     fn zones_of(&self, region: &str) -> Vec<String> {
-        self.zones
-            .get(region)
-            .cloned()
-            .unwrap_or_else(|| zones_or_default(region, &[]))
+        self.zones.get(region).cloned().unwrap_or_else(|| zones_or_default(region, &[]))
     }
 
     /// The zones a scenario line or an admin call addresses.
@@ -736,15 +597,10 @@ impl World {
         instance_type: &str,
     ) -> Result<Vec<String>, WorldError> {
         let known = self.zones_of(region);
-        self.zones
-            .entry(region.to_string())
-            .or_insert_with(|| known.clone());
+        self.zones.entry(region.to_string()).or_insert_with(|| known.clone());
         if let Some(zone) = zone {
             if !known.iter().any(|z| z == zone) {
-                return Err(WorldError::UnknownZone {
-                    zone: zone.to_string(),
-                    region: region.to_string(),
-                });
+                return Err(WorldError::UnknownZone { zone: zone.to_string(), region: region.to_string() });
             }
             return Ok(vec![zone.to_string()]);
         }
@@ -757,19 +613,11 @@ impl World {
         Ok(if offered.is_empty() { known } else { offered })
     }
 
-    fn ensure_pool(
-        &mut self,
-        cloud: Cloud,
-        region: &str,
-        zone: &str,
-        instance_type: &str,
-    ) -> &mut Pool {
-        let found = self.pools.iter().position(|p| {
-            p.cloud == cloud
-                && p.region == region
-                && p.zone == zone
-                && p.instance_type == instance_type
-        });
+    fn ensure_pool(&mut self, cloud: Cloud, region: &str, zone: &str, instance_type: &str) -> &mut Pool {
+        let found = self
+            .pools
+            .iter()
+            .position(|p| p.cloud == cloud && p.region == region && p.zone == zone && p.instance_type == instance_type);
         let index = match found {
             Some(index) => index,
             None => {
@@ -787,14 +635,9 @@ impl World {
     }
 
     fn apply_due_capacity(&mut self) {
-        let due = self
-            .scheduled
-            .iter()
-            .take_while(|s| s.at <= self.now)
-            .count();
+        let due = self.scheduled.iter().take_while(|s| s.at <= self.now).count();
         for step in self.scheduled.drain(..due).collect::<Vec<_>>() {
-            self.ensure_pool(step.cloud, &step.region, &step.zone, &step.instance_type)
-                .available = step.capacity;
+            self.ensure_pool(step.cloud, &step.region, &step.zone, &step.instance_type).available = step.capacity;
         }
     }
 }
@@ -802,11 +645,7 @@ impl World {
 /// The zones of a region; a region known without zones is simulated as one
 /// zone, `<region>a`, rather than refusing every launch there.
 fn zones_or_default(region: &str, zones: &[String]) -> Vec<String> {
-    if zones.is_empty() {
-        vec![format!("{region}a")]
-    } else {
-        zones.to_vec()
-    }
+    if zones.is_empty() { vec![format!("{region}a")] } else { zones.to_vec() }
 }
 
 /// Keeps reservation ids from looking like the instance ids of the same sequence number.
@@ -844,17 +683,11 @@ const SUPPORTED_FILTERS: &[&str] = &[
 ];
 
 fn is_supported_filter(name: &str) -> bool {
-    name.strip_prefix("tag:").is_some_and(|key| !key.is_empty())
-        || SUPPORTED_FILTERS.contains(&name)
+    name.strip_prefix("tag:").is_some_and(|key| !key.is_empty()) || SUPPORTED_FILTERS.contains(&name)
 }
 
 fn filter_matches(filter: &Filter, instance: &Instance) -> bool {
-    let any = |candidate: &str| {
-        filter
-            .values
-            .iter()
-            .any(|pattern| glob_matches(pattern, candidate))
-    };
+    let any = |candidate: &str| filter.values.iter().any(|pattern| glob_matches(pattern, candidate));
     if let Some(key) = filter.name.strip_prefix("tag:") {
         return instance.tags.get(key).is_some_and(|value| any(value));
     }
@@ -954,13 +787,7 @@ mod tests {
             .available
     }
 
-    const US_EAST_1_ZONES: [&str; 5] = [
-        "us-east-1a",
-        "us-east-1b",
-        "us-east-1c",
-        "us-east-1d",
-        "us-east-1f",
-    ];
+    const US_EAST_1_ZONES: [&str; 5] = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"];
 
     fn request(instance_type: &str, min_count: u32, max_count: u32) -> LaunchRequest {
         LaunchRequest {
@@ -986,42 +813,22 @@ mod tests {
     #[test]
     fn sim_catalog_offerings_are_unlimited_in_every_zone() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
-        let p5_in_us_east_1: Vec<&Pool> = world
-            .pools()
-            .iter()
-            .filter(|p| p.region == "us-east-1" && p.instance_type == "p5.48xlarge")
-            .collect();
-        assert_eq!(
-            p5_in_us_east_1
-                .iter()
-                .map(|p| p.zone.as_str())
-                .collect::<Vec<_>>(),
-            US_EAST_1_ZONES
-        );
+        let p5_in_us_east_1: Vec<&Pool> =
+            world.pools().iter().filter(|p| p.region == "us-east-1" && p.instance_type == "p5.48xlarge").collect();
+        assert_eq!(p5_in_us_east_1.iter().map(|p| p.zone.as_str()).collect::<Vec<_>>(), US_EAST_1_ZONES);
         assert!(p5_in_us_east_1.iter().all(|p| p.available.is_none()));
 
         let reservation = world.launch(request("p5.48xlarge", 100, 100)).unwrap();
         assert_eq!(reservation.instances.len(), 100);
-        assert!(
-            reservation
-                .instances
-                .iter()
-                .all(|i| i.zone == reservation.instances[0].zone)
-        );
+        assert!(reservation.instances.iter().all(|i| i.zone == reservation.instances[0].zone));
         assert_eq!(reservation.instances[0].state, InstanceState::Running);
         assert_eq!(reservation.instances[0].id.len(), 19);
         assert!(reservation.instances[0].id.starts_with("i-"));
         for zone in US_EAST_1_ZONES {
-            let in_zone = LaunchRequest {
-                zone: Some(zone.into()),
-                ..request("p5.48xlarge", 100, 100)
-            };
+            let in_zone = LaunchRequest { zone: Some(zone.into()), ..request("p5.48xlarge", 100, 100) };
             let reservation = world.launch(in_zone).unwrap();
             assert_eq!(reservation.instances.len(), 100);
-            assert!(
-                reservation.instances.iter().all(|i| i.zone == zone),
-                "{zone}"
-            );
+            assert!(reservation.instances.iter().all(|i| i.zone == zone), "{zone}");
         }
     }
 
@@ -1030,27 +837,13 @@ mod tests {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         let err = world.launch(request("p9.nope", 1, 1)).unwrap_err();
         assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
-        let err = world
-            .launch(LaunchRequest {
-                region: "eu-west-9".into(),
-                ..request("p5.48xlarge", 1, 1)
-            })
-            .unwrap_err();
+        let err =
+            world.launch(LaunchRequest { region: "eu-west-9".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
         assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
         // A region of the catalog that does not sell this type (p5 is not sold in eu-west-1).
-        let err = world
-            .launch(LaunchRequest {
-                region: "eu-west-1".into(),
-                ..request("p5.48xlarge", 1, 1)
-            })
-            .unwrap_err();
-        assert_eq!(
-            err,
-            WorldError::Unsupported {
-                instance_type: "p5.48xlarge".into(),
-                place: "eu-west-1".into()
-            }
-        );
+        let err =
+            world.launch(LaunchRequest { region: "eu-west-1".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
+        assert_eq!(err, WorldError::Unsupported { instance_type: "p5.48xlarge".into(), place: "eu-west-1".into() });
     }
 
     #[test]
@@ -1067,20 +860,12 @@ mod tests {
                 min_count: 4
             }
         );
-        assert_eq!(
-            world.instances().count(),
-            0,
-            "a refused launch leaves nothing behind"
-        );
+        assert_eq!(world.instances().count(), 0, "a refused launch leaves nothing behind");
         let reservation = world.launch(request("g6.48xlarge", 2, 8)).unwrap();
         assert_eq!(reservation.instances.len(), 3);
         assert!(reservation.instances.iter().all(|i| i.zone == "us-east-1b"));
         for zone in US_EAST_1_ZONES {
-            assert_eq!(
-                available(&world, "us-east-1", zone, "g6.48xlarge"),
-                Some(0),
-                "{zone}"
-            );
+            assert_eq!(available(&world, "us-east-1", zone, "g6.48xlarge"), Some(0), "{zone}");
         }
     }
 
@@ -1105,16 +890,11 @@ mod tests {
         assert!(first.instances.iter().all(|i| i.zone == "us-east-1c"));
         // The other four zones hold 8 between them, but a launch lands in one zone.
         let err = world.launch(request("p5.48xlarge", 3, 3)).unwrap_err();
-        assert!(
-            matches!(err, WorldError::InsufficientCapacity { available: 2, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, WorldError::InsufficientCapacity { available: 2, .. }), "{err:?}");
 
         let ids: Vec<String> = first.instances.iter().map(|i| i.id.clone()).collect();
         let changes = world.terminate("us-east-1", &ids).unwrap();
-        assert!(changes.iter().all(
-            |c| c.previous == InstanceState::Running && c.current == InstanceState::Terminated
-        ));
+        assert!(changes.iter().all(|c| c.previous == InstanceState::Running && c.current == InstanceState::Terminated));
         let again = world.launch(request("p5.48xlarge", 5, 5)).unwrap();
         assert!(again.instances.iter().all(|i| i.zone == "us-east-1c"));
     }
@@ -1146,15 +926,11 @@ mod tests {
             ..request(instance_type, 1, 1)
         };
         // Honoured, although on a tie the world would pick the first zone, us-east-1a.
-        let honoured = world
-            .launch(in_zone("us-east-1", "us-east-1c", "p5.48xlarge"))
-            .unwrap();
+        let honoured = world.launch(in_zone("us-east-1", "us-east-1c", "p5.48xlarge")).unwrap();
         assert!(honoured.instances.iter().all(|i| i.zone == "us-east-1c"));
         // Refused when the requested zone is out of stock, though its neighbours have plenty.
         assert_eq!(
-            world
-                .launch(in_zone("us-east-1", "us-east-1d", "p5.48xlarge"))
-                .unwrap_err(),
+            world.launch(in_zone("us-east-1", "us-east-1d", "p5.48xlarge")).unwrap_err(),
             WorldError::InsufficientCapacity {
                 instance_type: "p5.48xlarge".into(),
                 zone: "us-east-1d".into(),
@@ -1165,90 +941,47 @@ mod tests {
         );
         // Refused when the type is offered in the region, but not in that zone.
         assert_eq!(
-            world
-                .launch(in_zone("us-west-1", "us-west-1a", "g6.48xlarge"))
-                .unwrap_err(),
-            WorldError::Unsupported {
-                instance_type: "g6.48xlarge".into(),
-                place: "us-west-1a".into()
-            }
+            world.launch(in_zone("us-west-1", "us-west-1a", "g6.48xlarge")).unwrap_err(),
+            WorldError::Unsupported { instance_type: "g6.48xlarge".into(), place: "us-west-1a".into() }
         );
-        let there = world
-            .launch(in_zone("us-west-1", "us-west-1c", "g6.48xlarge"))
-            .unwrap();
+        let there = world.launch(in_zone("us-west-1", "us-west-1c", "g6.48xlarge")).unwrap();
         assert!(there.instances.iter().all(|i| i.zone == "us-west-1c"));
         // Refused when the region has no such zone.
         for (region, zone) in [("us-east-1", "us-east-1z"), ("us-west-1", "us-west-1b")] {
             assert_eq!(
-                world
-                    .launch(in_zone(region, zone, "g6.48xlarge"))
-                    .unwrap_err(),
-                WorldError::UnknownZone {
-                    zone: zone.into(),
-                    region: region.into()
-                }
+                world.launch(in_zone(region, zone, "g6.48xlarge")).unwrap_err(),
+                WorldError::UnknownZone { zone: zone.into(), region: region.into() }
             );
         }
-        assert_eq!(
-            world.instances().count(),
-            2,
-            "refused launches leave nothing behind"
-        );
+        assert_eq!(world.instances().count(), 2, "refused launches leave nothing behind");
     }
 
     #[test]
     fn sim_client_token_replays_the_launch_and_refuses_other_parameters() {
         let mut world = only_us_east_1b_with(10);
-        let with_token = LaunchRequest {
-            client_token: Some("tok-1".into()),
-            ..request("g6.48xlarge", 2, 2)
-        };
+        let with_token = LaunchRequest { client_token: Some("tok-1".into()), ..request("g6.48xlarge", 2, 2) };
         let first = world.launch(with_token.clone()).unwrap();
         let replay = world.launch(with_token.clone()).unwrap();
         assert_eq!(first, replay);
         assert_eq!(world.instances().count(), 2);
-        assert_eq!(
-            available(&world, "us-east-1", "us-east-1b", "g6.48xlarge"),
-            Some(8),
-            "the replay took no stock"
-        );
-        let changed = LaunchRequest {
-            max_count: 3,
-            ..with_token
-        };
-        assert_eq!(
-            world.launch(changed).unwrap_err(),
-            WorldError::ClientTokenReused {
-                token: "tok-1".into()
-            }
-        );
+        assert_eq!(available(&world, "us-east-1", "us-east-1b", "g6.48xlarge"), Some(8), "the replay took no stock");
+        let changed = LaunchRequest { max_count: 3, ..with_token };
+        assert_eq!(world.launch(changed).unwrap_err(), WorldError::ClientTokenReused { token: "tok-1".into() });
     }
 
     #[test]
     fn sim_invalid_counts_are_refused() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
-        assert!(matches!(
-            world.launch(request("p5.48xlarge", 0, 1)),
-            Err(WorldError::InvalidCount { .. })
-        ));
-        assert!(matches!(
-            world.launch(request("p5.48xlarge", 3, 2)),
-            Err(WorldError::InvalidCount { .. })
-        ));
+        assert!(matches!(world.launch(request("p5.48xlarge", 0, 1)), Err(WorldError::InvalidCount { .. })));
+        assert!(matches!(world.launch(request("p5.48xlarge", 3, 2)), Err(WorldError::InvalidCount { .. })));
     }
 
     #[test]
     fn sim_timeline_changes_capacity_when_the_clock_reaches_it() {
         let mut world = world(SOLD_OUT);
-        assert!(matches!(
-            world.launch(request("p5.48xlarge", 1, 1)),
-            Err(WorldError::InsufficientCapacity { .. })
-        ));
+        assert!(matches!(world.launch(request("p5.48xlarge", 1, 1)), Err(WorldError::InsufficientCapacity { .. })));
         world.advance(Duration::from_secs(19 * 60)).unwrap();
-        assert!(matches!(
-            world.launch(request("p5.48xlarge", 1, 1)),
-            Err(WorldError::InsufficientCapacity { .. })
-        ));
+        assert!(matches!(world.launch(request("p5.48xlarge", 1, 1)), Err(WorldError::InsufficientCapacity { .. })));
         let now = world.advance(Duration::from_secs(60)).unwrap();
         assert_eq!(now.to_rfc3339(), "2026-01-01T00:20:00+00:00");
         let launched = world.launch(request("p5.48xlarge", 1, 10)).unwrap();
@@ -1259,14 +992,8 @@ mod tests {
         assert_eq!(next.instances.len(), 3);
         assert_ne!(next.instances[0].zone, launched.instances[0].zone);
         for zone in US_EAST_1_ZONES {
-            let used = [&launched, &next]
-                .iter()
-                .any(|r| r.instances[0].zone == zone);
-            assert_eq!(
-                available(&world, "us-east-1", zone, "p5.48xlarge"),
-                Some(if used { 0 } else { 3 }),
-                "{zone}"
-            );
+            let used = [&launched, &next].iter().any(|r| r.instances[0].zone == zone);
+            assert_eq!(available(&world, "us-east-1", zone, "p5.48xlarge"), Some(if used { 0 } else { 3 }), "{zone}");
         }
         assert!(world.scheduled().is_empty());
     }
@@ -1274,85 +1001,43 @@ mod tests {
     #[test]
     fn sim_terminated_instances_stay_visible_for_an_hour() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
-        let id = world
-            .launch(request("p5.48xlarge", 1, 1))
-            .unwrap()
-            .instances[0]
-            .id
-            .clone();
-        world
-            .terminate("us-east-1", std::slice::from_ref(&id))
-            .unwrap();
-        let query = DescribeQuery {
-            region: "us-east-1".into(),
-            ..DescribeQuery::default()
-        };
+        let id = world.launch(request("p5.48xlarge", 1, 1)).unwrap().instances[0].id.clone();
+        world.terminate("us-east-1", std::slice::from_ref(&id)).unwrap();
+        let query = DescribeQuery { region: "us-east-1".into(), ..DescribeQuery::default() };
         world.advance(Duration::from_secs(3599)).unwrap();
-        assert_eq!(
-            world.describe(&query).unwrap().reservations[0].1[0].state,
-            InstanceState::Terminated
-        );
+        assert_eq!(world.describe(&query).unwrap().reservations[0].1[0].state, InstanceState::Terminated);
         world.advance(Duration::from_secs(1)).unwrap();
         assert!(world.describe(&query).unwrap().reservations.is_empty());
-        assert!(matches!(
-            world.terminate("us-east-1", &[id]),
-            Err(WorldError::InstancesNotFound { .. })
-        ));
+        assert!(matches!(world.terminate("us-east-1", &[id]), Err(WorldError::InstancesNotFound { .. })));
     }
 
     #[test]
     fn sim_terminate_is_all_or_nothing() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
-        let id = world
-            .launch(request("p5.48xlarge", 1, 1))
-            .unwrap()
-            .instances[0]
-            .id
-            .clone();
-        let err = world
-            .terminate("us-east-1", &[id.clone(), "i-0000000000000000f".into()])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            WorldError::InstancesNotFound {
-                ids: vec!["i-0000000000000000f".into()]
-            }
-        );
+        let id = world.launch(request("p5.48xlarge", 1, 1)).unwrap().instances[0].id.clone();
+        let err = world.terminate("us-east-1", &[id.clone(), "i-0000000000000000f".into()]).unwrap_err();
+        assert_eq!(err, WorldError::InstancesNotFound { ids: vec!["i-0000000000000000f".into()] });
         assert!(world.instances().all(|i| i.state == InstanceState::Running));
-        assert!(matches!(
-            world.terminate("us-west-2", &[id]),
-            Err(WorldError::InstancesNotFound { .. })
-        ));
+        assert!(matches!(world.terminate("us-west-2", &[id]), Err(WorldError::InstancesNotFound { .. })));
     }
 
     #[test]
     fn sim_describe_pages_group_instances_into_reservations() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         for _ in 0..4 {
-            world
-                .launch(tagged("p5.48xlarge", 3, "team", "ml"))
-                .unwrap();
+            world.launch(tagged("p5.48xlarge", 3, "team", "ml")).unwrap();
         }
-        world
-            .launch(tagged("p5.48xlarge", 2, "team", "web"))
-            .unwrap();
+        world.launch(tagged("p5.48xlarge", 2, "team", "web")).unwrap();
         let mut query = DescribeQuery {
             region: "us-east-1".into(),
-            filters: vec![Filter {
-                name: "tag:team".into(),
-                values: vec!["ml".into()],
-            }],
+            filters: vec![Filter { name: "tag:team".into(), values: vec!["ml".into()] }],
             max_results: Some(5),
             ..DescribeQuery::default()
         };
         let mut pages = Vec::new();
         loop {
             let page = world.describe(&query).unwrap();
-            let sizes: Vec<usize> = page
-                .reservations
-                .iter()
-                .map(|(_, members)| members.len())
-                .collect();
+            let sizes: Vec<usize> = page.reservations.iter().map(|(_, members)| members.len()).collect();
             pages.push(sizes);
             match page.next_token {
                 Some(token) => query.next_token = Some(token),
@@ -1365,58 +1050,27 @@ mod tests {
     #[test]
     fn sim_describe_filters_and_rejects_bad_queries() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
-        let ml = world
-            .launch(tagged("p5.48xlarge", 2, "team", "ml-train"))
-            .unwrap();
-        world
-            .launch(tagged("p5.48xlarge", 1, "owner", "ops"))
-            .unwrap();
-        world
-            .terminate("us-east-1", std::slice::from_ref(&ml.instances[0].id))
-            .unwrap();
+        let ml = world.launch(tagged("p5.48xlarge", 2, "team", "ml-train")).unwrap();
+        world.launch(tagged("p5.48xlarge", 1, "owner", "ops")).unwrap();
+        world.terminate("us-east-1", std::slice::from_ref(&ml.instances[0].id)).unwrap();
         let count = |filters: Vec<Filter>| {
-            let query = DescribeQuery {
-                region: "us-east-1".into(),
-                filters,
-                ..DescribeQuery::default()
-            };
-            world
-                .describe(&query)
-                .unwrap()
-                .reservations
-                .iter()
-                .map(|(_, m)| m.len())
-                .sum::<usize>()
+            let query = DescribeQuery { region: "us-east-1".into(), filters, ..DescribeQuery::default() };
+            world.describe(&query).unwrap().reservations.iter().map(|(_, m)| m.len()).sum::<usize>()
         };
         let filter = |name: &str, values: &[&str]| Filter {
             name: name.into(),
             values: values.iter().map(|v| v.to_string()).collect(),
         };
         assert_eq!(count(vec![filter("tag:team", &["ml-*"])]), 2);
-        assert_eq!(
-            count(vec![
-                filter("tag:team", &["ml-*"]),
-                filter("instance-state-name", &["running"])
-            ]),
-            1
-        );
+        assert_eq!(count(vec![filter("tag:team", &["ml-*"]), filter("instance-state-name", &["running"])]), 1);
         assert_eq!(count(vec![filter("tag-key", &["owner", "team"])]), 3);
         assert_eq!(count(vec![filter("instance-type", &["p5.48xlarge"])]), 3);
         assert_eq!(count(vec![filter("tag:team", &["ml"])]), 0);
 
-        let bad = |query: DescribeQuery| {
-            world
-                .describe(&DescribeQuery {
-                    region: "us-east-1".into(),
-                    ..query
-                })
-                .unwrap_err()
-        };
+        let bad =
+            |query: DescribeQuery| world.describe(&DescribeQuery { region: "us-east-1".into(), ..query }).unwrap_err();
         assert_eq!(
-            bad(DescribeQuery {
-                max_results: Some(4),
-                ..Default::default()
-            }),
+            bad(DescribeQuery { max_results: Some(4), ..Default::default() }),
             WorldError::MaxResultsOutOfRange(4)
         );
         assert_eq!(
@@ -1428,17 +1082,11 @@ mod tests {
             WorldError::MaxResultsWithInstanceIds
         );
         assert!(matches!(
-            bad(DescribeQuery {
-                next_token: Some("garbage".into()),
-                ..Default::default()
-            }),
+            bad(DescribeQuery { next_token: Some("garbage".into()), ..Default::default() }),
             WorldError::InvalidNextToken(_)
         ));
         assert!(matches!(
-            bad(DescribeQuery {
-                filters: vec![filter("color", &["red"])],
-                ..Default::default()
-            }),
+            bad(DescribeQuery { filters: vec![filter("color", &["red"])], ..Default::default() }),
             WorldError::UnknownFilter(_)
         ));
     }
@@ -1446,19 +1094,8 @@ mod tests {
     #[test]
     fn sim_tags_are_added_atomically_within_the_limit() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
-        let id = world
-            .launch(tagged("p5.48xlarge", 1, "a", "1"))
-            .unwrap()
-            .instances[0]
-            .id
-            .clone();
-        world
-            .tag(
-                "us-east-1",
-                std::slice::from_ref(&id),
-                &Tags::from([("b".into(), "2".into())]),
-            )
-            .unwrap();
+        let id = world.launch(tagged("p5.48xlarge", 1, "a", "1")).unwrap().instances[0].id.clone();
+        world.tag("us-east-1", std::slice::from_ref(&id), &Tags::from([("b".into(), "2".into())])).unwrap();
         assert_eq!(world.instances().next().unwrap().tags.len(), 2);
         let many: Tags = (0..49).map(|n| (format!("k{n}"), String::new())).collect();
         assert!(matches!(
@@ -1488,16 +1125,13 @@ mod tests {
 
     #[test]
     fn sim_shipped_scenarios_build_worlds() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("plans")
-            .join("scenarios");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans").join("scenarios");
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                World::new(Some(&scenario), &Catalog::builtin())
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                World::new(Some(&scenario), &Catalog::builtin()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 seen += 1;
             }
         }
@@ -1506,21 +1140,15 @@ mod tests {
 
     #[test]
     fn sim_sold_out_scenario_does_what_its_comments_say() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("plans/scenarios/us-east-1-h100-soldout.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/scenarios/us-east-1-h100-soldout.toml");
         let scenario = Scenario::load(&path).unwrap();
         let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
-        let p5 = |world: &World| {
-            US_EAST_1_ZONES.map(|zone| available(world, "us-east-1", zone, "p5.48xlarge"))
-        };
+        let p5 = |world: &World| US_EAST_1_ZONES.map(|zone| available(world, "us-east-1", zone, "p5.48xlarge"));
         assert_eq!(p5(&world), [Some(0); 5]);
         world.advance(Duration::from_secs(20 * 60)).unwrap();
         assert_eq!(p5(&world), [Some(8); 5]);
         let err = world.launch(request("p5.48xlarge", 9, 9)).unwrap_err();
-        assert!(
-            matches!(err, WorldError::InsufficientCapacity { available: 8, .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, WorldError::InsufficientCapacity { available: 8, .. }), "{err:?}");
         world.advance(Duration::from_secs(10 * 60)).unwrap();
         assert_eq!(p5(&world), [Some(8), Some(8), Some(64), Some(8), Some(8)]);
     }

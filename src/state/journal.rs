@@ -26,18 +26,9 @@ pub struct Entry {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// About to ask a cloud for `count` nodes.
-    CreateIntent {
-        fleet: String,
-        placement: Placement,
-        count: u32,
-        min_count: u32,
-    },
+    CreateIntent { fleet: String, placement: Placement, count: u32, min_count: u32 },
     /// About to terminate these instances.
-    DeleteIntent {
-        fleet: String,
-        placement: Placement,
-        instance_ids: Vec<String>,
-    },
+    DeleteIntent { fleet: String, placement: Placement, instance_ids: Vec<String> },
     /// The call returned: what it created (or deleted).
     Done { instance_ids: Vec<String> },
     /// The call failed; nothing to adopt beyond what a refresh finds.
@@ -54,10 +45,7 @@ pub struct Journal {
 
 impl Journal {
     pub fn open(path: &Path) -> io::Result<Journal> {
-        Ok(Journal {
-            path: path.to_path_buf(),
-            file: files::open_append(path)?,
-        })
+        Ok(Journal { path: path.to_path_buf(), file: files::open_append(path)? })
     }
 
     pub fn path(&self) -> &Path {
@@ -82,9 +70,7 @@ impl Journal {
         };
         let mut open: BTreeMap<String, Entry> = BTreeMap::new();
         for line in BufReader::new(file).lines() {
-            let Ok(entry) = serde_json::from_str::<Entry>(&line?) else {
-                continue;
-            };
+            let Ok(entry) = serde_json::from_str::<Entry>(&line?) else { continue };
             match entry.event {
                 Event::CreateIntent { .. } | Event::DeleteIntent { .. } => {
                     open.insert(entry.token.clone(), entry);
@@ -107,21 +93,11 @@ mod tests {
     use chrono::TimeZone;
 
     fn entry(token: &str, event: Event) -> Entry {
-        Entry {
-            at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-            run: "r1".into(),
-            token: token.into(),
-            event,
-        }
+        Entry { at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(), run: "r1".into(), token: token.into(), event }
     }
 
     fn placement() -> Placement {
-        Placement {
-            cloud: Cloud::Aws,
-            region: "us-east-1".into(),
-            zone: None,
-            instance_type: "p5.48xlarge".into(),
-        }
+        Placement { cloud: Cloud::Aws, region: "us-east-1".into(), zone: None, instance_type: "p5.48xlarge".into() }
     }
 
     #[test]
@@ -129,26 +105,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("demo.journal.jsonl");
         let mut journal = Journal::open(&path).unwrap();
-        let create = |count| Event::CreateIntent {
-            fleet: "f".into(),
-            placement: placement(),
-            count,
-            min_count: 1,
-        };
+        let create = |count| Event::CreateIntent { fleet: "f".into(), placement: placement(), count, min_count: 1 };
         journal.append(&entry("t1", create(2))).unwrap();
-        journal
-            .append(&entry(
-                "t1",
-                Event::Done {
-                    instance_ids: vec!["i-1".into()],
-                },
-            ))
-            .unwrap();
+        journal.append(&entry("t1", Event::Done { instance_ids: vec!["i-1".into()] })).unwrap();
         journal.append(&entry("t2", create(3))).unwrap();
         drop(journal);
         let mut raw = files::open_append(&path).unwrap();
-        raw.write_all(b"{\"at\":\"2026-01-01T00:00:00Z\",\"run\":\"r1\",\"tok")
-            .unwrap();
+        raw.write_all(b"{\"at\":\"2026-01-01T00:00:00Z\",\"run\":\"r1\",\"tok").unwrap();
         let open = Journal::open_intents(&path).unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].token, "t2");

@@ -13,13 +13,8 @@ pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("state file {path} is not valid gpufleet state: {source}")]
-    Corrupt {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error(
-        "state file {path} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}"
-    )]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+    #[error("state file {path} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
     TooNew { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
@@ -70,21 +65,11 @@ impl LocalBackend {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.dir.clone(),
-                    source,
-                });
-            }
+            Err(source) => return Err(StateError::Read { path: self.dir.clone(), source }),
         };
         let mut plans: Vec<String> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(str::to_string)
-            })
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
             .filter(|n| !n.starts_with('.'))
             .collect();
         plans.sort();
@@ -118,16 +103,10 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     struct Version {
         format_version: u32,
     }
-    let corrupt = |source| StateError::Corrupt {
-        path: path.to_path_buf(),
-        source,
-    };
+    let corrupt = |source| StateError::Corrupt { path: path.to_path_buf(), source };
     let version: Version = serde_json::from_slice(bytes).map_err(corrupt)?;
     if version.format_version > STATE_FORMAT_VERSION {
-        return Err(StateError::TooNew {
-            path: path.to_path_buf(),
-            found: version.format_version,
-        });
+        return Err(StateError::TooNew { path: path.to_path_buf(), found: version.format_version });
     }
     serde_json::from_slice(bytes).map_err(corrupt)
 }
@@ -148,10 +127,7 @@ mod tests {
         let back = backend.read("demo").unwrap();
         assert_eq!(back, state);
         assert_eq!(back.serial, 2);
-        let mode = std::fs::metadata(backend.state_path("demo"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(backend.state_path("demo")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(backend.list_plans().unwrap(), vec!["demo".to_string()]);
     }
@@ -161,14 +137,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
         std::fs::write(backend.state_path("demo"), br#"{"format_version": 99}"#).unwrap();
-        assert!(matches!(
-            backend.read("demo"),
-            Err(StateError::TooNew { found: 99, .. })
-        ));
+        assert!(matches!(backend.read("demo"), Err(StateError::TooNew { found: 99, .. })));
         std::fs::write(backend.state_path("demo"), b"{not json").unwrap();
-        assert!(matches!(
-            backend.read("demo"),
-            Err(StateError::Corrupt { .. })
-        ));
+        assert!(matches!(backend.read("demo"), Err(StateError::Corrupt { .. })));
     }
 }

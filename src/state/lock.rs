@@ -69,9 +69,7 @@ impl std::fmt::Display for Holder {
 }
 
 fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     // SAFETY: kill with signal 0 only checks for the process; it sends nothing.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -80,11 +78,7 @@ fn process_exists(pid: u32) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("the state of plan `{plan}` is locked by {holder}")]
-    Held {
-        plan: String,
-        holder: Box<Holder>,
-        path: PathBuf,
-    },
+    Held { plan: String, holder: Box<Holder>, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -100,10 +94,7 @@ pub struct StateLock {
 impl StateLock {
     /// Take the lock at `path` for `holder`, or say who has it.
     pub fn acquire(plan: &str, path: &Path, holder: Holder) -> Result<StateLock, LockError> {
-        let io_err = |source| LockError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| LockError::Io { path: path.to_path_buf(), source };
         if let Some(dir) = path.parent() {
             files::ensure_dir(dir).map_err(io_err)?;
         }
@@ -121,31 +112,17 @@ impl StateLock {
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = current.unwrap_or_else(|| {
-                    Holder::this_process("unknown", holder.since, Duration::ZERO)
-                });
-                return Err(LockError::Held {
-                    plan: plan.to_string(),
-                    holder: Box::new(holder),
-                    path: path.to_path_buf(),
-                });
+                let holder = current.unwrap_or_else(|| Holder::this_process("unknown", holder.since, Duration::ZERO));
+                return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(holder), path: path.to_path_buf() });
             }
             return Err(io_err(err));
         }
         // The OS lock is ours; the content may still name a holder on another host.
         let current = read_holder(&mut file).map_err(io_err)?;
         if let Some(other) = current.filter(|h| h.is_live(holder.since)) {
-            return Err(LockError::Held {
-                plan: plan.to_string(),
-                holder: Box::new(other),
-                path: path.to_path_buf(),
-            });
+            return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(other), path: path.to_path_buf() });
         }
-        let mut lock = StateLock {
-            file,
-            path: path.to_path_buf(),
-            holder,
-        };
+        let mut lock = StateLock { file, path: path.to_path_buf(), holder };
         lock.write_holder().map_err(io_err)?;
         Ok(lock)
     }
@@ -156,12 +133,8 @@ impl StateLock {
 
     /// Extend the lease to `now + lease`; long applies call this periodically.
     pub fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), LockError> {
-        self.holder.lease_expires =
-            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        self.write_holder().map_err(|source| LockError::Io {
-            path: self.path.clone(),
-            source,
-        })
+        self.holder.lease_expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        self.write_holder().map_err(|source| LockError::Io { path: self.path.clone(), source })
     }
 
     fn write_holder(&mut self) -> io::Result<()> {
@@ -201,18 +174,8 @@ mod tests {
     fn second_acquire_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("demo.lock");
-        let first = StateLock::acquire(
-            "demo",
-            &path,
-            Holder::this_process("apply", at(0), DEFAULT_LEASE),
-        )
-        .unwrap();
-        let err = StateLock::acquire(
-            "demo",
-            &path,
-            Holder::this_process("plan", at(1), DEFAULT_LEASE),
-        )
-        .unwrap_err();
+        let first = StateLock::acquire("demo", &path, Holder::this_process("apply", at(0), DEFAULT_LEASE)).unwrap();
+        let err = StateLock::acquire("demo", &path, Holder::this_process("plan", at(1), DEFAULT_LEASE)).unwrap_err();
         match err {
             LockError::Held { holder, .. } => {
                 assert_eq!(holder.command, "apply");
@@ -221,12 +184,7 @@ mod tests {
             other => panic!("expected Held, got {other:?}"),
         }
         drop(first);
-        StateLock::acquire(
-            "demo",
-            &path,
-            Holder::this_process("plan", at(2), DEFAULT_LEASE),
-        )
-        .unwrap();
+        StateLock::acquire("demo", &path, Holder::this_process("plan", at(2), DEFAULT_LEASE)).unwrap();
     }
 
     #[test]
@@ -237,12 +195,7 @@ mod tests {
         let mut dead = Holder::this_process("apply", at(0), DEFAULT_LEASE);
         dead.pid = u32::try_from(libc::pid_t::MAX).unwrap();
         std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
-        let lock = StateLock::acquire(
-            "demo",
-            &path,
-            Holder::this_process("apply", at(1), DEFAULT_LEASE),
-        )
-        .unwrap();
+        let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(1), DEFAULT_LEASE)).unwrap();
         assert_eq!(lock.holder().pid, std::process::id());
     }
 
@@ -253,18 +206,9 @@ mod tests {
         let mut remote = Holder::this_process("apply", at(0), Duration::from_secs(600));
         remote.host = "another-host.example".into();
         std::fs::write(&path, serde_json::to_vec(&remote).unwrap()).unwrap();
-        let err = StateLock::acquire(
-            "demo",
-            &path,
-            Holder::this_process("apply", at(5), DEFAULT_LEASE),
-        );
+        let err = StateLock::acquire("demo", &path, Holder::this_process("apply", at(5), DEFAULT_LEASE));
         assert!(matches!(err, Err(LockError::Held { .. })));
-        let lock = StateLock::acquire(
-            "demo",
-            &path,
-            Holder::this_process("apply", at(11), DEFAULT_LEASE),
-        )
-        .unwrap();
+        let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(11), DEFAULT_LEASE)).unwrap();
         assert_eq!(lock.holder().since, at(11));
     }
 }

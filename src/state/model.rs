@@ -36,11 +36,7 @@ impl State {
 
     /// Shortages still in force at `now`.
     pub fn active_shortages(&self, now: DateTime<Utc>) -> Vec<Shortage> {
-        self.shortages
-            .iter()
-            .filter(|s| s.expires_at > now)
-            .cloned()
-            .collect()
+        self.shortages.iter().filter(|s| s.expires_at > now).cloned().collect()
     }
 
     /// Remember a refusal; an existing memory of the same scope is refreshed
@@ -48,11 +44,7 @@ impl State {
     pub fn remember_shortage(&mut self, shortage: Shortage) {
         let now = shortage.last_seen;
         self.shortages.retain(|s| s.expires_at > now);
-        match self
-            .shortages
-            .iter_mut()
-            .find(|s| s.scope == shortage.scope)
-        {
+        match self.shortages.iter_mut().find(|s| s.scope == shortage.scope) {
             Some(existing) => {
                 existing.last_seen = shortage.last_seen;
                 existing.expires_at = shortage.expires_at;
@@ -72,11 +64,7 @@ pub enum ShortageScope {
     /// region when the cloud picks the zone).
     Offering { placement: Placement },
     /// A quota rules out every instance type with this GPU in this region.
-    Quota {
-        cloud: Cloud,
-        region: String,
-        gpu: String,
-    },
+    Quota { cloud: Cloud, region: String, gpu: String },
 }
 
 impl ShortageScope {
@@ -99,9 +87,7 @@ impl std::fmt::Display for ShortageScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ShortageScope::Offering { placement } => write!(f, "{placement}"),
-            ShortageScope::Quota { cloud, region, gpu } => {
-                write!(f, "{cloud} {region} {gpu} quota")
-            }
+            ShortageScope::Quota { cloud, region, gpu } => write!(f, "{cloud} {region} {gpu} quota"),
         }
     }
 }

@@ -58,14 +58,8 @@ impl SimServer {
         BufReader::new(child.stdout.as_mut().expect("piped stdout"))
             .read_line(&mut first)
             .expect("the simulator prints its address");
-        let url = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        SimServer {
-            url: url.to_string(),
-            child,
-        }
+        let url = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        SimServer { url: url.to_string(), child }
     }
 }
 
@@ -90,23 +84,13 @@ pub fn python() -> PathBuf {
     let stamp = dir.join("requirements.installed");
     let python = dir.join("bin/python");
     let mut installed = String::new();
-    let current = File::open(&stamp)
-        .and_then(|mut f| f.read_to_string(&mut installed))
-        .is_ok()
-        && installed == wanted;
+    let current = File::open(&stamp).and_then(|mut f| f.read_to_string(&mut installed)).is_ok() && installed == wanted;
     if !current {
         let _ = std::fs::remove_dir_all(&dir);
         run_ok(Command::new("python3").args(["-m", "venv"]).arg(&dir));
         run_ok(
             Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
                 .arg(&requirements),
         );
         std::fs::write(&stamp, &wanted).unwrap();
@@ -115,30 +99,15 @@ pub fn python() -> PathBuf {
 }
 
 fn run_ok(command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(out.status.success(), "{command:?} failed:\n{}\n{}", stdout(&out), stderr(&out));
 }
 
 /// Run one pytest file of tests/python with the referees' Python; fails the
 /// Rust test (with pytest's output) unless every Python test passed.
 pub fn pytest(file: &str) {
     let out = Command::new(python())
-        .args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-W",
-            "error::pytest.PytestUnraisableExceptionWarning",
-        ])
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::pytest.PytestUnraisableExceptionWarning"])
         .arg(repo().join("tests/python").join(file))
         .current_dir(repo())
         .env("GPUFLEET_BIN", bin())
@@ -149,10 +118,7 @@ pub fn pytest(file: &str) {
     let text = format!("{}\n{}", stdout(&out), stderr(&out));
     println!("{text}");
     assert!(out.status.success(), "pytest {file} failed:\n{text}");
-    assert!(
-        text.contains(" passed"),
-        "pytest {file} ran no test:\n{text}"
-    );
+    assert!(text.contains(" passed"), "pytest {file} ran no test:\n{text}");
 }
 
 /// A simulator served inside the test's tokio runtime on 127.0.0.1:0, from
@@ -165,7 +131,8 @@ pub struct InProcessSim {
 
 impl InProcessSim {
     pub async fn start(scenario: Option<&str>) -> InProcessSim {
-        let scenario = scenario.map(|text| gpufleet::sim::Scenario::parse(text, Path::new("test-scenario.toml")).unwrap());
+        let scenario =
+            scenario.map(|text| gpufleet::sim::Scenario::parse(text, Path::new("test-scenario.toml")).unwrap());
         let world = gpufleet::sim::World::new(scenario.as_ref(), &gpufleet::catalog::Catalog::builtin()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
