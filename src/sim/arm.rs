@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 pub const PAGE_SIZE: usize = 20;
 const SCALE_SET_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
 const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
-/// Where flexible scale sets keep their VMs' name: `<scale set>_<suffix>`.
+/// Longest resource name ARM accepts for a scale set.
 const MAX_NAME_LEN: usize = 64;
 
 /// A response ready for the socket, and whether the world changed.
