@@ -23,3 +23,11 @@ fn google_cloud_compute_accepts_the_gce_simulator() {
 fn aws_provider_applies_and_destroys_against_moto() {
     common::pytest("test_moto_apply.py");
 }
+
+/// azure-mgmt-compute drives `gpufleet sim serve`: a flexible scale set
+/// created, scaled, its VMs paged, instances deleted, AllocationFailed and
+/// SkuNotAvailable read from long-running operations and errors.
+#[test]
+fn azure_mgmt_compute_accepts_the_arm_simulator() {
+    common::pytest("test_sim_arm.py");
+}

@@ -3,6 +3,7 @@
 use crate::catalog::Cloud;
 use crate::plan::Plan;
 use crate::providers::aws::{AwsConnection, AwsProvider};
+use crate::providers::azure::{AzureConnection, AzureProvider};
 use crate::providers::gcp::{GcpConnection, GcpProvider};
 use crate::providers::{Instance, Provider, ProviderError};
 use chrono::{DateTime, Utc};
@@ -83,6 +84,18 @@ impl Clouds {
             zones.extend(known.iter().filter(|i| i.cloud == Cloud::Gcp).filter_map(|i| i.zone.clone()));
             let zones: Vec<String> = zones.into_iter().collect();
             providers.insert(Cloud::Gcp, Box::new(GcpProvider::connect(&gcp.project, &zones, &connection).await?));
+        }
+        if let Some(azure) = &plan.providers.azure {
+            let connection = match target {
+                Target::Clouds => AzureConnection { endpoint: azure.endpoint.clone(), simulator_credentials: false },
+                Target::Simulator { url } => AzureConnection { endpoint: Some(url.clone()), simulator_credentials: true },
+            };
+            let mut regions: BTreeSet<String> = azure.regions.iter().cloned().collect();
+            regions.extend(known.iter().filter(|i| i.cloud == Cloud::Azure).map(|i| i.region.clone()));
+            let regions: Vec<String> = regions.into_iter().collect();
+            let provider =
+                AzureProvider::connect(&azure.subscription, &azure.resource_group, &regions, &connection).await?;
+            providers.insert(Cloud::Azure, Box::new(provider));
         }
         Ok(Clouds { providers })
     }

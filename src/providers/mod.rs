@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod gcp;
+pub mod azure;
 
 use crate::catalog::Cloud;
 use chrono::{DateTime, Utc};

@@ -2,7 +2,7 @@
 //! wire protocols, so that gpufleet (and any official SDK) can rehearse
 //! against stock-outs and comebacks without a cloud account.
 //!
-//! EC2 and Compute Engine are served so far. Two ways to run it:
+//! EC2, Compute Engine and Azure Resource Manager are served. Two ways to run it:
 //! - `gpufleet sim serve` ([`run_server`]): a standalone loopback server,
 //!   optionally persisting its world to a file (`--world`);
 //! - `--sim` on plan/apply/destroy ([`EmbeddedSim`]): in-process on an
@@ -11,10 +11,12 @@
 //!
 //! Layout: [`scenario`] (TOML scenario files), [`world`] (the pure model),
 //! `ec2` (Query API wire format), `gce_world` and `gce` (Compute Engine's
-//! part of the model and its REST wire format), `admin` (`/_sim/` JSON API), `store` (world
+//! part of the model and its REST wire format), `vmss` (Azure's scale sets in
+//! that model) and `arm` (Azure Resource Manager wire format), `admin` (`/_sim/` JSON API), `store` (world
 //! files, atomic), `server` (the router; the only socket code).
 
 mod admin;
+mod arm;
 mod ec2;
 mod gce;
 mod gce_world;
@@ -22,6 +24,7 @@ pub mod scenario;
 mod server;
 mod store;
 pub mod world;
+mod vmss;
 
 pub use scenario::Scenario;
 pub use server::serve;

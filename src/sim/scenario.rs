@@ -100,9 +100,6 @@ pub struct CapacityStep {
     pub capacity: Option<u32>,
 }
 
-/// The clouds whose wire protocols the simulator serves.
-pub const SIMULATED_CLOUDS: [Cloud; 2] = [Cloud::Aws, Cloud::Gcp];
-
 /// The hash a world records when it was created without a scenario.
 pub const NO_SCENARIO_HASH: &str = "none";
 
@@ -125,8 +122,8 @@ impl Scenario {
         let mut offerings = Vec::with_capacity(raw.offerings.len());
         for (index, offering) in raw.offerings.into_iter().enumerate() {
             let at = format!("offering #{} ({} {})", index + 1, offering.region, offering.instance_type);
-            if !SIMULATED_CLOUDS.contains(&offering.cloud) {
-                return Err(invalid(format!("{at}: cloud \"{}\" is not simulated yet", offering.cloud)));
+            if offering.cloud == Cloud::Azure && offering.zone.is_some() {
+                return Err(invalid(format!("{at}: Azure places by region; remove `zone`")));
             }
             if let Some(zone) = &offering.zone
                 && !zone.starts_with(offering.region.as_str())
@@ -232,8 +229,9 @@ mod tests {
         let message = unknown_field.unwrap_err().to_string();
         assert!(message.contains("test.toml") && message.contains("capcity"), "{message}");
 
-        let azure = parse("[[offering]]\ncloud = \"azure\"\nregion = \"eastus\"\ninstance_type = \"t\"\n");
-        assert!(azure.unwrap_err().to_string().contains("not simulated yet"));
+        let azure_zone =
+            parse("[[offering]]\ncloud = \"azure\"\nregion = \"eastus\"\nzone = \"eastus-1\"\ninstance_type = \"t\"\n");
+        assert!(azure_zone.unwrap_err().to_string().contains("Azure places by region"));
 
         let aws_quota = parse("[[quota]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nmetric = \"m\"\nlimit = 1\n");
         assert!(aws_quota.unwrap_err().to_string().contains("gcp"));

@@ -1,13 +1,13 @@
 //! The simulator's one listener: an axum router that sends each path to its
-//! protocol (EC2 at `POST /`, the admin API under `/_sim/`; Compute Engine
-//! and ARM will join under `/compute/v1/` and `/subscriptions/`). This is the
-//! only file of the simulator that touches sockets.
+//! protocol (EC2 at `POST /`, Compute Engine under `/compute/v1/`, Azure
+//! Resource Manager under `/subscriptions/`, the admin API under `/_sim/`).
+//! This is the only file of the simulator that touches sockets.
 
 use super::world::World;
-use super::{SimError, admin, ec2, gce, store};
+use super::{SimError, admin, arm, ec2, gce, store};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -54,6 +54,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/", post(ec2_request))
         .route("/compute/v1/{*path}", any(gce_request))
+        .route("/subscriptions/{*rest}", any(arm_request))
         .route("/_sim/world", get(admin_world))
         .route("/_sim/counters", get(admin_counters))
         .route("/_sim/time", get(admin_time))
@@ -109,6 +110,46 @@ async fn gce_request(State(shared): State<Arc<Shared>>, method: Method, uri: Uri
     (response.status, Json(response.body)).into_response()
 }
 
+async fn arm_request(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    // Links in responses (operations, next pages) lead back to this listener.
+    let base_url = format!("http://{}", text(header::HOST).unwrap_or("127.0.0.1"));
+    let request = arm::ArmRequest {
+        method: &method,
+        path: uri.path(),
+        query: uri.query(),
+        authorization: text(header::AUTHORIZATION),
+        base_url: &base_url,
+        body: &body,
+    };
+    let mut world = shared.lock();
+    let mut response = arm::handle(&mut world, request);
+    if response.mutated
+        && let Err(e) = shared.persist(&world)
+    {
+        // Not on disk: a server error, so the client retries the (idempotent) request.
+        let message = format!("the simulator could not save its world: {e}");
+        response = arm::error_response(&super::vmss::ArmFault::new(500, "InternalServerError", message));
+    }
+    drop(world);
+    let mut out = match &response.body {
+        Some(body) => (response.status, Json(body)).into_response(),
+        None => response.status.into_response(),
+    };
+    for (name, value) in response.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            out.headers_mut().insert(name, value);
+        }
+    }
+    out
+}
+
 /// Runs an admin action under the lock and persists the world if it changed.
 fn admin_call(shared: &Shared, action: impl FnOnce(&mut World) -> admin::AdminResponse) -> Response {
     let mut world = shared.lock();
@@ -143,6 +184,6 @@ async fn admin_capacity(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
 }
 
 async fn not_found() -> Response {
-    let body = serde_json::json!({ "error": "no such endpoint: EC2 is POST /, the admin API is under /_sim/" });
+    let body = serde_json::json!({ "error": "no such endpoint: EC2 is POST /, ARM is under /subscriptions/, the admin API is under /_sim/" });
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }

@@ -10,7 +10,7 @@
 //! them.
 
 use super::gce_world::GceWorld;
-use super::scenario::{SIMULATED_CLOUDS, Scenario};
+use super::scenario::Scenario;
 use crate::catalog::{Catalog, Cloud};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -213,11 +213,15 @@ pub struct World {
     /// lives in `pools` with everyone else's.
     #[serde(default)]
     pub(super) gce: GceWorld,
+    /// Azure Resource Manager's resources (scale sets, their VMs, async
+    /// operations); absent from world files written before ARM was served.
+    #[serde(default)]
+    pub(super) arm: super::vmss::ArmState,
 }
 
 impl World {
     /// A world with the catalog's offerings (unlimited) overlaid with the
-    /// scenario's capacity and timeline. AWS and Compute Engine are simulated.
+    /// scenario's capacity and timeline, for all three clouds.
     pub fn new(scenario: Option<&Scenario>, catalog: &Catalog) -> Result<World, WorldError> {
         let start = scenario.map_or_else(super::scenario::default_start, |s| s.start);
         let mut world = World {
@@ -235,11 +239,17 @@ impl World {
             next_reservation_seq: 0,
             next_request_seq: 0,
             gce: GceWorld::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
+            arm: Default::default(),
         };
-        for region in catalog.regions.iter().filter(|r| SIMULATED_CLOUDS.contains(&r.cloud)) {
-            world.zones.insert(region.name.clone(), zones_or_default(&region.name, &region.zones));
+        for region in &catalog.regions {
+            let zones = match region.cloud {
+                // Azure places by region: one pool per region, whose "zone" is the region itself.
+                Cloud::Azure => vec![region.name.clone()],
+                Cloud::Aws | Cloud::Gcp => zones_or_default(&region.name, &region.zones),
+            };
+            world.zones.insert(region.name.clone(), zones);
         }
-        for instance_type in catalog.instance_types.iter().filter(|t| SIMULATED_CLOUDS.contains(&t.cloud)) {
+        for instance_type in &catalog.instance_types {
             for offer in &instance_type.offers {
                 let zones = if offer.zones.is_empty() { world.zones_of(&offer.region) } else { offer.zones.clone() };
                 for zone in zones {
@@ -521,6 +531,45 @@ impl World {
     /// The zones of a region the world knows, `None` for an unknown region.
     pub(super) fn known_zones(&self, region: &str) -> Option<&[String]> {
         self.zones.get(region).map(Vec::as_slice)
+    }
+
+    /// Takes up to `wanted` instances of a type from a region's first pool
+    /// (regions placed by region have exactly one); returns how many it got.
+    /// `None` when the region does not offer the type at all.
+    pub(super) fn take_capacity(
+        &mut self,
+        cloud: Cloud,
+        region: &str,
+        instance_type: &str,
+        wanted: u32,
+    ) -> Option<u32> {
+        let pool = self.region_pool(cloud, region, instance_type)?;
+        let got = pool.available.map_or(wanted, |available| available.min(wanted));
+        if let Some(available) = &mut pool.available {
+            *available -= got;
+        }
+        Some(got)
+    }
+
+    /// Gives `count` instances back to the pool [`World::take_capacity`] took them from.
+    pub(super) fn return_capacity(&mut self, cloud: Cloud, region: &str, instance_type: &str, count: u32) {
+        if let Some(available) = self.region_pool(cloud, region, instance_type).and_then(|p| p.available.as_mut()) {
+            *available = available.saturating_add(count);
+        }
+    }
+
+    /// Whether a region offers a type at all (even with no stock left).
+    pub(super) fn offers(&self, cloud: Cloud, region: &str, instance_type: &str) -> bool {
+        self.pools.iter().any(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
+    }
+
+    /// Whether the world knows a region (of any cloud).
+    pub(super) fn knows_region(&self, region: &str) -> bool {
+        self.zones.contains_key(region)
+    }
+
+    fn region_pool(&mut self, cloud: Cloud, region: &str, instance_type: &str) -> Option<&mut Pool> {
+        self.pools.iter_mut().find(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
     }
 
     fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {

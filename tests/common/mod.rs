@@ -120,3 +120,40 @@ pub fn pytest(file: &str) {
     assert!(out.status.success(), "pytest {file} failed:\n{text}");
     assert!(text.contains(" passed"), "pytest {file} ran no test:\n{text}");
 }
+
+/// A simulator served inside the test's tokio runtime on 127.0.0.1:0, from
+/// scenario text; `stop` returns its final world.
+pub struct InProcessSim {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<gpufleet::sim::World, gpufleet::sim::SimError>>,
+}
+
+impl InProcessSim {
+    pub async fn start(scenario: Option<&str>) -> InProcessSim {
+        let scenario =
+            scenario.map(|text| gpufleet::sim::Scenario::parse(text, Path::new("test-scenario.toml")).unwrap());
+        let world = gpufleet::sim::World::new(scenario.as_ref(), &gpufleet::catalog::Catalog::builtin()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gpufleet::sim::serve(listener, world, None, async move {
+            let _ = stopped.await;
+        }));
+        InProcessSim { url, stop: Some(stop), server }
+    }
+
+    /// `GET {url}{path}` of the admin API, as JSON.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let response = reqwest::get(format!("{}{path}", self.url)).await.unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    pub async fn stop(mut self) -> gpufleet::sim::World {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.await.unwrap().unwrap()
+    }
+}

@@ -1,0 +1,598 @@
+//! Azure's side of the simulated world: virtual machine scale sets with
+//! flexible orchestration, the VMs they hold, and the asynchronous operations
+//! that report on every change.
+//!
+//! Pure, like [`super::world`]: the wire format lives in `arm`. Changes happen
+//! at once when requested (capacity is taken from the region's pool, VMs are
+//! created or deleted), but the operation that reports them answers
+//! `InProgress` on its first poll and its outcome afterwards, so clients have
+//! to follow long-running operations as they must on ARM. Nothing reads a
+//! clock: operations move on when they are polled, not when time passes.
+
+use super::world::{Tags, World, scramble};
+use crate::catalog::Cloud;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Polls an operation answers `InProgress` before it reports its outcome.
+const POLLS_IN_PROGRESS: u32 = 1;
+/// Keeps VM sequence numbers from yielding the same suffixes as other ids.
+const VM_SALT: u64 = 0x0a2e_5ca1_e5e7_f1e7;
+
+/// An ARM error: HTTP status, `error.code`, `error.message`, `error.details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmFault {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<(String, String)>,
+}
+
+impl ArmFault {
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> ArmFault {
+        ArmFault { status, code: code.to_string(), message: message.into(), details: Vec::new() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ArmFault {
+        ArmFault::new(400, "InvalidParameter", message)
+    }
+
+    fn not_found(kind: &str, name: &str, resource_group: &str) -> ArmFault {
+        ArmFault::new(
+            404,
+            "ResourceNotFound",
+            format!(
+                "The Resource 'Microsoft.Compute/{kind}/{name}' under resource group '{resource_group}' was not found."
+            ),
+        )
+    }
+}
+
+/// Where a scale set lives: subscription, resource group, name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleSetRef {
+    pub subscription: String,
+    pub resource_group: String,
+    pub name: String,
+}
+
+impl ScaleSetRef {
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/{}",
+            self.subscription, self.resource_group, self.name
+        )
+    }
+
+    /// ARM resource ids are case-insensitive.
+    fn key(&self) -> String {
+        self.id().to_ascii_lowercase()
+    }
+}
+
+/// What a create-or-update (PUT) asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaleSetSpec {
+    pub location: String,
+    pub sku_name: String,
+    pub capacity: u32,
+    pub tags: Tags,
+    pub platform_fault_domain_count: Option<i64>,
+    /// The VM profile as sent, secrets (customData, adminPassword) removed.
+    pub vm_profile: Option<Value>,
+    /// The image reference new VMs report.
+    pub image_reference: Option<Value>,
+}
+
+/// What an update (PATCH) asks for; absent fields stay as they are.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ScaleSetPatch {
+    pub sku_name: Option<String>,
+    pub capacity: Option<u32>,
+    pub tags: Option<Tags>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleSet {
+    pub id: String,
+    pub subscription: String,
+    pub resource_group: String,
+    pub name: String,
+    pub location: String,
+    pub sku_name: String,
+    /// The model's capacity: what was asked for, even when allocation fell short.
+    pub capacity: u32,
+    pub tags: Tags,
+    pub platform_fault_domain_count: Option<i64>,
+    pub vm_profile: Option<Value>,
+    pub image_reference: Option<Value>,
+    pub unique_id: String,
+    pub time_created: DateTime<Utc>,
+    /// Outcome of the last change: `Succeeded` or `Failed`.
+    pub outcome: String,
+    /// The operation reporting the last change, and whether that change created the set.
+    pub last_operation: Option<String>,
+    pub created_by_last_operation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    pub seq: u64,
+    pub id: String,
+    pub name: String,
+    pub subscription: String,
+    pub resource_group: String,
+    pub scale_set_id: String,
+    pub location: String,
+    pub vm_size: String,
+    pub tags: Tags,
+    pub vm_id: String,
+    pub image_reference: Option<Value>,
+    pub time_created: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub name: String,
+    pub subscription: String,
+    pub location: String,
+    pub start: DateTime<Utc>,
+    /// `None` when the work succeeded.
+    pub error: Option<ArmFault>,
+    pub polls: u32,
+}
+
+/// What a poll of an operation says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperationStatus {
+    InProgress,
+    Succeeded,
+    Failed(ArmFault),
+}
+
+impl OperationStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperationStatus::InProgress => "InProgress",
+            OperationStatus::Succeeded => "Succeeded",
+            OperationStatus::Failed(_) => "Failed",
+        }
+    }
+}
+
+/// All ARM resources of the world.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ArmState {
+    /// By lowercase resource id.
+    scale_sets: BTreeMap<String, ScaleSet>,
+    /// By creation order, which is the order lists return them in.
+    vms: BTreeMap<u64, Vm>,
+    operations: BTreeMap<String, Operation>,
+    next_vm_seq: u64,
+}
+
+impl ArmState {
+    fn scale_set(&self, at: &ScaleSetRef) -> Result<&ScaleSet, ArmFault> {
+        self.scale_sets
+            .get(&at.key())
+            .ok_or_else(|| ArmFault::not_found("virtualMachineScaleSets", &at.name, &at.resource_group))
+    }
+
+    /// The provisioning state ARM shows: `Creating`/`Updating` until the
+    /// change's operation has reported its outcome, then the outcome.
+    pub fn provisioning_state<'a>(&'a self, set: &'a ScaleSet) -> &'a str {
+        let pending = set
+            .last_operation
+            .as_ref()
+            .and_then(|name| self.operations.get(name))
+            .is_some_and(|op| op.polls <= POLLS_IN_PROGRESS);
+        match (pending, set.created_by_last_operation) {
+            (true, true) => "Creating",
+            (true, false) => "Updating",
+            (false, _) => &set.outcome,
+        }
+    }
+
+    fn vms_of<'a>(&'a self, scale_set_id: &'a str) -> impl Iterator<Item = &'a Vm> + 'a {
+        self.vms.values().filter(move |vm| vm.scale_set_id.eq_ignore_ascii_case(scale_set_id))
+    }
+}
+
+/// The outcome of a change: the scale set after it, whether it was created,
+/// and the operation that reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub scale_set: Option<ScaleSet>,
+    pub created: bool,
+    pub operation: Operation,
+}
+
+/// `PUT .../virtualMachineScaleSets/{name}`: create, or replace the model and
+/// scale to its capacity.
+pub fn create_or_update(world: &mut World, at: &ScaleSetRef, spec: ScaleSetSpec) -> Result<Change, ArmFault> {
+    if !world.knows_region(&spec.location) {
+        return Err(ArmFault::new(
+            400,
+            "LocationNotAvailableForResourceType",
+            format!(
+                "The provided location '{}' is not available for resource type 'Microsoft.Compute/virtualMachineScaleSets'.",
+                spec.location
+            ),
+        ));
+    }
+    check_sku(world, &spec.location, &spec.sku_name)?;
+    if spec.capacity > 0 && spec.vm_profile.is_none() {
+        return Err(ArmFault::invalid(
+            "A scale set with Flexible orchestration needs properties.virtualMachineProfile to hold virtual machines (sku.capacity > 0).",
+        ));
+    }
+    let key = at.key();
+    let created = match world.arm.scale_sets.get(&key) {
+        Some(existing) if !existing.location.eq_ignore_ascii_case(&spec.location) => {
+            return Err(ArmFault::new(
+                409,
+                "PropertyChangeNotAllowed",
+                "Changing property 'location' is not allowed.".to_string(),
+            ));
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let now = world.now;
+    let unique_id = match world.arm.scale_sets.get(&key) {
+        Some(existing) => existing.unique_id.clone(),
+        None => world.next_request_id(),
+    };
+    let time_created = world.arm.scale_sets.get(&key).map_or(now, |s| s.time_created);
+    world.arm.scale_sets.insert(
+        key.clone(),
+        ScaleSet {
+            id: at.id(),
+            subscription: at.subscription.clone(),
+            resource_group: at.resource_group.clone(),
+            name: at.name.clone(),
+            location: spec.location,
+            sku_name: spec.sku_name,
+            capacity: spec.capacity,
+            tags: spec.tags,
+            platform_fault_domain_count: spec.platform_fault_domain_count,
+            vm_profile: spec.vm_profile,
+            image_reference: spec.image_reference,
+            unique_id,
+            time_created,
+            outcome: String::new(),
+            last_operation: None,
+            created_by_last_operation: created,
+        },
+    );
+    let operation = scale_and_report(world, &key, created);
+    Ok(Change { scale_set: world.arm.scale_sets.get(&key).cloned(), created, operation })
+}
+
+/// `PATCH .../virtualMachineScaleSets/{name}`: change size, capacity or tags.
+pub fn update(world: &mut World, at: &ScaleSetRef, patch: ScaleSetPatch) -> Result<Change, ArmFault> {
+    let location = world.arm.scale_set(at)?.location.clone();
+    if let Some(sku_name) = &patch.sku_name {
+        check_sku(world, &location, sku_name)?;
+    }
+    let key = at.key();
+    if let Some(set) = world.arm.scale_sets.get_mut(&key) {
+        if let Some(sku_name) = patch.sku_name {
+            set.sku_name = sku_name;
+        }
+        if let Some(capacity) = patch.capacity {
+            set.capacity = capacity;
+        }
+        if let Some(tags) = patch.tags {
+            set.tags = tags;
+        }
+        if set.capacity > 0 && set.vm_profile.is_none() {
+            return Err(ArmFault::invalid("This scale set has no virtualMachineProfile, so its capacity must stay 0."));
+        }
+    }
+    let operation = scale_and_report(world, &key, false);
+    Ok(Change { scale_set: world.arm.scale_sets.get(&key).cloned(), created: false, operation })
+}
+
+/// `GET .../virtualMachineScaleSets/{name}`
+pub fn get<'w>(world: &'w World, at: &ScaleSetRef) -> Result<&'w ScaleSet, ArmFault> {
+    world.arm.scale_set(at)
+}
+
+/// `GET .../resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets`,
+/// in id order.
+pub fn list<'w>(world: &'w World, subscription: &str, resource_group: &str) -> Vec<&'w ScaleSet> {
+    world
+        .arm
+        .scale_sets
+        .values()
+        .filter(|s| {
+            s.subscription.eq_ignore_ascii_case(subscription) && s.resource_group.eq_ignore_ascii_case(resource_group)
+        })
+        .collect()
+}
+
+/// `DELETE .../virtualMachineScaleSets/{name}`: the set and all its VMs.
+/// `None` when there was no such set (ARM answers 204).
+pub fn delete(world: &mut World, at: &ScaleSetRef) -> Option<Operation> {
+    let set = world.arm.scale_sets.remove(&at.key())?;
+    let names: Vec<String> = world.arm.vms_of(&set.id).map(|vm| vm.name.clone()).collect();
+    remove_vms(world, &set.id, &names);
+    Some(new_operation(world, &at.subscription, &set.location, None))
+}
+
+/// `POST .../virtualMachineScaleSets/{name}/delete` with `instanceIds`: the
+/// named VMs (flexible orchestration names VMs, not numbers), all or none;
+/// the model's capacity shrinks by as many.
+pub fn delete_instances(world: &mut World, at: &ScaleSetRef, names: &[String]) -> Result<Operation, ArmFault> {
+    let set = world.arm.scale_set(at)?;
+    let (set_id, location) = (set.id.clone(), set.location.clone());
+    if names.is_empty() {
+        return Err(ArmFault::invalid("instanceIds must name at least one virtual machine."));
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|name| !world.arm.vms_of(&set_id).any(|vm| vm.name.eq_ignore_ascii_case(name)))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ArmFault::new(
+            404,
+            "NotFound",
+            format!("The virtual machines {} are not in scale set {}.", unknown.join(", "), at.name),
+        ));
+    }
+    let removed = remove_vms(world, &set_id, names);
+    if let Some(set) = world.arm.scale_sets.get_mut(&at.key()) {
+        set.capacity = set.capacity.saturating_sub(removed);
+    }
+    Ok(new_operation(world, &at.subscription, &location, None))
+}
+
+/// VMs of a resource group, optionally of one scale set (by id), in creation order.
+pub fn vms<'w>(world: &'w World, subscription: &str, resource_group: &str, scale_set_id: Option<&str>) -> Vec<&'w Vm> {
+    world
+        .arm
+        .vms
+        .values()
+        .filter(|vm| {
+            vm.subscription.eq_ignore_ascii_case(subscription)
+                && vm.resource_group.eq_ignore_ascii_case(resource_group)
+                && scale_set_id.is_none_or(|id| vm.scale_set_id.eq_ignore_ascii_case(id))
+        })
+        .collect()
+}
+
+/// `GET .../virtualMachines/{name}`
+pub fn vm<'w>(world: &'w World, subscription: &str, resource_group: &str, name: &str) -> Result<&'w Vm, ArmFault> {
+    vms(world, subscription, resource_group, None)
+        .into_iter()
+        .find(|vm| vm.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| ArmFault::not_found("virtualMachines", name, resource_group))
+}
+
+/// One poll of an operation: `InProgress` at first, then its outcome.
+/// `None` for an operation the world never started.
+pub fn poll(world: &mut World, subscription: &str, name: &str) -> Option<(Operation, OperationStatus)> {
+    let op = world.arm.operations.get_mut(name).filter(|op| op.subscription.eq_ignore_ascii_case(subscription))?;
+    op.polls = op.polls.saturating_add(1);
+    let status = match (&op.error, op.polls <= POLLS_IN_PROGRESS) {
+        (_, true) => OperationStatus::InProgress,
+        (None, false) => OperationStatus::Succeeded,
+        (Some(error), false) => OperationStatus::Failed(error.clone()),
+    };
+    Some((op.clone(), status))
+}
+
+/// Whether a size is offered in a region; ARM refuses others up front.
+fn check_sku(world: &World, location: &str, sku_name: &str) -> Result<(), ArmFault> {
+    if world.offers(Cloud::Azure, location, sku_name) {
+        return Ok(());
+    }
+    Err(ArmFault::new(
+        409,
+        "SkuNotAvailable",
+        format!(
+            "The requested VM size for resource 'Following SKUs have failed for Capacity Restrictions: {sku_name}' is currently not available in location '{location}'. Please try another size or deploy to a different location or different zone. See https://aka.ms/azureskunotavailable for details."
+        ),
+    ))
+}
+
+/// Brings a scale set's VMs to its capacity: new VMs from the region's pool
+/// (as many as it holds), or the newest VMs deleted. Records the outcome and
+/// returns the operation that reports it.
+fn scale_and_report(world: &mut World, key: &str, created: bool) -> Operation {
+    let Some(set) = world.arm.scale_sets.get(key).cloned() else {
+        return new_operation(world, "", "", Some(ArmFault::new(500, "InternalServerError", "scale set vanished")));
+    };
+    let current: Vec<String> = world.arm.vms_of(&set.id).map(|vm| vm.name.clone()).collect();
+    let have = u32::try_from(current.len()).unwrap_or(u32::MAX);
+    let mut error = None;
+    if set.capacity > have {
+        let wanted = set.capacity - have;
+        let got = world.take_capacity(Cloud::Azure, &set.location, &set.sku_name, wanted).unwrap_or(0);
+        for _ in 0..got {
+            add_vm(world, &set);
+        }
+        if got < wanted {
+            error = Some(ArmFault {
+                status: 200,
+                code: "AllocationFailed".into(),
+                message: "Allocation failed. We do not have sufficient capacity for the requested VM size in this region. Read more about improving likelihood of allocation success at http://aka.ms/allocation-guidance".into(),
+                details: vec![(
+                    "AllocationFailed".into(),
+                    format!("{got} of {wanted} {} could be allocated in {}.", set.sku_name, set.location),
+                )],
+            });
+        }
+    } else if set.capacity < have {
+        // Scale-in removes the newest VMs first.
+        let excess = (have - set.capacity) as usize;
+        let newest: Vec<String> = current.iter().rev().take(excess).cloned().collect();
+        remove_vms(world, &set.id, &newest);
+    }
+    let operation = new_operation(world, &set.subscription, &set.location, error.clone());
+    if let Some(set) = world.arm.scale_sets.get_mut(key) {
+        set.outcome = if error.is_some() { "Failed" } else { "Succeeded" }.to_string();
+        set.last_operation = Some(operation.name.clone());
+        set.created_by_last_operation = created;
+    }
+    operation
+}
+
+fn add_vm(world: &mut World, set: &ScaleSet) {
+    // Flexible orchestration names VMs `<scale set>_<8 hex digits>`; skip a
+    // suffix already taken in this set (32 bits of a 64-bit bijection can clash).
+    let name = loop {
+        world.arm.next_vm_seq += 1;
+        let candidate = format!("{}_{:08x}", set.name, scramble(world.arm.next_vm_seq ^ VM_SALT) as u32);
+        if !world.arm.vms_of(&set.id).any(|vm| vm.name.eq_ignore_ascii_case(&candidate)) {
+            break candidate;
+        }
+    };
+    let seq = world.arm.next_vm_seq;
+    let vm_id = world.next_request_id();
+    let vm = Vm {
+        seq,
+        id: format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{name}",
+            set.subscription, set.resource_group
+        ),
+        name,
+        subscription: set.subscription.clone(),
+        resource_group: set.resource_group.clone(),
+        scale_set_id: set.id.clone(),
+        location: set.location.clone(),
+        vm_size: set.sku_name.clone(),
+        tags: set.tags.clone(),
+        vm_id,
+        image_reference: set.image_reference.clone(),
+        time_created: world.now,
+    };
+    world.arm.vms.insert(seq, vm);
+}
+
+/// Deletes the named VMs of a scale set, giving their capacity back; returns how many went.
+fn remove_vms(world: &mut World, scale_set_id: &str, names: &[String]) -> u32 {
+    let doomed: Vec<u64> = world
+        .arm
+        .vms_of(scale_set_id)
+        .filter(|vm| names.iter().any(|n| n.eq_ignore_ascii_case(&vm.name)))
+        .map(|vm| vm.seq)
+        .collect();
+    for seq in &doomed {
+        if let Some(vm) = world.arm.vms.remove(seq) {
+            world.return_capacity(Cloud::Azure, &vm.location, &vm.vm_size, 1);
+        }
+    }
+    u32::try_from(doomed.len()).unwrap_or(u32::MAX)
+}
+
+fn new_operation(world: &mut World, subscription: &str, location: &str, error: Option<ArmFault>) -> Operation {
+    let operation = Operation {
+        name: world.next_request_id(),
+        subscription: subscription.to_string(),
+        location: location.to_string(),
+        start: world.now,
+        error,
+        polls: 0,
+    };
+    world.arm.operations.insert(operation.name.clone(), operation.clone());
+    operation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::sim::Scenario;
+    use std::path::Path;
+
+    fn world(scenario: &str) -> World {
+        let scenario = Scenario::parse(scenario, Path::new("test.toml")).unwrap();
+        World::new(Some(&scenario), &Catalog::builtin()).unwrap()
+    }
+
+    fn at(name: &str) -> ScaleSetRef {
+        ScaleSetRef { subscription: "sub".into(), resource_group: "rg".into(), name: name.into() }
+    }
+
+    fn spec(size: &str, capacity: u32) -> ScaleSetSpec {
+        ScaleSetSpec {
+            location: "eastus".into(),
+            sku_name: size.into(),
+            capacity,
+            tags: Tags::from([("gpufleet-plan".into(), "p".into())]),
+            platform_fault_domain_count: Some(1),
+            vm_profile: Some(serde_json::json!({})),
+            image_reference: None,
+        }
+    }
+
+    const FIVE_H100: &str = r#"
+        [[offering]]
+        cloud = "azure"
+        region = "eastus"
+        instance_type = "Standard_ND96isr_H100_v5"
+        capacity = 5
+    "#;
+
+    #[test]
+    fn sim_arm_scale_out_takes_capacity_and_fails_with_allocation_failed_when_short() {
+        let mut world = world(FIVE_H100);
+        let change = create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 3)).unwrap();
+        assert!(change.created);
+        assert_eq!(vms(&world, "sub", "rg", None).len(), 3);
+        let set = get(&world, &at("a")).unwrap().clone();
+        assert_eq!(world.arm.provisioning_state(&set), "Creating");
+        assert_eq!(poll(&mut world, "sub", &change.operation.name).unwrap().1, OperationStatus::InProgress);
+        assert_eq!(poll(&mut world, "sub", &change.operation.name).unwrap().1, OperationStatus::Succeeded);
+        assert_eq!(world.arm.provisioning_state(&set), "Succeeded");
+
+        let patch = ScaleSetPatch { capacity: Some(6), ..Default::default() };
+        let change = update(&mut world, &at("a"), patch).unwrap();
+        assert_eq!(vms(&world, "sub", "rg", Some(&set.id)).len(), 5, "the two left were allocated");
+        poll(&mut world, "sub", &change.operation.name);
+        let (_, status) = poll(&mut world, "sub", &change.operation.name).unwrap();
+        assert!(matches!(status, OperationStatus::Failed(ref e) if e.code == "AllocationFailed"), "{status:?}");
+        assert_eq!(get(&world, &at("a")).unwrap().capacity, 6, "the model keeps what was asked");
+    }
+
+    #[test]
+    fn sim_arm_delete_instances_gives_capacity_back_and_shrinks_the_model() {
+        let mut world = world(FIVE_H100);
+        create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 5)).unwrap();
+        let names: Vec<String> = vms(&world, "sub", "rg", None).iter().take(2).map(|v| v.name.clone()).collect();
+        assert!(names.iter().all(|n| n.starts_with("a_") && n.len() == 10), "{names:?}");
+        delete_instances(&mut world, &at("a"), &names).unwrap();
+        assert_eq!(get(&world, &at("a")).unwrap().capacity, 3);
+        let err = delete_instances(&mut world, &at("a"), &names).unwrap_err();
+        assert_eq!((err.status, err.code.as_str()), (404, "NotFound"));
+        create_or_update(&mut world, &at("b"), spec("Standard_ND96isr_H100_v5", 2)).unwrap();
+        assert_eq!(vms(&world, "sub", "rg", None).len(), 5);
+        assert!(delete(&mut world, &at("a")).is_some());
+        assert!(delete(&mut world, &at("a")).is_none());
+        assert_eq!(vms(&world, "sub", "rg", None).len(), 2);
+    }
+
+    #[test]
+    fn sim_arm_refuses_sizes_not_offered_and_scales_in_newest_first() {
+        let mut world = world(FIVE_H100);
+        let err = create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H200_v5", 1)).unwrap_err();
+        assert_eq!((err.status, err.code.as_str()), (409, "SkuNotAvailable"));
+        let err = create_or_update(&mut world, &at("a"), ScaleSetSpec { location: "mars".into(), ..spec("x", 1) })
+            .unwrap_err();
+        assert_eq!(err.code, "LocationNotAvailableForResourceType");
+        assert!(list(&world, "sub", "rg").is_empty(), "refused requests leave nothing behind");
+
+        create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 3)).unwrap();
+        let first = vms(&world, "sub", "rg", None)[0].name.clone();
+        update(&mut world, &at("A"), ScaleSetPatch { capacity: Some(1), ..Default::default() }).unwrap();
+        let left: Vec<String> = vms(&world, "sub", "rg", None).iter().map(|v| v.name.clone()).collect();
+        assert_eq!(left, vec![first]);
+        assert_eq!(world.take_capacity(Cloud::Azure, "eastus", "Standard_ND96isr_H100_v5", 10), Some(4));
+    }
+}

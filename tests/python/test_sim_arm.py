@@ -1,0 +1,201 @@
+"""The simulator's Azure Resource Manager API as the Python SDK sees it.
+
+azure-mgmt-compute is the independent referee: it is not the SDK gpufleet
+uses, so if it can create a flexible scale set, follow its long-running
+operations, scale it, page through its VMs, delete instances and read
+AllocationFailed against `gpufleet sim serve`, the simulator speaks ARM.
+
+The SDK is used unchanged: a credential class with `get_token`, `base_url`
+at the simulator, and azure-core's own `enforce_https=False` switch, since
+the simulator listens on plain http.
+
+Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest tests/python/test_sim_arm.py -q
+"""
+
+import json
+import os
+import select
+import subprocess
+import urllib.request
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.compute import ComputeManagementClient
+
+STARTUP_TIMEOUT_S = 60
+SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
+GROUP = "gpu"
+H100 = "Standard_ND96isr_H100_v5"
+# Every call: plain http to the loopback simulator.
+CALL = {"enforce_https": False}
+
+
+def gpufleet_bin() -> str:
+    path = os.environ.get("GPUFLEET_BIN")
+    if not path:
+        pytest.fail("GPUFLEET_BIN is not set: point it at the built gpufleet binary (target/debug/gpufleet)")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"GPUFLEET_BIN={path} is not an executable file")
+    return path
+
+
+class DummyCredential:
+    """What azure-core asks of a credential; the simulator does not check tokens."""
+
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken("dummy", 32503680000)  # year 3000
+
+
+class Sim:
+    """One `gpufleet sim serve` process on an ephemeral loopback port."""
+
+    def __init__(self, scenario=None):
+        args = [gpufleet_bin(), "sim", "serve", "--listen", "127.0.0.1:0"]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.process.stdout], [], [], STARTUP_TIMEOUT_S)
+        first_line = self.process.stdout.readline().strip() if ready else ""
+        if not first_line.startswith("listening on http://"):
+            self.process.kill()
+            _, stderr = self.process.communicate()
+            pytest.fail(f"sim serve did not announce its address; first line {first_line!r}, stderr {stderr!r}")
+        self.url = first_line.removeprefix("listening on ")
+
+    def compute(self):
+        return ComputeManagementClient(
+            credential=DummyCredential(),
+            subscription_id=SUBSCRIPTION,
+            base_url=self.url,
+            credential_scopes=[self.url + "/.default"],
+            # The simulator answers Retry-After: 0, which azure-core reads as
+            # "no advice" and replaces by this interval (30 s by default).
+            polling_interval=0,
+        )
+
+    def admin(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            return json.load(response)
+
+    def stop(self):
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail("sim serve did not stop on SIGTERM")
+        assert code == 0, f"sim serve exited {code} on SIGTERM: {self.process.stderr.read()}"
+
+
+@pytest.fixture
+def start_sim():
+    started = []
+
+    def start(scenario=None):
+        sim = Sim(scenario)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def scale_set(size, capacity):
+    return {
+        "location": "eastus",
+        "tags": {"gpufleet-plan": "training", "note": "a&b <c>"},
+        "sku": {"name": size, "capacity": capacity},
+        "properties": {
+            "orchestrationMode": "Flexible",
+            "platformFaultDomainCount": 1,
+            "virtualMachineProfile": {
+                "storageProfile": {
+                    "imageReference": {
+                        "publisher": "microsoft-dsvm",
+                        "offer": "ubuntu-hpc",
+                        "sku": "2204",
+                        "version": "latest",
+                    }
+                },
+                "osProfile": {"computerNamePrefix": "gf", "adminUsername": "gf", "customData": "ZWNobyBoaQ=="},
+                "networkProfile": {"networkApiVersion": "2020-11-01"},
+            },
+        },
+    }
+
+
+def vms_of(compute, scale_set_id):
+    return list(
+        compute.virtual_machines.list(GROUP, filter=f"'virtualMachineScaleSet/id' eq '{scale_set_id}'", **CALL)
+    )
+
+
+def test_flexible_scale_set_lifecycle(start_sim):
+    sim = start_sim()
+    compute = sim.compute()
+    sets = compute.virtual_machine_scale_sets
+
+    created = sets.begin_create_or_update(GROUP, "gf-a", scale_set(H100, 2), **CALL).result()
+    assert created.name == "gf-a"
+    assert created.sku.capacity == 2
+    assert created.properties.orchestration_mode == "Flexible"
+    assert created.properties.provisioning_state == "Succeeded"
+    assert created.tags == {"gpufleet-plan": "training", "note": "a&b <c>"}
+    assert "customData" not in json.dumps(created.as_dict())
+
+    scaled = sets.begin_update(GROUP, "gf-a", {"sku": {"capacity": 23}}, **CALL).result()
+    assert scaled.sku.capacity == 23
+
+    vms = vms_of(compute, created.id)
+    assert len(vms) == 23, "listed across pages"
+    assert all(vm.name.startswith("gf-a_") for vm in vms)
+    assert all(vm.properties.virtual_machine_scale_set.id == created.id for vm in vms)
+    assert {vm.properties.hardware_profile.vm_size for vm in vms} == {H100}
+    one = compute.virtual_machines.get(GROUP, vms[0].name, **CALL)
+    assert one.id == vms[0].id
+
+    assert [s.name for s in sets.list(GROUP, **CALL)] == ["gf-a"]
+
+    doomed = [vm.name for vm in vms[:20]]
+    sets.begin_delete_instances(GROUP, "gf-a", {"instanceIds": doomed}, **CALL).result()
+    left = vms_of(compute, created.id)
+    assert [vm.name for vm in left] == [vm.name for vm in vms[20:]]
+    assert sets.get(GROUP, "gf-a", **CALL).sku.capacity == 3
+
+    sets.begin_delete(GROUP, "gf-a", **CALL).result()
+    assert vms_of(compute, created.id) == []
+    counters = sim.admin("/_sim/counters")["azure"]
+    assert counters["VirtualMachineScaleSets_DeleteInstances"] == 1
+    assert counters["Operations_Get"] >= 8, "every change was followed to its end"
+
+
+def test_allocation_failed_and_sku_not_available(start_sim, tmp_path):
+    scenario = tmp_path / "three-h100.toml"
+    scenario.write_text(
+        '[[offering]]\ncloud = "azure"\nregion = "eastus"\ninstance_type = "Standard_ND96isr_H100_v5"\ncapacity = 3\n'
+    )
+    sim = start_sim(scenario)
+    compute = sim.compute()
+    sets = compute.virtual_machine_scale_sets
+
+    poller = sets.begin_create_or_update(GROUP, "gf-short", scale_set(H100, 5), **CALL)
+    with pytest.raises(HttpResponseError) as failure:
+        poller.result()
+    assert failure.value.error.code == "AllocationFailed"
+    assert "sufficient capacity" in failure.value.error.message
+    assert sets.get(GROUP, "gf-short", **CALL).properties.provisioning_state == "Failed"
+    assert len(vms_of(compute, sets.get(GROUP, "gf-short", **CALL).id)) == 3, "what there was got allocated"
+
+    with pytest.raises(HttpResponseError) as refused:
+        sets.begin_create_or_update(GROUP, "gf-h200", scale_set("Standard_ND96isr_H200_v5", 1), **CALL)
+    assert refused.value.status_code == 409
+    assert refused.value.error.code == "SkuNotAvailable"
+
+    with pytest.raises(HttpResponseError) as missing:
+        sets.get(GROUP, "gf-nope", **CALL)
+    assert missing.value.status_code == 404
+    assert missing.value.error.code == "ResourceNotFound"
