@@ -31,3 +31,11 @@ fn aws_provider_applies_and_destroys_against_moto() {
 fn azure_mgmt_compute_accepts_the_arm_simulator() {
     common::pytest("test_sim_arm.py");
 }
+
+/// One plan on all three clouds through `gpufleet sim serve`: boto3,
+/// google-cloud-compute and azure-mgmt-compute see exactly what
+/// `gpufleet state list --json` says, after apply and after destroy.
+#[test]
+fn three_official_sdks_agree_with_gpufleet_on_a_three_cloud_plan() {
+    common::pytest("test_three_clouds.py");
+}

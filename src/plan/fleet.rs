@@ -78,7 +78,6 @@ impl FleetChecker<'_> {
             return None;
         }
         let usable_clouds = self.check_hosting(&fleet, name, problems)?;
-        self.check_image_coverage(&fleet, &usable_clouds, name, raw.image.as_ref(), problems)?;
         if usable_clouds.contains(&Cloud::Gcp) {
             check_gcp_labels(raw.labels.as_ref(), &context, problems)?;
         }
@@ -277,31 +276,6 @@ impl FleetChecker<'_> {
         }
         None
     }
-
-    fn check_image_coverage(
-        &self,
-        fleet: &Fleet,
-        usable_clouds: &[Cloud],
-        name: &Located<String>,
-        image: Option<&RawImages>,
-        problems: &mut Problems,
-    ) -> Option<()> {
-        let mut complete = true;
-        for cloud in usable_clouds {
-            if fleet.image.contains_key(cloud) {
-                continue;
-            }
-            let at = image.map_or(name.span.clone(), |i| i.span.clone());
-            problems
-                .error(at, format!("fleet `{}` has no {cloud} image, but may run on {cloud}", fleet.name))
-                .help(match cloud {
-                    Cloud::Aws => "add `image = { aws = \"ami-...\" }` with the AMI its nodes boot".to_string(),
-                    other => format!("add `image = {{ {other} = \"...\" }}`"),
-                });
-            complete = false;
-        }
-        complete.then_some(())
-    }
 }
 
 /// One help line per reason an offering was excluded: first the offerings in
@@ -348,20 +322,27 @@ fn explain_exclusions(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)
         }
         by_type
     };
+    let shape = format!("{} × {}", fleet.gpu, fleet.gpus_per_node);
+    for cloud in Cloud::ALL {
+        let types: Vec<&str> = excluded_as(cloud, Exclusion::NoImage).into_iter().map(|(t, _)| t).collect();
+        if !types.is_empty() {
+            push(format!(
+                "{cloud} offers {shape} as {}, but the fleet has no {cloud} image: add it to `image` to run there",
+                types.join(", ")
+            ));
+        }
+    }
     for cloud in Cloud::ALL {
         for (instance_type, regions) in excluded_as(cloud, Exclusion::LocationNotConfigured) {
             let count = if regions.len() == 1 { "1 region that is".to_string() } else { format!("{} regions that are", regions.len()) };
             push(format!("{cloud} also sells {instance_type} in {count} not configured: {}", regions.join(", ")));
         }
     }
-    let shape = format!("{} × {}", fleet.gpu, fleet.gpus_per_node);
     for cloud in Cloud::ALL {
         let types: Vec<&str> = excluded_as(cloud, Exclusion::CloudNotConfigured).into_iter().map(|(t, _)| t).collect();
-        if types.is_empty() {
-            continue;
+        if !types.is_empty() {
+            push(format!("{cloud} offers {shape} as {}, but [providers.{cloud}] is not configured", types.join(", ")));
         }
-        let why = if cloud == Cloud::Aws { "is not configured" } else { "is not supported in this version" };
-        push(format!("{cloud} offers {shape} as {}, but {cloud} {why}", types.join(", ")));
     }
     lines
 }

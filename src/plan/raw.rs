@@ -156,9 +156,6 @@ pub(crate) struct RawImages {
     pub gcp: Option<Located<String>>,
     /// Azure image: a marketplace URN "publisher:offer:sku:version" or an image resource id "/subscriptions/...".
     pub azure: Option<Located<String>>,
-    /// Where the `image` key was written, for problems about the table as a whole.
-    #[schemars(skip)]
-    pub span: Range<usize>,
 }
 
 /// An offering that adds to or overrides the built-in catalog.
@@ -328,7 +325,7 @@ impl RawImages {
         let gcp = reader.string("gcp", problems);
         let azure = reader.string("azure", problems);
         reader.finish(problems);
-        RawImages { aws, gcp, azure, span }
+        RawImages { aws, gcp, azure }
     }
 }
 

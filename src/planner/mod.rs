@@ -226,6 +226,7 @@ fn why_not_allowed(instance: &Instance, fleet: &Fleet, candidates: &[(Offering, 
     match exclusion {
         Some(Exclusion::CloudNotConfigured) => format!("{} is not a configured provider", instance.cloud),
         Some(Exclusion::LocationNotConfigured) => format!("{} is not a configured region", instance.region),
+        Some(Exclusion::NoImage) => format!("the fleet has no {} image", instance.cloud),
         Some(Exclusion::OutsideResidency) => format!("{} is outside the fleet's residency", instance.region),
         Some(Exclusion::OverPriceCeiling) => "above the fleet's price ceiling".to_string(),
         Some(Exclusion::PriceUnknownUnderCeiling) => "price unknown under the fleet's price ceiling".to_string(),

@@ -10,6 +10,8 @@ use std::cmp::Ordering;
 pub enum Exclusion {
     CloudNotConfigured,
     LocationNotConfigured,
+    /// The fleet names no machine image for this cloud: it does not run there.
+    NoImage,
     OutsideResidency,
     OverPriceCeiling,
     PriceUnknownUnderCeiling,
@@ -42,6 +44,9 @@ fn exclusion(o: &Offering, fleet: &Fleet, providers: &Providers) -> Option<Exclu
         .any(|l| *l == o.region || o.zone.as_deref() == Some(l.as_str()));
     if !in_location {
         return Some(Exclusion::LocationNotConfigured);
+    }
+    if !fleet.image.contains_key(&o.cloud) {
+        return Some(Exclusion::NoImage);
     }
     if let Some(allowed) = &fleet.residency
         && !allowed.contains(&o.jurisdiction)
