@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use common::InProcessSim;
 use futures::StreamExt;
 use gpufleet::catalog::Cloud;
-use gpufleet::providers::azure::{AzureConnection, AzureProvider, scale_set_name};
+use gpufleet::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings, scale_set_name};
 use gpufleet::providers::{CreateRequest, ErrorKind, Placement, Provider};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -210,7 +210,12 @@ fn request(plan: &str, fleet: &str, run: &str, instance_type: &str, count: u32) 
 
 async fn provider(sim: &InProcessSim) -> AzureProvider {
     let connection = AzureConnection { endpoint: Some(sim.url.clone()), simulator_credentials: true };
-    AzureProvider::connect(SUB, RG, &["eastus".to_string()], &connection).await.unwrap()
+    let vm = AzureVmSettings {
+        subnet: None,
+        admin_username: "gpufleet".into(),
+        ssh_public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpufleetTestKeyOnlyForTheSimulator test".into(),
+    };
+    AzureProvider::connect(SUB, RG, &["eastus".to_string()], &connection, &vm).await.unwrap()
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use crate::catalog::Cloud;
 use crate::plan::Plan;
 use crate::providers::aws::{AwsConnection, AwsProvider};
-use crate::providers::azure::{AzureConnection, AzureProvider};
+use crate::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings};
 use crate::providers::gcp::{GcpConnection, GcpProvider};
 use crate::providers::{Instance, Provider, ProviderError};
 use chrono::{DateTime, Utc};
@@ -93,8 +93,13 @@ impl Clouds {
             let mut regions: BTreeSet<String> = azure.regions.iter().cloned().collect();
             regions.extend(known.iter().filter(|i| i.cloud == Cloud::Azure).map(|i| i.region.clone()));
             let regions: Vec<String> = regions.into_iter().collect();
+            let vm = AzureVmSettings {
+                subnet: azure.subnet.clone(),
+                admin_username: "gpufleet".into(),
+                ssh_public_key: azure.ssh_public_key.clone(),
+            };
             let provider =
-                AzureProvider::connect(&azure.subscription, &azure.resource_group, &regions, &connection).await?;
+                AzureProvider::connect(&azure.subscription, &azure.resource_group, &regions, &connection, &vm).await?;
             providers.insert(Cloud::Azure, Box::new(provider));
         }
         Ok(Clouds { providers })

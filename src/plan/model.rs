@@ -68,6 +68,11 @@ pub struct AzureConfig {
     pub regions: Vec<String>,
     /// Endpoint override; otherwise `https://management.azure.com`.
     pub endpoint: Option<String>,
+    /// Subnet resource id new VMs join; otherwise virtual network
+    /// `gpufleet-<region>`, subnet `default`, in the resource group.
+    pub subnet: Option<String>,
+    /// OpenSSH public key of the VMs' admin user `gpufleet` (password login is off).
+    pub ssh_public_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -92,6 +92,12 @@ pub(crate) struct RawAzure {
     pub regions: Option<Located<Vec<Located<String>>>>,
     /// Endpoint override (the gpufleet simulator, a private endpoint): an http(s) URL.
     pub endpoint: Option<Located<String>>,
+    /// Subnet resource id the VMs join; default: virtual network `gpufleet-<region>`,
+    /// subnet `default`, in the resource group.
+    pub subnet: Option<Located<String>>,
+    /// OpenSSH public key ("ssh-ed25519 AAAA... comment") of the VMs' admin user `gpufleet`.
+    #[schemars(required)]
+    pub ssh_public_key: Option<Located<String>>,
 }
 
 /// One fleet: identical nodes of one GPU model.
@@ -246,8 +252,10 @@ impl RawAzure {
         let resource_group = reader.required_string("resource_group", "\"gpu-fleets\"", problems);
         let regions = reader.required_string_array("regions", "[\"eastus\"]", problems);
         let endpoint = reader.string("endpoint", problems);
+        let subnet = reader.string("subnet", problems);
+        let ssh_public_key = reader.required_string("ssh_public_key", "\"ssh-ed25519 AAAA... you@host\"", problems);
         reader.finish(problems);
-        RawAzure { subscription, resource_group, regions, endpoint }
+        RawAzure { subscription, resource_group, regions, endpoint, subnet, ssh_public_key }
     }
 }
 

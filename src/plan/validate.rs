@@ -323,7 +323,36 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
     });
     let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Azure, regions, catalog, problems));
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
-    Some(AzureConfig { subscription: subscription?, resource_group: resource_group?, regions: regions?, endpoint: endpoint? })
+    let subnet = optional(raw.subnet.as_ref(), |subnet| {
+        let lowered = subnet.value.to_ascii_lowercase();
+        if lowered.starts_with("/subscriptions/") && lowered.contains("/providers/microsoft.network/virtualnetworks/") && lowered.contains("/subnets/") {
+            return Some(subnet.value.clone());
+        }
+        problems
+            .error(subnet.span.clone(), format!("`{}` is not a subnet resource id", subnet.value))
+            .help("write /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET");
+        None
+    });
+    let ssh_public_key = raw.ssh_public_key.as_ref().and_then(|key| {
+        let mut parts = key.value.split_whitespace();
+        let kind = parts.next().unwrap_or_default();
+        let known = ["ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"];
+        if known.contains(&kind) && parts.next().is_some_and(|body| body.len() >= 16) {
+            return Some(key.value.trim().to_string());
+        }
+        problems
+            .error(key.span.clone(), "ssh_public_key is not an OpenSSH public key")
+            .help("paste the one line of a .pub file, e.g. \"ssh-ed25519 AAAAC3Nza... you@host\" (the public half only)");
+        None
+    });
+    Some(AzureConfig {
+        subscription: subscription?,
+        resource_group: resource_group?,
+        regions: regions?,
+        endpoint: endpoint?,
+        subnet: subnet?,
+        ssh_public_key: ssh_public_key?,
+    })
 }
 
 /// An optional endpoint override: absent is fine (`Some(None)`), present and

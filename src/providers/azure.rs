@@ -65,7 +65,19 @@ pub struct AzureConnection {
     pub simulator_credentials: bool,
 }
 
+/// What new VMs are given: their subnet and the key their admin logs in with.
+#[derive(Debug, Clone)]
+pub struct AzureVmSettings {
+    /// Subnet resource id; `None` means the convention: virtual network
+    /// `gpufleet-<region>` with subnet `default` in the plan's resource group.
+    pub subnet: Option<String>,
+    pub admin_username: String,
+    /// OpenSSH public key of the admin user (password login stays disabled).
+    pub ssh_public_key: String,
+}
+
 pub struct AzureProvider {
+    vm: AzureVmSettings,
     client: Client,
     /// Polls operations with the same credential and HTTP stack as the client.
     pipeline: Pipeline,
@@ -102,6 +114,7 @@ impl AzureProvider {
         resource_group: &str,
         regions: &[String],
         connection: &AzureConnection,
+        vm: &AzureVmSettings,
     ) -> Result<AzureProvider, ProviderError> {
         let failed = |kind: ErrorKind, code: &str, message: String| ProviderError {
             kind,
@@ -139,6 +152,7 @@ impl AzureProvider {
             Vec::new(),
         );
         Ok(AzureProvider {
+            vm: vm.clone(),
             client,
             pipeline,
             credential,
@@ -385,13 +399,15 @@ impl Provider for AzureProvider {
         let tags = request.tags();
         let headers = match existing {
             None => {
-                let subnet = format!(
-                    "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{}",
-                    self.subscription,
-                    self.resource_group,
-                    SUBNET_CONVENTION.replace("{region}", region)
-                );
-                let body = scale_set_body(request, target, &subnet).map_err(|m| invalid("InvalidImage", m))?;
+                let subnet = self.vm.subnet.clone().unwrap_or_else(|| {
+                    format!(
+                        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{}",
+                        self.subscription,
+                        self.resource_group,
+                        SUBNET_CONVENTION.replace("{region}", region)
+                    )
+                });
+                let body = scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
                 let model: models::VirtualMachineScaleSet =
                     serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
                 retrying(|| async {
@@ -510,11 +526,17 @@ fn image_reference(image: &str) -> Result<Value, String> {
 }
 
 /// The PUT body of a new flexible scale set for this request.
-fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str) -> Result<Value, String> {
+fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &AzureVmSettings) -> Result<Value, String> {
     let mut os_profile = json!({
         "computerNamePrefix": "gpufleet",
-        "adminUsername": "gpufleet",
-        "linuxConfiguration": { "disablePasswordAuthentication": true },
+        "adminUsername": vm.admin_username,
+        "linuxConfiguration": {
+            "disablePasswordAuthentication": true,
+            "ssh": { "publicKeys": [{
+                "path": format!("/home/{}/.ssh/authorized_keys", vm.admin_username),
+                "keyData": vm.ssh_public_key,
+            }] },
+        },
     });
     if let Some(script) = &request.user_data {
         os_profile["customData"] = json!(base64::engine::general_purpose::STANDARD.encode(script));

@@ -37,6 +37,7 @@ zones = ["us-central1-a"]
 subscription = "{SUBSCRIPTION}"
 resource_group = "{GROUP}"
 regions = ["eastus"]
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpufleetReferee referee@test"
 
 [fleets.trainers]
 gpu = "H100"
