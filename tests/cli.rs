@@ -367,3 +367,46 @@ limit = 64
     run(&["destroy", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
     assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
 }
+
+#[test]
+fn every_example_plan_validates() {
+    for plan in ["plans/demo.toml", "plans/multicloud.toml"] {
+        run(&["validate", plan], 0);
+    }
+}
+
+#[test]
+fn three_cloud_crunch_fills_every_fleet_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let sim = ["--sim", "plans/scenarios/h100-crunch.toml", "--state-dir", state];
+    let out = run(&[&["apply", "plans/multicloud.toml", "--auto-approve", "--json"][..], &sim[..]].concat(), 0);
+    let events: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary = events.last().unwrap();
+    assert_eq!(summary["partial"], false, "{summary}");
+
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    let count = |fleet: &str, cloud: &str, place: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["fleet"] == fleet && i["cloud"] == cloud && (i["region"] == place || i["zone"] == place))
+            .count()
+    };
+    // us-east-1 is sold out; the GCP quota holds 8 nodes; Azure eastus has 6; AWS us-west-2 takes the rest.
+    assert_eq!(count("trainers", "aws", "us-east-1"), 0);
+    assert_eq!(count("trainers", "gcp", "us-central1"), 8);
+    assert_eq!(count("trainers", "azure", "eastus"), 6);
+    assert_eq!(count("trainers", "aws", "us-west-2"), 2);
+    assert_eq!(count("finetune", "gcp", "europe-west4-a"), 4);
+
+    // The quota was read before creating: us-central1-b got no call at all.
+    let attempts: Vec<&Value> = events.iter().filter(|e| e["event"] == "attempt").collect();
+    assert!(attempts.iter().all(|e| e["placement"]["zone"] != "us-central1-b"), "{attempts:?}");
+
+    run(&[&["plan", "plans/multicloud.toml", "--detailed-exitcode"][..], &sim[..]].concat(), 0);
+    run(&[&["destroy", "plans/multicloud.toml", "--auto-approve"][..], &sim[..]].concat(), 0);
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
+}
