@@ -7,10 +7,11 @@ use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
-use gpufleet::catalog::Catalog;
-use gpufleet::sim::{Scenario, World, serve};
-use std::path::Path;
-use tokio::sync::oneshot;
+
+mod common;
+
+/// The in-process simulator of the shared test helpers, with EC2 clients.
+use common::InProcessSim as TestSim;
 
 const SOLD_OUT_FOR_20_MINUTES: &str = r#"
 [[offering]]
@@ -38,26 +39,7 @@ instance_type = "p5.48xlarge"
 capacity = 5
 "#;
 
-/// A simulator serving on 127.0.0.1:0 inside the test's runtime.
-struct TestSim {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<Result<World, gpufleet::sim::SimError>>,
-}
-
 impl TestSim {
-    async fn start(scenario: Option<&str>) -> TestSim {
-        let scenario = scenario.map(|text| Scenario::parse(text, Path::new("test-scenario.toml")).unwrap());
-        let world = World::new(scenario.as_ref(), &Catalog::builtin()).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, world, None, async move {
-            let _ = stopped.await;
-        }));
-        TestSim { url, stop: Some(stop), server }
-    }
-
     /// An EC2 client for `region`. Retries are off: EC2 sends capacity errors
     /// as HTTP 500, which the SDK would otherwise retry after real-time backoff.
     fn client(&self, region: &'static str) -> Client {
@@ -77,16 +59,7 @@ impl TestSim {
         response.json().await.unwrap()
     }
 
-    async fn admin_get(&self, path: &str) -> serde_json::Value {
-        reqwest::get(format!("{}{path}", self.url)).await.unwrap().json().await.unwrap()
-    }
 
-    async fn stop(mut self) -> World {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.server.await.unwrap().unwrap()
-    }
 }
 
 fn tag(key: &str, value: &str) -> Tag {

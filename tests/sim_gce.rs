@@ -7,13 +7,15 @@
 use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
 use google_cloud_compute_v1::model::{BulkInsertInstanceResource, Instance, InstanceProperties, Operation, operation};
 use google_cloud_gax::retry_policy::NeverRetry;
-use gpufleet::catalog::{Catalog, Cloud};
+use gpufleet::catalog::Cloud;
 use gpufleet::providers::gcp::{GcpConnection, GcpProvider};
 use gpufleet::providers::{CreateRequest, ErrorKind, Placement, Provider};
-use gpufleet::sim::{Scenario, World, serve};
 use std::collections::BTreeMap;
-use std::path::Path;
-use tokio::sync::oneshot;
+
+mod common;
+
+/// The in-process simulator of the shared test helpers, with Compute Engine clients.
+use common::InProcessSim as TestSim;
 
 const PROJECT: &str = "sim-project";
 const ZONE: &str = "us-central1-a";
@@ -34,25 +36,7 @@ metric = "NVIDIA_L4_GPUS"
 limit = 8
 "#;
 
-struct TestSim {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<Result<World, gpufleet::sim::SimError>>,
-}
-
 impl TestSim {
-    async fn start() -> TestSim {
-        let scenario = Scenario::parse(SCENARIO, Path::new("gce-scenario.toml")).unwrap();
-        let world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, world, None, async move {
-            let _ = stopped.await;
-        }));
-        TestSim { url, stop: Some(stop), server }
-    }
-
     async fn instances(&self) -> Instances {
         let credentials = google_cloud_auth::credentials::anonymous::Builder::new().build();
         Instances::builder()
@@ -78,10 +62,6 @@ impl TestSim {
         reqwest::get(format!("{}/_sim/counters", self.url)).await.unwrap().json().await.unwrap()
     }
 
-    async fn stop(mut self) -> World {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap()
-    }
 }
 
 async fn wait(operations: &ZoneOperations, op: Operation) -> Operation {
@@ -112,7 +92,7 @@ fn error_code(op: &Operation) -> Option<&str> {
 
 #[tokio::test]
 async fn sim_gce_serves_the_rust_sdk() {
-    let sim = TestSim::start().await;
+    let sim = TestSim::start(Some(SCENARIO)).await;
     let client = sim.instances().await;
     let operations = sim.operations().await;
 
@@ -238,7 +218,7 @@ fn request(run: &str, token: &str, instance_type: &str, count: u32, min_count: u
 
 #[tokio::test]
 async fn gcp_provider_creates_lists_and_deletes_against_the_simulator() {
-    let sim = TestSim::start().await;
+    let sim = TestSim::start(Some(SCENARIO)).await;
     let provider = sim.provider().await;
 
     // Partial fill: 3 in stock, 5 asked, at least 2.
