@@ -13,31 +13,17 @@ Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest te
 """
 
 import json
-import os
-import select
-import subprocess
-import urllib.request
 
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import ComputeManagementClient
 
-STARTUP_TIMEOUT_S = 60
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 GROUP = "gpu"
 H100 = "Standard_ND96isr_H100_v5"
 # Every call: plain http to the loopback simulator.
 CALL = {"enforce_https": False}
-
-
-def gpufleet_bin() -> str:
-    path = os.environ.get("GPUFLEET_BIN")
-    if not path:
-        pytest.fail("GPUFLEET_BIN is not set: point it at the built gpufleet binary (target/debug/gpufleet)")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"GPUFLEET_BIN={path} is not an executable file")
-    return path
 
 
 class DummyCredential:
@@ -47,61 +33,16 @@ class DummyCredential:
         return AccessToken("dummy", 32503680000)  # year 3000
 
 
-class Sim:
-    """One `gpufleet sim serve` process on an ephemeral loopback port."""
-
-    def __init__(self, scenario=None):
-        args = [gpufleet_bin(), "sim", "serve", "--listen", "127.0.0.1:0"]
-        if scenario is not None:
-            args += ["--scenario", str(scenario)]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.process.stdout], [], [], STARTUP_TIMEOUT_S)
-        first_line = self.process.stdout.readline().strip() if ready else ""
-        if not first_line.startswith("listening on http://"):
-            self.process.kill()
-            _, stderr = self.process.communicate()
-            pytest.fail(f"sim serve did not announce its address; first line {first_line!r}, stderr {stderr!r}")
-        self.url = first_line.removeprefix("listening on ")
-
-    def compute(self):
-        return ComputeManagementClient(
-            credential=DummyCredential(),
-            subscription_id=SUBSCRIPTION,
-            base_url=self.url,
-            credential_scopes=[self.url + "/.default"],
-            # The simulator answers Retry-After: 0, which azure-core reads as
-            # "no advice" and replaces by this interval (30 s by default).
-            polling_interval=0,
-        )
-
-    def admin(self, path):
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.load(response)
-
-    def stop(self):
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            code = self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            pytest.fail("sim serve did not stop on SIGTERM")
-        assert code == 0, f"sim serve exited {code} on SIGTERM: {self.process.stderr.read()}"
-
-
-@pytest.fixture
-def start_sim():
-    started = []
-
-    def start(scenario=None):
-        sim = Sim(scenario)
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
+def compute_of(sim):
+    return ComputeManagementClient(
+        credential=DummyCredential(),
+        subscription_id=SUBSCRIPTION,
+        base_url=sim.url,
+        credential_scopes=[sim.url + "/.default"],
+        # The simulator answers Retry-After: 0, which azure-core reads as
+        # "no advice" and replaces by this interval (30 s by default).
+        polling_interval=0,
+    )
 
 
 def scale_set(size, capacity):
@@ -136,7 +77,7 @@ def vms_of(compute, scale_set_id):
 
 def test_flexible_scale_set_lifecycle(start_sim):
     sim = start_sim()
-    compute = sim.compute()
+    compute = compute_of(sim)
     sets = compute.virtual_machine_scale_sets
 
     created = sets.begin_create_or_update(GROUP, "gf-a", scale_set(H100, 2), **CALL).result()
@@ -179,7 +120,7 @@ def test_allocation_failed_and_sku_not_available(start_sim, tmp_path):
         '[[offering]]\ncloud = "azure"\nregion = "eastus"\ninstance_type = "Standard_ND96isr_H100_v5"\ncapacity = 3\n'
     )
     sim = start_sim(scenario)
-    compute = sim.compute()
+    compute = compute_of(sim)
     sets = compute.virtual_machine_scale_sets
 
     poller = sets.begin_create_or_update(GROUP, "gf-short", scale_set(H100, 5), **CALL)

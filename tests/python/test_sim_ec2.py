@@ -8,11 +8,6 @@ client happens to accept".
 Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest tests/python/test_sim_ec2.py -q
 """
 
-import json
-import os
-import select
-import subprocess
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,79 +18,20 @@ from botocore.exceptions import ClientError
 
 REPO = Path(__file__).resolve().parents[2]
 SOLD_OUT = REPO / "plans" / "scenarios" / "us-east-1-h100-soldout.toml"
-STARTUP_TIMEOUT_S = 60
 SIM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def gpufleet_bin() -> str:
-    path = os.environ.get("GPUFLEET_BIN")
-    if not path:
-        pytest.fail("GPUFLEET_BIN is not set: point it at the built gpufleet binary (target/debug/gpufleet)")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"GPUFLEET_BIN={path} is not an executable file")
-    return path
-
-
-class Sim:
-    """One `gpufleet sim serve` process on an ephemeral loopback port."""
-
-    def __init__(self, scenario=None, world=None):
-        args = [gpufleet_bin(), "sim", "serve", "--listen", "127.0.0.1:0"]
-        if scenario is not None:
-            args += ["--scenario", str(scenario)]
-        if world is not None:
-            args += ["--world", str(world)]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.process.stdout], [], [], STARTUP_TIMEOUT_S)
-        first_line = self.process.stdout.readline().strip() if ready else ""
-        if not first_line.startswith("listening on http://"):
-            self.process.kill()
-            _, stderr = self.process.communicate()
-            pytest.fail(f"sim serve did not announce its address; first line {first_line!r}, stderr {stderr!r}")
-        self.url = first_line.removeprefix("listening on ")
-
-    def ec2(self, region="us-east-1"):
-        # Retries off: EC2 sends capacity errors as HTTP 500, which botocore
-        # would otherwise retry with real-time backoff.
-        return boto3.client(
-            "ec2",
-            endpoint_url=self.url,
-            region_name=region,
-            aws_access_key_id="AKIDTEST",
-            aws_secret_access_key="secret",
-            config=Config(retries={"total_max_attempts": 1}),
-        )
-
-    def admin(self, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
-
-    def stop(self):
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            code = self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            pytest.fail("sim serve did not stop on SIGTERM")
-        assert code == 0, f"sim serve exited {code} on SIGTERM: {self.process.stderr.read()}"
-
-
-@pytest.fixture
-def start_sim():
-    started = []
-
-    def start(scenario=None, world=None):
-        sim = Sim(scenario, world)
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
+def ec2_of(sim, region="us-east-1"):
+    # Retries off: EC2 sends capacity errors as HTTP 500, which botocore
+    # would otherwise retry with real-time backoff.
+    return boto3.client(
+        "ec2",
+        endpoint_url=sim.url,
+        region_name=region,
+        aws_access_key_id="AKIDTEST",
+        aws_secret_access_key="secret",
+        config=Config(retries={"total_max_attempts": 1}),
+    )
 
 
 def tags_of(instance):
@@ -112,7 +48,7 @@ def launch(ec2, count, tags=None, **extra):
 
 
 def test_launch_with_tags(start_sim):
-    ec2 = start_sim().ec2()
+    ec2 = ec2_of(start_sim())
     reservation = launch(ec2, 2, {"gpufleet-plan": "training", "note": "a&b <c>"}, UserData="echo hi")
     instances = reservation["Instances"]
     assert len(instances) == 2
@@ -128,7 +64,7 @@ def test_launch_with_tags(start_sim):
 
 
 def test_paged_describe_with_tag_filters(start_sim):
-    ec2 = start_sim().ec2()
+    ec2 = ec2_of(start_sim())
     for _ in range(4):
         launch(ec2, 3, {"gpufleet-plan": "training", "gpufleet-fleet": "a"})
     launch(ec2, 2, {"gpufleet-plan": "other"})
@@ -157,7 +93,7 @@ def test_paged_describe_with_tag_filters(start_sim):
 
 
 def test_terminate(start_sim):
-    ec2 = start_sim().ec2()
+    ec2 = ec2_of(start_sim())
     ids = [i["InstanceId"] for i in launch(ec2, 3)["Instances"]]
     result = ec2.terminate_instances(InstanceIds=ids[:2])
     changes = {c["InstanceId"]: c for c in result["TerminatingInstances"]}
@@ -177,7 +113,7 @@ def test_terminate(start_sim):
 
 def test_capacity_error_until_stock_comes_back(start_sim):
     sim = start_sim(SOLD_OUT)
-    ec2 = sim.ec2()
+    ec2 = ec2_of(sim)
     with pytest.raises(ClientError) as refused:
         launch(ec2, 1)
     assert refused.value.response["Error"]["Code"] == "InsufficientInstanceCapacity"
@@ -203,7 +139,7 @@ def test_capacity_error_until_stock_comes_back(start_sim):
     ],
 )
 def test_type_not_offered_in_region_is_unsupported(start_sim, region):
-    ec2 = start_sim().ec2(region=region)
+    ec2 = ec2_of(start_sim(), region=region)
     with pytest.raises(ClientError) as refused:
         launch(ec2, 1)
     assert refused.value.response["Error"]["Code"] == "Unsupported"
@@ -212,7 +148,7 @@ def test_type_not_offered_in_region_is_unsupported(start_sim, region):
 
 def test_idempotent_client_token(start_sim):
     sim = start_sim()
-    ec2 = sim.ec2()
+    ec2 = ec2_of(sim)
     first = launch(ec2, 2, ClientToken="gpufleet-run-1-fleet-a")
     again = launch(ec2, 2, ClientToken="gpufleet-run-1-fleet-a")
     assert again["ReservationId"] == first["ReservationId"]
@@ -228,12 +164,12 @@ def test_world_file_survives_sigkill(start_sim, tmp_path):
     world = tmp_path / "world.json"
     first = start_sim(SOLD_OUT, world)
     first.admin("/_sim/advance", {"by": "20m"})
-    ids = [i["InstanceId"] for i in launch(first.ec2(), 2, {"gpufleet-plan": "training"})["Instances"]]
+    ids = [i["InstanceId"] for i in launch(ec2_of(first), 2, {"gpufleet-plan": "training"})["Instances"]]
     first.process.kill()
     first.process.wait(timeout=10)
     assert oct(world.stat().st_mode & 0o777) == "0o600"
 
     second = start_sim(SOLD_OUT, world)
-    described = second.ec2().describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["training"]}])
+    described = ec2_of(second).describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["training"]}])
     assert [i["InstanceId"] for r in described["Reservations"] for i in r["Instances"]] == ids
     assert second.admin("/_sim/time") == {"now": "2026-01-01T00:20:00Z"}

@@ -16,7 +16,6 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 # The process fixture is the EC2 referee's: one `gpufleet sim serve` per test.
-from test_sim_ec2 import start_sim  # noqa: F401
 
 PROJECT = "referee"
 ZONE = "us-central1-a"
@@ -37,7 +36,7 @@ limit = 64
 
 
 @pytest.fixture
-def gce(start_sim, tmp_path):  # noqa: F811
+def gce(start_sim, tmp_path):
     scenario = tmp_path / "gce.toml"
     scenario.write_text(SCENARIO)
     sim = start_sim(scenario)

@@ -7,7 +7,6 @@ what `gpufleet state list --json` says, after apply and after destroy.
 
 import json
 import os
-import select
 import subprocess
 
 import boto3
@@ -17,6 +16,8 @@ from azure.mgmt.compute import ComputeManagementClient
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
+
+from conftest import gpufleet_bin
 
 PLAN = "three-clouds"
 PROJECT = "ml-training-prod"
@@ -69,25 +70,15 @@ class DummyCredential:
 
 
 @pytest.fixture
-def sim():
-    binary = os.environ.get("GPUFLEET_BIN")
-    assert binary, "GPUFLEET_BIN must point at the gpufleet binary"
-    process = subprocess.Popen(
-        [binary, "sim", "serve", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    ready, _, _ = select.select([process.stdout], [], [], 60)
-    first = process.stdout.readline().strip() if ready else ""
-    assert first.startswith("listening on http://"), first
-    yield first.removeprefix("listening on ")
-    process.terminate()
-    process.wait(timeout=30)
+def sim(start_sim):
+    return start_sim().url
 
 
 def gpufleet(args, expect):
     env = dict(os.environ, NO_COLOR="1")
     env.pop("GPUFLEET_SIM_URL", None)
     proc = subprocess.run(
-        [os.environ["GPUFLEET_BIN"], *args], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300
+        [gpufleet_bin(), *args], env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300
     )
     assert proc.returncode == expect, f"gpufleet {args}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
