@@ -17,11 +17,13 @@
 //!   `{"paused": true, "call": N, "when": "...", "action": "..."}`; it answers
 //!   `{"paused": false}` when nothing is armed, or when `resume` disarms the
 //!   pause before any request reached it.
-//! - `POST /_sim/resume` disarms the pause and releases the held request. A
-//!   request held `before` is dropped, never applied: it gets a 503, as if the
-//!   network lost it on the way (a client that is still alive retries it with
-//!   its idempotency token). A request held `after` gets its response, which
-//!   goes nowhere if its client died meanwhile.
+//! - `POST /_sim/resume` disarms the pause and releases the held request;
+//!   it answers `{"released": {...} | null, "calls_counted": K}`, K being the
+//!   cloud requests counted while the pause was armed. A request held
+//!   `before` is dropped, never applied: it gets a 503, as if the network
+//!   lost it on the way (a client still alive retries it with its idempotency
+//!   token). A request held `after` gets its response, which goes nowhere if
+//!   its client died meanwhile.
 //!
 //! A held request holds no lock on the world: every other request, admin or
 //! cloud, is served meanwhile.
@@ -312,15 +314,19 @@ impl PauseGate {
     }
 
     /// `POST /_sim/resume`: disarms the pause and releases the held request.
+    /// Says which request it released, if any, and how many cloud requests
+    /// were counted while the pause was armed (a pause armed beyond a
+    /// client's last call thus measures how many calls it made).
     pub fn resume(&self) -> AdminResponse {
-        let mut released = None;
+        let (mut released, mut calls_counted) = (None, 0);
         self.state.send_modify(|state| {
             released = state.held.take();
+            calls_counted = state.calls_since_armed;
             state.armed = None;
             state.calls_since_armed = 0;
             state.epoch += 1;
         });
-        AdminResponse::ok(json!({ "released": released }), false)
+        AdminResponse::ok(json!({ "released": released, "calls_counted": calls_counted }), false)
     }
 }
 
@@ -394,6 +400,11 @@ mod tests {
     async fn sim_pause_holds_the_armed_call_after_applying_and_releases_it_on_resume() {
         let gate = PauseGate::default();
         assert_eq!(gate.paused().await.body, json!({ "paused": false }), "nothing armed: answers at once");
+        gate.arm(br#"{"at_call": 1000, "when": "before"}"#);
+        for _ in 0..3 {
+            gate.check_in(|| "ec2 DescribeInstances".into());
+        }
+        assert_eq!(gate.resume().body, json!({ "released": null, "calls_counted": 3 }), "counts calls short of the pause");
         assert_eq!(gate.arm(br#"{"at_call": 2, "when": "after"}"#).status, StatusCode::OK);
         let mut first = gate.check_in(|| "ec2 DescribeInstances".into());
         assert!(!first.dropped_before_applying().await);
