@@ -371,7 +371,7 @@ impl CallCounts {
     fn of_trial(&self, trial: usize) -> u64 {
         match trial {
             0 => self.nothing_to_large,
-            t if t % 2 == 0 => self.small_to_large,
+            t if t.is_multiple_of(2) => self.small_to_large,
             _ => self.large_to_small,
         }
     }
@@ -414,13 +414,13 @@ fn apply_killed_at_any_cloud_call_is_completed_by_the_next_run_without_duplicate
     let mut random = SplitMix64(seed);
     let mut points = Vec::new();
     for trial in 0..TRIALS {
-        let sizes = if trial % 2 == 0 { LARGE } else { SMALL };
+        let sizes = if trial.is_multiple_of(2) { LARGE } else { SMALL };
         work.write_plan(PLAN, sizes);
         let at_call = random.one_to(calls.of_trial(trial));
-        let when = if random.next() % 2 == 0 { "before" } else { "after" };
+        let when = if random.next().is_multiple_of(2) { "before" } else { "after" };
         let (point, mut killed) = apply_killed_at(&admin, &work, trial, at_call, when);
 
-        // The killed apply is a zombie: dead, its flock released, its pid not yet reused.
+        // The killed apply is a zombie until `wait` below: dead, its flock released, its pid still taken.
         let context = format!("trial {trial} ({sizes:?}, {point:?})\n{}", work.killed_run_output(trial));
         work.run_to_completion("apply", &admin.url, &context);
         killed.wait().unwrap();
