@@ -137,6 +137,60 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
     Ok(Refreshed { state, serial_read, now, open_intents, adopted, vanished })
 }
 
+/// Keep what a refresh found when there is nothing to execute: close the
+/// intents an interrupted run left open and write the reconciled state, so
+/// that the state lists exactly what the clouds run (a run killed after a
+/// terminate went through but before it was recorded would otherwise leave
+/// the state naming an instance that is gone). A refresh that changed
+/// nothing writes nothing, so a saved plan made meanwhile stays current.
+/// The caller holds the lock.
+pub fn record_refresh(session: &Session<'_>, refreshed: &mut Refreshed) -> Result<(), ApplyError> {
+    if refreshed.open_intents.is_empty() && refreshed.adopted.is_empty() && refreshed.vanished.is_empty() {
+        return Ok(());
+    }
+    let run = uuid::Uuid::new_v4().to_string();
+    let mut journal = session.backend.journal(&session.plan.name)?;
+    close_open_intents(session, &run, &mut journal, refreshed)?;
+    emit_refreshed(session, refreshed);
+    session.backend.write(&mut refreshed.state)?;
+    Ok(())
+}
+
+/// Mark every intent left open by an interrupted run as reconciled by this
+/// refresh (whose listing adopted or dropped what the call did).
+fn close_open_intents(
+    session: &Session<'_>,
+    run: &str,
+    journal: &mut Journal,
+    refreshed: &Refreshed,
+) -> Result<(), ApplyError> {
+    if refreshed.open_intents.is_empty() {
+        return Ok(());
+    }
+    for intent in &refreshed.open_intents {
+        let note = format!("reconciled by refresh of run {run}");
+        let entry = Entry {
+            at: refreshed.now,
+            run: run.to_string(),
+            token: intent.token.clone(),
+            event: JournalEvent::Recovered { note },
+        };
+        journal
+            .append(&entry)
+            .map_err(|source| ApplyError::State(StateError::Journal { path: journal.path().to_path_buf(), source }))?;
+    }
+    session.events.emit(&Event::Recovered { intents: refreshed.open_intents.len() });
+    Ok(())
+}
+
+fn emit_refreshed(session: &Session<'_>, refreshed: &Refreshed) {
+    session.events.emit(&Event::Refreshed {
+        instances: refreshed.state.instances.len(),
+        adopted: refreshed.adopted.clone(),
+        vanished: refreshed.vanished.clone(),
+    });
+}
+
 /// Compute the changeset for the plan against a fresh refresh.
 pub fn changeset(session: &Session<'_>, refreshed: &Refreshed) -> Changeset {
     planner::plan(session.plan, &refreshed.state.instances, &refreshed.state.shortages, session.catalog, refreshed.now)
@@ -215,15 +269,9 @@ pub async fn apply(
     }
     let run = uuid::Uuid::new_v4().to_string();
     let mut journal = session.backend.journal(&session.plan.name)?;
+    close_open_intents(session, &run, &mut journal, &refreshed)?;
+    emit_refreshed(session, &refreshed);
     let mut runner = Runner { session, run: run.clone(), journal: &mut journal, refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 };
-    if !refreshed.open_intents.is_empty() {
-        runner.close_open_intents(&refreshed)?;
-    }
-    session.events.emit(&Event::Refreshed {
-        instances: refreshed.state.instances.len(),
-        adopted: refreshed.adopted.clone(),
-        vanished: refreshed.vanished.clone(),
-    });
     let state = &mut refreshed.state;
     session.backend.write(state)?;
 
@@ -363,15 +411,6 @@ impl Runner<'_, '_> {
         self.journal
             .append(&entry)
             .map_err(|source| ApplyError::State(StateError::Journal { path: self.journal.path().to_path_buf(), source }))
-    }
-
-    fn close_open_intents(&mut self, refreshed: &Refreshed) -> Result<(), ApplyError> {
-        for intent in &refreshed.open_intents {
-            let note = format!("reconciled by refresh of run {}", self.run);
-            self.journal(&intent.token, JournalEvent::Recovered { note }, refreshed.now)?;
-        }
-        self.session.events.emit(&Event::Recovered { intents: refreshed.open_intents.len() });
-        Ok(())
     }
 
     async fn execute(&mut self, changeset: &Changeset, state: &mut State, now: DateTime<Utc>) -> Result<RoundOutcome, ApplyError> {

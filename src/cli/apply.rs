@@ -50,13 +50,14 @@ async fn execute(
     let result = async {
         let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
         let mut lock = lock(&session, &verb.to_lowercase()).await?;
-        let refreshed = apply::refresh(&session).await?;
+        let mut refreshed = apply::refresh(&session).await?;
         if !matches!(mode, Mode::Saved(_)) {
             let changeset = match mode {
                 Mode::Destroy => planner::destroy(&plan.name, &refreshed.state.instances, &catalog),
                 _ => apply::changeset(&session, &refreshed),
             };
             if changeset.is_empty() && changeset.fleets.iter().all(|f| f.shortfall_reason.is_none()) {
+                apply::record_refresh(&session, &mut refreshed)?;
                 if !json {
                     println!("No changes. The clouds match the plan.");
                 }

@@ -2,6 +2,10 @@
 //! protocol (EC2 at `POST /`, Compute Engine under `/compute/v1/`, Azure
 //! Resource Manager under `/subscriptions/`, the admin API under `/_sim/`).
 //! This is the only file of the simulator that touches sockets.
+//!
+//! Every cloud request passes the admin API's pause gate first
+//! ([`admin::PauseGate`]), which may hold it before it is applied or before
+//! its response is sent; the world's lock is never held while it waits.
 
 use super::world::World;
 use super::{SimError, admin, arm, ec2, gce, store};
@@ -23,6 +27,8 @@ struct Shared {
     /// order of changes.
     world: Mutex<World>,
     world_file: Option<PathBuf>,
+    /// Holds the cloud request a test armed `/_sim/pause` for.
+    pause: admin::PauseGate,
 }
 
 impl Shared {
@@ -50,7 +56,7 @@ pub async fn serve(
     world_file: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<World, SimError> {
-    let shared = Arc::new(Shared { world: Mutex::new(world), world_file });
+    let shared = Arc::new(Shared { world: Mutex::new(world), world_file, pause: admin::PauseGate::default() });
     let router = Router::new()
         .route("/", post(ec2_request))
         .route("/compute/v1/{*path}", any(gce_request))
@@ -60,6 +66,9 @@ pub async fn serve(
         .route("/_sim/time", get(admin_time))
         .route("/_sim/advance", post(admin_advance))
         .route("/_sim/capacity", post(admin_capacity))
+        .route("/_sim/pause", post(admin_pause))
+        .route("/_sim/paused", get(admin_paused))
+        .route("/_sim/resume", post(admin_resume))
         .fallback(not_found)
         .with_state(shared.clone());
     axum::serve(listener, router)
@@ -73,40 +82,69 @@ pub async fn serve(
 async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let region = ec2::region_from_authorization(authorization);
-    let mut world = shared.lock();
-    let mut response = ec2::handle(&mut world, &region, &body);
-    if response.mutated
-        && let Err(e) = shared.persist(&world)
-    {
-        // The change is in memory but not on disk: report a server error, so
-        // the client retries with its ClientToken and the retry saves again.
-        let error = ec2::ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "InternalError",
-            message: format!("the simulator could not save its world: {e}"),
-        };
-        response.status = error.status;
-        response.body = ec2::error_xml(&error, &world.next_request_id());
+    let mut ticket = shared.pause.check_in(|| format!("ec2 {}", ec2_action(&body)));
+    if ticket.dropped_before_applying().await {
+        return dropped_by_pause();
     }
+    let response = {
+        let mut world = shared.lock();
+        let mut response = ec2::handle(&mut world, &region, &body);
+        if response.mutated
+            && let Err(e) = shared.persist(&world)
+        {
+            // The change is in memory but not on disk: report a server error, so
+            // the client retries with its ClientToken and the retry saves again.
+            let error = ec2::ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "InternalError",
+                message: format!("the simulator could not save its world: {e}"),
+            };
+            response.status = error.status;
+            response.body = ec2::error_xml(&error, &world.next_request_id());
+        }
+        response
+    };
+    ticket.held_before_responding().await;
     (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
+}
+
+/// The `Action` parameter of an EC2 Query API body, to name a held request.
+fn ec2_action(body: &[u8]) -> String {
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    params.into_iter().find(|(name, _)| name == "Action").map_or_else(|| "(no Action)".to_string(), |(_, value)| value)
+}
+
+/// What a request held before it was applied gets when `/_sim/resume`
+/// drops it: a 503, as for a request lost on the way.
+fn dropped_by_pause() -> Response {
+    let body = serde_json::json!({ "error": "the simulator dropped this request unapplied: it was held by /_sim/pause and released by /_sim/resume" });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn gce_request(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, body: Bytes) -> Response {
     let path = uri.path().strip_prefix("/compute/v1/").unwrap_or_default();
-    let mut world = shared.lock();
-    let mut response = gce::handle(&mut world, &method, path, uri.query().unwrap_or_default(), &body);
-    if response.mutated
-        && let Err(e) = shared.persist(&world)
-    {
-        // As for EC2: a 5xx, so the client retries with its requestId.
-        let error = gce::HttpError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            reason: "backendError",
-            message: format!("the simulator could not save its world: {e}"),
-        };
-        response.status = error.status;
-        response.body = error.body();
+    let mut ticket = shared.pause.check_in(|| format!("gce {method} {}", uri.path()));
+    if ticket.dropped_before_applying().await {
+        return dropped_by_pause();
     }
+    let response = {
+        let mut world = shared.lock();
+        let mut response = gce::handle(&mut world, &method, path, uri.query().unwrap_or_default(), &body);
+        if response.mutated
+            && let Err(e) = shared.persist(&world)
+        {
+            // As for EC2: a 5xx, so the client retries with its requestId.
+            let error = gce::HttpError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                reason: "backendError",
+                message: format!("the simulator could not save its world: {e}"),
+            };
+            response.status = error.status;
+            response.body = error.body();
+        }
+        response
+    };
+    ticket.held_before_responding().await;
     (response.status, Json(response.body)).into_response()
 }
 
@@ -128,16 +166,23 @@ async fn arm_request(
         base_url: &base_url,
         body: &body,
     };
-    let mut world = shared.lock();
-    let mut response = arm::handle(&mut world, request);
-    if response.mutated
-        && let Err(e) = shared.persist(&world)
-    {
-        // Not on disk: a server error, so the client retries the (idempotent) request.
-        let message = format!("the simulator could not save its world: {e}");
-        response = arm::error_response(&super::vmss::ArmFault::new(500, "InternalServerError", message));
+    let mut ticket = shared.pause.check_in(|| format!("arm {method} {}", uri.path()));
+    if ticket.dropped_before_applying().await {
+        return dropped_by_pause();
     }
-    drop(world);
+    let response = {
+        let mut world = shared.lock();
+        let response = arm::handle(&mut world, request);
+        match response.mutated.then(|| shared.persist(&world)) {
+            Some(Err(e)) => {
+                // Not on disk: a server error, so the client retries the (idempotent) request.
+                let message = format!("the simulator could not save its world: {e}");
+                arm::error_response(&super::vmss::ArmFault::new(500, "InternalServerError", message))
+            }
+            _ => response,
+        }
+    };
+    ticket.held_before_responding().await;
     let mut out = match &response.body {
         Some(body) => (response.status, Json(body)).into_response(),
         None => response.status.into_response(),
@@ -181,6 +226,21 @@ async fn admin_advance(State(shared): State<Arc<Shared>>, body: Bytes) -> Respon
 
 async fn admin_capacity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_call(&shared, |world| admin::set_capacity(world, &body))
+}
+
+async fn admin_pause(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let response = shared.pause.arm(&body);
+    (response.status, Json(response.body)).into_response()
+}
+
+async fn admin_paused(State(shared): State<Arc<Shared>>) -> Response {
+    let response = shared.pause.paused().await;
+    (response.status, Json(response.body)).into_response()
+}
+
+async fn admin_resume(State(shared): State<Arc<Shared>>) -> Response {
+    let response = shared.pause.resume();
+    (response.status, Json(response.body)).into_response()
 }
 
 async fn not_found() -> Response {

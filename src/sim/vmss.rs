@@ -366,6 +366,11 @@ pub fn vms<'w>(world: &'w World, subscription: &str, resource_group: &str, scale
         .collect()
 }
 
+/// Every VM of the world, of every subscription, in creation order.
+pub fn all_vms(world: &World) -> impl Iterator<Item = &Vm> {
+    world.arm.vms.values()
+}
+
 /// `GET .../virtualMachines/{name}`
 pub fn vm<'w>(world: &'w World, subscription: &str, resource_group: &str, name: &str) -> Result<&'w Vm, ArmFault> {
     vms(world, subscription, resource_group, None)

@@ -4,8 +4,10 @@
 //! kernel drops the moment its holder dies, even under SIGKILL; and the file's
 //! content, naming the holder (host, pid, command, since) with a lease, for
 //! messages and for holders on other hosts sharing the directory. A lock is
-//! taken over only when its holder is provably dead (same host, no such pid)
-//! or its lease has expired.
+//! taken over only when its holder is provably dead or its lease has expired.
+//! On this host the free `flock` is the proof: a holder named in the file but
+//! not holding the `flock` has died, whatever its pid shows now (a killed
+//! process stays a zombie until its parent reaps it, and pids are reused).
 
 use super::files;
 use chrono::{DateTime, Utc};
@@ -41,16 +43,13 @@ impl Holder {
         }
     }
 
-    /// Whether this holder still owns the lock at `now`: alive, lease running.
-    fn is_live(&self, now: DateTime<Utc>) -> bool {
-        if now >= self.lease_expires {
-            return false;
-        }
+    /// Whether this holder, named in a lock file whose `flock` the caller
+    /// just took, may still own the lock at `now`. On this host it cannot: it
+    /// would hold the `flock`. On another host, whose `flock`s may not reach
+    /// here, it does until its lease ends.
+    fn may_hold_without_flock(&self, now: DateTime<Utc>) -> bool {
         let this_host = gethostname::gethostname().to_string_lossy().into_owned();
-        if self.host == this_host {
-            return process_exists(self.pid);
-        }
-        true
+        self.host != this_host && now < self.lease_expires
     }
 }
 
@@ -66,13 +65,6 @@ impl std::fmt::Display for Holder {
             self.lease_expires.format("%H:%M:%S UTC")
         )
     }
-}
-
-fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
-    // SAFETY: kill with signal 0 only checks for the process; it sends nothing.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +111,7 @@ impl StateLock {
         }
         // The OS lock is ours; the content may still name a holder on another host.
         let current = read_holder(&mut file).map_err(io_err)?;
-        if let Some(other) = current.filter(|h| h.is_live(holder.since)) {
+        if let Some(other) = current.filter(|h| h.may_hold_without_flock(holder.since)) {
             return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(other), path: path.to_path_buf() });
         }
         let mut lock = StateLock { file, path: path.to_path_buf(), holder };
@@ -195,6 +187,21 @@ mod tests {
         let mut dead = Holder::this_process("apply", at(0), DEFAULT_LEASE);
         dead.pid = u32::try_from(libc::pid_t::MAX).unwrap();
         std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
+        let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(1), DEFAULT_LEASE)).unwrap();
+        assert_eq!(lock.holder().pid, std::process::id());
+    }
+
+    /// A killed apply stays a zombie, its pid alive to `kill(pid, 0)`, until
+    /// its parent reaps it; and pids are reused. The free flock is what proves
+    /// the holder dead, so the next run must not wait for either.
+    #[test]
+    fn same_host_holder_without_the_flock_is_taken_over_even_while_its_pid_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let mut killed = Holder::this_process("apply", at(0), DEFAULT_LEASE);
+        // A pid that always exists.
+        killed.pid = 1;
+        std::fs::write(&path, serde_json::to_vec(&killed).unwrap()).unwrap();
         let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(1), DEFAULT_LEASE)).unwrap();
         assert_eq!(lock.holder().pid, std::process::id());
     }

@@ -1,0 +1,530 @@
+//! Crash safety: `gpufleet apply` killed with SIGKILL at any cloud call is
+//! completed by the next run, with no duplicate and no orphan instance.
+//!
+//! Kill points are chosen by call, not by time: the simulator's pause hook
+//! (`/_sim/pause`) holds the N-th cloud request of the run, before it is
+//! applied or after it is applied but before its response; the test learns
+//! of the hold from the `/_sim/paused` long poll, kills the apply, releases
+//! the request, runs apply again, and compares what the state lists with
+//! what the three simulated clouds hold. Trials come from a fixed seed (set
+//! `CRASH_SAFETY_SEED` to explore others) and alternate the plan's node
+//! counts, so half of them kill scale-ups and half kill scale-downs.
+//!
+//! The rerun starts while the killed apply is still an unreaped zombie: the
+//! kernel has released its `flock`, and the next run must take the lock over
+//! without any cleanup.
+
+mod common;
+
+use common::{SimServer, gpufleet, stderr, stdout};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+const PLAN: &str = "crash";
+const CALIBRATION_PLAN: &str = "crash-calibration";
+const DEFAULT_SEED: u64 = 0x6b11_1ed5_a7e5_0001;
+const TRIALS: usize = 60;
+
+/// p5.48xlarge: one node per zone of us-east-1, so that three nodes take
+/// several RunInstances calls (partial fills, then the next zone).
+const SCENARIO: &str = r#"
+start = "2026-01-01T00:00:00Z"
+
+[[offering]]
+cloud = "aws"
+region = "us-east-1"
+instance_type = "p5.48xlarge"
+capacity = 1
+"#;
+
+/// Nodes per fleet in one version of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FleetSizes {
+    aws: u32,
+    gcp: u32,
+    azure: u32,
+}
+
+impl FleetSizes {
+    fn by_fleet(self) -> BTreeMap<String, usize> {
+        BTreeMap::from([
+            ("trainers".to_string(), self.aws as usize),
+            ("finetune".to_string(), self.gcp as usize),
+            ("serving".to_string(), self.azure as usize),
+        ])
+    }
+}
+
+const LARGE: FleetSizes = FleetSizes { aws: 3, gcp: 2, azure: 2 };
+const SMALL: FleetSizes = FleetSizes { aws: 1, gcp: 1, azure: 1 };
+/// Simulated time between trials: past the plan's shortage_ttl, so that a
+/// zone remembered as full is tried again once a scale-down freed it.
+const BETWEEN_TRIALS: &str = "10m";
+
+fn plan_text(name: &str, sizes: FleetSizes) -> String {
+    format!(
+        r#"
+name = "{name}"
+shortage_ttl = "5m"
+
+[providers.aws]
+regions = ["us-east-1"]
+
+[providers.gcp]
+project = "ml-training-prod"
+zones = ["us-central1-a"]
+
+[providers.azure]
+subscription = "00000000-0000-0000-0000-0000000000aa"
+resource_group = "gpu-fleets"
+regions = ["eastus"]
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpufleetCrashSafety crash@test"
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = {aws}
+prefer = ["aws"]
+image = {{ aws = "ami-0123456789abcdef0" }}
+
+[fleets.finetune]
+gpu = "H100"
+gpus_per_node = 8
+nodes = {gcp}
+prefer = ["gcp"]
+image = {{ gcp = "projects/ml-images/global/images/family/trainer" }}
+
+[fleets.serving]
+gpu = "H100"
+gpus_per_node = 8
+nodes = {azure}
+prefer = ["azure"]
+image = {{ azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }}
+"#,
+        aws = sizes.aws,
+        gcp = sizes.gcp,
+        azure = sizes.azure,
+    )
+}
+
+/// SplitMix64: a tiny deterministic generator, enough to pick kill points.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform enough in `1..=max` for test coverage.
+    fn one_to(&mut self, max: u64) -> u64 {
+        1 + self.next() % max
+    }
+}
+
+/// The simulator's admin API, called from blocking test code.
+struct Admin {
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    fn new(url: &str) -> Admin {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        Admin { url: url.to_string(), runtime }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.runtime.block_on(admin_get(format!("{}{path}", self.url)))
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.url);
+        self.runtime.block_on(async move {
+            let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(status.is_success(), "POST {url}: {status}: {text}");
+            serde_json::from_str(&text).unwrap()
+        })
+    }
+}
+
+async fn admin_get(url: String) -> Value {
+    let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(response.status().is_success(), "GET {url}: {}", response.status());
+    response.json().await.unwrap()
+}
+
+/// Blocks until `pid` has exited, leaving it unreaped (a zombie): its
+/// descriptors, and so its `flock`, are released, its pid still taken.
+fn wait_for_exit_without_reaping(pid: u32) {
+    let pid = libc::id_t::from(pid);
+    loop {
+        // SAFETY: waitid writes only into the siginfo we own; WNOWAIT leaves the child waitable.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc == 0 {
+            return;
+        }
+        let err = std::io::Error::last_os_error();
+        assert_eq!(err.kind(), std::io::ErrorKind::Interrupted, "waitid({pid}): {err}");
+    }
+}
+
+/// Where one plan's files are.
+struct Workspace {
+    plan_file: PathBuf,
+    state_dir: PathBuf,
+    logs: PathBuf,
+}
+
+impl Workspace {
+    fn new(root: &Path, plan: &str) -> Workspace {
+        let dir = root.join(plan);
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        Workspace { plan_file: dir.join("plan.toml"), state_dir: dir.join("state"), logs: dir.join("logs") }
+    }
+
+    fn write_plan(&self, name: &str, sizes: FleetSizes) {
+        std::fs::write(&self.plan_file, plan_text(name, sizes)).unwrap();
+    }
+
+    fn args<'a>(&'a self, command: &'a str, sim_url: &'a str) -> Vec<&'a str> {
+        vec![
+            command,
+            self.plan_file.to_str().unwrap(),
+            "--sim-url",
+            sim_url,
+            "--state-dir",
+            self.state_dir.to_str().unwrap(),
+            "--auto-approve",
+        ]
+    }
+
+    /// Runs `gpufleet COMMAND` to the end and insists on exit 0.
+    fn run_to_completion(&self, command: &str, sim_url: &str, context: &str) -> String {
+        let out = gpufleet(&self.args(command, sim_url));
+        assert!(
+            out.status.success(),
+            "{context}: gpufleet {command} exited {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Starts `gpufleet apply` in the background, its output in `logs/`.
+    fn spawn_apply(&self, sim_url: &str, trial: usize) -> Child {
+        let log = |stream: &str| File::create(self.logs.join(format!("trial-{trial:02}.{stream}"))).unwrap();
+        Command::new(common::bin())
+            .args(self.args("apply", sim_url))
+            .current_dir(common::repo())
+            .env("NO_COLOR", "1")
+            .env_remove("GPUFLEET_SIM_URL")
+            .env_remove("GPUFLEET_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(log("stdout"))
+            .stderr(log("stderr"))
+            .spawn()
+            .expect("gpufleet apply starts")
+    }
+
+    fn killed_run_output(&self, trial: usize) -> String {
+        let read = |stream: &str| std::fs::read_to_string(self.logs.join(format!("trial-{trial:02}.{stream}")));
+        format!("killed run stdout:\n{}\nkilled run stderr:\n{}", read("stdout").unwrap(), read("stderr").unwrap())
+    }
+
+    /// Instance ids by fleet, as `gpufleet state list --json` reports them.
+    fn state_ids(&self) -> BTreeMap<String, Vec<String>> {
+        let out = gpufleet(&["state", "list", "--json", "--state-dir", self.state_dir.to_str().unwrap()]);
+        assert!(out.status.success(), "state list: {}", stderr(&out));
+        let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for instance in listed {
+            let fleet = instance["fleet"].as_str().unwrap().to_string();
+            ids.entry(fleet).or_default().push(instance["id"].as_str().unwrap().to_string());
+        }
+        ids.values_mut().for_each(|v| v.sort());
+        ids
+    }
+
+    fn open_intents(&self, plan: &str) -> usize {
+        let journal = self.state_dir.join(format!("{plan}.journal.jsonl"));
+        gpufleet::state::journal::Journal::open_intents(&journal).unwrap().len()
+    }
+}
+
+/// Live instances carrying `gpufleet-plan = plan` in all three simulated
+/// clouds, by fleet, one entry per instance (an id seen twice stays twice).
+fn world_ids(world: &Value, plan: &str) -> BTreeMap<String, Vec<String>> {
+    let owned = |tags: &Value| tags["gpufleet-plan"] == json!(plan);
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add = |tags: &Value, id: &Value| {
+        let fleet = tags["gpufleet-fleet"].as_str().unwrap_or("(no fleet tag)").to_string();
+        ids.entry(fleet).or_default().push(id.as_str().unwrap().to_string());
+    };
+    for ec2 in world["instances"].as_array().unwrap() {
+        if ec2["state"] == "running" && owned(&ec2["tags"]) {
+            add(&ec2["tags"], &ec2["id"]);
+        }
+    }
+    for gce in world["gce_instances"].as_array().unwrap() {
+        if owned(&gce["spec"]["labels"]) {
+            add(&gce["spec"]["labels"], &gce["name"]);
+        }
+    }
+    for vm in world["azure_vms"].as_array().unwrap() {
+        if owned(&vm["tags"]) {
+            add(&vm["tags"], &vm["name"]);
+        }
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    ids
+}
+
+/// Where a trial's apply stopped.
+#[derive(Debug)]
+enum KillPoint {
+    /// Killed while the simulator held this request.
+    Held { call: u64, when: String, action: String },
+    /// The apply made fewer calls than the pause waited for and finished.
+    Finished { calls: u64 },
+}
+
+/// The first of: the simulator holds a request, or the apply exits.
+enum FirstEvent {
+    Held(Value),
+    ApplyExited,
+}
+
+/// Runs `apply` with a pause armed at `at_call`, kills it when the pause
+/// holds a request, and releases the request once the apply is dead.
+fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, when: &str) -> (KillPoint, Child) {
+    admin.post("/_sim/pause", json!({ "at_call": at_call, "when": when }));
+    let mut child = work.spawn_apply(&admin.url, trial);
+    let pid = child.id();
+    let (events, first) = mpsc::channel();
+    let poll = admin.runtime.spawn({
+        let (events, url) = (events.clone(), format!("{}/_sim/paused", admin.url));
+        async move {
+            let paused = admin_get(url).await;
+            if paused["paused"] == json!(true) {
+                let _ = events.send(FirstEvent::Held(paused.clone()));
+            }
+            paused
+        }
+    });
+    let exit_watch = std::thread::spawn(move || {
+        wait_for_exit_without_reaping(pid);
+        let _ = events.send(FirstEvent::ApplyExited);
+    });
+    let point = match first.recv().expect("one of the watchers reports") {
+        FirstEvent::Held(paused) => {
+            child.kill().expect("SIGKILL the apply");
+            exit_watch.join().unwrap();
+            // The killed apply's request is still held: the world must answer meanwhile.
+            assert!(admin.get("/_sim/world")["instances"].is_array());
+            let resumed = admin.post("/_sim/resume", json!({}));
+            assert_eq!(resumed["released"]["call"], paused["call"], "{resumed}");
+            KillPoint::Held {
+                call: paused["call"].as_u64().unwrap(),
+                when: paused["when"].as_str().unwrap().to_string(),
+                action: paused["action"].as_str().unwrap().to_string(),
+            }
+        }
+        FirstEvent::ApplyExited => {
+            exit_watch.join().unwrap();
+            let resumed = admin.post("/_sim/resume", json!({}));
+            let paused = admin.runtime.block_on(poll).unwrap();
+            assert_eq!(paused, json!({ "paused": false }), "the apply exited while a request was held");
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "trial {trial}: the unkilled apply failed ({status})\n{}",
+                work.killed_run_output(trial)
+            );
+            KillPoint::Finished { calls: resumed["calls_counted"].as_u64().unwrap() }
+        }
+    };
+    (point, child)
+}
+
+/// Cloud calls of uninterrupted applies, by what they change: kill points
+/// are drawn within the run they interrupt.
+#[derive(Debug, Clone, Copy)]
+struct CallCounts {
+    nothing_to_large: u64,
+    large_to_small: u64,
+    small_to_large: u64,
+}
+
+impl CallCounts {
+    fn of_trial(&self, trial: usize) -> u64 {
+        match trial {
+            0 => self.nothing_to_large,
+            t if t.is_multiple_of(2) => self.small_to_large,
+            _ => self.large_to_small,
+        }
+    }
+}
+
+/// Measures each kind of run on a plan of its own, with a pause armed
+/// beyond reach, then destroys that plan.
+fn calibrate(admin: &Admin, root: &Path) -> CallCounts {
+    let work = Workspace::new(root, CALIBRATION_PLAN);
+    let measure = |sizes: FleetSizes| {
+        work.write_plan(CALIBRATION_PLAN, sizes);
+        admin.post("/_sim/pause", json!({ "at_call": u64::MAX, "when": "before" }));
+        work.run_to_completion("apply", &admin.url, &format!("calibration to {sizes:?}"));
+        let calls = admin.post("/_sim/resume", json!({}))["calls_counted"].as_u64().unwrap();
+        let counts: BTreeMap<String, usize> = work.state_ids().into_iter().map(|(f, ids)| (f, ids.len())).collect();
+        assert_eq!(counts, sizes.by_fleet(), "calibration to {sizes:?}");
+        admin.post("/_sim/advance", json!({ "by": BETWEEN_TRIALS }));
+        calls
+    };
+    let counts =
+        CallCounts { nothing_to_large: measure(LARGE), large_to_small: measure(SMALL), small_to_large: measure(LARGE) };
+    work.run_to_completion("destroy", &admin.url, "calibration");
+    assert!(world_ids(&admin.get("/_sim/world"), CALIBRATION_PLAN).is_empty(), "calibration plan destroyed");
+    counts
+}
+
+#[test]
+fn apply_killed_at_any_cloud_call_is_completed_by_the_next_run_without_duplicates_or_orphans() {
+    let seed = std::env::var("CRASH_SAFETY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
+    println!("crash safety: seed {seed} (set CRASH_SAFETY_SEED to replay another), {TRIALS} trials");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let admin = Admin::new(&sim.url);
+    let calls = calibrate(&admin, dir.path());
+    println!("cloud calls of uninterrupted applies: {calls:?}; LARGE = {LARGE:?}, SMALL = {SMALL:?}");
+
+    let work = Workspace::new(dir.path(), PLAN);
+    let mut random = SplitMix64(seed);
+    let mut points = Vec::new();
+    for trial in 0..TRIALS {
+        let sizes = if trial.is_multiple_of(2) { LARGE } else { SMALL };
+        work.write_plan(PLAN, sizes);
+        let at_call = random.one_to(calls.of_trial(trial));
+        let when = if random.next().is_multiple_of(2) { "before" } else { "after" };
+        let (point, mut killed) = apply_killed_at(&admin, &work, trial, at_call, when);
+
+        // The killed apply is a zombie until `wait` below: dead, its flock released, its pid still taken.
+        let context = format!("trial {trial} ({sizes:?}, {point:?})\n{}", work.killed_run_output(trial));
+        work.run_to_completion("apply", &admin.url, &context);
+        killed.wait().unwrap();
+
+        let in_state = work.state_ids();
+        let in_clouds = world_ids(&admin.get("/_sim/world"), PLAN);
+        let counts: BTreeMap<String, usize> = in_state.iter().map(|(fleet, ids)| (fleet.clone(), ids.len())).collect();
+        assert_eq!(counts, sizes.by_fleet(), "{context}: the state does not hold the desired count per fleet");
+        for (fleet, ids) in &in_clouds {
+            let mut unique = ids.clone();
+            unique.dedup();
+            assert_eq!(&unique, ids, "{context}: fleet {fleet} has duplicate ids in the clouds");
+        }
+        assert_eq!(in_clouds, in_state, "{context}: the clouds' tagged instances differ from the state (orphans?)");
+        assert_eq!(work.open_intents(PLAN), 0, "{context}: the rerun left intents open in the journal");
+        println!("trial {trial:2}: {sizes:?} killed at {point:?}; after the rerun {counts:?}, clouds = state");
+        points.push(point);
+        admin.post("/_sim/advance", json!({ "by": BETWEEN_TRIALS }));
+    }
+
+    let mut covered: BTreeMap<(u64, &str), Vec<&str>> = BTreeMap::new();
+    let mut finished = Vec::new();
+    for point in &points {
+        match point {
+            KillPoint::Held { call, when, action } => covered.entry((*call, when.as_str())).or_default().push(action),
+            KillPoint::Finished { calls } => finished.push(*calls),
+        }
+    }
+    println!("kill points covered (call, when): actions held there");
+    for ((call, when), actions) in &covered {
+        println!("  {call:2} {when:6}: {}", actions.join(" | "));
+    }
+    println!("{} of {TRIALS} trials finished before their kill point, after {finished:?} calls", finished.len());
+    assert!(finished.len() * 4 <= TRIALS, "too few trials reached their kill point: {points:?}");
+    // Operation waits are POSTs too, but change nothing.
+    let mutating = |action: &str| {
+        !action.ends_with("/wait")
+            && ["RunInstances", "TerminateInstances", " POST ", " PUT ", " PATCH ", " DELETE "]
+                .iter()
+                .any(|m| action.contains(m))
+    };
+    for when in ["before", "after"] {
+        assert!(
+            covered.iter().any(|((_, w), actions)| *w == when && actions.iter().any(|a| mutating(a))),
+            "no trial killed the apply {when} a mutating call: {covered:?}"
+        );
+    }
+}
+
+/// What a run killed right after a TerminateInstances went through leaves:
+/// the instance is gone from the cloud, the state still names it, and the
+/// journal holds the delete's intent without an outcome. The next run finds
+/// nothing to do, and must still record what its refresh found.
+#[test]
+fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents() {
+    use gpufleet::state::journal::{Entry, Event, Journal};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimServer::start(&[]);
+    let admin = Admin::new(&sim.url);
+    let work = Workspace::new(dir.path(), PLAN);
+    work.write_plan(PLAN, FleetSizes { aws: 2, gcp: 1, azure: 1 });
+    work.run_to_completion("apply", &sim.url, "first apply");
+    let before = work.state_ids();
+    let doomed = before["trainers"][0].clone();
+
+    let terminate = format!("Action=TerminateInstances&Version=2016-11-15&InstanceId.1={doomed}");
+    let status = admin.runtime.block_on(async {
+        reqwest::Client::new()
+            .post(&sim.url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(terminate)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "TerminateInstances: {status}");
+    let intent = Entry {
+        at: chrono::DateTime::UNIX_EPOCH,
+        run: "killed-run".into(),
+        token: "token-of-the-killed-terminate".into(),
+        event: Event::DeleteIntent {
+            fleet: "trainers".into(),
+            placement: gpufleet::providers::Placement {
+                cloud: gpufleet::catalog::Cloud::Aws,
+                region: "us-east-1".into(),
+                zone: None,
+                instance_type: "p5.48xlarge".into(),
+            },
+            instance_ids: vec![doomed.clone()],
+        },
+    };
+    Journal::open(&work.state_dir.join(format!("{PLAN}.journal.jsonl"))).unwrap().append(&intent).unwrap();
+    assert_eq!(work.open_intents(PLAN), 1);
+
+    work.write_plan(PLAN, FleetSizes { aws: 1, gcp: 1, azure: 1 });
+    let out = work.run_to_completion("apply", &sim.url, "rerun");
+    assert!(out.contains("No changes"), "{out}");
+    let after = work.state_ids();
+    assert!(
+        !after["trainers"].contains(&doomed),
+        "the state still names {doomed}, which the cloud terminated: {after:?}"
+    );
+    assert_eq!(after, world_ids(&admin.get("/_sim/world"), PLAN));
+    assert_eq!(work.open_intents(PLAN), 0, "the killed run's intent is still open");
+}
