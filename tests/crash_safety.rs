@@ -20,6 +20,7 @@ use common::{SimServer, gpufleet, stderr, stdout};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -527,4 +528,64 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
     );
     assert_eq!(after, world_ids(&admin.get("/_sim/world"), PLAN));
     assert_eq!(work.open_intents(PLAN), 0, "the killed run's intent is still open");
+}
+
+/// SIGTERM during apply: the call in flight finishes and is recorded, no new
+/// call starts, the state matches the clouds, the journal has no open intent
+/// and the lock is released; the next run completes the plan.
+#[test]
+fn sigterm_stops_between_calls_and_leaves_state_that_matches_the_clouds() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let admin = Admin::new(&sim.url);
+    let work = Workspace::new(dir.path(), PLAN);
+    work.write_plan(PLAN, LARGE);
+
+    // Hold the first mutating call's response: it has changed the world, the
+    // apply is waiting for it when the signal comes.
+    admin.post("/_sim/pause", json!({ "at_call": 5, "when": "after" }));
+    let mut apply = Command::new(common::bin())
+        .args(work.args("apply", &sim.url))
+        .current_dir(common::repo())
+        .env("NO_COLOR", "1")
+        .env_remove("GPUFLEET_SIM_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gpufleet apply starts");
+    let held = admin.get("/_sim/paused");
+    assert_eq!(held["paused"], json!(true), "{held}");
+    // SAFETY: signalling our own child, which is alive (it has a request held).
+    assert_eq!(unsafe { libc::kill(apply.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    // Release the held answer only once the apply says it is stopping, so the
+    // flag is set before it could start another call.
+    let mut stderr_lines = BufReader::new(apply.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in stderr_lines.by_ref() {
+        let line = line.unwrap();
+        let stopping = line.starts_with("stopping:");
+        seen.push(line);
+        if stopping {
+            break;
+        }
+    }
+    admin.post("/_sim/resume", json!({}));
+    seen.extend(stderr_lines.map(|l| l.unwrap()));
+    let out = apply.wait_with_output().unwrap();
+    let output = format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), seen.join("\n"));
+    assert_eq!(out.status.code(), Some(1), "an interrupted apply is not a success\n{output}");
+    assert!(output.contains("stopping:") && output.contains("interrupted:"), "{output}");
+
+    let world = admin.get("/_sim/world");
+    assert_eq!(work.state_ids(), world_ids(&world, PLAN), "state and clouds disagree after SIGTERM\n{output}");
+    assert_eq!(work.open_intents(PLAN), 0, "{output}");
+    let lock = std::fs::read_to_string(work.state_dir.join(format!("{PLAN}.lock"))).unwrap();
+    assert!(lock.is_empty(), "the lock is still held: {lock}");
+
+    work.run_to_completion("apply", &sim.url, "rerun after SIGTERM");
+    let counts: BTreeMap<String, usize> = work.state_ids().into_iter().map(|(f, ids)| (f, ids.len())).collect();
+    assert_eq!(counts, LARGE.by_fleet());
 }
