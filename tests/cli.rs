@@ -410,3 +410,37 @@ fn three_cloud_crunch_fills_every_fleet_in_one_run() {
     run(&[&["destroy", "plans/multicloud.toml", "--auto-approve"][..], &sim[..]].concat(), 0);
     assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
 }
+
+#[test]
+fn pack_that_no_zone_can_hold_fails_cleanly_naming_every_offering_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every zone of both regions holds 2 p5.48xlarge; the fleet needs 4 together.
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[[offering]]
+cloud = "aws"
+region = "us-east-1"
+instance_type = "p5.48xlarge"
+capacity = 2
+[[offering]]
+cloud = "aws"
+region = "us-west-2"
+instance_type = "p5.48xlarge"
+capacity = 2
+"#,
+    );
+    let plan = dir.path().join("pack.toml");
+    std::fs::write(&plan, H100_PLAN.replace("MIN_NODES", "4").replace("NODES", "4").replace("prefer =", "placement = \"pack\"\nprefer =")).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    let out = run(&["apply", plan, "--sim", &scenario, "--state-dir", state, "--auto-approve"], 1);
+    let text = stdout(&out);
+    assert!(text.contains("0 of 4 nodes (min 4) below min_nodes"), "{text}");
+    for zone in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f", "us-west-2a", "us-west-2d"] {
+        assert!(text.contains(&format!("tried aws {zone} p5.48xlarge: InsufficientInstanceCapacity")), "{text}");
+    }
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
+}
