@@ -108,17 +108,24 @@ pub enum Fault {
 pub struct Faults {
     errors: Option<ErrorFaults>,
     rate_limits: Vec<RateLimit>,
-    /// xorshift64* state, seeded from `errors.seed`.
-    rng: u64,
+    /// xorshift64* state per cloud, seeded from `errors.seed` and the
+    /// cloud: one cloud's faults do not depend on how its calls interleave
+    /// with another cloud's (gpufleet works on clouds concurrently).
+    rngs: BTreeMap<Cloud, u64>,
     /// Bucket states by `cloud/region/call` scope.
     buckets: BTreeMap<String, Bucket>,
 }
 
 impl Faults {
     pub fn new(errors: Option<ErrorFaults>, rate_limits: Vec<RateLimit>) -> Faults {
-        // splitmix64 of the seed: never zero, and close seeds diverge at once.
-        let rng = errors.as_ref().map_or(1, |e| splitmix64(e.seed)).max(1);
-        Faults { errors, rate_limits, rng, buckets: BTreeMap::new() }
+        let seed = errors.as_ref().map_or(0, |e| e.seed);
+        let rngs = [Cloud::Aws, Cloud::Gcp, Cloud::Azure]
+            .into_iter()
+            .enumerate()
+            // splitmix64: close seeds diverge at once; xorshift needs a non-zero state.
+            .map(|(index, cloud)| (cloud, splitmix64(seed ^ ((index as u64 + 1) << 56)).max(1)))
+            .collect();
+        Faults { errors, rate_limits, rngs, buckets: BTreeMap::new() }
     }
 
     /// Decides the fate of one call of `cloud` in `region` (EC2 only; empty
@@ -155,18 +162,19 @@ impl Faults {
             Some(errors) => errors.per_call.get(call).copied().unwrap_or(errors.error_rate),
             None => return None,
         };
-        let roll = self.next_u64();
+        let roll = self.next_u64(cloud);
         // The top 53 bits as a uniform float in [0, 1); the low bit picks the shape.
         let uniform = (roll >> 11) as f64 / (1u64 << 53) as f64;
         (uniform < rate).then_some(Fault::Transient { variant: (roll & 1) as u8 })
     }
 
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.rng;
+    fn next_u64(&mut self, cloud: Cloud) -> u64 {
+        let state = self.rngs.entry(cloud).or_insert(1);
+        let mut x = *state;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.rng = x;
+        *state = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
@@ -197,6 +205,14 @@ mod tests {
         let c = run(&mut Faults::new(errors(43, 0.3), vec![]), Cloud::Aws, "RunInstances", 200);
         assert_eq!(a, b);
         assert_ne!(a, c, "another seed, other faults");
+        let mut interleaved = Faults::new(errors(42, 0.3), vec![]);
+        let mixed: Vec<Option<Fault>> = (0..200)
+            .map(|_| {
+                interleaved.check(Cloud::Gcp, "", "instances.list");
+                interleaved.check(Cloud::Aws, "", "RunInstances")
+            })
+            .collect();
+        assert_eq!(mixed, a, "a cloud's faults do not depend on other clouds' calls");
     }
 
     #[test]
