@@ -33,8 +33,9 @@ instance_type = "p5.48xlarge"
 capacity = 1
 "#;
 
-/// Errors on 10% of calls of every cloud, and a bucket per cloud that
-/// admits a short burst, then every second call.
+/// Errors on 10% of calls of every cloud (20% of RunInstances), and buckets
+/// of one token refilled every second call: each cloud throttles as soon as
+/// two calls come in a row.
 const FAULTS: &str = r#"
 [faults]
 seed = 42
@@ -51,17 +52,17 @@ refill_every = 2
 
 [[rate_limit]]
 cloud = "aws"
-bucket = 4
+bucket = 1
 refill_every = 2
 
 [[rate_limit]]
 cloud = "gcp"
-bucket = 4
+bucket = 1
 refill_every = 2
 
 [[rate_limit]]
 cloud = "azure"
-bucket = 4
+bucket = 1
 refill_every = 2
 "#;
 
@@ -175,9 +176,16 @@ fn total_calls(counters: &Value) -> u64 {
     counters.as_object().unwrap().values().flat_map(|by_action| by_action.as_object().unwrap().values()).map(|n| n.as_u64().unwrap()).sum()
 }
 
+/// The calls that create instances, by cloud, as the simulator counts them.
+const CREATES: [(&str, &str); 3] = [
+    ("aws", "RunInstances"),
+    ("gcp", "instances.bulkInsert"),
+    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
+];
+
 /// Applies the plan against a simulator serving `scenario`; checks the
-/// outcome and returns the cloud calls the apply made.
-fn apply_against(root: &Path, label: &str, scenario: &str) -> u64 {
+/// outcome and returns `/_sim/counters` after the apply.
+fn apply_against(root: &Path, label: &str, scenario: &str) -> Value {
     let dir = root.join(label);
     std::fs::create_dir_all(&dir).unwrap();
     let scenario_file = dir.join("scenario.toml");
@@ -208,16 +216,25 @@ fn apply_against(root: &Path, label: &str, scenario: &str) -> u64 {
     let counts: BTreeMap<String, usize> = in_clouds.iter().map(|(fleet, ids)| (fleet.clone(), ids.len())).collect();
     assert_eq!(counts, desired(), "{label}: nodes per fleet in the clouds");
     assert_eq!(in_clouds, state_ids(&state_dir), "{label}: the clouds hold exactly what the state lists");
-    let calls = total_calls(&counters);
-    println!("{label}: {calls} cloud calls: {counters}");
-    calls
+    println!("{label}: {} cloud calls: {counters}", total_calls(&counters));
+    counters
 }
 
 #[test]
 fn apply_over_injected_errors_and_throttling_reaches_the_plan_without_duplicates() {
     let root = tempfile::tempdir().unwrap();
-    let fault_free = apply_against(root.path(), "fault-free", SUPPLY);
-    let faulty = apply_against(root.path(), "faulty", &format!("{SUPPLY}\n{FAULTS}"));
+    let fault_free_counters = apply_against(root.path(), "fault-free", SUPPLY);
+    let faulty_counters = apply_against(root.path(), "faulty", &format!("{SUPPLY}\n{FAULTS}"));
+    // With this seed, every cloud's create call meets a fault and is retried
+    // (with its token), so the no-duplicates check above means something.
+    for (cloud, call) in CREATES {
+        let count = |counters: &Value| counters[cloud][call].as_u64().unwrap_or(0);
+        assert!(
+            count(&faulty_counters) > count(&fault_free_counters),
+            "{cloud} {call} was retried: {faulty_counters} against {fault_free_counters}"
+        );
+    }
+    let (fault_free, faulty) = (total_calls(&fault_free_counters), total_calls(&faulty_counters));
     println!("cloud calls: fault-free {fault_free}, faulty {faulty}");
     assert!(faulty > fault_free, "the faults were met: {faulty} calls against {fault_free}");
     assert!(faulty <= 3 * fault_free, "retries stay cheap: {faulty} calls against {fault_free} without faults");
