@@ -173,7 +173,8 @@ fn state_ids(state_dir: &Path) -> BTreeMap<String, Vec<String>> {
 
 /// Sum of `/_sim/counters` (calls by cloud, then action).
 fn total_calls(counters: &Value) -> u64 {
-    counters.as_object().unwrap().values().flat_map(|by_action| by_action.as_object().unwrap().values()).map(|n| n.as_u64().unwrap()).sum()
+    let by_cloud = counters.as_object().unwrap().values();
+    by_cloud.flat_map(|by_action| by_action.as_object().unwrap().values()).map(|n| n.as_u64().unwrap()).sum()
 }
 
 /// The calls that create instances, by cloud, as the simulator counts them.

@@ -150,7 +150,8 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
         }
         Some(Fault::Transient { variant }) => {
             let status = if variant == 0 { 503 } else { 500 };
-            return Err(ArmFault::new(status, "InternalServerError", "Encountered internal server error. Please try again."));
+            let message = "Encountered internal server error. Please try again.";
+            return Err(ArmFault::new(status, "InternalServerError", message));
         }
     }
     let api_version = query.api_version()?;

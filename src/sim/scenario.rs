@@ -192,7 +192,8 @@ impl Scenario {
         let faults = raw.faults.map(|faults| check_faults(faults).map_err(invalid)).transpose()?;
         let mut rate_limits = Vec::with_capacity(raw.rate_limits.len());
         for (index, limit) in raw.rate_limits.into_iter().enumerate() {
-            rate_limits.push(check_rate_limit(limit).map_err(|m| invalid(format!("rate_limit #{}: {m}", index + 1)))?);
+            let limit = check_rate_limit(limit).map_err(|m| invalid(format!("rate_limit #{}: {m}", index + 1)))?;
+            rate_limits.push(limit);
         }
         Ok(Scenario {
             path: path.to_path_buf(),
@@ -219,7 +220,10 @@ fn check_share(what: &str, share: f64) -> Result<f64, String> {
 /// silently inject nothing, so unknown names are refused.
 fn check_call(call: &str) -> Result<Cloud, String> {
     cloud_of_call(call).ok_or_else(|| {
-        format!("`{call}` is not a call the simulator serves (use the names of /_sim/counters, e.g. RunInstances, instances.bulkInsert, VirtualMachineScaleSets_CreateOrUpdate)")
+        format!(
+            "`{call}` is not a call the simulator serves (use the names of /_sim/counters, \
+             e.g. RunInstances, instances.bulkInsert, VirtualMachineScaleSets_CreateOrUpdate)"
+        )
     })
 }
 
@@ -239,7 +243,10 @@ fn check_rate_limit(raw: RawRateLimit) -> Result<RateLimit, String> {
         return Err(format!("`{call}` is not a call of cloud \"{}\"", raw.cloud.as_str()));
     }
     if raw.bucket == 0 || raw.refill_every == 0 {
-        return Err("`bucket` and `refill_every` must be at least 1 (a bucket that never admits a call locks the client out)".into());
+        return Err(
+            "`bucket` and `refill_every` must be at least 1 (a bucket that never admits a call locks the client out)"
+                .into(),
+        );
     }
     Ok(RateLimit { cloud: raw.cloud, call: raw.call, bucket: raw.bucket, refill_every: raw.refill_every })
 }
@@ -364,7 +371,8 @@ mod tests {
         assert!(error("[faults]\nerror_rate = 0.1\n").contains("seed"));
         assert!(error("[faults]\nseed = 1\nlatency = 3\n").contains("latency"));
         assert!(error("[faults]\nseed = 1\n[faults.per_call]\nRunInstance = 0.1\n").contains("RunInstance"));
-        let wrong_cloud = error("[[rate_limit]]\ncloud = \"gcp\"\ncall = \"RunInstances\"\nbucket = 1\nrefill_every = 1\n");
+        let wrong_cloud =
+            error("[[rate_limit]]\ncloud = \"gcp\"\ncall = \"RunInstances\"\nbucket = 1\nrefill_every = 1\n");
         assert!(wrong_cloud.contains("rate_limit #1") && wrong_cloud.contains("not a call of cloud"), "{wrong_cloud}");
         assert!(error("[[rate_limit]]\ncloud = \"aws\"\nbucket = 0\nrefill_every = 1\n").contains("at least 1"));
     }
