@@ -174,7 +174,12 @@ pub trait Provider: Send + Sync {
 
 /// Attempts of one call when the cloud throttles or fails transiently.
 const MAX_ATTEMPTS: u32 = 6;
+/// Default first backoff ceiling; `GPUFLEET_RETRY_BASE_MS` overrides it.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Environment variable naming the backoff base in milliseconds, read once.
+/// Meant for tests against a simulator that throttles by call count, where
+/// waiting buys nothing; Retry-After from the cloud still wins.
+pub const RETRY_BASE_ENV: &str = "GPUFLEET_RETRY_BASE_MS";
 const BACKOFF_CAP: Duration = Duration::from_secs(20);
 
 /// Run `call` until it succeeds, fails for a reason retrying cannot fix, or
@@ -205,6 +210,34 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(d) = retry_after {
         return d;
     }
-    let ceiling = BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(16)).min(BACKOFF_CAP);
+    let ceiling = backoff_base().saturating_mul(1 << (attempt - 1).min(16)).min(BACKOFF_CAP);
     ceiling.mul_f64(fastrand::f64())
+}
+
+/// [`BACKOFF_BASE`], or `GPUFLEET_RETRY_BASE_MS` if set to a number.
+fn backoff_base() -> Duration {
+    static BASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| parse_base_ms(std::env::var(RETRY_BASE_ENV).ok().as_deref()))
+}
+
+fn parse_base_ms(value: Option<&str>) -> Duration {
+    value.and_then(|v| v.trim().parse::<u64>().ok()).map_or(BACKOFF_BASE, Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_base_comes_from_the_environment_value_or_defaults() {
+        assert_eq!(parse_base_ms(None), BACKOFF_BASE);
+        assert_eq!(parse_base_ms(Some("1")), Duration::from_millis(1));
+        assert_eq!(parse_base_ms(Some("fast")), BACKOFF_BASE, "unreadable values keep the default");
+    }
+
+    #[test]
+    fn retry_after_wins_over_the_backoff() {
+        assert_eq!(backoff(3, Some(Duration::ZERO)), Duration::ZERO);
+        assert!(backoff(1, None) <= backoff_base());
+    }
 }

@@ -11,6 +11,7 @@
 //! never wait in real time. Any `api-version` is accepted; bearer tokens are
 //! required but not checked. Semantics live in [`super::vmss`].
 
+use super::faults::Fault;
 use super::vmss::{self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm};
 use super::world::{MAX_TAGS_PER_RESOURCE, Tags, World};
 use crate::catalog::Cloud;
@@ -137,6 +138,21 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             "AuthenticationFailed",
             "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
         ));
+    }
+    match world.inject_fault(Cloud::Azure, "", action) {
+        None => {}
+        Some(Fault::Throttled) => {
+            return Err(ArmFault::new(
+                429,
+                "TooManyRequests",
+                "The request is being throttled as the limit has been reached for operation type - Write_1Min.",
+            ));
+        }
+        Some(Fault::Transient { variant }) => {
+            let status = if variant == 0 { 503 } else { 500 };
+            let message = "Encountered internal server error. Please try again.";
+            return Err(ArmFault::new(status, "InternalServerError", message));
+        }
     }
     let api_version = query.api_version()?;
     let links = Links { base_url: request.base_url, api_version };
@@ -577,9 +593,15 @@ fn operation_response(
 /// An error as ARM sends it: `{"error": {code, message, details}}`, with
 /// `x-ms-error-code`.
 pub fn error_response(fault: &ArmFault) -> ArmResponse {
+    let mut headers = vec![("x-ms-error-code", fault.code.clone())];
+    if fault.status == 429 {
+        // ARM names its wait; the simulator's buckets refill by calls, not
+        // time, so the client may retry at once.
+        headers.push(("retry-after", "0".to_string()));
+    }
     ArmResponse {
         status: StatusCode::from_u16(fault.status).unwrap_or(StatusCode::BAD_REQUEST),
-        headers: vec![("x-ms-error-code", fault.code.clone())],
+        headers,
         body: Some(json!({ "error": error_json(fault) })),
         mutated: false,
     }

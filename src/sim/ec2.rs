@@ -12,6 +12,7 @@ use super::world::{
     DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE, StateChange, Tags, World,
     WorldError,
 };
+use super::faults::Fault;
 use crate::catalog::Cloud;
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -81,7 +82,10 @@ pub fn handle(world: &mut World, region: &str, body: &[u8]) -> Ec2Response {
             Some(action) => {
                 let action = action.to_string();
                 world.record_call(Cloud::Aws, &action);
-                dispatch(world, region, &action, &params, &request_id)
+                match world.inject_fault(Cloud::Aws, region, &action) {
+                    Some(fault) => Err(fault_error(fault)),
+                    None => dispatch(world, region, &action, &params, &request_id),
+                }
             }
         },
     };
@@ -335,6 +339,28 @@ fn api_error(error: WorldError) -> ApiError {
         WorldError::ClockOverflow(_) => {
             ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "InternalError", message: error.to_string() }
         }
+    }
+}
+
+/// The answers EC2 gives when it throttles (`RequestLimitExceeded`, a 503)
+/// or fails transiently, for faults the scenario injects.
+fn fault_error(fault: Fault) -> ApiError {
+    match fault {
+        Fault::Throttled => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "RequestLimitExceeded",
+            message: "Request limit exceeded.".into(),
+        },
+        Fault::Transient { variant: 0 } => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "Unavailable",
+            message: "The server is overloaded and can't handle the request.".into(),
+        },
+        Fault::Transient { .. } => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "InternalError",
+            message: "An internal error has occurred.".into(),
+        },
     }
 }
 

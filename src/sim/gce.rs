@@ -11,6 +11,7 @@
 //! errors[{domain, reason, message}]}}`. Semantics live in
 //! [`super::gce_world`]; this module only translates.
 
+use super::faults::Fault;
 use super::gce_world::{CreateInstances, GceError, GceInstance, GceOperation, InstanceSpec, Naming, QuotaUsage};
 use super::world::{Tags, World};
 use crate::catalog::Cloud;
@@ -54,13 +55,21 @@ impl HttpError {
         }
     }
 
+    /// Limits are reported in the `usageLimits` domain, everything else in `global`.
+    fn domain(&self) -> &'static str {
+        match self.reason {
+            "rateLimitExceeded" | "userRateLimitExceeded" | "quotaExceeded" => "usageLimits",
+            _ => "global",
+        }
+    }
+
     /// The body GCE sends with an HTTP error.
     pub fn body(&self) -> Value {
         json!({
             "error": {
                 "code": self.status.as_u16(),
                 "message": self.message,
-                "errors": [{ "message": self.message, "domain": "global", "reason": self.reason }],
+                "errors": [{ "message": self.message, "domain": self.domain(), "reason": self.reason }],
             }
         })
     }
@@ -81,29 +90,45 @@ impl From<GceError> for HttpError {
 pub fn handle(world: &mut World, method: &Method, path: &str, query: &str, body: &[u8]) -> GceResponse {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let query: BTreeMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();
-    let outcome = match (method, segments.as_slice()) {
+    let outcome = route(world, method, path, &segments, &query, body);
+    match outcome {
+        Ok((body, mutated)) => GceResponse { status: StatusCode::OK, body, mutated },
+        Err(error) => GceResponse { status: error.status, body: error.body(), mutated: false },
+    }
+}
+
+/// Counts the call, lets the scenario's faults refuse it, then runs it.
+fn route(
+    world: &mut World,
+    method: &Method,
+    path: &str,
+    segments: &[&str],
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<(Value, bool), HttpError> {
+    match (method, segments) {
         (&Method::GET, ["projects", project, "zones", zone, "instances"]) => {
-            world.record_call(Cloud::Gcp, "instances.list");
-            list(world, project, Some(zone), &query)
+            admit(world, "instances.list")?;
+            list(world, project, Some(zone), query)
         }
         (&Method::GET, ["projects", project, "aggregated", "instances"]) => {
-            world.record_call(Cloud::Gcp, "instances.aggregatedList");
-            list(world, project, None, &query)
+            admit(world, "instances.aggregatedList")?;
+            list(world, project, None, query)
         }
         (&Method::POST, ["projects", project, "zones", zone, "instances"]) => {
-            world.record_call(Cloud::Gcp, "instances.insert");
-            insert(world, project, zone, &query, body)
+            admit(world, "instances.insert")?;
+            insert(world, project, zone, query, body)
         }
         (&Method::POST, ["projects", project, "zones", zone, "instances", "bulkInsert"]) => {
-            world.record_call(Cloud::Gcp, "instances.bulkInsert");
-            bulk_insert(world, project, zone, &query, body)
+            admit(world, "instances.bulkInsert")?;
+            bulk_insert(world, project, zone, query, body)
         }
         (&Method::GET, ["projects", project, "zones", zone, "instances", name]) => {
-            world.record_call(Cloud::Gcp, "instances.get");
+            admit(world, "instances.get")?;
             world.gce_instance(project, zone, name).map(|i| (instance_json(i), false)).map_err(HttpError::from)
         }
         (&Method::DELETE, ["projects", project, "zones", zone, "instances", name]) => {
-            world.record_call(Cloud::Gcp, "instances.delete");
+            admit(world, "instances.delete")?;
             let request_id = query.get("requestId").cloned();
             let now = world.now;
             world
@@ -112,15 +137,15 @@ pub fn handle(world: &mut World, method: &Method, path: &str, query: &str, body:
                 .map_err(HttpError::from)
         }
         (&Method::GET, ["projects", project, "zones", zone, "operations", name]) => {
-            world.record_call(Cloud::Gcp, "zoneOperations.get");
+            admit(world, "zoneOperations.get")?;
             operation_status(world, project, zone, name)
         }
         (&Method::POST, ["projects", project, "zones", zone, "operations", name, "wait"]) => {
-            world.record_call(Cloud::Gcp, "zoneOperations.wait");
+            admit(world, "zoneOperations.wait")?;
             operation_status(world, project, zone, name)
         }
         (&Method::GET, ["projects", project, "regions", region]) => {
-            world.record_call(Cloud::Gcp, "regions.get");
+            admit(world, "regions.get")?;
             world
                 .gce_region(project, region)
                 .map(|(zones, quotas)| (region_json(project, region, &zones, &quotas), false))
@@ -131,10 +156,26 @@ pub fn handle(world: &mut World, method: &Method, path: &str, query: &str, body:
             reason: "notFound",
             message: format!("{method} /compute/v1/{path} is not a method the simulator serves"),
         }),
-    };
-    match outcome {
-        Ok((body, mutated)) => GceResponse { status: StatusCode::OK, body, mutated },
-        Err(error) => GceResponse { status: error.status, body: error.body(), mutated: false },
+    }
+}
+
+/// Counts one call and answers it with an injected fault if the scenario
+/// says so: Compute Engine throttles with a 403 `rateLimitExceeded` and
+/// fails transiently with a 503 `backendError`.
+fn admit(world: &mut World, call: &str) -> Result<(), HttpError> {
+    world.record_call(Cloud::Gcp, call);
+    match world.inject_fault(Cloud::Gcp, "", call) {
+        None => Ok(()),
+        Some(Fault::Throttled) => Err(HttpError {
+            status: StatusCode::FORBIDDEN,
+            reason: "rateLimitExceeded",
+            message: "Rate Limit Exceeded".into(),
+        }),
+        Some(Fault::Transient { .. }) => Err(HttpError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "backendError",
+            message: "Internal error. Please try again or contact Google Support.".into(),
+        }),
     }
 }
 

@@ -10,6 +10,7 @@
 //!   consecutive commands see the same clouds.
 //!
 //! Layout: [`scenario`] (TOML scenario files), [`world`] (the pure model),
+//! [`faults`] (injected transient errors and call-count rate limits),
 //! `ec2` (Query API wire format), `gce_world` and `gce` (Compute Engine's
 //! part of the model and its REST wire format), `vmss` (Azure's scale sets in
 //! that model) and `arm` (Azure Resource Manager wire format), `admin` (`/_sim/` JSON API), `store` (world
@@ -18,6 +19,7 @@
 mod admin;
 mod arm;
 mod ec2;
+pub mod faults;
 mod gce;
 mod gce_world;
 pub mod scenario;

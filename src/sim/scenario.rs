@@ -6,9 +6,11 @@
 //! scenario only describes; [`super::world::World`] turns it into pools.
 
 use super::SimError;
+use super::faults::{ErrorFaults, RateLimit, cloud_of_call};
 use crate::catalog::Cloud;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +26,28 @@ struct RawScenario {
     offerings: Vec<RawOffering>,
     #[serde(default, rename = "quota")]
     quotas: Vec<RawQuota>,
+    faults: Option<RawFaults>,
+    #[serde(default, rename = "rate_limit")]
+    rate_limits: Vec<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    seed: u64,
+    #[serde(default)]
+    error_rate: f64,
+    #[serde(default)]
+    per_call: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    cloud: Cloud,
+    call: Option<String>,
+    bucket: u32,
+    refill_every: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +86,10 @@ pub struct Scenario {
     pub start: DateTime<Utc>,
     pub offerings: Vec<ScenarioOffering>,
     pub quotas: Vec<ScenarioQuota>,
+    /// Transient errors to inject (`[faults]`), see [`super::faults`].
+    pub faults: Option<ErrorFaults>,
+    /// Call-count token buckets (`[[rate_limit]]`), see [`super::faults`].
+    pub rate_limits: Vec<RateLimit>,
     /// Content hash of the file, so that a stored world can tell whether it
     /// was created from this very scenario.
     pub content_hash: String,
@@ -161,8 +189,66 @@ impl Scenario {
             }
             quotas.push(ScenarioQuota { cloud: quota.cloud, region: quota.region, metric: quota.metric, limit: quota.limit });
         }
-        Ok(Scenario { path: path.to_path_buf(), start, offerings, quotas, content_hash: content_hash(text.as_bytes()) })
+        let faults = raw.faults.map(|faults| check_faults(faults).map_err(invalid)).transpose()?;
+        let mut rate_limits = Vec::with_capacity(raw.rate_limits.len());
+        for (index, limit) in raw.rate_limits.into_iter().enumerate() {
+            let limit = check_rate_limit(limit).map_err(|m| invalid(format!("rate_limit #{}: {m}", index + 1)))?;
+            rate_limits.push(limit);
+        }
+        Ok(Scenario {
+            path: path.to_path_buf(),
+            start,
+            offerings,
+            quotas,
+            faults,
+            rate_limits,
+            content_hash: content_hash(text.as_bytes()),
+        })
     }
+}
+
+/// A share of calls must be a probability.
+fn check_share(what: &str, share: f64) -> Result<f64, String> {
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!("{what} = {share} is not a share of calls between 0 and 1"))
+    }
+}
+
+/// Call kinds are spelled as `/_sim/counters` counts them; a typo would
+/// silently inject nothing, so unknown names are refused.
+fn check_call(call: &str) -> Result<Cloud, String> {
+    cloud_of_call(call).ok_or_else(|| {
+        format!(
+            "`{call}` is not a call the simulator serves (use the names of /_sim/counters, \
+             e.g. RunInstances, instances.bulkInsert, VirtualMachineScaleSets_CreateOrUpdate)"
+        )
+    })
+}
+
+fn check_faults(raw: RawFaults) -> Result<ErrorFaults, String> {
+    check_share("faults: error_rate", raw.error_rate)?;
+    for (call, share) in &raw.per_call {
+        check_call(call).map_err(|m| format!("faults.per_call: {m}"))?;
+        check_share(&format!("faults.per_call: {call}"), *share)?;
+    }
+    Ok(ErrorFaults { seed: raw.seed, error_rate: raw.error_rate, per_call: raw.per_call })
+}
+
+fn check_rate_limit(raw: RawRateLimit) -> Result<RateLimit, String> {
+    if let Some(call) = &raw.call
+        && check_call(call)? != raw.cloud
+    {
+        return Err(format!("`{call}` is not a call of cloud \"{}\"", raw.cloud.as_str()));
+    }
+    if raw.bucket == 0 || raw.refill_every == 0 {
+        return Err(
+            "`bucket` and `refill_every` must be at least 1 (a bucket that never admits a call locks the client out)"
+                .into(),
+        );
+    }
+    Ok(RateLimit { cloud: raw.cloud, call: raw.call, bucket: raw.bucket, refill_every: raw.refill_every })
 }
 
 /// The start time of a world created without a scenario.
@@ -245,5 +331,49 @@ mod tests {
             "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nzone = \"us-west-2a\"\ninstance_type = \"t\"\n",
         );
         assert!(foreign_zone.unwrap_err().to_string().contains("not in region"));
+    }
+
+    #[test]
+    fn sim_scenario_parses_faults_and_rate_limits() {
+        let scenario = parse(
+            r#"
+            [faults]
+            seed = 42
+            error_rate = 0.1
+            [faults.per_call]
+            RunInstances = 0.2
+            [[rate_limit]]
+            cloud = "aws"
+            call = "RunInstances"
+            bucket = 5
+            refill_every = 2
+            [[rate_limit]]
+            cloud = "azure"
+            bucket = 10
+            refill_every = 3
+            "#,
+        )
+        .unwrap();
+        let faults = scenario.faults.unwrap();
+        assert_eq!((faults.seed, faults.error_rate, faults.per_call["RunInstances"]), (42, 0.1, 0.2));
+        assert_eq!(
+            scenario.rate_limits[0],
+            RateLimit { cloud: Cloud::Aws, call: Some("RunInstances".into()), bucket: 5, refill_every: 2 }
+        );
+        assert_eq!(scenario.rate_limits[1].call, None);
+        assert_eq!(parse("").unwrap().faults, None);
+    }
+
+    #[test]
+    fn sim_scenario_fault_errors_say_what_is_wrong() {
+        let error = |text: &str| parse(text).unwrap_err().to_string();
+        assert!(error("[faults]\nseed = 1\nerror_rate = 1.5\n").contains("between 0 and 1"));
+        assert!(error("[faults]\nerror_rate = 0.1\n").contains("seed"));
+        assert!(error("[faults]\nseed = 1\nlatency = 3\n").contains("latency"));
+        assert!(error("[faults]\nseed = 1\n[faults.per_call]\nRunInstance = 0.1\n").contains("RunInstance"));
+        let wrong_cloud =
+            error("[[rate_limit]]\ncloud = \"gcp\"\ncall = \"RunInstances\"\nbucket = 1\nrefill_every = 1\n");
+        assert!(wrong_cloud.contains("rate_limit #1") && wrong_cloud.contains("not a call of cloud"), "{wrong_cloud}");
+        assert!(error("[[rate_limit]]\ncloud = \"aws\"\nbucket = 0\nrefill_every = 1\n").contains("at least 1"));
     }
 }

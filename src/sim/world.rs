@@ -9,6 +9,7 @@
 //! instances stay visible for an hour) live here, where plain unit tests reach
 //! them.
 
+use super::faults::{Fault, Faults};
 use super::gce_world::GceWorld;
 use super::scenario::Scenario;
 use crate::catalog::{Catalog, Cloud};
@@ -217,6 +218,11 @@ pub struct World {
     /// operations); absent from world files written before ARM was served.
     #[serde(default)]
     pub(super) arm: super::vmss::ArmState,
+    /// Injected errors and rate limits, with their PRNG and bucket state
+    /// (kept in the world file, so a restarted simulator continues the
+    /// same sequence).
+    #[serde(default)]
+    faults: Faults,
 }
 
 impl World {
@@ -240,6 +246,10 @@ impl World {
             next_request_seq: 0,
             gce: GceWorld::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
             arm: Default::default(),
+            faults: Faults::new(
+                scenario.and_then(|s| s.faults.clone()),
+                scenario.map(|s| s.rate_limits.clone()).unwrap_or_default(),
+            ),
         };
         for region in &catalog.regions {
             let zones = match region.cloud {
@@ -306,6 +316,12 @@ impl World {
     /// Counts one API call (every call, failed ones included).
     pub fn record_call(&mut self, cloud: Cloud, action: &str) {
         *self.counters.entry(cloud.as_str().to_string()).or_default().entry(action.to_string()).or_default() += 1;
+    }
+
+    /// Decides whether the scenario's faults refuse this call before it is
+    /// applied; `region` is used by EC2 only, whose limits are per region.
+    pub fn inject_fault(&mut self, cloud: Cloud, region: &str, call: &str) -> Option<Fault> {
+        self.faults.check(cloud, region, call)
     }
 
     /// A fresh request id, deterministic so that runs are reproducible.

@@ -1,0 +1,242 @@
+//! Faults end to end: `gpufleet apply` over all three clouds against a
+//! simulator that answers 10% of calls with the cloud's transient error and
+//! throttles every cloud (the scenario's `[faults]` and `[[rate_limit]]`).
+//!
+//! The apply must still reach exactly the desired node counts, and retries
+//! must reuse their idempotency tokens: the instances the clouds hold for
+//! the plan are exactly those the state lists, with no duplicate. Retrying
+//! must also stay cheap: the faulty apply may make at most three times the
+//! cloud calls of the same apply against a fault-free simulator.
+//!
+//! The applies run with `GPUFLEET_RETRY_BASE_MS=1`: the simulator's buckets
+//! refill by calls, not time, so waiting between attempts buys nothing.
+
+mod common;
+
+use common::{SimServer, stderr, stdout};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const PLAN: &str = "faulty";
+
+/// Supply shared by both simulators: one p5.48xlarge per zone of us-east-1,
+/// so that three nodes take several RunInstances calls.
+const SUPPLY: &str = r#"
+start = "2026-01-01T00:00:00Z"
+
+[[offering]]
+cloud = "aws"
+region = "us-east-1"
+instance_type = "p5.48xlarge"
+capacity = 1
+"#;
+
+/// Errors on 10% of calls of every cloud (20% of RunInstances), and buckets
+/// of one token refilled every second call: each cloud throttles as soon as
+/// two calls come in a row.
+const FAULTS: &str = r#"
+[faults]
+seed = 42
+error_rate = 0.10
+
+[faults.per_call]
+RunInstances = 0.2
+
+[[rate_limit]]
+cloud = "aws"
+call = "RunInstances"
+bucket = 1
+refill_every = 2
+
+[[rate_limit]]
+cloud = "aws"
+bucket = 1
+refill_every = 2
+
+[[rate_limit]]
+cloud = "gcp"
+bucket = 1
+refill_every = 2
+
+[[rate_limit]]
+cloud = "azure"
+bucket = 1
+refill_every = 2
+"#;
+
+const PLAN_TEXT: &str = r#"
+name = "faulty"
+
+[providers.aws]
+regions = ["us-east-1"]
+
+[providers.gcp]
+project = "ml-training-prod"
+zones = ["us-central1-a"]
+
+[providers.azure]
+subscription = "00000000-0000-0000-0000-0000000000aa"
+resource_group = "gpu-fleets"
+regions = ["eastus"]
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpufleetFaults faults@test"
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 3
+prefer = ["aws"]
+image = { aws = "ami-0123456789abcdef0" }
+
+[fleets.finetune]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 2
+prefer = ["gcp"]
+image = { gcp = "projects/ml-images/global/images/family/trainer" }
+
+[fleets.serving]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 2
+prefer = ["azure"]
+image = { azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }
+"#;
+
+fn desired() -> BTreeMap<String, usize> {
+    BTreeMap::from([("trainers".to_string(), 3), ("finetune".to_string(), 2), ("serving".to_string(), 2)])
+}
+
+/// `gpufleet ARGS` with a tiny retry backoff and no inherited settings.
+fn run(args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .args(args)
+        .current_dir(common::repo())
+        .env("NO_COLOR", "1")
+        .env("GPUFLEET_RETRY_BASE_MS", "1")
+        .env_remove("GPUFLEET_SIM_URL")
+        .env_remove("GPUFLEET_STATE_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the gpufleet binary runs")
+}
+
+fn admin_get(url: &str) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let body = runtime
+        .block_on(async { reqwest::get(url).await.unwrap().error_for_status().unwrap().text().await.unwrap() });
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Live instances carrying `gpufleet-plan = PLAN`, by fleet, one entry per
+/// instance (an id held twice stays twice).
+fn world_ids(world: &Value) -> BTreeMap<String, Vec<String>> {
+    let owned = |tags: &Value| tags["gpufleet-plan"] == json!(PLAN);
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut add = |tags: &Value, id: &Value| {
+        let fleet = tags["gpufleet-fleet"].as_str().unwrap_or("(no fleet tag)").to_string();
+        ids.entry(fleet).or_default().push(id.as_str().unwrap().to_string());
+    };
+    for ec2 in world["instances"].as_array().unwrap() {
+        if ec2["state"] == "running" && owned(&ec2["tags"]) {
+            add(&ec2["tags"], &ec2["id"]);
+        }
+    }
+    for gce in world["gce_instances"].as_array().unwrap() {
+        if owned(&gce["spec"]["labels"]) {
+            add(&gce["spec"]["labels"], &gce["name"]);
+        }
+    }
+    for vm in world["azure_vms"].as_array().unwrap() {
+        if owned(&vm["tags"]) {
+            add(&vm["tags"], &vm["name"]);
+        }
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    ids
+}
+
+/// Instance ids by fleet, as `gpufleet state list --json` reports them.
+fn state_ids(state_dir: &Path) -> BTreeMap<String, Vec<String>> {
+    let out = run(&["state", "list", "--json", "--state-dir", state_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "state list: {}", stderr(&out));
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for instance in listed {
+        let fleet = instance["fleet"].as_str().unwrap().to_string();
+        ids.entry(fleet).or_default().push(instance["id"].as_str().unwrap().to_string());
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    ids
+}
+
+/// Sum of `/_sim/counters` (calls by cloud, then action).
+fn total_calls(counters: &Value) -> u64 {
+    let by_cloud = counters.as_object().unwrap().values();
+    by_cloud.flat_map(|by_action| by_action.as_object().unwrap().values()).map(|n| n.as_u64().unwrap()).sum()
+}
+
+/// The calls that create instances, by cloud, as the simulator counts them.
+const CREATES: [(&str, &str); 3] = [
+    ("aws", "RunInstances"),
+    ("gcp", "instances.bulkInsert"),
+    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
+];
+
+/// Applies the plan against a simulator serving `scenario`; checks the
+/// outcome and returns `/_sim/counters` after the apply.
+fn apply_against(root: &Path, label: &str, scenario: &str) -> Value {
+    let dir = root.join(label);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scenario_file = dir.join("scenario.toml");
+    std::fs::write(&scenario_file, scenario).unwrap();
+    let plan_file = dir.join("plan.toml");
+    std::fs::write(&plan_file, PLAN_TEXT).unwrap();
+    let state_dir = dir.join("state");
+    let sim = SimServer::start(&["--scenario", scenario_file.to_str().unwrap()]);
+
+    let out = run(&[
+        "apply",
+        plan_file.to_str().unwrap(),
+        "--sim-url",
+        &sim.url,
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--auto-approve",
+    ]);
+    assert!(
+        out.status.success(),
+        "{label}: apply exited {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    let counters = admin_get(&format!("{}/_sim/counters", sim.url));
+    let in_clouds = world_ids(&admin_get(&format!("{}/_sim/world", sim.url)));
+    let counts: BTreeMap<String, usize> = in_clouds.iter().map(|(fleet, ids)| (fleet.clone(), ids.len())).collect();
+    assert_eq!(counts, desired(), "{label}: nodes per fleet in the clouds");
+    assert_eq!(in_clouds, state_ids(&state_dir), "{label}: the clouds hold exactly what the state lists");
+    println!("{label}: {} cloud calls: {counters}", total_calls(&counters));
+    counters
+}
+
+#[test]
+fn apply_over_injected_errors_and_throttling_reaches_the_plan_without_duplicates() {
+    let root = tempfile::tempdir().unwrap();
+    let fault_free_counters = apply_against(root.path(), "fault-free", SUPPLY);
+    let faulty_counters = apply_against(root.path(), "faulty", &format!("{SUPPLY}\n{FAULTS}"));
+    // With this seed, every cloud's create call meets a fault and is retried
+    // (with its token), so the no-duplicates check above means something.
+    for (cloud, call) in CREATES {
+        let count = |counters: &Value| counters[cloud][call].as_u64().unwrap_or(0);
+        assert!(
+            count(&faulty_counters) > count(&fault_free_counters),
+            "{cloud} {call} was retried: {faulty_counters} against {fault_free_counters}"
+        );
+    }
+    let (fault_free, faulty) = (total_calls(&fault_free_counters), total_calls(&faulty_counters));
+    println!("cloud calls: fault-free {fault_free}, faulty {faulty}");
+    assert!(faulty > fault_free, "the faults were met: {faulty} calls against {fault_free}");
+    assert!(faulty <= 3 * fault_free, "retries stay cheap: {faulty} calls against {fault_free} without faults");
+}
