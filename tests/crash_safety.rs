@@ -530,24 +530,21 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
     assert_eq!(work.open_intents(PLAN), 0, "the killed run's intent is still open");
 }
 
-/// SIGTERM during apply: the call in flight finishes and is recorded, no new
-/// call starts, the state matches the clouds, the journal has no open intent
-/// and the lock is released; the next run completes the plan.
-#[test]
-fn sigterm_stops_between_calls_and_leaves_state_that_matches_the_clouds() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
-    let admin = Admin::new(&sim.url);
-    let work = Workspace::new(dir.path(), PLAN);
-    work.write_plan(PLAN, LARGE);
-
-    // Hold the first mutating call's response: it has changed the world, the
-    // apply is waiting for it when the signal comes.
-    admin.post("/_sim/pause", json!({ "at_call": 5, "when": "after" }));
+/// Runs `gpufleet apply EXTRA` with a pause armed at `at_call`; once a request
+/// is held, sends `signal` (if any) and waits until the apply says it is
+/// stopping, then releases the request. Returns the exit code and the output.
+fn apply_stopped_while_held(
+    admin: &Admin,
+    work: &Workspace,
+    extra: &[&str],
+    at_call: u64,
+    when: &str,
+    signal: Option<libc::c_int>,
+) -> (Option<i32>, String) {
+    admin.post("/_sim/pause", json!({ "at_call": at_call, "when": when }));
     let mut apply = Command::new(common::bin())
-        .args(work.args("apply", &sim.url))
+        .args(work.args("apply", &admin.url))
+        .args(extra)
         .current_dir(common::repo())
         .env("NO_COLOR", "1")
         .env_remove("GPUFLEET_SIM_URL")
@@ -558,15 +555,17 @@ fn sigterm_stops_between_calls_and_leaves_state_that_matches_the_clouds() {
         .expect("gpufleet apply starts");
     let held = admin.get("/_sim/paused");
     assert_eq!(held["paused"], json!(true), "{held}");
-    // SAFETY: signalling our own child, which is alive (it has a request held).
-    assert_eq!(unsafe { libc::kill(apply.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    // Release the held answer only once the apply says it is stopping, so the
-    // flag is set before it could start another call.
+    if let Some(signal) = signal {
+        // SAFETY: signalling our own child, which is alive (it has a request held).
+        assert_eq!(unsafe { libc::kill(apply.id() as libc::pid_t, signal) }, 0);
+    }
+    // Release the held request only once the apply says it is stopping, so
+    // its stop flag is set before it could start another call.
     let mut stderr_lines = BufReader::new(apply.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in stderr_lines.by_ref() {
         let line = line.unwrap();
-        let stopping = line.starts_with("stopping:");
+        let stopping = line.starts_with("stopping (");
         seen.push(line);
         if stopping {
             break;
@@ -575,17 +574,52 @@ fn sigterm_stops_between_calls_and_leaves_state_that_matches_the_clouds() {
     admin.post("/_sim/resume", json!({}));
     seen.extend(stderr_lines.map(|l| l.unwrap()));
     let out = apply.wait_with_output().unwrap();
-    let output = format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), seen.join("\n"));
-    assert_eq!(out.status.code(), Some(1), "an interrupted apply is not a success\n{output}");
-    assert!(output.contains("stopping:") && output.contains("interrupted:"), "{output}");
+    (out.status.code(), format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), seen.join("\n")))
+}
 
+/// The checks after a stopped apply: it exited 1 as interrupted, the state
+/// equals the clouds, no intent is open, the lock is free, and a rerun
+/// completes the plan.
+fn assert_stopped_cleanly(admin: &Admin, work: &Workspace, code: Option<i32>, output: &str, why: &str) {
+    assert_eq!(code, Some(1), "an interrupted apply is not a success\n{output}");
+    assert!(output.contains(&format!("stopping ({why})")) && output.contains("interrupted:"), "{output}");
     let world = admin.get("/_sim/world");
-    assert_eq!(work.state_ids(), world_ids(&world, PLAN), "state and clouds disagree after SIGTERM\n{output}");
+    assert_eq!(work.state_ids(), world_ids(&world, PLAN), "state and clouds disagree after the stop\n{output}");
     assert_eq!(work.open_intents(PLAN), 0, "{output}");
     let lock = std::fs::read_to_string(work.state_dir.join(format!("{PLAN}.lock"))).unwrap();
     assert!(lock.is_empty(), "the lock is still held: {lock}");
-
-    work.run_to_completion("apply", &sim.url, "rerun after SIGTERM");
+    work.run_to_completion("apply", &admin.url, "rerun after the stop");
     let counts: BTreeMap<String, usize> = work.state_ids().into_iter().map(|(f, ids)| (f, ids.len())).collect();
     assert_eq!(counts, LARGE.by_fleet());
+}
+
+fn stop_fixture(dir: &Path) -> (SimServer, Admin, Workspace) {
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let admin = Admin::new(&sim.url);
+    let work = Workspace::new(dir, PLAN);
+    work.write_plan(PLAN, LARGE);
+    (sim, admin, work)
+}
+
+/// SIGTERM while a create's response is held (the call changed the world):
+/// the call finishes and is recorded, no new call starts.
+#[test]
+fn sigterm_stops_between_calls_and_leaves_state_that_matches_the_clouds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, admin, work) = stop_fixture(dir.path());
+    let (code, output) = apply_stopped_while_held(&admin, &work, &[], 5, "after", Some(libc::SIGTERM));
+    assert_stopped_cleanly(&admin, &work, code, &output, "terminated");
+}
+
+/// `--deadline` passes while the first refresh call is held: the run stops
+/// before any create, exactly as on a signal.
+#[test]
+fn deadline_stops_the_run_like_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, admin, work) = stop_fixture(dir.path());
+    let (code, output) = apply_stopped_while_held(&admin, &work, &["--deadline", "1ms"], 1, "before", None);
+    assert_stopped_cleanly(&admin, &work, code, &output, "deadline reached");
+    assert!(output.contains("0 created") && !output.contains(": creating "), "nothing may start after the deadline\n{output}");
 }

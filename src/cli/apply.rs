@@ -3,7 +3,7 @@
 use super::context::{Connected, load_plan, lock};
 use super::progress::{JsonLines, Progress};
 use super::render::{changeset_text, report_text};
-use super::{ApplyArgs, DestroyArgs, Exit, Failure, TargetArgs, failure};
+use super::{ApplyArgs, DestroyArgs, Exit, Failure, RunArgs, failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
 use crate::planner;
 use std::io::{BufRead, IsTerminal, Write};
@@ -28,25 +28,19 @@ pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
         Some(saved) => Mode::Saved(Box::new(saved)),
         None => Mode::Apply,
     };
-    execute(&plan_path, &args.target, mode, args.auto_approve, args.json, "Apply").await
+    execute(&plan_path, &args.run, mode, "Apply").await
 }
 
 pub async fn run_destroy(args: &DestroyArgs) -> Result<Exit, Failure> {
-    execute(&args.plan, &args.target, Mode::Destroy, args.auto_approve, args.json, "Destroy").await
+    execute(&args.plan, &args.run, Mode::Destroy, "Destroy").await
 }
 
-async fn execute(
-    plan_path: &Path,
-    target: &TargetArgs,
-    mode: Mode,
-    auto_approve: bool,
-    json: bool,
-    verb: &str,
-) -> Result<Exit, Failure> {
+async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str) -> Result<Exit, Failure> {
+    let (json, auto_approve) = (run.json, run.auto_approve);
     let (plan, catalog) = load_plan(plan_path)?;
-    let connected = Connected::open(&plan, target).await?;
+    let connected = Connected::open(&plan, &run.target).await?;
     let events: Box<dyn EventSink> = if json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
-    let stop = super::context::stop_on_signal();
+    let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
     let result = async {
         let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
         let mut lock = lock(&session, &verb.to_lowercase()).await?;

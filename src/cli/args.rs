@@ -80,25 +80,31 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     /// Plan file (TOML), or a plan saved with `plan --out`.
     pub plan: PathBuf,
-    /// Do not ask for confirmation.
-    #[arg(long)]
-    pub auto_approve: bool,
-    /// Print JSON lines, one event per step, and a final summary.
-    #[arg(long)]
-    pub json: bool,
     #[command(flatten)]
-    pub target: TargetArgs,
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
     /// Plan file (TOML).
     pub plan: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How apply and destroy run.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub auto_approve: bool,
+    /// Print JSON lines, one event per step, and a final summary.
     #[arg(long)]
     pub json: bool,
+    /// Start no new cloud call after this long (`90s`, `30m`); calls in flight
+    /// finish and are recorded, and the run exits 1 as interrupted.
+    #[arg(long, value_name = "DURATION")]
+    pub deadline: Option<humantime::Duration>,
     #[command(flatten)]
     pub target: TargetArgs,
 }

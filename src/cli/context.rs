@@ -113,20 +113,27 @@ pub async fn lock(
     }
 }
 
-/// A flag set by the first SIGINT or SIGTERM, so that a run stops between
-/// calls instead of dying in the middle of one.
-pub fn stop_on_signal() -> Arc<AtomicBool> {
+/// A flag set by the first SIGINT or SIGTERM, or when the deadline passes,
+/// so that a run stops between calls instead of dying in the middle of one.
+pub fn stop_on_signal_or_deadline(deadline: Option<std::time::Duration>) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     tokio::spawn(async move {
         let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
             return;
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        eprintln!("stopping: the calls in flight finish and are recorded; run the command again to finish");
+        let deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let why = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = terminate.recv() => "terminated",
+            _ = deadline => "deadline reached",
+        };
+        eprintln!("stopping ({why}): the calls in flight finish and are recorded; run the command again to finish");
         flag.store(true, Ordering::SeqCst);
     });
     stop

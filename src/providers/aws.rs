@@ -229,16 +229,21 @@ fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instanc
 }
 
 /// Sort an EC2 error into a kind, keeping its code for the user.
-fn classify<E, R>(region: &str, err: SdkError<E, R>) -> ProviderError
+fn classify<E>(region: &str, err: SdkError<E, aws_sdk_ec2::config::http::HttpResponse>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let (kind, code, message) = match &err {
         SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("Unknown").to_string();
             let message = service.err().message().unwrap_or_default().to_string();
-            (kind_of_code(&code), code, message)
+            match service.err().code() {
+                Some(code) => (kind_of_code(code), code.to_string(), message),
+                // No EC2 error document (a proxy's or load balancer's answer): the status says it.
+                None => {
+                    let status = service.raw().status().as_u16();
+                    (kind_of_status(status), format!("HTTP {status}"), message)
+                }
+            }
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, "Timeout".into(), "the request timed out".into()),
         SdkError::DispatchFailure(failure) => {
@@ -255,6 +260,17 @@ where
         _ => (ErrorKind::Transient, "Unknown".into(), aws_smithy_types::error::display::DisplayErrorContext(&err).to_string()),
     };
     ProviderError { kind, cloud: Cloud::Aws, region: region.to_string(), code, message }
+}
+
+/// An HTTP status without an EC2 error code, by what it means for gpufleet.
+fn kind_of_status(status: u16) -> ErrorKind {
+    match status {
+        429 => ErrorKind::Throttled { retry_after_ms: None },
+        500..=599 => ErrorKind::Transient,
+        401 | 403 => ErrorKind::Auth,
+        404 => ErrorKind::NotFound,
+        _ => ErrorKind::Invalid,
+    }
 }
 
 /// EC2 error codes by what they mean for gpufleet.
@@ -284,6 +300,15 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_without_an_error_code_sort_into_kinds() {
+        assert_eq!(kind_of_status(503), ErrorKind::Transient);
+        assert_eq!(kind_of_status(502), ErrorKind::Transient);
+        assert!(matches!(kind_of_status(429), ErrorKind::Throttled { .. }));
+        assert_eq!(kind_of_status(403), ErrorKind::Auth);
+        assert_eq!(kind_of_status(400), ErrorKind::Invalid);
+    }
 
     #[test]
     fn error_codes_sort_into_kinds() {
