@@ -416,19 +416,30 @@ impl Runner<'_, '_> {
     async fn execute(&mut self, changeset: &Changeset, state: &mut State, now: DateTime<Utc>) -> Result<RoundOutcome, ApplyError> {
         let mut outcome = RoundOutcome { progressed: false, refused: Vec::new() };
         let mut fleets_short: BTreeSet<String> = BTreeSet::new();
-        for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Create) {
+        let creates: Vec<&Action> = changeset.actions.iter().filter(|a| a.kind == ActionKind::Create).collect();
+        let mut outcomes: Vec<(&Action, CreateOutcome)> = Vec::new();
+        let mut prepared: Vec<(&Action, PreparedCreate)> = Vec::new();
+        for action in creates {
             if self.session.stopping() {
-                return Ok(outcome);
+                break;
             }
-            match self.create(action, state, now).await? {
+            match self.prepare_create(action, state, now).await? {
+                Ok(ready) => prepared.push((action, ready)),
+                Err(outcome) => outcomes.push((action, outcome)),
+            }
+        }
+        // The calls themselves run concurrently, one at a time per cloud and
+        // region (the scope of the clouds' rate limits), all journaled above.
+        let results = call_creates(self.session, &prepared).await?;
+        for ((action, ready), result) in prepared.into_iter().zip(results) {
+            let outcome = self.finish_create(action, ready, result, state, now)?;
+            outcomes.push((action, outcome));
+        }
+        for (action, create) in outcomes {
+            match create {
                 CreateOutcome::Filled => outcome.progressed = true,
-                CreateOutcome::Partial => {
-                    outcome.progressed = true;
-                    fleets_short.insert(action.fleet.clone());
-                    outcome.refused.push((action.fleet.clone(), action.placement.clone()));
-                }
-                CreateOutcome::Refused => {
-                    // A new shortage rules the offering out: planning again moves on.
+                CreateOutcome::Partial | CreateOutcome::Refused => {
+                    // What the offering could not give is remembered: planning again moves on.
                     outcome.progressed = true;
                     fleets_short.insert(action.fleet.clone());
                     outcome.refused.push((action.fleet.clone(), action.placement.clone()));
@@ -437,6 +448,9 @@ impl Runner<'_, '_> {
                     fleets_short.insert(action.fleet.clone());
                 }
             }
+        }
+        if self.session.stopping() {
+            return Ok(outcome);
         }
         for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Delete) {
             if self.session.stopping() {
@@ -457,7 +471,14 @@ impl Runner<'_, '_> {
         Ok(outcome)
     }
 
-    async fn create(&mut self, action: &Action, state: &mut State, now: DateTime<Utc>) -> Result<CreateOutcome, ApplyError> {
+    /// Everything before the call: the quota pre-check, the request, its
+    /// intent in the journal. `Err(outcome)` when the quota already refuses.
+    async fn prepare_create(
+        &mut self,
+        action: &Action,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<Result<PreparedCreate, CreateOutcome>, ApplyError> {
         let session = self.session;
         let fleet = &session.plan.fleets[&action.fleet];
         let cloud = action.placement.cloud;
@@ -473,7 +494,7 @@ impl Runner<'_, '_> {
                 let message = format!("quota allows {room} more node(s) of {}×{}; checked before creating", fleet.gpus_per_node, fleet.gpu);
                 self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
                 session.backend.write(state)?;
-                return Ok(CreateOutcome::Refused);
+                return Ok(Err(CreateOutcome::Refused));
             }
             if room < count {
                 count = room;
@@ -510,7 +531,22 @@ impl Runner<'_, '_> {
             count,
             min_count,
         });
-        match provider.create(&request).await {
+        Ok(Ok(PreparedCreate { request, quota_cap }))
+    }
+
+    /// Everything after the call: journal, state, events, shortage memory.
+    fn finish_create(
+        &mut self,
+        action: &Action,
+        prepared: PreparedCreate,
+        result: Result<Vec<Instance>, ProviderError>,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<CreateOutcome, ApplyError> {
+        let session = self.session;
+        let PreparedCreate { request, quota_cap } = prepared;
+        let token = request.idempotency_token;
+        match result {
             Ok(instances) => {
                 let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
                 self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now)?;
@@ -644,6 +680,41 @@ impl Runner<'_, '_> {
             }
         }
     }
+}
+
+/// A create whose intent is journaled, ready to be sent.
+struct PreparedCreate {
+    request: CreateRequest,
+    /// The quota pre-check cut the request to this many nodes.
+    quota_cap: Option<u32>,
+}
+
+/// Sends the prepared creates: concurrently across (cloud, region), in order
+/// within one. Results come back in the order of `prepared`.
+async fn call_creates(
+    session: &Session<'_>,
+    prepared: &[(&Action, PreparedCreate)],
+) -> Result<Vec<Result<Vec<Instance>, ProviderError>>, ApplyError> {
+    let mut lanes: std::collections::BTreeMap<(crate::catalog::Cloud, &str), Vec<usize>> = Default::default();
+    for (index, (action, _)) in prepared.iter().enumerate() {
+        lanes.entry((action.placement.cloud, action.placement.region.as_str())).or_default().push(index);
+    }
+    let mut calls = Vec::new();
+    for ((cloud, _), indexes) in lanes {
+        let provider = session.clouds.get(cloud).ok_or(ApplyError::NoProvider { cloud })?;
+        calls.push(async move {
+            let mut done = Vec::with_capacity(indexes.len());
+            for index in indexes {
+                done.push((index, provider.create(&prepared[index].1.request).await));
+            }
+            done
+        });
+    }
+    let mut results: Vec<Option<Result<Vec<Instance>, ProviderError>>> = (0..prepared.len()).map(|_| None).collect();
+    for (index, result) in futures::future::join_all(calls).await.into_iter().flatten() {
+        results[index] = Some(result);
+    }
+    Ok(results.into_iter().map(|r| r.expect("every prepared create was called")).collect())
 }
 
 enum CreateOutcome {
