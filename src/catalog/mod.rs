@@ -325,5 +325,22 @@ pub fn gce_gpu_quota_metric(machine_type: &str, gpu: &str) -> String {
     }
 }
 
+/// The Azure vCPU quota family of a VM size, as `usages` names it, e.g.
+/// `Standard_ND96isr_H100_v5` → `standardNDSH100v5Family`. Names follow
+/// Azure's published family names (their casing is Azure's, which is not
+/// uniform); sizes are matched case-insensitively, and family names should be
+/// compared case-insensitively too. `None` for sizes gpufleet does not know.
+pub fn azure_vcpu_family(size: &str) -> Option<&'static str> {
+    const FAMILIES: [(&str, &str); 6] = [
+        ("Standard_ND96isr_H100_v5", "standardNDSH100v5Family"),
+        ("Standard_ND96isr_H200_v5", "standardNDSH200v5Family"),
+        ("Standard_ND96asr_v4", "standardNDASv4_A100Family"),
+        ("Standard_ND96amsr_A100_v4", "standardNDAMSv4_A100Family"),
+        ("Standard_NC40ads_H100_v5", "standardNCadsH100v5Family"),
+        ("Standard_NC24ads_A100_v4", "StandardNCADSA100v4Family"),
+    ];
+    FAMILIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(size)).map(|(_, family)| *family)
+}
+
 #[cfg(test)]
 mod tests;

@@ -232,3 +232,14 @@ fn zone_override_prices_only_that_zone() {
     let errors = base.with_overrides(&[foreign_zone]).unwrap_err();
     assert!(matches!(errors[0].problem, OverrideProblem::ZoneOutsideRegion { .. }));
 }
+
+#[test]
+fn every_builtin_azure_size_has_a_vcpu_family() {
+    let catalog = Catalog::builtin();
+    for size in catalog.instance_types.iter().filter(|t| t.cloud == Cloud::Azure) {
+        assert!(azure_vcpu_family(&size.name).is_some(), "{} has no vCPU family", size.name);
+    }
+    assert_eq!(azure_vcpu_family("standard_nd96isr_h100_v5"), Some("standardNDSH100v5Family"));
+    assert_eq!(azure_vcpu_family("Standard_NC24ads_A100_v4"), Some("StandardNCADSA100v4Family"));
+    assert_eq!(azure_vcpu_family("Standard_D2s_v5"), None);
+}

@@ -1,6 +1,6 @@
 //! Azure Resource Manager on the wire: JSON requests and responses under
 //! `/subscriptions/...`, shaped as the REST spec of Microsoft.Compute
-//! (`virtualMachineScaleSets`, `virtualMachines`) and as real ARM shapes them,
+//! (`virtualMachineScaleSets`, `virtualMachines`, `usages`) and as real ARM shapes them,
 //! so that unmodified SDKs (azure_mgmt_compute, Python azure-mgmt-compute)
 //! work against it.
 //!
@@ -68,6 +68,7 @@ enum Route {
     Vms { subscription: String, resource_group: String },
     Vm { subscription: String, resource_group: String, name: String },
     Operation { subscription: String, name: String },
+    Usages { subscription: String, location: String },
 }
 
 fn route(path: &str) -> Option<Route> {
@@ -80,6 +81,9 @@ fn route(path: &str) -> Option<Route> {
     let subscription = segments[1].clone();
     if is(2, "providers") && is(3, "Microsoft.Compute") && is(4, "locations") && is(6, "operations") {
         return (segments.len() == 8).then(|| Route::Operation { subscription, name: segments[7].clone() });
+    }
+    if is(2, "providers") && is(3, "Microsoft.Compute") && is(4, "locations") && is(6, "usages") {
+        return (segments.len() == 7).then(|| Route::Usages { subscription, location: segments[5].clone() });
     }
     if !(is(2, "resourceGroups") && is(4, "providers") && is(5, "Microsoft.Compute")) {
         return None;
@@ -107,7 +111,7 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             404,
             "InvalidResourceType",
             format!(
-                "The simulator does not serve {}: only virtualMachineScaleSets, virtualMachines and operations of Microsoft.Compute.",
+                "The simulator does not serve {}: only virtualMachineScaleSets, virtualMachines, operations and usages of Microsoft.Compute.",
                 request.path
             ),
         ));
@@ -123,6 +127,7 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
         (Route::Vms { .. }, "GET") => "VirtualMachines_List",
         (Route::Vm { .. }, "GET") => "VirtualMachines_Get",
         (Route::Operation { .. }, "GET") => "Operations_Get",
+        (Route::Usages { .. }, "GET") => "Usage_List",
         _ => {
             return Err(ArmFault::new(
                 405,
@@ -215,7 +220,29 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             let monitor = query.get("monitor").is_some_and(|v| v.eq_ignore_ascii_case("true"));
             Ok(operation_response(&operation, &status, monitor, &links))
         }
+        Route::Usages { subscription, location } => {
+            let value: Vec<Value> = vmss::usages(world, &subscription, &location)
+                .into_iter()
+                .map(|usage| {
+                    json!({
+                        "name": { "value": usage.family, "localizedValue": family_display_name(&usage.family) },
+                        "currentValue": usage.current,
+                        "limit": usage.limit,
+                        "unit": "Count",
+                    })
+                })
+                .collect();
+            Ok(ok(StatusCode::OK, list_json(value, None)))
+        }
     }
+}
+
+/// The portal's name of a family, as ARM localizes it: `standardNDSH100v5Family`
+/// → `Standard NDSH100v5 Family vCPUs`.
+fn family_display_name(family: &str) -> String {
+    let stem = family.strip_suffix("Family").unwrap_or(family);
+    let stem = stem.get(..8).filter(|p| p.eq_ignore_ascii_case("standard")).map_or(stem, |_| &stem[8..]);
+    format!("Standard {stem} Family vCPUs")
 }
 
 /// Links the simulator hands out: to operations, and to next pages.
@@ -801,4 +828,62 @@ mod tests {
         assert_eq!(percent_decode("a%20b").as_deref(), Some("a b"));
         assert_eq!(percent_decode("a%2"), None);
     }
+
+    #[test]
+    fn sim_arm_usages_report_family_quotas_and_scale_out_beyond_them_is_refused() {
+        let scenario = crate::sim::Scenario::parse(
+            "[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"standardNDSH100v5Family\"\nlimit = 192\n",
+            std::path::Path::new("quota.toml"),
+        )
+        .unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let usages = "/subscriptions/sub/providers/Microsoft.Compute/locations/eastus/usages";
+        let h100 = |capacity: u32| {
+            let mut body = put_body(capacity);
+            body["sku"]["name"] = json!("Standard_ND96isr_H100_v5");
+            body
+        };
+        let path = format!("{BASE}/virtualMachineScaleSets/gf-h100");
+        assert_eq!(call(&mut world, Method::PUT, &path, "api-version=1", h100(1)).status, StatusCode::CREATED);
+        let listed = call(&mut world, Method::GET, usages, "api-version=2024-07-01", Value::Null);
+        assert_eq!(listed.status, StatusCode::OK);
+        assert_eq!(
+            listed.body.unwrap(),
+            json!({ "value": [{
+                "name": { "value": "standardNDSH100v5Family", "localizedValue": "Standard NDSH100v5 Family vCPUs" },
+                "currentValue": 96,
+                "limit": 192,
+                "unit": "Count",
+            }] })
+        );
+        let west = call(&mut world, Method::GET, &usages.replace("eastus", "westus"), "api-version=1", Value::Null);
+        assert_eq!(west.body.unwrap(), json!({ "value": [] }));
+
+        let refused = call(&mut world, Method::PATCH, &path, "api-version=1", json!({ "sku": { "capacity": 3 } }));
+        assert_eq!((refused.status, code(&refused)), (StatusCode::CONFLICT, "OperationNotAllowed"));
+        let message = refused.body.unwrap()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            message.starts_with(
+                "Operation could not be completed as it results in exceeding approved standardNDSH100v5Family Cores quota."
+            ),
+            "{message}"
+        );
+        assert!(message.contains("Current Limit: 192, Current Usage: 96, Additional Required: 192"), "{message}");
+        assert_eq!(
+            crate::providers::azure::kind_of(409, "OperationNotAllowed", &message, None),
+            crate::providers::ErrorKind::Quota
+        );
+        let other = format!("{BASE}/virtualMachineScaleSets/gf-other");
+        let refused = call(&mut world, Method::PUT, &other, "api-version=1", h100(2));
+        assert_eq!(code(&refused), "OperationNotAllowed", "the quota spans scale sets");
+        assert_eq!(vmss::vms(&world, "sub", "rg", None).len(), 1, "refused requests change nothing");
+        let other_ref = ScaleSetRef { subscription: "sub".into(), resource_group: "rg".into(), name: "gf-other".into() };
+        assert!(vmss::get(&world, &other_ref).is_err());
+        let fits = call(&mut world, Method::PATCH, &path, "api-version=1", json!({ "sku": { "capacity": 2 } }));
+        assert_eq!(fits.status, StatusCode::OK);
+        let a100 = call(&mut world, Method::PUT, &other, "api-version=1", put_body(4));
+        assert_eq!(a100.status, StatusCode::CREATED, "other families have no quota here");
+        assert_eq!(world.counters()["azure"]["Usage_List"], 2);
+    }
+
 }

@@ -109,9 +109,10 @@ pub struct ScenarioOffering {
     pub timeline: Vec<CapacityStep>,
 }
 
-/// A regional quota, e.g. Compute Engine's `NVIDIA_H100_GPUS` in
-/// us-central1: launches that would take the region's usage above `limit`
-/// are refused with the cloud's quota error.
+/// A regional quota, e.g. Compute Engine's `NVIDIA_H100_GPUS` (in GPUs) in
+/// us-central1, or Azure's `standardNDSH100v5Family` (in vCPUs) in eastus:
+/// launches that would take the region's usage above `limit` are refused
+/// with the cloud's quota error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScenarioQuota {
     pub cloud: Cloud,
@@ -179,9 +180,9 @@ impl Scenario {
         }
         let mut quotas = Vec::with_capacity(raw.quotas.len());
         for (index, quota) in raw.quotas.into_iter().enumerate() {
-            if quota.cloud != Cloud::Gcp {
+            if quota.cloud == Cloud::Aws {
                 return Err(invalid(format!(
-                    "quota #{} ({} {}): quotas are simulated for cloud \"gcp\" only",
+                    "quota #{} ({} {}): quotas are simulated for clouds \"gcp\" and \"azure\" only",
                     index + 1,
                     quota.region,
                     quota.metric

@@ -9,8 +9,9 @@
 //! to follow long-running operations as they must on ARM. Nothing reads a
 //! clock: operations move on when they are polled, not when time passes.
 
+use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
-use crate::catalog::Cloud;
+use crate::catalog::{Catalog, Cloud, azure_vcpu_family};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -172,9 +173,90 @@ pub struct ArmState {
     vms: BTreeMap<u64, Vm>,
     operations: BTreeMap<String, Operation>,
     next_vm_seq: u64,
+    /// Regional vCPU family quotas from the scenario (every subscription
+    /// gets the same limits); absent from older world files.
+    #[serde(default)]
+    quotas: Vec<FamilyQuota>,
+    /// vCPUs of each Azure size, by lowercase size name.
+    #[serde(default)]
+    vcpus: BTreeMap<String, u32>,
+}
+
+/// A regional vCPU quota of one family, e.g. `standardNDSH100v5Family` in eastus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyQuota {
+    pub region: String,
+    pub family: String,
+    pub limit: u32,
+}
+
+/// One entry of `usages`: a family's quota and the vCPUs in use against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyUsage {
+    pub family: String,
+    pub limit: u32,
+    pub current: u32,
 }
 
 impl ArmState {
+    /// No resources yet; the catalog's vCPUs per size and the scenario's Azure quotas.
+    pub fn new(catalog: &Catalog, quotas: &[ScenarioQuota]) -> ArmState {
+        ArmState {
+            quotas: quotas
+                .iter()
+                .filter(|q| q.cloud == Cloud::Azure)
+                .map(|q| FamilyQuota { region: q.region.clone(), family: q.metric.clone(), limit: q.limit })
+                .collect(),
+            vcpus: catalog
+                .instance_types
+                .iter()
+                .filter(|t| t.cloud == Cloud::Azure)
+                .map(|t| (t.name.to_ascii_lowercase(), t.vcpus))
+                .collect(),
+            ..ArmState::default()
+        }
+    }
+
+    fn vcpus_of(&self, size: &str) -> u32 {
+        self.vcpus.get(&size.to_ascii_lowercase()).copied().unwrap_or(0)
+    }
+
+    /// vCPUs of the subscription's VMs of `family` in `location`.
+    fn family_usage(&self, subscription: &str, location: &str, family: &str) -> u32 {
+        self.vms
+            .values()
+            .filter(|vm| vm.subscription.eq_ignore_ascii_case(subscription) && vm.location.eq_ignore_ascii_case(location))
+            .filter(|vm| azure_vcpu_family(&vm.vm_size).is_some_and(|f| f.eq_ignore_ascii_case(family)))
+            .map(|vm| self.vcpus_of(&vm.vm_size))
+            .sum()
+    }
+
+    /// Refuses, as ARM does before touching anything, a scale-out by `extra`
+    /// VMs of `size` that would exceed its family's vCPU quota.
+    fn check_quota(&self, subscription: &str, location: &str, size: &str, extra: u32) -> Result<(), ArmFault> {
+        let Some(family) = azure_vcpu_family(size) else { return Ok(()) };
+        let Some(quota) =
+            self.quotas.iter().find(|q| q.region.eq_ignore_ascii_case(location) && q.family.eq_ignore_ascii_case(family))
+        else {
+            return Ok(());
+        };
+        let usage = self.family_usage(subscription, location, family);
+        let required = extra.saturating_mul(self.vcpus_of(size));
+        if required == 0 || usage.saturating_add(required) <= quota.limit {
+            return Ok(());
+        }
+        Err(ArmFault::new(
+            409,
+            "OperationNotAllowed",
+            format!(
+                "Operation could not be completed as it results in exceeding approved {} Cores quota. Additional details - Deployment Model: Resource Manager, Location: {location}, Current Limit: {}, Current Usage: {usage}, Additional Required: {required}, (Minimum) New Limit Required: {}. Submit a request for Quota increase at https://aka.ms/ProdportalCRP/#blade/Microsoft_Azure_Capacity/UsageAndQuota.ReactView by specifying parameters listed in the ‘Details’ section for deployment to succeed.",
+                quota.family,
+                quota.limit,
+                usage.saturating_add(required)
+            ),
+        ))
+    }
+
     fn scale_set(&self, at: &ScaleSetRef) -> Result<&ScaleSet, ArmFault> {
         self.scale_sets
             .get(&at.key())
@@ -230,6 +312,9 @@ pub fn create_or_update(world: &mut World, at: &ScaleSetRef, spec: ScaleSetSpec)
         ));
     }
     let key = at.key();
+    let have = world.arm.scale_sets.get(&key).map_or(0, |set| world.arm.vms_of(&set.id).count());
+    let extra = spec.capacity.saturating_sub(u32::try_from(have).unwrap_or(u32::MAX));
+    world.arm.check_quota(&at.subscription, &spec.location, &spec.sku_name, extra)?;
     let created = match world.arm.scale_sets.get(&key) {
         Some(existing) if !existing.location.eq_ignore_ascii_case(&spec.location) => {
             return Err(ArmFault::new(
@@ -274,10 +359,14 @@ pub fn create_or_update(world: &mut World, at: &ScaleSetRef, spec: ScaleSetSpec)
 
 /// `PATCH .../virtualMachineScaleSets/{name}`: change size, capacity or tags.
 pub fn update(world: &mut World, at: &ScaleSetRef, patch: ScaleSetPatch) -> Result<Change, ArmFault> {
-    let location = world.arm.scale_set(at)?.location.clone();
+    let set = world.arm.scale_set(at)?;
+    let (location, size) = (set.location.clone(), patch.sku_name.clone().unwrap_or_else(|| set.sku_name.clone()));
+    let have = u32::try_from(world.arm.vms_of(&set.id).count()).unwrap_or(u32::MAX);
+    let extra = patch.capacity.unwrap_or(set.capacity).saturating_sub(have);
     if let Some(sku_name) = &patch.sku_name {
         check_sku(world, &location, sku_name)?;
     }
+    world.arm.check_quota(&at.subscription, &location, &size, extra)?;
     let key = at.key();
     if let Some(set) = world.arm.scale_sets.get_mut(&key) {
         if let Some(sku_name) = patch.sku_name {
@@ -377,6 +466,22 @@ pub fn vm<'w>(world: &'w World, subscription: &str, resource_group: &str, name: 
         .into_iter()
         .find(|vm| vm.name.eq_ignore_ascii_case(name))
         .ok_or_else(|| ArmFault::not_found("virtualMachines", name, resource_group))
+}
+
+/// `GET /subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/usages`:
+/// the location's family quotas, with the subscription's vCPUs in use.
+pub fn usages(world: &World, subscription: &str, location: &str) -> Vec<FamilyUsage> {
+    world
+        .arm
+        .quotas
+        .iter()
+        .filter(|q| q.region.eq_ignore_ascii_case(location))
+        .map(|q| FamilyUsage {
+            family: q.family.clone(),
+            limit: q.limit,
+            current: world.arm.family_usage(subscription, location, &q.family),
+        })
+        .collect()
 }
 
 /// One poll of an operation: `InProgress` at first, then its outcome.

@@ -245,7 +245,7 @@ impl World {
             next_reservation_seq: 0,
             next_request_seq: 0,
             gce: GceWorld::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
-            arm: Default::default(),
+            arm: super::vmss::ArmState::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
             faults: Faults::new(
                 scenario.and_then(|s| s.faults.clone()),
                 scenario.map(|s| s.rate_limits.clone()).unwrap_or_default(),
