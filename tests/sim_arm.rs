@@ -296,3 +296,32 @@ async fn azure_provider_reports_partial_fills_and_classifies_capacity_errors() {
     assert_eq!(azure.list_owned("training").await.unwrap().len(), 3);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn azure_provider_reads_family_quota_headroom_from_usages_and_classifies_quota_refusals() {
+    let quota = "[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"standardNDSH100v5Family\"\nlimit = 192\n";
+    let sim = InProcessSim::start(Some(quota)).await;
+    let azure = provider(&sim).await;
+    let at = |size: &str| Placement {
+        cloud: Cloud::Azure,
+        region: "eastus".into(),
+        zone: None,
+        instance_type: size.into(),
+    };
+
+    let room = azure.quota_headroom(&at(H100), "H100", 8).await.unwrap();
+    assert_eq!(room, Some(2), "192 vCPUs hold two 96-vCPU VMs");
+    assert_eq!(azure.quota_headroom(&at("Standard_NC24ads_A100_v4"), "A100-80GB", 1).await.unwrap(), None);
+    assert_eq!(azure.quota_headroom(&at("Standard_D2s_v5"), "none", 0).await.unwrap(), None, "unknown size");
+    azure.create(&request("training", "llm", "run-1", H100, 1)).await.unwrap();
+    assert_eq!(azure.quota_headroom(&at(H100), "H100", 8).await.unwrap(), Some(1));
+
+    let refused = azure.create(&request("training", "llm", "run-2", H100, 2)).await.unwrap_err();
+    assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Quota, "OperationNotAllowed"));
+    assert!(refused.message.contains("standardNDSH100v5Family Cores quota"), "{}", refused.message);
+    assert_eq!(azure.list_owned("training").await.unwrap().len(), 1, "the refused scale-out created nothing");
+    let counters = sim.admin_get("/_sim/counters").await;
+    assert_eq!(counters["azure"]["Usage_List"], 3, "an unknown size asks nothing");
+    assert_eq!(counters["azure"]["VirtualMachineScaleSets_Update"], 1, "a quota refusal is not retried");
+    sim.stop().await;
+}

@@ -16,14 +16,21 @@
 //! calls itself, and every mutating call it retries is idempotent (a PUT or
 //! PATCH to an absolute capacity, a delete of named VMs).
 //!
+//! Quota is asked before a create: `usages` of the placement's location gives
+//! the size's vCPU family limit and current usage (see
+//! [`crate::catalog::azure_vcpu_family`]), turned into whole nodes with the
+//! catalog's vCPUs per size.
+//!
 //! SDK limits worked around here: the crate's `.await` on create-or-update
 //! re-sends the PUT instead of polling `Azure-AsyncOperation` and never sees
 //! a failed operation, so operations are polled with azure_core's pipeline;
 //! its `HttpError` keeps response headers private, so `Retry-After` is read
 //! from the error's rendering.
 
-use super::{CreateRequest, ErrorKind, Instance, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying};
-use crate::catalog::Cloud;
+use super::{
+    CreateRequest, ErrorKind, Instance, Placement, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying,
+};
+use crate::catalog::{Catalog, Cloud, azure_vcpu_family};
 use azure_core::auth::{AccessToken, TokenCredential};
 use azure_core::headers::{AUTHORIZATION, AZURE_ASYNCOPERATION, Headers, LOCATION};
 use azure_core::{ClientOptions, Context, Method, Pipeline, Request, RetryOptions, StatusCode, Url};
@@ -87,6 +94,8 @@ pub struct AzureProvider {
     subscription: String,
     resource_group: String,
     regions: Vec<String>,
+    /// vCPUs per VM size (lowercase), from the built-in catalog, for quota headroom.
+    vcpus: BTreeMap<String, u32>,
 }
 
 /// The simulator's credential: always the same dummy token.
@@ -161,6 +170,12 @@ impl AzureProvider {
             subscription: subscription.to_string(),
             resource_group: resource_group.to_string(),
             regions: regions.to_vec(),
+            vcpus: Catalog::builtin()
+                .instance_types
+                .iter()
+                .filter(|t| t.cloud == Cloud::Azure)
+                .map(|t| (t.name.to_ascii_lowercase(), t.vcpus))
+                .collect(),
         })
     }
 
@@ -482,6 +497,40 @@ impl Provider for AzureProvider {
         }
         Ok(())
     }
+
+    /// `usages` of the placement's location: the size's vCPU family limit
+    /// less its usage, in whole VMs. `None` for sizes without a known family
+    /// or vCPU count, and for families the location does not list.
+    async fn quota_headroom(
+        &self,
+        placement: &Placement,
+        _gpu: &str,
+        _gpus_per_node: u32,
+    ) -> Result<Option<u32>, ProviderError> {
+        let size = placement.instance_type.as_str();
+        let (Some(family), Some(&vcpus)) = (azure_vcpu_family(size), self.vcpus.get(&size.to_ascii_lowercase())) else {
+            return Ok(None);
+        };
+        let region = placement.region.as_str();
+        let usages = retrying(|| async {
+            let mut pages = self.client.usage_client().list(region, &self.subscription).into_stream();
+            let mut out = Vec::new();
+            while let Some(page) = pages.next().await {
+                out.extend(page.map_err(|e| classify(region, e))?.value);
+            }
+            Ok(out)
+        })
+        .await?;
+        Ok(family_headroom(&usages, family, vcpus))
+    }
+}
+
+/// Whole VMs of `vcpus_per_vm` that fit in the family's quota, from the
+/// `usages` entries of a location; `None` when the family is not listed.
+fn family_headroom(usages: &[models::Usage], family: &str, vcpus_per_vm: u32) -> Option<u32> {
+    let usage = usages.iter().find(|u| u.name.value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(family)))?;
+    let free = (usage.limit - i64::from(usage.current_value)).max(0);
+    Some(u32::try_from(free / i64::from(vcpus_per_vm.max(1))).unwrap_or(u32::MAX))
 }
 
 /// `gf-<plan>-<fleet>-<region>-<size without Standard_>`, lowercase, in the
@@ -789,6 +838,19 @@ mod tests {
         assert_eq!(classified(404, no_group).0, ErrorKind::Invalid);
         let bad_image = r#"{"error":{"code":"InvalidParameter","message":"The value of parameter imageReference.publisher is invalid.","target":"imageReference.publisher"}}"#;
         assert_eq!(classified(400, bad_image).0, ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn family_headroom_counts_whole_vms_of_the_family() {
+        let usages: Vec<models::Usage> = serde_json::from_value(json!([
+            { "name": { "value": "cores", "localizedValue": "Total Regional vCPUs" }, "currentValue": 8, "limit": 350, "unit": "Count" },
+            { "name": { "value": "standardNDSH100v5Family", "localizedValue": "Standard NDSH100v5 Family vCPUs" }, "currentValue": 96, "limit": 400, "unit": "Count" },
+            { "name": { "value": "StandardNCADSA100v4Family", "localizedValue": "Standard NCADS_A100_v4 Family vCPUs" }, "currentValue": 48, "limit": 24, "unit": "Count" },
+        ]))
+        .unwrap();
+        assert_eq!(family_headroom(&usages, "standardndsh100v5family", 96), Some(3));
+        assert_eq!(family_headroom(&usages, "StandardNCADSA100v4Family", 24), Some(0), "over the limit is no room");
+        assert_eq!(family_headroom(&usages, "standardNDSH200v5Family", 96), None);
     }
 
     #[test]
