@@ -368,6 +368,64 @@ limit = 64
     assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
 }
 
+const AZURE_PLAN: &str = r#"
+name = "azure-quota"
+
+[providers.azure]
+subscription = "00000000-0000-0000-0000-000000000000"
+resource_group = "gpu-fleets"
+regions = ["eastus", "eastus2"]
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGpufleetTestKeyOnlyForTheSimulator test"
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 4
+min_nodes = 4
+prefer = ["azure:eastus", "azure:eastus2"]
+image = { azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }
+labels = { team = "research" }
+"#;
+
+#[test]
+fn azure_family_quota_of_192_vcpus_holds_exactly_2_nodes_and_the_rest_go_elsewhere_without_wasted_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[[quota]]
+cloud = "azure"
+region = "eastus"
+metric = "standardNDSH100v5Family"
+limit = 192
+"#,
+    );
+    let server = SimServer::start(&["--scenario", &scenario]);
+    let plan = dir.path().join("azure-quota.toml");
+    std::fs::write(&plan, AZURE_PLAN).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    let listed = listed.as_array().unwrap();
+    let in_region = |region: &str| listed.iter().filter(|i| i["region"] == region).count();
+    assert_eq!((in_region("eastus"), in_region("eastus2")), (2, 2), "{listed:?}");
+    assert!(listed.iter().all(|i| i["instance_type"] == "Standard_ND96isr_H100_v5"), "{listed:?}");
+
+    // One create-or-update per region, eastus's sized by the usages read
+    // first: no refused scale-out, no PATCH.
+    let calls = counters(&server.url);
+    assert_eq!(calls["azure"]["VirtualMachineScaleSets_CreateOrUpdate"], 2, "{calls}");
+    assert!(calls["azure"].get("VirtualMachineScaleSets_Update").is_none(), "{calls}");
+    assert!(calls["azure"]["Usage_List"].as_u64().unwrap() >= 1, "{calls}");
+
+    run(&["plan", plan, "--sim-url", &server.url, "--state-dir", state, "--detailed-exitcode"], 0);
+    run(&["destroy", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
+}
+
 #[test]
 fn every_example_plan_validates() {
     for plan in ["plans/demo.toml", "plans/multicloud.toml"] {
