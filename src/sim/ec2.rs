@@ -356,7 +356,8 @@ fn fault_error(fault: Fault) -> ApiError {
             code: "Unavailable",
             message: "The server is overloaded and can't handle the request.".into(),
         },
-        Fault::Transient { .. } => ApiError {
+        // A reset is never answered: the server drops the connection.
+        Fault::Transient { .. } | Fault::Reset => ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "InternalError",
             message: "An internal error has occurred.".into(),
