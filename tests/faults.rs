@@ -259,15 +259,21 @@ fn apply_over_injected_errors_and_throttling_reaches_the_plan_without_duplicates
     assert!(faulty <= 3 * fault_free, "retries stay cheap: {faulty} calls against {fault_free} without faults");
 }
 
-/// Resets on 5% of calls, 2s of latency per call (10s for a Compute Engine
-/// operation wait) and 30s more on 5% of calls.
+/// Resets on 5% of calls and half the create calls (so that, with this seed,
+/// each cloud's create is reset and retried), 2s of latency per call (10s
+/// for a Compute Engine operation wait) and 30s more on 5% of calls.
 const RESETS: &str = r#"
 [faults]
-seed = 42
+seed = 8
 reset_rate = 0.05
 latency = "2s"
 slow_rate = 0.05
 slow_by = "30s"
+
+[faults.reset_per_call]
+RunInstances = 0.5
+"instances.bulkInsert" = 0.5
+VirtualMachineScaleSets_CreateOrUpdate = 0.5
 
 [faults.latency_per_call]
 "zoneOperations.wait" = "10s"
@@ -281,6 +287,13 @@ fn apply_over_connection_resets_and_latency_reaches_the_plan_in_measured_simulat
     let (fault_free, resets) = (total_calls(&fault_free_counters), total_calls(&reset_counters));
     println!("cloud calls: fault-free {fault_free}, resets {resets}; simulated time: {fault_free_time}s, {reset_time}s");
     assert_eq!(fault_free_time, 0, "without latency, an apply takes no simulated time");
+    for (cloud, call) in CREATES {
+        let count = |counters: &Value| counters[cloud][call].as_u64().unwrap_or(0);
+        assert!(
+            count(&reset_counters) > count(&fault_free_counters),
+            "{cloud} {call} was reset and retried: {reset_counters} against {fault_free_counters}"
+        );
+    }
     assert!(resets > fault_free, "resets were met and retried: {resets} calls against {fault_free}");
     assert!(resets <= 3 * fault_free, "retries stay cheap: {resets} calls against {fault_free} without faults");
     // Every call takes at least 2s; slow calls and operation waits take more.

@@ -707,4 +707,23 @@ mod tests {
         assert_eq!(world.counters()["aws"]["DescribeInstances"], 2);
         assert_eq!(world.counters()["aws"]["CreateTags"], 1);
     }
+
+    #[test]
+    fn sim_a_reset_call_applies_nothing_but_takes_its_latency() {
+        let scenario = super::super::scenario::Scenario::parse(
+            "[faults]\nseed = 5\nreset_rate = 1.0\nlatency = \"2s\"\n",
+            std::path::Path::new("s.toml"),
+        )
+        .unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let start = world.now;
+        let run = "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&ClientToken=t1";
+        let response = call(&mut world, run);
+        assert!(!response.mutated);
+        assert!(world.take_reset(), "the server is told to drop the connection");
+        assert!(!world.take_reset(), "once");
+        assert_eq!(world.instances().count(), 0, "nothing launched");
+        assert_eq!(world.now - start, chrono::Duration::seconds(2));
+        assert_eq!(world.counters()["aws"]["RunInstances"], 1);
+    }
 }

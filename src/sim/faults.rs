@@ -84,6 +84,9 @@ pub struct ErrorFaults {
     /// Share of calls whose connection is dropped unanswered and unapplied.
     #[serde(default)]
     pub reset_rate: f64,
+    /// Reset shares for some call kinds, in place of `reset_rate`.
+    #[serde(default)]
+    pub reset_per_call: BTreeMap<String, f64>,
     /// Simulated time every call takes.
     #[serde(default)]
     pub latency: Duration,
@@ -105,6 +108,7 @@ impl ErrorFaults {
             error_rate: 0.0,
             per_call: BTreeMap::new(),
             reset_rate: 0.0,
+            reset_per_call: BTreeMap::new(),
             latency: Duration::ZERO,
             latency_per_call: BTreeMap::new(),
             slow_rate: 0.0,
@@ -218,7 +222,11 @@ impl Faults {
             }
         }
         let (rate, reset_rate, slow_rate) = match &self.errors {
-            Some(e) => (e.per_call.get(call).copied().unwrap_or(e.error_rate), e.reset_rate, e.slow_rate),
+            Some(e) => (
+                e.per_call.get(call).copied().unwrap_or(e.error_rate),
+                e.reset_per_call.get(call).copied().unwrap_or(e.reset_rate),
+                e.slow_rate,
+            ),
             None => return (None, false),
         };
         let roll = self.next_u64(cloud);

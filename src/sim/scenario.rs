@@ -41,6 +41,8 @@ struct RawFaults {
     per_call: BTreeMap<String, f64>,
     #[serde(default)]
     reset_rate: f64,
+    #[serde(default)]
+    reset_per_call: BTreeMap<String, f64>,
     latency: Option<String>,
     #[serde(default)]
     latency_per_call: BTreeMap<String, String>,
@@ -244,20 +246,18 @@ fn check_faults(raw: RawFaults) -> Result<ErrorFaults, String> {
     check_share("faults: error_rate", raw.error_rate)?;
     check_share("faults: reset_rate", raw.reset_rate)?;
     check_share("faults: slow_rate", raw.slow_rate)?;
-    // Errors, resets and slow calls are bands of one roll; they cannot overlap.
-    let others = raw.reset_rate + raw.slow_rate;
-    let sum_ok = |what: &str, rate: f64| {
-        if rate + others <= 1.0 {
-            Ok(())
-        } else {
-            Err(format!("faults: {what} + reset_rate + slow_rate = {} is more than all calls (1)", rate + others))
+    for (table, shares) in [("per_call", &raw.per_call), ("reset_per_call", &raw.reset_per_call)] {
+        for (call, share) in shares {
+            check_call(call).map_err(|m| format!("faults.{table}: {m}"))?;
+            check_share(&format!("faults.{table}: {call}"), *share)?;
         }
-    };
-    sum_ok("error_rate", raw.error_rate)?;
-    for (call, share) in &raw.per_call {
-        check_call(call).map_err(|m| format!("faults.per_call: {m}"))?;
-        check_share(&format!("faults.per_call: {call}"), *share)?;
-        sum_ok(&format!("per_call {call}"), *share)?;
+    }
+    // Errors, resets and slow calls are bands of one roll: their shares, at
+    // the highest any call can have, must fit in all calls.
+    let highest = |default: f64, shares: &BTreeMap<String, f64>| shares.values().copied().fold(default, f64::max);
+    let sum = highest(raw.error_rate, &raw.per_call) + highest(raw.reset_rate, &raw.reset_per_call) + raw.slow_rate;
+    if sum > 1.0 {
+        return Err(format!("faults: error, reset and slow shares add up to {sum}, more than all calls (1)"));
     }
     let latency = raw.latency.as_deref().map(|l| check_duration("faults: latency", l)).transpose()?;
     let mut latency_per_call = BTreeMap::new();
@@ -275,6 +275,7 @@ fn check_faults(raw: RawFaults) -> Result<ErrorFaults, String> {
         error_rate: raw.error_rate,
         per_call: raw.per_call,
         reset_rate: raw.reset_rate,
+        reset_per_call: raw.reset_per_call,
         latency: latency.unwrap_or_default(),
         latency_per_call,
         slow_rate: raw.slow_rate,
@@ -394,6 +395,8 @@ mod tests {
             RunInstances = 0.2
             [faults.latency_per_call]
             "instances.bulkInsert" = "500ms"
+            [faults.reset_per_call]
+            Operations_Get = 0.5
             [[rate_limit]]
             cloud = "aws"
             call = "RunInstances"
@@ -411,6 +414,7 @@ mod tests {
         assert_eq!((faults.reset_rate, faults.slow_rate), (0.05, 0.01));
         assert_eq!((faults.latency, faults.slow_by), (Duration::from_secs(2), Duration::from_secs(30)));
         assert_eq!(faults.latency_per_call["instances.bulkInsert"], Duration::from_millis(500));
+        assert_eq!(faults.reset_per_call["Operations_Get"], 0.5);
         assert_eq!(
             scenario.rate_limits[0],
             RateLimit { cloud: Cloud::Aws, call: Some("RunInstances".into()), bucket: 5, refill_every: 2 }
@@ -428,6 +432,8 @@ mod tests {
         assert!(error("[faults]\nseed = 1\nlatency = \"soon\"\n").contains("not a duration"));
         assert!(error("[faults]\nseed = 1\nslow_rate = 0.1\n").contains("slow_by"));
         assert!(error("[faults]\nseed = 1\nerror_rate = 0.6\nreset_rate = 0.5\n").contains("more than all calls"));
+        let per_call = "[faults]\nseed = 1\n[faults.per_call]\nRunInstances = 0.6\n[faults.reset_per_call]\nCreateTags = 0.5\n";
+        assert!(error(per_call).contains("more than all calls"));
         assert!(error("[faults]\nseed = 1\n[faults.latency_per_call]\nRunInstance = \"1s\"\n").contains("RunInstance"));
         assert!(error("[faults]\nseed = 1\n[faults.per_call]\nRunInstance = 0.1\n").contains("RunInstance"));
         let wrong_cloud =
