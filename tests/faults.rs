@@ -10,6 +10,10 @@
 //!
 //! The applies run with `GPUFLEET_RETRY_BASE_MS=1`: the simulator's buckets
 //! refill by calls, not time, so waiting between attempts buys nothing.
+//!
+//! A second apply meets connection resets (no HTTP response at all) and
+//! simulated latency instead, and reports the simulated time it took; a
+//! reset is first checked on the wire, with a raw TCP client and reqwest.
 
 mod common;
 
@@ -184,9 +188,21 @@ const CREATES: [(&str, &str); 3] = [
     ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
 ];
 
+/// Simulated seconds since the scenario's start, as `/_sim/time` says.
+fn sim_seconds(url: &str) -> i64 {
+    let now = admin_get(&format!("{url}/_sim/time"))["now"].as_str().unwrap().to_string();
+    let now = chrono::DateTime::parse_from_rfc3339(&now).unwrap();
+    (now - chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap()).num_seconds()
+}
+
 /// Applies the plan against a simulator serving `scenario`; checks the
 /// outcome and returns `/_sim/counters` after the apply.
 fn apply_against(root: &Path, label: &str, scenario: &str) -> Value {
+    apply_timed(root, label, scenario).0
+}
+
+/// As [`apply_against`], also returning the simulated seconds the apply took.
+fn apply_timed(root: &Path, label: &str, scenario: &str) -> (Value, i64) {
     let dir = root.join(label);
     std::fs::create_dir_all(&dir).unwrap();
     let scenario_file = dir.join("scenario.toml");
@@ -195,6 +211,7 @@ fn apply_against(root: &Path, label: &str, scenario: &str) -> Value {
     std::fs::write(&plan_file, PLAN_TEXT).unwrap();
     let state_dir = dir.join("state");
     let sim = SimServer::start(&["--scenario", scenario_file.to_str().unwrap()]);
+    let started = sim_seconds(&sim.url);
 
     let out = run(&[
         "apply",
@@ -212,13 +229,14 @@ fn apply_against(root: &Path, label: &str, scenario: &str) -> Value {
         stdout(&out),
         stderr(&out)
     );
+    let took = sim_seconds(&sim.url) - started;
     let counters = admin_get(&format!("{}/_sim/counters", sim.url));
     let in_clouds = world_ids(&admin_get(&format!("{}/_sim/world", sim.url)));
     let counts: BTreeMap<String, usize> = in_clouds.iter().map(|(fleet, ids)| (fleet.clone(), ids.len())).collect();
     assert_eq!(counts, desired(), "{label}: nodes per fleet in the clouds");
     assert_eq!(in_clouds, state_ids(&state_dir), "{label}: the clouds hold exactly what the state lists");
-    println!("{label}: {} cloud calls: {counters}", total_calls(&counters));
-    counters
+    println!("{label}: {} cloud calls in {took}s of simulated time: {counters}", total_calls(&counters));
+    (counters, took)
 }
 
 #[test]
@@ -239,4 +257,90 @@ fn apply_over_injected_errors_and_throttling_reaches_the_plan_without_duplicates
     println!("cloud calls: fault-free {fault_free}, faulty {faulty}");
     assert!(faulty > fault_free, "the faults were met: {faulty} calls against {fault_free}");
     assert!(faulty <= 3 * fault_free, "retries stay cheap: {faulty} calls against {fault_free} without faults");
+}
+
+/// Resets on 5% of calls and half the create calls (so that, with this seed,
+/// each cloud's create is reset and retried), 2s of latency per call (10s
+/// for a Compute Engine operation wait) and 30s more on 5% of calls.
+const RESETS: &str = r#"
+[faults]
+seed = 8
+reset_rate = 0.05
+latency = "2s"
+slow_rate = 0.05
+slow_by = "30s"
+
+[faults.reset_per_call]
+RunInstances = 0.5
+"instances.bulkInsert" = 0.5
+VirtualMachineScaleSets_CreateOrUpdate = 0.5
+
+[faults.latency_per_call]
+"zoneOperations.wait" = "10s"
+"#;
+
+#[test]
+fn apply_over_connection_resets_and_latency_reaches_the_plan_in_measured_simulated_time() {
+    let root = tempfile::tempdir().unwrap();
+    let (fault_free_counters, fault_free_time) = apply_timed(root.path(), "fault-free", SUPPLY);
+    let (reset_counters, reset_time) = apply_timed(root.path(), "resets", &format!("{SUPPLY}\n{RESETS}"));
+    let (fault_free, resets) = (total_calls(&fault_free_counters), total_calls(&reset_counters));
+    println!("cloud calls: fault-free {fault_free}, resets {resets}; simulated time: {fault_free_time}s, {reset_time}s");
+    assert_eq!(fault_free_time, 0, "without latency, an apply takes no simulated time");
+    for (cloud, call) in CREATES {
+        let count = |counters: &Value| counters[cloud][call].as_u64().unwrap_or(0);
+        assert!(
+            count(&reset_counters) > count(&fault_free_counters),
+            "{cloud} {call} was reset and retried: {reset_counters} against {fault_free_counters}"
+        );
+    }
+    assert!(resets > fault_free, "resets were met and retried: {resets} calls against {fault_free}");
+    assert!(resets <= 3 * fault_free, "retries stay cheap: {resets} calls against {fault_free} without faults");
+    // Every call takes at least 2s; slow calls and operation waits take more.
+    let calls = i64::try_from(resets).unwrap();
+    assert!(reset_time >= 2 * calls, "{reset_time}s for {calls} calls of at least 2s");
+}
+
+#[test]
+fn a_reset_call_gets_no_http_response_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let scenario = root.path().join("scenario.toml");
+    std::fs::write(&scenario, format!("{SUPPLY}\n[faults]\nseed = 1\nreset_rate = 1.0\nlatency = \"2s\"\n")).unwrap();
+    let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let body = "Action=RunInstances&Version=2016-11-15&ImageId=ami-0123456789abcdef0\
+                &InstanceType=p5.48xlarge&MinCount=1&MaxCount=1";
+
+    // On the wire: the connection closes (or resets) before a single byte.
+    let address = sim.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut received = Vec::new();
+    let outcome = stream.read_to_end(&mut received);
+    assert!(received.is_empty(), "no response at all, got: {}", String::from_utf8_lossy(&received));
+    println!("raw TCP client: {outcome:?}");
+
+    // An HTTP client sees a transport error, not a status.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let sent = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/", sim.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+    });
+    let error = sent.expect_err("a reset call has no response");
+    assert!(error.status().is_none() && !error.is_status(), "{error:?}");
+
+    let world = admin_get(&format!("{}/_sim/world", sim.url));
+    assert_eq!(world["instances"].as_array().unwrap().len(), 0, "a reset call launches nothing");
+    assert_eq!(admin_get(&format!("{}/_sim/counters", sim.url))["aws"]["RunInstances"], json!(2), "both calls counted");
+    assert_eq!(sim_seconds(&sim.url), 4, "each call took its 2s of latency");
 }

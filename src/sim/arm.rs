@@ -153,8 +153,9 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
                 "The request is being throttled as the limit has been reached for operation type - Write_1Min.",
             ));
         }
-        Some(Fault::Transient { variant }) => {
-            let status = if variant == 0 { 503 } else { 500 };
+        // A reset is never answered: the server drops the connection.
+        Some(fault @ (Fault::Transient { .. } | Fault::Reset)) => {
+            let status = if fault == (Fault::Transient { variant: 0 }) { 503 } else { 500 };
             let message = "Encountered internal server error. Please try again.";
             return Err(ArmFault::new(status, "InternalServerError", message));
         }

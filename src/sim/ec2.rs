@@ -356,7 +356,8 @@ fn fault_error(fault: Fault) -> ApiError {
             code: "Unavailable",
             message: "The server is overloaded and can't handle the request.".into(),
         },
-        Fault::Transient { .. } => ApiError {
+        // A reset is never answered: the server drops the connection.
+        Fault::Transient { .. } | Fault::Reset => ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "InternalError",
             message: "An internal error has occurred.".into(),
@@ -705,5 +706,24 @@ mod tests {
         call(&mut world, "Action=CreateTags");
         assert_eq!(world.counters()["aws"]["DescribeInstances"], 2);
         assert_eq!(world.counters()["aws"]["CreateTags"], 1);
+    }
+
+    #[test]
+    fn sim_a_reset_call_applies_nothing_but_takes_its_latency() {
+        let scenario = super::super::scenario::Scenario::parse(
+            "[faults]\nseed = 5\nreset_rate = 1.0\nlatency = \"2s\"\n",
+            std::path::Path::new("s.toml"),
+        )
+        .unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let start = world.now;
+        let run = "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&ClientToken=t1";
+        let response = call(&mut world, run);
+        assert!(!response.mutated);
+        assert!(world.take_reset(), "the server is told to drop the connection");
+        assert!(!world.take_reset(), "once");
+        assert_eq!(world.instances().count(), 0, "nothing launched");
+        assert_eq!(world.now - start, chrono::Duration::seconds(2));
+        assert_eq!(world.counters()["aws"]["RunInstances"], 1);
     }
 }

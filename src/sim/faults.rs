@@ -20,10 +20,19 @@
 //!
 //! Rate limits are checked before the error roll; a call that is throttled
 //! or fails never reaches the world, so nothing it asked for happens.
+//!
+//! One roll of the cloud's PRNG decides the rest of a call's fate, by bands
+//! of the same uniform number: below the error rate a transient error, then
+//! `reset_rate` a connection reset (the server drops the connection without
+//! any response, and the call is not applied), then `slow_rate` a slow
+//! response (applied, but the simulated clock jumps by `slow_by`). Every call,
+//! refused or not, also takes `latency` of simulated time, so the simulated
+//! time an apply takes becomes measurable without a wall clock.
 
 use crate::catalog::Cloud;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Call kinds as the simulator counts them (`/_sim/counters`), by cloud; the
 /// names that `per_call` and `rate_limit.call` accept.
@@ -72,6 +81,40 @@ pub struct ErrorFaults {
     pub error_rate: f64,
     /// Shares for some call kinds, in place of `error_rate`.
     pub per_call: BTreeMap<String, f64>,
+    /// Share of calls whose connection is dropped unanswered and unapplied.
+    #[serde(default)]
+    pub reset_rate: f64,
+    /// Reset shares for some call kinds, in place of `reset_rate`.
+    #[serde(default)]
+    pub reset_per_call: BTreeMap<String, f64>,
+    /// Simulated time every call takes.
+    #[serde(default)]
+    pub latency: Duration,
+    /// Latencies for some call kinds, in place of `latency`.
+    #[serde(default)]
+    pub latency_per_call: BTreeMap<String, Duration>,
+    /// Share of calls that succeed but take `slow_by` more simulated time.
+    #[serde(default)]
+    pub slow_rate: f64,
+    #[serde(default)]
+    pub slow_by: Duration,
+}
+
+impl ErrorFaults {
+    /// Only a seed: no fault of any kind until a share or latency is set.
+    pub fn seeded(seed: u64) -> ErrorFaults {
+        ErrorFaults {
+            seed,
+            error_rate: 0.0,
+            per_call: BTreeMap::new(),
+            reset_rate: 0.0,
+            reset_per_call: BTreeMap::new(),
+            latency: Duration::ZERO,
+            latency_per_call: BTreeMap::new(),
+            slow_rate: 0.0,
+            slow_by: Duration::ZERO,
+        }
+    }
 }
 
 /// One `[[rate_limit]]` of a scenario (see the module header).
@@ -101,6 +144,16 @@ pub enum Fault {
     /// The cloud's transient server error; `variant` picks among the
     /// cloud's shapes (e.g. EC2 503 `Unavailable` or 500 `InternalError`).
     Transient { variant: u8 },
+    /// The connection drops without any HTTP response.
+    Reset,
+}
+
+/// The fate of one call: a fault that refuses it, if any, and the simulated
+/// time it takes (latency, plus `slow_by` for a slow response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub fault: Option<Fault>,
+    pub delay: Duration,
 }
 
 /// The fault model of a world: configuration and running state.
@@ -129,8 +182,18 @@ impl Faults {
     }
 
     /// Decides the fate of one call of `cloud` in `region` (EC2 only; empty
-    /// elsewhere): `None` lets it through to the world.
-    pub fn check(&mut self, cloud: Cloud, region: &str, call: &str) -> Option<Fault> {
+    /// elsewhere): a `fault` of `None` lets it through to the world.
+    pub fn check(&mut self, cloud: Cloud, region: &str, call: &str) -> Verdict {
+        let latency = self.errors.as_ref().map_or(Duration::ZERO, |e| {
+            e.latency_per_call.get(call).copied().unwrap_or(e.latency)
+        });
+        let (fault, slow) = self.roll(cloud, region, call);
+        let slow_by = self.errors.as_ref().filter(|_| slow).map_or(Duration::ZERO, |e| e.slow_by);
+        Verdict { fault, delay: latency.saturating_add(slow_by) }
+    }
+
+    /// Rate limits, then the PRNG roll: the fault, and whether the call is slow.
+    fn roll(&mut self, cloud: Cloud, region: &str, call: &str) -> (Option<Fault>, bool) {
         let mut throttled = false;
         for limit in &self.rate_limits {
             if limit.cloud != cloud || limit.call.as_deref().is_some_and(|c| c != call) {
@@ -148,7 +211,7 @@ impl Faults {
             throttled |= bucket.tokens == 0;
         }
         if throttled {
-            return Some(Fault::Throttled);
+            return (Some(Fault::Throttled), false);
         }
         for limit in &self.rate_limits {
             if limit.cloud == cloud && limit.call.as_deref().is_none_or(|c| c == call) {
@@ -158,14 +221,24 @@ impl Faults {
                 }
             }
         }
-        let rate = match &self.errors {
-            Some(errors) => errors.per_call.get(call).copied().unwrap_or(errors.error_rate),
-            None => return None,
+        let (rate, reset_rate, slow_rate) = match &self.errors {
+            Some(e) => (
+                e.per_call.get(call).copied().unwrap_or(e.error_rate),
+                e.reset_per_call.get(call).copied().unwrap_or(e.reset_rate),
+                e.slow_rate,
+            ),
+            None => return (None, false),
         };
         let roll = self.next_u64(cloud);
         // The top 53 bits as a uniform float in [0, 1); the low bit picks the shape.
         let uniform = (roll >> 11) as f64 / (1u64 << 53) as f64;
-        (uniform < rate).then_some(Fault::Transient { variant: (roll & 1) as u8 })
+        if uniform < rate {
+            (Some(Fault::Transient { variant: (roll & 1) as u8 }), false)
+        } else if uniform < rate + reset_rate {
+            (Some(Fault::Reset), false)
+        } else {
+            (None, uniform < rate + reset_rate + slow_rate)
+        }
     }
 
     fn next_u64(&mut self, cloud: Cloud) -> u64 {
@@ -191,11 +264,11 @@ mod tests {
     use super::*;
 
     fn errors(seed: u64, rate: f64) -> Option<ErrorFaults> {
-        Some(ErrorFaults { seed, error_rate: rate, per_call: BTreeMap::new() })
+        Some(ErrorFaults { error_rate: rate, ..ErrorFaults::seeded(seed) })
     }
 
     fn run(faults: &mut Faults, cloud: Cloud, call: &str, n: usize) -> Vec<Option<Fault>> {
-        (0..n).map(|_| faults.check(cloud, "", call)).collect()
+        (0..n).map(|_| faults.check(cloud, "", call).fault).collect()
     }
 
     #[test]
@@ -209,7 +282,7 @@ mod tests {
         let mixed: Vec<Option<Fault>> = (0..200)
             .map(|_| {
                 interleaved.check(Cloud::Gcp, "", "instances.list");
-                interleaved.check(Cloud::Aws, "", "RunInstances")
+                interleaved.check(Cloud::Aws, "", "RunInstances").fault
             })
             .collect();
         assert_eq!(mixed, a, "a cloud's faults do not depend on other clouds' calls");
@@ -246,6 +319,7 @@ mod tests {
                 None => '.',
                 Some(Fault::Throttled) => 'T',
                 Some(Fault::Transient { .. }) => 'E',
+                Some(Fault::Reset) => 'R',
             })
             .collect();
         // Call 2 refills the token call 1 took; the burst lasts until the
@@ -259,10 +333,11 @@ mod tests {
     fn sim_faults_buckets_are_per_region_and_cover_every_call_without_call() {
         let limit = RateLimit { cloud: Cloud::Aws, call: None, bucket: 1, refill_every: 3 };
         let mut faults = Faults::new(None, vec![limit]);
-        assert_eq!(faults.check(Cloud::Aws, "us-east-1", "RunInstances"), None);
-        assert_eq!(faults.check(Cloud::Aws, "us-east-1", "DescribeInstances"), Some(Fault::Throttled));
-        assert_eq!(faults.check(Cloud::Aws, "us-west-2", "DescribeInstances"), None, "own bucket per region");
-        assert_eq!(faults.check(Cloud::Aws, "us-east-1", "CreateTags"), None, "third call refills");
+        let mut check = |region: &str, call: &str| faults.check(Cloud::Aws, region, call).fault;
+        assert_eq!(check("us-east-1", "RunInstances"), None);
+        assert_eq!(check("us-east-1", "DescribeInstances"), Some(Fault::Throttled));
+        assert_eq!(check("us-west-2", "DescribeInstances"), None, "own bucket per region");
+        assert_eq!(check("us-east-1", "CreateTags"), None, "third call refills");
     }
 
     #[test]
@@ -270,5 +345,52 @@ mod tests {
         assert_eq!(cloud_of_call("instances.bulkInsert"), Some(Cloud::Gcp));
         assert_eq!(cloud_of_call("Operations_Get"), Some(Cloud::Azure));
         assert_eq!(cloud_of_call("RunInstance"), None);
+    }
+
+    #[test]
+    fn sim_faults_resets_and_slow_calls_keep_to_their_rates_and_seed() {
+        let config = ErrorFaults {
+            error_rate: 0.10,
+            reset_rate: 0.05,
+            slow_rate: 0.20,
+            slow_by: Duration::from_secs(30),
+            latency: Duration::from_secs(2),
+            ..ErrorFaults::seeded(9)
+        };
+        let verdicts = |config: &ErrorFaults| -> Vec<Verdict> {
+            let mut faults = Faults::new(Some(config.clone()), vec![]);
+            (0..20_000).map(|_| faults.check(Cloud::Azure, "", "VirtualMachines_Get")).collect()
+        };
+        let all = verdicts(&config);
+        assert_eq!(all, verdicts(&config), "the same seed, the same fates");
+        let count = |wanted: fn(&Verdict) -> bool| all.iter().filter(|v| wanted(v)).count();
+        let errors = count(|v| matches!(v.fault, Some(Fault::Transient { .. })));
+        let resets = count(|v| v.fault == Some(Fault::Reset));
+        let slow = count(|v| v.delay == Duration::from_secs(32));
+        assert!((1_800..=2_200).contains(&errors), "{errors} errors of 20000 at 10%");
+        assert!((850..=1_150).contains(&resets), "{resets} resets of 20000 at 5%");
+        assert!((3_700..=4_300).contains(&slow), "{slow} slow calls of 20000 at 20%");
+        assert!(all.iter().all(|v| v.fault.is_none() || v.delay == Duration::from_secs(2)), "refused calls are not slow");
+        assert_eq!(count(|v| v.delay < Duration::from_secs(2)), 0, "every call takes the latency");
+        // The bands share one roll: adding resets and slow calls moves no error.
+        let errors_only = verdicts(&ErrorFaults { error_rate: 0.10, ..ErrorFaults::seeded(9) });
+        for (with, without) in all.iter().zip(&errors_only) {
+            assert_eq!(matches!(with.fault, Some(Fault::Transient { .. })), without.fault.is_some());
+        }
+    }
+
+    #[test]
+    fn sim_faults_latency_per_call_overrides_and_throttled_calls_take_it_too() {
+        let mut config = ErrorFaults { latency: Duration::from_secs(2), ..ErrorFaults::seeded(3) };
+        config.latency_per_call.insert("RunInstances".into(), Duration::from_secs(5));
+        let limit = RateLimit { cloud: Cloud::Aws, call: None, bucket: 1, refill_every: 100 };
+        let mut faults = Faults::new(Some(config), vec![limit]);
+        assert_eq!(faults.check(Cloud::Aws, "", "RunInstances"), Verdict { fault: None, delay: Duration::from_secs(5) });
+        assert_eq!(
+            faults.check(Cloud::Aws, "", "DescribeInstances"),
+            Verdict { fault: Some(Fault::Throttled), delay: Duration::from_secs(2) }
+        );
+        let mut none = Faults::new(None, vec![]);
+        assert_eq!(none.check(Cloud::Gcp, "", "instances.get"), Verdict { fault: None, delay: Duration::ZERO });
     }
 }

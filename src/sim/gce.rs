@@ -171,7 +171,8 @@ fn admit(world: &mut World, call: &str) -> Result<(), HttpError> {
             reason: "rateLimitExceeded",
             message: "Rate Limit Exceeded".into(),
         }),
-        Some(Fault::Transient { .. }) => Err(HttpError {
+        // A reset is never answered: the server drops the connection.
+        Some(Fault::Transient { .. } | Fault::Reset) => Err(HttpError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             reason: "backendError",
             message: "Internal error. Please try again or contact Google Support.".into(),

@@ -39,6 +39,16 @@ struct RawFaults {
     error_rate: f64,
     #[serde(default)]
     per_call: BTreeMap<String, f64>,
+    #[serde(default)]
+    reset_rate: f64,
+    #[serde(default)]
+    reset_per_call: BTreeMap<String, f64>,
+    latency: Option<String>,
+    #[serde(default)]
+    latency_per_call: BTreeMap<String, String>,
+    #[serde(default)]
+    slow_rate: f64,
+    slow_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,13 +238,50 @@ fn check_call(call: &str) -> Result<Cloud, String> {
     })
 }
 
+/// A simulated duration such as "2s" or "500ms".
+fn check_duration(what: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{what} = \"{text}\" is not a duration like \"2s\": {e}"))
+}
+
 fn check_faults(raw: RawFaults) -> Result<ErrorFaults, String> {
     check_share("faults: error_rate", raw.error_rate)?;
-    for (call, share) in &raw.per_call {
-        check_call(call).map_err(|m| format!("faults.per_call: {m}"))?;
-        check_share(&format!("faults.per_call: {call}"), *share)?;
+    check_share("faults: reset_rate", raw.reset_rate)?;
+    check_share("faults: slow_rate", raw.slow_rate)?;
+    for (table, shares) in [("per_call", &raw.per_call), ("reset_per_call", &raw.reset_per_call)] {
+        for (call, share) in shares {
+            check_call(call).map_err(|m| format!("faults.{table}: {m}"))?;
+            check_share(&format!("faults.{table}: {call}"), *share)?;
+        }
     }
-    Ok(ErrorFaults { seed: raw.seed, error_rate: raw.error_rate, per_call: raw.per_call })
+    // Errors, resets and slow calls are bands of one roll: their shares, at
+    // the highest any call can have, must fit in all calls.
+    let highest = |default: f64, shares: &BTreeMap<String, f64>| shares.values().copied().fold(default, f64::max);
+    let sum = highest(raw.error_rate, &raw.per_call) + highest(raw.reset_rate, &raw.reset_per_call) + raw.slow_rate;
+    if sum > 1.0 {
+        return Err(format!("faults: error, reset and slow shares add up to {sum}, more than all calls (1)"));
+    }
+    let latency = raw.latency.as_deref().map(|l| check_duration("faults: latency", l)).transpose()?;
+    let mut latency_per_call = BTreeMap::new();
+    for (call, text) in &raw.latency_per_call {
+        check_call(call).map_err(|m| format!("faults.latency_per_call: {m}"))?;
+        latency_per_call.insert(call.clone(), check_duration(&format!("faults.latency_per_call: {call}"), text)?);
+    }
+    let slow_by = match raw.slow_by.as_deref() {
+        Some(text) => check_duration("faults: slow_by", text)?,
+        None if raw.slow_rate > 0.0 => return Err("faults: slow_rate needs `slow_by`, e.g. \"30s\"".into()),
+        None => Duration::ZERO,
+    };
+    Ok(ErrorFaults {
+        seed: raw.seed,
+        error_rate: raw.error_rate,
+        per_call: raw.per_call,
+        reset_rate: raw.reset_rate,
+        reset_per_call: raw.reset_per_call,
+        latency: latency.unwrap_or_default(),
+        latency_per_call,
+        slow_rate: raw.slow_rate,
+        slow_by,
+    })
 }
 
 fn check_rate_limit(raw: RawRateLimit) -> Result<RateLimit, String> {
@@ -341,8 +388,16 @@ mod tests {
             [faults]
             seed = 42
             error_rate = 0.1
+            reset_rate = 0.05
+            latency = "2s"
+            slow_rate = 0.01
+            slow_by = "30s"
             [faults.per_call]
             RunInstances = 0.2
+            [faults.latency_per_call]
+            "instances.bulkInsert" = "500ms"
+            [faults.reset_per_call]
+            Operations_Get = 0.5
             [[rate_limit]]
             cloud = "aws"
             call = "RunInstances"
@@ -357,6 +412,10 @@ mod tests {
         .unwrap();
         let faults = scenario.faults.unwrap();
         assert_eq!((faults.seed, faults.error_rate, faults.per_call["RunInstances"]), (42, 0.1, 0.2));
+        assert_eq!((faults.reset_rate, faults.slow_rate), (0.05, 0.01));
+        assert_eq!((faults.latency, faults.slow_by), (Duration::from_secs(2), Duration::from_secs(30)));
+        assert_eq!(faults.latency_per_call["instances.bulkInsert"], Duration::from_millis(500));
+        assert_eq!(faults.reset_per_call["Operations_Get"], 0.5);
         assert_eq!(
             scenario.rate_limits[0],
             RateLimit { cloud: Cloud::Aws, call: Some("RunInstances".into()), bucket: 5, refill_every: 2 }
@@ -371,6 +430,12 @@ mod tests {
         assert!(error("[faults]\nseed = 1\nerror_rate = 1.5\n").contains("between 0 and 1"));
         assert!(error("[faults]\nerror_rate = 0.1\n").contains("seed"));
         assert!(error("[faults]\nseed = 1\nlatency = 3\n").contains("latency"));
+        assert!(error("[faults]\nseed = 1\nlatency = \"soon\"\n").contains("not a duration"));
+        assert!(error("[faults]\nseed = 1\nslow_rate = 0.1\n").contains("slow_by"));
+        assert!(error("[faults]\nseed = 1\nerror_rate = 0.6\nreset_rate = 0.5\n").contains("more than all calls"));
+        let per_call = "[faults]\nseed = 1\n[faults.per_call]\nRunInstances = 0.6\n[faults.reset_per_call]\nCreateTags = 0.5\n";
+        assert!(error(per_call).contains("more than all calls"));
+        assert!(error("[faults]\nseed = 1\n[faults.latency_per_call]\nRunInstance = \"1s\"\n").contains("RunInstance"));
         assert!(error("[faults]\nseed = 1\n[faults.per_call]\nRunInstance = 0.1\n").contains("RunInstance"));
         let wrong_cloud =
             error("[[rate_limit]]\ncloud = \"gcp\"\ncall = \"RunInstances\"\nbucket = 1\nrefill_every = 1\n");

@@ -6,10 +6,14 @@
 //! Every cloud request passes the admin API's pause gate first
 //! ([`admin::PauseGate`]), which may hold it before it is applied or before
 //! its response is sent; the world's lock is never held while it waits.
+//!
+//! A call that met an injected connection reset gets no response at all:
+//! its body stream fails before yielding a byte, and hyper then closes the
+//! connection without writing the status line ([`connection_reset`]).
 
 use super::world::World;
 use super::{SimError, admin, arm, ec2, gce, store};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -86,10 +90,11 @@ async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
     if ticket.dropped_before_applying().await {
         return dropped_by_pause();
     }
-    let response = {
+    let (response, reset) = {
         let mut world = shared.lock();
+        let clock = world.now;
         let mut response = ec2::handle(&mut world, &region, &body);
-        if response.mutated
+        if (response.mutated || world.now != clock)
             && let Err(e) = shared.persist(&world)
         {
             // The change is in memory but not on disk: report a server error, so
@@ -102,9 +107,12 @@ async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
             response.status = error.status;
             response.body = ec2::error_xml(&error, &world.next_request_id());
         }
-        response
+        (response, world.take_reset())
     };
     ticket.held_before_responding().await;
+    if reset {
+        return connection_reset();
+    }
     (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
 }
 
@@ -127,10 +135,11 @@ async fn gce_request(State(shared): State<Arc<Shared>>, method: Method, uri: Uri
     if ticket.dropped_before_applying().await {
         return dropped_by_pause();
     }
-    let response = {
+    let (response, reset) = {
         let mut world = shared.lock();
+        let clock = world.now;
         let mut response = gce::handle(&mut world, &method, path, uri.query().unwrap_or_default(), &body);
-        if response.mutated
+        if (response.mutated || world.now != clock)
             && let Err(e) = shared.persist(&world)
         {
             // As for EC2: a 5xx, so the client retries with its requestId.
@@ -142,9 +151,12 @@ async fn gce_request(State(shared): State<Arc<Shared>>, method: Method, uri: Uri
             response.status = error.status;
             response.body = error.body();
         }
-        response
+        (response, world.take_reset())
     };
     ticket.held_before_responding().await;
+    if reset {
+        return connection_reset();
+    }
     (response.status, Json(response.body)).into_response()
 }
 
@@ -170,19 +182,24 @@ async fn arm_request(
     if ticket.dropped_before_applying().await {
         return dropped_by_pause();
     }
-    let response = {
+    let (response, reset) = {
         let mut world = shared.lock();
+        let clock = world.now;
         let response = arm::handle(&mut world, request);
-        match response.mutated.then(|| shared.persist(&world)) {
+        let response = match (response.mutated || world.now != clock).then(|| shared.persist(&world)) {
             Some(Err(e)) => {
                 // Not on disk: a server error, so the client retries the (idempotent) request.
                 let message = format!("the simulator could not save its world: {e}");
                 arm::error_response(&super::vmss::ArmFault::new(500, "InternalServerError", message))
             }
             _ => response,
-        }
+        };
+        (response, world.take_reset())
     };
     ticket.held_before_responding().await;
+    if reset {
+        return connection_reset();
+    }
     let mut out = match &response.body {
         Some(body) => (response.status, Json(body)).into_response(),
         None => response.status.into_response(),
@@ -193,6 +210,14 @@ async fn arm_request(
         }
     }
     out
+}
+
+/// A response that is never sent: its body fails at once, before any byte,
+/// and hyper answers a failing body by closing the connection, so the client
+/// sees the connection drop (EOF or reset) instead of a status.
+fn connection_reset() -> Response {
+    let error = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected connection reset");
+    Response::new(Body::from_stream(futures::stream::once(async move { Err::<Bytes, _>(error) })))
 }
 
 /// Runs an admin action under the lock and persists the world if it changed.

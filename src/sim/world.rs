@@ -223,6 +223,10 @@ pub struct World {
     /// same sequence).
     #[serde(default)]
     faults: Faults,
+    /// Set when the current call met [`Fault::Reset`]: the server then drops
+    /// the connection instead of answering (see [`World::take_reset`]).
+    #[serde(skip)]
+    reset_pending: bool,
 }
 
 impl World {
@@ -250,6 +254,7 @@ impl World {
                 scenario.and_then(|s| s.faults.clone()),
                 scenario.map(|s| s.rate_limits.clone()).unwrap_or_default(),
             ),
+            reset_pending: false,
         };
         for region in &catalog.regions {
             let zones = match region.cloud {
@@ -320,8 +325,22 @@ impl World {
 
     /// Decides whether the scenario's faults refuse this call before it is
     /// applied; `region` is used by EC2 only, whose limits are per region.
+    /// The call's simulated latency moves the clock whatever the outcome. A
+    /// [`Fault::Reset`] is returned like any refusal, so the protocol applies
+    /// nothing, and is also noted for the server to drop the connection.
     pub fn inject_fault(&mut self, cloud: Cloud, region: &str, call: &str) -> Option<Fault> {
-        self.faults.check(cloud, region, call)
+        let verdict = self.faults.check(cloud, region, call);
+        if !verdict.delay.is_zero() {
+            // Only a clock at the end of chrono's range fails; it stays put.
+            let _ = self.advance(verdict.delay);
+        }
+        self.reset_pending |= verdict.fault == Some(Fault::Reset);
+        verdict.fault
+    }
+
+    /// Whether the call just handled met a connection reset; clears it.
+    pub fn take_reset(&mut self) -> bool {
+        std::mem::take(&mut self.reset_pending)
     }
 
     /// A fresh request id, deterministic so that runs are reproducible.
