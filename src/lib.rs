@@ -20,5 +20,5 @@ pub mod cli;
 pub mod plan;
 pub mod planner;
 pub mod providers;
-pub mod state;
 pub mod sim;
+pub mod state;

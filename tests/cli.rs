@@ -306,9 +306,8 @@ fn plan_output_snapshot_on_the_demo_plan() {
 /// The simulator's call counters, as `{cloud: {action: count}}`.
 fn counters(url: &str) -> Value {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        reqwest::get(format!("{url}/_sim/counters")).await.unwrap().json::<Value>().await.unwrap()
-    })
+    runtime
+        .block_on(async { reqwest::get(format!("{url}/_sim/counters")).await.unwrap().json::<Value>().await.unwrap() })
 }
 
 const TWO_CLOUD_PLAN: &str = r#"
@@ -489,7 +488,11 @@ capacity = 2
 "#,
     );
     let plan = dir.path().join("pack.toml");
-    std::fs::write(&plan, H100_PLAN.replace("MIN_NODES", "4").replace("NODES", "4").replace("prefer =", "placement = \"pack\"\nprefer =")).unwrap();
+    std::fs::write(
+        &plan,
+        H100_PLAN.replace("MIN_NODES", "4").replace("NODES", "4").replace("prefer =", "placement = \"pack\"\nprefer ="),
+    )
+    .unwrap();
     let plan = plan.to_str().unwrap();
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();

@@ -621,5 +621,8 @@ fn deadline_stops_the_run_like_a_signal() {
     let (_sim, admin, work) = stop_fixture(dir.path());
     let (code, output) = apply_stopped_while_held(&admin, &work, &["--deadline", "1ms"], 1, "before", None);
     assert_stopped_cleanly(&admin, &work, code, &output, "deadline reached");
-    assert!(output.contains("0 created") && !output.contains(": creating "), "nothing may start after the deadline\n{output}");
+    assert!(
+        output.contains("0 created") && !output.contains(": creating "),
+        "nothing may start after the deadline\n{output}"
+    );
 }

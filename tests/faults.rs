@@ -128,8 +128,8 @@ fn run(args: &[&str]) -> Output {
 
 fn admin_get(url: &str) -> Value {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let body = runtime
-        .block_on(async { reqwest::get(url).await.unwrap().error_for_status().unwrap().text().await.unwrap() });
+    let body =
+        runtime.block_on(async { reqwest::get(url).await.unwrap().error_for_status().unwrap().text().await.unwrap() });
     serde_json::from_str(&body).unwrap()
 }
 
@@ -182,11 +182,8 @@ fn total_calls(counters: &Value) -> u64 {
 }
 
 /// The calls that create instances, by cloud, as the simulator counts them.
-const CREATES: [(&str, &str); 3] = [
-    ("aws", "RunInstances"),
-    ("gcp", "instances.bulkInsert"),
-    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
-];
+const CREATES: [(&str, &str); 3] =
+    [("aws", "RunInstances"), ("gcp", "instances.bulkInsert"), ("azure", "VirtualMachineScaleSets_CreateOrUpdate")];
 
 /// Simulated seconds since the scenario's start, as `/_sim/time` says.
 fn sim_seconds(url: &str) -> i64 {
@@ -286,7 +283,9 @@ fn apply_over_connection_resets_and_latency_reaches_the_plan_in_measured_simulat
     let (fault_free_counters, fault_free_time) = apply_timed(root.path(), "fault-free", SUPPLY);
     let (reset_counters, reset_time) = apply_timed(root.path(), "resets", &format!("{SUPPLY}\n{RESETS}"));
     let (fault_free, resets) = (total_calls(&fault_free_counters), total_calls(&reset_counters));
-    println!("cloud calls: fault-free {fault_free}, resets {resets}; simulated time: {fault_free_time}s, {reset_time}s");
+    println!(
+        "cloud calls: fault-free {fault_free}, resets {resets}; simulated time: {fault_free_time}s, {reset_time}s"
+    );
     assert_eq!(fault_free_time, 0, "without latency, an apply takes no simulated time");
     for (cloud, call) in CREATES {
         let count = |counters: &Value| counters[cloud][call].as_u64().unwrap_or(0);

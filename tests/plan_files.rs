@@ -65,10 +65,14 @@ mod bad_plans {
 
 #[test]
 fn demo_plan_validates_with_defaults_filled_in() {
-    let plan = plan::load(Path::new("plans/demo.toml"), &Catalog::builtin()).unwrap_or_else(|e| panic!("{}", e.render_plain()));
+    let plan = plan::load(Path::new("plans/demo.toml"), &Catalog::builtin())
+        .unwrap_or_else(|e| panic!("{}", e.render_plain()));
     assert_eq!(plan.name, "demo");
     assert_eq!(plan.shortage_ttl, std::time::Duration::from_secs(300));
-    assert_eq!(plan.providers.aws.as_ref().map(|a| a.regions.clone()), Some(vec!["us-east-1".into(), "us-west-2".into()]));
+    assert_eq!(
+        plan.providers.aws.as_ref().map(|a| a.regions.clone()),
+        Some(vec!["us-east-1".into(), "us-west-2".into()])
+    );
 
     let trainers = &plan.fleets["trainers"];
     assert_eq!((trainers.gpu.as_str(), trainers.gpus_per_node, trainers.nodes, trainers.min_nodes), ("H100", 8, 4, 2));
@@ -79,7 +83,11 @@ fn demo_plan_validates_with_defaults_filled_in() {
     assert!(startup.content.starts_with("#!/bin/sh"));
 
     let inference = &plan.fleets["inference"];
-    assert_eq!((inference.placement, inference.min_nodes), (PlacementPolicy::Pack, inference.nodes), "min_nodes defaults to nodes");
+    assert_eq!(
+        (inference.placement, inference.min_nodes),
+        (PlacementPolicy::Pack, inference.nodes),
+        "min_nodes defaults to nodes"
+    );
 }
 
 #[test]
@@ -161,9 +169,25 @@ fn plan_json_schema_is_draft_2020_12_and_names_every_key() {
     keys.sort_unstable();
     assert_eq!(keys, ["fleets", "name", "offerings", "providers", "shortage_ttl"]);
     for key in [
-        "regions", "endpoint", "profile", "gpu", "gpus_per_node", "nodes", "min_nodes", "placement", "prefer",
-        "residency", "max_price_per_gpu_hour", "image", "startup", "labels", "instance_type", "region", "zone",
-        "jurisdiction", "price_per_hour",
+        "regions",
+        "endpoint",
+        "profile",
+        "gpu",
+        "gpus_per_node",
+        "nodes",
+        "min_nodes",
+        "placement",
+        "prefer",
+        "residency",
+        "max_price_per_gpu_hour",
+        "image",
+        "startup",
+        "labels",
+        "instance_type",
+        "region",
+        "zone",
+        "jurisdiction",
+        "price_per_hour",
     ] {
         assert!(text.contains(&format!("\"{key}\"")), "schema does not mention {key}");
     }

@@ -299,15 +299,12 @@ async fn azure_provider_reports_partial_fills_and_classifies_capacity_errors() {
 
 #[tokio::test]
 async fn azure_provider_reads_family_quota_headroom_from_usages_and_classifies_quota_refusals() {
-    let quota = "[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"standardNDSH100v5Family\"\nlimit = 192\n";
+    let quota =
+        "[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"standardNDSH100v5Family\"\nlimit = 192\n";
     let sim = InProcessSim::start(Some(quota)).await;
     let azure = provider(&sim).await;
-    let at = |size: &str| Placement {
-        cloud: Cloud::Azure,
-        region: "eastus".into(),
-        zone: None,
-        instance_type: size.into(),
-    };
+    let at =
+        |size: &str| Placement { cloud: Cloud::Azure, region: "eastus".into(), zone: None, instance_type: size.into() };
 
     let room = azure.quota_headroom(&at(H100), "H100", 8).await.unwrap();
     assert_eq!(room, Some(2), "192 vCPUs hold two 96-vCPU VMs");

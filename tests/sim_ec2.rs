@@ -58,8 +58,6 @@ impl TestSim {
         assert!(response.status().is_success(), "{path}: {}", response.status());
         response.json().await.unwrap()
     }
-
-
 }
 
 fn tag(key: &str, value: &str) -> Tag {

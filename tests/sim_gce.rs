@@ -61,7 +61,6 @@ impl TestSim {
     async fn counters(&self) -> serde_json::Value {
         reqwest::get(format!("{}/_sim/counters", self.url)).await.unwrap().json().await.unwrap()
     }
-
 }
 
 async fn wait(operations: &ZoneOperations, op: Operation) -> Operation {

@@ -88,7 +88,9 @@ impl Clouds {
         if let Some(azure) = &plan.providers.azure {
             let connection = match target {
                 Target::Clouds => AzureConnection { endpoint: azure.endpoint.clone(), simulator_credentials: false },
-                Target::Simulator { url } => AzureConnection { endpoint: Some(url.clone()), simulator_credentials: true },
+                Target::Simulator { url } => {
+                    AzureConnection { endpoint: Some(url.clone()), simulator_credentials: true }
+                }
             };
             let mut regions: BTreeSet<String> = azure.regions.iter().cloned().collect();
             regions.extend(known.iter().filter(|i| i.cloud == Cloud::Azure).map(|i| i.region.clone()));

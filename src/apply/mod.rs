@@ -271,7 +271,15 @@ pub async fn apply(
     let mut journal = session.backend.journal(&session.plan.name)?;
     close_open_intents(session, &run, &mut journal, &refreshed)?;
     emit_refreshed(session, &refreshed);
-    let mut runner = Runner { session, run: run.clone(), journal: &mut journal, refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 };
+    let mut runner = Runner {
+        session,
+        run: run.clone(),
+        journal: &mut journal,
+        refused: Vec::new(),
+        errors: Vec::new(),
+        created: 0,
+        deleted: 0,
+    };
     let state = &mut refreshed.state;
     session.backend.write(state)?;
 
@@ -408,12 +416,17 @@ impl Runner<'_, '_> {
 
     fn journal(&mut self, token: &str, event: JournalEvent, now: DateTime<Utc>) -> Result<(), ApplyError> {
         let entry = Entry { at: now, run: self.run.clone(), token: token.to_string(), event };
-        self.journal
-            .append(&entry)
-            .map_err(|source| ApplyError::State(StateError::Journal { path: self.journal.path().to_path_buf(), source }))
+        self.journal.append(&entry).map_err(|source| {
+            ApplyError::State(StateError::Journal { path: self.journal.path().to_path_buf(), source })
+        })
     }
 
-    async fn execute(&mut self, changeset: &Changeset, state: &mut State, now: DateTime<Utc>) -> Result<RoundOutcome, ApplyError> {
+    async fn execute(
+        &mut self,
+        changeset: &Changeset,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<RoundOutcome, ApplyError> {
         let mut outcome = RoundOutcome { progressed: false, refused: Vec::new() };
         let mut fleets_short: BTreeSet<String> = BTreeSet::new();
         let creates: Vec<&Action> = changeset.actions.iter().filter(|a| a.kind == ActionKind::Create).collect();
@@ -491,7 +504,10 @@ impl Runner<'_, '_> {
         let mut quota_cap = None;
         if let Ok(Some(room)) = provider.quota_headroom(&action.placement, &fleet.gpu, fleet.gpus_per_node).await {
             if room < min_count {
-                let message = format!("quota allows {room} more node(s) of {}×{}; checked before creating", fleet.gpus_per_node, fleet.gpu);
+                let message = format!(
+                    "quota allows {room} more node(s) of {}×{}; checked before creating",
+                    fleet.gpus_per_node, fleet.gpu
+                );
                 self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
                 session.backend.write(state)?;
                 return Ok(Err(CreateOutcome::Refused));
@@ -598,7 +614,15 @@ impl Runner<'_, '_> {
     }
 
     /// Record a capacity or quota refusal in shortage memory, scoped by what it means.
-    fn remember(&mut self, state: &mut State, action: &Action, kind: ErrorKind, code: &str, message: &str, now: DateTime<Utc>) {
+    fn remember(
+        &mut self,
+        state: &mut State,
+        action: &Action,
+        kind: ErrorKind,
+        code: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) {
         let scope = match kind {
             ErrorKind::Quota => ShortageScope::Quota {
                 cloud: action.placement.cloud,

@@ -9,9 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A cloud gpufleet can place capacity on.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Cloud {
     Aws,
@@ -127,12 +125,7 @@ impl Offering {
 
     /// "aws us-east-1 p5.48xlarge" or "gcp us-central1-a a3-highgpu-8g".
     pub fn label(&self) -> String {
-        format!(
-            "{} {} {}",
-            self.cloud,
-            self.zone.as_deref().unwrap_or(&self.region),
-            self.instance_type
-        )
+        format!("{} {} {}", self.cloud, self.zone.as_deref().unwrap_or(&self.region), self.instance_type)
     }
 }
 
@@ -167,7 +160,9 @@ pub struct OverrideError {
 /// What is wrong with an `[[offerings]]` entry.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum OverrideProblem {
-    #[error("{cloud} instance type `{instance_type}` is not in the catalog, so the entry must give `gpu` and `gpus_per_node`")]
+    #[error(
+        "{cloud} instance type `{instance_type}` is not in the catalog, so the entry must give `gpu` and `gpus_per_node`"
+    )]
     NewTypeNeedsShape { cloud: Cloud, instance_type: String },
     #[error("{cloud} region `{region}` is not in the catalog, so the entry must give `jurisdiction`")]
     NewRegionNeedsJurisdiction { cloud: Cloud, region: String },
@@ -177,7 +172,9 @@ pub enum OverrideProblem {
     JurisdictionMismatch { cloud: Cloud, region: String, catalog: String, entry: String },
     #[error("{cloud} places instances by region, so the entry cannot name a zone")]
     ZoneOnRegionalCloud { cloud: Cloud },
-    #[error("zone `{zone}` is not in region `{region}` (zones are named after their region, e.g. us-east-1a, us-central1-a)")]
+    #[error(
+        "zone `{zone}` is not in region `{region}` (zones are named after their region, e.g. us-east-1a, us-central1-a)"
+    )]
     ZoneOutsideRegion { zone: String, region: String },
 }
 

@@ -63,20 +63,16 @@ impl Catalog {
                 catalog: known.jurisdiction.clone(),
                 entry: given.clone(),
             }),
-            (None, None) => Err(OverrideProblem::NewRegionNeedsJurisdiction {
-                cloud: entry.cloud,
-                region: entry.region.clone(),
-            }),
+            (None, None) => {
+                Err(OverrideProblem::NewRegionNeedsJurisdiction { cloud: entry.cloud, region: entry.region.clone() })
+            }
             _ => Ok(()),
         }
     }
 
     /// Index of the entry's instance type, adding the type when the entry describes a new one.
     fn type_index_for(&mut self, entry: &OfferingOverride) -> Result<usize, OverrideProblem> {
-        let existing = self
-            .instance_types
-            .iter()
-            .position(|t| t.cloud == entry.cloud && t.name == entry.instance_type);
+        let existing = self.instance_types.iter().position(|t| t.cloud == entry.cloud && t.name == entry.instance_type);
         let Some(index) = existing else {
             let (Some(gpu), Some(gpus)) = (&entry.gpu, entry.gpus_per_node) else {
                 return Err(OverrideProblem::NewTypeNeedsShape {
@@ -137,7 +133,13 @@ impl Catalog {
 
 /// Gives `instance_type` an offer in `region` (or only in `zone`) at `price`.
 /// A price of `None` keeps whatever price the catalog had.
-fn set_offer(instance_type: &mut InstanceType, region: &str, zone: Option<&str>, region_zones: &[String], price: Option<f64>) {
+fn set_offer(
+    instance_type: &mut InstanceType,
+    region: &str,
+    zone: Option<&str>,
+    region_zones: &[String],
+    price: Option<f64>,
+) {
     let Some(zone) = zone else {
         match instance_type.offers.iter_mut().find(|o| o.region == region) {
             Some(offer) => {
@@ -157,10 +159,7 @@ fn set_offer(instance_type: &mut InstanceType, region: &str, zone: Option<&str>,
     // A zone-level entry splits the zone out of the region's offer, so that the
     // other zones keep their catalog price.
     let mut kept_price = None;
-    if let Some(i) = instance_type
-        .offers
-        .iter()
-        .position(|o| o.region == region && covers_zone(o, zone, region_zones))
+    if let Some(i) = instance_type.offers.iter().position(|o| o.region == region && covers_zone(o, zone, region_zones))
     {
         let offer = &mut instance_type.offers[i];
         kept_price = offer.price_per_hour;
@@ -181,11 +180,7 @@ fn set_offer(instance_type: &mut InstanceType, region: &str, zone: Option<&str>,
 }
 
 fn covers_zone(offer: &RegionOffer, zone: &str, region_zones: &[String]) -> bool {
-    if offer.zones.is_empty() {
-        region_zones.iter().any(|z| z == zone)
-    } else {
-        offer.zones.iter().any(|z| z == zone)
-    }
+    if offer.zones.is_empty() { region_zones.iter().any(|z| z == zone) } else { offer.zones.iter().any(|z| z == zone) }
 }
 
 /// Google Cloud names zones `<region>-<suffix>`, e.g. `us-central1-a`.

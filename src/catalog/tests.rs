@@ -42,9 +42,8 @@ fn builtin_catalog_parses_and_is_consistent() {
 fn builtin_catalog_has_every_required_type_with_its_shape() {
     let catalog = Catalog::builtin();
     for &(cloud, name, gpu, gpus) in REQUIRED_TYPES {
-        let it = catalog
-            .instance_type(cloud, name)
-            .unwrap_or_else(|| panic!("{cloud} {name} missing from the catalog"));
+        let it =
+            catalog.instance_type(cloud, name).unwrap_or_else(|| panic!("{cloud} {name} missing from the catalog"));
         assert_eq!((it.gpu.as_str(), it.gpus), (gpu, gpus), "{cloud} {name}");
         assert!(it.vcpus > 0 && it.gpu_memory_gib > 0, "{cloud} {name} lacks vCPUs or GPU memory");
     }
@@ -195,7 +194,8 @@ fn override_of_an_unknown_type_needs_gpu_and_gpus_per_node() {
     let errors = base.with_overrides(std::slice::from_ref(&bare)).unwrap_err();
     assert!(matches!(errors[0].problem, OverrideProblem::NewTypeNeedsShape { .. }));
 
-    let described = OfferingOverride { gpu: Some("B300".into()), gpus_per_node: Some(8), price_per_hour: Some(150.0), ..bare };
+    let described =
+        OfferingOverride { gpu: Some("B300".into()), gpus_per_node: Some(8), price_per_hour: Some(150.0), ..bare };
     let catalog = base.with_overrides(&[described]).unwrap();
     let added = catalog.instance_type(Cloud::Aws, "p7.48xlarge").expect("added type");
     assert_eq!((added.gpu.as_str(), added.gpus), ("B300", 8));
@@ -205,8 +205,10 @@ fn override_of_an_unknown_type_needs_gpu_and_gpus_per_node() {
 #[test]
 fn override_contradicting_the_catalog_is_refused_and_all_problems_are_reported() {
     let wrong_gpu = OfferingOverride { gpu: Some("H200".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
-    let wrong_jurisdiction = OfferingOverride { jurisdiction: Some("EU".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
-    let zone_on_azure = OfferingOverride { zone: Some("eastus-1".into()), ..entry(Cloud::Azure, "Standard_ND96isr_H100_v5", "eastus") };
+    let wrong_jurisdiction =
+        OfferingOverride { jurisdiction: Some("EU".into()), ..entry(Cloud::Aws, "p5.48xlarge", "us-east-1") };
+    let zone_on_azure =
+        OfferingOverride { zone: Some("eastus-1".into()), ..entry(Cloud::Azure, "Standard_ND96isr_H100_v5", "eastus") };
     let errors = Catalog::builtin().with_overrides(&[wrong_gpu, wrong_jurisdiction, zone_on_azure]).unwrap_err();
     let indexes: Vec<usize> = errors.iter().map(|e| e.index).collect();
     assert_eq!(indexes, [0, 1, 2]);
@@ -228,7 +230,8 @@ fn zone_override_prices_only_that_zone() {
     assert_eq!(price_of(&catalog, Cloud::Gcp, "a2-highgpu-8g", "us-central1-b"), Some(29.38708));
     assert_eq!(catalog.offerings().len(), base.offerings().len(), "the zone moved, it was not duplicated");
 
-    let foreign_zone = OfferingOverride { zone: Some("us-east1-b".into()), ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1") };
+    let foreign_zone =
+        OfferingOverride { zone: Some("us-east1-b".into()), ..entry(Cloud::Gcp, "a2-highgpu-8g", "us-central1") };
     let errors = base.with_overrides(&[foreign_zone]).unwrap_err();
     assert!(matches!(errors[0].problem, OverrideProblem::ZoneOutsideRegion { .. }));
 }

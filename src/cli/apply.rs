@@ -11,7 +11,10 @@ use std::path::Path;
 
 pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
     let bytes = std::fs::read(&args.plan).map_err(|e| {
-        failure(format!("cannot read {}: {e}", args.plan.display()), "pass a plan file or a plan saved with `plan --out`")
+        failure(
+            format!("cannot read {}: {e}", args.plan.display()),
+            "pass a plan file or a plan saved with `plan --out`",
+        )
     })?;
     let saved = SavedPlan::detect(&args.plan, &bytes)?;
     let plan_path = saved.as_ref().map_or(args.plan.clone(), |s| s.plan_path.clone());

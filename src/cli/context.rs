@@ -79,10 +79,7 @@ impl Connected {
 
 /// The simulator is only ever reached on this machine.
 fn check_loopback(url: &str) -> Result<(), Failure> {
-    let host = url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split(['/', ':']).next())
-        .unwrap_or_default();
+    let host = url.strip_prefix("http://").and_then(|rest| rest.split(['/', ':']).next()).unwrap_or_default();
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if loopback {
         Ok(())
@@ -95,10 +92,7 @@ fn check_loopback(url: &str) -> Result<(), Failure> {
 }
 
 /// Take the plan's state lock, explaining what to do when another run holds it.
-pub async fn lock(
-    session: &Session<'_>,
-    command: &str,
-) -> Result<crate::state::lock::StateLock, Failure> {
+pub async fn lock(session: &Session<'_>, command: &str) -> Result<crate::state::lock::StateLock, Failure> {
     use crate::apply::ApplyError;
     use crate::state::StateError;
     use crate::state::lock::LockError;

@@ -27,9 +27,8 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Progress {
-        let multi = std::io::stderr()
-            .is_terminal()
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let multi =
+            std::io::stderr().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Progress { multi, bars: Mutex::new(HashMap::new()) }
     }
 
@@ -73,7 +72,11 @@ impl EventSink for Progress {
             Event::Refreshed { instances, adopted, vanished } => {
                 let mut line = format!("refreshed: {instances} instance(s) owned by the plan");
                 if !adopted.is_empty() {
-                    line.push_str(&format!("; adopted {} the state did not know: {}", adopted.len(), adopted.join(", ")));
+                    line.push_str(&format!(
+                        "; adopted {} the state did not know: {}",
+                        adopted.len(),
+                        adopted.join(", ")
+                    ));
                 }
                 if !vanished.is_empty() {
                     line.push_str(&format!("; {} gone from the clouds: {}", vanished.len(), vanished.join(", ")));

@@ -49,14 +49,15 @@ pub fn changeset_text(changeset: &Changeset) -> String {
             out.push_str(&action_line(action));
         }
         if let Some(why) = &fleet.shortfall_reason {
-            let _ = writeln!(out, "    {}", format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want)).red());
+            let _ = writeln!(
+                out,
+                "    {}",
+                format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want)).red()
+            );
         }
     }
-    let orphans: Vec<&Action> = changeset
-        .actions
-        .iter()
-        .filter(|a| !changeset.fleets.iter().any(|f| f.fleet == a.fleet))
-        .collect();
+    let orphans: Vec<&Action> =
+        changeset.actions.iter().filter(|a| !changeset.fleets.iter().any(|f| f.fleet == a.fleet)).collect();
     let mut fleet = "";
     for action in orphans {
         if action.fleet != fleet {
@@ -156,10 +157,7 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{verb} finished: {} created, {} deleted.", report.created, report.deleted);
     for fleet in &report.fleets {
-        let line = format!(
-            "  fleet {}: {} of {} nodes (min {})",
-            fleet.fleet, fleet.have, fleet.want, fleet.min_nodes
-        );
+        let line = format!("  fleet {}: {} of {} nodes (min {})", fleet.fleet, fleet.have, fleet.want, fleet.min_nodes);
         match fleet.status {
             FleetStatus::Complete => {
                 let _ = writeln!(out, "{} {}", line, "complete".green());

@@ -89,9 +89,8 @@ impl FleetChecker<'_> {
         if models.contains(&gpu.value) {
             return Some(gpu.value.clone());
         }
-        let problem = problems
-            .error(gpu.span.clone(), format!("unknown GPU model `{}`", gpu.value))
-            .label("not in the catalog");
+        let problem =
+            problems.error(gpu.span.clone(), format!("unknown GPU model `{}`", gpu.value)).label("not in the catalog");
         if let Some(suggestion) = closest(&gpu.value, models.iter().map(String::as_str)) {
             problem.help(format!("did you mean `{suggestion}`?"));
         }
@@ -99,7 +98,13 @@ impl FleetChecker<'_> {
         None
     }
 
-    fn check_node_shape(&self, gpu: Option<&str>, at: &Located<i128>, gpus: u32, problems: &mut Problems) -> Option<u32> {
+    fn check_node_shape(
+        &self,
+        gpu: Option<&str>,
+        at: &Located<i128>,
+        gpus: u32,
+        problems: &mut Problems,
+    ) -> Option<u32> {
         // Without a known GPU model there is nothing to compare against.
         let Some(gpu) = gpu else { return Some(gpus) };
         let offered = self.catalog.gpus_per_node_offered(gpu);
@@ -143,7 +148,8 @@ impl FleetChecker<'_> {
             return None;
         }
         let Some(cloud) = Cloud::parse(cloud_name) else {
-            let problem = problems.error(span, format!("prefer entry `{}` names unknown cloud `{cloud_name}`", entry.value));
+            let problem =
+                problems.error(span, format!("prefer entry `{}` names unknown cloud `{cloud_name}`", entry.value));
             match closest(cloud_name, Cloud::ALL.iter().map(|c| c.as_str())) {
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
                 None => problem.help("clouds are aws, gcp and azure"),
@@ -154,7 +160,8 @@ impl FleetChecker<'_> {
             return None;
         }
         let Some(configured) = self.providers.locations(cloud) else {
-            let problem = problems.error(span, format!("prefer entry `{}` names {cloud}, which is not configured", entry.value));
+            let problem =
+                problems.error(span, format!("prefer entry `{}` names {cloud}, which is not configured", entry.value));
             problem.help(format!("add a [providers.{cloud}] section, or remove this entry"));
             return None;
         };
@@ -172,9 +179,14 @@ impl FleetChecker<'_> {
             return Some(Preference { cloud, location: Some(location.to_string()) });
         }
         let problem = problems
-            .error(span, format!("prefer entry `{}` names {location}, which is not a configured {cloud} region", entry.value))
+            .error(
+                span,
+                format!("prefer entry `{}` names {location}, which is not a configured {cloud} region", entry.value),
+            )
             .label("not configured");
-        if let Some(region) = configured.iter().find(|r| location.starts_with(r.as_str())).filter(|_| !cloud.places_by_zone()) {
+        if let Some(region) =
+            configured.iter().find(|r| location.starts_with(r.as_str())).filter(|_| !cloud.places_by_zone())
+        {
             problem.help(format!("{cloud} places by region: prefer \"{cloud}:{region}\""));
         } else if let Some(suggestion) = closest(location, known.iter().copied()) {
             problem.help(format!("did you mean `{cloud}:{suggestion}`?"));
@@ -183,7 +195,12 @@ impl FleetChecker<'_> {
         None
     }
 
-    fn check_residency(&self, residency: &Located<Vec<Located<String>>>, context: &str, problems: &mut Problems) -> Option<Vec<String>> {
+    fn check_residency(
+        &self,
+        residency: &Located<Vec<Located<String>>>,
+        context: &str,
+        problems: &mut Problems,
+    ) -> Option<Vec<String>> {
         if residency.value.is_empty() {
             problems
                 .error(residency.span.clone(), format!("residency of {context} is empty, so no region may host it"))
@@ -245,14 +262,24 @@ impl FleetChecker<'_> {
         match std::fs::read_to_string(&full) {
             Ok(content) if content.len() > MAX_STARTUP_BYTES => {
                 problems
-                    .error(path.span.clone(), format!("startup script `{}` is {} bytes; EC2 accepts at most {MAX_STARTUP_BYTES}", path.value, content.len()))
+                    .error(
+                        path.span.clone(),
+                        format!(
+                            "startup script `{}` is {} bytes; EC2 accepts at most {MAX_STARTUP_BYTES}",
+                            path.value,
+                            content.len()
+                        ),
+                    )
                     .help("keep the startup script small: let it download the rest");
                 None
             }
             Ok(content) => Some(StartupScript { path: path.value.clone(), content }),
             Err(error) => {
                 problems
-                    .error(path.span.clone(), format!("cannot read startup script `{}`: {}", path.value, io_reason(&error)))
+                    .error(
+                        path.span.clone(),
+                        format!("cannot read startup script `{}`: {}", path.value, io_reason(&error)),
+                    )
                     .help(format!("the path is relative to the plan file, so gpufleet looked for {}", full.display()));
                 None
             }
@@ -334,7 +361,11 @@ fn explain_exclusions(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)
     }
     for cloud in Cloud::ALL {
         for (instance_type, regions) in excluded_as(cloud, Exclusion::LocationNotConfigured) {
-            let count = if regions.len() == 1 { "1 region that is".to_string() } else { format!("{} regions that are", regions.len()) };
+            let count = if regions.len() == 1 {
+                "1 region that is".to_string()
+            } else {
+                format!("{} regions that are", regions.len())
+            };
             push(format!("{cloud} also sells {instance_type} in {count} not configured: {}", regions.join(", ")));
         }
     }
@@ -392,7 +423,9 @@ fn check_placement(placement: Option<&Located<String>>, problems: &mut Problems)
             if let Some(suggestion) = closest(other, ["spread", "pack"]) {
                 problem.help(format!("did you mean `{suggestion}`?"));
             }
-            problem.help("placement is \"spread\" (fill offerings in preference order) or \"pack\" (all nodes in one region)");
+            problem.help(
+                "placement is \"spread\" (fill offerings in preference order) or \"pack\" (all nodes in one region)",
+            );
             None
         }
     }
@@ -403,7 +436,10 @@ fn check_price_ceiling(price: &Located<f64>, problems: &mut Problems) -> Option<
         return Some(price.value);
     }
     problems
-        .error(price.span.clone(), format!("max_price_per_gpu_hour must be a positive amount of USD, found {}", price.value))
+        .error(
+            price.span.clone(),
+            format!("max_price_per_gpu_hour must be a positive amount of USD, found {}", price.value),
+        )
         .help("give the most one GPU-hour may cost, e.g. 9.0, or remove the key for no ceiling");
     None
 }
@@ -420,13 +456,31 @@ fn check_images(images: &RawImages, problems: &mut Problems) -> Option<BTreeMap<
         }
     };
     if let Some(ami) = &images.aws {
-        check(Cloud::Aws, ami, is_ami_id(&ami.value), "an AMI id", "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"");
+        check(
+            Cloud::Aws,
+            ami,
+            is_ami_id(&ami.value),
+            "an AMI id",
+            "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"",
+        );
     }
     if let Some(image) = &images.gcp {
-        check(Cloud::Gcp, image, is_gce_image(&image.value), "a Compute Engine image", "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"");
+        check(
+            Cloud::Gcp,
+            image,
+            is_gce_image(&image.value),
+            "a Compute Engine image",
+            "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"",
+        );
     }
     if let Some(image) = &images.azure {
-        check(Cloud::Azure, image, is_azure_image(&image.value), "an Azure image reference", "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"");
+        check(
+            Cloud::Azure,
+            image,
+            is_azure_image(&image.value),
+            "an Azure image reference",
+            "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"",
+        );
     }
     all_good.then_some(by_cloud)
 }
@@ -444,13 +498,17 @@ fn is_gce_image(image: &str) -> bool {
 fn is_azure_image(image: &str) -> bool {
     let urn: Vec<&str> = image.split(':').collect();
     let is_urn = urn.len() == 4 && urn.iter().all(|p| !p.is_empty() && !p.contains('/'));
-    is_urn || (image.starts_with("/subscriptions/") && image.to_ascii_lowercase().contains("/providers/microsoft.compute/"))
+    is_urn
+        || (image.starts_with("/subscriptions/")
+            && image.to_ascii_lowercase().contains("/providers/microsoft.compute/"))
 }
 
 /// Compute Engine labels are stricter than EC2 tags: lowercase letters,
 /// digits, `_` and `-`, at most 63 characters, keys starting with a letter.
 fn check_gcp_labels(labels: Option<&Located<Labels>>, context: &str, problems: &mut Problems) -> Option<()> {
-    let valid = |s: &str| s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    let valid = |s: &str| {
+        s.len() <= 63 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    };
     let mut all_good = true;
     for (key, value) in labels.map(|l| l.value.as_slice()).unwrap_or_default() {
         if !(valid(&key.value) && key.value.starts_with(|c: char| c.is_ascii_lowercase())) {
@@ -482,7 +540,10 @@ fn check_labels(labels: &Located<Labels>, context: &str, problems: &mut Problems
     let mut all_good = true;
     if labels.value.len() > MAX_LABELS {
         problems
-            .error(labels.span.clone(), format!("{context} has {} labels; at most {MAX_LABELS} fit", labels.value.len()))
+            .error(
+                labels.span.clone(),
+                format!("{context} has {} labels; at most {MAX_LABELS} fit", labels.value.len()),
+            )
             .help("EC2 allows 50 tags per instance and gpufleet uses 3 of them");
         all_good = false;
     }
@@ -494,7 +555,9 @@ fn check_labels(labels: &Located<Labels>, context: &str, problems: &mut Problems
         } else if lowered.starts_with(OWNERSHIP_TAG_PREFIX) {
             Some((
                 format!("label `{}` collides with gpufleet's ownership tags", key.value),
-                Some(format!("keys starting with `{OWNERSHIP_TAG_PREFIX}` are reserved for the tags gpufleet uses to recognize its instances")),
+                Some(format!(
+                    "keys starting with `{OWNERSHIP_TAG_PREFIX}` are reserved for the tags gpufleet uses to recognize its instances"
+                )),
             ))
         } else if lowered.starts_with("aws:") {
             Some((
@@ -504,24 +567,39 @@ fn check_labels(labels: &Located<Labels>, context: &str, problems: &mut Problems
         } else if key.value.chars().count() > MAX_TAG_KEY_CHARS {
             Some((format!("label key `{}` is longer than {MAX_TAG_KEY_CHARS} characters", key.value), None))
         } else {
-            key.value
-                .chars()
-                .find(|c| !allowed_char(*c))
-                .map(|bad| (format!("label key `{}` contains `{}`, which EC2 tags do not allow", key.value, bad.escape_default()), None))
+            key.value.chars().find(|c| !allowed_char(*c)).map(|bad| {
+                (
+                    format!(
+                        "label key `{}` contains `{}`, which EC2 tags do not allow",
+                        key.value,
+                        bad.escape_default()
+                    ),
+                    None,
+                )
+            })
         };
         if let Some((message, help)) = key_problem {
             let problem = problems.error(key.span.clone(), message);
-            problem.help(help.unwrap_or_else(|| "tag keys are 1-128 letters, digits, spaces and _ . : / = + - @".to_string()));
+            problem.help(
+                help.unwrap_or_else(|| "tag keys are 1-128 letters, digits, spaces and _ . : / = + - @".to_string()),
+            );
             all_good = false;
         }
         if value.value.chars().count() > MAX_TAG_VALUE_CHARS {
-            problems.error(value.span.clone(), format!("label `{}` has a value longer than {MAX_TAG_VALUE_CHARS} characters", key.value));
+            problems.error(
+                value.span.clone(),
+                format!("label `{}` has a value longer than {MAX_TAG_VALUE_CHARS} characters", key.value),
+            );
             all_good = false;
         } else if let Some(bad) = value.value.chars().find(|c| !allowed_char(*c)) {
             problems
                 .error(
                     value.span.clone(),
-                    format!("label `{}` has `{}` in its value, which EC2 tags do not allow", key.value, bad.escape_default()),
+                    format!(
+                        "label `{}` has `{}` in its value, which EC2 tags do not allow",
+                        key.value,
+                        bad.escape_default()
+                    ),
                 )
                 .help("tag values are letters, digits, spaces and _ . : / = + - @");
             all_good = false;

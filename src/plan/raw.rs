@@ -201,10 +201,7 @@ impl RawPlan {
         let providers = top
             .required_table("providers", "{ aws = { regions = [\"us-east-1\"] } }", problems)
             .map(|(span, table)| RawProviders::read(table, span, problems));
-        let fleets = top
-            .table("fleets", problems)
-            .map(|(_, table)| read_fleets(table, problems))
-            .unwrap_or_default();
+        let fleets = top.table("fleets", problems).map(|(_, table)| read_fleets(table, problems)).unwrap_or_default();
         let offerings = top
             .table_array("offerings", problems)
             .into_iter()
@@ -219,12 +216,10 @@ impl RawPlan {
 impl RawProviders {
     fn read(table: &DeTable<'_>, span: Range<usize>, problems: &mut Problems) -> RawProviders {
         let mut reader = TableReader::new(table, "[providers]", span.clone());
-        let aws = reader
-            .table("aws", problems)
-            .map(|(span, t)| Located::new(RawAws::read(t, span.clone(), problems), span));
-        let gcp = reader
-            .table("gcp", problems)
-            .map(|(span, t)| Located::new(RawGcp::read(t, span.clone(), problems), span));
+        let aws =
+            reader.table("aws", problems).map(|(span, t)| Located::new(RawAws::read(t, span.clone(), problems), span));
+        let gcp =
+            reader.table("gcp", problems).map(|(span, t)| Located::new(RawGcp::read(t, span.clone(), problems), span));
         let azure = reader
             .table("azure", problems)
             .map(|(span, t)| Located::new(RawAzure::read(t, span.clone(), problems), span));
@@ -247,8 +242,7 @@ impl RawGcp {
 impl RawAzure {
     fn read(table: &DeTable<'_>, anchor: Range<usize>, problems: &mut Problems) -> RawAzure {
         let mut reader = TableReader::new(table, "[providers.azure]", anchor);
-        let subscription =
-            reader.required_string("subscription", "\"00000000-0000-0000-0000-000000000000\"", problems);
+        let subscription = reader.required_string("subscription", "\"00000000-0000-0000-0000-000000000000\"", problems);
         let resource_group = reader.required_string("resource_group", "\"gpu-fleets\"", problems);
         let regions = reader.required_string_array("regions", "[\"eastus\"]", problems);
         let endpoint = reader.string("endpoint", problems);
@@ -287,7 +281,10 @@ fn read_fleets(table: &DeTable<'_>, problems: &mut Problems) -> Vec<(Located<Str
             }
             other => {
                 problems
-                    .error(value.span(), format!("fleet `{}` must be a table, found {}", name.value, super::reader::type_name(other)))
+                    .error(
+                        value.span(),
+                        format!("fleet `{}` must be a table, found {}", name.value, super::reader::type_name(other)),
+                    )
                     .help(format!("write it as a [fleets.{}] section", name.value));
             }
         }
@@ -308,7 +305,9 @@ impl RawFleet {
         let max_price_per_gpu_hour = reader.number("max_price_per_gpu_hour", problems);
         let image = reader.table("image", problems).map(|(span, t)| RawImages::read(t, &reader, span, problems));
         let startup = reader.string("startup", problems);
-        let labels = reader.table("labels", problems).map(|(span, t)| Located::new(read_labels(t, reader.context(), problems), span));
+        let labels = reader
+            .table("labels", problems)
+            .map(|(span, t)| Located::new(read_labels(t, reader.context(), problems), span));
         reader.finish(problems);
         RawFleet {
             gpu,
@@ -327,7 +326,12 @@ impl RawFleet {
 }
 
 impl RawImages {
-    fn read(table: &DeTable<'_>, fleet: &TableReader<'_, '_>, span: Range<usize>, problems: &mut Problems) -> RawImages {
+    fn read(
+        table: &DeTable<'_>,
+        fleet: &TableReader<'_, '_>,
+        span: Range<usize>,
+        problems: &mut Problems,
+    ) -> RawImages {
         let mut reader = TableReader::new(table, format!("the image of {}", fleet.context()), span.clone());
         let aws = reader.string("aws", problems);
         let gcp = reader.string("gcp", problems);
@@ -341,13 +345,18 @@ fn read_labels(table: &DeTable<'_>, fleet: &str, problems: &mut Problems) -> Lab
     let mut labels = Vec::new();
     for (key, value) in table.iter() {
         match value.get_ref() {
-            toml::de::DeValue::String(s) => labels.push((
-                Located::new(key.get_ref().to_string(), key.span()),
-                Located::new(s.to_string(), value.span()),
-            )),
+            toml::de::DeValue::String(s) => labels
+                .push((Located::new(key.get_ref().to_string(), key.span()), Located::new(s.to_string(), value.span()))),
             other => {
                 problems
-                    .error(value.span(), format!("label `{}` of {fleet} must be a string, found {}", key.get_ref(), super::reader::type_name(other)))
+                    .error(
+                        value.span(),
+                        format!(
+                            "label `{}` of {fleet} must be a string, found {}",
+                            key.get_ref(),
+                            super::reader::type_name(other)
+                        ),
+                    )
                     .help("quote the value: tags and labels are strings");
             }
         }

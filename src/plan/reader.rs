@@ -83,7 +83,10 @@ impl<'t, 'i> TableReader<'t, 'i> {
 
     fn wrong_type(&self, key: &str, expected: &str, value: &Value<'i>, problems: &mut Problems) {
         problems
-            .error(value.span(), format!("`{key}` in {} must be {expected}, found {}", self.context, type_name(value.get_ref())))
+            .error(
+                value.span(),
+                format!("`{key}` in {} must be {expected}, found {}", self.context, type_name(value.get_ref())),
+            )
             .label(format!("expected {expected}"));
     }
 
@@ -114,7 +117,12 @@ impl<'t, 'i> TableReader<'t, 'i> {
         value
     }
 
-    pub(crate) fn required_string(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<String>> {
+    pub(crate) fn required_string(
+        &mut self,
+        key: &'static str,
+        example: &str,
+        problems: &mut Problems,
+    ) -> Option<Located<String>> {
         self.require(key, example, problems, |r, p| r.string(key, p))
     }
 
@@ -145,7 +153,12 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
-    pub(crate) fn required_integer(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<Located<i128>> {
+    pub(crate) fn required_integer(
+        &mut self,
+        key: &'static str,
+        example: &str,
+        problems: &mut Problems,
+    ) -> Option<Located<i128>> {
         self.require(key, example, problems, |r, p| r.integer(key, p))
     }
 
@@ -165,7 +178,11 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// An array of strings; each element keeps its own span.
-    pub(crate) fn string_array(&mut self, key: &'static str, problems: &mut Problems) -> Option<Located<Vec<Located<String>>>> {
+    pub(crate) fn string_array(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Option<Located<Vec<Located<String>>>> {
         let (_, value) = self.entry(key)?;
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, "an array of strings", value, problems);
@@ -177,7 +194,10 @@ impl<'t, 'i> TableReader<'t, 'i> {
                 DeValue::String(s) => strings.push(Located::new(s.to_string(), item.span())),
                 other => {
                     problems
-                        .error(item.span(), format!("`{key}` in {} must hold strings, found {}", self.context, type_name(other)))
+                        .error(
+                            item.span(),
+                            format!("`{key}` in {} must hold strings, found {}", self.context, type_name(other)),
+                        )
                         .label("expected a string");
                 }
             }
@@ -186,7 +206,11 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// A sub-table, with the span of its key (where problems about it point).
-    pub(crate) fn table(&mut self, key: &'static str, problems: &mut Problems) -> Option<(Range<usize>, &'t DeTable<'i>)> {
+    pub(crate) fn table(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Option<(Range<usize>, &'t DeTable<'i>)> {
         let (k, value) = self.entry(key)?;
         match value.get_ref() {
             DeValue::Table(t) => Some((k.span(), t)),
@@ -198,12 +222,21 @@ impl<'t, 'i> TableReader<'t, 'i> {
     }
 
     /// Like [`Self::table`], but a missing table is reported.
-    pub(crate) fn required_table(&mut self, key: &'static str, example: &str, problems: &mut Problems) -> Option<(Range<usize>, &'t DeTable<'i>)> {
+    pub(crate) fn required_table(
+        &mut self,
+        key: &'static str,
+        example: &str,
+        problems: &mut Problems,
+    ) -> Option<(Range<usize>, &'t DeTable<'i>)> {
         self.require(key, example, problems, |r, p| r.table(key, p))
     }
 
     /// An array of tables (`[[key]]`), each with its span.
-    pub(crate) fn table_array(&mut self, key: &'static str, problems: &mut Problems) -> Vec<(Range<usize>, &'t DeTable<'i>)> {
+    pub(crate) fn table_array(
+        &mut self,
+        key: &'static str,
+        problems: &mut Problems,
+    ) -> Vec<(Range<usize>, &'t DeTable<'i>)> {
         let Some((_, value)) = self.entry(key) else { return Vec::new() };
         let DeValue::Array(items) = value.get_ref() else {
             self.wrong_type(key, "an array of tables", value, problems);
@@ -231,9 +264,8 @@ impl<'t, 'i> TableReader<'t, 'i> {
             if self.asked.contains(&name) {
                 continue;
             }
-            let problem = problems
-                .error(key.span(), format!("unknown key `{name}` in {}", self.context))
-                .label("unknown key");
+            let problem =
+                problems.error(key.span(), format!("unknown key `{name}` in {}", self.context)).label("unknown key");
             match closest(name, self.asked.iter().copied()) {
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
                 None => problem.help(format!("valid keys are: {}", self.asked.join(", "))),

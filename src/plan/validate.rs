@@ -19,7 +19,13 @@ use std::time::Duration;
 pub(crate) const MAX_NAME_LEN: usize = 63;
 
 /// Checks `raw` and builds the plan; `None` when `problems` recorded anything.
-pub(crate) fn validate(raw: RawPlan, source_name: &str, base_dir: &Path, catalog: &Catalog, problems: &mut Problems) -> Option<Plan> {
+pub(crate) fn validate(
+    raw: RawPlan,
+    source_name: &str,
+    base_dir: &Path,
+    catalog: &Catalog,
+    problems: &mut Problems,
+) -> Option<Plan> {
     let name = raw.name.as_ref().and_then(|name| check_name(name, "plan", problems));
     let shortage_ttl = match &raw.shortage_ttl {
         Some(ttl) => check_shortage_ttl(ttl, problems),
@@ -47,14 +53,7 @@ pub(crate) fn validate(raw: RawPlan, source_name: &str, base_dir: &Path, catalog
     if !problems.is_empty() {
         return None;
     }
-    Some(Plan {
-        name: name?,
-        path: source_name.into(),
-        providers,
-        fleets,
-        shortage_ttl: shortage_ttl?,
-        offerings,
-    })
+    Some(Plan { name: name?, path: source_name.into(), providers, fleets, shortage_ttl: shortage_ttl?, offerings })
 }
 
 /// Plan and fleet names end up in tags, labels and file names: lowercase
@@ -110,16 +109,25 @@ fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<
 
 /// Checks `[[offerings]]` and applies the valid ones to the catalog; later checks
 /// use that catalog, exactly as the planner will.
-fn check_offerings(entries: &[Located<RawOffering>], catalog: &Catalog, problems: &mut Problems) -> (Vec<OfferingOverride>, Catalog) {
+fn check_offerings(
+    entries: &[Located<RawOffering>],
+    catalog: &Catalog,
+    problems: &mut Problems,
+) -> (Vec<OfferingOverride>, Catalog) {
     let mut overrides = Vec::new();
     let mut sources = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
         let Some(parsed) = parse_override(&entry.value, problems) else { continue };
         let key = (parsed.cloud, &parsed.instance_type, &parsed.region, &parsed.zone);
-        if let Some(first) = overrides.iter().position(|o: &OfferingOverride| (o.cloud, &o.instance_type, &o.region, &o.zone) == key) {
+        if let Some(first) =
+            overrides.iter().position(|o: &OfferingOverride| (o.cloud, &o.instance_type, &o.region, &o.zone) == key)
+        {
             let (first_index, _): (usize, &Located<RawOffering>) = sources[first];
             problems
-                .error(entry.span.clone(), format!("[[offerings]] entry {} repeats entry {}", index + 1, first_index + 1))
+                .error(
+                    entry.span.clone(),
+                    format!("[[offerings]] entry {} repeats entry {}", index + 1, first_index + 1),
+                )
                 .help(format!(
                     "both give {} {} in {}; keep one of them",
                     parsed.cloud,
@@ -137,15 +145,16 @@ fn check_offerings(entries: &[Located<RawOffering>], catalog: &Catalog, problems
         Err(errors) => {
             for error in &errors {
                 let (_, entry) = sources[error.index];
-                let span = span_for_override_problem(&entry.value, &error.problem).unwrap_or_else(|| entry.span.clone());
+                let span =
+                    span_for_override_problem(&entry.value, &error.problem).unwrap_or_else(|| entry.span.clone());
                 let problem = problems.error(span, error.problem.to_string());
                 match &error.problem {
-                    OverrideProblem::NewRegionNeedsJurisdiction { .. } => {
-                        problem.help(format!("add `jurisdiction = \"..\"`; known jurisdictions: {}", catalog.jurisdictions().join(", ")))
-                    }
-                    OverrideProblem::NewTypeNeedsShape { .. } => {
-                        problem.help("add `gpu = \"...\"` and `gpus_per_node = N`, or check the instance type's spelling")
-                    }
+                    OverrideProblem::NewRegionNeedsJurisdiction { .. } => problem.help(format!(
+                        "add `jurisdiction = \"..\"`; known jurisdictions: {}",
+                        catalog.jurisdictions().join(", ")
+                    )),
+                    OverrideProblem::NewTypeNeedsShape { .. } => problem
+                        .help("add `gpu = \"...\"` and `gpus_per_node = N`, or check the instance type's spelling"),
                     OverrideProblem::ShapeMismatch { .. } | OverrideProblem::JurisdictionMismatch { .. } => {
                         problem.help("leave the field out: the catalog already knows it")
                     }
@@ -156,12 +165,8 @@ fn check_offerings(entries: &[Located<RawOffering>], catalog: &Catalog, problems
             }
             // Go on with the entries that do apply, so fleet checks still see them.
             let failed: Vec<usize> = errors.iter().map(|e| e.index).collect();
-            let good: Vec<OfferingOverride> = overrides
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !failed.contains(i))
-                .map(|(_, o)| o.clone())
-                .collect();
+            let good: Vec<OfferingOverride> =
+                overrides.iter().enumerate().filter(|(i, _)| !failed.contains(i)).map(|(_, o)| o.clone()).collect();
             catalog.with_overrides(&good).unwrap_or_else(|_| catalog.clone())
         }
     };
@@ -253,7 +258,8 @@ pub(crate) fn positive_u32(value: &Located<i128>, key: &str, problems: &mut Prob
     match u32::try_from(value.value) {
         Ok(n) if n >= 1 => Some(n),
         _ => {
-            problems.error(value.span.clone(), format!("`{key}` must be a positive whole number, found {}", value.value));
+            problems
+                .error(value.span.clone(), format!("`{key}` must be a positive whole number, found {}", value.value));
             None
         }
     }
@@ -325,7 +331,10 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
     let subnet = optional(raw.subnet.as_ref(), |subnet| {
         let lowered = subnet.value.to_ascii_lowercase();
-        if lowered.starts_with("/subscriptions/") && lowered.contains("/providers/microsoft.network/virtualnetworks/") && lowered.contains("/subnets/") {
+        if lowered.starts_with("/subscriptions/")
+            && lowered.contains("/providers/microsoft.network/virtualnetworks/")
+            && lowered.contains("/subnets/")
+        {
             return Some(subnet.value.clone());
         }
         problems
@@ -340,9 +349,9 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
         if known.contains(&kind) && parts.next().is_some_and(|body| body.len() >= 16) {
             return Some(key.value.trim().to_string());
         }
-        problems
-            .error(key.span.clone(), "ssh_public_key is not an OpenSSH public key")
-            .help("paste the one line of a .pub file, e.g. \"ssh-ed25519 AAAAC3Nza... you@host\" (the public half only)");
+        problems.error(key.span.clone(), "ssh_public_key is not an OpenSSH public key").help(
+            "paste the one line of a .pub file, e.g. \"ssh-ed25519 AAAAC3Nza... you@host\" (the public half only)",
+        );
         None
     });
     Some(AzureConfig {
@@ -372,7 +381,11 @@ fn check_endpoint(endpoint: Option<&Located<String>>, problems: &mut Problems) -
 }
 
 /// The zones of the Google Cloud provider: at least one, each known to the catalog, none twice.
-fn check_zones(zones: &Located<Vec<Located<String>>>, catalog: &Catalog, problems: &mut Problems) -> Option<Vec<String>> {
+fn check_zones(
+    zones: &Located<Vec<Located<String>>>,
+    catalog: &Catalog,
+    problems: &mut Problems,
+) -> Option<Vec<String>> {
     let known: Vec<&str> = catalog.regions_of(Cloud::Gcp).flat_map(|r| r.zones.iter().map(String::as_str)).collect();
     check_locations(Cloud::Gcp, "zone", zones, &known, problems)
 }
@@ -424,7 +437,9 @@ fn check_locations(
                 Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
                 None => problem.help(format!("{cloud} {kind}s in the catalog: {}", known.join(", "))),
             };
-            problem.help("a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction");
+            problem.help(
+                "a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction",
+            );
             all_good = false;
         } else {
             accepted.push(location.value.clone());

@@ -19,7 +19,7 @@ pub use changeset::*;
 pub use offerings::{Exclusion, allowed_offerings, candidate_offerings, preference_rank};
 
 use crate::catalog::{Catalog, Offering};
-use crate::plan::{Fleet, Plan, PlacementPolicy};
+use crate::plan::{Fleet, PlacementPolicy, Plan};
 use crate::providers::{Instance, Placement};
 use crate::state::Shortage;
 use chrono::{DateTime, Utc};
@@ -83,13 +83,7 @@ struct FleetPlan {
     outlook: FleetOutlook,
 }
 
-fn plan_fleet(
-    desired: &Plan,
-    fleet: &Fleet,
-    mine: &[&Instance],
-    active: &[&Shortage],
-    catalog: &Catalog,
-) -> FleetPlan {
+fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shortage], catalog: &Catalog) -> FleetPlan {
     let candidates = candidate_offerings(fleet, &desired.providers, catalog);
     let allowed = allowed_offerings(fleet, &desired.providers, catalog);
     let mut skipped = Vec::new();
@@ -230,10 +224,7 @@ fn why_not_allowed(instance: &Instance, fleet: &Fleet, candidates: &[(Offering, 
         Some(Exclusion::OutsideResidency) => format!("{} is outside the fleet's residency", instance.region),
         Some(Exclusion::OverPriceCeiling) => "above the fleet's price ceiling".to_string(),
         Some(Exclusion::PriceUnknownUnderCeiling) => "price unknown under the fleet's price ceiling".to_string(),
-        None => format!(
-            "{} is not a {}×{} offering",
-            instance.instance_type, fleet.gpus_per_node, fleet.gpu
-        ),
+        None => format!("{} is not a {}×{} offering", instance.instance_type, fleet.gpus_per_node, fleet.gpu),
     }
 }
 
@@ -268,9 +259,7 @@ fn create_action(fleet: &Fleet, offering: &Offering, count: u32, min_count: u32,
 /// newest first; the chosen ones are taken out of `kept`.
 fn trim(fleet: &Fleet, kept: &mut Vec<(&Instance, usize)>, excess: u32, catalog: &Catalog) -> Vec<Action> {
     let have = kept.len() as u32;
-    kept.sort_by(|(a, ra), (b, rb)| {
-        rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(b.id.cmp(&a.id))
-    });
+    kept.sort_by(|(a, ra), (b, rb)| rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(b.id.cmp(&a.id)));
     let removed: Vec<&Instance> = kept.drain(..excess as usize).map(|(i, _)| i).collect();
     delete_actions(&fleet.name, &removed, Reason::DeleteBecauseOverCount { have, want: fleet.nodes }, catalog)
 }

@@ -39,9 +39,7 @@ fn exclusion(o: &Offering, fleet: &Fleet, providers: &Providers) -> Option<Exclu
     let Some(locations) = providers.locations(o.cloud) else {
         return Some(Exclusion::CloudNotConfigured);
     };
-    let in_location = locations
-        .iter()
-        .any(|l| *l == o.region || o.zone.as_deref() == Some(l.as_str()));
+    let in_location = locations.iter().any(|l| *l == o.region || o.zone.as_deref() == Some(l.as_str()));
     if !in_location {
         return Some(Exclusion::LocationNotConfigured);
     }
@@ -80,10 +78,7 @@ pub fn preference_rank(prefer: &[Preference], o: &Offering) -> usize {
     prefer
         .iter()
         .position(|p| {
-            p.cloud == o.cloud
-                && p.location
-                    .as_deref()
-                    .is_none_or(|l| l == o.region || o.zone.as_deref() == Some(l))
+            p.cloud == o.cloud && p.location.as_deref().is_none_or(|l| l == o.region || o.zone.as_deref() == Some(l))
         })
         .unwrap_or(prefer.len())
 }

@@ -114,7 +114,12 @@ fn instance(id: &str, fleet: &str, region: &str, instance_type: &str, minute: u3
 fn shortage(region: &str, instance_type: &str) -> Shortage {
     Shortage {
         scope: ShortageScope::Offering {
-            placement: Placement { cloud: Cloud::Aws, region: region.into(), zone: None, instance_type: instance_type.into() },
+            placement: Placement {
+                cloud: Cloud::Aws,
+                region: region.into(),
+                zone: None,
+                instance_type: instance_type.into(),
+            },
         },
         code: "InsufficientInstanceCapacity".into(),
         message: "no capacity".into(),
@@ -268,13 +273,19 @@ const TYPES: [&str; 3] = ["p5.48xlarge", "p5en.48xlarge", "g6.48xlarge"];
 const GPUS: [&str; 3] = ["H100", "H200", "L4"];
 
 fn arb_instance() -> impl Strategy<Value = Instance> {
-    (0..3usize, 0..3usize, 0..2usize, 0..60u32, 0..10_000u32).prop_map(|(r, t, f, minute, n)| {
-        instance(&format!("i-{n:05}"), ["a", "b"][f], REGIONS[r], TYPES[t], minute)
-    })
+    (0..3usize, 0..3usize, 0..2usize, 0..60u32, 0..10_000u32)
+        .prop_map(|(r, t, f, minute, n)| instance(&format!("i-{n:05}"), ["a", "b"][f], REGIONS[r], TYPES[t], minute))
 }
 
 fn arb_fleet(name: &'static str) -> impl Strategy<Value = Fleet> {
-    (0..3usize, 0..12u32, any::<bool>(), prop::option::of(prop::sample::subsequence(vec!["US", "EU"], 1..=2)), prop::option::of(1.0..9.0f64), 0..12u32)
+    (
+        0..3usize,
+        0..12u32,
+        any::<bool>(),
+        prop::option::of(prop::sample::subsequence(vec!["US", "EU"], 1..=2)),
+        prop::option::of(1.0..9.0f64),
+        0..12u32,
+    )
         .prop_map(move |(g, nodes, pack, residency, ceiling, min)| {
             let mut f = fleet(name, GPUS[g], nodes);
             f.min_nodes = min.min(nodes);

@@ -89,9 +89,12 @@ impl AwsProvider {
             let mut pages = client
                 .describe_instances()
                 .filters(Filter::builder().name(format!("tag:{TAG_PLAN}")).values(plan).build())
-                .filters(Filter::builder().name("instance-state-name").set_values(Some(
-                    LIVE_STATES.iter().map(|s| s.to_string()).collect(),
-                )).build())
+                .filters(
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                        .build(),
+                )
                 .max_results(DESCRIBE_PAGE_SIZE)
                 .into_paginator()
                 .send();
@@ -127,14 +130,10 @@ impl Provider for AwsProvider {
         let client = self.client(region)?;
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
-            .set_tags(Some(
-                request.tags().into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect(),
-            ))
+            .set_tags(Some(request.tags().into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()))
             .build();
-        let user_data = request
-            .user_data
-            .as_ref()
-            .map(|script| base64::engine::general_purpose::STANDARD.encode(script));
+        let user_data =
+            request.user_data.as_ref().map(|script| base64::engine::general_purpose::STANDARD.encode(script));
         let placement = request
             .placement
             .zone
@@ -257,7 +256,11 @@ where
             let kind = if text.contains("credentials") { ErrorKind::Auth } else { ErrorKind::Invalid };
             (kind, "ConstructionFailure".into(), text)
         }
-        _ => (ErrorKind::Transient, "Unknown".into(), aws_smithy_types::error::display::DisplayErrorContext(&err).to_string()),
+        _ => (
+            ErrorKind::Transient,
+            "Unknown".into(),
+            aws_smithy_types::error::display::DisplayErrorContext(&err).to_string(),
+        ),
     };
     ProviderError { kind, cloud: Cloud::Aws, region: region.to_string(), code, message }
 }
@@ -290,8 +293,13 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "RequestTimeout" => {
             ErrorKind::Transient
         }
-        "AuthFailure" | "UnauthorizedOperation" | "InvalidClientTokenId" | "SignatureDoesNotMatch"
-        | "OptInRequired" | "Blocked" | "ExpiredToken" => ErrorKind::Auth,
+        "AuthFailure"
+        | "UnauthorizedOperation"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "OptInRequired"
+        | "Blocked"
+        | "ExpiredToken" => ErrorKind::Auth,
         c if c.starts_with("InvalidInstanceID.NotFound") => ErrorKind::NotFound,
         _ => ErrorKind::Invalid,
     }

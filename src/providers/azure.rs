@@ -422,7 +422,8 @@ impl Provider for AzureProvider {
                         SUBNET_CONVENTION.replace("{region}", region)
                     )
                 });
-                let body = scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
+                let body =
+                    scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
                 let model: models::VirtualMachineScaleSet =
                     serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
                 retrying(|| async {

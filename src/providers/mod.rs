@@ -6,8 +6,8 @@
 //! a few [`ErrorKind`]s so that nothing above this layer sees a raw SDK code.
 
 pub mod aws;
-pub mod gcp;
 pub mod azure;
+pub mod gcp;
 
 use crate::catalog::Cloud;
 use chrono::{DateTime, Utc};
@@ -102,7 +102,9 @@ pub enum ErrorKind {
     /// An account or regional limit rules the launch out.
     Quota,
     /// The API asked us to slow down.
-    Throttled { retry_after_ms: Option<u64> },
+    Throttled {
+        retry_after_ms: Option<u64>,
+    },
     /// 5xx, reset, timeout: the same call may succeed if retried.
     Transient,
     /// The request itself is wrong (bad image, bad parameter).

@@ -404,7 +404,11 @@ mod tests {
         for _ in 0..3 {
             gate.check_in(|| "ec2 DescribeInstances".into());
         }
-        assert_eq!(gate.resume().body, json!({ "released": null, "calls_counted": 3 }), "counts calls short of the pause");
+        assert_eq!(
+            gate.resume().body,
+            json!({ "released": null, "calls_counted": 3 }),
+            "counts calls short of the pause"
+        );
         assert_eq!(gate.arm(br#"{"at_call": 2, "when": "after"}"#).status, StatusCode::OK);
         let mut first = gate.check_in(|| "ec2 DescribeInstances".into());
         assert!(!first.dropped_before_applying().await);

@@ -878,7 +878,8 @@ mod tests {
         let refused = call(&mut world, Method::PUT, &other, "api-version=1", h100(2));
         assert_eq!(code(&refused), "OperationNotAllowed", "the quota spans scale sets");
         assert_eq!(vmss::vms(&world, "sub", "rg", None).len(), 1, "refused requests change nothing");
-        let other_ref = ScaleSetRef { subscription: "sub".into(), resource_group: "rg".into(), name: "gf-other".into() };
+        let other_ref =
+            ScaleSetRef { subscription: "sub".into(), resource_group: "rg".into(), name: "gf-other".into() };
         assert!(vmss::get(&world, &other_ref).is_err());
         let fits = call(&mut world, Method::PATCH, &path, "api-version=1", json!({ "sku": { "capacity": 2 } }));
         assert_eq!(fits.status, StatusCode::OK);
@@ -886,5 +887,4 @@ mod tests {
         assert_eq!(a100.status, StatusCode::CREATED, "other families have no quota here");
         assert_eq!(world.counters()["azure"]["Usage_List"], 2);
     }
-
 }

@@ -8,11 +8,11 @@
 //! (`reservationSet/item/instancesSet/item`, `tagSet/item/{key,value}`).
 //! Semantics live in [`super::world`]; this module only translates.
 
+use super::faults::Fault;
 use super::world::{
     DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE, StateChange, Tags, World,
     WorldError,
 };
-use super::faults::Fault;
 use crate::catalog::Cloud;
 use axum::http::StatusCode;
 use base64::Engine as _;

@@ -184,9 +184,8 @@ impl Faults {
     /// Decides the fate of one call of `cloud` in `region` (EC2 only; empty
     /// elsewhere): a `fault` of `None` lets it through to the world.
     pub fn check(&mut self, cloud: Cloud, region: &str, call: &str) -> Verdict {
-        let latency = self.errors.as_ref().map_or(Duration::ZERO, |e| {
-            e.latency_per_call.get(call).copied().unwrap_or(e.latency)
-        });
+        let latency =
+            self.errors.as_ref().map_or(Duration::ZERO, |e| e.latency_per_call.get(call).copied().unwrap_or(e.latency));
         let (fault, slow) = self.roll(cloud, region, call);
         let slow_by = self.errors.as_ref().filter(|_| slow).map_or(Duration::ZERO, |e| e.slow_by);
         Verdict { fault, delay: latency.saturating_add(slow_by) }
@@ -370,7 +369,10 @@ mod tests {
         assert!((1_800..=2_200).contains(&errors), "{errors} errors of 20000 at 10%");
         assert!((850..=1_150).contains(&resets), "{resets} resets of 20000 at 5%");
         assert!((3_700..=4_300).contains(&slow), "{slow} slow calls of 20000 at 20%");
-        assert!(all.iter().all(|v| v.fault.is_none() || v.delay == Duration::from_secs(2)), "refused calls are not slow");
+        assert!(
+            all.iter().all(|v| v.fault.is_none() || v.delay == Duration::from_secs(2)),
+            "refused calls are not slow"
+        );
         assert_eq!(count(|v| v.delay < Duration::from_secs(2)), 0, "every call takes the latency");
         // The bands share one roll: adding resets and slow calls moves no error.
         let errors_only = verdicts(&ErrorFaults { error_rate: 0.10, ..ErrorFaults::seeded(9) });
@@ -385,7 +387,10 @@ mod tests {
         config.latency_per_call.insert("RunInstances".into(), Duration::from_secs(5));
         let limit = RateLimit { cloud: Cloud::Aws, call: None, bucket: 1, refill_every: 100 };
         let mut faults = Faults::new(Some(config), vec![limit]);
-        assert_eq!(faults.check(Cloud::Aws, "", "RunInstances"), Verdict { fault: None, delay: Duration::from_secs(5) });
+        assert_eq!(
+            faults.check(Cloud::Aws, "", "RunInstances"),
+            Verdict { fault: None, delay: Duration::from_secs(5) }
+        );
         assert_eq!(
             faults.check(Cloud::Aws, "", "DescribeInstances"),
             Verdict { fault: Some(Fault::Throttled), delay: Duration::from_secs(2) }

@@ -195,7 +195,12 @@ impl GceWorld {
             .instance_types
             .iter()
             .filter(|t| t.cloud == Cloud::Gcp)
-            .map(|t| (t.name.clone(), MachineGpus { metric: crate::catalog::gce_gpu_quota_metric(&t.name, &t.gpu), gpus: t.gpus }))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    MachineGpus { metric: crate::catalog::gce_gpu_quota_metric(&t.name, &t.gpu), gpus: t.gpus },
+                )
+            })
             .collect();
         let quotas = quotas
             .iter()

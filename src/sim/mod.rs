@@ -25,8 +25,8 @@ mod gce_world;
 pub mod scenario;
 mod server;
 mod store;
-pub mod world;
 mod vmss;
+pub mod world;
 
 pub use scenario::Scenario;
 pub use server::serve;

@@ -198,7 +198,12 @@ impl Scenario {
                     quota.metric
                 )));
             }
-            quotas.push(ScenarioQuota { cloud: quota.cloud, region: quota.region, metric: quota.metric, limit: quota.limit });
+            quotas.push(ScenarioQuota {
+                cloud: quota.cloud,
+                region: quota.region,
+                metric: quota.metric,
+                limit: quota.limit,
+            });
         }
         let faults = raw.faults.map(|faults| check_faults(faults).map_err(invalid)).transpose()?;
         let mut rate_limits = Vec::with_capacity(raw.rate_limits.len());
@@ -433,7 +438,8 @@ mod tests {
         assert!(error("[faults]\nseed = 1\nlatency = \"soon\"\n").contains("not a duration"));
         assert!(error("[faults]\nseed = 1\nslow_rate = 0.1\n").contains("slow_by"));
         assert!(error("[faults]\nseed = 1\nerror_rate = 0.6\nreset_rate = 0.5\n").contains("more than all calls"));
-        let per_call = "[faults]\nseed = 1\n[faults.per_call]\nRunInstances = 0.6\n[faults.reset_per_call]\nCreateTags = 0.5\n";
+        let per_call =
+            "[faults]\nseed = 1\n[faults.per_call]\nRunInstances = 0.6\n[faults.reset_per_call]\nCreateTags = 0.5\n";
         assert!(error(per_call).contains("more than all calls"));
         assert!(error("[faults]\nseed = 1\n[faults.latency_per_call]\nRunInstance = \"1s\"\n").contains("RunInstance"));
         assert!(error("[faults]\nseed = 1\n[faults.per_call]\nRunInstance = 0.1\n").contains("RunInstance"));

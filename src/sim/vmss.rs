@@ -225,7 +225,9 @@ impl ArmState {
     fn family_usage(&self, subscription: &str, location: &str, family: &str) -> u32 {
         self.vms
             .values()
-            .filter(|vm| vm.subscription.eq_ignore_ascii_case(subscription) && vm.location.eq_ignore_ascii_case(location))
+            .filter(|vm| {
+                vm.subscription.eq_ignore_ascii_case(subscription) && vm.location.eq_ignore_ascii_case(location)
+            })
             .filter(|vm| azure_vcpu_family(&vm.vm_size).is_some_and(|f| f.eq_ignore_ascii_case(family)))
             .map(|vm| self.vcpus_of(&vm.vm_size))
             .sum()
@@ -235,8 +237,10 @@ impl ArmState {
     /// VMs of `size` that would exceed its family's vCPU quota.
     fn check_quota(&self, subscription: &str, location: &str, size: &str, extra: u32) -> Result<(), ArmFault> {
         let Some(family) = azure_vcpu_family(size) else { return Ok(()) };
-        let Some(quota) =
-            self.quotas.iter().find(|q| q.region.eq_ignore_ascii_case(location) && q.family.eq_ignore_ascii_case(family))
+        let Some(quota) = self
+            .quotas
+            .iter()
+            .find(|q| q.region.eq_ignore_ascii_case(location) && q.family.eq_ignore_ascii_case(family))
         else {
             return Ok(());
         };

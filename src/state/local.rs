@@ -80,10 +80,8 @@ impl LocalBackend {
     pub fn write(&self, state: &mut State) -> Result<(), StateError> {
         state.serial += 1;
         let path = self.state_path(&state.plan);
-        let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Write {
-            path: path.clone(),
-            source: io::Error::other(e),
-        })?;
+        let mut bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
         bytes.push(b'\n');
         files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })
     }

@@ -105,7 +105,11 @@ impl StateLock {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let holder = current.unwrap_or_else(|| Holder::this_process("unknown", holder.since, Duration::ZERO));
-                return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(holder), path: path.to_path_buf() });
+                return Err(LockError::Held {
+                    plan: plan.to_string(),
+                    holder: Box::new(holder),
+                    path: path.to_path_buf(),
+                });
             }
             return Err(io_err(err));
         }

@@ -58,7 +58,8 @@ impl SimServer {
         BufReader::new(child.stdout.as_mut().expect("piped stdout"))
             .read_line(&mut first)
             .expect("the simulator prints its address");
-        let url = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+        let url =
+            first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {first:?}"));
         SimServer { url: url.to_string(), child }
     }
 }
