@@ -505,3 +505,60 @@ capacity = 2
     }
     assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
 }
+
+#[test]
+fn azure_pack_below_min_nodes_is_released_and_the_next_region_is_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(
+        dir.path(),
+        r#"
+[[offering]]
+cloud = "azure"
+region = "eastus"
+instance_type = "Standard_ND96isr_H100_v5"
+capacity = 2
+"#,
+    );
+    let server = SimServer::start(&["--scenario", &scenario]);
+    let plan = dir.path().join("pack.toml");
+    std::fs::write(
+        &plan,
+        r#"
+name = "azure-pack"
+
+[providers.azure]
+subscription = "00000000-0000-0000-0000-0000000000bb"
+resource_group = "gpu-fleets"
+regions = ["eastus", "eastus2"]
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAzurePackTestKey test@example"
+
+[fleets.serving]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 3
+placement = "pack"
+prefer = ["azure:eastus", "azure:eastus2"]
+image = { azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }
+"#,
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    let out = run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("deleted azure eastus Standard_ND96isr_H100_v5"), "{text}");
+
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    let regions: Vec<&str> = listed.as_array().unwrap().iter().map(|i| i["region"].as_str().unwrap()).collect();
+    assert_eq!(regions, ["eastus2"; 3], "{listed}");
+
+    // What was created in eastus for the failed attempt is gone from the cloud too.
+    let world = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::get(format!("{}/_sim/world", server.url)).await.unwrap().json::<Value>().await.unwrap()
+    });
+    let vms: Vec<&str> =
+        world["azure_vms"].as_array().unwrap().iter().map(|v| v["location"].as_str().unwrap_or("?")).collect();
+    assert!(vms.iter().all(|l| *l == "eastus2") && vms.len() == 3, "{vms:?}");
+}

@@ -16,7 +16,7 @@ pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlan
 
 use crate::catalog::Catalog;
 use crate::plan::Plan;
-use crate::planner::{self, Action, ActionKind, Changeset};
+use crate::planner::{self, Action, ActionKind, Changeset, Reason};
 use crate::providers::{CreateRequest, ErrorKind, Instance, Placement, ProviderError};
 use crate::state::journal::{Entry, Event as JournalEvent, Journal};
 use crate::state::lock::{DEFAULT_LEASE, Holder, StateLock};
@@ -451,6 +451,20 @@ impl Runner<'_, '_> {
         for (action, create) in outcomes {
             match create {
                 CreateOutcome::Filled => outcome.progressed = true,
+                CreateOutcome::BelowMinCount(ids) => {
+                    outcome.progressed = true;
+                    fleets_short.insert(action.fleet.clone());
+                    outcome.refused.push((action.fleet.clone(), action.placement.clone()));
+                    let release = Action {
+                        kind: ActionKind::Delete,
+                        count: ids.len() as u32,
+                        min_count: 0,
+                        instance_ids: ids,
+                        reason: Reason::DeleteBecauseBelowMinCount { min_count: action.min_count },
+                        ..action.clone()
+                    };
+                    self.delete(&release, state, now).await?;
+                }
                 CreateOutcome::Partial | CreateOutcome::Refused => {
                     // What the offering could not give is remembered: planning again moves on.
                     outcome.progressed = true;
@@ -561,10 +575,12 @@ impl Runner<'_, '_> {
     ) -> Result<CreateOutcome, ApplyError> {
         let session = self.session;
         let PreparedCreate { request, quota_cap } = prepared;
+        let min_count = request.min_count;
         let token = request.idempotency_token;
         match result {
             Ok(instances) => {
                 let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+                let created = ids.clone();
                 self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now)?;
                 let got = instances.len() as u32;
                 self.created += got;
@@ -580,6 +596,14 @@ impl Runner<'_, '_> {
                 if got >= action.count {
                     session.backend.write(state)?;
                     return Ok(CreateOutcome::Filled);
+                }
+                if got < min_count {
+                    // A cloud without all-or-nothing launches (an Azure scale-out)
+                    // gave fewer than the fewest worth keeping: release them.
+                    let message = format!("only {got} of at least {min_count} nodes");
+                    self.remember(state, action, ErrorKind::Capacity, "BelowMinCount", &message, now);
+                    session.backend.write(state)?;
+                    return Ok(CreateOutcome::BelowMinCount(created));
                 }
                 if let Some(room) = quota_cap.filter(|room| got >= *room) {
                     // Everything the quota allowed was created: the quota is what is short.
@@ -744,6 +768,8 @@ async fn call_creates(
 enum CreateOutcome {
     Filled,
     Partial,
+    /// Fewer than `min_count` came up; these are to be released.
+    BelowMinCount(Vec<String>),
     Refused,
     Failed,
 }

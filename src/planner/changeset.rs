@@ -60,6 +60,9 @@ pub enum Reason {
     DeleteBecauseNotInPlan,
     /// `gpufleet destroy`: everything the plan owns goes.
     DeleteBecauseDestroy,
+    /// A create gave fewer nodes than the fewest worth keeping (a cloud
+    /// without all-or-nothing launches): they are released at once.
+    DeleteBecauseBelowMinCount { min_count: u32 },
     /// The instance sits where the plan no longer allows (region, residency,
     /// price ceiling, GPU shape).
     DeleteBecauseNotAllowed { why: String },
@@ -82,6 +85,9 @@ impl std::fmt::Display for Reason {
             Reason::DeleteBecauseOverCount { have, want } => write!(f, "over count: {have} of {want} nodes"),
             Reason::DeleteBecauseNotInPlan => f.write_str("fleet is not in the plan"),
             Reason::DeleteBecauseDestroy => f.write_str("destroy"),
+            Reason::DeleteBecauseBelowMinCount { min_count } => {
+                write!(f, "released: fewer than the {min_count} nodes worth keeping came up")
+            }
             Reason::DeleteBecauseNotAllowed { why } => write!(f, "placement no longer allowed: {why}"),
             Reason::DeleteBecausePackConsolidation { region } => {
                 write!(f, "pack: gathering the fleet in {region}")
