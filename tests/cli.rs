@@ -310,6 +310,17 @@ fn counters(url: &str) -> Value {
         .block_on(async { reqwest::get(format!("{url}/_sim/counters")).await.unwrap().json::<Value>().await.unwrap() })
 }
 
+/// A `gpufleet sim serve` with this scenario, and a plan file and state
+/// directory in `dir`: (server, plan path, state dir).
+fn served(dir: &Path, scenario: &str, plan_text: &str) -> (SimServer, String, String) {
+    let scenario = write_scenario(dir, scenario);
+    let server = SimServer::start(&["--scenario", &scenario]);
+    let plan = dir.join("served-plan.toml");
+    std::fs::write(&plan, plan_text).unwrap();
+    let state = dir.join("state");
+    (server, plan.to_str().unwrap().to_string(), state.to_str().unwrap().to_string())
+}
+
 const TWO_CLOUD_PLAN: &str = r#"
 name = "two-clouds"
 
@@ -333,22 +344,9 @@ labels = { team = "research" }
 #[test]
 fn gcp_quota_of_64_gpus_holds_exactly_8_nodes_and_the_rest_fails_over_without_wasted_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(
-        dir.path(),
-        r#"
-[[quota]]
-cloud = "gcp"
-region = "us-central1"
-metric = "NVIDIA_H100_GPUS"
-limit = 64
-"#,
-    );
-    let server = SimServer::start(&["--scenario", &scenario]);
-    let plan = dir.path().join("two-clouds.toml");
-    std::fs::write(&plan, TWO_CLOUD_PLAN).unwrap();
-    let plan = plan.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let quota = "[[quota]]\ncloud = \"gcp\"\nregion = \"us-central1\"\nmetric = \"NVIDIA_H100_GPUS\"\nlimit = 64\n";
+    let (server, plan, state) = served(dir.path(), quota, TWO_CLOUD_PLAN);
+    let (plan, state) = (plan.as_str(), state.as_str());
 
     run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
     let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
@@ -389,22 +387,10 @@ labels = { team = "research" }
 #[test]
 fn azure_family_quota_of_192_vcpus_holds_exactly_2_nodes_and_the_rest_go_elsewhere_without_wasted_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(
-        dir.path(),
-        r#"
-[[quota]]
-cloud = "azure"
-region = "eastus"
-metric = "standardNDSH100v5Family"
-limit = 192
-"#,
-    );
-    let server = SimServer::start(&["--scenario", &scenario]);
-    let plan = dir.path().join("azure-quota.toml");
-    std::fs::write(&plan, AZURE_PLAN).unwrap();
-    let plan = plan.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let quota =
+        "[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"standardNDSH100v5Family\"\nlimit = 192\n";
+    let (server, plan, state) = served(dir.path(), quota, AZURE_PLAN);
+    let (plan, state) = (plan.as_str(), state.as_str());
 
     run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
     let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
@@ -506,24 +492,7 @@ capacity = 2
     assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
 }
 
-#[test]
-fn azure_pack_below_min_nodes_is_released_and_the_next_region_is_tried() {
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = write_scenario(
-        dir.path(),
-        r#"
-[[offering]]
-cloud = "azure"
-region = "eastus"
-instance_type = "Standard_ND96isr_H100_v5"
-capacity = 2
-"#,
-    );
-    let server = SimServer::start(&["--scenario", &scenario]);
-    let plan = dir.path().join("pack.toml");
-    std::fs::write(
-        &plan,
-        r#"
+const AZURE_PACK_PLAN: &str = r#"
 name = "azure-pack"
 
 [providers.azure]
@@ -539,12 +508,14 @@ nodes = 3
 placement = "pack"
 prefer = ["azure:eastus", "azure:eastus2"]
 image = { azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }
-"#,
-    )
-    .unwrap();
-    let plan = plan.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+"#;
+
+#[test]
+fn azure_pack_below_min_nodes_is_released_and_the_next_region_is_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    let two_left = "[[offering]]\ncloud = \"azure\"\nregion = \"eastus\"\ninstance_type = \"Standard_ND96isr_H100_v5\"\ncapacity = 2\n";
+    let (server, plan, state) = served(dir.path(), two_left, AZURE_PACK_PLAN);
+    let (plan, state) = (plan.as_str(), state.as_str());
 
     let out = run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
     let text = format!("{}{}", stdout(&out), stderr(&out));
