@@ -246,50 +246,13 @@ impl Workspace {
 
     /// Instance ids by fleet, as `gpufleet state list --json` reports them.
     fn state_ids(&self) -> BTreeMap<String, Vec<String>> {
-        let out = gpufleet(&["state", "list", "--json", "--state-dir", self.state_dir.to_str().unwrap()]);
-        assert!(out.status.success(), "state list: {}", stderr(&out));
-        let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
-        let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for instance in listed {
-            let fleet = instance["fleet"].as_str().unwrap().to_string();
-            ids.entry(fleet).or_default().push(instance["id"].as_str().unwrap().to_string());
-        }
-        ids.values_mut().for_each(|v| v.sort());
-        ids
+        common::state_ids(&self.state_dir)
     }
 
     fn open_intents(&self, plan: &str) -> usize {
         let journal = self.state_dir.join(format!("{plan}.journal.jsonl"));
         gpufleet::state::journal::Journal::open_intents(&journal).unwrap().len()
     }
-}
-
-/// Live instances carrying `gpufleet-plan = plan` in all three simulated
-/// clouds, by fleet, one entry per instance (an id seen twice stays twice).
-fn world_ids(world: &Value, plan: &str) -> BTreeMap<String, Vec<String>> {
-    let owned = |tags: &Value| tags["gpufleet-plan"] == json!(plan);
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut add = |tags: &Value, id: &Value| {
-        let fleet = tags["gpufleet-fleet"].as_str().unwrap_or("(no fleet tag)").to_string();
-        ids.entry(fleet).or_default().push(id.as_str().unwrap().to_string());
-    };
-    for ec2 in world["instances"].as_array().unwrap() {
-        if ec2["state"] == "running" && owned(&ec2["tags"]) {
-            add(&ec2["tags"], &ec2["id"]);
-        }
-    }
-    for gce in world["gce_instances"].as_array().unwrap() {
-        if owned(&gce["spec"]["labels"]) {
-            add(&gce["spec"]["labels"], &gce["name"]);
-        }
-    }
-    for vm in world["azure_vms"].as_array().unwrap() {
-        if owned(&vm["tags"]) {
-            add(&vm["tags"], &vm["name"]);
-        }
-    }
-    ids.values_mut().for_each(|v| v.sort());
-    ids
 }
 
 /// Where a trial's apply stopped.
@@ -395,7 +358,7 @@ fn calibrate(admin: &Admin, root: &Path) -> CallCounts {
     let counts =
         CallCounts { nothing_to_large: measure(LARGE), large_to_small: measure(SMALL), small_to_large: measure(LARGE) };
     work.run_to_completion("destroy", &admin.url, "calibration");
-    assert!(world_ids(&admin.get("/_sim/world"), CALIBRATION_PLAN).is_empty(), "calibration plan destroyed");
+    assert!(common::world_ids(&admin.get("/_sim/world"), CALIBRATION_PLAN).is_empty(), "calibration plan destroyed");
     counts
 }
 
@@ -427,7 +390,7 @@ fn apply_killed_at_any_cloud_call_is_completed_by_the_next_run_without_duplicate
         killed.wait().unwrap();
 
         let in_state = work.state_ids();
-        let in_clouds = world_ids(&admin.get("/_sim/world"), PLAN);
+        let in_clouds = common::world_ids(&admin.get("/_sim/world"), PLAN);
         let counts: BTreeMap<String, usize> = in_state.iter().map(|(fleet, ids)| (fleet.clone(), ids.len())).collect();
         assert_eq!(counts, sizes.by_fleet(), "{context}: the state does not hold the desired count per fleet");
         for (fleet, ids) in &in_clouds {
@@ -526,7 +489,7 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
         !after["trainers"].contains(&doomed),
         "the state still names {doomed}, which the cloud terminated: {after:?}"
     );
-    assert_eq!(after, world_ids(&admin.get("/_sim/world"), PLAN));
+    assert_eq!(after, common::world_ids(&admin.get("/_sim/world"), PLAN));
     assert_eq!(work.open_intents(PLAN), 0, "the killed run's intent is still open");
 }
 
@@ -584,7 +547,7 @@ fn assert_stopped_cleanly(admin: &Admin, work: &Workspace, code: Option<i32>, ou
     assert_eq!(code, Some(1), "an interrupted apply is not a success\n{output}");
     assert!(output.contains(&format!("stopping ({why})")) && output.contains("interrupted:"), "{output}");
     let world = admin.get("/_sim/world");
-    assert_eq!(work.state_ids(), world_ids(&world, PLAN), "state and clouds disagree after the stop\n{output}");
+    assert_eq!(work.state_ids(), common::world_ids(&world, PLAN), "state and clouds disagree after the stop\n{output}");
     assert_eq!(work.open_intents(PLAN), 0, "{output}");
     let lock = std::fs::read_to_string(work.state_dir.join(format!("{PLAN}.lock"))).unwrap();
     assert!(lock.is_empty(), "the lock is still held: {lock}");

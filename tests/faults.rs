@@ -133,48 +133,6 @@ fn admin_get(url: &str) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-/// Live instances carrying `gpufleet-plan = PLAN`, by fleet, one entry per
-/// instance (an id held twice stays twice).
-fn world_ids(world: &Value) -> BTreeMap<String, Vec<String>> {
-    let owned = |tags: &Value| tags["gpufleet-plan"] == json!(PLAN);
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut add = |tags: &Value, id: &Value| {
-        let fleet = tags["gpufleet-fleet"].as_str().unwrap_or("(no fleet tag)").to_string();
-        ids.entry(fleet).or_default().push(id.as_str().unwrap().to_string());
-    };
-    for ec2 in world["instances"].as_array().unwrap() {
-        if ec2["state"] == "running" && owned(&ec2["tags"]) {
-            add(&ec2["tags"], &ec2["id"]);
-        }
-    }
-    for gce in world["gce_instances"].as_array().unwrap() {
-        if owned(&gce["spec"]["labels"]) {
-            add(&gce["spec"]["labels"], &gce["name"]);
-        }
-    }
-    for vm in world["azure_vms"].as_array().unwrap() {
-        if owned(&vm["tags"]) {
-            add(&vm["tags"], &vm["name"]);
-        }
-    }
-    ids.values_mut().for_each(|v| v.sort());
-    ids
-}
-
-/// Instance ids by fleet, as `gpufleet state list --json` reports them.
-fn state_ids(state_dir: &Path) -> BTreeMap<String, Vec<String>> {
-    let out = run(&["state", "list", "--json", "--state-dir", state_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "state list: {}", stderr(&out));
-    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for instance in listed {
-        let fleet = instance["fleet"].as_str().unwrap().to_string();
-        ids.entry(fleet).or_default().push(instance["id"].as_str().unwrap().to_string());
-    }
-    ids.values_mut().for_each(|v| v.sort());
-    ids
-}
-
 /// Sum of `/_sim/counters` (calls by cloud, then action).
 fn total_calls(counters: &Value) -> u64 {
     let by_cloud = counters.as_object().unwrap().values();
@@ -228,10 +186,10 @@ fn apply_timed(root: &Path, label: &str, scenario: &str) -> (Value, i64) {
     );
     let took = sim_seconds(&sim.url) - started;
     let counters = admin_get(&format!("{}/_sim/counters", sim.url));
-    let in_clouds = world_ids(&admin_get(&format!("{}/_sim/world", sim.url)));
+    let in_clouds = common::world_ids(&admin_get(&format!("{}/_sim/world", sim.url)), PLAN);
     let counts: BTreeMap<String, usize> = in_clouds.iter().map(|(fleet, ids)| (fleet.clone(), ids.len())).collect();
     assert_eq!(counts, desired(), "{label}: nodes per fleet in the clouds");
-    assert_eq!(in_clouds, state_ids(&state_dir), "{label}: the clouds hold exactly what the state lists");
+    assert_eq!(in_clouds, common::state_ids(&state_dir), "{label}: the clouds hold exactly what the state lists");
     println!("{label}: {} cloud calls in {took}s of simulated time: {counters}", total_calls(&counters));
     (counters, took)
 }

@@ -158,3 +158,47 @@ impl InProcessSim {
         self.server.await.unwrap().unwrap()
     }
 }
+
+/// Live instances carrying `gpufleet-plan = plan` in all three simulated
+/// clouds (`/_sim/world`), by fleet, one entry per instance (an id seen twice
+/// stays twice), sorted.
+pub fn world_ids(world: &serde_json::Value, plan: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    use serde_json::Value;
+    let owned = |tags: &Value| tags["gpufleet-plan"] == plan;
+    let mut ids: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut add = |tags: &Value, id: &Value| {
+        let fleet = tags["gpufleet-fleet"].as_str().unwrap_or("(no fleet tag)").to_string();
+        ids.entry(fleet).or_default().push(id.as_str().unwrap().to_string());
+    };
+    for ec2 in world["instances"].as_array().unwrap() {
+        if ec2["state"] == "running" && owned(&ec2["tags"]) {
+            add(&ec2["tags"], &ec2["id"]);
+        }
+    }
+    for gce in world["gce_instances"].as_array().unwrap() {
+        if owned(&gce["spec"]["labels"]) {
+            add(&gce["spec"]["labels"], &gce["name"]);
+        }
+    }
+    for vm in world["azure_vms"].as_array().unwrap() {
+        if owned(&vm["tags"]) {
+            add(&vm["tags"], &vm["name"]);
+        }
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    ids
+}
+
+/// Instance ids by fleet, as `gpufleet state list --json` reports them, sorted.
+pub fn state_ids(state_dir: &Path) -> std::collections::BTreeMap<String, Vec<String>> {
+    let out = gpufleet(&["state", "list", "--json", "--state-dir", state_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "state list: {}", stderr(&out));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut ids: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for instance in listed {
+        let fleet = instance["fleet"].as_str().unwrap().to_string();
+        ids.entry(fleet).or_default().push(instance["id"].as_str().unwrap().to_string());
+    }
+    ids.values_mut().for_each(|v| v.sort());
+    ids
+}
