@@ -7,8 +7,9 @@
 //! --bench planner` to reuse the debug build.
 
 use chrono::{TimeZone, Utc};
-use gpufleet::catalog::{Catalog, Cloud};
-use gpufleet::providers::Instance;
+use gpufleet::catalog::Catalog;
+use gpufleet::model::Cloud;
+use gpufleet::model::Instance;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ fn observed(n: usize, plan: &gpufleet::plan::Plan, catalog: &Catalog) -> Vec<Ins
     (0..n)
         .map(|i| {
             let fleet = fleets[i % fleets.len()];
-            let offerings = gpufleet::planner::allowed_offerings(fleet, &plan.providers, catalog);
+            let offerings = gpufleet::plan::offerings::allowed_offerings(fleet, &plan.providers, catalog);
             let o = &offerings[i % offerings.len()];
             Instance {
                 id: format!("i-{i:017x}"),
@@ -45,6 +46,7 @@ fn observed(n: usize, plan: &gpufleet::plan::Plan, catalog: &Catalog) -> Vec<Ins
                 fleet: fleet.name.clone(),
                 run: "bench".into(),
                 launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(i as i64),
+                scope: Some(gpufleet::model::Scope::AwsRegion { region: o.region.clone() }),
             }
         })
         .collect()

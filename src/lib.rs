@@ -5,18 +5,38 @@
 //!
 //! Pure logic in the middle, I/O at the edges:
 //!
-//! - [`plan`]: plan files (TOML) → validated [`plan::Plan`], with located diagnostics.
+//! - [`model`]: the shared vocabulary as plain data (clouds, placements,
+//!   instances and their account scopes, ownership tags, shortages, the clock).
+//! - [`plan`]: plan files (TOML) → validated [`plan::Plan`], with located
+//!   diagnostics; which offerings may host a fleet ([`plan::offerings`]).
 //! - [`catalog`]: the dated data of GPU offerings, regions, jurisdictions and prices.
 //! - [`planner`]: PURE. (plan, observed instances, shortage memory, catalog, now) → changeset.
-//! - [`state`]: what gpufleet remembers between runs: state file, lock, journal.
-//! - [`apply`]: executes a changeset through the providers, journaling intent first.
+//! - [`state`]: what gpufleet remembers between runs, behind [`state::StateBackend`].
+//! - [`apply`]: refresh, and executing a changeset through the providers, journaling intent first.
 //! - [`providers`]: the one trait at the cloud boundary, one module per cloud.
 //! - [`sim`]: the cloud simulator, speaking the clouds' real wire protocols.
-//! - [`cli`]: command-line definitions, rendering and per-command glue.
+//! - [`cli`]: command-line definitions, rendering and per-command glue; builds
+//!   the concrete parts (backend, clouds or simulator, clock) and hands them down.
+//!
+//! # Imports point down
+//!
+//! Checked by `tests/layering.rs` on every `crate::` path in `src/`:
+//! - `model` uses no other module;
+//! - `catalog` uses only `model`; `plan` only `model` and `catalog`;
+//! - `planner` uses only `model`, `plan` and `catalog`, with no async, file
+//!   system, environment or clock;
+//! - `state` and `providers` use `model` (and `providers` the `catalog`),
+//!   never each other;
+//! - `apply` uses `planner`, `state` and `providers` through their traits,
+//!   never `sim` or `cli`;
+//! - `sim` uses only `model` and `catalog`: it knows wire protocols and its
+//!   world, and cannot tell gpufleet from any other client;
+//! - `cli` may use everything.
 
 pub mod apply;
 pub mod catalog;
 pub mod cli;
+pub mod model;
 pub mod plan;
 pub mod planner;
 pub mod providers;

@@ -182,15 +182,14 @@ capacity = 1
 #[test]
 fn a_second_run_gets_a_lock_error_naming_the_holder() {
     use chrono::TimeZone;
-    use gpufleet::state::LocalBackend;
-    use gpufleet::state::lock::Holder;
+    use gpufleet::state::lock::{Holder, StateLock};
 
     let dir = tempfile::tempdir().unwrap();
     let plan = write_plan(dir.path(), 1, 1);
     let state = dir.path().join("state");
     let since = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let holder = Holder::this_process("apply", since, std::time::Duration::from_secs(3600 * 24 * 365 * 200));
-    let _held = LocalBackend::new(&state).lock("e2e", holder).unwrap();
+    let _held = StateLock::acquire("e2e", &state.join("e2e.lock"), holder).unwrap();
 
     let out = run(&["apply", &plan, "--sim", "--state-dir", state.to_str().unwrap(), "--auto-approve"], 1);
     let err = stderr(&out);

@@ -469,8 +469,8 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
         token: "token-of-the-killed-terminate".into(),
         event: Event::DeleteIntent {
             fleet: "trainers".into(),
-            placement: gpufleet::providers::Placement {
-                cloud: gpufleet::catalog::Cloud::Aws,
+            placement: gpufleet::model::Placement {
+                cloud: gpufleet::model::Cloud::Aws,
                 region: "us-east-1".into(),
                 zone: None,
                 instance_type: "p5.48xlarge".into(),

@@ -3,7 +3,8 @@
 //! are reported together, malformed input never panics, and the JSON schema
 //! describes the format.
 
-use gpufleet::catalog::{Catalog, Cloud};
+use gpufleet::catalog::Catalog;
+use gpufleet::model::Cloud;
 use gpufleet::plan::{self, PlacementPolicy, PlanError};
 use std::path::{Path, PathBuf};
 

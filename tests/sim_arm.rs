@@ -10,9 +10,10 @@ use azure_mgmt_compute::package_2024_07_01::{Client, ClientBuilder, models};
 use chrono::{DateTime, Utc};
 use common::InProcessSim;
 use futures::StreamExt;
-use gpufleet::catalog::Cloud;
+use gpufleet::model::Cloud;
+use gpufleet::model::Placement;
 use gpufleet::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings, scale_set_name};
-use gpufleet::providers::{CreateRequest, ErrorKind, Placement, Provider};
+use gpufleet::providers::{CreateRequest, ErrorKind, Provider};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -209,7 +210,8 @@ fn request(plan: &str, fleet: &str, run: &str, instance_type: &str, count: u32) 
 }
 
 async fn provider(sim: &InProcessSim) -> AzureProvider {
-    let connection = AzureConnection { endpoint: Some(sim.url.clone()), simulator_credentials: true };
+    let connection =
+        AzureConnection { endpoint: Some(sim.url.clone()), simulator_credentials: true, ..Default::default() };
     let vm = AzureVmSettings {
         subnet: None,
         admin_username: "gpufleet".into(),

@@ -7,9 +7,10 @@
 use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
 use google_cloud_compute_v1::model::{BulkInsertInstanceResource, Instance, InstanceProperties, Operation, operation};
 use google_cloud_gax::retry_policy::NeverRetry;
-use gpufleet::catalog::Cloud;
+use gpufleet::model::Cloud;
+use gpufleet::model::Placement;
 use gpufleet::providers::gcp::{GcpConnection, GcpProvider};
-use gpufleet::providers::{CreateRequest, ErrorKind, Placement, Provider};
+use gpufleet::providers::{CreateRequest, ErrorKind, Provider};
 use std::collections::BTreeMap;
 
 mod common;
@@ -54,7 +55,7 @@ impl TestSim {
     }
 
     async fn provider(&self) -> GcpProvider {
-        let connection = GcpConnection { endpoint: Some(self.url.clone()), anonymous: true };
+        let connection = GcpConnection { endpoint: Some(self.url.clone()), anonymous: true, ..Default::default() };
         GcpProvider::connect(PROJECT, &[ZONE.to_string()], &connection).await.unwrap()
     }
 

@@ -1,14 +1,14 @@
-//! Connecting to the clouds a plan uses, and reading what they run for it.
+//! Connecting to every account scope a plan configures or its state still
+//! holds instances in, and listing what they run for it.
 
-use crate::catalog::Cloud;
+use crate::model::{Cloud, Instance, Scope};
 use crate::plan::Plan;
 use crate::providers::aws::{AwsConnection, AwsProvider};
 use crate::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings};
 use crate::providers::gcp::{GcpConnection, GcpProvider};
-use crate::providers::{Instance, Provider, ProviderError};
-use chrono::{DateTime, Utc};
-use futures::future::try_join_all;
-use std::collections::{BTreeMap, BTreeSet};
+use crate::providers::{Provider, ProviderError, RetryPolicy};
+use futures::future::join_all;
+use std::collections::BTreeSet;
 
 /// Where the clouds are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,43 +20,49 @@ pub enum Target {
     Simulator { url: String },
 }
 
-impl Target {
-    pub fn clock(&self) -> Clock {
-        match self {
-            Target::Clouds => Clock::System,
-            Target::Simulator { url } => Clock::Simulator { url: url.clone() },
-        }
-    }
+/// One connected account of a cloud.
+struct Account {
+    provider: Box<dyn Provider>,
+    /// The account the plan configures for its cloud: creates go here.
+    home: bool,
 }
 
-/// Where "now" comes from: the system clock, or the simulator's clock when
-/// running against one, so that simulated time drives shortage expiry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Clock {
-    System,
-    Simulator { url: String },
-}
-
-impl Clock {
-    pub async fn now(&self) -> Result<DateTime<Utc>, crate::sim::SimError> {
-        match self {
-            Clock::System => Ok(Utc::now()),
-            Clock::Simulator { url } => crate::sim::sim_now(url).await,
-        }
-    }
-}
-
-/// The providers one plan needs, by cloud.
+/// The providers one plan needs: the accounts it configures, plus every
+/// account its state still knows instances in, so that those are listed
+/// (and emptied) rather than forgotten.
 pub struct Clouds {
-    providers: BTreeMap<Cloud, Box<dyn Provider>>,
+    accounts: Vec<Account>,
+    /// Scopes with known instances that could not be connected to, and why.
+    unreachable: Vec<(Scope, String)>,
+}
+
+/// What one listing of every scope found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Every instance the reachable scopes run for the plan, sorted.
+    pub instances: Vec<Instance>,
+    /// Scopes listed in full: a known instance of one of them that is not
+    /// in `instances` is gone.
+    pub listed: BTreeSet<Scope>,
+    /// Scopes outside the plan's own configuration that could not be
+    /// connected to or listed, and why.
+    pub unreachable: Vec<(Scope, String)>,
 }
 
 impl Clouds {
-    /// Connect to every configured cloud, in its configured regions plus any
-    /// region where the state still knows an instance (so that a region taken
-    /// out of the plan is still refreshed and emptied).
-    pub async fn connect(plan: &Plan, known: &[Instance], target: &Target) -> Result<Clouds, ProviderError> {
-        let mut providers: BTreeMap<Cloud, Box<dyn Provider>> = BTreeMap::new();
+    /// Connect to every configured account, and to every other scope where
+    /// `known` (the state's instances) holds something. A configured account
+    /// that fails to connect fails the whole connect; any other is recorded
+    /// as unreachable, for refresh to explain.
+    pub async fn connect(
+        plan: &Plan,
+        known: &[Instance],
+        target: &Target,
+        retry: RetryPolicy,
+    ) -> Result<Clouds, ProviderError> {
+        let mut clouds = Clouds { accounts: Vec::new(), unreachable: Vec::new() };
+        let known_scopes: BTreeSet<&Scope> = known.iter().filter_map(|i| i.scope.as_ref()).collect();
+
         let mut aws_regions: BTreeSet<String> =
             plan.providers.aws.iter().flat_map(|a| a.regions.iter().cloned()).collect();
         aws_regions.extend(known.iter().filter(|i| i.cloud == Cloud::Aws).map(|i| i.region.clone()));
@@ -67,33 +73,55 @@ impl Clouds {
                     endpoint: configured.and_then(|a| a.endpoint.clone()),
                     profile: configured.and_then(|a| a.profile.clone()),
                     simulator_credentials: false,
+                    retry,
                 },
                 Target::Simulator { url } => {
-                    AwsConnection { endpoint: Some(url.clone()), profile: None, simulator_credentials: true }
+                    AwsConnection { endpoint: Some(url.clone()), profile: None, simulator_credentials: true, retry }
                 }
             };
             let regions: Vec<String> = aws_regions.into_iter().collect();
-            providers.insert(Cloud::Aws, Box::new(AwsProvider::connect(&regions, &connection).await));
+            let provider = AwsProvider::connect(&regions, &connection).await;
+            clouds.accounts.push(Account { provider: Box::new(provider), home: configured.is_some() });
         }
-        if let Some(gcp) = &plan.providers.gcp {
-            let connection = match target {
-                Target::Clouds => GcpConnection { endpoint: gcp.endpoint.clone(), anonymous: false },
-                Target::Simulator { url } => GcpConnection { endpoint: Some(url.clone()), anonymous: true },
-            };
+
+        let gcp = plan.providers.gcp.as_ref();
+        let gcp_connection = match target {
+            Target::Clouds => GcpConnection { endpoint: gcp.and_then(|g| g.endpoint.clone()), anonymous: false, retry },
+            Target::Simulator { url } => GcpConnection { endpoint: Some(url.clone()), anonymous: true, retry },
+        };
+        if let Some(gcp) = gcp {
             let mut zones: BTreeSet<String> = gcp.zones.iter().cloned().collect();
-            zones.extend(known.iter().filter(|i| i.cloud == Cloud::Gcp).filter_map(|i| i.zone.clone()));
+            zones.extend(zones_known_in(known, &gcp.project));
             let zones: Vec<String> = zones.into_iter().collect();
-            providers.insert(Cloud::Gcp, Box::new(GcpProvider::connect(&gcp.project, &zones, &connection).await?));
+            let provider = GcpProvider::connect(&gcp.project, &zones, &gcp_connection).await?;
+            clouds.accounts.push(Account { provider: Box::new(provider), home: true });
         }
-        if let Some(azure) = &plan.providers.azure {
-            let connection = match target {
-                Target::Clouds => AzureConnection { endpoint: azure.endpoint.clone(), simulator_credentials: false },
-                Target::Simulator { url } => {
-                    AzureConnection { endpoint: Some(url.clone()), simulator_credentials: true }
-                }
-            };
+        for scope in &known_scopes {
+            let Scope::GcpProject { project } = scope else { continue };
+            if gcp.is_some_and(|g| g.project == *project) {
+                continue;
+            }
+            let zones: Vec<String> = zones_known_in(known, project).into_iter().collect();
+            match GcpProvider::connect(project, &zones, &gcp_connection).await {
+                Ok(provider) => clouds.accounts.push(Account { provider: Box::new(provider), home: false }),
+                Err(e) => clouds.unreachable.push(((*scope).clone(), e.to_string())),
+            }
+        }
+
+        let azure = plan.providers.azure.as_ref();
+        let azure_connection = match target {
+            Target::Clouds => AzureConnection {
+                endpoint: azure.and_then(|a| a.endpoint.clone()),
+                simulator_credentials: false,
+                retry,
+            },
+            Target::Simulator { url } => {
+                AzureConnection { endpoint: Some(url.clone()), simulator_credentials: true, retry }
+            }
+        };
+        if let Some(azure) = azure {
             let mut regions: BTreeSet<String> = azure.regions.iter().cloned().collect();
-            regions.extend(known.iter().filter(|i| i.cloud == Cloud::Azure).map(|i| i.region.clone()));
+            regions.extend(regions_known_in(known, &azure.subscription, &azure.resource_group));
             let regions: Vec<String> = regions.into_iter().collect();
             let vm = AzureVmSettings {
                 subnet: azure.subnet.clone(),
@@ -101,26 +129,82 @@ impl Clouds {
                 ssh_public_key: azure.ssh_public_key.clone(),
             };
             let provider =
-                AzureProvider::connect(&azure.subscription, &azure.resource_group, &regions, &connection, &vm).await?;
-            providers.insert(Cloud::Azure, Box::new(provider));
+                AzureProvider::connect(&azure.subscription, &azure.resource_group, &regions, &azure_connection, &vm)
+                    .await?;
+            clouds.accounts.push(Account { provider: Box::new(provider), home: true });
         }
-        Ok(Clouds { providers })
+        for scope in &known_scopes {
+            let Scope::AzureResourceGroup { subscription, resource_group } = scope else { continue };
+            if azure.is_some_and(|a| a.subscription == *subscription && a.resource_group == *resource_group) {
+                continue;
+            }
+            let regions: Vec<String> = regions_known_in(known, subscription, resource_group).into_iter().collect();
+            // This account only lists and deletes; nothing is created in it.
+            let vm = AzureVmSettings { subnet: None, admin_username: "gpufleet".into(), ssh_public_key: String::new() };
+            match AzureProvider::connect(subscription, resource_group, &regions, &azure_connection, &vm).await {
+                Ok(provider) => clouds.accounts.push(Account { provider: Box::new(provider), home: false }),
+                Err(e) => clouds.unreachable.push(((*scope).clone(), e.to_string())),
+            }
+        }
+        Ok(clouds)
     }
 
-    /// Build from given providers (tests script providers this way).
+    /// Build from given providers, each the home account of its cloud
+    /// (tests script providers this way).
     pub fn from_providers(list: Vec<Box<dyn Provider>>) -> Clouds {
-        Clouds { providers: list.into_iter().map(|p| (p.cloud(), p)).collect() }
+        Clouds {
+            accounts: list.into_iter().map(|provider| Account { provider, home: true }).collect(),
+            unreachable: Vec::new(),
+        }
     }
 
-    pub fn get(&self, cloud: Cloud) -> Option<&dyn Provider> {
-        self.providers.get(&cloud).map(|p| p.as_ref())
+    /// The account the plan configures for `cloud`: where creates go.
+    pub fn home(&self, cloud: Cloud) -> Option<&dyn Provider> {
+        self.accounts.iter().find(|a| a.home && a.provider.cloud() == cloud).map(|a| a.provider.as_ref())
     }
 
-    /// Everything the clouds run for `plan`, listed from all clouds at once.
-    pub async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
-        let lists = try_join_all(self.providers.values().map(|p| p.list_owned(plan))).await?;
-        let mut all: Vec<Instance> = lists.into_iter().flatten().collect();
-        all.sort();
-        Ok(all)
+    /// The account that lists (and so can delete) this instance.
+    pub fn holding(&self, instance: &Instance) -> Option<&dyn Provider> {
+        match &instance.scope {
+            Some(scope) => {
+                self.accounts.iter().find(|a| a.provider.scopes().contains(scope)).map(|a| a.provider.as_ref())
+            }
+            None => self.home(instance.cloud),
+        }
     }
+
+    /// Everything every account runs for `plan`, listed all at once. A
+    /// configured account that fails fails the listing; another account's
+    /// failure is reported as unreachable, with what was already unreachable.
+    pub async fn list_owned(&self, plan: &str) -> Result<Listing, ProviderError> {
+        let lists = join_all(self.accounts.iter().map(|a| a.provider.list_owned(plan))).await;
+        let mut listing = Listing { unreachable: self.unreachable.clone(), ..Listing::default() };
+        for (account, list) in self.accounts.iter().zip(lists) {
+            match list {
+                Ok(instances) => {
+                    listing.instances.extend(instances);
+                    listing.listed.extend(account.provider.scopes());
+                }
+                Err(e) if account.home => return Err(e),
+                Err(e) => listing.unreachable.extend(account.provider.scopes().into_iter().map(|s| (s, e.to_string()))),
+            }
+        }
+        listing.instances.sort();
+        Ok(listing)
+    }
+}
+
+/// Zones where `known` holds instances of this Compute Engine project.
+fn zones_known_in(known: &[Instance], project: &str) -> BTreeSet<String> {
+    let scope = Scope::GcpProject { project: project.to_string() };
+    known.iter().filter(|i| i.scope.as_ref() == Some(&scope)).filter_map(|i| i.zone.clone()).collect()
+}
+
+/// Regions where `known` holds instances of this Azure resource group.
+fn regions_known_in(known: &[Instance], subscription: &str, resource_group: &str) -> BTreeSet<String> {
+    let scope = Scope::AzureResourceGroup {
+        subscription: subscription.to_string(),
+        resource_group: resource_group.to_string(),
+    };
+    known.iter().filter(|i| i.scope.as_ref() == Some(&scope)).map(|i| i.region.clone()).collect()
 }

@@ -2,13 +2,16 @@
 //! from, so that `apply FILE` executes exactly it, or refuses when the plan
 //! file, the state or the clouds moved since.
 
+use super::{ApplyError, Refreshed};
 use crate::planner::Changeset;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 pub const SAVED_PLAN_KIND: &str = "gpufleet-saved-plan";
-pub const SAVED_PLAN_FORMAT_VERSION: u32 = 1;
+/// Format 2: creates carry their fallback chains.
+pub const SAVED_PLAN_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavedPlan {
@@ -25,15 +28,17 @@ pub struct SavedPlan {
     pub changeset: Changeset,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SavedPlanError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("{path} is a saved plan of format version {found}; this gpufleet reads {SAVED_PLAN_FORMAT_VERSION}")]
+    #[diagnostic(help("run `gpufleet plan --out FILE` again with this gpufleet"))]
     Version { path: PathBuf, found: u32 },
     #[error("{path} looks like a saved plan but cannot be read: {source}")]
+    #[diagnostic(help("the file was damaged or edited: run `gpufleet plan --out FILE` again"))]
     Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
@@ -46,6 +51,36 @@ impl SavedPlan {
         let mut bytes = serde_json::to_vec_pretty(self).expect("saved plans serialize");
         bytes.push(b'\n');
         std::fs::write(path, bytes).map_err(|source| SavedPlanError::Write { path: path.to_path_buf(), source })
+    }
+
+    /// Refuses a saved plan made for another state, or before the state or
+    /// the clouds changed.
+    pub fn check_not_stale(&self, refreshed: &Refreshed) -> Result<(), ApplyError> {
+        // A state never written has no lineage yet: its serial (0) says it all.
+        if self.state_serial > 0 && self.state_lineage != refreshed.state.lineage {
+            return Err(ApplyError::Stale("it was made for a different state (lineage differs)".into()));
+        }
+        if self.state_serial != refreshed.serial_read {
+            return Err(ApplyError::Stale(format!(
+                "the state changed since (serial {} then, {} now)",
+                self.state_serial, refreshed.serial_read
+            )));
+        }
+        let now_ids = refreshed.observed_ids();
+        if self.observed != now_ids {
+            let then: BTreeSet<&String> = self.observed.iter().collect();
+            let now: BTreeSet<&String> = now_ids.iter().collect();
+            let appeared: Vec<&str> = now.difference(&then).map(|s| s.as_str()).collect();
+            let gone: Vec<&str> = then.difference(&now).map(|s| s.as_str()).collect();
+            return Err(ApplyError::Stale(format!(
+                "the clouds changed since: {} instance(s) appeared [{}], {} gone [{}]",
+                appeared.len(),
+                appeared.join(", "),
+                gone.len(),
+                gone.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// `Ok(None)` when `bytes` are not a saved plan (a TOML plan file, then).

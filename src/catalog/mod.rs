@@ -5,46 +5,8 @@
 //! to this module). Plans may add or override offerings; see [`Catalog::with_overrides`].
 //! A price that could not be sourced stays `None` ("unknown") and is never invented.
 
+use crate::model::{Cloud, Placement, ShortageScope};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// A cloud gpufleet can place capacity on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Cloud {
-    Aws,
-    Gcp,
-    Azure,
-}
-
-impl Cloud {
-    pub const ALL: [Cloud; 3] = [Cloud::Aws, Cloud::Gcp, Cloud::Azure];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cloud::Aws => "aws",
-            Cloud::Gcp => "gcp",
-            Cloud::Azure => "azure",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Cloud> {
-        Cloud::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
-    /// Google Cloud and AWS place instances in a zone (EC2 launches each call
-    /// in one zone, so a stock-out or partial fill is a zone's, and the next
-    /// zone is worth trying); Azure is asked for a region.
-    pub fn places_by_zone(self) -> bool {
-        self != Cloud::Azure
-    }
-}
-
-impl fmt::Display for Cloud {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The compiled-in catalog data.
 const BUILTIN: &str = include_str!("catalog.toml");
@@ -121,6 +83,21 @@ impl Offering {
     /// Price per GPU-hour, the unit plans compare and cap.
     pub fn price_per_gpu_hour(&self) -> Option<f64> {
         self.price_per_hour.map(|p| p / f64::from(self.gpus_per_node.max(1)))
+    }
+
+    /// Where nodes of this offering are created.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            cloud: self.cloud,
+            region: self.region.clone(),
+            zone: self.zone.clone(),
+            instance_type: self.instance_type.clone(),
+        }
+    }
+
+    /// Whether a remembered refusal rules this offering out.
+    pub fn is_short(&self, shortage: &ShortageScope) -> bool {
+        shortage.covers(&self.placement(), &self.gpu)
     }
 
     /// "aws us-east-1 p5.48xlarge" or "gcp us-central1-a a3-highgpu-8g".

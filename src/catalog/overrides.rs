@@ -6,7 +6,7 @@
 //! the catalog with the overrides applied, so they see the same offerings.
 
 use super::{Catalog, InstanceType, OverrideError, OverrideProblem, Region, RegionOffer};
-use crate::plan::OfferingOverride;
+use crate::model::OfferingOverride;
 
 impl Catalog {
     /// The catalog with a plan's `[[offerings]]` applied, in order:

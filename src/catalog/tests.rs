@@ -1,7 +1,7 @@
 //! Tests of the compiled-in catalog data and of plan overrides.
 
 use super::*;
-use crate::plan::OfferingOverride;
+use crate::model::OfferingOverride;
 
 /// The instance types the rest of gpufleet (docs, demo plans, simulator
 /// scenarios) may rely on, with the GPU model and node shape each must have.

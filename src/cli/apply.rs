@@ -3,7 +3,7 @@
 use super::context::{Connected, load_plan, lock};
 use super::progress::{JsonLines, Progress};
 use super::render::{changeset_text, report_text};
-use super::{ApplyArgs, DestroyArgs, Exit, Failure, RunArgs, failure};
+use super::{ApplyArgs, DestroyArgs, Exit, Failure, RunArgs, failure, io_failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
 use crate::planner;
 use std::io::{BufRead, IsTerminal, Write};
@@ -19,7 +19,7 @@ pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
     let saved = SavedPlan::detect(&args.plan, &bytes)?;
     let plan_path = saved.as_ref().map_or(args.plan.clone(), |s| s.plan_path.clone());
     if let Some(saved) = &saved {
-        let current = std::fs::read(&plan_path)?;
+        let current = std::fs::read(&plan_path).map_err(io_failure(plan_path.display()))?;
         if digest(&current) != saved.plan_digest {
             return Err(failure(
                 format!("{} changed since the saved plan {} was made", plan_path.display(), args.plan.display()),
@@ -54,7 +54,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str) -> Res
                 _ => apply::changeset(&session, &refreshed),
             };
             if changeset.is_empty() && changeset.fleets.iter().all(|f| f.shortfall_reason.is_none()) {
-                apply::record_refresh(&session, &mut refreshed)?;
+                apply::record_refresh(&session, &mut refreshed).await?;
                 if !json {
                     println!("No changes. The clouds match the plan.");
                 }
@@ -67,7 +67,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str) -> Res
                 return Err(failure(format!("{verb} cancelled."), "answer `yes` to proceed, or pass --auto-approve"));
             }
         }
-        let report = apply::apply(&session, &mut lock, mode, refreshed).await?;
+        let report = apply::apply(&session, lock.as_mut(), mode, refreshed).await?;
         Ok(finish(&report, json, verb))
     }
     .await;
@@ -80,10 +80,10 @@ fn confirm(verb: &str) -> Result<bool, Failure> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         print!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
-        std::io::stdout().flush()?;
+        std::io::stdout().flush().map_err(io_failure("the terminal"))?;
     }
     let mut answer = String::new();
-    let read = stdin.lock().read_line(&mut answer)?;
+    let read = stdin.lock().read_line(&mut answer).map_err(io_failure("the terminal"))?;
     if read == 0 {
         return Err(failure(
             format!("{verb} needs confirmation, and there is no input to read it from"),

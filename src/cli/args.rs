@@ -57,6 +57,11 @@ pub struct TargetArgs {
     /// Point every provider at a running simulator (`gpufleet sim serve`).
     #[arg(long, env = "GPUFLEET_SIM_URL", value_name = "URL")]
     pub sim_url: Option<String>,
+    /// First backoff ceiling of retried cloud calls, in milliseconds (default
+    /// 200, doubling per attempt). Low values suit simulators that throttle
+    /// by call count.
+    #[arg(long, env = "GPUFLEET_RETRY_BASE_MS", value_name = "MS")]
+    pub retry_base_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +126,21 @@ pub enum StateCommand {
     List(StateListArgs),
     /// Show one instance (by id) with everything the state knows of it.
     Show(StateShowArgs),
+    /// Drop instances from a plan's state without touching the clouds (after
+    /// deleting them by hand where gpufleet cannot reach).
+    Forget(StateForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateForgetArgs {
+    /// The plan (by name) whose state holds the instances.
+    #[arg(long)]
+    pub plan: String,
+    /// Instance ids to forget.
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

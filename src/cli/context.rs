@@ -2,11 +2,13 @@
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
 use super::{Failure, TargetArgs, failure};
-use crate::apply::{Clock, Clouds, Session, Target};
+use crate::apply::{Clouds, Session, Target};
 use crate::catalog::Catalog;
+use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
-use crate::sim::EmbeddedSim;
-use crate::state::LocalBackend;
+use crate::providers::RetryPolicy;
+use crate::sim::{EmbeddedSim, SimClock};
+use crate::state::{LocalBackend, StateBackend};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +30,19 @@ pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
 
 /// The clouds a command talks to, and the embedded simulator if it runs one.
 pub struct Connected {
-    pub backend: LocalBackend,
+    pub backend: Box<dyn StateBackend>,
     pub clouds: Clouds,
-    pub clock: Clock,
+    pub clock: Box<dyn Clock>,
     embedded: Option<EmbeddedSim>,
 }
 
 impl Connected {
     pub async fn open(plan: &Plan, args: &TargetArgs) -> Result<Connected, Failure> {
         let backend = LocalBackend::new(&args.state_dir);
+        let retry = match args.retry_base_ms {
+            Some(ms) => RetryPolicy { base: std::time::Duration::from_millis(ms), ..RetryPolicy::default() },
+            None => RetryPolicy::default(),
+        };
         let mut embedded = None;
         let target = match (&args.sim, &args.sim_url) {
             (Some(scenario), _) => {
@@ -51,11 +57,15 @@ impl Connected {
             }
             (None, None) => Target::Clouds,
         };
-        let known = backend.read(&plan.name)?.instances;
-        let clouds = Clouds::connect(plan, &known, &target).await.map_err(|e| {
+        let known = backend.load(&plan.name).await?.instances;
+        let clouds = Clouds::connect(plan, &known, &target, retry).await.map_err(|e| {
             failure(format!("cannot connect to {}: {e}", e.cloud), "check the provider's configuration and credentials")
         })?;
-        Ok(Connected { backend, clouds, clock: target.clock(), embedded })
+        let clock: Box<dyn Clock> = match target {
+            Target::Clouds => Box::new(SystemClock),
+            Target::Simulator { url } => Box::new(SimClock { url }),
+        };
+        Ok(Connected { backend: Box::new(backend), clouds, clock, embedded })
     }
 
     pub fn session<'a>(
@@ -65,7 +75,15 @@ impl Connected {
         events: &'a dyn crate::apply::EventSink,
         stop: &'a AtomicBool,
     ) -> Session<'a> {
-        Session { plan, catalog, backend: &self.backend, clouds: &self.clouds, clock: &self.clock, events, stop }
+        Session {
+            plan,
+            catalog,
+            backend: self.backend.as_ref(),
+            clouds: &self.clouds,
+            clock: self.clock.as_ref(),
+            events,
+            stop,
+        }
     }
 
     /// Stop the embedded simulator, saving its world for the next command.
@@ -91,20 +109,9 @@ fn check_loopback(url: &str) -> Result<(), Failure> {
     }
 }
 
-/// Take the plan's state lock, explaining what to do when another run holds it.
-pub async fn lock(session: &Session<'_>, command: &str) -> Result<crate::state::lock::StateLock, Failure> {
-    use crate::apply::ApplyError;
-    use crate::state::StateError;
-    use crate::state::lock::LockError;
-    match crate::apply::lock(session, command).await {
-        Ok(lock) => Ok(lock),
-        Err(ApplyError::State(StateError::Lock(held @ LockError::Held { .. }))) => Err(failure(
-            held,
-            "wait for that run to finish; if its process is gone, the lock is taken over automatically \
-             (at once on the same host, when its lease ends otherwise)",
-        )),
-        Err(e) => Err(e.into()),
-    }
+/// Take the plan's state lock; a held lock says who holds it and what to do.
+pub async fn lock(session: &Session<'_>, command: &str) -> Result<Box<dyn crate::state::Lease>, Failure> {
+    Ok(crate::apply::lock(session, command).await?)
 }
 
 /// A flag set by the first SIGINT or SIGTERM, or when the deadline passes,

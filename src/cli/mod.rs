@@ -9,7 +9,7 @@ mod args;
 mod context;
 mod plan;
 mod progress;
-pub(crate) mod render;
+pub mod render;
 mod sim;
 mod state;
 mod validate;
@@ -64,8 +64,9 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Plan(a) => plan::run(&a).await,
         Command::Apply(a) => apply::run_apply(&a).await,
         Command::Destroy(a) => apply::run_destroy(&a).await,
-        Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a),
-        Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a),
+        Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a).await,
+        Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a).await,
+        Command::State(StateArgs { command: StateCommand::Forget(a) }) => state::forget(&a).await,
         Command::Schema => {
             let schema = crate::plan::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).expect("a JSON value serializes"));
@@ -92,31 +93,42 @@ impl Failure {
             Failure::Plan(e) if terminal => eprintln!("{:?}", miette::Report::new(e)),
             Failure::Plan(e) => eprint!("{}", e.render_plain()),
             Failure::Other(report) if terminal => eprintln!("{report:?}"),
-            Failure::Other(report) => {
-                eprintln!("error: {report}");
-                if let Some(help) = report.help() {
-                    eprintln!("  help: {help}");
-                }
-            }
+            Failure::Other(report) => eprint!("{}", plain(&report)),
         }
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for Failure {
-    /// Keeps the whole cause chain in the message.
-    fn from(e: E) -> Failure {
-        let mut message = e.to_string();
-        let mut source = e.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+/// A report off a terminal: the error, each cause under it, then the help.
+fn plain(report: &miette::Report) -> String {
+    let mut out = format!("error: {report}\n");
+    let mut seen = report.to_string();
+    for cause in report.chain().skip(1) {
+        let text = cause.to_string();
+        // Causes a message already quotes are not said twice.
+        if !seen.contains(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+            seen.push_str(&text);
         }
-        Failure::Other(miette::Report::msg(message))
+    }
+    if let Some(help) = report.help() {
+        out.push_str(&format!("  help: {help}\n"));
+    }
+    out
+}
+
+impl<E: miette::Diagnostic + Send + Sync + 'static> From<E> for Failure {
+    /// Keeps the error whole: its causes and its help reach the user.
+    fn from(e: E) -> Failure {
+        Failure::Other(miette::Report::new(e))
     }
 }
 
 /// A failure with a hint on what to do.
 pub(crate) fn failure(message: impl std::fmt::Display, help: impl std::fmt::Display) -> Failure {
     Failure::Other(miette::miette!(help = help.to_string(), "{message}"))
+}
+
+/// An I/O failure on `what` (a path, the terminal), as a failure with a hint.
+pub(crate) fn io_failure(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Failure {
+    move |e| failure(format!("cannot use {what}: {e}"), "check that it exists and that gpufleet may read it")
 }

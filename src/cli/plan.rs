@@ -2,12 +2,12 @@
 
 use super::context::{Connected, load_plan, lock};
 use super::render::{changeset_json, changeset_text};
-use super::{Exit, Failure, PlanArgs};
+use super::{Exit, Failure, PlanArgs, io_failure};
 use crate::apply::{self, NoEvents, SavedPlan, digest};
 
 pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
     let (plan, catalog) = load_plan(&args.plan)?;
-    let plan_bytes = std::fs::read(&args.plan)?;
+    let plan_bytes = std::fs::read(&args.plan).map_err(io_failure(args.plan.display()))?;
     let connected = Connected::open(&plan, &args.target).await?;
     let result = async {
         let never = std::sync::atomic::AtomicBool::new(false);

@@ -2,7 +2,7 @@
 //! otherwise, or one JSON object per event on stdout with `--json`.
 
 use crate::apply::{Event, EventSink};
-use crate::providers::Placement;
+use crate::model::Placement;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;

@@ -2,8 +2,8 @@
 //! never with NO_COLOR) and for machines (`--json`).
 
 use crate::apply::{ApplyReport, FleetStatus};
+use crate::model::Instance;
 use crate::planner::{Action, ActionKind, Changeset};
-use crate::providers::Instance;
 use owo_colors::OwoColorize;
 use serde_json::{Value, json};
 use std::fmt::Write;
@@ -94,10 +94,17 @@ pub fn changeset_text(changeset: &Changeset) -> String {
 fn action_line(action: &Action) -> String {
     let price = action.price_per_hour.map(|p| format!("{} each", money(p))).unwrap_or_else(|| "price unknown".into());
     match action.kind {
-        ActionKind::Create => format!(
-            "    {}\n",
-            format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
-        ),
+        ActionKind::Create => {
+            let mut line = format!(
+                "    {}\n",
+                format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
+            );
+            if !action.fallbacks.is_empty() {
+                let chain: Vec<String> = action.fallbacks.iter().map(|p| p.to_string()).collect();
+                let _ = writeln!(line, "        if refused, then: {}", chain.join(" → "));
+            }
+            line
+        }
         ActionKind::Delete => format!(
             "    {}\n",
             format!(
@@ -133,7 +140,10 @@ pub fn changeset_json(changeset: &Changeset) -> Value {
                 v["zone"] = json!(zone);
             }
             match a.kind {
-                ActionKind::Create => v["min_count"] = json!(a.min_count),
+                ActionKind::Create => {
+                    v["min_count"] = json!(a.min_count);
+                    v["fallbacks"] = json!(a.fallbacks);
+                }
                 ActionKind::Delete => v["instance_ids"] = json!(a.instance_ids),
             }
             v
@@ -186,6 +196,21 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
             }
         }
     }
+    for fleet in &report.fleets {
+        for used in &fleet.fallbacks_used {
+            let _ = writeln!(
+                out,
+                "  fleet {}: {} refused; used fallback {} of the saved chain, {}",
+                fleet.fleet, used.planned, used.position, used.used
+            );
+        }
+    }
+    for postponed in &report.postponed {
+        let _ = writeln!(out, "{} {postponed}", "postponed:".yellow());
+    }
+    for exhausted in &report.chains_exhausted {
+        let _ = writeln!(out, "{} {exhausted}", "error:".red());
+    }
     for error in &report.errors {
         let _ = writeln!(out, "{} {error}", "error:".red());
     }
@@ -207,6 +232,7 @@ pub fn instance_json(plan: &str, i: &Instance) -> Value {
         "instance_type": i.instance_type,
         "launched_at": i.launched_at,
         "run": i.run,
+        "scope": i.scope,
     })
 }
 

@@ -1,27 +1,28 @@
-//! `gpufleet state list` and `gpufleet state show`.
+//! `gpufleet state list`, `state show` and `state forget`.
 
 use super::render::{instance_json, instance_table};
-use super::{Exit, Failure, StateListArgs, StateShowArgs, failure};
-use crate::providers::Instance;
-use crate::state::LocalBackend;
+use super::{Exit, Failure, StateForgetArgs, StateListArgs, StateShowArgs, failure};
+use crate::model::{Clock, Instance, SystemClock};
+use crate::state::lock::{DEFAULT_LEASE, Holder};
+use crate::state::{LocalBackend, StateBackend};
 use std::path::Path;
 
 /// Every (plan, instance) the state directory knows, optionally for one plan.
-fn rows(state_dir: &Path, only: Option<&str>) -> Result<Vec<(String, Instance)>, Failure> {
+async fn rows(state_dir: &Path, only: Option<&str>) -> Result<Vec<(String, Instance)>, Failure> {
     let backend = LocalBackend::new(state_dir);
     let mut rows = Vec::new();
-    for plan in backend.list_plans()? {
+    for plan in backend.list_plans().await? {
         if only.is_some_and(|p| p != plan) {
             continue;
         }
-        let state = backend.read(&plan)?;
+        let state = backend.load(&plan).await?;
         rows.extend(state.instances.into_iter().map(|i| (plan.clone(), i)));
     }
     Ok(rows)
 }
 
-pub fn list(args: &StateListArgs) -> Result<Exit, Failure> {
-    let rows = rows(&args.state_dir, args.plan.as_deref())?;
+pub async fn list(args: &StateListArgs) -> Result<Exit, Failure> {
+    let rows = rows(&args.state_dir, args.plan.as_deref()).await?;
     if args.json {
         let list: Vec<_> = rows.iter().map(|(plan, i)| instance_json(plan, i)).collect();
         println!("{}", serde_json::to_string_pretty(&list).expect("JSON values serialize"));
@@ -33,8 +34,8 @@ pub fn list(args: &StateListArgs) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-pub fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
-    let rows = rows(&args.state_dir, None)?;
+pub async fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
+    let rows = rows(&args.state_dir, None).await?;
     let Some((plan, instance)) = rows.iter().find(|(_, i)| i.id == args.id) else {
         return Err(failure(
             format!("no instance {} in the state under {}", args.id, args.state_dir.display()),
@@ -50,5 +51,33 @@ pub fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
             println!("{key:<14} {text}");
         }
     }
+    Ok(Exit::Ok)
+}
+
+/// Drop instances from a plan's state without touching the clouds: the way
+/// out for instances in a scope gpufleet can no longer reach, once they have
+/// been deleted by hand.
+pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
+    let backend = LocalBackend::new(&args.state_dir);
+    let now = SystemClock.now().await?;
+    let _lock = backend.lock(&args.plan, Holder::this_process("state forget", now, DEFAULT_LEASE)).await?;
+    let mut state = backend.load(&args.plan).await?;
+    let unknown: Vec<&str> =
+        args.ids.iter().filter(|id| !state.instances.iter().any(|i| &i.id == *id)).map(String::as_str).collect();
+    if !unknown.is_empty() {
+        return Err(failure(
+            format!("plan `{}` has no instance {} in its state", args.plan, unknown.join(", ")),
+            format!("`gpufleet state list --plan {}` shows the instances the state knows", args.plan),
+        ));
+    }
+    let (forgotten, kept): (Vec<Instance>, Vec<Instance>) =
+        std::mem::take(&mut state.instances).into_iter().partition(|i| args.ids.contains(&i.id));
+    state.instances = kept;
+    backend.save(&mut state).await?;
+    println!("Forgot {} instance(s) of plan `{}`:", forgotten.len(), args.plan);
+    for instance in &forgotten {
+        println!("  {} {} {}", instance.cloud, instance.zone.as_deref().unwrap_or(&instance.region), instance.id);
+    }
+    println!("gpufleet no longer tracks them: if they still run, they keep costing until deleted in the cloud.");
     Ok(Exit::Ok)
 }

@@ -5,11 +5,12 @@
 
 use super::diagnostic::Problems;
 use super::model::{Fleet, PlacementPolicy, Preference, Providers, StartupScript};
+use super::offerings::{Exclusion, candidate_offerings};
 use super::raw::{Labels, RawFleet, RawImages};
 use super::reader::{Located, closest};
 use super::validate::{check_name, optional, positive_u32};
-use crate::catalog::{Catalog, Cloud, Offering};
-use crate::planner::{Exclusion, candidate_offerings};
+use crate::catalog::{Catalog, Offering};
+use crate::model::Cloud;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -43,6 +43,7 @@
 mod diagnostic;
 mod fleet;
 pub mod model;
+pub mod offerings;
 mod raw;
 mod reader;
 mod validate;

@@ -1,7 +1,8 @@
 //! The validated plan: what the rest of gpufleet works with. Every value here
 //! has been checked against the catalog and has its defaults filled in.
 
-use crate::catalog::Cloud;
+use crate::model::OfferingOverride;
+use crate::model::{Cloud, Scope};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,50 @@ impl Providers {
     /// The clouds this plan may use.
     pub fn clouds(&self) -> Vec<Cloud> {
         Cloud::ALL.into_iter().filter(|c| self.locations(*c).is_some()).collect()
+    }
+
+    /// The scope an instance of `cloud` in `region` has under this plan's
+    /// configuration; `None` when the plan does not configure the cloud (an
+    /// EC2 region is a scope of its own, so AWS always has one).
+    pub fn scope_of(&self, cloud: Cloud, region: &str) -> Option<Scope> {
+        match cloud {
+            Cloud::Aws => Some(Scope::AwsRegion { region: region.to_string() }),
+            Cloud::Gcp => self.gcp.as_ref().map(|g| Scope::GcpProject { project: g.project.clone() }),
+            Cloud::Azure => self.azure.as_ref().map(|a| Scope::AzureResourceGroup {
+                subscription: a.subscription.clone(),
+                resource_group: a.resource_group.clone(),
+            }),
+        }
+    }
+
+    /// Why instances in `scope` are outside what this plan manages, or `None`
+    /// when the plan still covers it. Those instances are surplus, to be
+    /// deleted like an instance of a fleet that left the plan. (An AWS
+    /// region that left `regions` is an offering no longer allowed; the
+    /// planner says so on its own.)
+    pub fn left_scope(&self, scope: &Scope) -> Option<String> {
+        match scope {
+            Scope::AwsRegion { .. } => self.aws.is_none().then(|| "[providers.aws] left the plan".to_string()),
+            Scope::GcpProject { project } => match &self.gcp {
+                None => Some("[providers.gcp] left the plan".to_string()),
+                Some(g) if g.project != *project => {
+                    Some(format!("project changed: instances in {project}, the plan now uses {}", g.project))
+                }
+                Some(_) => None,
+            },
+            Scope::AzureResourceGroup { subscription, resource_group } => match &self.azure {
+                None => Some("[providers.azure] left the plan".to_string()),
+                Some(a) if a.subscription != *subscription => Some(format!(
+                    "subscription changed: instances in {subscription}, the plan now uses {}",
+                    a.subscription
+                )),
+                Some(a) if a.resource_group != *resource_group => Some(format!(
+                    "resource group changed: instances in {resource_group}, the plan now uses {}",
+                    a.resource_group
+                )),
+                Some(_) => None,
+            },
+        }
     }
 }
 
@@ -127,20 +172,4 @@ pub struct StartupScript {
     /// As written in the plan (relative to the plan file).
     pub path: String,
     pub content: String,
-}
-
-/// An `[[offerings]]` entry: adds an instance type/region to the catalog, or
-/// overrides the price of one it has.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OfferingOverride {
-    pub cloud: Cloud,
-    pub instance_type: String,
-    pub region: String,
-    pub zone: Option<String>,
-    /// Required when the catalog does not know the instance type.
-    pub gpu: Option<String>,
-    pub gpus_per_node: Option<u32>,
-    /// Required when the catalog does not know the region.
-    pub jurisdiction: Option<String>,
-    pub price_per_hour: Option<f64>,
 }

@@ -7,10 +7,12 @@
 
 use super::diagnostic::Problems;
 use super::fleet::FleetChecker;
-use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, GcpConfig, OfferingOverride, Plan, Providers};
+use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, GcpConfig, Plan, Providers};
 use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders};
 use super::reader::{Located, closest};
-use crate::catalog::{Catalog, Cloud, OverrideProblem};
+use crate::catalog::{Catalog, OverrideProblem};
+use crate::model::Cloud;
+use crate::model::OfferingOverride;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The changeset: what apply will do, and why. Pure data, serializable so that
 //! `plan --out` can save it and `apply` can execute exactly it.
 
-use crate::providers::Placement;
+use crate::model::Placement;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,11 @@ pub struct Action {
     pub reason: Reason,
     /// List price of one instance per hour, when known.
     pub price_per_hour: Option<f64>,
+    /// For creates: where apply may go next, in order, if this placement
+    /// refuses (within the fleet's constraints, after shortage memory). A
+    /// saved plan fails over along this chain only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<Placement>,
 }
 
 /// Why an action is in the changeset.
@@ -66,6 +71,10 @@ pub enum Reason {
     /// The instance sits where the plan no longer allows (region, residency,
     /// price ceiling, GPU shape).
     DeleteBecauseNotAllowed { why: String },
+    /// The instance lives in an account scope the plan no longer covers
+    /// (a provider section removed, the project, subscription or resource
+    /// group changed): surplus, like a resource removed from a Terraform config.
+    DeleteBecauseScopeLeftPlan { why: String },
     /// A `pack` fleet is being gathered into one region; runs only after the
     /// fleet's creates in the same apply succeeded (make-before-break).
     DeleteBecausePackConsolidation { region: String },
@@ -89,6 +98,7 @@ impl std::fmt::Display for Reason {
                 write!(f, "released: fewer than the {min_count} nodes worth keeping came up")
             }
             Reason::DeleteBecauseNotAllowed { why } => write!(f, "placement no longer allowed: {why}"),
+            Reason::DeleteBecauseScopeLeftPlan { why } => f.write_str(why),
             Reason::DeleteBecausePackConsolidation { region } => {
                 write!(f, "pack: gathering the fleet in {region}")
             }

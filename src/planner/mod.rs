@@ -13,15 +13,13 @@
 //! - Over count: the least preferred placement loses nodes first, newest first.
 
 mod changeset;
-pub mod offerings;
 
 pub use changeset::*;
-pub use offerings::{Exclusion, allowed_offerings, candidate_offerings, preference_rank};
 
 use crate::catalog::{Catalog, Offering};
+use crate::model::{Cloud, Instance, Placement, Shortage, ShortageScope};
+use crate::plan::offerings::{Exclusion, allowed_offerings, candidate_offerings};
 use crate::plan::{Fleet, PlacementPolicy, Plan};
-use crate::providers::{Instance, Placement};
-use crate::state::Shortage;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -46,7 +44,10 @@ pub fn plan(
 
     for fleet in desired.fleets.values() {
         let mine = by_fleet.remove(fleet.name.as_str()).unwrap_or_default();
-        let outcome = plan_fleet(desired, fleet, &mine, &active, catalog);
+        let mut outcome = plan_fleet(desired, fleet, &mine, &active, catalog);
+        for create in &mut outcome.creates {
+            create.fallbacks = fallback_chain(desired, fleet, &mine, &active, catalog, &create.placement);
+        }
         creates.extend(outcome.creates);
         deletes.extend(outcome.deletes);
         skipped.extend(outcome.skipped);
@@ -76,6 +77,41 @@ pub fn destroy(plan: &str, observed: &[Instance], catalog: &Catalog) -> Changese
     Changeset { plan: plan.to_string(), actions, fleets: Vec::new(), skipped: Vec::new(), cost }
 }
 
+/// Where the fleet's create would go next if `first` refused, and after
+/// that, and so on: the planner asked again with each refused placement
+/// remembered as short, exactly as apply does when a create is refused.
+fn fallback_chain(
+    desired: &Plan,
+    fleet: &Fleet,
+    mine: &[&Instance],
+    active: &[&Shortage],
+    catalog: &Catalog,
+    first: &Placement,
+) -> Vec<Placement> {
+    let refused = |placement: &Placement| Shortage {
+        scope: ShortageScope::Offering { placement: placement.clone() },
+        code: String::new(),
+        message: String::new(),
+        first_seen: DateTime::<Utc>::MIN_UTC,
+        last_seen: DateTime::<Utc>::MIN_UTC,
+        expires_at: DateTime::<Utc>::MAX_UTC,
+    };
+    let mut tried = vec![refused(first)];
+    let mut chain: Vec<Placement> = Vec::new();
+    loop {
+        let mut assumed: Vec<&Shortage> = active.to_vec();
+        assumed.extend(tried.iter());
+        let next = plan_fleet(desired, fleet, mine, &assumed, catalog).creates.into_iter().next();
+        match next {
+            Some(create) if create.placement != *first && !chain.contains(&create.placement) => {
+                tried.push(refused(&create.placement));
+                chain.push(create.placement);
+            }
+            _ => return chain,
+        }
+    }
+}
+
 struct FleetPlan {
     creates: Vec<Action>,
     deletes: Vec<Action>,
@@ -89,7 +125,7 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
     let mut skipped = Vec::new();
     let mut launchable: Vec<&Offering> = Vec::new();
     for offering in &allowed {
-        match active.iter().find(|s| s.scope.covers(offering)) {
+        match active.iter().find(|s| offering.is_short(&s.scope)) {
             Some(s) => skipped.push(SkippedOffering {
                 fleet: fleet.name.clone(),
                 offering: offering.label(),
@@ -101,16 +137,25 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
         }
     }
 
-    // Split what runs into what may stay and what sits where the plan no longer allows.
+    // Split what runs into what may stay, what sits in an account scope the
+    // plan left, and what sits where the plan no longer allows.
     let mut kept: Vec<(&Instance, usize)> = Vec::new();
+    let mut left_scope: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
     let mut not_allowed: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
     for &instance in mine {
+        if let Some(why) = instance.scope.as_ref().and_then(|s| desired.providers.left_scope(s)) {
+            left_scope.entry(why).or_default().push(instance);
+            continue;
+        }
         match allowed.iter().position(|o| hosts(o, instance)) {
             Some(rank) => kept.push((instance, rank)),
             None => not_allowed.entry(why_not_allowed(instance, fleet, &candidates)).or_default().push(instance),
         }
     }
     let mut deletes = Vec::new();
+    for (why, instances) in left_scope {
+        deletes.extend(delete_actions(&fleet.name, &instances, Reason::DeleteBecauseScopeLeftPlan { why }, catalog));
+    }
     for (why, instances) in not_allowed {
         deletes.extend(delete_actions(&fleet.name, &instances, Reason::DeleteBecauseNotAllowed { why }, catalog));
     }
@@ -186,23 +231,17 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
 
 /// Whether an instance runs on this offering.
 fn hosts(offering: &Offering, instance: &Instance) -> bool {
-    offering.cloud == instance.cloud
-        && offering.region == instance.region
-        && offering.instance_type == instance.instance_type
-        && (offering.zone.is_none() || offering.zone == instance.zone)
+    offering.placement().hosts(instance)
 }
 
-fn region_of(instance: &Instance) -> (crate::catalog::Cloud, &str) {
+fn region_of(instance: &Instance) -> (Cloud, &str) {
     (instance.cloud, instance.region.as_str())
 }
 
 /// The region a `pack` fleet gathers in: where most of it already runs (ties
 /// to the more preferred), else the region of the best launchable offering.
-fn pack_target<'a>(
-    kept: &[(&'a Instance, usize)],
-    launchable: &[&'a Offering],
-) -> Option<(crate::catalog::Cloud, &'a str)> {
-    let mut per_region: BTreeMap<(crate::catalog::Cloud, &str), (usize, usize)> = BTreeMap::new();
+fn pack_target<'a>(kept: &[(&'a Instance, usize)], launchable: &[&'a Offering]) -> Option<(Cloud, &'a str)> {
+    let mut per_region: BTreeMap<(Cloud, &str), (usize, usize)> = BTreeMap::new();
     for (instance, rank) in kept {
         let entry = per_region.entry(region_of(instance)).or_insert((0, usize::MAX));
         entry.0 += 1;
@@ -241,17 +280,13 @@ fn create_action(fleet: &Fleet, offering: &Offering, count: u32, min_count: u32,
     Action {
         kind: ActionKind::Create,
         fleet: fleet.name.clone(),
-        placement: Placement {
-            cloud: offering.cloud,
-            region: offering.region.clone(),
-            zone: offering.zone.clone(),
-            instance_type: offering.instance_type.clone(),
-        },
+        placement: offering.placement(),
         count,
         min_count,
         instance_ids: Vec::new(),
         reason: Reason::CreateBecauseShortfall { have, want: fleet.nodes },
         price_per_hour: offering.price_per_hour,
+        fallbacks: Vec::new(),
     }
 }
 
@@ -283,6 +318,7 @@ fn delete_actions(fleet: &str, instances: &[&Instance], reason: Reason, catalog:
                 min_count: 0,
                 instance_ids: ids,
                 reason: reason.clone(),
+                fallbacks: Vec::new(),
             }
         })
         .collect()
@@ -317,6 +353,3 @@ fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) ->
     }
     CostSummary { before_per_hour: before, after_per_hour: after.max(0.0), has_unknown_prices: unknown }
 }
-
-#[cfg(test)]
-mod tests;

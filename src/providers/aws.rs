@@ -8,8 +8,9 @@
 //! retries throttled and transient calls itself with the same ClientToken,
 //! and never retries a capacity refusal in place.
 
-use super::{CreateRequest, ErrorKind, Instance, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying};
-use crate::catalog::Cloud;
+use super::{CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use crate::model::Cloud;
+use crate::model::{Instance, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ec2::Client;
@@ -36,10 +37,12 @@ pub struct AwsConnection {
     /// Use fixed, non-secret credentials: only for the simulator, which does
     /// not check signatures.
     pub simulator_credentials: bool,
+    pub retry: RetryPolicy,
 }
 
 pub struct AwsProvider {
     clients: Vec<(String, Client)>,
+    retry: RetryPolicy,
 }
 
 impl AwsProvider {
@@ -71,7 +74,7 @@ impl AwsProvider {
                 (region.clone(), Client::from_conf(config))
             })
             .collect();
-        AwsProvider { clients }
+        AwsProvider { clients, retry: connection.retry }
     }
 
     fn client(&self, region: &str) -> Result<&Client, ProviderError> {
@@ -85,7 +88,7 @@ impl AwsProvider {
     }
 
     async fn list_region(&self, region: &str, client: &Client, plan: &str) -> Result<Vec<Instance>, ProviderError> {
-        retrying(|| async {
+        retrying(self.retry, || async {
             let mut pages = client
                 .describe_instances()
                 .filters(Filter::builder().name(format!("tag:{TAG_PLAN}")).values(plan).build())
@@ -117,6 +120,10 @@ impl Provider for AwsProvider {
         Cloud::Aws
     }
 
+    fn scopes(&self) -> Vec<Scope> {
+        self.clients.iter().map(|(region, _)| Scope::AwsRegion { region: region.clone() }).collect()
+    }
+
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
         let per_region =
             try_join_all(self.clients.iter().map(|(region, client)| self.list_region(region, client, plan))).await?;
@@ -141,7 +148,7 @@ impl Provider for AwsProvider {
             .map(|z| aws_sdk_ec2::types::Placement::builder().availability_zone(z).build());
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let min_count = i32::try_from(request.min_count).unwrap_or(i32::MAX);
-        let output = retrying(|| async {
+        let output = retrying(self.retry, || async {
             client
                 .run_instances()
                 .image_id(&request.image)
@@ -168,7 +175,7 @@ impl Provider for AwsProvider {
         for (region, ids) in by_region {
             let client = self.client(region)?;
             for batch in ids.chunks(TERMINATE_BATCH) {
-                terminate_batch(client, region, batch).await?;
+                terminate_batch(self.retry, client, region, batch).await?;
             }
         }
         Ok(())
@@ -177,10 +184,15 @@ impl Provider for AwsProvider {
 
 /// Terminate one batch. EC2 fails the whole call if one id is unknown, so an
 /// instance already gone is dropped from the batch and the rest retried.
-async fn terminate_batch(client: &Client, region: &str, batch: &[String]) -> Result<(), ProviderError> {
+async fn terminate_batch(
+    retry: RetryPolicy,
+    client: &Client,
+    region: &str,
+    batch: &[String],
+) -> Result<(), ProviderError> {
     let mut ids = batch.to_vec();
     while !ids.is_empty() {
-        let result = retrying(|| async {
+        let result = retrying(retry, || async {
             client
                 .terminate_instances()
                 .set_instance_ids(Some(ids.clone()))
@@ -224,6 +236,7 @@ fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instanc
         fleet: tag(TAG_FLEET)?,
         run: tag(TAG_RUN).unwrap_or_default(),
         launched_at,
+        scope: Some(Scope::AwsRegion { region: region.to_string() }),
     })
 }
 

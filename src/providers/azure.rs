@@ -27,10 +27,9 @@
 //! its `HttpError` keeps response headers private, so `Retry-After` is read
 //! from the error's rendering.
 
-use super::{
-    CreateRequest, ErrorKind, Instance, Placement, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying,
-};
-use crate::catalog::{Catalog, Cloud, azure_vcpu_family};
+use super::{CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use crate::catalog::{Catalog, azure_vcpu_family};
+use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use azure_core::auth::{AccessToken, TokenCredential};
 use azure_core::headers::{AUTHORIZATION, AZURE_ASYNCOPERATION, Headers, LOCATION};
 use azure_core::{ClientOptions, Context, Method, Pipeline, Request, RetryOptions, StatusCode, Url};
@@ -70,6 +69,7 @@ pub struct AzureConnection {
     pub endpoint: Option<String>,
     /// Use a fixed, non-secret bearer token: only for the simulator.
     pub simulator_credentials: bool,
+    pub retry: RetryPolicy,
 }
 
 /// What new VMs are given: their subnet and the key their admin logs in with.
@@ -85,6 +85,7 @@ pub struct AzureVmSettings {
 
 pub struct AzureProvider {
     vm: AzureVmSettings,
+    retry: RetryPolicy,
     client: Client,
     /// Polls operations with the same credential and HTTP stack as the client.
     pipeline: Pipeline,
@@ -162,6 +163,7 @@ impl AzureProvider {
         );
         Ok(AzureProvider {
             vm: vm.clone(),
+            retry: connection.retry,
             client,
             pipeline,
             credential,
@@ -179,6 +181,14 @@ impl AzureProvider {
         })
     }
 
+    /// The resource group this provider lists and creates in.
+    fn scope(&self) -> Scope {
+        Scope::AzureResourceGroup {
+            subscription: self.subscription.clone(),
+            resource_group: self.resource_group.clone(),
+        }
+    }
+
     fn scale_set_id(&self, name: &str) -> String {
         format!(
             "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}",
@@ -192,7 +202,7 @@ impl AzureProvider {
         region: &str,
         name: &str,
     ) -> Result<Option<models::VirtualMachineScaleSet>, ProviderError> {
-        let result = retrying(|| async {
+        let result = retrying(self.retry, || async {
             let response = self
                 .client
                 .virtual_machine_scale_sets_client()
@@ -212,7 +222,7 @@ impl AzureProvider {
 
     /// The VMs of one flexible scale set, all pages, without those being deleted.
     async fn list_vms(&self, region: &str, scale_set_id: &str) -> Result<Vec<models::VirtualMachine>, ProviderError> {
-        retrying(|| async {
+        retrying(self.retry, || async {
             let mut pages = self
                 .client
                 .virtual_machines_client()
@@ -234,7 +244,7 @@ impl AzureProvider {
 
     /// Every scale set of the resource group, all pages.
     async fn list_scale_sets(&self) -> Result<Vec<models::VirtualMachineScaleSet>, ProviderError> {
-        retrying(|| async {
+        retrying(self.retry, || async {
             let mut pages = self
                 .client
                 .virtual_machine_scale_sets_client()
@@ -261,7 +271,7 @@ impl AzureProvider {
             (None, None) => return Ok(()),
         };
         for _ in 0..MAX_POLLS {
-            let (status, headers, body) = retrying(|| self.get_raw(region, &url)).await?;
+            let (status, headers, body) = retrying(self.retry, || self.get_raw(region, &url)).await?;
             let done = if by_status {
                 match operation_status(&body) {
                     Some("Succeeded") => true,
@@ -341,7 +351,7 @@ impl AzureProvider {
     }
 
     async fn delete_instances(&self, region: &str, scale_set: &str, names: &[String]) -> Result<(), ProviderError> {
-        let headers = retrying(|| async {
+        let headers = retrying(self.retry, || async {
             let ids = models::VirtualMachineScaleSetVmInstanceRequiredIDs::new(names.to_vec());
             let response = self
                 .client
@@ -366,6 +376,10 @@ impl Provider for AzureProvider {
         Cloud::Azure
     }
 
+    fn scopes(&self) -> Vec<Scope> {
+        vec![self.scope()]
+    }
+
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
         let owned: Vec<models::VirtualMachineScaleSet> = self
             .list_scale_sets()
@@ -379,7 +393,7 @@ impl Provider for AzureProvider {
                 let id = set.resource.id.clone().unwrap_or_default();
                 let vms = self.list_vms(&region, &id).await?;
                 Ok::<_, ProviderError>(
-                    vms.iter().filter_map(|vm| to_instance(vm, set.resource.tags.as_ref())).collect(),
+                    vms.iter().filter_map(|vm| to_instance(vm, set.resource.tags.as_ref(), &self.scope())).collect(),
                 )
             })
             .buffer_unordered(LIST_CONCURRENCY)
@@ -426,7 +440,7 @@ impl Provider for AzureProvider {
                     scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
                 let model: models::VirtualMachineScaleSet =
                     serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-                retrying(|| async {
+                retrying(self.retry, || async {
                     let response = self
                         .client
                         .virtual_machine_scale_sets_client()
@@ -445,7 +459,7 @@ impl Provider for AzureProvider {
                 });
                 let model: models::VirtualMachineScaleSetUpdate =
                     serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-                retrying(|| async {
+                retrying(self.retry, || async {
                     let response = self
                         .client
                         .virtual_machine_scale_sets_client()
@@ -464,7 +478,7 @@ impl Provider for AzureProvider {
         let mut created: Vec<Instance> = after
             .iter()
             .filter(|vm| vm.resource.name.as_ref().is_some_and(|n| !before.contains(n)))
-            .filter_map(|vm| to_instance(vm, set_tags.as_ref()))
+            .filter_map(|vm| to_instance(vm, set_tags.as_ref(), &self.scope()))
             .collect();
         created.sort();
         // A partial fill is reported as the VMs that exist, not as an error.
@@ -513,7 +527,7 @@ impl Provider for AzureProvider {
             return Ok(None);
         };
         let region = placement.region.as_str();
-        let usages = retrying(|| async {
+        let usages = retrying(self.retry, || async {
             let mut pages = self.client.usage_client().list(region, &self.subscription).into_stream();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {
@@ -631,7 +645,7 @@ fn tag<'t>(tags: Option<&'t Value>, key: &str) -> Option<&'t str> {
 
 /// A VM as gpufleet sees it. Fleet and run come from the VM's own tags if it
 /// has them, else from its scale set's (the set carries the ownership tags).
-fn to_instance(vm: &models::VirtualMachine, set_tags: Option<&Value>) -> Option<Instance> {
+fn to_instance(vm: &models::VirtualMachine, set_tags: Option<&Value>, scope: &Scope) -> Option<Instance> {
     let own = vm.resource.tags.as_ref();
     let tag_of = |key: &str| tag(own, key).or_else(|| tag(set_tags, key)).map(str::to_string);
     let properties = vm.properties.as_ref();
@@ -653,6 +667,7 @@ fn to_instance(vm: &models::VirtualMachine, set_tags: Option<&Value>) -> Option<
         fleet: tag_of(TAG_FLEET)?,
         run: tag_of(TAG_RUN).unwrap_or_default(),
         launched_at,
+        scope: Some(scope.clone()),
     })
 }
 

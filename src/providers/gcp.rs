@@ -14,10 +14,8 @@
 //! The SDK's own retries are off; gpufleet retries throttled and transient
 //! calls itself ([`retrying`]) with the same requestId.
 
-use super::{
-    CreateRequest, ErrorKind, Instance, Placement, Provider, ProviderError, TAG_FLEET, TAG_PLAN, TAG_RUN, retrying,
-};
-use crate::catalog::Cloud;
+use super::{CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
@@ -54,10 +52,12 @@ pub struct GcpConnection {
     /// Send no credentials at all: only for the simulator, which checks none.
     /// Otherwise Application Default Credentials are used.
     pub anonymous: bool,
+    pub retry: RetryPolicy,
 }
 
 pub struct GcpProvider {
     project: String,
+    retry: RetryPolicy,
     zones: Vec<String>,
     instances: Instances,
     operations: ZoneOperations,
@@ -100,6 +100,7 @@ impl GcpProvider {
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
         Ok(GcpProvider {
             project: project.to_string(),
+            retry: connection.retry,
             zones: zones.to_vec(),
             instances: instances.build().await.map_err(client_failed)?,
             operations: operations.build().await.map_err(client_failed)?,
@@ -126,7 +127,7 @@ impl GcpProvider {
                     message: format!("operation {name} in {zone} is still not done"),
                 });
             }
-            op = retrying(|| async {
+            op = retrying(self.retry, || async {
                 self.operations
                     .wait()
                     .set_project(&self.project)
@@ -150,7 +151,7 @@ impl GcpProvider {
         let mut out = Vec::new();
         let mut page_token = String::new();
         loop {
-            let page = retrying(|| async {
+            let page = retrying(self.retry, || async {
                 self.instances
                     .list()
                     .set_project(&self.project)
@@ -163,7 +164,7 @@ impl GcpProvider {
                     .map_err(|e| classify(region, &e))
             })
             .await?;
-            out.extend(page.items.iter().filter_map(to_instance));
+            out.extend(page.items.iter().filter_map(|i| to_instance(i, &self.project)));
             match page.next_page_token {
                 Some(token) if !token.is_empty() => page_token = token,
                 _ => return Ok(out),
@@ -185,7 +186,7 @@ impl GcpProvider {
         // One requestId for every attempt of this delete, so a retry after a
         // lost response does not start a second operation.
         let request_id = uuid::Uuid::new_v4().to_string();
-        let sent = retrying(|| async {
+        let sent = retrying(self.retry, || async {
             self.instances
                 .delete()
                 .set_project(&self.project)
@@ -214,13 +215,17 @@ impl Provider for GcpProvider {
         Cloud::Gcp
     }
 
+    fn scopes(&self) -> Vec<Scope> {
+        vec![Scope::GcpProject { project: self.project.clone() }]
+    }
+
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
         let region = self.zones.first().map(|z| region_of_zone(z)).unwrap_or_default();
         let filter = label_filter(TAG_PLAN, plan);
         let mut all = Vec::new();
         let mut page_token = String::new();
         loop {
-            let page = retrying(|| async {
+            let page = retrying(self.retry, || async {
                 self.instances
                     .aggregated_list()
                     .set_project(&self.project)
@@ -233,7 +238,7 @@ impl Provider for GcpProvider {
             })
             .await?;
             for scoped in page.items.values() {
-                all.extend(scoped.instances.iter().filter_map(to_instance));
+                all.extend(scoped.instances.iter().filter_map(|i| to_instance(i, &self.project)));
             }
             match page.next_page_token {
                 Some(token) if !token.is_empty() => page_token = token,
@@ -277,7 +282,7 @@ impl Provider for GcpProvider {
             .set_min_count(i64::from(request.min_count))
             .set_name_pattern(format!("{prefix}{}", "#".repeat(NAME_DIGITS)))
             .set_instance_properties(properties);
-        let op = retrying(|| async {
+        let op = retrying(self.retry, || async {
             self.instances
                 .bulk_insert()
                 .set_project(&self.project)
@@ -314,7 +319,7 @@ impl Provider for GcpProvider {
         gpus_per_node: u32,
     ) -> Result<Option<u32>, ProviderError> {
         let region_name = placement.region.as_str();
-        let region = retrying(|| async {
+        let region = retrying(self.retry, || async {
             self.regions
                 .get()
                 .set_project(&self.project)
@@ -364,7 +369,7 @@ fn last_segment(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or(url)
 }
 
-fn to_instance(i: &google_cloud_compute_v1::model::Instance) -> Option<Instance> {
+fn to_instance(i: &google_cloud_compute_v1::model::Instance, project: &str) -> Option<Instance> {
     if i.status.as_ref().and_then(|s| s.name()).is_some_and(|s| GONE_STATES.contains(&s)) {
         return None;
     }
@@ -383,6 +388,7 @@ fn to_instance(i: &google_cloud_compute_v1::model::Instance) -> Option<Instance>
         run: i.labels.get(TAG_RUN).cloned().unwrap_or_default(),
         zone: Some(zone),
         launched_at,
+        scope: Some(Scope::GcpProject { project: project.to_string() }),
     })
 }
 

@@ -9,59 +9,10 @@ pub mod aws;
 pub mod azure;
 pub mod gcp;
 
-use crate::catalog::Cloud;
-use chrono::{DateTime, Utc};
+use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
-
-/// Ownership tag: the plan's name.
-pub const TAG_PLAN: &str = "gpufleet-plan";
-/// Ownership tag: the fleet's name within the plan.
-pub const TAG_FLEET: &str = "gpufleet-fleet";
-/// Ownership tag: the apply run that created the instance.
-pub const TAG_RUN: &str = "gpufleet-run";
-
-/// One instance the clouds report as owned by a plan.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Instance {
-    pub id: String,
-    pub cloud: Cloud,
-    pub region: String,
-    pub zone: Option<String>,
-    pub instance_type: String,
-    pub fleet: String,
-    /// The apply run that created it (its `gpufleet-run` tag).
-    pub run: String,
-    pub launched_at: DateTime<Utc>,
-}
-
-/// Where to create nodes: one offering of the catalog.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Placement {
-    pub cloud: Cloud,
-    pub region: String,
-    pub zone: Option<String>,
-    pub instance_type: String,
-}
-
-impl Placement {
-    pub fn of(instance: &Instance) -> Placement {
-        Placement {
-            cloud: instance.cloud,
-            region: instance.region.clone(),
-            zone: instance.zone.clone(),
-            instance_type: instance.instance_type.clone(),
-        }
-    }
-}
-
-impl fmt::Display for Placement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.cloud, self.zone.as_deref().unwrap_or(&self.region), self.instance_type)
-    }
-}
 
 /// A request to create between `min_count` and `count` nodes at one placement.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,7 +83,7 @@ impl ErrorKind {
 }
 
 /// An error from a cloud, classified, with the cloud's own code kept for the user.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, miette::Diagnostic)]
 #[error("{cloud} {region}: {code}: {message}")]
 pub struct ProviderError {
     pub kind: ErrorKind,
@@ -147,6 +98,10 @@ pub struct ProviderError {
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
     fn cloud(&self) -> Cloud;
+
+    /// The scopes [`Provider::list_owned`] lists in full: an instance of one
+    /// of them that the listing does not return is gone.
+    fn scopes(&self) -> Vec<Scope>;
 
     /// Every instance carrying `gpufleet-plan = plan`, in every configured
     /// region, that is not terminated or shutting down.
@@ -174,22 +129,44 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Attempts of one call when the cloud throttles or fails transiently.
-const MAX_ATTEMPTS: u32 = 6;
-/// Default first backoff ceiling; `GPUFLEET_RETRY_BASE_MS` overrides it.
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-/// Environment variable naming the backoff base in milliseconds, read once.
-/// Meant for tests against a simulator that throttles by call count, where
-/// waiting buys nothing; Retry-After from the cloud still wins.
-pub const RETRY_BASE_ENV: &str = "GPUFLEET_RETRY_BASE_MS";
-const BACKOFF_CAP: Duration = Duration::from_secs(20);
+/// How a provider retries throttled and transient calls. Handed in by
+/// whoever builds the provider: the CLI reads `GPUFLEET_RETRY_BASE_MS` (for
+/// tests against a simulator that throttles by call count, where waiting buys
+/// nothing); nothing below it reads the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts of one call, the first included.
+    pub attempts: u32,
+    /// Ceiling of the first backoff; doubled for every further attempt.
+    pub base: Duration,
+    /// No single wait is longer.
+    pub cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy { attempts: 6, base: Duration::from_millis(200), cap: Duration::from_secs(20) }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait before attempt `attempt + 1`: the cloud's Retry-After if given,
+    /// else a random duration up to `base * 2^(attempt-1)`, capped.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(d) = retry_after {
+            return d;
+        }
+        let ceiling = self.base.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(self.cap);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
 
 /// Run `call` until it succeeds, fails for a reason retrying cannot fix, or
 /// runs out of attempts. Throttled and transient failures wait with full
 /// jitter exponential backoff, or as long as the cloud's Retry-After says.
 /// The closure must reuse its idempotency token, so a retried create that
 /// had in fact succeeded returns the same instances.
-pub async fn retrying<T, F, Fut>(mut call: F) -> Result<T, ProviderError>
+pub async fn retrying<T, F, Fut>(policy: RetryPolicy, mut call: F) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -198,32 +175,12 @@ where
     loop {
         attempt += 1;
         match call().await {
-            Err(e) if e.kind.is_retryable() && attempt < MAX_ATTEMPTS => {
-                tokio::time::sleep(backoff(attempt, e.kind.retry_after())).await;
+            Err(e) if e.kind.is_retryable() && attempt < policy.attempts => {
+                tokio::time::sleep(policy.backoff(attempt, e.kind.retry_after())).await;
             }
             result => return result,
         }
     }
-}
-
-/// Wait before attempt `attempt + 1`: the cloud's Retry-After if given, else
-/// a random duration up to `base * 2^(attempt-1)`, capped.
-fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(d) = retry_after {
-        return d;
-    }
-    let ceiling = backoff_base().saturating_mul(1 << (attempt - 1).min(16)).min(BACKOFF_CAP);
-    ceiling.mul_f64(fastrand::f64())
-}
-
-/// [`BACKOFF_BASE`], or `GPUFLEET_RETRY_BASE_MS` if set to a number.
-fn backoff_base() -> Duration {
-    static BASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *BASE.get_or_init(|| parse_base_ms(std::env::var(RETRY_BASE_ENV).ok().as_deref()))
-}
-
-fn parse_base_ms(value: Option<&str>) -> Duration {
-    value.and_then(|v| v.trim().parse::<u64>().ok()).map_or(BACKOFF_BASE, Duration::from_millis)
 }
 
 #[cfg(test)]
@@ -231,15 +188,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retry_base_comes_from_the_environment_value_or_defaults() {
-        assert_eq!(parse_base_ms(None), BACKOFF_BASE);
-        assert_eq!(parse_base_ms(Some("1")), Duration::from_millis(1));
-        assert_eq!(parse_base_ms(Some("fast")), BACKOFF_BASE, "unreadable values keep the default");
-    }
-
-    #[test]
-    fn retry_after_wins_over_the_backoff() {
-        assert_eq!(backoff(3, Some(Duration::ZERO)), Duration::ZERO);
-        assert!(backoff(1, None) <= backoff_base());
+    fn retry_after_wins_over_the_backoff_and_the_backoff_stays_under_its_ceiling() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.backoff(3, Some(Duration::ZERO)), Duration::ZERO);
+        assert!(policy.backoff(1, None) <= policy.base);
+        assert!(policy.backoff(40, None) <= policy.cap);
+        let instant = RetryPolicy { base: Duration::ZERO, ..policy };
+        assert_eq!(instant.backoff(5, None), Duration::ZERO);
     }
 }

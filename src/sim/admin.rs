@@ -29,7 +29,7 @@
 //! cloud, is served meanwhile.
 
 use super::world::{Instance, Pool, ScheduledCapacity, World};
-use crate::catalog::Cloud;
+use crate::model::Cloud;
 use axum::http::StatusCode;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};

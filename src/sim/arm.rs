@@ -14,7 +14,7 @@
 use super::faults::Fault;
 use super::vmss::{self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm};
 use super::world::{MAX_TAGS_PER_RESOURCE, Tags, World};
-use crate::catalog::Cloud;
+use crate::model::Cloud;
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};

@@ -13,7 +13,7 @@ use super::world::{
     DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE, StateChange, Tags, World,
     WorldError,
 };
-use crate::catalog::Cloud;
+use crate::model::Cloud;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use std::collections::BTreeMap;

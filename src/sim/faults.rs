@@ -29,7 +29,7 @@
 //! refused or not, also takes `latency` of simulated time, so the simulated
 //! time an apply takes becomes measurable without a wall clock.
 
-use crate::catalog::Cloud;
+use crate::model::Cloud;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;

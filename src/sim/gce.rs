@@ -14,7 +14,7 @@
 use super::faults::Fault;
 use super::gce_world::{CreateInstances, GceError, GceInstance, GceOperation, InstanceSpec, Naming, QuotaUsage};
 use super::world::{Tags, World};
-use crate::catalog::Cloud;
+use crate::model::Cloud;
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer};

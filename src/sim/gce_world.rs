@@ -22,7 +22,8 @@
 
 use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
-use crate::catalog::{Catalog, Cloud};
+use crate::catalog::Catalog;
+use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

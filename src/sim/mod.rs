@@ -213,6 +213,22 @@ pub async fn sim_now(url: &str) -> Result<DateTime<Utc>, SimError> {
     Ok(time.now)
 }
 
+/// The clock of a running simulator, read over its admin API: commands run
+/// against a simulator live in its simulated time, so tests advance that
+/// instead of sleeping.
+pub struct SimClock {
+    pub url: String,
+}
+
+#[async_trait::async_trait]
+impl crate::model::Clock for SimClock {
+    async fn now(&self) -> Result<DateTime<Utc>, crate::model::ClockError> {
+        sim_now(&self.url)
+            .await
+            .map_err(|e| crate::model::ClockError { source_name: "simulator".into(), message: e.to_string() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

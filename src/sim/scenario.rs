@@ -7,7 +7,7 @@
 
 use super::SimError;
 use super::faults::{ErrorFaults, RateLimit, cloud_of_call};
-use crate::catalog::Cloud;
+use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::collections::BTreeMap;

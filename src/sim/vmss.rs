@@ -11,7 +11,8 @@
 
 use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
-use crate::catalog::{Catalog, Cloud, azure_vcpu_family};
+use crate::catalog::{Catalog, azure_vcpu_family};
+use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

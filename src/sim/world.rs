@@ -12,7 +12,8 @@
 use super::faults::{Fault, Faults};
 use super::gce_world::GceWorld;
 use super::scenario::Scenario;
-use crate::catalog::{Catalog, Cloud};
+use crate::catalog::Catalog;
+use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

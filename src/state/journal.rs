@@ -4,7 +4,7 @@
 //! next run sees it, adopts what the clouds report, and closes it.
 
 use super::files;
-use crate::providers::Placement;
+use crate::model::Placement;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -89,7 +89,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Cloud;
+    use crate::model::Cloud;
     use chrono::TimeZone;
 
     fn entry(token: &str, event: Event) -> Entry {

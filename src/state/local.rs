@@ -1,26 +1,43 @@
 //! The local backend: `DIR/<plan>.json` (state), `DIR/<plan>.lock`,
-//! `DIR/<plan>.journal.jsonl`.
+//! `DIR/<plan>.journal.jsonl`, and `DIR/<name>.leader` for leader leases.
 
+use super::backend::{Lease, StateBackend};
 use super::files;
-use super::journal::Journal;
+use super::journal::{Entry, Journal};
 use super::lock::{Holder, LockError, StateLock};
 use super::model::{STATE_FORMAT_VERSION, State};
+use chrono::{DateTime, Utc};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("state file {path} is not valid gpufleet state: {source}")]
+    #[diagnostic(help(
+        "the file was damaged or edited by hand: restore it from a backup. Moving it away makes gpufleet \
+         start over, adopting what the plan's configured scopes run, but it forgets the rest"
+    ))]
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("state file {path} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
+    #[diagnostic(help("a newer gpufleet wrote it: use that version"))]
     TooNew { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot use journal {path}: {source}")]
     Journal { path: PathBuf, source: io::Error },
+    #[error(
+        "state of plan `{plan}` changed underneath this run (serial {expected} expected, {found} stored at {location})"
+    )]
+    #[diagnostic(help("another run wrote the state meanwhile; run the command again"))]
+    Conflict { plan: String, location: String, expected: u64, found: u64 },
+    #[error("state of plan `{plan}` has serial {serial}, the highest there is; it cannot be written again")]
+    #[diagnostic(help("the state file was edited by hand: restore it from a backup"))]
+    SerialExhausted { plan: String, serial: u64 },
     #[error(transparent)]
+    #[diagnostic(transparent)]
     Lock(#[from] LockError),
 }
 
@@ -50,8 +67,11 @@ impl LocalBackend {
         self.dir.join(format!("{plan}.journal.jsonl"))
     }
 
-    /// The plan's state, or a fresh one if it has none yet.
-    pub fn read(&self, plan: &str) -> Result<State, StateError> {
+    fn leader_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.leader"))
+    }
+
+    fn read(&self, plan: &str) -> Result<State, StateError> {
         let path = self.state_path(plan);
         match std::fs::read(&path) {
             Ok(bytes) => parse_state(&path, &bytes),
@@ -59,9 +79,48 @@ impl LocalBackend {
             Err(source) => Err(StateError::Read { path, source }),
         }
     }
+}
 
-    /// Every plan with a state file here, sorted by name.
-    pub fn list_plans(&self) -> Result<Vec<String>, StateError> {
+#[async_trait::async_trait]
+impl StateBackend for LocalBackend {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    async fn load(&self, plan: &str) -> Result<State, StateError> {
+        self.read(plan)
+    }
+
+    async fn save(&self, state: &mut State) -> Result<(), StateError> {
+        let stored = self.read(&state.plan)?.serial;
+        if stored != state.serial {
+            return Err(StateError::Conflict {
+                plan: state.plan.clone(),
+                location: self.location(),
+                expected: state.serial,
+                found: stored,
+            });
+        }
+        let next = state
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::SerialExhausted { plan: state.plan.clone(), serial: state.serial })?;
+        let path = self.state_path(&state.plan);
+        let mut written = state.clone();
+        written.serial = next;
+        // A state read in an older format is written in this one: format 1
+        // lacked instance scopes, which refresh has filled in by now.
+        written.format_version = STATE_FORMAT_VERSION;
+        let mut bytes = serde_json::to_vec_pretty(&written)
+            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
+        bytes.push(b'\n');
+        files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })?;
+        state.serial = next;
+        state.format_version = STATE_FORMAT_VERSION;
+        Ok(())
+    }
+
+    async fn list_plans(&self) -> Result<Vec<String>, StateError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -76,23 +135,35 @@ impl LocalBackend {
         Ok(plans)
     }
 
-    /// Write the state atomically, bumping its serial.
-    pub fn write(&self, state: &mut State) -> Result<(), StateError> {
-        state.serial += 1;
-        let path = self.state_path(&state.plan);
-        let mut bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
-        bytes.push(b'\n');
-        files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })
+    async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
+        Ok(Box::new(StateLock::acquire(plan, &self.lock_path(plan), holder)?))
     }
 
-    pub fn lock(&self, plan: &str, holder: Holder) -> Result<StateLock, StateError> {
-        Ok(StateLock::acquire(plan, &self.lock_path(plan), holder)?)
+    async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
+        Ok(Box::new(StateLock::acquire(name, &self.leader_path(name), holder)?))
     }
 
-    pub fn journal(&self, plan: &str) -> Result<Journal, StateError> {
+    async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError> {
         let path = self.journal_path(plan);
-        Journal::open(&path).map_err(|source| StateError::Journal { path, source })
+        Journal::open(&path)
+            .and_then(|mut journal| journal.append(entry))
+            .map_err(|source| StateError::Journal { path, source })
+    }
+
+    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
+        let path = self.journal_path(plan);
+        Journal::open_intents(&path).map_err(|source| StateError::Journal { path, source })
+    }
+}
+
+#[async_trait::async_trait]
+impl Lease for StateLock {
+    fn holder(&self) -> &Holder {
+        StateLock::holder(self)
+    }
+
+    async fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), StateError> {
+        Ok(StateLock::renew(self, now, lease)?)
     }
 }
 
@@ -114,20 +185,44 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn write_then_read_round_trips_with_private_mode_and_bumped_serial() {
+    #[tokio::test]
+    async fn save_then_load_round_trips_with_private_mode_and_bumped_serial() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path().join("nested"));
-        let mut state = backend.read("demo").unwrap();
+        let mut state = backend.load("demo").await.unwrap();
         assert_eq!(state.serial, 0);
-        backend.write(&mut state).unwrap();
-        backend.write(&mut state).unwrap();
-        let back = backend.read("demo").unwrap();
+        backend.save(&mut state).await.unwrap();
+        backend.save(&mut state).await.unwrap();
+        let back = backend.load("demo").await.unwrap();
         assert_eq!(back, state);
         assert_eq!(back.serial, 2);
         let mode = std::fs::metadata(backend.state_path("demo")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(backend.list_plans().unwrap(), vec!["demo".to_string()]);
+        assert_eq!(backend.list_plans().await.unwrap(), vec!["demo".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_writer_holding_a_stale_serial_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut first = backend.load("demo").await.unwrap();
+        let mut stale = first.clone();
+        backend.save(&mut first).await.unwrap();
+        stale.shortages.clear();
+        let err = backend.save(&mut stale).await.unwrap_err();
+        assert!(matches!(err, StateError::Conflict { expected: 0, found: 1, .. }), "{err}");
+        assert_eq!(backend.load("demo").await.unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn the_last_serial_is_refused_instead_of_wrapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = State::new("demo");
+        state.serial = u64::MAX;
+        std::fs::write(backend.state_path("demo"), serde_json::to_vec(&state).unwrap()).unwrap();
+        let err = backend.save(&mut state).await.unwrap_err();
+        assert!(matches!(err, StateError::SerialExhausted { .. }), "{err}");
     }
 
     #[test]

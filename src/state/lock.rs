@@ -67,9 +67,13 @@ impl std::fmt::Display for Holder {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LockError {
     #[error("the state of plan `{plan}` is locked by {holder}")]
+    #[diagnostic(help(
+        "wait for that run to finish; if its process is gone, the lock is taken over automatically \
+         (at once on the same host, when its lease ends otherwise)"
+    ))]
     Held { plan: String, holder: Box<Holder>, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },

@@ -2,11 +2,13 @@
 //! backend (state file, lock, journal). The clouds are the source of truth for
 //! what exists; state is the memory of what was intended, what failed, when.
 
+pub mod backend;
 mod files;
 pub mod journal;
 pub mod local;
 pub mod lock;
 pub mod model;
 
+pub use backend::{Lease, StateBackend};
 pub use local::{LocalBackend, StateError};
 pub use model::*;

@@ -1,12 +1,11 @@
 //! What gpufleet remembers between runs. Pure data, versioned on disk.
 
-use crate::catalog::{Cloud, Offering};
-use crate::providers::{Instance, Placement};
+use crate::model::{Instance, Shortage};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Version of the state file format; bumped with an upgrade path on change.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
@@ -54,52 +53,4 @@ impl State {
             None => self.shortages.push(shortage),
         }
     }
-}
-
-/// What a capacity or quota refusal rules out, scoped by what the error means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "scope", rename_all = "snake_case")]
-pub enum ShortageScope {
-    /// No stock of this instance type at this placement (a zone, or a whole
-    /// region when the cloud picks the zone).
-    Offering { placement: Placement },
-    /// A quota rules out every instance type with this GPU in this region.
-    Quota { cloud: Cloud, region: String, gpu: String },
-}
-
-impl ShortageScope {
-    pub fn covers(&self, offering: &Offering) -> bool {
-        match self {
-            ShortageScope::Offering { placement } => {
-                placement.cloud == offering.cloud
-                    && placement.region == offering.region
-                    && placement.instance_type == offering.instance_type
-                    && (placement.zone.is_none() || placement.zone == offering.zone)
-            }
-            ShortageScope::Quota { cloud, region, gpu } => {
-                *cloud == offering.cloud && *region == offering.region && *gpu == offering.gpu
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for ShortageScope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ShortageScope::Offering { placement } => write!(f, "{placement}"),
-            ShortageScope::Quota { cloud, region, gpu } => write!(f, "{cloud} {region} {gpu} quota"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shortage {
-    #[serde(flatten)]
-    pub scope: ShortageScope,
-    /// The cloud's error code, e.g. `InsufficientInstanceCapacity`.
-    pub code: String,
-    pub message: String,
-    pub first_seen: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
 }

@@ -1,7 +1,7 @@
 //! Which offerings may host a fleet, and in which order they are tried.
 
+use super::model::{Fleet, Preference, Providers};
 use crate::catalog::{Catalog, Offering};
-use crate::plan::{Fleet, Preference, Providers};
 use std::cmp::Ordering;
 
 /// Why an offering of the right GPU cannot host a fleet; used to explain

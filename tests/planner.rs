@@ -1,11 +1,12 @@
 //! Planner tests: snapshots of rendered changesets for the rules, and
 //! property tests for the invariants.
 
-use super::*;
-use crate::catalog::Cloud;
-use crate::plan::{AwsConfig, DEFAULT_SHORTAGE_TTL, Preference, Providers};
-use crate::state::ShortageScope;
 use chrono::TimeZone;
+use chrono::{DateTime, Utc};
+use gpufleet::catalog::Catalog;
+use gpufleet::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
+use gpufleet::plan::{AwsConfig, DEFAULT_SHORTAGE_TTL, Fleet, PlacementPolicy, Plan, Preference, Providers};
+use gpufleet::planner::{ActionKind, Changeset, Reason, destroy, plan};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -108,6 +109,7 @@ fn instance(id: &str, fleet: &str, region: &str, instance_type: &str, minute: u3
         fleet: fleet.into(),
         run: "run-1".into(),
         launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0).unwrap(),
+        scope: Some(Scope::AwsRegion { region: region.into() }),
     }
 }
 
@@ -130,7 +132,7 @@ fn shortage(region: &str, instance_type: &str) -> Shortage {
 }
 
 fn render(changeset: &Changeset) -> String {
-    anstream::adapter::strip_str(&crate::cli::render::changeset_text(changeset)).to_string()
+    anstream::adapter::strip_str(&gpufleet::cli::render::changeset_text(changeset)).to_string()
 }
 
 #[test]
@@ -348,7 +350,7 @@ proptest! {
                 if let Some(ceiling) = fleet.max_price_per_gpu_hour {
                     prop_assert!(offering.price_per_gpu_hour().is_some_and(|p| p <= ceiling));
                 }
-                prop_assert!(!shortages.iter().any(|s| s.expires_at > now() && s.scope.covers(&offering)));
+                prop_assert!(!shortages.iter().any(|s| s.expires_at > now() && offering.is_short(&s.scope)));
                 prop_assert!(create.min_count >= 1 && create.min_count <= create.count);
             }
         }

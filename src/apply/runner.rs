@@ -1,0 +1,438 @@
+//! The runner of one round: executes a changeset's actions through the
+//! providers, journaling every mutating call before it is made, recording
+//! refusals in shortage memory and writing the state after every call.
+
+use super::events::{Attempted, Event};
+use super::{ApplyError, Session};
+use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
+use crate::planner::{Action, ActionKind, Changeset, Reason};
+use crate::providers::{CreateRequest, ErrorKind, ProviderError};
+use crate::state::State;
+use crate::state::journal::{Entry, Event as JournalEvent};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How one create of a round ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CreateOutcome {
+    /// Every node asked for came up.
+    Filled,
+    /// Some came up, at or above `min_count`; the offering has no more for now.
+    Partial,
+    /// Fewer than `min_count` came up and were released again.
+    Released,
+    /// Capacity or quota refused it; remembered as a shortage.
+    Refused,
+    /// Any other failure; reported as an error.
+    Failed,
+    /// The run was stopping: never called.
+    NotStarted,
+}
+
+impl CreateOutcome {
+    /// A refusal of capacity: the place to try something else.
+    pub(super) fn is_shortfall(self) -> bool {
+        matches!(self, CreateOutcome::Partial | CreateOutcome::Released | CreateOutcome::Refused)
+    }
+}
+
+/// One create of a round: how it ended and how many nodes it kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CreateResult {
+    pub outcome: CreateOutcome,
+    pub kept: u32,
+}
+
+/// What one round did.
+#[derive(Debug, Default)]
+pub(super) struct RoundOutcome {
+    /// Something was created, deleted or ruled out: planning again may differ.
+    pub progressed: bool,
+    /// One per create action of the changeset, in its order.
+    pub creates: Vec<CreateResult>,
+    /// Make-before-break deletes held back because their fleet's creates fell short.
+    pub postponed: Vec<Action>,
+}
+
+/// Executes actions: journal, call, journal, state.
+pub(super) struct Runner<'s> {
+    session: &'s Session<'s>,
+    pub run: String,
+    pub refused: Vec<(String, Attempted)>,
+    pub errors: Vec<String>,
+    pub created: u32,
+    pub deleted: u32,
+}
+
+/// A create whose intent is journaled, ready to be sent.
+struct PreparedCreate {
+    request: CreateRequest,
+    /// The quota pre-check cut the request to this many nodes.
+    quota_cap: Option<u32>,
+}
+
+impl<'s> Runner<'s> {
+    pub(super) fn new(session: &'s Session<'s>, run: &str) -> Runner<'s> {
+        Runner { session, run: run.to_string(), refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 }
+    }
+
+    /// Idempotency token: unique per call, stable across retries of it. A
+    /// UUID, because Compute Engine's requestId must be one; it also fits
+    /// EC2's 64-character ClientToken.
+    fn next_token() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    async fn journal(&self, token: &str, event: JournalEvent, now: DateTime<Utc>) -> Result<(), ApplyError> {
+        let entry = Entry { at: now, run: self.run.clone(), token: token.to_string(), event };
+        Ok(self.session.backend.append_journal(&self.session.plan.name, &entry).await?)
+    }
+
+    async fn save(&self, state: &mut State) -> Result<(), ApplyError> {
+        Ok(self.session.backend.save(state).await?)
+    }
+
+    /// Execute one changeset: its creates (concurrently across cloud and
+    /// region), then its deletes, holding back make-before-break deletes of
+    /// fleets whose creates fell short.
+    pub(super) async fn execute(
+        &mut self,
+        changeset: &Changeset,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<RoundOutcome, ApplyError> {
+        let session = self.session;
+        let mut round = RoundOutcome::default();
+        let creates: Vec<&Action> = changeset.actions.iter().filter(|a| a.kind == ActionKind::Create).collect();
+        let mut results = vec![CreateResult { outcome: CreateOutcome::NotStarted, kept: 0 }; creates.len()];
+        let mut prepared: Vec<(usize, PreparedCreate)> = Vec::new();
+        for (index, action) in creates.iter().enumerate() {
+            if session.stopping() {
+                break;
+            }
+            match self.prepare_create(action, state, now).await? {
+                Ok(ready) => prepared.push((index, ready)),
+                Err(outcome) => results[index] = CreateResult { outcome, kept: 0 },
+            }
+        }
+        // The calls themselves run concurrently, one at a time per cloud and
+        // region (the scope of the clouds' rate limits), all journaled above.
+        let answers = call_creates(session, &prepared).await?;
+        for ((index, ready), answer) in prepared.into_iter().zip(answers) {
+            results[index] = self.finish_create(creates[index], ready, answer, state, now).await?;
+        }
+        let mut fleets_short: BTreeSet<&str> = BTreeSet::new();
+        for (action, result) in creates.iter().zip(&results) {
+            round.progressed |= result.outcome != CreateOutcome::Failed && result.outcome != CreateOutcome::NotStarted;
+            if result.outcome != CreateOutcome::Filled {
+                fleets_short.insert(&action.fleet);
+            }
+        }
+        round.creates = results;
+        for action in changeset.actions.iter().filter(|a| a.kind == ActionKind::Delete) {
+            if session.stopping() {
+                break;
+            }
+            if action.reason.is_make_before_break() && fleets_short.contains(action.fleet.as_str()) {
+                session.events.emit(&Event::Postponed {
+                    fleet: action.fleet.clone(),
+                    placement: action.placement.clone(),
+                    why: "the fleet's new nodes are not all in place yet".into(),
+                });
+                round.postponed.push(action.clone());
+                continue;
+            }
+            if self.delete(action, state, now).await? {
+                round.progressed = true;
+            }
+        }
+        Ok(round)
+    }
+
+    /// Everything before the call: the quota pre-check, the request, its
+    /// intent in the journal. `Err(outcome)` when no call is to be made.
+    async fn prepare_create(
+        &mut self,
+        action: &Action,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<Result<PreparedCreate, CreateOutcome>, ApplyError> {
+        let session = self.session;
+        let Some(fleet) = session.plan.fleets.get(&action.fleet) else {
+            self.errors.push(format!("fleet `{}` is not in the plan; nothing was created for it", action.fleet));
+            return Ok(Err(CreateOutcome::Failed));
+        };
+        let cloud = action.placement.cloud;
+        let provider = session.clouds.home(cloud).ok_or(ApplyError::NoProvider { cloud })?;
+        // Ask the quota first where the cloud tells it: no call is spent on
+        // an offering the quota already rules out, and a request the quota
+        // can only partly hold is cut to what fits.
+        let mut count = action.count;
+        let mut min_count = action.min_count;
+        let mut quota_cap = None;
+        if let Ok(Some(room)) = provider.quota_headroom(&action.placement, &fleet.gpu, fleet.gpus_per_node).await {
+            if room < min_count {
+                let message = format!(
+                    "quota allows {room} more node(s) of {}×{}; checked before creating",
+                    fleet.gpus_per_node, fleet.gpu
+                );
+                self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
+                self.save(state).await?;
+                return Ok(Err(CreateOutcome::Refused));
+            }
+            if room < count {
+                count = room;
+                min_count = min_count.min(room);
+                quota_cap = Some(room);
+            }
+        }
+        let token = Self::next_token();
+        let request = CreateRequest {
+            plan: session.plan.name.clone(),
+            fleet: action.fleet.clone(),
+            run: self.run.clone(),
+            placement: action.placement.clone(),
+            count,
+            min_count,
+            image: fleet.image.get(&cloud).cloned().unwrap_or_default(),
+            user_data: fleet.startup.as_ref().map(|s| s.content.clone()),
+            labels: fleet.labels.clone(),
+            idempotency_token: token.clone(),
+        };
+        let intent = JournalEvent::CreateIntent {
+            fleet: action.fleet.clone(),
+            placement: action.placement.clone(),
+            count,
+            min_count,
+        };
+        self.journal(&token, intent, now).await?;
+        session.events.emit(&Event::Attempt {
+            fleet: action.fleet.clone(),
+            placement: action.placement.clone(),
+            count,
+            min_count,
+        });
+        Ok(Ok(PreparedCreate { request, quota_cap }))
+    }
+
+    /// Everything after the call: journal, state, events, shortage memory.
+    async fn finish_create(
+        &mut self,
+        action: &Action,
+        prepared: PreparedCreate,
+        answer: Result<Vec<Instance>, ProviderError>,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<CreateResult, ApplyError> {
+        let session = self.session;
+        let PreparedCreate { request, quota_cap } = prepared;
+        let min_count = request.min_count;
+        let token = request.idempotency_token;
+        let instances = match answer {
+            Ok(instances) => instances,
+            Err(e) => {
+                self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now).await?;
+                if e.kind.is_shortage() {
+                    self.remember(state, action, e.kind.clone(), &e.code, &e.message, now);
+                    self.save(state).await?;
+                    return Ok(CreateResult { outcome: CreateOutcome::Refused, kept: 0 });
+                }
+                session.events.emit(&Event::Failed {
+                    fleet: action.fleet.clone(),
+                    placement: action.placement.clone(),
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+                self.errors.push(e.to_string());
+                return Ok(CreateResult { outcome: CreateOutcome::Failed, kept: 0 });
+            }
+        };
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now).await?;
+        let got = instances.len() as u32;
+        self.created += got;
+        state.instances.extend(instances);
+        state.instances.sort();
+        state.instances.dedup_by(|a, b| a.id == b.id);
+        session.events.emit(&Event::Created {
+            fleet: action.fleet.clone(),
+            placement: action.placement.clone(),
+            requested: action.count,
+            instance_ids: ids.clone(),
+        });
+        if got >= action.count {
+            self.save(state).await?;
+            return Ok(CreateResult { outcome: CreateOutcome::Filled, kept: got });
+        }
+        if got < min_count {
+            // A cloud without all-or-nothing launches (an Azure scale-out)
+            // gave fewer than the fewest worth keeping: release them.
+            let message = format!("only {got} of at least {min_count} nodes");
+            self.remember(state, action, ErrorKind::Capacity, "BelowMinCount", &message, now);
+            self.save(state).await?;
+            let release = Action {
+                kind: ActionKind::Delete,
+                count: got,
+                min_count: 0,
+                instance_ids: ids,
+                reason: Reason::DeleteBecauseBelowMinCount { min_count },
+                fallbacks: Vec::new(),
+                ..action.clone()
+            };
+            self.delete(&release, state, now).await?;
+            return Ok(CreateResult { outcome: CreateOutcome::Released, kept: 0 });
+        }
+        if let Some(room) = quota_cap.filter(|room| got >= *room) {
+            // Everything the quota allowed was created: the quota is what is short.
+            let message = format!("quota allowed {room} of {} nodes", action.count);
+            self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
+        } else {
+            // The offering gave what it had: it has no more for now.
+            let message = format!("partial fill: {got} of {} nodes", action.count);
+            self.remember(state, action, ErrorKind::Capacity, "PartialFill", &message, now);
+        }
+        self.save(state).await?;
+        Ok(CreateResult { outcome: CreateOutcome::Partial, kept: got })
+    }
+
+    /// Record a capacity or quota refusal in shortage memory, scoped by what it means.
+    fn remember(
+        &mut self,
+        state: &mut State,
+        action: &Action,
+        kind: ErrorKind,
+        code: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) {
+        let plan = self.session.plan;
+        let scope = match (kind, plan.fleets.get(&action.fleet)) {
+            (ErrorKind::Quota, Some(fleet)) => ShortageScope::Quota {
+                cloud: action.placement.cloud,
+                region: action.placement.region.clone(),
+                gpu: fleet.gpu.clone(),
+            },
+            _ => ShortageScope::Offering { placement: action.placement.clone() },
+        };
+        // A TTL too large to add is as good as forever.
+        let expires_at = chrono::Duration::from_std(plan.shortage_ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        state.remember_shortage(Shortage {
+            scope,
+            code: code.to_string(),
+            message: message.to_string(),
+            first_seen: now,
+            last_seen: now,
+            expires_at,
+        });
+        self.refused.push((
+            action.fleet.clone(),
+            Attempted { offering: action.placement.to_string(), code: code.to_string(), message: message.to_string() },
+        ));
+        self.session.events.emit(&Event::Shortage {
+            fleet: action.fleet.clone(),
+            placement: action.placement.clone(),
+            code: code.to_string(),
+            message: message.to_string(),
+            retry_after: expires_at,
+        });
+    }
+
+    /// Delete the action's instances, one call per account scope that holds
+    /// them. True when anything was deleted.
+    pub(super) async fn delete(
+        &mut self,
+        action: &Action,
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ApplyError> {
+        let mut by_scope: BTreeMap<Option<Scope>, Vec<Instance>> = BTreeMap::new();
+        for instance in state.instances.iter().filter(|i| action.instance_ids.contains(&i.id)) {
+            by_scope.entry(instance.scope.clone()).or_default().push(instance.clone());
+        }
+        let mut deleted_any = false;
+        for doomed in by_scope.into_values() {
+            if self.session.stopping() {
+                break;
+            }
+            deleted_any |= self.delete_in_one_scope(action, &doomed, state, now).await?;
+        }
+        Ok(deleted_any)
+    }
+
+    async fn delete_in_one_scope(
+        &mut self,
+        action: &Action,
+        doomed: &[Instance],
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ApplyError> {
+        let session = self.session;
+        let cloud = action.placement.cloud;
+        let provider = session.clouds.holding(&doomed[0]).ok_or(ApplyError::NoProvider { cloud })?;
+        let ids: Vec<String> = doomed.iter().map(|i| i.id.clone()).collect();
+        let token = Self::next_token();
+        let intent = JournalEvent::DeleteIntent {
+            fleet: action.fleet.clone(),
+            placement: action.placement.clone(),
+            instance_ids: ids.clone(),
+        };
+        self.journal(&token, intent, now).await?;
+        let event = |ids: Vec<String>| (action.fleet.clone(), action.placement.clone(), ids);
+        let (fleet, placement, instance_ids) = event(ids.clone());
+        session.events.emit(&Event::Deleting { fleet, placement, instance_ids });
+        match provider.delete(doomed).await {
+            Ok(()) => {
+                self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now).await?;
+                state.instances.retain(|i| !ids.contains(&i.id));
+                self.save(state).await?;
+                self.deleted += ids.len() as u32;
+                let (fleet, placement, instance_ids) = event(ids);
+                session.events.emit(&Event::Deleted { fleet, placement, instance_ids });
+                Ok(true)
+            }
+            Err(e) => {
+                self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now).await?;
+                session.events.emit(&Event::Failed {
+                    fleet: action.fleet.clone(),
+                    placement: action.placement.clone(),
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+                self.errors.push(e.to_string());
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Sends the prepared creates: concurrently across (cloud, region), in order
+/// within one. Answers come back in the order of `prepared`.
+async fn call_creates(
+    session: &Session<'_>,
+    prepared: &[(usize, PreparedCreate)],
+) -> Result<Vec<Result<Vec<Instance>, ProviderError>>, ApplyError> {
+    let mut lanes: BTreeMap<(Cloud, &str), Vec<usize>> = BTreeMap::new();
+    for (position, (_, ready)) in prepared.iter().enumerate() {
+        let placement: &Placement = &ready.request.placement;
+        lanes.entry((placement.cloud, placement.region.as_str())).or_default().push(position);
+    }
+    let mut calls = Vec::new();
+    for ((cloud, _), positions) in lanes {
+        let provider = session.clouds.home(cloud).ok_or(ApplyError::NoProvider { cloud })?;
+        calls.push(async move {
+            let mut done = Vec::with_capacity(positions.len());
+            for position in positions {
+                done.push((position, provider.create(&prepared[position].1.request).await));
+            }
+            done
+        });
+    }
+    let mut answers: Vec<Option<Result<Vec<Instance>, ProviderError>>> = (0..prepared.len()).map(|_| None).collect();
+    for (position, answer) in futures::future::join_all(calls).await.into_iter().flatten() {
+        answers[position] = Some(answer);
+    }
+    Ok(answers.into_iter().map(|a| a.expect("every prepared create is in exactly one lane")).collect())
+}

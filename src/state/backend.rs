@@ -1,0 +1,50 @@
+//! The one interface to wherever state lives: the local directory today, a
+//! shared database next. Everything above `state` (plan, apply, destroy, the
+//! rebalancer) goes through [`StateBackend`] and never sees a file or a table.
+
+use super::StateError;
+use super::journal::Entry;
+use super::lock::Holder;
+use super::model::State;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Where a plan's state, lock, journal and leader lease live.
+#[async_trait::async_trait]
+pub trait StateBackend: Send + Sync {
+    /// Where this backend keeps things, for messages (never with secrets).
+    fn location(&self) -> String;
+
+    /// The plan's state, or a fresh one if it has none yet.
+    async fn load(&self, plan: &str) -> Result<State, StateError>;
+
+    /// Store `state` if the stored serial is still `state.serial` (the one
+    /// it was loaded or last saved with), bumping the serial. A writer with a
+    /// stale serial is refused ([`StateError::Conflict`]), never silently
+    /// overwrites.
+    async fn save(&self, state: &mut State) -> Result<(), StateError>;
+
+    /// Every plan with stored state, sorted by name.
+    async fn list_plans(&self) -> Result<Vec<String>, StateError>;
+
+    /// Take the plan's lock for `holder`, or say who has it.
+    async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError>;
+
+    /// Take the leader lease `name` (one long-running loop per plan acts at a time).
+    async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError>;
+
+    /// Append one journal entry and make it durable before returning.
+    async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError>;
+
+    /// Intents with no outcome yet: left by a run that was interrupted.
+    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError>;
+}
+
+/// A held lock or leader lease; released when dropped.
+#[async_trait::async_trait]
+pub trait Lease: Send + Sync {
+    fn holder(&self) -> &Holder;
+
+    /// Extend the lease to `now + lease`.
+    async fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), StateError>;
+}
