@@ -29,13 +29,13 @@ project = "PROJECT"
 zones = ["us-central1-a"]
 "#;
 
-/// Two H100 trainers preferring the second cloud, with AWS as the fallback.
+/// Two H100 trainers preferring one cloud; the other offerings follow by price.
 const TRAINERS: &str = r#"
 [fleets.trainers]
 gpu = "H100"
 gpus_per_node = 8
 nodes = 2
-prefer = ["PREFERRED", "aws:us-east-1"]
+prefer = ["PREFERRED"]
 image = { aws = "ami-0123456789abcdef0", gcp = "projects/ml-images/global/images/family/trainer", azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }
 "#;
 

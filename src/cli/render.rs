@@ -100,8 +100,7 @@ fn action_line(action: &Action) -> String {
                 format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
             );
             if !action.fallbacks.is_empty() {
-                let chain: Vec<String> = action.fallbacks.iter().map(|p| p.to_string()).collect();
-                let _ = writeln!(line, "        if refused, then: {}", chain.join(" → "));
+                line.push_str(&fallback_lines(action));
             }
             line
         }
@@ -117,6 +116,24 @@ fn action_line(action: &Action) -> String {
             .red()
         ),
     }
+}
+
+/// A create's fallback chain, wrapped to stay readable on a terminal.
+fn fallback_lines(action: &Action) -> String {
+    const WIDTH: usize = 100;
+    let mut out = String::new();
+    let mut line = "        if refused, then:".to_string();
+    for (n, placement) in action.fallbacks.iter().enumerate() {
+        let item = if n == 0 { format!(" {placement}") } else { format!(" → {placement}") };
+        if line.chars().count() + item.chars().count() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = format!("          {}", item.trim_start());
+        } else {
+            line.push_str(&item);
+        }
+    }
+    let _ = writeln!(out, "{line}");
+    out
 }
 
 /// The `plan --json` object.
