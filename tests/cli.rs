@@ -222,6 +222,55 @@ fn saved_plan_applies_once_and_is_refused_when_stale() {
 }
 
 #[test]
+fn a_saved_plan_fails_over_along_the_chain_it_showed_and_says_which_fallback_it_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), 2, 2);
+    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    let scenario = scenario.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let saved = dir.path().join("plan.out");
+    let saved = saved.to_str().unwrap();
+
+    let shown = run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--out", saved], 0);
+    assert!(stdout(&shown).contains("if refused, then: aws us-east-1b p5.48xlarge"), "{}", stdout(&shown));
+    let out = run(&["apply", saved, "--sim", scenario, "--state-dir", state], 0);
+    let text = stdout(&out);
+    // us-east-1a and its four sibling zones are sold out: the fifth fallback is us-west-2a.
+    assert!(text.contains("used fallback 5 of the saved chain, aws us-west-2a p5.48xlarge"), "{text}");
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    assert!(listed.as_array().unwrap().iter().all(|i| i["zone"] == "us-west-2a"), "{listed}");
+}
+
+#[test]
+fn a_saved_plan_whose_chain_is_refused_stops_and_creates_nothing_it_did_not_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), 2, 2);
+    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    let scenario = scenario.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let saved = dir.path().join("plan.out");
+
+    run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--out", saved.to_str().unwrap()], 0);
+    // Keep only the us-east-1 part of the chain, as if us-west-2 had been
+    // short when the plan was made.
+    let mut document: Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    let chain = document["changeset"]["actions"][0]["fallbacks"].as_array_mut().unwrap();
+    chain.retain(|p| p["region"] == "us-east-1");
+    assert_eq!(chain.len(), 4);
+    std::fs::write(&saved, serde_json::to_vec(&document).unwrap()).unwrap();
+
+    let out = run(&["apply", saved.to_str().unwrap(), "--sim", scenario, "--state-dir", state], 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("found no place on the saved chain"), "{text}");
+    assert!(text.contains("run `gpufleet plan` again"), "{text}");
+    assert_eq!(json(&run(&["state", "list", "--json", "--state-dir", state], 0)), serde_json::json!([]));
+    // A new plan looks further, and its apply fills the fleet.
+    run(&["apply", &plan, "--sim", scenario, "--state-dir", state, "--auto-approve"], 0);
+}
+
+#[test]
 fn apply_without_approval_and_without_input_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let plan = write_plan(dir.path(), 1, 1);
