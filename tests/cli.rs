@@ -38,6 +38,14 @@ fn write_scenario(dir: &Path, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A two-node H100 plan in `dir` against the scenario where us-east-1 is
+/// sold out for 20 minutes: (plan, scenario, state dir).
+fn sold_out_east(dir: &Path) -> (String, String, String) {
+    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    let state = dir.join("state");
+    (write_plan(dir, 2, 2), scenario.to_str().unwrap().to_string(), state.to_str().unwrap().to_string())
+}
+
 fn json(out: &std::process::Output) -> Value {
     serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", stdout(out), stderr(out)))
 }
@@ -224,11 +232,8 @@ fn saved_plan_applies_once_and_is_refused_when_stale() {
 #[test]
 fn a_saved_plan_fails_over_along_the_chain_it_showed_and_says_which_fallback_it_used() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(dir.path(), 2, 2);
-    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
-    let scenario = scenario.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let (plan, scenario, state) = sold_out_east(dir.path());
+    let (scenario, state) = (scenario.as_str(), state.as_str());
     let saved = dir.path().join("plan.out");
     let saved = saved.to_str().unwrap();
 
@@ -245,11 +250,8 @@ fn a_saved_plan_fails_over_along_the_chain_it_showed_and_says_which_fallback_it_
 #[test]
 fn a_saved_plan_whose_chain_is_refused_stops_and_creates_nothing_it_did_not_show() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(dir.path(), 2, 2);
-    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
-    let scenario = scenario.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let (plan, scenario, state) = sold_out_east(dir.path());
+    let (scenario, state) = (scenario.as_str(), state.as_str());
     let saved = dir.path().join("plan.out");
 
     run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--out", saved.to_str().unwrap()], 0);
@@ -318,11 +320,8 @@ fn schema_is_json_describing_the_plan_format() {
 #[test]
 fn remembered_shortage_expires_with_simulated_time() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = write_plan(dir.path(), 2, 2);
-    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
-    let scenario = scenario.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let (plan, scenario, state) = sold_out_east(dir.path());
+    let (scenario, state) = (scenario.as_str(), state.as_str());
 
     let fresh = json(&run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--json"], 0));
     assert_eq!(fresh["actions"][0]["region"], "us-east-1", "nothing is remembered before a refusal");

@@ -237,13 +237,7 @@ impl<'s> Runner<'s> {
                     self.save(state).await?;
                     return Ok(CreateResult { outcome: CreateOutcome::Refused, kept: 0 });
                 }
-                session.events.emit(&Event::Failed {
-                    fleet: action.fleet.clone(),
-                    placement: action.placement.clone(),
-                    code: e.code.clone(),
-                    message: e.message.clone(),
-                });
-                self.errors.push(e.to_string());
+                self.failed(action, &e);
                 return Ok(CreateResult { outcome: CreateOutcome::Failed, kept: 0 });
             }
         };
@@ -293,6 +287,17 @@ impl<'s> Runner<'s> {
         }
         self.save(state).await?;
         Ok(CreateResult { outcome: CreateOutcome::Partial, kept: got })
+    }
+
+    /// A call failed for a reason other than capacity or quota: reported, and the run stops after this round.
+    fn failed(&mut self, action: &Action, e: &ProviderError) {
+        self.session.events.emit(&Event::Failed {
+            fleet: action.fleet.clone(),
+            placement: action.placement.clone(),
+            code: e.code.clone(),
+            message: e.message.clone(),
+        });
+        self.errors.push(e.to_string());
     }
 
     /// Record a capacity or quota refusal in shortage memory, scoped by what it means.
@@ -395,13 +400,7 @@ impl<'s> Runner<'s> {
             }
             Err(e) => {
                 self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now).await?;
-                session.events.emit(&Event::Failed {
-                    fleet: action.fleet.clone(),
-                    placement: action.placement.clone(),
-                    code: e.code.clone(),
-                    message: e.message.clone(),
-                });
-                self.errors.push(e.to_string());
+                self.failed(action, &e);
                 Ok(false)
             }
         }
