@@ -215,6 +215,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_leader_at_a_time_and_the_lease_is_renewed_in_the_file() {
+        use chrono::TimeZone;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let holder = |command: &str| Holder::this_process(command, start, Duration::from_secs(60));
+        let mut leader = backend.lead("demo-rebalance", holder("rebalance --watch")).await.unwrap();
+        let second = backend.lead("demo-rebalance", holder("rebalance --watch")).await;
+        assert!(matches!(second, Err(StateError::Lock(LockError::Held { .. }))));
+        let later = start + chrono::Duration::minutes(5);
+        leader.renew(later, Duration::from_secs(60)).await.unwrap();
+        let recorded: Holder =
+            serde_json::from_slice(&std::fs::read(backend.leader_path("demo-rebalance")).unwrap()).unwrap();
+        assert_eq!(recorded.lease_expires, later + chrono::Duration::minutes(1));
+        drop(leader);
+        backend.lead("demo-rebalance", holder("rebalance --watch")).await.unwrap();
+    }
+
+    #[tokio::test]
     async fn the_last_serial_is_refused_instead_of_wrapping() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
