@@ -13,10 +13,12 @@
 //! - [`providers`]: the one trait at the cloud boundary, one module per cloud.
 //! - [`sim`]: the cloud simulator, speaking the clouds' real wire protocols.
 //! - [`cli`]: command-line definitions, rendering and per-command glue.
+//! - `json`: reading gpufleet's own JSON files with errors that name the field.
 
 pub mod apply;
 pub mod catalog;
 pub mod cli;
+mod json;
 pub mod plan;
 pub mod planner;
 pub mod providers;

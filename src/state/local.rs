@@ -13,7 +13,11 @@ pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("state file {path} is not valid gpufleet state: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt { path: PathBuf, source: crate::json::JsonError },
+    #[error("state file {path} is the state of plan `{found}`, not of plan `{plan}`")]
+    OtherPlan { path: PathBuf, plan: String, found: String },
+    #[error("state file {path} has serial {serial}, the largest there is; it cannot be written again")]
+    SerialOverflow { path: PathBuf, serial: u64 },
     #[error("state file {path} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
     TooNew { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
@@ -54,7 +58,15 @@ impl LocalBackend {
     pub fn read(&self, plan: &str) -> Result<State, StateError> {
         let path = self.state_path(plan);
         match std::fs::read(&path) {
-            Ok(bytes) => parse_state(&path, &bytes),
+            Ok(bytes) => {
+                let state = parse_state(&path, &bytes)?;
+                // The state names the file it is written to: one naming
+                // another plan would be written there, not here.
+                if state.plan != plan {
+                    return Err(StateError::OtherPlan { path, plan: plan.to_string(), found: state.plan });
+                }
+                Ok(state)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::new(plan)),
             Err(source) => Err(StateError::Read { path, source }),
         }
@@ -78,8 +90,11 @@ impl LocalBackend {
 
     /// Write the state atomically, bumping its serial.
     pub fn write(&self, state: &mut State) -> Result<(), StateError> {
-        state.serial += 1;
         let path = self.state_path(&state.plan);
+        state.serial = state
+            .serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::SerialOverflow { path: path.clone(), serial: state.serial })?;
         let mut bytes = serde_json::to_vec_pretty(state)
             .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
         bytes.push(b'\n');
@@ -101,12 +116,15 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     struct Version {
         format_version: u32,
     }
-    let corrupt = |source| StateError::Corrupt { path: path.to_path_buf(), source };
-    let version: Version = serde_json::from_slice(bytes).map_err(corrupt)?;
+    let version: Version = from_json(path, bytes)?;
     if version.format_version > STATE_FORMAT_VERSION {
         return Err(StateError::TooNew { path: path.to_path_buf(), found: version.format_version });
     }
-    serde_json::from_slice(bytes).map_err(corrupt)
+    from_json(path, bytes)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateError> {
+    crate::json::from_slice(bytes).map_err(|source| StateError::Corrupt { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -138,5 +156,40 @@ mod tests {
         assert!(matches!(backend.read("demo"), Err(StateError::TooNew { found: 99, .. })));
         std::fs::write(backend.state_path("demo"), b"{not json").unwrap();
         assert!(matches!(backend.read("demo"), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn serial_at_u64_max_is_refused_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = State::new("demo");
+        state.serial = u64::MAX;
+        let err = backend.write(&mut state).unwrap_err();
+        assert!(matches!(err, StateError::SerialOverflow { .. }), "{err}");
+        assert_eq!(state.serial, u64::MAX);
+        assert!(!backend.state_path("demo").exists());
+    }
+
+    #[test]
+    fn damaged_state_names_the_field_with_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = State::new("demo");
+        backend.write(&mut state).unwrap();
+        let text = std::fs::read_to_string(backend.state_path("demo")).unwrap();
+        std::fs::write(backend.state_path("demo"), text.replace("\"serial\": 1", "\"serial\": \"one\"")).unwrap();
+        let message = backend.read("demo").unwrap_err().to_string();
+        assert!(message.contains("demo.json") && message.contains("serial: invalid type"), "{message}");
+        assert!(message.contains("line 3 column"), "{message}");
+    }
+
+    #[test]
+    fn state_naming_another_plan_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = State::new("other");
+        backend.write(&mut state).unwrap();
+        std::fs::rename(backend.state_path("other"), backend.state_path("demo")).unwrap();
+        assert!(matches!(backend.read("demo"), Err(StateError::OtherPlan { .. })));
     }
 }
