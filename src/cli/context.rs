@@ -1,7 +1,7 @@
 //! What several commands share: loading a plan with its catalog, and
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
-use super::{Failure, TargetArgs, failure};
+use super::{Failure, TargetArgs, failure, sim_failure};
 use crate::apply::{Clock, Clouds, Session, Target};
 use crate::catalog::Catalog;
 use crate::plan::Plan;
@@ -40,7 +40,7 @@ impl Connected {
         let mut embedded = None;
         let target = match (&args.sim, &args.sim_url) {
             (Some(scenario), _) => {
-                let sim = EmbeddedSim::start(&args.state_dir, scenario.as_deref()).await?;
+                let sim = EmbeddedSim::start(&args.state_dir, scenario.as_deref()).await.map_err(sim_failure)?;
                 let url = sim.url().to_string();
                 embedded = Some(sim);
                 Target::Simulator { url }
@@ -71,7 +71,7 @@ impl Connected {
     /// Stop the embedded simulator, saving its world for the next command.
     pub async fn close(self) -> Result<(), Failure> {
         if let Some(sim) = self.embedded {
-            sim.stop().await?;
+            sim.stop().await.map_err(sim_failure)?;
         }
         Ok(())
     }
@@ -98,10 +98,19 @@ pub async fn lock(session: &Session<'_>, command: &str) -> Result<crate::state::
     use crate::state::lock::LockError;
     match crate::apply::lock(session, command).await {
         Ok(lock) => Ok(lock),
-        Err(ApplyError::State(StateError::Lock(held @ LockError::Held { .. }))) => Err(failure(
+        Err(ApplyError::State(StateError::Lock(LockError::Held { plan, holder, path }))) => {
+            let help = format!(
+                "wait for that run to finish; if its process is gone, the lock is taken over automatically \
+                 (at once on the same host, when its lease ends otherwise); if you are sure no run is active, \
+                 delete {}",
+                path.display()
+            );
+            Err(failure(LockError::Held { plan, holder, path }, help))
+        }
+        Err(ApplyError::State(StateError::Lock(held @ LockError::HeldUnknown { .. }))) => Err(failure(
             held,
-            "wait for that run to finish; if its process is gone, the lock is taken over automatically \
-             (at once on the same host, when its lease ends otherwise)",
+            "a process on this host has the lock: wait for it to finish or stop it; \
+             the lock is then taken over at once, whatever the file says",
         )),
         Err(e) => Err(e.into()),
     }

@@ -120,17 +120,26 @@ impl Failure {
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for Failure {
-    /// Keeps the whole cause chain in the message.
+    /// Keeps the whole cause chain in the message, each cause once (most
+    /// errors already show their source in their own message).
     fn from(e: E) -> Failure {
         let mut message = e.to_string();
         let mut source = e.source();
         while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
             source = cause.source();
         }
         Failure::Other(miette::Report::msg(message))
     }
+}
+
+/// A simulator error, keeping its help (e.g. what to do with a damaged world file).
+pub(crate) fn sim_failure(e: crate::sim::SimError) -> Failure {
+    Failure::Other(miette::Report::new(e))
 }
 
 /// A failure with a hint on what to do.
