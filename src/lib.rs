@@ -21,7 +21,8 @@
 //! # Imports point down
 //!
 //! Checked by `tests/layering.rs` on every `crate::` path in `src/`:
-//! - `model` uses no other module;
+//! - `model` and `json` (reading gpufleet's own JSON files with errors that
+//!   name the field) use no other module; every module may use them;
 //! - `catalog` uses only `model`; `plan` only `model` and `catalog`;
 //! - `planner` uses only `model`, `plan` and `catalog`, with no async, file
 //!   system, environment or clock;
@@ -37,6 +38,7 @@ pub mod apply;
 pub mod catalog;
 pub mod cli;
 pub mod model;
+mod json;
 pub mod plan;
 pub mod planner;
 pub mod providers;

@@ -308,6 +308,39 @@ fn sim_url_off_this_machine_is_refused() {
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
 
+/// A mistyped flag is a usage error: exit 1, never clap's default 2, which
+/// `plan --detailed-exitcode` uses for "changes present".
+#[test]
+fn mistyped_flag_exits_1_not_2() {
+    for args in [
+        &["plan", "plans/demo.toml", "--sim", "--detailed-exitcod"][..],
+        &["plan", "plans/demo.toml", "--detailed-exitcode", "--no-such-flag"],
+        &["aply", "plans/demo.toml"],
+        &["plan"],
+        &[],
+    ] {
+        let out = run(args, 1);
+        let err = stderr(&out);
+        assert!(err.contains("error:") || err.contains("Usage:"), "gpufleet {args:?}: no usage message:\n{err}");
+        assert!(!err.contains("panicked"), "gpufleet {args:?} panicked:\n{err}");
+    }
+}
+
+#[test]
+fn help_and_version_exit_0_and_help_lists_the_exit_codes() {
+    for flag in ["--help", "-h"] {
+        let out = run(&[flag], 0);
+        let text = stdout(&out);
+        assert!(text.contains("Exit codes:"), "{flag}:\n{text}");
+        for code in ["0  success", "1  error, usage errors", "2  changes present"] {
+            assert!(text.contains(code), "{flag}: no `{code}` in\n{text}");
+        }
+    }
+    let out = run(&["--version"], 0);
+    assert!(stdout(&out).starts_with("gpufleet "), "{}", stdout(&out));
+    run(&["plan", "--help"], 0);
+}
+
 #[test]
 fn schema_is_json_describing_the_plan_format() {
     let schema = json(&run(&["schema"], 0));

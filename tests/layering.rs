@@ -4,19 +4,19 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const MODULES: [&str; 9] = ["model", "catalog", "plan", "planner", "state", "providers", "apply", "sim", "cli"];
+const MODULES: [&str; 10] = ["model", "json", "catalog", "plan", "planner", "state", "providers", "apply", "sim", "cli"];
 
 /// What each module may use besides itself.
 fn allowed(module: &str) -> &'static [&'static str] {
     match module {
-        "model" => &[],
-        "catalog" => &["model"],
-        "plan" => &["model", "catalog"],
+        "model" | "json" => &[],
+        "catalog" => &["model", "json"],
+        "plan" => &["model", "json", "catalog"],
         "planner" => &["model", "plan", "catalog"],
-        "state" => &["model"],
-        "providers" => &["model", "catalog"],
-        "apply" => &["model", "plan", "catalog", "planner", "state", "providers"],
-        "sim" => &["model", "catalog"],
+        "state" => &["model", "json"],
+        "providers" => &["model", "json", "catalog"],
+        "apply" => &["model", "json", "plan", "catalog", "planner", "state", "providers"],
+        "sim" => &["model", "json", "catalog"],
         "cli" => &MODULES,
         other => panic!("unknown module {other}"),
     }

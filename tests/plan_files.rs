@@ -125,6 +125,25 @@ fn plan_error_renders_through_miette_with_every_problem() {
     }
 }
 
+/// A TTL of centuries overflowed the clock when the first shortage was
+/// remembered, and apply panicked after its first refused create.
+#[test]
+fn shortage_ttl_beyond_a_year_is_refused_instead_of_overflowing_at_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ttl.toml");
+    std::fs::write(
+        &path,
+        "name = \"ttl\"\nshortage_ttl = \"300000years\"\n\n[providers.aws]\nregions = [\"us-east-1\"]\n",
+    )
+    .unwrap();
+    let error = plan::load(&path, &Catalog::builtin()).unwrap_err();
+    let rendered = error.render_plain();
+    assert!(rendered.contains("ttl.toml:2:") && rendered.contains("longer than a year"), "{rendered}");
+    std::fs::write(&path, "name = \"ttl\"\nshortage_ttl = \"365days\"\n\n[providers.aws]\nregions = [\"us-east-1\"]\n")
+        .unwrap();
+    assert!(plan::load(&path, &Catalog::builtin()).is_ok());
+}
+
 #[test]
 fn unreadable_plan_file_is_a_plan_error() {
     let error = plan::load(Path::new("tests/fixtures/plans/no-such-plan.toml"), &Catalog::builtin()).unwrap_err();

@@ -316,8 +316,15 @@ async fn azure_provider_reads_family_quota_headroom_from_usages_and_classifies_q
     assert_eq!(azure.quota_headroom(&at(H100), "H100", 8).await.unwrap(), Some(1));
 
     let refused = azure.create(&request("training", "llm", "run-2", H100, 2)).await.unwrap_err();
+    // The scale-out of the existing scale set beyond the family quota: the
+    // simulator's refusal, as ARM words it, is a quota to the client.
     assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Quota, "OperationNotAllowed"));
     assert!(refused.message.contains("standardNDSH100v5Family Cores quota"), "{}", refused.message);
+    assert!(
+        refused.message.contains("Current Limit: 192, Current Usage: 96, Additional Required: 192"),
+        "{}",
+        refused.message
+    );
     assert_eq!(azure.list_owned("training").await.unwrap().len(), 1, "the refused scale-out created nothing");
     let counters = sim.admin_get("/_sim/counters").await;
     assert_eq!(counters["azure"]["Usage_List"], 3, "an unknown size asks nothing");

@@ -292,6 +292,7 @@ fn saved_with_chain(rig: &Rig, refreshed: &Refreshed, keep: usize) -> Mode {
         state_serial: refreshed.serial_read,
         observed: refreshed.observed_ids(),
         changeset,
+        file: "unit.saved".into(),
     }))
 }
 

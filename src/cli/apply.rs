@@ -19,13 +19,26 @@ pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
     let saved = SavedPlan::detect(&args.plan, &bytes)?;
     let plan_path = saved.as_ref().map_or(args.plan.clone(), |s| s.plan_path.clone());
     if let Some(saved) = &saved {
-        let current = std::fs::read(&plan_path).map_err(io_failure(plan_path.display()))?;
+        let current = std::fs::read(&plan_path).map_err(|e| {
+            failure(
+                format!(
+                    "cannot read {}, the plan file of the saved plan {}: {e}",
+                    plan_path.display(),
+                    args.plan.display()
+                ),
+                "run `gpufleet plan PLAN --out FILE` again from where the plan file is",
+            )
+        })?;
         if digest(&current) != saved.plan_digest {
             return Err(failure(
                 format!("{} changed since the saved plan {} was made", plan_path.display(), args.plan.display()),
                 "run `gpufleet plan --out FILE` again",
             ));
         }
+        let (plan, catalog) = load_plan(&plan_path)?;
+        saved.check_against(&plan, &catalog).map_err(|e| {
+            failure(e, "a saved plan is executed as `plan --out` wrote it; run `gpufleet plan --out FILE` again")
+        })?;
     }
     let mode = match saved {
         Some(saved) => Mode::Saved(Box::new(saved)),

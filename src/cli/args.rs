@@ -5,6 +5,13 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The exit codes, as `--help` shows them; scripts and CI branch on them.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  success (for `plan --detailed-exitcode`: no changes)
+  1  error, usage errors (a mistyped command or flag) included
+  2  changes present (`plan --detailed-exitcode`), or `apply` finished with a
+     partial fill: some fleet below its `nodes` but at or above `min_nodes`";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gpufleet",
@@ -13,7 +20,8 @@ use std::path::PathBuf;
     long_about = "gpufleet reads a plan file that says how much GPU capacity each fleet needs and where \
 it may live, lists what the clouds already run for the plan, and creates or deletes instances until \
 the clouds match the plan. When one offering is sold out it records the shortage and places the nodes \
-on the next allowed offering.\n\nTry it without a cloud account:\n  gpufleet apply plans/demo.toml --sim --auto-approve"
+on the next allowed offering.\n\nTry it without a cloud account:\n  gpufleet apply plans/demo.toml --sim --auto-approve",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]

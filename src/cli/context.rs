@@ -1,7 +1,7 @@
 //! What several commands share: loading a plan with its catalog, and
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
-use super::{Failure, TargetArgs, failure};
+use super::{Failure, TargetArgs, failure, sim_failure};
 use crate::apply::{Clouds, Session, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
@@ -46,7 +46,7 @@ impl Connected {
         let mut embedded = None;
         let target = match (&args.sim, &args.sim_url) {
             (Some(scenario), _) => {
-                let sim = EmbeddedSim::start(&args.state_dir, scenario.as_deref()).await?;
+                let sim = EmbeddedSim::start(&args.state_dir, scenario.as_deref()).await.map_err(sim_failure)?;
                 let url = sim.url().to_string();
                 embedded = Some(sim);
                 Target::Simulator { url }
@@ -89,7 +89,7 @@ impl Connected {
     /// Stop the embedded simulator, saving its world for the next command.
     pub async fn close(self) -> Result<(), Failure> {
         if let Some(sim) = self.embedded {
-            sim.stop().await?;
+            sim.stop().await.map_err(sim_failure)?;
         }
         Ok(())
     }
@@ -109,9 +109,29 @@ fn check_loopback(url: &str) -> Result<(), Failure> {
     }
 }
 
-/// Take the plan's state lock; a held lock says who holds it and what to do.
+/// Take the plan's state lock, explaining what to do when another run holds it.
 pub async fn lock(session: &Session<'_>, command: &str) -> Result<Box<dyn crate::state::Lease>, Failure> {
-    Ok(crate::apply::lock(session, command).await?)
+    use crate::apply::ApplyError;
+    use crate::state::StateError;
+    use crate::state::lock::LockError;
+    match crate::apply::lock(session, command).await {
+        Ok(lock) => Ok(lock),
+        Err(ApplyError::State(StateError::Lock(LockError::Held { plan, holder, path }))) => {
+            let help = format!(
+                "wait for that run to finish; if its process is gone, the lock is taken over automatically \
+                 (at once on the same host, when its lease ends otherwise); if you are sure no run is active, \
+                 delete {}",
+                path.display()
+            );
+            Err(failure(LockError::Held { plan, holder, path }, help))
+        }
+        Err(ApplyError::State(StateError::Lock(held @ LockError::HeldUnknown { .. }))) => Err(failure(
+            held,
+            "a process on this host has the lock: wait for it to finish or stop it; \
+             the lock is then taken over at once, whatever the file says",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A flag set by the first SIGINT or SIGTERM, or when the deadline passes,

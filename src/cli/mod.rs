@@ -1,8 +1,9 @@
 //! The command line: clap definitions, per-command glue, rendering.
 //!
 //! Each verb lives in its own file and is a short function over the library.
-//! Exit codes: 0 success; 1 error; 2 changes present (`plan
-//! --detailed-exitcode`) or a partial fill at or above `min_nodes` (`apply`).
+//! Exit codes ([`EXIT_CODES`], shown in `--help`): 0 success; 1 error,
+//! usage errors included; 2 changes present (`plan --detailed-exitcode`) or a
+//! partial fill at or above `min_nodes` (`apply`).
 
 mod apply;
 mod args;
@@ -41,7 +42,10 @@ impl From<Exit> for ExitCode {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(args::normalize(std::env::args_os()));
+    let cli = match Cli::try_parse_from(args::normalize(std::env::args_os())) {
+        Ok(cli) => cli,
+        Err(e) => return usage_exit(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -55,6 +59,19 @@ pub fn main() -> ExitCode {
             failure.print();
             ExitCode::from(1)
         }
+    }
+}
+
+/// `--help` and `--version` print and succeed; any other usage error prints
+/// clap's message and exits 1, never clap's default 2, which would read as
+/// "changes present" under `plan --detailed-exitcode`.
+fn usage_exit(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    // Printing fails only on a closed stdout or stderr: nothing more to say then.
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
     }
 }
 
@@ -121,6 +138,11 @@ impl<E: miette::Diagnostic + Send + Sync + 'static> From<E> for Failure {
     fn from(e: E) -> Failure {
         Failure::Other(miette::Report::new(e))
     }
+}
+
+/// A simulator error, keeping its help (e.g. what to do with a damaged world file).
+pub(crate) fn sim_failure(e: crate::sim::SimError) -> Failure {
+    Failure::Other(miette::Report::new(e))
 }
 
 /// A failure with a hint on what to do.

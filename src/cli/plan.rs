@@ -42,6 +42,7 @@ pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
                 state_serial: refreshed.serial_read,
                 observed: refreshed.observed_ids(),
                 changeset: changeset.clone(),
+                file: out.clone(),
             };
             saved.write(out)?;
             if !args.json {

@@ -91,8 +91,18 @@ fn suggest_name(value: &str) -> String {
     trimmed.chars().take(MAX_NAME_LEN).collect::<String>().trim_end_matches('-').to_string()
 }
 
+/// The longest a shortage may be remembered: offerings come back within
+/// hours or days, and a memory of centuries overflowed the clock when added to it.
+const MAX_SHORTAGE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<Duration> {
     match humantime::parse_duration(&ttl.value) {
+        Ok(duration) if duration > MAX_SHORTAGE_TTL => {
+            problems
+                .error(ttl.span.clone(), format!("shortage_ttl `{}` is longer than a year", ttl.value))
+                .help("a shortage is worth remembering for minutes to days; try \"5m\"");
+            None
+        }
         Ok(duration) if !duration.is_zero() => Some(duration),
         Ok(_) => {
             problems

@@ -200,9 +200,9 @@ impl Faults {
             }
             let scope = format!("{}/{}/{}", cloud.as_str(), region, limit.call.as_deref().unwrap_or("*"));
             let bucket = self.buckets.entry(scope).or_insert(Bucket { tokens: limit.bucket, calls: 0 });
-            bucket.calls += 1;
+            bucket.calls = bucket.calls.saturating_add(1);
             if bucket.calls.is_multiple_of(u64::from(limit.refill_every)) {
-                bucket.tokens = (bucket.tokens + 1).min(limit.bucket);
+                bucket.tokens = bucket.tokens.saturating_add(1).min(limit.bucket);
             }
             // Every matching bucket counts the call; only a call that all of
             // them admit takes tokens, as a request refused at the first

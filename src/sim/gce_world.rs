@@ -172,7 +172,7 @@ pub struct GceWorld {
     request_ids: BTreeMap<String, u64>,
     quotas: Vec<GceQuota>,
     machine_types: BTreeMap<String, MachineGpus>,
-    next_seq: u64,
+    pub(super) next_seq: u64,
 }
 
 /// `us-central1-a` → `us-central1`.
@@ -221,6 +221,11 @@ impl GceWorld {
         self.operations.retain(|_, op| !(op.done() && op.inserted < cutoff));
         let operations = &self.operations;
         self.request_ids.retain(|_, seq| operations.contains_key(seq));
+    }
+
+    /// Sequence number of the newest instance (0 without any).
+    pub(super) fn largest_instance_seq(&self) -> u64 {
+        self.instances.keys().next_back().copied().unwrap_or(0)
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -543,7 +548,7 @@ impl World {
         let mut matching = self
             .gce
             .instances
-            .range(after + 1..)
+            .range(after.saturating_add(1)..)
             .filter(|(_, i)| i.project == project && zone.is_none_or(|z| i.zone == z))
             .filter(|(_, i)| filter.as_ref().is_none_or(|f| f.matches(i)));
         let page: Vec<(&u64, &GceInstance)> = matching.by_ref().take(page_size).collect();

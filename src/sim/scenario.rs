@@ -158,6 +158,12 @@ impl Scenario {
             Some(start) => start,
             None => default_start(),
         };
+        if !(super::world::earliest_time()..=super::world::latest_time()).contains(&start) {
+            return Err(invalid(format!(
+                "start = {} is outside the years 1970 to 9999 the simulated clock keeps to",
+                start.to_rfc3339()
+            )));
+        }
         let mut offerings = Vec::with_capacity(raw.offerings.len());
         for (index, offering) in raw.offerings.into_iter().enumerate() {
             let at = format!("offering #{} ({} {})", index + 1, offering.region, offering.instance_type);

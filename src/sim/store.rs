@@ -19,24 +19,35 @@ struct WorldFileRef<'a> {
 }
 
 #[derive(Deserialize)]
-struct WorldFile {
+struct Header {
     format: u32,
-    world: serde_json::Value,
 }
 
-/// Loads a world file; `Ok(None)` when there is none yet.
+#[derive(Deserialize)]
+struct WorldFile {
+    #[allow(dead_code)]
+    format: u32,
+    world: World,
+}
+
+/// Loads a world file; `Ok(None)` when there is none yet. A damaged file is
+/// refused naming the field (`world.instances.3.seq`), its line and column.
 pub fn load(path: &Path) -> Result<Option<World>, SimError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SimError::ReadWorld { path: path.to_path_buf(), source }),
     };
     let invalid = |message: String| SimError::InvalidWorld { path: path.to_path_buf(), message };
-    let file: WorldFile = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    if file.format != FORMAT {
-        return Err(invalid(format!("format {} is not the format {FORMAT} this gpufleet reads", file.format)));
+    // The format first: a file of another format is refused for that, not
+    // for the fields it happens to lack.
+    let header: Header = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if header.format != FORMAT {
+        return Err(invalid(format!("format {} is not the format {FORMAT} this gpufleet reads", header.format)));
     }
-    serde_json::from_value(file.world).map(Some).map_err(|e| invalid(e.to_string()))
+    let file: WorldFile = crate::json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    file.world.check().map_err(invalid)?;
+    Ok(Some(file.world))
 }
 
 /// Saves atomically: a temporary file next to the target (mode 0600),
@@ -112,5 +123,52 @@ mod tests {
         assert!(message.contains("world.json") && message.contains("format 99"), "{message}");
         fs::write(&path, "not json").unwrap();
         assert!(load(&path).unwrap_err().to_string().contains("world.json"));
+    }
+
+    fn saved_world(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+        let path = dir.join("world.json");
+        save(&path, &World::new(None, &Catalog::builtin()).unwrap()).unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        edit(&mut value);
+        fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+        path
+    }
+
+    /// `next_request_seq` at u64::MAX overflowed on the next call, in a
+    /// server thread, and every call of the command failed with a panic.
+    #[test]
+    fn sim_world_file_with_sequences_near_u64_max_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for field in ["next_request_seq", "next_instance_seq", "next_reservation_seq"] {
+            let path = saved_world(dir.path(), |w| w["world"][field] = serde_json::json!(u64::MAX));
+            let message = load(&path).unwrap_err().to_string();
+            assert!(message.contains("world.json") && message.contains(field), "{message}");
+        }
+        let path = saved_world(dir.path(), |w| w["world"]["gce"]["next_seq"] = serde_json::json!(u64::MAX));
+        assert!(load(&path).unwrap_err().to_string().contains("gce.next_seq"));
+        let path = saved_world(dir.path(), |w| w["world"]["arm"]["next_vm_seq"] = serde_json::json!(u64::MAX));
+        assert!(load(&path).unwrap_err().to_string().contains("arm.next_vm_seq"));
+    }
+
+    #[test]
+    fn sim_world_file_with_a_clock_outside_years_1970_to_9999_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for now in ["+262142-12-31T23:59:59Z", "-262143-01-01T00:00:00Z", "1969-12-31T23:59:59Z"] {
+            let path = saved_world(dir.path(), |w| w["world"]["now"] = serde_json::json!(now));
+            let message = load(&path).unwrap_err().to_string();
+            assert!(message.contains("world.json") && message.contains("world.now"), "{now}: {message}");
+        }
+        let path = saved_world(dir.path(), |w| w["world"]["now"] = serde_json::json!("9999-12-31T23:59:59Z"));
+        assert!(load(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn sim_world_file_damage_is_located_and_bad_utf8_is_invalid_not_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = saved_world(dir.path(), |w| w["world"]["next_request_seq"] = serde_json::json!("seven"));
+        let message = load(&path).unwrap_err().to_string();
+        assert!(message.contains("world.next_request_seq: invalid type") && message.contains("line"), "{message}");
+        fs::write(&path, b"{\"format\": 1, \"world\": \"\xff\"}").unwrap();
+        assert!(matches!(load(&path), Err(SimError::InvalidWorld { .. })));
     }
 }

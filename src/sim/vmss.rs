@@ -173,7 +173,7 @@ pub struct ArmState {
     /// By creation order, which is the order lists return them in.
     vms: BTreeMap<u64, Vm>,
     operations: BTreeMap<String, Operation>,
-    next_vm_seq: u64,
+    pub(super) next_vm_seq: u64,
     /// Regional vCPU family quotas from the scenario (every subscription
     /// gets the same limits); absent from older world files.
     #[serde(default)]

@@ -23,6 +23,24 @@ use std::time::Duration;
 pub const TERMINATED_VISIBLE_FOR: Duration = Duration::from_secs(3600);
 /// EC2's limit of tags per resource.
 pub const MAX_TAGS_PER_RESOURCE: usize = 50;
+/// Sequence numbers a world file may hold: far more than any simulation
+/// uses (2^53, the integers every JSON reader keeps exactly), far from where
+/// adding one overflows.
+pub const MAX_SEQ: u64 = 1 << 53;
+
+/// The first moment the simulated clock may show.
+pub fn earliest_time() -> DateTime<Utc> {
+    DateTime::UNIX_EPOCH
+}
+
+/// The last moment the simulated clock may show: the clouds' wire formats
+/// write four-digit years, and arithmetic on times near chrono's limits overflows.
+pub fn latest_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// The page size range EC2 accepts for DescribeInstances `MaxResults`.
 pub const MAX_RESULTS_RANGE: std::ops::RangeInclusive<u32> = 5..=1000;
 
@@ -187,7 +205,7 @@ pub enum WorldError {
     FilterWithoutValues(String),
     #[error("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags")]
     TooManyTags { id: String },
-    #[error("cannot move the clock by {0:?}")]
+    #[error("cannot move the clock by {0:?}: the simulated clock stops at the end of year 9999")]
     ClockOverflow(Duration),
 }
 
@@ -284,10 +302,12 @@ impl World {
                 world.ensure_pool(offering.cloud, &offering.region, zone, &offering.instance_type).available =
                     offering.capacity;
                 for step in &offering.timeline {
-                    let after =
-                        chrono::Duration::from_std(step.after).map_err(|_| WorldError::ClockOverflow(step.after))?;
+                    let at = chrono::Duration::from_std(step.after)
+                        .ok()
+                        .and_then(|after| start.checked_add_signed(after))
+                        .ok_or(WorldError::ClockOverflow(step.after))?;
                     world.scheduled.push(ScheduledCapacity {
-                        at: start + after,
+                        at,
                         cloud: offering.cloud,
                         region: offering.region.clone(),
                         zone: zone.clone(),
@@ -321,7 +341,40 @@ impl World {
 
     /// Counts one API call (every call, failed ones included).
     pub fn record_call(&mut self, cloud: Cloud, action: &str) {
-        *self.counters.entry(cloud.as_str().to_string()).or_default().entry(action.to_string()).or_default() += 1;
+        let count = self.counters.entry(cloud.as_str().to_string()).or_default().entry(action.to_string()).or_default();
+        *count = count.saturating_add(1);
+    }
+
+    /// What a world file may have wrong that its types do not say: a clock
+    /// outside [`earliest_time`]..=[`latest_time`], sequence numbers beyond
+    /// [`MAX_SEQ`]. Checked on load, so that a damaged file is refused with
+    /// its name instead of overflowing in the middle of a call.
+    pub fn check(&self) -> Result<(), String> {
+        let span = earliest_time()..=latest_time();
+        for (field, time) in [("start", self.start), ("now", self.now)] {
+            if !span.contains(&time) {
+                return Err(format!(
+                    "world.{field} = {} is outside the years 1970 to 9999 the simulated clock keeps to",
+                    time.to_rfc3339()
+                ));
+            }
+        }
+        let last_key = |keys: Option<&u64>| keys.copied().unwrap_or(0);
+        let sequences = [
+            ("world.next_instance_seq", self.next_instance_seq),
+            ("world.next_reservation_seq", self.next_reservation_seq),
+            ("world.next_request_seq", self.next_request_seq),
+            ("world.instances (largest key)", last_key(self.instances.keys().next_back())),
+            ("world.gce.next_seq", self.gce.next_seq),
+            ("world.gce.instances (largest key)", self.gce.largest_instance_seq()),
+            ("world.arm.next_vm_seq", self.arm.next_vm_seq),
+        ];
+        for (field, value) in sequences {
+            if value > MAX_SEQ {
+                return Err(format!("{field} = {value} is beyond {MAX_SEQ}, more than any simulation counts"));
+            }
+        }
+        Ok(())
     }
 
     /// Decides whether the scenario's faults refuse this call before it is
@@ -361,8 +414,11 @@ impl World {
     /// Moves the clock forward, applies the timeline steps now due and
     /// forgets instances terminated more than an hour ago.
     pub fn advance(&mut self, by: Duration) -> Result<DateTime<Utc>, WorldError> {
-        let step = chrono::Duration::from_std(by).map_err(|_| WorldError::ClockOverflow(by))?;
-        self.now = self.now.checked_add_signed(step).ok_or(WorldError::ClockOverflow(by))?;
+        self.now = chrono::Duration::from_std(by)
+            .ok()
+            .and_then(|step| self.now.checked_add_signed(step))
+            .filter(|now| *now <= latest_time())
+            .ok_or(WorldError::ClockOverflow(by))?;
         self.apply_due_capacity();
         let visible = chrono::Duration::from_std(TERMINATED_VISIBLE_FOR).unwrap_or(chrono::Duration::MAX);
         let now = self.now;
@@ -491,7 +547,7 @@ impl World {
         let page_size = query.max_results.map_or(usize::MAX, |m| m as usize);
         let mut matching = self
             .instances
-            .range(after_seq + 1..)
+            .range(after_seq.saturating_add(1)..)
             .map(|(_, i)| i)
             .filter(|i| i.region == query.region)
             .filter(|i| query.instance_ids.is_empty() || query.instance_ids.contains(&i.id))

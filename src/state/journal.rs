@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,8 +44,16 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// Open for appending. A torn last line (a run killed mid-write) is
+    /// closed with a newline first: glued to it, the next entry would be
+    /// unreadable too.
     pub fn open(path: &Path) -> io::Result<Journal> {
-        Ok(Journal { path: path.to_path_buf(), file: files::open_append(path)? })
+        let mut file = files::open_append(path)?;
+        if ends_torn(path)? {
+            file.write_all(b"\n")?;
+            file.sync_data()?;
+        }
+        Ok(Journal { path: path.to_path_buf(), file })
     }
 
     pub fn path(&self) -> &Path {
@@ -61,7 +69,9 @@ impl Journal {
     }
 
     /// Intents with no outcome yet: left by a run that was interrupted.
-    /// A torn last line (a kill mid-write) is ignored: its call never started.
+    /// A torn line (a kill mid-write) is ignored: its call never started. So
+    /// is any other line that is not an entry (damaged, not even UTF-8): the
+    /// clouds, not the journal, say what exists, and a refresh adopts it.
     pub fn open_intents(path: &Path) -> io::Result<Vec<Entry>> {
         let file = match File::open(path) {
             Ok(f) => f,
@@ -69,8 +79,8 @@ impl Journal {
             Err(e) => return Err(e),
         };
         let mut open: BTreeMap<String, Entry> = BTreeMap::new();
-        for line in BufReader::new(file).lines() {
-            let Ok(entry) = serde_json::from_str::<Entry>(&line?) else { continue };
+        for line in BufReader::new(file).split(b'\n') {
+            let Ok(entry) = serde_json::from_slice::<Entry>(&line?) else { continue };
             match entry.event {
                 Event::CreateIntent { .. } | Event::DeleteIntent { .. } => {
                     open.insert(entry.token.clone(), entry);
@@ -84,6 +94,18 @@ impl Journal {
         entries.sort_by_key(|e| e.at);
         Ok(entries)
     }
+}
+
+/// Whether the file is non-empty and does not end with a newline.
+fn ends_torn(path: &Path) -> io::Result<bool> {
+    let mut file = File::open(path)?;
+    if file.seek(SeekFrom::End(0))? == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 #[cfg(test)]
@@ -115,5 +137,30 @@ mod tests {
         let open = Journal::open_intents(&path).unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].token, "t2");
+    }
+
+    /// The next run's first entry used to be glued to the torn line, and lost with it.
+    #[test]
+    fn entries_appended_after_a_torn_line_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.journal.jsonl");
+        std::fs::write(&path, b"{\"at\":\"2026-01-01T00:00:00Z\",\"run\":\"r1\",\"tok").unwrap();
+        let mut journal = Journal::open(&path).unwrap();
+        let create = Event::CreateIntent { fleet: "f".into(), placement: placement(), count: 1, min_count: 1 };
+        journal.append(&entry("t3", create)).unwrap();
+        let open = Journal::open_intents(&path).unwrap();
+        assert_eq!(open.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(), ["t3"]);
+    }
+
+    /// A line that is not UTF-8 used to fail every command reading the journal.
+    #[test]
+    fn lines_that_are_not_utf8_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.journal.jsonl");
+        std::fs::write(&path, b"\xff\xfe not an entry\n").unwrap();
+        let mut journal = Journal::open(&path).unwrap();
+        let create = Event::CreateIntent { fleet: "f".into(), placement: placement(), count: 1, min_count: 1 };
+        journal.append(&entry("t4", create)).unwrap();
+        assert_eq!(Journal::open_intents(&path).unwrap().len(), 1);
     }
 }

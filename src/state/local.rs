@@ -20,7 +20,10 @@ pub enum StateError {
         "the file was damaged or edited by hand: restore it from a backup. Moving it away makes gpufleet \
          start over, adopting what the plan's configured scopes run, but it forgets the rest"
     ))]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt { path: PathBuf, source: crate::json::JsonError },
+    #[error("state file {path} is the state of plan `{found}`, not of plan `{plan}`")]
+    #[diagnostic(help("a state file holds the plan its name says; restore the right file from a backup"))]
+    OtherPlan { path: PathBuf, plan: String, found: String },
     #[error("state file {path} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
     #[diagnostic(help("a newer gpufleet wrote it: use that version"))]
     TooNew { path: PathBuf, found: u32 },
@@ -74,7 +77,15 @@ impl LocalBackend {
     fn read(&self, plan: &str) -> Result<State, StateError> {
         let path = self.state_path(plan);
         match std::fs::read(&path) {
-            Ok(bytes) => parse_state(&path, &bytes),
+            Ok(bytes) => {
+                let state = parse_state(&path, &bytes)?;
+                // The state names the file it is written to: one naming
+                // another plan would be written there, not here.
+                if state.plan != plan {
+                    return Err(StateError::OtherPlan { path, plan: plan.to_string(), found: state.plan });
+                }
+                Ok(state)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::new(plan)),
             Err(source) => Err(StateError::Read { path, source }),
         }
@@ -172,12 +183,15 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
     struct Version {
         format_version: u32,
     }
-    let corrupt = |source| StateError::Corrupt { path: path.to_path_buf(), source };
-    let version: Version = serde_json::from_slice(bytes).map_err(corrupt)?;
+    let version: Version = from_json(path, bytes)?;
     if version.format_version > STATE_FORMAT_VERSION {
         return Err(StateError::TooNew { path: path.to_path_buf(), found: version.format_version });
     }
-    serde_json::from_slice(bytes).map_err(corrupt)
+    from_json(path, bytes)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateError> {
+    crate::json::from_slice(bytes).map_err(|source| StateError::Corrupt { path: path.to_path_buf(), source })
 }
 
 #[cfg(test)]
@@ -252,5 +266,28 @@ mod tests {
         assert!(matches!(backend.read("demo"), Err(StateError::TooNew { found: 99, .. })));
         std::fs::write(backend.state_path("demo"), b"{not json").unwrap();
         assert!(matches!(backend.read("demo"), Err(StateError::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn damaged_state_names_the_field_with_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = State::new("demo");
+        backend.save(&mut state).await.unwrap();
+        let text = std::fs::read_to_string(backend.state_path("demo")).unwrap();
+        std::fs::write(backend.state_path("demo"), text.replace("\"serial\": 1", "\"serial\": \"one\"")).unwrap();
+        let message = backend.read("demo").unwrap_err().to_string();
+        assert!(message.contains("demo.json") && message.contains("serial: invalid type"), "{message}");
+        assert!(message.contains("line 3 column"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn state_naming_another_plan_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = State::new("other");
+        backend.save(&mut state).await.unwrap();
+        std::fs::rename(backend.state_path("other"), backend.state_path("demo")).unwrap();
+        assert!(matches!(backend.read("demo"), Err(StateError::OtherPlan { .. })));
     }
 }

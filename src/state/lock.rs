@@ -75,6 +75,10 @@ pub enum LockError {
          (at once on the same host, when its lease ends otherwise)"
     ))]
     Held { plan: String, holder: Box<Holder>, path: PathBuf },
+    /// A process on this host holds the `flock`, and the file's record of who
+    /// it is cannot be read (damaged, or written by something else).
+    #[error("the state of plan `{plan}` is locked by a process on this host; its holder record in {path} is unreadable", path = path.display())]
+    HeldUnknown { plan: String, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -108,11 +112,11 @@ impl StateLock {
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = current.unwrap_or_else(|| Holder::this_process("unknown", holder.since, Duration::ZERO));
-                return Err(LockError::Held {
-                    plan: plan.to_string(),
-                    holder: Box::new(holder),
-                    path: path.to_path_buf(),
+                return Err(match current {
+                    Some(holder) => {
+                        LockError::Held { plan: plan.to_string(), holder: Box::new(holder), path: path.to_path_buf() }
+                    }
+                    None => LockError::HeldUnknown { plan: plan.to_string(), path: path.to_path_buf() },
                 });
             }
             return Err(io_err(err));
@@ -154,11 +158,14 @@ impl Drop for StateLock {
     }
 }
 
+/// The holder the file names; `None` when it is empty (free) or unreadable
+/// (damaged, not UTF-8, not a holder): such a record proves nothing, so the
+/// `flock` alone decides, as for a holder on this host.
 fn read_holder(file: &mut File) -> io::Result<Option<Holder>> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))?;
-    file.read_to_string(&mut text)?;
-    Ok(serde_json::from_str(&text).ok())
+    file.read_to_end(&mut bytes)?;
+    Ok(serde_json::from_slice(&bytes).ok())
 }
 
 #[cfg(test)]
@@ -212,6 +219,33 @@ mod tests {
         std::fs::write(&path, serde_json::to_vec(&killed).unwrap()).unwrap();
         let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(1), DEFAULT_LEASE)).unwrap();
         assert_eq!(lock.holder().pid, std::process::id());
+    }
+
+    /// A record that is not UTF-8 used to fail every command with the same
+    /// I/O error, with no way out but finding and deleting the file.
+    #[test]
+    fn unreadable_record_is_taken_over_when_nobody_holds_the_flock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        std::fs::write(&path, b"\xff\xfe{\"host\": \xc3").unwrap();
+        let lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(1), DEFAULT_LEASE)).unwrap();
+        assert_eq!(lock.holder().pid, std::process::id());
+        drop(lock);
+        std::fs::write(&path, b"{\"host\": 42}").unwrap();
+        StateLock::acquire("demo", &path, Holder::this_process("apply", at(2), DEFAULT_LEASE)).unwrap();
+    }
+
+    #[test]
+    fn unreadable_record_of_a_live_flock_says_so_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        std::fs::write(&path, b"\xff garbage").unwrap();
+        let held = File::open(&path).unwrap();
+        // SAFETY: flock on a descriptor we own.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+        let err = StateLock::acquire("demo", &path, Holder::this_process("plan", at(1), DEFAULT_LEASE)).unwrap_err();
+        assert!(matches!(err, LockError::HeldUnknown { .. }), "{err}");
+        assert!(err.to_string().contains("demo.lock"), "{err}");
     }
 
     #[test]

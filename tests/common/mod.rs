@@ -19,9 +19,14 @@ pub fn repo() -> &'static Path {
 
 /// `gpufleet ARGS` from the repository root, no colors, no inherited sim URL.
 pub fn gpufleet(args: &[&str]) -> Output {
+    gpufleet_in(repo(), args)
+}
+
+/// `gpufleet ARGS` run from `dir` (relative paths in ARGS resolve there).
+pub fn gpufleet_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(bin())
         .args(args)
-        .current_dir(repo())
+        .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("GPUFLEET_SIM_URL")
         .env_remove("GPUFLEET_STATE_DIR")
