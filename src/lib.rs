@@ -37,8 +37,8 @@
 pub mod apply;
 pub mod catalog;
 pub mod cli;
-pub mod model;
 mod json;
+pub mod model;
 pub mod plan;
 pub mod planner;
 pub mod providers;

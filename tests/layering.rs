@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const MODULES: [&str; 10] = ["model", "json", "catalog", "plan", "planner", "state", "providers", "apply", "sim", "cli"];
+const MODULES: [&str; 10] =
+    ["model", "json", "catalog", "plan", "planner", "state", "providers", "apply", "sim", "cli"];
 
 /// What each module may use besides itself.
 fn allowed(module: &str) -> &'static [&'static str] {

@@ -162,10 +162,8 @@ impl SavedPlan {
                 ActionKind::Delete => {}
             }
             if let (ActionKind::Create, Some(fleet)) = (action.kind, plan.fleets.get(&action.fleet)) {
-                let allowed: Vec<Placement> = allowed_offerings(fleet, &plan.providers, catalog)
-                    .iter()
-                    .map(|o| o.placement())
-                    .collect();
+                let allowed: Vec<Placement> =
+                    allowed_offerings(fleet, &plan.providers, catalog).iter().map(|o| o.placement()).collect();
                 let places = std::iter::once(("placement".to_string(), &action.placement))
                     .chain(action.fallbacks.iter().enumerate().map(|(j, p)| (format!("fallbacks[{j}]"), p)));
                 for (field, placement) in places {

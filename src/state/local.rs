@@ -36,9 +36,9 @@ pub enum StateError {
     )]
     #[diagnostic(help("another run wrote the state meanwhile; run the command again"))]
     Conflict { plan: String, location: String, expected: u64, found: u64 },
-    #[error("state of plan `{plan}` has serial {serial}, the highest there is; it cannot be written again")]
+    #[error("state file {path} has serial {serial}, the highest there is; it cannot be written again")]
     #[diagnostic(help("the state file was edited by hand: restore it from a backup"))]
-    SerialExhausted { plan: String, serial: u64 },
+    SerialExhausted { path: PathBuf, serial: u64 },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Lock(#[from] LockError),
@@ -115,7 +115,7 @@ impl StateBackend for LocalBackend {
         let next = state
             .serial
             .checked_add(1)
-            .ok_or_else(|| StateError::SerialExhausted { plan: state.plan.clone(), serial: state.serial })?;
+            .ok_or_else(|| StateError::SerialExhausted { path: self.state_path(&state.plan), serial: state.serial })?;
         let path = self.state_path(&state.plan);
         let mut written = state.clone();
         written.serial = next;
