@@ -5,7 +5,11 @@ use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use gpufleet::catalog::Catalog;
 use gpufleet::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
-use gpufleet::plan::{AwsConfig, DEFAULT_SHORTAGE_TTL, Fleet, PlacementPolicy, Plan, Preference, Providers};
+use gpufleet::plan::offerings::allowed_offerings;
+use gpufleet::plan::{
+    AwsConfig, DEFAULT_SHORTAGE_TTL, Disruption, Fleet, PlacementPolicy, Plan, Preference, Providers, Rebalance,
+};
+use gpufleet::planner::rebalance::{decide, rebalance};
 use gpufleet::planner::{ActionKind, Changeset, Reason, destroy, plan};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -96,6 +100,7 @@ fn plan_of(fleets: Vec<Fleet>) -> Plan {
         fleets: fleets.into_iter().map(|f| (f.name.clone(), f)).collect(),
         shortage_ttl: DEFAULT_SHORTAGE_TTL,
         offerings: Vec::new(),
+        rebalance: Rebalance::default(),
     }
 }
 
@@ -355,4 +360,89 @@ proptest! {
             }
         }
     }
+}
+
+fn arb_shortage_history() -> impl Strategy<Value = Shortage> {
+    (arb_shortage(), 0..40i64).prop_map(|(mut s, ago)| {
+        s.last_seen = now() - chrono::Duration::minutes(ago);
+        s.first_seen = s.last_seen;
+        s
+    })
+}
+
+proptest! {
+    #[test]
+    fn rebalance_invariants(
+        a in arb_fleet("a"),
+        b in arb_fleet("b"),
+        mut observed in prop::collection::vec(arb_instance(), 0..16),
+        shortages in prop::collection::vec(arb_shortage_history(), 0..4),
+        budget in 0..5u32,
+        as_percent in any::<bool>(),
+        gain in 0..30u32,
+    ) {
+        observed.sort_by(|x, y| x.id.cmp(&y.id));
+        observed.dedup_by(|x, y| x.id == y.id);
+        let mut desired = plan_of(vec![a, b]);
+        desired.rebalance = Rebalance {
+            max_disruption: if as_percent { Disruption::Percent(budget * 25) } else { Disruption::Nodes(budget) },
+            move_back_after: std::time::Duration::from_secs(15 * 60),
+            min_gain: f64::from(gain) / 100.0,
+        };
+        let catalog = catalog();
+        let moves = decide(&desired, &observed, &shortages, &catalog, now());
+        let settled = now() - chrono::Duration::minutes(15);
+
+        let mut moved: Vec<&String> = moves.iter().flat_map(|m| &m.instance_ids).collect();
+        let total = moved.len();
+        moved.sort();
+        moved.dedup();
+        prop_assert_eq!(total, moved.len(), "an instance moves at most once");
+        for fleet in desired.fleets.values() {
+            let in_motion: usize = moves.iter().filter(|m| m.fleet == fleet.name).map(|m| m.instance_ids.len()).sum();
+            prop_assert!(in_motion as u32 <= desired.rebalance.max_disruption.nodes_of(fleet.nodes));
+        }
+        for m in &moves {
+            let fleet = &desired.fleets[&m.fleet];
+            for id in &m.instance_ids {
+                let instance = observed.iter().find(|i| &i.id == id);
+                prop_assert!(instance.is_some_and(|i| i.fleet == m.fleet && m.from.hosts(i)), "moves observed nodes only");
+            }
+            let allowed = allowed_offerings(fleet, &desired.providers, &catalog);
+            let moving = observed.iter().find(|i| i.id == m.instance_ids[0]).unwrap();
+            let to = allowed.iter().position(|o| o.placement() == m.to);
+            let from = allowed.iter().position(|o| o.placement().hosts(moving));
+            prop_assert!(to.is_some() && from.is_some(), "both ends are allowed offerings");
+            let to_offering = &allowed[to.unwrap()];
+            prop_assert!(
+                !shortages.iter().any(|s| to_offering.is_short(&s.scope) && (s.expires_at > now() || s.last_seen > settled)),
+                "never to an offering short now or within move_back_after"
+            );
+            let better_rank = to < from;
+            let cheaper = match (to_offering.price_per_gpu_hour(), allowed[from.unwrap()].price_per_gpu_hour()) {
+                (Some(new), Some(old)) => new <= old * (1.0 - desired.rebalance.min_gain),
+                _ => false,
+            };
+            prop_assert!(better_rank || cheaper, "every move improves rank or beats min_gain");
+        }
+    }
+}
+
+#[test]
+fn nodes_on_a_fallback_move_home_within_the_budget_once_home_has_been_clear_long_enough() {
+    let mut desired = plan_of(vec![fleet("trainers", "H100", 4)]);
+    desired.rebalance.max_disruption = Disruption::Nodes(3);
+    let away: Vec<Instance> =
+        (0..4).map(|n| instance(&format!("i-{n}"), "trainers", "us-west-2", "p5.48xlarge", n)).collect();
+    let mut refused = shortage("us-east-1", "p5.48xlarge");
+    refused.expires_at = now() - chrono::Duration::minutes(1);
+    refused.last_seen = now() - chrono::Duration::minutes(10);
+    assert!(decide(&desired, &away, &[refused.clone()], &catalog(), now()).is_empty(), "clear for 10 of 15 minutes");
+    refused.last_seen = now() - chrono::Duration::minutes(16);
+    let moves = decide(&desired, &away, &[refused], &catalog(), now());
+    assert_eq!(moves.len(), 1);
+    assert_eq!(moves[0].to.region, "us-east-1");
+    assert_eq!(moves[0].instance_ids, vec!["i-1", "i-2", "i-3"], "newest first, three of four");
+    let changeset = rebalance(&desired, &away, &[], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
 }

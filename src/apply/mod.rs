@@ -91,11 +91,13 @@ pub fn changeset(session: &Session<'_>, refreshed: &Refreshed) -> Changeset {
     planner::plan(session.plan, &refreshed.state.instances, &refreshed.state.shortages, session.catalog, refreshed.now)
 }
 
-/// What to execute: the plan as it is now, a saved changeset, or deleting everything.
+/// What to execute: the plan as it is now, a saved changeset, deleting
+/// everything, or a rebalance round (the plan plus moves to better offerings).
 pub enum Mode {
     Apply,
     Saved(Box<SavedPlan>),
     Destroy,
+    Rebalance,
 }
 
 /// Upper bound on rounds in one apply; each round makes progress or rules
@@ -117,6 +119,7 @@ pub async fn apply(
         }
         Mode::Apply => Box::new(rounds::Replan::default()),
         Mode::Destroy => Box::new(rounds::Destroy),
+        Mode::Rebalance => Box::new(rounds::Rebalance::default()),
     };
     let run = uuid::Uuid::new_v4().to_string();
     refresh::close_open_intents(session, &run, &refreshed).await?;

@@ -76,7 +76,7 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
     let vanished = known.difference(&seen).map(|s| s.to_string()).collect();
     let now = session.clock.now().await?;
     state.instances = listing.instances;
-    state.shortages.retain(|s| s.expires_at > now);
+    state.forget_shortages_older_than(now, session.plan.rebalance.move_back_after);
     Ok(Refreshed { state, serial_read, now, open_intents, adopted, vanished })
 }
 

@@ -70,6 +70,36 @@ impl Rounds for Replan {
     }
 }
 
+/// `rebalance`: one round of what the plan needs plus the moves it decides,
+/// then re-planning for what refusals left, as apply does.
+#[derive(Default)]
+pub(super) struct Rebalance {
+    started: bool,
+    replan: Replan,
+}
+
+impl Rounds for Rebalance {
+    fn next(&mut self, session: &Session<'_>, state: &State, now: DateTime<Utc>) -> Option<Changeset> {
+        if std::mem::replace(&mut self.started, true) {
+            return self.replan.next(session, state, now);
+        }
+        let changeset =
+            planner::rebalance::rebalance(session.plan, &state.instances, &state.shortages, session.catalog, now);
+        (!changeset.is_empty()).then_some(changeset)
+    }
+
+    fn after(
+        &mut self,
+        session: &Session<'_>,
+        changeset: &Changeset,
+        outcome: RoundOutcome,
+        state: &State,
+        now: DateTime<Utc>,
+    ) {
+        self.replan.after(session, changeset, outcome, state, now);
+    }
+}
+
 /// `destroy`: delete whatever the plan still owns.
 pub(super) struct Destroy;
 

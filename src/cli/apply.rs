@@ -2,8 +2,8 @@
 
 use super::context::{Connected, load_plan, lock};
 use super::progress::{JsonLines, Progress};
-use super::render::{changeset_text, report_text};
-use super::{ApplyArgs, DestroyArgs, Exit, Failure, RunArgs, failure, io_failure};
+use super::render::{changeset_json, changeset_text, report_text};
+use super::{ApplyArgs, DestroyArgs, Exit, Failure, RebalanceArgs, RunArgs, failure, io_failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
 use crate::planner;
 use std::io::{BufRead, IsTerminal, Write};
@@ -44,15 +44,22 @@ pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
         Some(saved) => Mode::Saved(Box::new(saved)),
         None => Mode::Apply,
     };
-    execute(&plan_path, &args.run, mode, "Apply").await
+    execute(&plan_path, &args.run, mode, "Apply", false).await
 }
 
 pub async fn run_destroy(args: &DestroyArgs) -> Result<Exit, Failure> {
-    execute(&args.plan, &args.run, Mode::Destroy, "Destroy").await
+    execute(&args.plan, &args.run, Mode::Destroy, "Destroy", false).await
 }
 
-async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str) -> Result<Exit, Failure> {
-    let (json, auto_approve) = (run.json, run.auto_approve);
+/// One rebalance round. It runs unattended (a scheduler starts it), so it
+/// never asks; `--dry-run` shows the round and changes nothing.
+pub async fn run_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
+    execute(&args.plan, &args.run, Mode::Rebalance, "Rebalance", args.dry_run).await
+}
+
+async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_run: bool) -> Result<Exit, Failure> {
+    let json = run.json;
+    let auto_approve = run.auto_approve || matches!(mode, Mode::Rebalance);
     let (plan, catalog) = load_plan(plan_path)?;
     let connected = Connected::open(&plan, &run.target).await?;
     let events: Box<dyn EventSink> = if json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
@@ -62,10 +69,23 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str) -> Res
         let mut lock = lock(&session, &verb.to_lowercase()).await?;
         let mut refreshed = apply::refresh(&session).await?;
         if !matches!(mode, Mode::Saved(_)) {
+            let (instances, shortages) = (&refreshed.state.instances, &refreshed.state.shortages);
             let changeset = match mode {
-                Mode::Destroy => planner::destroy(&plan.name, &refreshed.state.instances, &catalog),
+                Mode::Destroy => planner::destroy(&plan.name, instances, &catalog),
+                Mode::Rebalance => planner::rebalance::rebalance(&plan, instances, shortages, &catalog, refreshed.now),
                 _ => apply::changeset(&session, &refreshed),
             };
+            if dry_run {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&changeset_json(&changeset)).expect("JSON values serialize")
+                    );
+                } else {
+                    anstream::print!("{}", changeset_text(&changeset));
+                }
+                return Ok(Exit::Ok);
+            }
             if changeset.is_empty() && changeset.fleets.iter().all(|f| f.shortfall_reason.is_none()) {
                 apply::record_refresh(&session, &mut refreshed).await?;
                 if !json {

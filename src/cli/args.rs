@@ -38,6 +38,10 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Delete every instance a plan owns.
     Destroy(DestroyArgs),
+    /// One rebalance round: fill shortfalls, then move nodes from fallback
+    /// offerings to better ones, make-before-break, within the plan's
+    /// `[rebalance]` budget. Never asks: it is meant for a scheduler.
+    Rebalance(RebalanceArgs),
     /// Inspect the local state.
     State(StateArgs),
     /// Print the JSON Schema of plan files (for editors).
@@ -101,6 +105,17 @@ pub struct ApplyArgs {
 pub struct DestroyArgs {
     /// Plan file (TOML).
     pub plan: PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    /// Plan file (TOML).
+    pub plan: PathBuf,
+    /// Show the round's changes (with `--json`, as one JSON object) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -81,6 +81,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Plan(a) => plan::run(&a).await,
         Command::Apply(a) => apply::run_apply(&a).await,
         Command::Destroy(a) => apply::run_destroy(&a).await,
+        Command::Rebalance(a) => apply::run_rebalance(&a).await,
         Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a).await,
         Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a).await,
         Command::State(StateArgs { command: StateCommand::Forget(a) }) => state::forget(&a).await,

@@ -196,10 +196,12 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
                 let _ = writeln!(out, "{} {}", line, "below min_nodes".red());
             }
         }
+        // Refusals are worth knowing even when the fleet ended complete
+        // (it failed over, or a rebalance move was refused and nothing moved).
+        for refusal in &fleet.refused {
+            let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
+        }
         if fleet.status != FleetStatus::Complete {
-            for refusal in &fleet.refused {
-                let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
-            }
             let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
             for skip in fleet.skipped.iter().filter(|s| !tried_now(&s.offering)) {
                 let _ = writeln!(

@@ -24,6 +24,51 @@ pub struct Plan {
     pub shortage_ttl: Duration,
     /// Offerings the plan adds to, or overrides in, the built-in catalog.
     pub offerings: Vec<OfferingOverride>,
+    /// How `gpufleet rebalance` moves nodes to better offerings.
+    pub rebalance: Rebalance,
+}
+
+/// How `gpufleet rebalance` moves nodes from fallback offerings to better
+/// ones: a budget per round, and hysteresis so that capacity flipping on and
+/// off causes no churn.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rebalance {
+    /// Nodes in motion per round per fleet.
+    pub max_disruption: Disruption,
+    /// A better offering must have been free of shortages this long.
+    pub move_back_after: Duration,
+    /// Share by which a move must lower the price per GPU-hour, when it does
+    /// not improve the preference rank (0.05 for "5%").
+    pub min_gain: f64,
+}
+
+impl Default for Rebalance {
+    fn default() -> Rebalance {
+        Rebalance {
+            max_disruption: Disruption::Percent(10),
+            move_back_after: Duration::from_secs(15 * 60),
+            min_gain: 0.05,
+        }
+    }
+}
+
+/// A disruption budget: a node count or a share of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disruption {
+    Nodes(u32),
+    Percent(u32),
+}
+
+impl Disruption {
+    /// Nodes a fleet of `nodes` may have in motion; a share rounds up, so
+    /// any share above 0% allows at least one node.
+    pub fn nodes_of(self, nodes: u32) -> u32 {
+        match self {
+            Disruption::Nodes(n) => n,
+            Disruption::Percent(p) => (u64::from(nodes) * u64::from(p)).div_ceil(100).min(u64::from(nodes)) as u32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -33,6 +33,34 @@ pub(crate) struct RawPlan {
     /// Instance types, regions or prices that add to or override the built-in catalog.
     #[schemars(with = "Option<Vec<RawOffering>>")]
     pub offerings: Vec<Located<RawOffering>>,
+    /// How `gpufleet rebalance` moves nodes to better offerings.
+    pub rebalance: Option<RawRebalance>,
+}
+
+/// How `gpufleet rebalance` moves nodes from fallback offerings to better ones.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "Rebalance", deny_unknown_fields)]
+pub(crate) struct RawRebalance {
+    /// Nodes in motion per round per fleet: a count (2) or a share of the fleet's `nodes`
+    /// ("25%", rounded up). Default "10%"; 0 stops moves.
+    #[schemars(with = "Option<RawCountOrPercent>")]
+    pub max_disruption: Option<Located<String>>,
+    /// How long a better offering must have been free of shortages before nodes move
+    /// there, e.g. "15m" (the default). Keeps capacity that flips on and off from causing churn.
+    pub move_back_after: Option<Located<String>>,
+    /// How much cheaper per GPU-hour an offering of the same preference rank must be
+    /// for a move, e.g. "5%" (the default). A better preference rank always qualifies.
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?%$"))]
+    pub min_gain: Option<Located<String>>,
+}
+
+/// A node count, or a percentage of the fleet.
+#[allow(dead_code)] // Only its JSON schema is used: the reader keeps the value as written.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+pub(crate) enum RawCountOrPercent {
+    Count(u32),
+    Percent(#[schemars(regex(pattern = r"^[0-9]+%$"))] String),
 }
 
 /// The configured clouds: at least one of `aws`, `gcp`, `azure`.
@@ -208,8 +236,20 @@ impl RawPlan {
             .enumerate()
             .map(|(i, (span, table))| Located::new(RawOffering::read(table, i, span.clone(), problems), span))
             .collect();
+        let rebalance = top.table("rebalance", problems).map(|(span, table)| RawRebalance::read(table, span, problems));
         top.finish(problems);
-        RawPlan { name, shortage_ttl, providers, fleets, offerings }
+        RawPlan { name, shortage_ttl, providers, fleets, offerings, rebalance }
+    }
+}
+
+impl RawRebalance {
+    fn read(table: &DeTable<'_>, span: Range<usize>, problems: &mut Problems) -> RawRebalance {
+        let mut reader = TableReader::new(table, "[rebalance]", span);
+        let max_disruption = reader.count_or_percent("max_disruption", problems);
+        let move_back_after = reader.string("move_back_after", problems);
+        let min_gain = reader.string("min_gain", problems);
+        reader.finish(problems);
+        RawRebalance { max_disruption, move_back_after, min_gain }
     }
 }
 

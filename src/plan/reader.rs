@@ -101,6 +101,25 @@ impl<'t, 'i> TableReader<'t, 'i> {
         }
     }
 
+    /// A count (an integer) or a percentage (a string like "25%"), kept as written.
+    pub(crate) fn count_or_percent(&mut self, key: &'static str, problems: &mut Problems) -> Option<Located<String>> {
+        let (_, value) = self.entry(key)?;
+        match value.get_ref() {
+            DeValue::String(s) => Some(Located::new(s.to_string(), value.span())),
+            DeValue::Integer(i) => match i128::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(Located::new(n.to_string(), value.span())),
+                Err(_) => {
+                    problems.error(value.span(), format!("`{key}` in {} is too large", self.context));
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(key, "a count or a percentage like \"25%\"", value, problems);
+                None
+            }
+        }
+    }
+
     /// Reads `key` with `read`, reporting it as missing (with `example`) when absent.
     fn require<T>(
         &mut self,

@@ -7,8 +7,8 @@
 
 use super::diagnostic::Problems;
 use super::fleet::FleetChecker;
-use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, GcpConfig, Plan, Providers};
-use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders};
+use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, Disruption, GcpConfig, Plan, Providers, Rebalance};
+use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders, RawRebalance};
 use super::reader::{Located, closest};
 use crate::catalog::{Catalog, OverrideProblem};
 use crate::model::Cloud;
@@ -33,6 +33,7 @@ pub(crate) fn validate(
         Some(ttl) => check_shortage_ttl(ttl, problems),
         None => Some(DEFAULT_SHORTAGE_TTL),
     };
+    let rebalance = raw.rebalance.as_ref().map_or(Some(Rebalance::default()), |r| check_rebalance(r, problems));
     let (offerings, catalog) = check_offerings(&raw.offerings, catalog, problems);
     let before_providers = problems.len();
     let providers = raw.providers.as_ref().map(|p| check_providers(p, &catalog, problems)).unwrap_or_default();
@@ -55,7 +56,15 @@ pub(crate) fn validate(
     if !problems.is_empty() {
         return None;
     }
-    Some(Plan { name: name?, path: source_name.into(), providers, fleets, shortage_ttl: shortage_ttl?, offerings })
+    Some(Plan {
+        name: name?,
+        path: source_name.into(),
+        providers,
+        fleets,
+        shortage_ttl: shortage_ttl?,
+        offerings,
+        rebalance: rebalance?,
+    })
 }
 
 /// Plan and fleet names end up in tags, labels and file names: lowercase
@@ -96,27 +105,76 @@ fn suggest_name(value: &str) -> String {
 const MAX_SHORTAGE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<Duration> {
-    match humantime::parse_duration(&ttl.value) {
+    check_duration("shortage_ttl", ttl, "a shortage is worth remembering for minutes to days; try \"5m\"", problems)
+}
+
+/// A positive duration of at most a year, as humantime writes it.
+fn check_duration(key: &str, value: &Located<String>, hint: &str, problems: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(&value.value) {
         Ok(duration) if duration > MAX_SHORTAGE_TTL => {
-            problems
-                .error(ttl.span.clone(), format!("shortage_ttl `{}` is longer than a year", ttl.value))
-                .help("a shortage is worth remembering for minutes to days; try \"5m\"");
+            problems.error(value.span.clone(), format!("{key} `{}` is longer than a year", value.value)).help(hint);
             None
         }
         Ok(duration) if !duration.is_zero() => Some(duration),
         Ok(_) => {
-            problems
-                .error(ttl.span.clone(), "shortage_ttl must be longer than zero")
-                .help("a shortage forgotten at once would be retried at once; try \"5m\"");
+            problems.error(value.span.clone(), format!("{key} must be longer than zero")).help(hint);
             None
         }
         Err(error) => {
             problems
-                .error(ttl.span.clone(), format!("shortage_ttl `{}` is not a duration: {error}", ttl.value))
+                .error(value.span.clone(), format!("{key} `{}` is not a duration: {error}", value.value))
                 .help("write it like \"90s\", \"5m\" or \"1h 30m\"");
             None
         }
     }
+}
+
+/// The `[rebalance]` table, with defaults for what it leaves out.
+fn check_rebalance(raw: &RawRebalance, problems: &mut Problems) -> Option<Rebalance> {
+    let defaults = Rebalance::default();
+    let max_disruption = match &raw.max_disruption {
+        None => Some(defaults.max_disruption),
+        Some(value) => check_disruption(value, problems),
+    };
+    let hint = "nodes move back once the better offering has been free this long; try \"15m\"";
+    let move_back_after = match &raw.move_back_after {
+        None => Some(defaults.move_back_after),
+        Some(value) => check_duration("move_back_after", value, hint, problems),
+    };
+    let min_gain = match &raw.min_gain {
+        None => Some(defaults.min_gain),
+        Some(value) => check_min_gain(value, problems),
+    };
+    Some(Rebalance { max_disruption: max_disruption?, move_back_after: move_back_after?, min_gain: min_gain? })
+}
+
+fn check_disruption(value: &Located<String>, problems: &mut Problems) -> Option<Disruption> {
+    let text = value.value.trim();
+    let parsed = match text.strip_suffix('%') {
+        Some(percent) => percent.parse::<u32>().ok().filter(|p| *p <= 100).map(Disruption::Percent),
+        None => text.parse::<u32>().ok().map(Disruption::Nodes),
+    };
+    if parsed.is_none() {
+        problems
+            .error(value.span.clone(), format!("max_disruption `{}` is neither a node count nor a percentage", text))
+            .help("write a count of nodes per round and fleet (2), or a share of the fleet from \"0%\" to \"100%\"");
+    }
+    parsed
+}
+
+fn check_min_gain(value: &Located<String>, problems: &mut Problems) -> Option<f64> {
+    let parsed = value
+        .value
+        .trim()
+        .strip_suffix('%')
+        .and_then(|p| p.parse::<f64>().ok())
+        .filter(|p| p.is_finite() && (0.0..100.0).contains(p));
+    if parsed.is_none() {
+        problems
+            .error(value.span.clone(), format!("min_gain `{}` is not a percentage below 100%", value.value))
+            .help("write how much cheaper per GPU-hour a move must make a node, like \"5%\"");
+    }
+    parsed.map(|p| p / 100.0)
 }
 
 /// Checks `[[offerings]]` and applies the valid ones to the catalog; later checks

@@ -59,6 +59,11 @@ pub struct Action {
 pub enum Reason {
     /// The fleet has fewer nodes than it wants.
     CreateBecauseShortfall { have: u32, want: u32 },
+    /// Rebalancing: nodes move here from a worse offering.
+    CreateBecauseMove { from: String, why: String },
+    /// Rebalancing: these nodes moved to a better offering; they go once the
+    /// fleet's new nodes run (make-before-break).
+    DeleteBecauseMoved { to: String },
     /// The fleet has more nodes than it wants; least preferred and newest go first.
     DeleteBecauseOverCount { have: u32, want: u32 },
     /// The fleet is no longer in the plan.
@@ -83,7 +88,7 @@ pub enum Reason {
 impl Reason {
     /// A delete that must wait for its fleet's creates to succeed.
     pub fn is_make_before_break(&self) -> bool {
-        matches!(self, Reason::DeleteBecausePackConsolidation { .. })
+        matches!(self, Reason::DeleteBecausePackConsolidation { .. } | Reason::DeleteBecauseMoved { .. })
     }
 }
 
@@ -91,6 +96,8 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::CreateBecauseShortfall { have, want } => write!(f, "shortfall: {have} of {want} nodes"),
+            Reason::CreateBecauseMove { from, why } => write!(f, "move from {from}: {why}"),
+            Reason::DeleteBecauseMoved { to } => write!(f, "moved to {to}, once the new nodes run"),
             Reason::DeleteBecauseOverCount { have, want } => write!(f, "over count: {have} of {want} nodes"),
             Reason::DeleteBecauseNotInPlan => f.write_str("fleet is not in the plan"),
             Reason::DeleteBecauseDestroy => f.write_str("destroy"),

@@ -13,6 +13,7 @@
 //! - Over count: the least preferred placement loses nodes first, newest first.
 
 mod changeset;
+pub mod rebalance;
 
 pub use changeset::*;
 

@@ -33,16 +33,18 @@ impl State {
         }
     }
 
-    /// Shortages still in force at `now`.
-    pub fn active_shortages(&self, now: DateTime<Utc>) -> Vec<Shortage> {
-        self.shortages.iter().filter(|s| s.expires_at > now).cloned().collect()
+    /// Forget shortages that are neither in force at `now` nor recent enough
+    /// to matter: one seen within `history` still holds nodes back from
+    /// moving (a rebalance waits until an offering has been clear that long).
+    pub fn forget_shortages_older_than(&mut self, now: DateTime<Utc>, history: std::time::Duration) {
+        let history = chrono::Duration::from_std(history).unwrap_or(chrono::Duration::MAX);
+        self.shortages
+            .retain(|s| s.expires_at > now || s.last_seen.checked_add_signed(history).is_none_or(|until| until > now));
     }
 
     /// Remember a refusal; an existing memory of the same scope is refreshed
-    /// (keeping when it was first seen), expired ones are dropped.
+    /// (keeping when it was first seen).
     pub fn remember_shortage(&mut self, shortage: Shortage) {
-        let now = shortage.last_seen;
-        self.shortages.retain(|s| s.expires_at > now);
         match self.shortages.iter_mut().find(|s| s.scope == shortage.scope) {
             Some(existing) => {
                 existing.last_seen = shortage.last_seen;

@@ -1,0 +1,175 @@
+//! Deciding rebalance moves: PURE, like the rest of the planner.
+//!
+//! `decide(plan, observed, shortages, catalog, now) -> Vec<Move>`: for each
+//! fleet that has what it wants (shortfalls are the planner's to fill first),
+//! nodes on a worse offering move to the best one that is clearly available
+//! again. The invariants, asserted by property tests:
+//! - never more nodes in motion per fleet than `max_disruption` allows;
+//! - never a move to an offering with a live shortage, nor to one short
+//!   within `move_back_after`;
+//! - every move improves the preference rank, or the price per GPU-hour by
+//!   at least `min_gain`;
+//! - only observed instances move, each at most once; a move creates before
+//!   it deletes, so a fleet never drops below what it runs.
+
+use super::{Action, ActionKind, Changeset, Reason, price_of};
+use crate::catalog::{Catalog, Offering};
+use crate::model::{Instance, Placement, Shortage};
+use crate::plan::offerings::allowed_offerings;
+use crate::plan::{Fleet, PlacementPolicy, Plan};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// Some nodes of a fleet leaving one placement for a better one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    pub fleet: String,
+    pub from: Placement,
+    pub to: Placement,
+    /// The instances that go once their replacements run, sorted.
+    pub instance_ids: Vec<String>,
+    pub why: String,
+}
+
+/// The moves one round makes.
+pub fn decide(
+    plan: &Plan,
+    observed: &[Instance],
+    shortages: &[Shortage],
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Vec<Move> {
+    let settings = plan.rebalance;
+    // Short now, or short too recently to trust: capacity that flips on and
+    // off must not pull nodes back and forth.
+    let settle = chrono::Duration::from_std(settings.move_back_after).unwrap_or(chrono::Duration::MAX);
+    let unsettled: Vec<&Shortage> = shortages
+        .iter()
+        .filter(|s| s.expires_at > now || s.last_seen.checked_add_signed(settle).is_none_or(|clear| clear > now))
+        .collect();
+    let mut moves = Vec::new();
+    for fleet in plan.fleets.values() {
+        let mine: Vec<&Instance> = observed.iter().filter(|i| i.fleet == fleet.name).collect();
+        // A fleet that is short or over count is the planner's to fix first;
+        // a pack fleet gathers by its own rule.
+        if fleet.placement == PlacementPolicy::Pack || mine.len() as u32 != fleet.nodes {
+            continue;
+        }
+        moves.extend(decide_fleet(plan, fleet, &mine, &unsettled, catalog));
+    }
+    moves
+}
+
+fn decide_fleet(
+    plan: &Plan,
+    fleet: &Fleet,
+    mine: &[&Instance],
+    unsettled: &[&Shortage],
+    catalog: &Catalog,
+) -> Vec<Move> {
+    let allowed = allowed_offerings(fleet, &plan.providers, catalog);
+    let Some((best_rank, best)) =
+        allowed.iter().enumerate().find(|(_, o)| !unsettled.iter().any(|s| o.is_short(&s.scope)))
+    else {
+        return Vec::new();
+    };
+    let mut budget = plan.rebalance.max_disruption.nodes_of(fleet.nodes);
+    // Worst placed first, newest first among equals.
+    let mut candidates: Vec<(&Instance, Option<(usize, &Offering)>)> =
+        mine.iter().map(|i| (*i, allowed.iter().enumerate().find(|(_, o)| o.placement().hosts(i)))).collect();
+    candidates.sort_by(|(a, ra), (b, rb)| {
+        let rank = |r: &Option<(usize, &Offering)>| r.map_or(usize::MAX, |(rank, _)| rank);
+        rank(rb).cmp(&rank(ra)).then(b.launched_at.cmp(&a.launched_at)).then(a.id.cmp(&b.id))
+    });
+    let mut by_route: BTreeMap<(Placement, String), Vec<String>> = BTreeMap::new();
+    for (instance, current) in candidates {
+        if budget == 0 {
+            break;
+        }
+        // Instances outside the allowed offerings are the planner's to delete.
+        let Some((rank, offering)) = current else { continue };
+        let Some(why) = improvement(rank, offering, best_rank, best, plan.rebalance.min_gain) else { continue };
+        by_route.entry((Placement::of(instance), why)).or_default().push(instance.id.clone());
+        budget -= 1;
+    }
+    by_route
+        .into_iter()
+        .map(|((from, why), mut instance_ids)| {
+            instance_ids.sort();
+            Move { fleet: fleet.name.clone(), from, to: best.placement(), instance_ids, why }
+        })
+        .collect()
+}
+
+/// Why moving from `current` (at `rank`) to `best` is worth it, if it is.
+fn improvement(rank: usize, current: &Offering, best_rank: usize, best: &Offering, min_gain: f64) -> Option<String> {
+    if best_rank < rank {
+        return Some(format!("{} is preferred", best.label()));
+    }
+    if best.placement() == current.placement() {
+        return None;
+    }
+    let (now, then) = (current.price_per_gpu_hour()?, best.price_per_gpu_hour()?);
+    (then <= now * (1.0 - min_gain))
+        .then(|| format!("{} is {:.0}% cheaper per GPU-hour", best.label(), (1.0 - then / now) * 100.0))
+}
+
+/// The actions of these moves: each creates its nodes at the better offering
+/// and deletes the old ones only after the fleet's creates all succeeded
+/// (make-before-break; apply holds the deletes back otherwise).
+pub fn move_actions(moves: &[Move], catalog: &Catalog) -> Vec<Action> {
+    let mut creates = Vec::new();
+    let mut deletes = Vec::new();
+    for m in moves {
+        let count = m.instance_ids.len() as u32;
+        creates.push(Action {
+            kind: ActionKind::Create,
+            fleet: m.fleet.clone(),
+            placement: m.to.clone(),
+            count,
+            min_count: count,
+            instance_ids: Vec::new(),
+            reason: Reason::CreateBecauseMove { from: m.from.to_string(), why: m.why.clone() },
+            price_per_hour: price_of(&m.to, catalog),
+            fallbacks: Vec::new(),
+        });
+        deletes.push(Action {
+            kind: ActionKind::Delete,
+            fleet: m.fleet.clone(),
+            placement: m.from.clone(),
+            count,
+            min_count: 0,
+            instance_ids: m.instance_ids.clone(),
+            reason: Reason::DeleteBecauseMoved { to: m.to.to_string() },
+            price_per_hour: price_of(&m.from, catalog),
+            fallbacks: Vec::new(),
+        });
+    }
+    creates.extend(deletes);
+    creates
+}
+
+/// A rebalance round's changeset: what the plan needs (shortfalls filled,
+/// surplus removed), then the moves of fleets that need nothing else.
+pub fn rebalance(
+    plan: &Plan,
+    observed: &[Instance],
+    shortages: &[Shortage],
+    catalog: &Catalog,
+    now: DateTime<Utc>,
+) -> Changeset {
+    let mut changeset = super::plan(plan, observed, shortages, catalog, now);
+    let busy: Vec<String> = changeset.actions.iter().map(|a| a.fleet.clone()).collect();
+    let moves: Vec<Move> =
+        decide(plan, observed, shortages, catalog, now).into_iter().filter(|m| !busy.contains(&m.fleet)).collect();
+    let actions = move_actions(&moves, catalog);
+    let (creates, deletes): (Vec<Action>, Vec<Action>) =
+        actions.into_iter().partition(|a| a.kind == ActionKind::Create);
+    let mut ordered: Vec<Action> = changeset.actions.iter().filter(|a| a.kind == ActionKind::Create).cloned().collect();
+    ordered.extend(creates);
+    ordered.extend(changeset.actions.iter().filter(|a| a.kind == ActionKind::Delete).cloned());
+    ordered.extend(deletes);
+    changeset.actions = ordered;
+    changeset.cost = super::cost_summary(observed, &changeset.actions, catalog);
+    changeset
+}

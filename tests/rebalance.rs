@@ -1,0 +1,123 @@
+//! `gpufleet rebalance` end to end against the simulator: nodes that failed
+//! over move home once home has been clear for `move_back_after`, a budget's
+//! worth per round, make-before-break; capacity that is back too briefly
+//! moves nothing. Time is the simulator's, moved with `sim advance`.
+
+mod common;
+
+use common::{gpufleet, stderr, stdout};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Output;
+
+const PLAN: &str = r#"
+name = "home"
+shortage_ttl = "5m"
+
+[providers.aws]
+regions = ["us-east-1", "us-west-2"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 4
+prefer = ["aws:us-east-1", "aws:us-west-2"]
+image = { aws = "ami-0123456789abcdef0" }
+
+[rebalance]
+max_disruption = 2
+move_back_after = "15m"
+"#;
+
+fn run(args: &[&str], expect: i32) -> Output {
+    let out = gpufleet(args);
+    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
+    out
+}
+
+/// Instances of the state by region.
+fn regions(state: &str) -> Vec<String> {
+    let out = run(&["state", "list", "--json", "--state-dir", state], 0);
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut regions: Vec<String> = listed.iter().map(|i| i["region"].as_str().unwrap().to_string()).collect();
+    regions.sort();
+    regions
+}
+
+fn count(regions: &[String], region: &str) -> usize {
+    regions.iter().filter(|r| *r == region).count()
+}
+
+#[test]
+fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never_deleting_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let plan = plan.to_str().unwrap();
+    // us-east-1 is sold out for 20 minutes, then holds 8 per zone.
+    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    let scenario = scenario.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let sim = ["--sim", scenario, "--state-dir", state];
+    let with = |verb: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = verb.iter().map(|s| s.to_string()).collect();
+        args.push(plan.to_string());
+        args.extend(sim.iter().map(|s| s.to_string()));
+        args
+    };
+    let call = |args: Vec<String>, expect: i32| run(&args.iter().map(String::as_str).collect::<Vec<_>>(), expect);
+
+    call(with(&["apply", "--auto-approve"]), 0);
+    assert_eq!(count(&regions(state), "us-west-2"), 4, "failed over to us-west-2");
+
+    // Every us-east-1 zone refused at minute 0: nothing moves before a zone
+    // has been clear for 15 minutes.
+    call(with(&["rebalance"]), 0);
+    run(&["sim", "advance", "10m", "--state-dir", state], 0);
+    let dry = call(with(&["rebalance", "--dry-run"]), 0);
+    assert!(stdout(&dry).contains("No changes"), "clear for 10 of 15 minutes:\n{}", stdout(&dry));
+    assert_eq!(count(&regions(state), "us-west-2"), 4);
+
+    // At minute 16 a move to us-east-1a is tried and refused (sold out until
+    // 20): nothing is deleted, and us-east-1a is held back for 15 more minutes.
+    run(&["sim", "advance", "6m", "--state-dir", state], 0);
+    let refused = call(with(&["rebalance"]), 0);
+    assert!(
+        stdout(&refused).contains("tried aws us-east-1a p5.48xlarge: InsufficientInstanceCapacity"),
+        "{}",
+        stdout(&refused)
+    );
+    assert_eq!(count(&regions(state), "us-west-2"), 4, "make-before-break: the old nodes stay");
+
+    // At minute 21 capacity is back; us-east-1a is not clear yet, us-east-1b is.
+    run(&["sim", "advance", "5m", "--state-dir", state], 0);
+    let shown: Value = serde_json::from_str(&stdout(&call(with(&["rebalance", "--dry-run", "--json"]), 0))).unwrap();
+    let actions = shown["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 2, "one create and one delete: {shown}");
+    assert_eq!((actions[0]["action"].as_str(), actions[0]["count"].as_u64()), (Some("create"), Some(2)));
+    assert_eq!(actions[0]["zone"], "us-east-1b");
+    assert_eq!(actions[1]["reason_code"]["reason"], "delete_because_moved");
+
+    for (round, home) in [(1, 2), (2, 4)] {
+        let out = call(with(&["rebalance"]), 0);
+        let now = regions(state);
+        assert_eq!(now.len(), 4, "round {round}: never fewer nodes than the fleet runs:\n{}", stdout(&out));
+        assert_eq!(count(&now, "us-east-1"), home, "round {round} moves two:\n{}", stdout(&out));
+    }
+    let settled = call(with(&["rebalance", "--dry-run"]), 0);
+    assert!(stdout(&settled).contains("No changes"), "{}", stdout(&settled));
+    assert_eq!(count(&regions(state), "us-west-2"), 0, "the fallback is empty");
+}
+
+#[test]
+fn rebalance_settings_are_checked_with_their_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = PLAN.replace("max_disruption = 2", "max_disruption = \"lots\"").replace("\"15m\"", "\"soon\"");
+    let path = Path::new(dir.path()).join("bad.toml");
+    std::fs::write(&path, bad).unwrap();
+    let out = run(&["validate", path.to_str().unwrap()], 1);
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:16:18: error: max_disruption `lots`"), "{err}");
+    assert!(err.contains("move_back_after `soon` is not a duration"), "{err}");
+}
