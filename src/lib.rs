@@ -42,5 +42,6 @@ pub mod model;
 pub mod plan;
 pub mod planner;
 pub mod providers;
+pub mod rebalance;
 pub mod sim;
 pub mod state;

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const MODULES: [&str; 10] =
-    ["model", "json", "catalog", "plan", "planner", "state", "providers", "apply", "sim", "cli"];
+const MODULES: [&str; 11] =
+    ["model", "json", "catalog", "plan", "planner", "state", "providers", "apply", "rebalance", "sim", "cli"];
 
 /// What each module may use besides itself.
 fn allowed(module: &str) -> &'static [&'static str] {
@@ -17,6 +17,7 @@ fn allowed(module: &str) -> &'static [&'static str] {
         "state" => &["model", "json"],
         "providers" => &["model", "json", "catalog"],
         "apply" => &["model", "json", "plan", "catalog", "planner", "state", "providers"],
+        "rebalance" => &["model", "json", "plan", "catalog", "planner", "state", "apply"],
         "sim" => &["model", "json", "catalog"],
         "cli" => &MODULES,
         other => panic!("unknown module {other}"),

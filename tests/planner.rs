@@ -385,6 +385,7 @@ proptest! {
         observed.dedup_by(|x, y| x.id == y.id);
         let mut desired = plan_of(vec![a, b]);
         desired.rebalance = Rebalance {
+            every: std::time::Duration::from_secs(300),
             max_disruption: if as_percent { Disruption::Percent(budget * 25) } else { Disruption::Nodes(budget) },
             move_back_after: std::time::Duration::from_secs(15 * 60),
             min_gain: f64::from(gain) / 100.0,

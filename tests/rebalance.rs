@@ -121,3 +121,101 @@ fn rebalance_settings_are_checked_with_their_location() {
     assert!(err.contains("bad.toml:16:18: error: max_disruption `lots`"), "{err}");
     assert!(err.contains("move_back_after `soon` is not a duration"), "{err}");
 }
+
+/// A `rebalance --watch` child whose stdout lines arrive on a channel.
+struct Watcher {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Watcher {
+    fn start(plan: &str, url: &str, state: &str) -> Watcher {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(common::bin())
+            .args(["rebalance", plan, "--watch", "--every", "1m", "--sim-url", url, "--state-dir", state])
+            .current_dir(common::repo())
+            .env("NO_COLOR", "1")
+            .env_remove("GPUFLEET_SIM_URL")
+            .env_remove("GPUFLEET_STATE_DIR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watcher { child, lines }
+    }
+
+    /// The next line containing `text`, failing the test (not hanging it)
+    /// if none comes.
+    fn expect(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no line with {text:?}: {e}"),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_when_it_dies() {
+    let server = common::SimServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    let mut first = Watcher::start(plan, &server.url, state);
+    first.expect("leading the rebalancing of plan `home`: a round every 1m");
+    first.expect("round at 2026-01-01 00:00:00 UTC");
+    assert_eq!(regions(state).len(), 4, "the first round fills the fleet");
+
+    let second = Watcher::start(plan, &server.url, state);
+    let waiting = second.expect("waiting:");
+    assert!(waiting.contains(&format!("pid {}", first.pid())), "{waiting}");
+
+    // Rounds follow the simulator's clock: a minute later, the leader runs the next.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{}/_sim/advance", server.url))
+            .json(&serde_json::json!({ "by": "1m" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    });
+    first.expect("round at 2026-01-01 00:01:00 UTC");
+
+    // SIGKILL: the lease's flock goes with the process, and the other takes over.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    second.expect("leading the rebalancing of plan `home`");
+    second.expect("round at 2026-01-01 00:01:");
+    assert_eq!(regions(state).len(), 4, "no duplicate after the takeover");
+}

@@ -75,7 +75,7 @@ pub struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 }

@@ -6,6 +6,7 @@ use super::render::{changeset_json, changeset_text, report_text};
 use super::{ApplyArgs, DestroyArgs, Exit, Failure, RebalanceArgs, RunArgs, failure, io_failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
 use crate::planner;
+use crate::rebalance::{self, Pace, Watch};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -54,7 +55,61 @@ pub async fn run_destroy(args: &DestroyArgs) -> Result<Exit, Failure> {
 /// One rebalance round. It runs unattended (a scheduler starts it), so it
 /// never asks; `--dry-run` shows the round and changes nothing.
 pub async fn run_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
+    if args.watch {
+        return watch_rebalance(args).await;
+    }
     execute(&args.plan, &args.run, Mode::Rebalance, "Rebalance", args.dry_run).await
+}
+
+/// `rebalance --watch`: lead the plan's rebalancing until stopped, one round
+/// every `--every`; each round is reported like a one-off `rebalance`.
+async fn watch_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
+    let run = &args.run;
+    let (plan, catalog) = load_plan(&args.plan)?;
+    let connected = Connected::open(&plan, &run.target).await?;
+    let events: Box<dyn EventSink> = if run.json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
+    let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
+    let pace = Pace {
+        every: args.every.map_or(plan.rebalance.every, Into::into),
+        poll: std::time::Duration::from_millis(200),
+    };
+    let result = {
+        let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
+        let mut report = |event: Watch<'_>| print_watch(&plan.name, event, run.json);
+        rebalance::watch(&session, pace, &mut report).await
+    };
+    connected.close().await?;
+    result?;
+    Ok(Exit::Ok)
+}
+
+fn print_watch(plan: &str, event: Watch<'_>, json: bool) {
+    let line = match (event, json) {
+        (Watch::Waiting { holder }, false) => {
+            format!("waiting: {holder} leads the rebalancing of plan `{plan}`; taking over when it stops")
+        }
+        (Watch::Waiting { holder }, true) => serde_json::json!({ "event": "waiting", "leader": holder }).to_string(),
+        (Watch::Leading { every }, false) => {
+            format!("leading the rebalancing of plan `{plan}`: a round every {}", humantime::format_duration(every))
+        }
+        (Watch::Leading { every }, true) => {
+            serde_json::json!({ "event": "leading", "every_seconds": every.as_secs() }).to_string()
+        }
+        (Watch::Round { at, report }, false) => {
+            format!("round at {}:{}", at.format("%Y-%m-%d %H:%M:%S UTC"), report_text(report, "Rebalance"))
+        }
+        (Watch::Round { at, report }, true) => {
+            serde_json::json!({ "event": "round", "at": at, "report": report }).to_string()
+        }
+        (Watch::RoundFailed { at, error }, false) => {
+            format!("round at {} failed: {error}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+        }
+        (Watch::RoundFailed { at, error }, true) => {
+            serde_json::json!({ "event": "round_failed", "at": at, "error": error.to_string() }).to_string()
+        }
+    };
+    anstream::println!("{line}");
+    let _ = std::io::stdout().flush();
 }
 
 async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_run: bool) -> Result<Exit, Failure> {

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 pub const EXIT_CODES: &str = "Exit codes:
   0  success (for `plan --detailed-exitcode`: no changes)
   1  error, usage errors (a mistyped command or flag) included
-  2  changes present (`plan --detailed-exitcode`), or `apply` finished with a
-     partial fill: some fleet below its `nodes` but at or above `min_nodes`";
+  2  changes present (`plan --detailed-exitcode`), or `apply` or `rebalance`
+     finished with a partial fill: some fleet below its `nodes` but at or
+     above `min_nodes`";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -114,8 +115,17 @@ pub struct RebalanceArgs {
     /// Plan file (TOML).
     pub plan: PathBuf,
     /// Show the round's changes (with `--json`, as one JSON object) and change nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub dry_run: bool,
+    /// Keep running rounds, one every `--every` (or the plan's `[rebalance] every`),
+    /// while leading the plan's rebalancing; another `--watch` on the same plan
+    /// waits and takes over when this one stops.
+    #[arg(long)]
+    pub watch: bool,
+    /// Time between rounds with `--watch` (`90s`, `5m`), on the clock of the clouds
+    /// (the simulator's, against one).
+    #[arg(long, value_name = "DURATION", requires = "watch")]
+    pub every: Option<humantime::Duration>,
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -33,6 +33,8 @@ pub struct Plan {
 /// off causes no churn.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Rebalance {
+    /// How often `rebalance --watch` runs a round.
+    pub every: Duration,
     /// Nodes in motion per round per fleet.
     pub max_disruption: Disruption,
     /// A better offering must have been free of shortages this long.
@@ -45,6 +47,7 @@ pub struct Rebalance {
 impl Default for Rebalance {
     fn default() -> Rebalance {
         Rebalance {
+            every: Duration::from_secs(5 * 60),
             max_disruption: Disruption::Percent(10),
             move_back_after: Duration::from_secs(15 * 60),
             min_gain: 0.05,

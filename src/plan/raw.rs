@@ -41,6 +41,8 @@ pub(crate) struct RawPlan {
 #[derive(Debug, Default, JsonSchema)]
 #[schemars(rename = "Rebalance", deny_unknown_fields)]
 pub(crate) struct RawRebalance {
+    /// How often `gpufleet rebalance --watch` runs a round, e.g. "5m" (the default).
+    pub every: Option<Located<String>>,
     /// Nodes in motion per round per fleet: a count (2) or a share of the fleet's `nodes`
     /// ("25%", rounded up). Default "10%"; 0 stops moves.
     #[schemars(with = "Option<RawCountOrPercent>")]
@@ -245,11 +247,12 @@ impl RawPlan {
 impl RawRebalance {
     fn read(table: &DeTable<'_>, span: Range<usize>, problems: &mut Problems) -> RawRebalance {
         let mut reader = TableReader::new(table, "[rebalance]", span);
+        let every = reader.string("every", problems);
         let max_disruption = reader.count_or_percent("max_disruption", problems);
         let move_back_after = reader.string("move_back_after", problems);
         let min_gain = reader.string("min_gain", problems);
         reader.finish(problems);
-        RawRebalance { max_disruption, move_back_after, min_gain }
+        RawRebalance { every, max_disruption, move_back_after, min_gain }
     }
 }
 

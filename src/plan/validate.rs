@@ -132,6 +132,12 @@ fn check_duration(key: &str, value: &Located<String>, hint: &str, problems: &mut
 /// The `[rebalance]` table, with defaults for what it leaves out.
 fn check_rebalance(raw: &RawRebalance, problems: &mut Problems) -> Option<Rebalance> {
     let defaults = Rebalance::default();
+    let every = match &raw.every {
+        None => Some(defaults.every),
+        Some(value) => {
+            check_duration("every", value, "a round every few minutes suits most fleets; try \"5m\"", problems)
+        }
+    };
     let max_disruption = match &raw.max_disruption {
         None => Some(defaults.max_disruption),
         Some(value) => check_disruption(value, problems),
@@ -145,7 +151,12 @@ fn check_rebalance(raw: &RawRebalance, problems: &mut Problems) -> Option<Rebala
         None => Some(defaults.min_gain),
         Some(value) => check_min_gain(value, problems),
     };
-    Some(Rebalance { max_disruption: max_disruption?, move_back_after: move_back_after?, min_gain: min_gain? })
+    Some(Rebalance {
+        every: every?,
+        max_disruption: max_disruption?,
+        move_back_after: move_back_after?,
+        min_gain: min_gain?,
+    })
 }
 
 fn check_disruption(value: &Located<String>, problems: &mut Problems) -> Option<Disruption> {
