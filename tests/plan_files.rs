@@ -187,7 +187,7 @@ fn plan_json_schema_is_draft_2020_12_and_names_every_key() {
     let properties = reparsed["properties"].as_object().expect("top-level properties");
     let mut keys: Vec<&str> = properties.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["fleets", "name", "offerings", "providers", "shortage_ttl"]);
+    assert_eq!(keys, ["fleets", "name", "offerings", "providers", "rebalance", "shortage_ttl"]);
     for key in [
         "regions",
         "endpoint",
@@ -208,6 +208,12 @@ fn plan_json_schema_is_draft_2020_12_and_names_every_key() {
         "zone",
         "jurisdiction",
         "price_per_hour",
+        "every",
+        "max_disruption",
+        "move_back_after",
+        "min_gain",
+        "drain",
+        "drain_timeout",
     ] {
         assert!(text.contains(&format!("\"{key}\"")), "schema does not mention {key}");
     }

@@ -389,6 +389,7 @@ proptest! {
             max_disruption: if as_percent { Disruption::Percent(budget * 25) } else { Disruption::Nodes(budget) },
             move_back_after: std::time::Duration::from_secs(15 * 60),
             min_gain: f64::from(gain) / 100.0,
+            ..Rebalance::default()
         };
         let catalog = catalog();
         let moves = decide(&desired, &observed, &shortages, &catalog, now());

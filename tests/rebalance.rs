@@ -219,3 +219,40 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
     second.expect("round at 2026-01-01 00:01:");
     assert_eq!(regions(state).len(), 4, "no duplicate after the takeover");
 }
+
+#[test]
+fn a_node_whose_drain_fails_is_kept_and_goes_once_its_drain_succeeds() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("drain.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n\
+         here=$(dirname \"$0\")\n\
+         echo \"$GPUFLEET_PLAN $GPUFLEET_FLEET $GPUFLEET_CLOUD $GPUFLEET_REGION $GPUFLEET_ZONE $GPUFLEET_INSTANCE_ID\" >> \"$here/drained.log\"\n\
+         test -e \"$here/allow\" || { echo 'jobs still running' >&2; exit 3; }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plan = dir.path().join("home.toml");
+    let sized = |nodes: u32| PLAN.replace("nodes = 4", &format!("nodes = {nodes}")) + "drain = \"drain.sh\"\n";
+    std::fs::write(&plan, sized(2)).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    run(&["apply", plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(regions(state).len(), 2);
+
+    std::fs::write(dir.path().join("home.toml"), sized(1)).unwrap();
+    let out = run(&["apply", plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
+    assert!(stdout(&out).contains("drain failed:"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("exited with exit status: 3: jobs still running"), "{}", stdout(&out));
+    assert_eq!(regions(state).len(), 2, "the node whose drain failed is kept");
+    let log = std::fs::read_to_string(dir.path().join("drained.log")).unwrap();
+    assert!(log.starts_with("home trainers aws us-east-1 us-east-1a i-"), "{log}");
+
+    std::fs::write(dir.path().join("allow"), "").unwrap();
+    run(&["apply", plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(regions(state).len(), 1, "drained, then deleted");
+    assert_eq!(std::fs::read_to_string(dir.path().join("drained.log")).unwrap().lines().count(), 2);
+}

@@ -21,6 +21,7 @@ pub enum Event {
     Deleted { fleet: String, placement: Placement, instance_ids: Vec<String> },
     Failed { fleet: String, placement: Placement, code: String, message: String },
     Postponed { fleet: String, placement: Placement, why: String },
+    DrainFailed { fleet: String, instance_id: String, message: String },
 }
 
 /// Receives apply events as they happen.
@@ -88,6 +89,9 @@ pub struct ApplyReport {
     pub errors: Vec<String>,
     /// The run was asked to stop before it was done.
     pub interrupted: bool,
+    /// Nodes kept because their drain failed or timed out, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drain_failures: Vec<String>,
     /// Saved plans only: a create's fallback chain ran out; planning again
     /// is the way on.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -15,6 +15,7 @@
 //! - [`events`]: progress events and the final report.
 
 mod clouds;
+mod drain;
 pub mod events;
 mod refresh;
 mod rounds;
@@ -24,6 +25,7 @@ mod saved;
 mod tests;
 
 pub use clouds::{Clouds, Listing, Target};
+pub use drain::{Drain, DrainScript, NoDrain};
 pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, NoEvents};
 pub use refresh::{Refreshed, Unreachable, record_refresh, refresh};
 pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
@@ -69,6 +71,8 @@ pub struct Session<'a> {
     pub clouds: &'a Clouds,
     pub clock: &'a dyn Clock,
     pub events: &'a dyn EventSink,
+    /// Runs before a node is deleted; a node whose drain fails is kept.
+    pub drain: &'a dyn Drain,
     /// Set on SIGINT/SIGTERM: no new call starts; the calls in flight finish
     /// and are journaled, the state is saved, the lock is released.
     pub stop: &'a AtomicBool,
@@ -161,6 +165,7 @@ pub async fn apply(
         fleets,
         errors: runner.errors,
         interrupted: session.stopping(),
+        drain_failures: runner.drain_failures,
         chains_exhausted: rounds.chains_exhausted(),
         postponed: rounds.postponed(),
     })

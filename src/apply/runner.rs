@@ -62,6 +62,7 @@ pub(super) struct Runner<'s> {
     pub errors: Vec<String>,
     pub created: u32,
     pub deleted: u32,
+    pub drain_failures: Vec<String>,
 }
 
 /// A create whose intent is journaled, ready to be sent.
@@ -73,7 +74,15 @@ struct PreparedCreate {
 
 impl<'s> Runner<'s> {
     pub(super) fn new(session: &'s Session<'s>, run: &str) -> Runner<'s> {
-        Runner { session, run: run.to_string(), refused: Vec::new(), errors: Vec::new(), created: 0, deleted: 0 }
+        Runner {
+            session,
+            run: run.to_string(),
+            refused: Vec::new(),
+            errors: Vec::new(),
+            created: 0,
+            deleted: 0,
+            drain_failures: Vec::new(),
+        }
     }
 
     /// Idempotency token: unique per call, stable across retries of it. A
@@ -354,8 +363,15 @@ impl<'s> Runner<'s> {
         now: DateTime<Utc>,
     ) -> Result<bool, ApplyError> {
         let mut by_scope: BTreeMap<Option<Scope>, Vec<Instance>> = BTreeMap::new();
-        for instance in state.instances.iter().filter(|i| action.instance_ids.contains(&i.id)) {
-            by_scope.entry(instance.scope.clone()).or_default().push(instance.clone());
+        let doomed: Vec<Instance> =
+            state.instances.iter().filter(|i| action.instance_ids.contains(&i.id)).cloned().collect();
+        for instance in doomed {
+            // Nodes that came up short of min_count never took work: no drain.
+            let drain = !matches!(action.reason, Reason::DeleteBecauseBelowMinCount { .. });
+            if drain && !self.drained(action, &instance).await {
+                continue;
+            }
+            by_scope.entry(instance.scope.clone()).or_default().push(instance);
         }
         let mut deleted_any = false;
         for doomed in by_scope.into_values() {
@@ -365,6 +381,25 @@ impl<'s> Runner<'s> {
             deleted_any |= self.delete_in_one_scope(action, &doomed, state, now).await?;
         }
         Ok(deleted_any)
+    }
+
+    /// Drain one node before its delete; false (reported) keeps it.
+    async fn drained(&mut self, action: &Action, instance: &Instance) -> bool {
+        if self.session.stopping() {
+            return false;
+        }
+        match self.session.drain.drain(&self.session.plan.name, instance).await {
+            Ok(()) => true,
+            Err(message) => {
+                self.session.events.emit(&Event::DrainFailed {
+                    fleet: action.fleet.clone(),
+                    instance_id: instance.id.clone(),
+                    message: message.clone(),
+                });
+                self.drain_failures.push(format!("{} (fleet {}) kept: {message}", instance.id, action.fleet));
+                false
+            }
+        }
     }
 
     async fn delete_in_one_scope(

@@ -178,6 +178,7 @@ impl Rig {
             clouds: &self.clouds,
             clock: &self.clock,
             events: &NoEvents,
+            drain: &NoDrain,
             stop: &self.stop,
         };
         let mut lock = lock(&session, "apply").await.unwrap();

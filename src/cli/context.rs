@@ -2,7 +2,7 @@
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
 use super::{Failure, TargetArgs, failure, sim_failure};
-use crate::apply::{Clouds, Session, Target};
+use crate::apply::{Clouds, Drain, DrainScript, NoDrain, Session, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
@@ -33,6 +33,8 @@ pub struct Connected {
     pub backend: Box<dyn StateBackend>,
     pub clouds: Clouds,
     pub clock: Box<dyn Clock>,
+    /// The plan's drain hook, run before a node is deleted.
+    pub drain: Box<dyn Drain>,
     embedded: Option<EmbeddedSim>,
 }
 
@@ -65,7 +67,11 @@ impl Connected {
             Target::Clouds => Box::new(SystemClock),
             Target::Simulator { url } => Box::new(SimClock { url }),
         };
-        Ok(Connected { backend: Box::new(backend), clouds, clock, embedded })
+        let drain: Box<dyn Drain> = match &plan.rebalance.drain {
+            Some(path) => Box::new(DrainScript { path: path.clone(), timeout: plan.rebalance.drain_timeout }),
+            None => Box::new(NoDrain),
+        };
+        Ok(Connected { backend: Box::new(backend), clouds, clock, drain, embedded })
     }
 
     pub fn session<'a>(
@@ -82,6 +88,7 @@ impl Connected {
             clouds: &self.clouds,
             clock: self.clock.as_ref(),
             events,
+            drain: self.drain.as_ref(),
             stop,
         }
     }

@@ -106,6 +106,9 @@ impl EventSink for Progress {
                 ));
             }
             Event::Failover { fleet, from, to } => self.say(format!("{fleet}: failing over from {from} to {to}")),
+            Event::DrainFailed { fleet, instance_id, message } => {
+                self.say(format!("{fleet}: drain of {instance_id} failed, the node is kept: {message}"))
+            }
             Event::Deleting { fleet, placement, instance_ids } => {
                 self.start_bar(fleet, placement, instance_ids.len() as u64, "delete");
                 if self.multi.is_none() {

@@ -224,6 +224,9 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
             );
         }
     }
+    for kept in &report.drain_failures {
+        let _ = writeln!(out, "{} {kept}", "drain failed:".yellow());
+    }
     for postponed in &report.postponed {
         let _ = writeln!(out, "{} {postponed}", "postponed:".yellow());
     }

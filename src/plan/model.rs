@@ -31,7 +31,7 @@ pub struct Plan {
 /// How `gpufleet rebalance` moves nodes from fallback offerings to better
 /// ones: a budget per round, and hysteresis so that capacity flipping on and
 /// off causes no churn.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rebalance {
     /// How often `rebalance --watch` runs a round.
     pub every: Duration,
@@ -42,6 +42,10 @@ pub struct Rebalance {
     /// Share by which a move must lower the price per GPU-hour, when it does
     /// not improve the preference rank (0.05 for "5%").
     pub min_gain: f64,
+    /// Run before a node is deleted (resolved against the plan file's directory).
+    pub drain: Option<PathBuf>,
+    /// How long a drain may take before its node is kept.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Rebalance {
@@ -51,6 +55,8 @@ impl Default for Rebalance {
             max_disruption: Disruption::Percent(10),
             move_back_after: Duration::from_secs(15 * 60),
             min_gain: 0.05,
+            drain: None,
+            drain_timeout: Duration::from_secs(10 * 60),
         }
     }
 }

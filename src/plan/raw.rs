@@ -54,6 +54,12 @@ pub(crate) struct RawRebalance {
     /// for a move, e.g. "5%" (the default). A better preference rank always qualifies.
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?%$"))]
     pub min_gain: Option<Located<String>>,
+    /// Executable run before a node is deleted, relative to the plan file; it gets
+    /// GPUFLEET_PLAN, GPUFLEET_FLEET, GPUFLEET_CLOUD, GPUFLEET_REGION, GPUFLEET_ZONE and
+    /// GPUFLEET_INSTANCE_ID. A node whose drain fails or times out is kept.
+    pub drain: Option<Located<String>>,
+    /// How long a drain may run, e.g. "10m" (the default).
+    pub drain_timeout: Option<Located<String>>,
 }
 
 /// A node count, or a percentage of the fleet.
@@ -251,8 +257,10 @@ impl RawRebalance {
         let max_disruption = reader.count_or_percent("max_disruption", problems);
         let move_back_after = reader.string("move_back_after", problems);
         let min_gain = reader.string("min_gain", problems);
+        let drain = reader.string("drain", problems);
+        let drain_timeout = reader.string("drain_timeout", problems);
         reader.finish(problems);
-        RawRebalance { every, max_disruption, move_back_after, min_gain }
+        RawRebalance { every, max_disruption, move_back_after, min_gain, drain, drain_timeout }
     }
 }
 

@@ -33,7 +33,8 @@ pub(crate) fn validate(
         Some(ttl) => check_shortage_ttl(ttl, problems),
         None => Some(DEFAULT_SHORTAGE_TTL),
     };
-    let rebalance = raw.rebalance.as_ref().map_or(Some(Rebalance::default()), |r| check_rebalance(r, problems));
+    let rebalance =
+        raw.rebalance.as_ref().map_or(Some(Rebalance::default()), |r| check_rebalance(r, base_dir, problems));
     let (offerings, catalog) = check_offerings(&raw.offerings, catalog, problems);
     let before_providers = problems.len();
     let providers = raw.providers.as_ref().map(|p| check_providers(p, &catalog, problems)).unwrap_or_default();
@@ -130,7 +131,7 @@ fn check_duration(key: &str, value: &Located<String>, hint: &str, problems: &mut
 }
 
 /// The `[rebalance]` table, with defaults for what it leaves out.
-fn check_rebalance(raw: &RawRebalance, problems: &mut Problems) -> Option<Rebalance> {
+fn check_rebalance(raw: &RawRebalance, base_dir: &Path, problems: &mut Problems) -> Option<Rebalance> {
     let defaults = Rebalance::default();
     let every = match &raw.every {
         None => Some(defaults.every),
@@ -151,12 +152,41 @@ fn check_rebalance(raw: &RawRebalance, problems: &mut Problems) -> Option<Rebala
         None => Some(defaults.min_gain),
         Some(value) => check_min_gain(value, problems),
     };
+    let drain = raw.drain.as_ref().map(|path| check_drain(path, base_dir, problems));
+    let drain_timeout = match &raw.drain_timeout {
+        None => Some(defaults.drain_timeout),
+        Some(value) => {
+            check_duration("drain_timeout", value, "give a drain minutes to move work away; try \"10m\"", problems)
+        }
+    };
     Some(Rebalance {
         every: every?,
         max_disruption: max_disruption?,
         move_back_after: move_back_after?,
         min_gain: min_gain?,
+        drain: drain.map_or(Some(None), |d| d.map(Some))?,
+        drain_timeout: drain_timeout?,
     })
+}
+
+/// The drain hook: an existing regular file, relative to the plan file.
+fn check_drain(path: &Located<String>, base_dir: &Path, problems: &mut Problems) -> Option<std::path::PathBuf> {
+    let full = base_dir.join(&path.value);
+    match std::fs::metadata(&full) {
+        Ok(meta) if meta.is_file() && !path.value.trim().is_empty() => Some(full),
+        Ok(_) => {
+            problems
+                .error(path.span.clone(), format!("drain `{}` is not a file", path.value))
+                .help("name an executable script, relative to the plan file");
+            None
+        }
+        Err(error) => {
+            problems
+                .error(path.span.clone(), format!("cannot find drain script `{}`: {error}", path.value))
+                .help(format!("the path is relative to the plan file, so gpufleet looked for {}", full.display()));
+            None
+        }
+    }
 }
 
 fn check_disruption(value: &Located<String>, problems: &mut Problems) -> Option<Disruption> {

@@ -39,7 +39,7 @@ pub fn decide(
     catalog: &Catalog,
     now: DateTime<Utc>,
 ) -> Vec<Move> {
-    let settings = plan.rebalance;
+    let settings = &plan.rebalance;
     // Short now, or short too recently to trust: capacity that flips on and
     // off must not pull nodes back and forth.
     let settle = chrono::Duration::from_std(settings.move_back_after).unwrap_or(chrono::Duration::MAX);
