@@ -204,7 +204,7 @@ impl<'s> Runner<'s> {
             count,
             min_count,
             image: fleet.image.get(&cloud).cloned().unwrap_or_default(),
-            user_data: fleet.startup.as_ref().map(|s| s.content.clone()),
+            user_data: fleet.startup.as_ref().map(|s| with_placement(&s.content, &session.plan.name, action)),
             labels: fleet.labels.clone(),
             idempotency_token: token.clone(),
         };
@@ -440,6 +440,31 @@ impl<'s> Runner<'s> {
             }
         }
     }
+}
+
+/// A shell startup script with the node's place exported right after its
+/// `#!` line, so that it can join its cluster with topology labels
+/// (`topology.kubernetes.io/region`, `.../zone`, `gpufleet.io/fleet`). Other
+/// user data (cloud-init YAML, say) goes unchanged.
+pub(super) fn with_placement(script: &str, plan: &str, action: &Action) -> String {
+    let Some((shebang, rest)) = script.split_once('\n').filter(|(first, _)| first.starts_with("#!")) else {
+        return script.to_string();
+    };
+    let placement = &action.placement;
+    let vars = [
+        ("GPUFLEET_PLAN", plan),
+        ("GPUFLEET_FLEET", action.fleet.as_str()),
+        ("GPUFLEET_CLOUD", placement.cloud.as_str()),
+        ("GPUFLEET_REGION", placement.region.as_str()),
+        ("GPUFLEET_ZONE", placement.zone.as_deref().unwrap_or_default()),
+    ];
+    let mut out = format!("{shebang}\n");
+    for (name, value) in vars {
+        // Names and places are validated words; quoting keeps the script a script regardless.
+        out.push_str(&format!("export {name}='{}'\n", value.replace('\'', "")));
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Sends the prepared creates: concurrently across (cloud, region), in order

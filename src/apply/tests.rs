@@ -322,3 +322,22 @@ async fn a_saved_plan_whose_chain_runs_out_stops_there_and_asks_for_a_new_plan()
     assert!(report.is_error());
     assert!(report.chains_exhausted[0].contains("run `gpufleet plan` again"), "{:?}", report.chains_exhausted);
 }
+
+#[test]
+fn a_shell_startup_script_gets_the_nodes_place_and_other_user_data_stays_as_it_is() {
+    let plan = plan("spread", 1);
+    let changeset =
+        planner::plan(&plan, &[], &[], &Catalog::builtin(), Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+    let create = &changeset.actions[0];
+    let script = runner::with_placement("#!/bin/sh\nset -eu\njoin\n", "unit", create);
+    let zone = create.placement.zone.clone().unwrap();
+    assert_eq!(
+        script,
+        format!(
+            "#!/bin/sh\nexport GPUFLEET_PLAN='unit'\nexport GPUFLEET_FLEET='trainers'\nexport GPUFLEET_CLOUD='aws'\n\
+             export GPUFLEET_REGION='us-east-1'\nexport GPUFLEET_ZONE='{zone}'\nset -eu\njoin\n"
+        )
+    );
+    let cloud_config = "#cloud-config\nruncmd: [join]\n";
+    assert_eq!(runner::with_placement(cloud_config, "unit", create), cloud_config);
+}

@@ -17,8 +17,9 @@ use std::path::Path;
 /// More nodes than this in one fleet is a typo, not a plan.
 pub(crate) const MAX_NODES: u32 = 10_000;
 
-/// EC2 refuses user data (the startup script) above 16 KiB.
-const MAX_STARTUP_BYTES: usize = 16 * 1024;
+/// EC2 refuses user data (the startup script) above 16 KiB, and gpufleet adds
+/// up to about half a KiB: the node's place, exported for the script.
+const MAX_STARTUP_BYTES: usize = 15 * 1024;
 
 /// Tags gpufleet puts on every instance to recognize what it owns.
 pub(crate) const OWNERSHIP_TAG_PREFIX: &str = "gpufleet-";
@@ -266,7 +267,7 @@ impl FleetChecker<'_> {
                     .error(
                         path.span.clone(),
                         format!(
-                            "startup script `{}` is {} bytes; EC2 accepts at most {MAX_STARTUP_BYTES}",
+                            "startup script `{}` is {} bytes; with the node's place gpufleet adds, EC2 accepts at most {MAX_STARTUP_BYTES}",
                             path.value,
                             content.len()
                         ),
