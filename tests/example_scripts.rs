@@ -29,7 +29,7 @@ fn drain(instance: &str) -> (Option<i32>, String) {
         &kubectl,
         format!(
             "#!/bin/sh\n\
-             echo \"$*\" >> {log}\n\
+             printf '%s\\n' \"$*\" >> {log}\n\
              case \"$1\" in\n\
                get) printf 'gpu-a aws:///us-east-1a/i-0aaa\\ngpu-b aws:///us-east-1b/i-0bbb\\n' ;;\n\
              esac\n",

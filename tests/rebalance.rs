@@ -129,10 +129,11 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(plan: &str, url: &str, state: &str) -> Watcher {
+    fn start(plan: &str, url: &str, state: &str, extra: &[&str]) -> Watcher {
         use std::io::BufRead;
         let mut child = std::process::Command::new(common::bin())
             .args(["rebalance", plan, "--watch", "--every", "1m", "--sim-url", url, "--state-dir", state])
+            .args(extra)
             .current_dir(common::repo())
             .env("NO_COLOR", "1")
             .env_remove("GPUFLEET_SIM_URL")
@@ -190,12 +191,12 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
 
-    let mut first = Watcher::start(plan, &server.url, state);
+    let mut first = Watcher::start(plan, &server.url, state, &[]);
     first.expect("leading the rebalancing of plan `home`: a round every 1m");
     first.expect("round at 2026-01-01 00:00:00 UTC");
     assert_eq!(regions(state).len(), 4, "the first round fills the fleet");
 
-    let second = Watcher::start(plan, &server.url, state);
+    let second = Watcher::start(plan, &server.url, state, &[]);
     let waiting = second.expect("waiting:");
     assert!(waiting.contains(&format!("pid {}", first.pid())), "{waiting}");
 
@@ -255,4 +256,52 @@ fn a_node_whose_drain_fails_is_kept_and_goes_once_its_drain_succeeds() {
     run(&["apply", plan, "--sim", "--state-dir", state, "--auto-approve"], 0);
     assert_eq!(regions(state).len(), 1, "drained, then deleted");
     assert_eq!(std::fs::read_to_string(dir.path().join("drained.log")).unwrap().lines().count(), 2);
+}
+
+#[test]
+fn a_metrics_scrape_parses_as_openmetrics_text_with_the_rebalancer_series() {
+    // us-east-1 is sold out: the first round fails over, five zones refusing.
+    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    let server = common::SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let state = dir.path().join("state");
+    let watcher = Watcher::start(
+        plan.to_str().unwrap(),
+        &server.url,
+        state.to_str().unwrap(),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let listening = watcher.expect("metrics on http://127.0.0.1:");
+    let url = listening.trim_start_matches("metrics on ").to_string();
+    watcher.expect("round at");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let text = runtime.block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() });
+
+    // The exposition format: comments, then `name{labels} value` samples, ending in `# EOF`.
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split(' ').next().unwrap();
+            assert!(["HELP", "TYPE", "UNIT", "EOF"].contains(&kind), "{line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
+        assert!(series.starts_with("gpufleet_"), "{line}");
+        samples.insert(series.to_string(), value);
+    }
+    assert_eq!(text.lines().last(), Some("# EOF"));
+    let nodes = r#"gpufleet_nodes{fleet="trainers",cloud="aws",location="us-west-2a",instance_type="p5.48xlarge"}"#;
+    assert_eq!(samples.get(nodes), Some(&4.0), "{text}");
+    assert_eq!(samples.get(r#"gpufleet_shortfall_nodes{fleet="trainers"}"#), Some(&0.0), "{text}");
+    assert_eq!(samples.get(r#"gpufleet_rounds_total{outcome="ok"}"#), Some(&1.0), "{text}");
+    assert_eq!(samples.get(r#"gpufleet_moves_total{outcome="started"}"#), Some(&0.0), "{text}");
+    assert_eq!(samples.get("gpufleet_drain_failures_total"), Some(&0.0), "{text}");
+    assert_eq!(samples.get("gpufleet_round_duration_seconds_count"), Some(&1.0), "{text}");
+    let cost = samples.get("gpufleet_cost_per_hour_dollars").copied().unwrap_or_default();
+    assert!((cost - 4.0 * 55.04).abs() < 0.01, "{text}");
+    let refused = r#"gpufleet_shortages_total{code="InsufficientInstanceCapacity"}"#;
+    assert_eq!(samples.get(refused), Some(&5.0), "{text}");
 }

@@ -79,12 +79,24 @@ pub struct FleetResult {
     pub fallbacks_used: Vec<FallbackUsed>,
 }
 
+/// Nodes moved by rebalancing in one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MoveTally {
+    /// Replacement nodes asked for.
+    pub started: u32,
+    /// Old nodes deleted once their replacements ran.
+    pub finished: u32,
+    /// Replacement nodes refused or failed: their old nodes stay.
+    pub failed: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApplyReport {
     pub run: String,
     pub created: u32,
     pub deleted: u32,
     pub fleets: Vec<FleetResult>,
+    pub moves: MoveTally,
     /// Failures that were not capacity or quota refusals.
     pub errors: Vec<String>,
     /// The run was asked to stop before it was done.

@@ -26,7 +26,7 @@ mod tests;
 
 pub use clouds::{Clouds, Listing, Target};
 pub use drain::{Drain, DrainScript, NoDrain};
-pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, NoEvents};
+pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, MoveTally, NoEvents};
 pub use refresh::{Refreshed, Unreachable, record_refresh, refresh};
 pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
 
@@ -163,6 +163,7 @@ pub async fn apply(
         created: runner.created,
         deleted: runner.deleted,
         fleets,
+        moves: runner.moves,
         errors: runner.errors,
         interrupted: session.stopping(),
         drain_failures: runner.drain_failures,

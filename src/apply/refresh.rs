@@ -72,9 +72,17 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
     }
     let known: BTreeSet<&str> = state.instances.iter().map(|i| i.id.as_str()).collect();
     let seen: BTreeSet<&str> = listing.instances.iter().map(|i| i.id.as_str()).collect();
-    let adopted = seen.difference(&known).map(|s| s.to_string()).collect();
-    let vanished = known.difference(&seen).map(|s| s.to_string()).collect();
+    let adopted: Vec<String> = seen.difference(&known).map(|s| s.to_string()).collect();
+    let vanished: Vec<String> = known.difference(&seen).map(|s| s.to_string()).collect();
     let now = session.clock.now().await?;
+    tracing::info!(
+        plan = %plan,
+        instances = listing.instances.len(),
+        scopes = listing.listed.len(),
+        adopted = adopted.len(),
+        vanished = vanished.len(),
+        "refreshed"
+    );
     state.instances = listing.instances;
     state.forget_shortages_older_than(now, session.plan.rebalance.move_back_after);
     Ok(Refreshed { state, serial_read, now, open_intents, adopted, vanished })

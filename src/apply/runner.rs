@@ -2,7 +2,7 @@
 //! providers, journaling every mutating call before it is made, recording
 //! refusals in shortage memory and writing the state after every call.
 
-use super::events::{Attempted, Event};
+use super::events::{Attempted, Event, MoveTally};
 use super::{ApplyError, Session};
 use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
 use crate::planner::{Action, ActionKind, Changeset, Reason};
@@ -63,6 +63,7 @@ pub(super) struct Runner<'s> {
     pub created: u32,
     pub deleted: u32,
     pub drain_failures: Vec<String>,
+    pub moves: MoveTally,
 }
 
 /// A create whose intent is journaled, ready to be sent.
@@ -82,6 +83,7 @@ impl<'s> Runner<'s> {
             created: 0,
             deleted: 0,
             drain_failures: Vec::new(),
+            moves: MoveTally::default(),
         }
     }
 
@@ -132,6 +134,11 @@ impl<'s> Runner<'s> {
         }
         let mut fleets_short: BTreeSet<&str> = BTreeSet::new();
         for (action, result) in creates.iter().zip(&results) {
+            if matches!(action.reason, Reason::CreateBecauseMove { .. }) && result.outcome != CreateOutcome::NotStarted
+            {
+                self.moves.started += action.count;
+                self.moves.failed += action.count.saturating_sub(result.kept);
+            }
             round.progressed |= result.outcome != CreateOutcome::Failed && result.outcome != CreateOutcome::NotStarted;
             if result.outcome != CreateOutcome::Filled {
                 fleets_short.insert(&action.fleet);
@@ -240,6 +247,7 @@ impl<'s> Runner<'s> {
         let instances = match answer {
             Ok(instances) => instances,
             Err(e) => {
+                tracing::warn!(fleet = %action.fleet, placement = %action.placement, code = %e.code, "create refused or failed");
                 self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now).await?;
                 if e.kind.is_shortage() {
                     self.remember(state, action, e.kind.clone(), &e.code, &e.message, now);
@@ -251,6 +259,7 @@ impl<'s> Runner<'s> {
             }
         };
         let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        tracing::info!(fleet = %action.fleet, placement = %action.placement, asked = request.count, got = ids.len(), "created");
         self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now).await?;
         let got = instances.len() as u32;
         self.created += got;
@@ -423,12 +432,17 @@ impl<'s> Runner<'s> {
         let event = |ids: Vec<String>| (action.fleet.clone(), action.placement.clone(), ids);
         let (fleet, placement, instance_ids) = event(ids.clone());
         session.events.emit(&Event::Deleting { fleet, placement, instance_ids });
-        match provider.delete(doomed).await {
+        let result = provider.delete(doomed).await;
+        tracing::info!(fleet = %action.fleet, placement = %action.placement, instances = ids.len(), ok = result.is_ok(), reason = %action.reason, "deleted");
+        match result {
             Ok(()) => {
                 self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now).await?;
                 state.instances.retain(|i| !ids.contains(&i.id));
                 self.save(state).await?;
                 self.deleted += ids.len() as u32;
+                if matches!(action.reason, Reason::DeleteBecauseMoved { .. }) {
+                    self.moves.finished += ids.len() as u32;
+                }
                 let (fleet, placement, instance_ids) = event(ids);
                 session.events.emit(&Event::Deleted { fleet, placement, instance_ids });
                 Ok(true)

@@ -6,9 +6,11 @@ use super::render::{changeset_json, changeset_text, report_text};
 use super::{ApplyArgs, DestroyArgs, Exit, Failure, RebalanceArgs, RunArgs, failure, io_failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
 use crate::planner;
+use crate::rebalance::metrics::Metrics;
 use crate::rebalance::{self, Pace, Watch};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
     let bytes = std::fs::read(&args.plan).map_err(|e| {
@@ -73,14 +75,41 @@ async fn watch_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
         every: args.every.map_or(plan.rebalance.every, Into::into),
         poll: std::time::Duration::from_millis(200),
     };
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr, Arc::clone(&metrics)).await?;
+    }
     let result = {
         let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
         let mut report = |event: Watch<'_>| print_watch(&plan.name, event, run.json);
-        rebalance::watch(&session, pace, &mut report).await
+        rebalance::watch(&session, pace, &metrics, &mut report).await
     };
     connected.close().await?;
     result?;
     Ok(Exit::Ok)
+}
+
+/// Serve `metrics` at `http://ADDR/metrics` for as long as the process runs.
+async fn serve_metrics(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| failure(format!("cannot listen on {addr} for metrics: {e}"), "pick a free port, or 0"))?;
+    let bound = listener.local_addr().map_err(io_failure("the metrics listener"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                ([(axum::http::header::CONTENT_TYPE, content_type)], metrics.encode())
+            }
+        }),
+    );
+    anstream::println!("metrics on http://{bound}/metrics");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
 }
 
 fn print_watch(plan: &str, event: Watch<'_>, json: bool) {

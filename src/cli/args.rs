@@ -126,6 +126,10 @@ pub struct RebalanceArgs {
     /// (the simulator's, against one).
     #[arg(long, value_name = "DURATION", requires = "watch")]
     pub every: Option<humantime::Duration>,
+    /// Serve Prometheus metrics at http://ADDR/metrics while watching (port 0
+    /// picks a free one; the first line printed says which).
+    #[arg(long, value_name = "ADDR", requires = "watch")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub run: RunArgs,
 }

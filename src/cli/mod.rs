@@ -41,7 +41,21 @@ impl From<Exit> for ExitCode {
 }
 
 /// Entry point of the binary.
+/// Structured logs on stderr when `RUST_LOG` asks for them (e.g.
+/// `RUST_LOG=gpufleet=info`); none otherwise, so output stays as documented.
+fn init_logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let colors = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(colors)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 pub fn main() -> ExitCode {
+    init_logs();
     let cli = match Cli::try_parse_from(args::normalize(std::env::args_os())) {
         Ok(cli) => cli,
         Err(e) => return usage_exit(&e),

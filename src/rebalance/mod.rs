@@ -8,10 +8,13 @@
 //! simulated time and tests move it instead of sleeping. A stop (SIGINT,
 //! SIGTERM) ends the loop between calls; dropping the lease releases it.
 
+pub mod metrics;
+
 use crate::apply::{self, ApplyError, ApplyReport, Mode, Session};
 use crate::state::lock::{Holder, LockError};
 use crate::state::{Lease, StateError};
 use chrono::{DateTime, Utc};
+use metrics::Metrics;
 use std::time::Duration;
 
 /// What the loop reports as it goes.
@@ -49,16 +52,39 @@ pub fn leader_name(plan: &str) -> String {
     format!("{plan}.rebalance")
 }
 
-/// Lead the plan's rebalancing until the session is stopped.
-pub async fn watch(session: &Session<'_>, pace: Pace, report: &mut dyn FnMut(Watch<'_>)) -> Result<(), ApplyError> {
+/// Lead the plan's rebalancing until the session is stopped; `metrics` take
+/// in every round.
+pub async fn watch(
+    session: &Session<'_>,
+    pace: Pace,
+    metrics: &Metrics,
+    report: &mut dyn FnMut(Watch<'_>),
+) -> Result<(), ApplyError> {
     let Some(mut lease) = lead(session, pace, report).await? else { return Ok(()) };
     report(Watch::Leading { every: pace.every });
     let mut renewed = session.clock.now().await?;
     while !session.stopping() {
         let started = session.clock.now().await?;
+        let timer = std::time::Instant::now();
         match round(session).await {
-            Ok(done) => report(Watch::Round { at: started, report: &done }),
-            Err(error) => report(Watch::RoundFailed { at: started, error: &error }),
+            Ok(done) => {
+                tracing::info!(
+                    plan = %session.plan.name,
+                    created = done.created,
+                    deleted = done.deleted,
+                    moves_started = done.moves.started,
+                    moves_finished = done.moves.finished,
+                    "rebalance round"
+                );
+                let running = session.backend.load(&session.plan.name).await?.instances;
+                metrics.round(session.plan, session.catalog, &done, &running, timer.elapsed());
+                report(Watch::Round { at: started, report: &done });
+            }
+            Err(error) => {
+                tracing::warn!(plan = %session.plan.name, %error, "rebalance round failed");
+                metrics.failed_round(timer.elapsed());
+                report(Watch::RoundFailed { at: started, error: &error });
+            }
         }
         let next = started + chrono::Duration::from_std(pace.every).unwrap_or(chrono::Duration::MAX);
         loop {
