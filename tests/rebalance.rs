@@ -108,6 +108,23 @@ fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never
     let settled = call(with(&["rebalance", "--dry-run"]), 0);
     assert!(stdout(&settled).contains("No changes"), "{}", stdout(&settled));
     assert_eq!(count(&regions(state), "us-west-2"), 0, "the fallback is empty");
+
+    // The history tells the story: the failover, the refused move, the two moves home.
+    let history: Vec<Value> =
+        serde_json::from_str(&stdout(&run(&["history", plan, "--json", "--state-dir", state], 0))).unwrap();
+    let story: Vec<(String, u64, u64)> = history
+        .iter()
+        .filter(|e| e["created"].as_u64() > Some(0) || e["command"] == "apply")
+        .map(|e| {
+            let moved = e["moves_finished"].as_u64().unwrap();
+            (e["command"].as_str().unwrap().to_string(), e["created"].as_u64().unwrap(), moved)
+        })
+        .collect();
+    assert_eq!(story, [("apply".into(), 4, 0), ("rebalance".into(), 2, 2), ("rebalance".into(), 2, 2)]);
+    let last = history.last().unwrap();
+    assert_eq!(last["nodes"]["trainers"]["aws us-east-1b p5.48xlarge"], 4, "{last}");
+    let table = stdout(&run(&["history", plan, "--state-dir", state], 0));
+    assert!(table.starts_with("TIME                 COMMAND    OUTCOME"), "{table}");
 }
 
 #[test]

@@ -31,12 +31,14 @@ pub use refresh::{Refreshed, Unreachable, record_refresh, refresh};
 pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
 
 use crate::catalog::Catalog;
-use crate::model::{Clock, ClockError, Cloud};
+use crate::model::{Clock, ClockError, Cloud, Placement};
 use crate::plan::Plan;
 use crate::planner::{self, Changeset};
 use crate::providers::ProviderError;
+use crate::state::history::HistoryEntry;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::{Lease, StateBackend, StateError};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -116,6 +118,11 @@ pub async fn apply(
     mode: Mode,
     mut refreshed: Refreshed,
 ) -> Result<ApplyReport, ApplyError> {
+    let command = match &mode {
+        Mode::Apply | Mode::Saved(_) => "apply",
+        Mode::Destroy => "destroy",
+        Mode::Rebalance => "rebalance",
+    };
     let mut rounds: Box<dyn rounds::Rounds> = match mode {
         Mode::Saved(saved) => {
             saved.check_not_stale(&refreshed)?;
@@ -158,7 +165,7 @@ pub async fn apply(
             rounds.fallbacks_used(),
         )
     };
-    Ok(ApplyReport {
+    let report = ApplyReport {
         run,
         created: runner.created,
         deleted: runner.deleted,
@@ -169,5 +176,75 @@ pub async fn apply(
         drain_failures: runner.drain_failures,
         chains_exhausted: rounds.chains_exhausted(),
         postponed: rounds.postponed(),
-    })
+    };
+    let now = session.clock.now().await?;
+    session.backend.append_history(&session.plan.name, &history_entry(session, command, state, &report, now)).await?;
+    Ok(report)
+}
+
+/// Record in the history a run that found nothing to do. (Its state is
+/// written by [`record_refresh`] only if the refresh changed something.)
+pub async fn record_unchanged(session: &Session<'_>, command: &str, refreshed: &Refreshed) -> Result<(), ApplyError> {
+    let state = &refreshed.state;
+    let report = ApplyReport {
+        run: uuid::Uuid::new_v4().to_string(),
+        created: 0,
+        deleted: 0,
+        fleets: events::fleet_results(session.plan, &state.instances, &[], &[], &[]),
+        moves: MoveTally::default(),
+        errors: Vec::new(),
+        interrupted: false,
+        drain_failures: Vec::new(),
+        chains_exhausted: Vec::new(),
+        postponed: Vec::new(),
+    };
+    let entry = history_entry(session, command, state, &report, refreshed.now);
+    Ok(session.backend.append_history(&session.plan.name, &entry).await?)
+}
+
+/// What the history keeps of a finished run.
+fn history_entry(
+    session: &Session<'_>,
+    command: &str,
+    state: &crate::state::State,
+    report: &ApplyReport,
+    now: chrono::DateTime<chrono::Utc>,
+) -> HistoryEntry {
+    let mut nodes: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    let mut cost_per_hour = 0.0;
+    for instance in &state.instances {
+        let placement = Placement::of(instance);
+        cost_per_hour += planner::price_of(&placement, session.catalog).unwrap_or(0.0);
+        *nodes.entry(instance.fleet.clone()).or_default().entry(placement.to_string()).or_default() += 1;
+    }
+    let outcome = if report.interrupted {
+        "interrupted"
+    } else if report.is_error() {
+        "error"
+    } else if report.is_partial() {
+        "partial"
+    } else {
+        "ok"
+    };
+    HistoryEntry {
+        at: now,
+        run: report.run.clone(),
+        command: command.to_string(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        pid: std::process::id(),
+        serial: state.serial,
+        created: report.created,
+        deleted: report.deleted,
+        moves_started: report.moves.started,
+        moves_finished: report.moves.finished,
+        nodes,
+        shortages: state
+            .shortages
+            .iter()
+            .filter(|s| s.expires_at > now)
+            .map(|s| format!("{}: {}", s.scope, s.code))
+            .collect(),
+        cost_per_hour,
+        outcome: outcome.to_string(),
+    }
 }

@@ -172,6 +172,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
             }
             if changeset.is_empty() && changeset.fleets.iter().all(|f| f.shortfall_reason.is_none()) {
                 apply::record_refresh(&session, &mut refreshed).await?;
+                apply::record_unchanged(&session, &verb.to_lowercase(), &refreshed).await?;
                 if !json {
                     println!("No changes. The clouds match the plan.");
                 }

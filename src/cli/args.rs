@@ -45,6 +45,8 @@ pub enum Command {
     Rebalance(RebalanceArgs),
     /// Inspect the local state.
     State(StateArgs),
+    /// What every apply, destroy and rebalance round of a plan did, oldest first.
+    History(HistoryArgs),
     /// Print the JSON Schema of plan files (for editors).
     Schema,
     /// Run or drive the built-in cloud simulator.
@@ -149,6 +151,17 @@ pub struct RunArgs {
     pub deadline: Option<humantime::Duration>,
     #[command(flatten)]
     pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Plan file, or a plan's name.
+    pub plan: String,
+    /// Print a JSON array instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -46,11 +46,8 @@ impl From<Exit> for ExitCode {
 fn init_logs() {
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
         let colors = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(colors)
-            .with_writer(std::io::stderr)
-            .try_init();
+        let _ =
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colors).with_writer(std::io::stderr).try_init();
     }
 }
 
@@ -99,6 +96,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a).await,
         Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a).await,
         Command::State(StateArgs { command: StateCommand::Forget(a) }) => state::forget(&a).await,
+        Command::History(a) => state::history(&a).await,
         Command::Schema => {
             let schema = crate::plan::json_schema();
             println!("{}", serde_json::to_string_pretty(&schema).expect("a JSON value serializes"));

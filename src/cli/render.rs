@@ -4,6 +4,7 @@
 use crate::apply::{ApplyReport, FleetStatus};
 use crate::model::Instance;
 use crate::planner::{Action, ActionKind, Changeset};
+use crate::state::history::HistoryEntry;
 use owo_colors::OwoColorize;
 use serde_json::{Value, json};
 use std::fmt::Write;
@@ -258,9 +259,31 @@ pub fn instance_json(plan: &str, i: &Instance) -> Value {
     })
 }
 
+/// `history` as an aligned table, one run a line.
+pub fn history_table(entries: &[HistoryEntry]) -> String {
+    let header = ["TIME", "COMMAND", "OUTCOME", "CREATED", "DELETED", "MOVED", "NODES", "COST", "SHORTAGES"];
+    let rows: Vec<[String; 9]> = entries
+        .iter()
+        .map(|e| {
+            let nodes: u32 = e.nodes.values().flat_map(|placements| placements.values()).sum();
+            [
+                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.command.clone(),
+                e.outcome.clone(),
+                e.created.to_string(),
+                e.deleted.to_string(),
+                e.moves_finished.to_string(),
+                nodes.to_string(),
+                money(e.cost_per_hour),
+                e.shortages.len().to_string(),
+            ]
+        })
+        .collect();
+    aligned(&header, &rows)
+}
+
 /// `state list` as an aligned table.
 pub fn instance_table(rows: &[(String, Instance)]) -> String {
-    let mut out = String::new();
     let header = ["ID", "PLAN", "FLEET", "CLOUD", "LOCATION", "INSTANCE TYPE", "LAUNCHED"];
     let cells: Vec<[String; 7]> = rows
         .iter()
@@ -276,10 +299,16 @@ pub fn instance_table(rows: &[(String, Instance)]) -> String {
             ]
         })
         .collect();
+    aligned(&header, &cells)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut out = String::new();
     let mut widths = header.map(str::len);
-    for row in &cells {
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
+            *w = (*w).max(c.chars().count());
         }
     }
     let line = |cols: Vec<&str>| {
@@ -287,7 +316,7 @@ pub fn instance_table(rows: &[(String, Instance)]) -> String {
         padded.join("  ").trim_end().to_string()
     };
     let _ = writeln!(out, "{}", line(header.to_vec()));
-    for row in &cells {
+    for row in rows {
         let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
     }
     out

@@ -1,7 +1,7 @@
 //! `gpufleet state list`, `state show` and `state forget`.
 
 use super::render::{instance_json, instance_table};
-use super::{Exit, Failure, StateForgetArgs, StateListArgs, StateShowArgs, failure};
+use super::{Exit, Failure, HistoryArgs, StateForgetArgs, StateListArgs, StateShowArgs, failure};
 use crate::model::{Clock, Instance, SystemClock};
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::{LocalBackend, StateBackend};
@@ -79,5 +79,21 @@ pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
         println!("  {} {} {}", instance.cloud, instance.zone.as_deref().unwrap_or(&instance.region), instance.id);
     }
     println!("gpufleet no longer tracks them: if they still run, they keep costing until deleted in the cloud.");
+    Ok(Exit::Ok)
+}
+
+/// `gpufleet history PLAN`: the plan's runs as a table, or JSON.
+pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
+    // A plan file names its plan; anything else is taken as the name.
+    let path = Path::new(&args.plan);
+    let name = if path.is_file() { super::context::load_plan(path)?.0.name } else { args.plan.clone() };
+    let entries = LocalBackend::new(&args.state_dir).history(&name).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries).expect("history entries serialize"));
+    } else if entries.is_empty() {
+        println!("No history for plan `{name}` under {}.", args.state_dir.display());
+    } else {
+        print!("{}", super::render::history_table(&entries));
+    }
     Ok(Exit::Ok)
 }

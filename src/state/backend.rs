@@ -3,6 +3,7 @@
 //! rebalancer) goes through [`StateBackend`] and never sees a file or a table.
 
 use super::StateError;
+use super::history::HistoryEntry;
 use super::journal::Entry;
 use super::lock::Holder;
 use super::model::State;
@@ -38,6 +39,12 @@ pub trait StateBackend: Send + Sync {
 
     /// Intents with no outcome yet: left by a run that was interrupted.
     async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError>;
+
+    /// Record one finished run.
+    async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError>;
+
+    /// Every recorded run, oldest first.
+    async fn history(&self, plan: &str) -> Result<Vec<HistoryEntry>, StateError>;
 }
 
 /// A held lock or leader lease; released when dropped.

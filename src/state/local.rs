@@ -3,6 +3,7 @@
 
 use super::backend::{Lease, StateBackend};
 use super::files;
+use super::history::HistoryEntry;
 use super::journal::{Entry, Journal};
 use super::lock::{Holder, LockError, StateLock};
 use super::model::{STATE_FORMAT_VERSION, State};
@@ -68,6 +69,10 @@ impl LocalBackend {
 
     pub fn journal_path(&self, plan: &str) -> PathBuf {
         self.dir.join(format!("{plan}.journal.jsonl"))
+    }
+
+    fn history_path(&self, plan: &str) -> PathBuf {
+        self.dir.join(format!("{plan}.history.jsonl"))
     }
 
     fn leader_path(&self, name: &str) -> PathBuf {
@@ -159,6 +164,30 @@ impl StateBackend for LocalBackend {
         Journal::open(&path)
             .and_then(|mut journal| journal.append(entry))
             .map_err(|source| StateError::Journal { path, source })
+    }
+
+    async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
+        let path = self.history_path(plan);
+        let write = || -> io::Result<()> {
+            let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+            line.push(b'\n');
+            let mut file = files::open_append(&path)?;
+            std::io::Write::write_all(&mut file, &line)?;
+            file.sync_data()
+        };
+        write().map_err(|source| StateError::Write { path: path.clone(), source })
+    }
+
+    /// Lines that do not parse (a torn last line, a hand edit) are skipped:
+    /// history is for reading, and one bad line must not hide the rest.
+    async fn history(&self, plan: &str) -> Result<Vec<HistoryEntry>, StateError> {
+        let path = self.history_path(plan);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        Ok(bytes.split(|b| *b == b'\n').filter_map(|line| serde_json::from_slice(line).ok()).collect())
     }
 
     async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {

@@ -4,6 +4,7 @@
 
 pub mod backend;
 mod files;
+pub mod history;
 pub mod journal;
 pub mod local;
 pub mod lock;
