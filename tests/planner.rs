@@ -5,7 +5,7 @@ use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use gpufleet::catalog::Catalog;
 use gpufleet::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
-use gpufleet::plan::offerings::allowed_offerings;
+use gpufleet::plan::offerings::{allowed_offerings, preference_rank};
 use gpufleet::plan::{
     AwsConfig, DEFAULT_SHORTAGE_TTL, Disruption, Fleet, PlacementPolicy, Plan, Preference, Providers, Rebalance,
 };
@@ -420,12 +420,15 @@ proptest! {
                 !shortages.iter().any(|s| to_offering.is_short(&s.scope) && (s.expires_at > now() || s.last_seen > settled)),
                 "never to an offering short now or within move_back_after"
             );
-            let better_rank = to < from;
-            let cheaper = match (to_offering.price_per_gpu_hour(), allowed[from.unwrap()].price_per_gpu_hour()) {
+            let from_offering = &allowed[from.unwrap()];
+            let (rank_to, rank_from) =
+                (preference_rank(&fleet.prefer, to_offering), preference_rank(&fleet.prefer, from_offering));
+            let cheaper = match (to_offering.price_per_gpu_hour(), from_offering.price_per_gpu_hour()) {
                 (Some(new), Some(old)) => new <= old * (1.0 - desired.rebalance.min_gain),
                 _ => false,
             };
-            prop_assert!(better_rank || cheaper, "every move improves rank or beats min_gain");
+            prop_assert!(rank_to <= rank_from, "never to a less preferred place");
+            prop_assert!(rank_to < rank_from || cheaper, "every move improves the preference or beats min_gain");
         }
     }
 }
@@ -447,4 +450,15 @@ fn nodes_on_a_fallback_move_home_within_the_budget_once_home_has_been_clear_long
     assert_eq!(moves[0].instance_ids, vec!["i-1", "i-2", "i-3"], "newest first, three of four");
     let changeset = rebalance(&desired, &away, &[], &catalog(), now());
     insta::assert_snapshot!(render(&changeset));
+}
+
+#[test]
+fn nodes_do_not_move_between_offerings_equally_preferred_and_priced() {
+    let mut desired = plan_of(vec![fleet("trainers", "H100", 2)]);
+    desired.rebalance.max_disruption = Disruption::Nodes(2);
+    // Both regions are equally unpreferred and priced alike: staying put is right.
+    desired.fleets.get_mut("trainers").unwrap().prefer.clear();
+    let west: Vec<Instance> =
+        (0..2).map(|n| instance(&format!("i-{n}"), "trainers", "us-west-2", "p5.48xlarge", n)).collect();
+    assert!(decide(&desired, &west, &[], &catalog(), now()).is_empty());
 }

@@ -7,16 +7,16 @@
 //! - never more nodes in motion per fleet than `max_disruption` allows;
 //! - never a move to an offering with a live shortage, nor to one short
 //!   within `move_back_after`;
-//! - every move improves the preference rank, or the price per GPU-hour by
-//!   at least `min_gain`;
+//! - every move goes to a place earlier in the fleet's `prefer` list, or, at
+//!   the same place in it, cuts the price per GPU-hour by at least `min_gain`;
 //! - only observed instances move, each at most once; a move creates before
 //!   it deletes, so a fleet never drops below what it runs.
 
 use super::{Action, ActionKind, Changeset, Reason, price_of};
 use crate::catalog::{Catalog, Offering};
 use crate::model::{Instance, Placement, Shortage};
-use crate::plan::offerings::allowed_offerings;
-use crate::plan::{Fleet, PlacementPolicy, Plan};
+use crate::plan::offerings::{allowed_offerings, preference_rank};
+use crate::plan::{Fleet, PlacementPolicy, Plan, Preference};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -68,18 +68,16 @@ fn decide_fleet(
     catalog: &Catalog,
 ) -> Vec<Move> {
     let allowed = allowed_offerings(fleet, &plan.providers, catalog);
-    let Some((best_rank, best)) =
-        allowed.iter().enumerate().find(|(_, o)| !unsettled.iter().any(|s| o.is_short(&s.scope)))
-    else {
+    let Some(best) = allowed.iter().find(|o| !unsettled.iter().any(|s| o.is_short(&s.scope))) else {
         return Vec::new();
     };
     let mut budget = plan.rebalance.max_disruption.nodes_of(fleet.nodes);
-    // Worst placed first, newest first among equals.
+    // Worst placed first (by the order offerings are tried in), newest first among equals.
     let mut candidates: Vec<(&Instance, Option<(usize, &Offering)>)> =
         mine.iter().map(|i| (*i, allowed.iter().enumerate().find(|(_, o)| o.placement().hosts(i)))).collect();
     candidates.sort_by(|(a, ra), (b, rb)| {
-        let rank = |r: &Option<(usize, &Offering)>| r.map_or(usize::MAX, |(rank, _)| rank);
-        rank(rb).cmp(&rank(ra)).then(b.launched_at.cmp(&a.launched_at)).then(a.id.cmp(&b.id))
+        let order = |r: &Option<(usize, &Offering)>| r.map_or(usize::MAX, |(order, _)| order);
+        order(rb).cmp(&order(ra)).then(b.launched_at.cmp(&a.launched_at)).then(a.id.cmp(&b.id))
     });
     let mut by_route: BTreeMap<(Placement, String), Vec<String>> = BTreeMap::new();
     for (instance, current) in candidates {
@@ -87,8 +85,8 @@ fn decide_fleet(
             break;
         }
         // Instances outside the allowed offerings are the planner's to delete.
-        let Some((rank, offering)) = current else { continue };
-        let Some(why) = improvement(rank, offering, best_rank, best, plan.rebalance.min_gain) else { continue };
+        let Some((_, offering)) = current else { continue };
+        let Some(why) = improvement(&fleet.prefer, offering, best, plan.rebalance.min_gain) else { continue };
         by_route.entry((Placement::of(instance), why)).or_default().push(instance.id.clone());
         budget -= 1;
     }
@@ -101,17 +99,21 @@ fn decide_fleet(
         .collect()
 }
 
-/// Why moving from `current` (at `rank`) to `best` is worth it, if it is.
-fn improvement(rank: usize, current: &Offering, best_rank: usize, best: &Offering, min_gain: f64) -> Option<String> {
-    if best_rank < rank {
+/// Why moving from `current` to `best` is worth it, if it is: a better
+/// place in the fleet's `prefer` list, or, at the same place in it, a price
+/// per GPU-hour lower by at least `min_gain`. Never to a less preferred place,
+/// and never for nothing (zones of one region at one price stay put).
+fn improvement(prefer: &[Preference], current: &Offering, best: &Offering, min_gain: f64) -> Option<String> {
+    let (now, then) = (preference_rank(prefer, current), preference_rank(prefer, best));
+    if then < now {
         return Some(format!("{} is preferred", best.label()));
     }
-    if best.placement() == current.placement() {
+    if then > now || best.placement() == current.placement() {
         return None;
     }
-    let (now, then) = (current.price_per_gpu_hour()?, best.price_per_gpu_hour()?);
-    (then <= now * (1.0 - min_gain))
-        .then(|| format!("{} is {:.0}% cheaper per GPU-hour", best.label(), (1.0 - then / now) * 100.0))
+    let (old, new) = (current.price_per_gpu_hour()?, best.price_per_gpu_hour()?);
+    (new <= old * (1.0 - min_gain))
+        .then(|| format!("{} is {:.0}% cheaper per GPU-hour", best.label(), (1.0 - new / old) * 100.0))
 }
 
 /// The actions of these moves: each creates its nodes at the better offering
