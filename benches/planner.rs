@@ -46,7 +46,7 @@ fn observed(n: usize, plan: &gpufleet::plan::Plan, catalog: &Catalog) -> Vec<Ins
                 fleet: fleet.name.clone(),
                 run: "bench".into(),
                 launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(i as i64),
-                scope: Some(gpufleet::model::Scope::AwsRegion { region: o.region.clone() }),
+                scope: Some(gpufleet::model::Scope::AwsRegion { region: o.region.clone(), profile: None }),
             }
         })
         .collect()

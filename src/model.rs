@@ -60,28 +60,25 @@ pub const TAG_RUN: &str = "gpufleet-run";
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Scope {
-    /// An EC2 region (DescribeInstances is regional).
-    AwsRegion { region: String },
+    /// An EC2 region, reached through a named profile of the shared AWS
+    /// configuration, or the default chain (DescribeInstances is regional,
+    /// and the profile picks the account).
+    AwsRegion {
+        region: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
     /// A Compute Engine project (aggregatedList covers every zone of it).
     GcpProject { project: String },
     /// An Azure resource group of a subscription (every region in it).
     AzureResourceGroup { subscription: String, resource_group: String },
 }
 
-impl Scope {
-    pub fn cloud(&self) -> Cloud {
-        match self {
-            Scope::AwsRegion { .. } => Cloud::Aws,
-            Scope::GcpProject { .. } => Cloud::Gcp,
-            Scope::AzureResourceGroup { .. } => Cloud::Azure,
-        }
-    }
-}
-
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Scope::AwsRegion { region } => write!(f, "aws region {region}"),
+            Scope::AwsRegion { region, profile: None } => write!(f, "aws region {region}"),
+            Scope::AwsRegion { region, profile: Some(profile) } => write!(f, "aws region {region} (profile {profile})"),
             Scope::GcpProject { project } => write!(f, "gcp project {project}"),
             Scope::AzureResourceGroup { subscription, resource_group } => {
                 write!(f, "azure subscription {subscription} resource group {resource_group}")

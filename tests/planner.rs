@@ -114,7 +114,7 @@ fn instance(id: &str, fleet: &str, region: &str, instance_type: &str, minute: u3
         fleet: fleet.into(),
         run: "run-1".into(),
         launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0).unwrap(),
-        scope: Some(Scope::AwsRegion { region: region.into() }),
+        scope: Some(Scope::AwsRegion { region: region.into(), profile: None }),
     }
 }
 

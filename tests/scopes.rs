@@ -193,3 +193,30 @@ fn instances_in_a_scope_that_cannot_be_reached_fail_the_command_and_stay_in_the_
     let unknown = run(&["state", "forget", "--plan", "scopes", "--state-dir", state, "i-nope"], 1);
     assert!(stderr(&unknown).contains("i-nope"), "{}", stderr(&unknown));
 }
+
+#[test]
+fn a_profile_renamed_for_the_same_account_keeps_the_nodes_and_records_the_new_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SimServer::start(&[]);
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let with_profile = |profile: &str| {
+        let aws =
+            AWS.replace("regions = [\"us-east-1\"]", &format!("regions = [\"us-east-1\"]\nprofile = \"{profile}\""));
+        write_plan(dir.path(), &[&aws, TRAINERS], "aws:us-east-1")
+    };
+    let plan = with_profile("gpu-prod");
+    run(&["apply", &plan, "--sim-url", &server.url, "--auto-approve", "--state-dir", state], 0);
+    let before = common::state_ids(Path::new(state));
+
+    // The simulator is one account whatever the profile, like a profile
+    // renamed in ~/.aws/config: the same nodes, now in the plan's account.
+    let renamed = with_profile("gpu-production");
+    let out = run(&["plan", &renamed, "--sim-url", &server.url, "--state-dir", state, "--detailed-exitcode"], 0);
+    assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
+    run(&["apply", &renamed, "--sim-url", &server.url, "--auto-approve", "--state-dir", state], 0);
+    assert_eq!(common::state_ids(Path::new(state)), before, "kept, not deleted and recreated");
+    let listed = run(&["state", "list", "--json", "--state-dir", state], 0);
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert!(listed.iter().all(|i| i["scope"]["profile"] == "gpu-production"), "{listed:?}");
+}

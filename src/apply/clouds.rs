@@ -8,7 +8,7 @@ use crate::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings};
 use crate::providers::gcp::{GcpConnection, GcpProvider};
 use crate::providers::{Provider, ProviderError, RetryPolicy};
 use futures::future::join_all;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where the clouds are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,25 +63,44 @@ impl Clouds {
         let mut clouds = Clouds { accounts: Vec::new(), unreachable: Vec::new() };
         let known_scopes: BTreeSet<&Scope> = known.iter().filter_map(|i| i.scope.as_ref()).collect();
 
-        let mut aws_regions: BTreeSet<String> =
-            plan.providers.aws.iter().flat_map(|a| a.regions.iter().cloned()).collect();
-        aws_regions.extend(known.iter().filter(|i| i.cloud == Cloud::Aws).map(|i| i.region.clone()));
-        if !aws_regions.is_empty() {
-            let configured = plan.providers.aws.as_ref();
-            let connection = match target {
-                Target::Clouds => AwsConnection {
-                    endpoint: configured.and_then(|a| a.endpoint.clone()),
-                    profile: configured.and_then(|a| a.profile.clone()),
-                    simulator_credentials: false,
-                    retry,
-                },
-                Target::Simulator { url } => {
-                    AwsConnection { endpoint: Some(url.clone()), profile: None, simulator_credentials: true, retry }
-                }
-            };
-            let regions: Vec<String> = aws_regions.into_iter().collect();
-            let provider = AwsProvider::connect(&regions, &connection).await;
-            clouds.accounts.push(Account { provider: Box::new(provider), home: configured.is_some() });
+        // AWS: the plan's regions under the plan's profile are the home
+        // account; every other (profile, region) the state holds instances
+        // in is listed through an account of its own, so that one that
+        // cannot be reached is reported, not fatal.
+        let aws = plan.providers.aws.as_ref();
+        let aws_connection = |profile: Option<String>| match target {
+            Target::Clouds => AwsConnection {
+                endpoint: aws.and_then(|a| a.endpoint.clone()),
+                profile: profile.clone(),
+                simulator_credentials: false,
+                retry,
+                account: profile,
+            },
+            Target::Simulator { url } => AwsConnection {
+                endpoint: Some(url.clone()),
+                profile: None,
+                simulator_credentials: true,
+                retry,
+                account: profile,
+            },
+        };
+        let home_profile = aws.and_then(|a| a.profile.clone());
+        if let Some(aws) = aws {
+            let provider = AwsProvider::connect(&aws.regions, &aws_connection(home_profile.clone())).await;
+            clouds.accounts.push(Account { provider: Box::new(provider), home: true });
+        }
+        let mut leftover: BTreeMap<Option<String>, BTreeSet<String>> = BTreeMap::new();
+        for scope in &known_scopes {
+            let Scope::AwsRegion { region, profile } = scope else { continue };
+            let home = aws.is_some_and(|a| *profile == home_profile && a.regions.contains(region));
+            if !home {
+                leftover.entry(profile.clone()).or_default().insert(region.clone());
+            }
+        }
+        for (profile, regions) in leftover {
+            let regions: Vec<String> = regions.into_iter().collect();
+            let provider = AwsProvider::connect(&regions, &aws_connection(profile)).await;
+            clouds.accounts.push(Account { provider: Box::new(provider), home: false });
         }
 
         let gcp = plan.providers.gcp.as_ref();
@@ -91,7 +110,8 @@ impl Clouds {
         };
         if let Some(gcp) = gcp {
             let mut zones: BTreeSet<String> = gcp.zones.iter().cloned().collect();
-            zones.extend(zones_known_in(known, &gcp.project));
+            let home = Scope::GcpProject { project: gcp.project.clone() };
+            zones.extend(known_in(known, &home, |i| i.zone.clone()));
             let zones: Vec<String> = zones.into_iter().collect();
             let provider = GcpProvider::connect(&gcp.project, &zones, &gcp_connection).await?;
             clouds.accounts.push(Account { provider: Box::new(provider), home: true });
@@ -101,7 +121,7 @@ impl Clouds {
             if gcp.is_some_and(|g| g.project == *project) {
                 continue;
             }
-            let zones: Vec<String> = zones_known_in(known, project).into_iter().collect();
+            let zones: Vec<String> = known_in(known, scope, |i| i.zone.clone()).into_iter().collect();
             match GcpProvider::connect(project, &zones, &gcp_connection).await {
                 Ok(provider) => clouds.accounts.push(Account { provider: Box::new(provider), home: false }),
                 Err(e) => clouds.unreachable.push(((*scope).clone(), e.to_string())),
@@ -121,7 +141,11 @@ impl Clouds {
         };
         if let Some(azure) = azure {
             let mut regions: BTreeSet<String> = azure.regions.iter().cloned().collect();
-            regions.extend(regions_known_in(known, &azure.subscription, &azure.resource_group));
+            let home = Scope::AzureResourceGroup {
+                subscription: azure.subscription.clone(),
+                resource_group: azure.resource_group.clone(),
+            };
+            regions.extend(known_in(known, &home, |i| Some(i.region.clone())));
             let regions: Vec<String> = regions.into_iter().collect();
             let vm = AzureVmSettings {
                 subnet: azure.subnet.clone(),
@@ -138,7 +162,7 @@ impl Clouds {
             if azure.is_some_and(|a| a.subscription == *subscription && a.resource_group == *resource_group) {
                 continue;
             }
-            let regions: Vec<String> = regions_known_in(known, subscription, resource_group).into_iter().collect();
+            let regions: Vec<String> = known_in(known, scope, |i| Some(i.region.clone())).into_iter().collect();
             // This account only lists and deletes; nothing is created in it.
             let vm = AzureVmSettings { subnet: None, admin_username: "gpufleet".into(), ssh_public_key: String::new() };
             match AzureProvider::connect(subscription, resource_group, &regions, &azure_connection, &vm).await {
@@ -179,32 +203,30 @@ impl Clouds {
     pub async fn list_owned(&self, plan: &str) -> Result<Listing, ProviderError> {
         let lists = join_all(self.accounts.iter().map(|a| a.provider.list_owned(plan))).await;
         let mut listing = Listing { unreachable: self.unreachable.clone(), ..Listing::default() };
+        let mut seen: Vec<(bool, Instance)> = Vec::new();
         for (account, list) in self.accounts.iter().zip(lists) {
             match list {
                 Ok(instances) => {
-                    listing.instances.extend(instances);
+                    seen.extend(instances.into_iter().map(|i| (account.home, i)));
                     listing.listed.extend(account.provider.scopes());
                 }
                 Err(e) if account.home => return Err(e),
                 Err(e) => listing.unreachable.extend(account.provider.scopes().into_iter().map(|s| (s, e.to_string()))),
             }
         }
+        // One instance reached through two accounts (a renamed profile for
+        // the same AWS account, a resource group written in other letter
+        // case) is one instance, in the plan's own account: kept, not
+        // deleted as if it had left the plan.
+        seen.sort_by(|(home_a, a), (home_b, b)| a.id.cmp(&b.id).then(home_b.cmp(home_a)));
+        seen.dedup_by(|(_, later), (_, first)| later.id == first.id);
+        listing.instances = seen.into_iter().map(|(_, i)| i).collect();
         listing.instances.sort();
         Ok(listing)
     }
 }
 
-/// Zones where `known` holds instances of this Compute Engine project.
-fn zones_known_in(known: &[Instance], project: &str) -> BTreeSet<String> {
-    let scope = Scope::GcpProject { project: project.to_string() };
-    known.iter().filter(|i| i.scope.as_ref() == Some(&scope)).filter_map(|i| i.zone.clone()).collect()
-}
-
-/// Regions where `known` holds instances of this Azure resource group.
-fn regions_known_in(known: &[Instance], subscription: &str, resource_group: &str) -> BTreeSet<String> {
-    let scope = Scope::AzureResourceGroup {
-        subscription: subscription.to_string(),
-        resource_group: resource_group.to_string(),
-    };
-    known.iter().filter(|i| i.scope.as_ref() == Some(&scope)).map(|i| i.region.clone()).collect()
+/// What `known` instances of `scope` have in one attribute (zones, regions).
+fn known_in(known: &[Instance], scope: &Scope, of: impl Fn(&Instance) -> Option<String>) -> BTreeSet<String> {
+    known.iter().filter(|i| i.scope.as_ref() == Some(scope)).filter_map(of).collect()
 }

@@ -135,8 +135,13 @@ pub async fn apply(
     let run = uuid::Uuid::new_v4().to_string();
     refresh::close_open_intents(session, &run, &refreshed).await?;
     refresh::emit_refreshed(session, &refreshed);
+    let changed = refreshed.changed || !refreshed.open_intents.is_empty();
     let state = &mut refreshed.state;
-    session.backend.save(state).await?;
+    // Keep what the refresh found; a run with nothing to record writes
+    // nothing, so saved plans made meanwhile stay current.
+    if changed {
+        session.backend.save(state).await?;
+    }
     let mut runner = runner::Runner::new(session, &run);
     for _ in 0..MAX_ROUNDS {
         if session.stopping() {

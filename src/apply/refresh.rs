@@ -22,6 +22,9 @@ pub struct Refreshed {
     pub open_intents: Vec<Entry>,
     pub adopted: Vec<String>,
     pub vanished: Vec<String>,
+    /// The clouds report something other than the state holds (instances
+    /// adopted or gone, or found in another account scope).
+    pub changed: bool,
 }
 
 impl Refreshed {
@@ -83,9 +86,10 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
         vanished = vanished.len(),
         "refreshed"
     );
+    let changed = state.instances != listing.instances;
     state.instances = listing.instances;
     state.forget_shortages_older_than(now, session.plan.rebalance.move_back_after);
-    Ok(Refreshed { state, serial_read, now, open_intents, adopted, vanished })
+    Ok(Refreshed { state, serial_read, now, open_intents, adopted, vanished, changed })
 }
 
 /// States written before scopes were recorded (format 1) name none: such an
@@ -128,7 +132,7 @@ fn unlisted(plan: &str, known: &[Instance], listed: &BTreeSet<Scope>, unreachabl
 /// nothing writes nothing, so a saved plan made meanwhile stays current.
 /// The caller holds the lock.
 pub async fn record_refresh(session: &Session<'_>, refreshed: &mut Refreshed) -> Result<(), ApplyError> {
-    if refreshed.open_intents.is_empty() && refreshed.adopted.is_empty() && refreshed.vanished.is_empty() {
+    if refreshed.open_intents.is_empty() && !refreshed.changed {
         return Ok(());
     }
     let run = uuid::Uuid::new_v4().to_string();

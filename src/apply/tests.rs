@@ -69,7 +69,7 @@ fn instance(id: &str, fleet: &str, placement: &Placement) -> Instance {
         fleet: fleet.to_string(),
         run: "earlier".into(),
         launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-        scope: Some(Scope::AwsRegion { region: placement.region.clone() }),
+        scope: Some(Scope::AwsRegion { region: placement.region.clone(), profile: None }),
     }
 }
 
@@ -80,7 +80,7 @@ impl Provider for FakeAws {
     }
 
     fn scopes(&self) -> Vec<Scope> {
-        ["us-east-1", "us-west-2"].map(|region| Scope::AwsRegion { region: region.into() }).to_vec()
+        ["us-east-1", "us-west-2"].map(|region| Scope::AwsRegion { region: region.into(), profile: None }).to_vec()
     }
 
     async fn list_owned(&self, _plan: &str) -> Result<Vec<Instance>, ProviderError> {

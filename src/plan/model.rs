@@ -108,7 +108,10 @@ impl Providers {
     /// EC2 region is a scope of its own, so AWS always has one).
     pub fn scope_of(&self, cloud: Cloud, region: &str) -> Option<Scope> {
         match cloud {
-            Cloud::Aws => Some(Scope::AwsRegion { region: region.to_string() }),
+            Cloud::Aws => Some(Scope::AwsRegion {
+                region: region.to_string(),
+                profile: self.aws.as_ref().and_then(|a| a.profile.clone()),
+            }),
             Cloud::Gcp => self.gcp.as_ref().map(|g| Scope::GcpProject { project: g.project.clone() }),
             Cloud::Azure => self.azure.as_ref().map(|a| Scope::AzureResourceGroup {
                 subscription: a.subscription.clone(),
@@ -124,7 +127,15 @@ impl Providers {
     /// planner says so on its own.)
     pub fn left_scope(&self, scope: &Scope) -> Option<String> {
         match scope {
-            Scope::AwsRegion { .. } => self.aws.is_none().then(|| "[providers.aws] left the plan".to_string()),
+            Scope::AwsRegion { profile, .. } => match &self.aws {
+                None => Some("[providers.aws] left the plan".to_string()),
+                Some(a) if a.profile != *profile => Some(format!(
+                    "profile changed: instances reached with {}, the plan now uses {}",
+                    profile.as_deref().unwrap_or("the default credentials"),
+                    a.profile.as_deref().unwrap_or("the default credentials")
+                )),
+                Some(_) => None,
+            },
             Scope::GcpProject { project } => match &self.gcp {
                 None => Some("[providers.gcp] left the plan".to_string()),
                 Some(g) if g.project != *project => {

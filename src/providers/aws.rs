@@ -38,10 +38,16 @@ pub struct AwsConnection {
     /// not check signatures.
     pub simulator_credentials: bool,
     pub retry: RetryPolicy,
+    /// The profile that names this account in the plan, recorded in every
+    /// instance's scope; `profile` above is what reaches it in this run.
+    pub account: Option<String>,
 }
 
 pub struct AwsProvider {
     clients: Vec<(String, Client)>,
+    /// The plan's profile for this account, recorded in each instance's
+    /// scope (whatever credentials reach it: the simulator takes any).
+    account: Option<String>,
     retry: RetryPolicy,
 }
 
@@ -74,7 +80,11 @@ impl AwsProvider {
                 (region.clone(), Client::from_conf(config))
             })
             .collect();
-        AwsProvider { clients, retry: connection.retry }
+        AwsProvider { clients, account: connection.account.clone(), retry: connection.retry }
+    }
+
+    fn scope(&self, region: &str) -> Scope {
+        Scope::AwsRegion { region: region.to_string(), profile: self.account.clone() }
     }
 
     fn client(&self, region: &str) -> Result<&Client, ProviderError> {
@@ -105,7 +115,9 @@ impl AwsProvider {
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| classify(region, e))?;
                 for reservation in page.reservations() {
-                    out.extend(reservation.instances().iter().filter_map(|i| to_instance(region, i)));
+                    out.extend(
+                        reservation.instances().iter().filter_map(|i| to_instance(region, self.scope(region), i)),
+                    );
                 }
             }
             Ok(out)
@@ -121,7 +133,7 @@ impl Provider for AwsProvider {
     }
 
     fn scopes(&self) -> Vec<Scope> {
-        self.clients.iter().map(|(region, _)| Scope::AwsRegion { region: region.clone() }).collect()
+        self.clients.iter().map(|(region, _)| self.scope(region)).collect()
     }
 
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
@@ -164,7 +176,7 @@ impl Provider for AwsProvider {
                 .map_err(|e| classify(region, e))
         })
         .await?;
-        Ok(output.instances().iter().filter_map(|i| to_instance(region, i)).collect())
+        Ok(output.instances().iter().filter_map(|i| to_instance(region, self.scope(region), i)).collect())
     }
 
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError> {
@@ -217,7 +229,7 @@ async fn terminate_batch(
     Ok(())
 }
 
-fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
+fn to_instance(region: &str, scope: Scope, i: &aws_sdk_ec2::types::Instance) -> Option<Instance> {
     let state = i.state().and_then(|s| s.name());
     if matches!(state, Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)) {
         return None;
@@ -236,7 +248,7 @@ fn to_instance(region: &str, i: &aws_sdk_ec2::types::Instance) -> Option<Instanc
         fleet: tag(TAG_FLEET)?,
         run: tag(TAG_RUN).unwrap_or_default(),
         launched_at,
-        scope: Some(Scope::AwsRegion { region: region.to_string() }),
+        scope: Some(scope),
     })
 }
 
