@@ -11,17 +11,68 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Refreshed { instances: usize, adopted: Vec<String>, vanished: Vec<String> },
-    Recovered { intents: usize },
-    Attempt { fleet: String, placement: Placement, count: u32, min_count: u32 },
-    Created { fleet: String, placement: Placement, requested: u32, instance_ids: Vec<String> },
-    Shortage { fleet: String, placement: Placement, code: String, message: String, retry_after: DateTime<Utc> },
-    Failover { fleet: String, from: Placement, to: Placement },
-    Deleting { fleet: String, placement: Placement, instance_ids: Vec<String> },
-    Deleted { fleet: String, placement: Placement, instance_ids: Vec<String> },
-    Failed { fleet: String, placement: Placement, code: String, message: String },
-    Postponed { fleet: String, placement: Placement, why: String },
-    DrainFailed { fleet: String, instance_id: String, message: String },
+    Refreshed {
+        instances: usize,
+        adopted: Vec<String>,
+        vanished: Vec<String>,
+    },
+    Recovered {
+        intents: usize,
+    },
+    Attempt {
+        fleet: String,
+        placement: Placement,
+        count: u32,
+        min_count: u32,
+    },
+    Created {
+        fleet: String,
+        placement: Placement,
+        requested: u32,
+        instance_ids: Vec<String>,
+    },
+    Shortage {
+        fleet: String,
+        placement: Placement,
+        code: String,
+        message: String,
+        retry_after: DateTime<Utc>,
+    },
+    Failover {
+        fleet: String,
+        from: Placement,
+        to: Placement,
+    },
+    Deleting {
+        fleet: String,
+        placement: Placement,
+        instance_ids: Vec<String>,
+    },
+    Deleted {
+        fleet: String,
+        placement: Placement,
+        instance_ids: Vec<String>,
+    },
+    Failed {
+        fleet: String,
+        placement: Placement,
+        code: String,
+        message: String,
+    },
+    Postponed {
+        fleet: String,
+        placement: Placement,
+        why: String,
+    },
+    DrainFailed {
+        fleet: String,
+        instance_id: String,
+        message: String,
+    },
+    /// The run's history entry could not be written.
+    HistoryNotRecorded {
+        message: String,
+    },
 }
 
 /// Receives apply events as they happen.

@@ -183,7 +183,11 @@ pub async fn apply(
         postponed: rounds.postponed(),
     };
     let now = session.clock.now().await?;
-    session.backend.append_history(&session.plan.name, &history_entry(session, command, state, &report, now)).await?;
+    let entry = history_entry(session, command, state, &report, now);
+    if let Err(e) = session.backend.append_history(&session.plan.name, &entry).await {
+        // The run itself is done and recorded in the state: say so, do not fail it.
+        session.events.emit(&Event::HistoryNotRecorded { message: e.to_string() });
+    }
     Ok(report)
 }
 

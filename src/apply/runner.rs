@@ -63,6 +63,8 @@ pub(super) struct Runner<'s> {
     pub created: u32,
     pub deleted: u32,
     pub drain_failures: Vec<String>,
+    /// Instances whose drain failed in this run.
+    undrained: BTreeSet<String>,
     pub moves: MoveTally,
 }
 
@@ -83,6 +85,7 @@ impl<'s> Runner<'s> {
             created: 0,
             deleted: 0,
             drain_failures: Vec::new(),
+            undrained: BTreeSet::new(),
             moves: MoveTally::default(),
         }
     }
@@ -394,7 +397,8 @@ impl<'s> Runner<'s> {
 
     /// Drain one node before its delete; false (reported) keeps it.
     async fn drained(&mut self, action: &Action, instance: &Instance) -> bool {
-        if self.session.stopping() {
+        // Stopping, or refused once this run already: not asked again.
+        if self.session.stopping() || self.undrained.contains(&instance.id) {
             return false;
         }
         match self.session.drain.drain(&self.session.plan.name, instance).await {
@@ -406,6 +410,7 @@ impl<'s> Runner<'s> {
                     message: message.clone(),
                 });
                 self.drain_failures.push(format!("{} (fleet {}) kept: {message}", instance.id, action.fleet));
+                self.undrained.insert(instance.id.clone());
                 false
             }
         }

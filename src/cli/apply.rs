@@ -71,10 +71,14 @@ async fn watch_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
     let connected = Connected::open(&plan, &run.target).await?;
     let events: Box<dyn EventSink> = if run.json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
     let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
-    let pace = Pace {
-        every: args.every.map_or(plan.rebalance.every, Into::into),
-        poll: std::time::Duration::from_millis(200),
-    };
+    let every: std::time::Duration = args.every.map_or(plan.rebalance.every, Into::into);
+    if every.is_zero() || every > std::time::Duration::from_secs(365 * 24 * 3600) {
+        return Err(failure(
+            format!("--every {} is not a usable time between rounds", humantime::format_duration(every)),
+            "give a duration above zero and at most a year, e.g. --every 5m",
+        ));
+    }
+    let pace = Pace { every, poll: std::time::Duration::from_millis(200) };
     let metrics = Arc::new(Metrics::new());
     if let Some(addr) = args.metrics_listen {
         serve_metrics(addr, Arc::clone(&metrics)).await?;

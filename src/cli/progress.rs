@@ -106,6 +106,9 @@ impl EventSink for Progress {
                 ));
             }
             Event::Failover { fleet, from, to } => self.say(format!("{fleet}: failing over from {from} to {to}")),
+            Event::HistoryNotRecorded { message } => {
+                self.say(format!("warning: the run is not in the history: {message}"))
+            }
             Event::DrainFailed { fleet, instance_id, message } => {
                 self.say(format!("{fleet}: drain of {instance_id} failed, the node is kept: {message}"))
             }

@@ -64,10 +64,17 @@ pub async fn watch(
     report(Watch::Leading { every: pace.every });
     let mut renewed = session.clock.now().await?;
     while !session.stopping() {
-        let started = session.clock.now().await?;
+        let started = match session.clock.now().await {
+            Ok(now) => now,
+            Err(error) => {
+                report(Watch::RoundFailed { at: renewed, error: &error.into() });
+                tokio::time::sleep(pace.poll).await;
+                continue;
+            }
+        };
         let timer = std::time::Instant::now();
         match round(session).await {
-            Ok(done) => {
+            Ok((done, running)) => {
                 tracing::info!(
                     plan = %session.plan.name,
                     created = done.created,
@@ -76,7 +83,6 @@ pub async fn watch(
                     moves_finished = done.moves.finished,
                     "rebalance round"
                 );
-                let running = session.backend.load(&session.plan.name).await?.instances;
                 metrics.round(session.plan, session.catalog, &done, &running, timer.elapsed());
                 report(Watch::Round { at: started, report: &done });
             }
@@ -86,14 +92,19 @@ pub async fn watch(
                 report(Watch::RoundFailed { at: started, error: &error });
             }
         }
-        let next = started + chrono::Duration::from_std(pace.every).unwrap_or(chrono::Duration::MAX);
+        let next = after(started, pace.every);
         loop {
-            let now = session.clock.now().await?;
-            if now - renewed >= chrono::Duration::from_std(pace.lease() / 2).unwrap_or(chrono::Duration::MAX) {
-                lease.renew(now, pace.lease()).await?;
-                renewed = now;
+            // A clock that cannot be read now may answer at the next poll.
+            if let Ok(now) = session.clock.now().await {
+                if now >= after(renewed, pace.lease() / 2) {
+                    lease.renew(now, pace.lease()).await?;
+                    renewed = now;
+                }
+                if now >= next {
+                    break;
+                }
             }
-            if now >= next || session.stopping() {
+            if session.stopping() {
                 break;
             }
             tokio::time::sleep(pace.poll).await;
@@ -131,9 +142,17 @@ async fn lead(
     Ok(None)
 }
 
-/// One round under the plan's lock: refresh, then fill and move.
-async fn round(session: &Session<'_>) -> Result<ApplyReport, ApplyError> {
+/// One round under the plan's lock: refresh, then fill and move. Returns
+/// the report and what runs afterwards.
+async fn round(session: &Session<'_>) -> Result<(ApplyReport, Vec<crate::model::Instance>), ApplyError> {
     let mut lock = apply::lock(session, "rebalance --watch").await?;
     let refreshed = apply::refresh(session).await?;
-    apply::apply(session, lock.as_mut(), Mode::Rebalance, refreshed).await
+    let report = apply::apply(session, lock.as_mut(), Mode::Rebalance, refreshed).await?;
+    let running = session.backend.load(&session.plan.name).await?.instances;
+    Ok((report, running))
+}
+
+/// `at + by`, or the end of time when that overflows.
+fn after(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(by).ok().and_then(|d| at.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -30,6 +30,8 @@ pub enum StateError {
     TooNew { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot write history {path}: {source}")]
+    History { path: PathBuf, source: io::Error },
     #[error("cannot use journal {path}: {source}")]
     Journal { path: PathBuf, source: io::Error },
     #[error(
@@ -175,7 +177,7 @@ impl StateBackend for LocalBackend {
             std::io::Write::write_all(&mut file, &line)?;
             file.sync_data()
         };
-        write().map_err(|source| StateError::Write { path: path.clone(), source })
+        write().map_err(|source| StateError::History { path: path.clone(), source })
     }
 
     /// Lines that do not parse (a torn last line, a hand edit) are skipped:

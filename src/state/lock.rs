@@ -39,7 +39,7 @@ impl Holder {
             pid: std::process::id(),
             command: command.to_string(),
             since: now,
-            lease_expires: now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
+            lease_expires: lease_end(now, lease),
         }
     }
 
@@ -65,6 +65,11 @@ impl std::fmt::Display for Holder {
             self.lease_expires.format("%H:%M:%S UTC")
         )
     }
+}
+
+/// When a lease taken at `now` ends; a lease too long to add never ends.
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lease).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -137,7 +142,7 @@ impl StateLock {
 
     /// Extend the lease to `now + lease`; long applies call this periodically.
     pub fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), LockError> {
-        self.holder.lease_expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        self.holder.lease_expires = lease_end(now, lease);
         self.write_holder().map_err(|source| LockError::Io { path: self.path.clone(), source })
     }
 
