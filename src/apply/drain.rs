@@ -2,10 +2,26 @@
 //! hook, given the node's place as environment variables, within a timeout.
 //! A node whose drain fails or times out is kept, and the failure reported.
 
-use crate::model::Instance;
+use crate::model::{Instance, Placement};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
+
+/// The environment that tells a node's scripts where it runs: the startup
+/// script (exported at its top) and the drain hook.
+pub(super) fn placement_env<'a>(
+    plan: &'a str,
+    fleet: &'a str,
+    placement: &'a Placement,
+) -> [(&'static str, &'a str); 5] {
+    [
+        ("GPUFLEET_PLAN", plan),
+        ("GPUFLEET_FLEET", fleet),
+        ("GPUFLEET_CLOUD", placement.cloud.as_str()),
+        ("GPUFLEET_REGION", placement.region.as_str()),
+        ("GPUFLEET_ZONE", placement.zone.as_deref().unwrap_or_default()),
+    ]
+}
 
 /// Moves work off a node that is about to be deleted.
 #[async_trait::async_trait]
@@ -36,12 +52,9 @@ const OUTPUT_TAIL: usize = 400;
 #[async_trait::async_trait]
 impl Drain for DrainScript {
     async fn drain(&self, plan: &str, instance: &Instance) -> Result<(), String> {
+        let placement = Placement::of(instance);
         let child = tokio::process::Command::new(&self.path)
-            .env("GPUFLEET_PLAN", plan)
-            .env("GPUFLEET_FLEET", &instance.fleet)
-            .env("GPUFLEET_CLOUD", instance.cloud.as_str())
-            .env("GPUFLEET_REGION", &instance.region)
-            .env("GPUFLEET_ZONE", instance.zone.as_deref().unwrap_or_default())
+            .envs(placement_env(plan, &instance.fleet, &placement))
             .env("GPUFLEET_INSTANCE_ID", &instance.id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -469,16 +469,8 @@ pub(super) fn with_placement(script: &str, plan: &str, action: &Action) -> Strin
     let Some((shebang, rest)) = script.split_once('\n').filter(|(first, _)| first.starts_with("#!")) else {
         return script.to_string();
     };
-    let placement = &action.placement;
-    let vars = [
-        ("GPUFLEET_PLAN", plan),
-        ("GPUFLEET_FLEET", action.fleet.as_str()),
-        ("GPUFLEET_CLOUD", placement.cloud.as_str()),
-        ("GPUFLEET_REGION", placement.region.as_str()),
-        ("GPUFLEET_ZONE", placement.zone.as_deref().unwrap_or_default()),
-    ];
     let mut out = format!("{shebang}\n");
-    for (name, value) in vars {
+    for (name, value) in super::drain::placement_env(plan, &action.fleet, &action.placement) {
         // Names and places are validated words; quoting keeps the script a script regardless.
         out.push_str(&format!("export {name}='{}'\n", value.replace('\'', "")));
     }
