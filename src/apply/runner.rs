@@ -375,20 +375,23 @@ impl<'s> Runner<'s> {
         now: DateTime<Utc>,
     ) -> Result<bool, ApplyError> {
         let mut by_scope: BTreeMap<Option<Scope>, Vec<Instance>> = BTreeMap::new();
-        let doomed: Vec<Instance> =
-            state.instances.iter().filter(|i| action.instance_ids.contains(&i.id)).cloned().collect();
-        for instance in doomed {
-            // Nodes that came up short of min_count never took work: no drain.
-            let drain = !matches!(action.reason, Reason::DeleteBecauseBelowMinCount { .. });
-            if drain && !self.drained(action, &instance).await {
-                continue;
-            }
-            by_scope.entry(instance.scope.clone()).or_default().push(instance);
+        for instance in state.instances.iter().filter(|i| action.instance_ids.contains(&i.id)) {
+            by_scope.entry(instance.scope.clone()).or_default().push(instance.clone());
         }
+        // Nodes that came up short of min_count never took work: no drain.
+        let drain = !matches!(action.reason, Reason::DeleteBecauseBelowMinCount { .. });
         let mut deleted_any = false;
-        for doomed in by_scope.into_values() {
-            if self.session.stopping() {
-                break;
+        for group in by_scope.into_values() {
+            // Drain one call's worth right before that call, so that a stop
+            // leaves as few drained but running nodes as it can.
+            let mut doomed = Vec::with_capacity(group.len());
+            for instance in group {
+                if !drain || self.drained(action, &instance).await {
+                    doomed.push(instance);
+                }
+            }
+            if self.session.stopping() || doomed.is_empty() {
+                continue;
             }
             deleted_any |= self.delete_in_one_scope(action, &doomed, state, now).await?;
         }
