@@ -116,29 +116,9 @@ fn check_loopback(url: &str) -> Result<(), Failure> {
     }
 }
 
-/// Take the plan's state lock, explaining what to do when another run holds it.
+/// Take the plan's state lock; a held lock says who holds it, where, and what to do.
 pub async fn lock(session: &Session<'_>, command: &str) -> Result<Box<dyn crate::state::Lease>, Failure> {
-    use crate::apply::ApplyError;
-    use crate::state::StateError;
-    use crate::state::lock::LockError;
-    match crate::apply::lock(session, command).await {
-        Ok(lock) => Ok(lock),
-        Err(ApplyError::State(StateError::Lock(LockError::Held { plan, holder, path }))) => {
-            let help = format!(
-                "wait for that run to finish; if its process is gone, the lock is taken over automatically \
-                 (at once on the same host, when its lease ends otherwise); if you are sure no run is active, \
-                 delete {}",
-                path.display()
-            );
-            Err(failure(LockError::Held { plan, holder, path }, help))
-        }
-        Err(ApplyError::State(StateError::Lock(held @ LockError::HeldUnknown { .. }))) => Err(failure(
-            held,
-            "a process on this host has the lock: wait for it to finish or stop it; \
-             the lock is then taken over at once, whatever the file says",
-        )),
-        Err(e) => Err(e.into()),
-    }
+    Ok(crate::apply::lock(session, command).await?)
 }
 
 /// A flag set by the first SIGINT or SIGTERM, or when the deadline passes,

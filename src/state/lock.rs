@@ -74,15 +74,20 @@ fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LockError {
-    #[error("the state of plan `{plan}` is locked by {holder}")]
+    #[error("the state of plan `{plan}` is locked by {holder} ({path})", path = path.display())]
     #[diagnostic(help(
         "wait for that run to finish; if its process is gone, the lock is taken over automatically \
-         (at once on the same host, when its lease ends otherwise)"
+         (at once on the same host, when its lease ends otherwise); if you are sure no run is active, \
+         delete the lock file named above"
     ))]
     Held { plan: String, holder: Box<Holder>, path: PathBuf },
     /// A process on this host holds the `flock`, and the file's record of who
     /// it is cannot be read (damaged, or written by something else).
     #[error("the state of plan `{plan}` is locked by a process on this host; its holder record in {path} is unreadable", path = path.display())]
+    #[diagnostic(help(
+        "a process on this host has the lock: wait for it to finish or stop it; \
+         the lock is then taken over at once, whatever the file says"
+    ))]
     HeldUnknown { plan: String, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
