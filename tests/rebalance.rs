@@ -258,6 +258,34 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
 }
 
 #[test]
+fn sigterm_ends_the_watch_after_its_round_and_releases_the_lease() {
+    let server = common::SimServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    let mut leader = Watcher::start(plan, &server.url, state, &[]);
+    leader.expect("leading the rebalancing of plan `home`");
+    leader.expect("round at 2026-01-01 00:00:00 UTC");
+    let lease = Path::new(state).join(format!("{}.leader", gpufleet::rebalance::leader_name("home")));
+    assert!(std::fs::metadata(&lease).unwrap().len() > 0, "the lease names its holder");
+
+    assert_eq!(unsafe { libc::kill(leader.pid() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = leader.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a stop is not a failure");
+    assert_eq!(std::fs::metadata(&lease).unwrap().len(), 0, "the lease is released, not left to expire");
+    assert_eq!(regions(state).len(), 4, "the round's work is recorded");
+
+    // The next watcher leads at once, without waiting out a lease.
+    let next = Watcher::start(plan, &server.url, state, &[]);
+    let first = next.expect("rebalancing of plan `home`");
+    assert!(first.contains("leading"), "{first}");
+}
+
+#[test]
 fn a_node_whose_drain_fails_is_kept_and_goes_once_its_drain_succeeds() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
