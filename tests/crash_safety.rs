@@ -194,8 +194,8 @@ impl Workspace {
         Workspace { plan_file: dir.join("plan.toml"), state_dir: dir.join("state"), logs: dir.join("logs") }
     }
 
-    fn write_plan(&self, name: &str, sizes: FleetSizes) {
-        std::fs::write(&self.plan_file, plan_text(name, sizes)).unwrap();
+    fn write_plan(&self, text: &str) {
+        std::fs::write(&self.plan_file, text).unwrap();
     }
 
     fn args<'a>(&'a self, command: &'a str, sim_url: &'a str) -> Vec<&'a str> {
@@ -223,11 +223,11 @@ impl Workspace {
         stdout(&out)
     }
 
-    /// Starts `gpufleet apply` in the background, its output in `logs/`.
-    fn spawn_apply(&self, sim_url: &str, trial: usize) -> Child {
+    /// Starts `gpufleet COMMAND` in the background, its output in `logs/`.
+    fn spawn(&self, command: &str, sim_url: &str, trial: usize) -> Child {
         let log = |stream: &str| File::create(self.logs.join(format!("trial-{trial:02}.{stream}"))).unwrap();
         Command::new(common::bin())
-            .args(self.args("apply", sim_url))
+            .args(self.args(command, sim_url))
             .current_dir(common::repo())
             .env("NO_COLOR", "1")
             .env_remove("GPUFLEET_SIM_URL")
@@ -236,7 +236,7 @@ impl Workspace {
             .stdout(log("stdout"))
             .stderr(log("stderr"))
             .spawn()
-            .expect("gpufleet apply starts")
+            .unwrap_or_else(|e| panic!("gpufleet {command} does not start: {e}"))
     }
 
     fn killed_run_output(&self, trial: usize) -> String {
@@ -260,21 +260,28 @@ impl Workspace {
 enum KillPoint {
     /// Killed while the simulator held this request.
     Held { call: u64, when: String, action: String },
-    /// The apply made fewer calls than the pause waited for and finished.
+    /// The command made fewer calls than the pause waited for and finished.
     Finished { calls: u64 },
 }
 
-/// The first of: the simulator holds a request, or the apply exits.
+/// The first of: the simulator holds a request, or the command exits.
 enum FirstEvent {
     Held(Value),
-    ApplyExited,
+    Exited,
 }
 
-/// Runs `apply` with a pause armed at `at_call`, kills it when the pause
-/// holds a request, and releases the request once the apply is dead.
-fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, when: &str) -> (KillPoint, Child) {
+/// Runs `gpufleet COMMAND` with a pause armed at `at_call`, kills it when
+/// the pause holds a request, and releases the request once it is dead.
+fn killed_at(
+    admin: &Admin,
+    work: &Workspace,
+    command: &str,
+    trial: usize,
+    at_call: u64,
+    when: &str,
+) -> (KillPoint, Child) {
     admin.post("/_sim/pause", json!({ "at_call": at_call, "when": when }));
-    let mut child = work.spawn_apply(&admin.url, trial);
+    let mut child = work.spawn(command, &admin.url, trial);
     let pid = child.id();
     let (events, first) = mpsc::channel();
     let poll = admin.runtime.spawn({
@@ -289,13 +296,13 @@ fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, 
     });
     let exit_watch = std::thread::spawn(move || {
         wait_for_exit_without_reaping(pid);
-        let _ = events.send(FirstEvent::ApplyExited);
+        let _ = events.send(FirstEvent::Exited);
     });
     let point = match first.recv().expect("one of the watchers reports") {
         FirstEvent::Held(paused) => {
-            child.kill().expect("SIGKILL the apply");
+            child.kill().expect("SIGKILL the command");
             exit_watch.join().unwrap();
-            // The killed apply's request is still held: the world must answer meanwhile.
+            // The killed command's request is still held: the world must answer meanwhile.
             assert!(admin.get("/_sim/world")["instances"].is_array());
             let resumed = admin.post("/_sim/resume", json!({}));
             assert_eq!(resumed["released"]["call"], paused["call"], "{resumed}");
@@ -305,15 +312,15 @@ fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, 
                 action: paused["action"].as_str().unwrap().to_string(),
             }
         }
-        FirstEvent::ApplyExited => {
+        FirstEvent::Exited => {
             exit_watch.join().unwrap();
             let resumed = admin.post("/_sim/resume", json!({}));
             let paused = admin.runtime.block_on(poll).unwrap();
-            assert_eq!(paused, json!({ "paused": false }), "the apply exited while a request was held");
+            assert_eq!(paused, json!({ "paused": false }), "{command} exited while a request was held");
             let status = child.wait().unwrap();
             assert!(
                 status.success(),
-                "trial {trial}: the unkilled apply failed ({status})\n{}",
+                "trial {trial}: the unkilled {command} failed ({status})\n{}",
                 work.killed_run_output(trial)
             );
             KillPoint::Finished { calls: resumed["calls_counted"].as_u64().unwrap() }
@@ -346,7 +353,7 @@ impl CallCounts {
 fn calibrate(admin: &Admin, root: &Path) -> CallCounts {
     let work = Workspace::new(root, CALIBRATION_PLAN);
     let measure = |sizes: FleetSizes| {
-        work.write_plan(CALIBRATION_PLAN, sizes);
+        work.write_plan(&plan_text(CALIBRATION_PLAN, sizes));
         admin.post("/_sim/pause", json!({ "at_call": u64::MAX, "when": "before" }));
         work.run_to_completion("apply", &admin.url, &format!("calibration to {sizes:?}"));
         let calls = admin.post("/_sim/resume", json!({}))["calls_counted"].as_u64().unwrap();
@@ -379,10 +386,10 @@ fn apply_killed_at_any_cloud_call_is_completed_by_the_next_run_without_duplicate
     let mut points = Vec::new();
     for trial in 0..TRIALS {
         let sizes = if trial.is_multiple_of(2) { LARGE } else { SMALL };
-        work.write_plan(PLAN, sizes);
+        work.write_plan(&plan_text(PLAN, sizes));
         let at_call = random.one_to(calls.of_trial(trial));
         let when = if random.next().is_multiple_of(2) { "before" } else { "after" };
-        let (point, mut killed) = apply_killed_at(&admin, &work, trial, at_call, when);
+        let (point, mut killed) = killed_at(&admin, &work, "apply", trial, at_call, when);
 
         // The killed apply is a zombie until `wait` below: dead, its flock released, its pid still taken.
         let context = format!("trial {trial} ({sizes:?}, {point:?})\n{}", work.killed_run_output(trial));
@@ -446,7 +453,7 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
     let sim = SimServer::start(&[]);
     let admin = Admin::new(&sim.url);
     let work = Workspace::new(dir.path(), PLAN);
-    work.write_plan(PLAN, FleetSizes { aws: 2, gcp: 1, azure: 1 });
+    work.write_plan(&plan_text(PLAN, FleetSizes { aws: 2, gcp: 1, azure: 1 }));
     work.run_to_completion("apply", &sim.url, "first apply");
     let before = work.state_ids();
     let doomed = before["trainers"][0].clone();
@@ -481,7 +488,7 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
     Journal::open(&work.state_dir.join(format!("{PLAN}.journal.jsonl"))).unwrap().append(&intent).unwrap();
     assert_eq!(work.open_intents(PLAN), 1);
 
-    work.write_plan(PLAN, FleetSizes { aws: 1, gcp: 1, azure: 1 });
+    work.write_plan(&plan_text(PLAN, FleetSizes { aws: 1, gcp: 1, azure: 1 }));
     let out = work.run_to_completion("apply", &sim.url, "rerun");
     assert!(out.contains("No changes"), "{out}");
     let after = work.state_ids();
@@ -562,7 +569,7 @@ fn stop_fixture(dir: &Path) -> (SimServer, Admin, Workspace) {
     let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
     let admin = Admin::new(&sim.url);
     let work = Workspace::new(dir, PLAN);
-    work.write_plan(PLAN, LARGE);
+    work.write_plan(&plan_text(PLAN, LARGE));
     (sim, admin, work)
 }
 
