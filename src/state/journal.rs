@@ -309,17 +309,17 @@ mod tests {
         journal.append(&entry("d1", done(&["i-old1"]))).unwrap();
         journal.append(&entry("d2", move_delete(&["i-old2"], &["i-new1", "i-new2"]))).unwrap();
 
-        let moves = Journal::unfinished_moves(&path).unwrap();
-        let seen: Vec<(&str, Vec<String>, Option<Vec<String>>)> =
-            moves.iter().map(|m| (m.fleet.as_str(), m.replaces.clone(), m.created.clone())).collect();
+        let unfinished = |replaces: &[&str], created: Option<&[&str]>| UnfinishedMove {
+            run: "r1".into(),
+            fleet: "f".into(),
+            to: placement(),
+            replaces: replaces.iter().map(|id| id.to_string()).collect(),
+            created: created.map(|ids| ids.iter().map(|id| id.to_string()).collect()),
+        };
         assert_eq!(
-            seen,
-            [
-                ("f", vec!["i-old2".to_string()], Some(vec!["i-new1".to_string(), "i-new2".to_string()])),
-                ("f", vec!["i-old3".to_string()], None),
-            ]
+            Journal::unfinished_moves(&path).unwrap(),
+            [unfinished(&["i-old2"], Some(&["i-new1", "i-new2"])), unfinished(&["i-old3"], None)]
         );
-        assert!(moves.iter().all(|m| m.run == "r1" && m.to == placement()));
     }
 
     /// Both halves are on the record, and intents written before moves named
