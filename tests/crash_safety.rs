@@ -604,46 +604,16 @@ fn deadline_stops_the_run_like_a_signal() {
     );
 }
 
-/// us-east-1 holds no p5.48xlarge until a trial gives it some with `/_sim/capacity`.
-const MOVE_SCENARIO: &str = r#"
-start = "2026-01-01T00:00:00Z"
-
-[[offering]]
-cloud = "aws"
-region = "us-east-1"
-instance_type = "p5.48xlarge"
-capacity = 0
-"#;
-
+/// The fleet's nodes and `max_disruption` in `common::home_plan`.
 const MOVE_NODES: usize = 4;
 const MOVE_BUDGET: usize = 2;
 const HOME: &str = "us-east-1";
 const FALLBACK: &str = "us-west-2";
 
-/// A fleet that prefers us-east-1 and may fail over to us-west-2; the drain
-/// hook logs every node it drains to `drained.log`, next to the plan.
+/// `common::home_plan`, whose drain hook logs every node it drains to
+/// `drained.log`, next to the plan.
 fn move_plan_text(name: &str) -> String {
-    format!(
-        r#"
-name = "{name}"
-shortage_ttl = "5m"
-
-[providers.aws]
-regions = ["{HOME}", "{FALLBACK}"]
-
-[fleets.trainers]
-gpu = "H100"
-gpus_per_node = 8
-nodes = {MOVE_NODES}
-prefer = ["aws:{HOME}", "aws:{FALLBACK}"]
-image = {{ aws = "ami-0123456789abcdef0" }}
-
-[rebalance]
-max_disruption = {MOVE_BUDGET}
-move_back_after = "15m"
-drain = "drain.sh"
-"#
-    )
+    common::home_plan(name) + "drain = \"drain.sh\"\n"
 }
 
 /// Region of each live instance of `plan` in the simulated EC2.
@@ -764,7 +734,8 @@ fn rebalance_killed_mid_move_is_completed_or_rolled_back_by_the_next_round_with_
     let seed = std::env::var("CRASH_SAFETY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, MOVE_SCENARIO).unwrap();
+    // us-east-1 holds what each trial gives it with `/_sim/capacity`.
+    std::fs::write(&scenario, SCENARIO).unwrap();
     let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
     let admin = Admin::new(&sim.url);
     let calls = calibrate_move(&admin, dir.path());

@@ -84,18 +84,6 @@ mod tests {
     use crate::model::Cloud;
     use chrono::{TimeZone, Utc};
 
-    const PLAN: &str = r#"
-name = "home"
-[providers.aws]
-regions = ["us-east-1", "us-west-2"]
-[fleets.trainers]
-gpu = "H100"
-gpus_per_node = 8
-nodes = 4
-prefer = ["aws:us-east-1", "aws:us-west-2"]
-image = { aws = "ami-0123456789abcdef0" }
-"#;
-
     fn placement(zone: &str) -> Placement {
         Placement {
             cloud: Cloud::Aws,
@@ -138,9 +126,7 @@ image = { aws = "ami-0123456789abcdef0" }
     }
 
     fn decide(instances: &[Instance], moves: &[UnfinishedMove]) -> Vec<(Vec<String>, Vec<String>)> {
-        let catalog = Catalog::builtin();
-        let plan = crate::plan::parse("home.toml", PLAN, std::path::Path::new("."), &catalog).unwrap();
-        completions(&plan, instances, moves, &catalog)
+        completions(&super::super::tests::plan("spread", 4), instances, moves, &Catalog::builtin())
             .into_iter()
             .map(|c| {
                 assert_eq!(c.action.reason, Reason::DeleteBecauseMoved { to: "aws us-east-1a p5.48xlarge".into() });

@@ -200,18 +200,15 @@ mod tests {
         Placement { cloud: Cloud::Aws, region: "us-east-1".into(), zone: None, instance_type: "p5.48xlarge".into() }
     }
 
+    fn create(count: u32) -> Event {
+        Event::CreateIntent { fleet: "f".into(), placement: placement(), count, min_count: 1, replaces: Vec::new() }
+    }
+
     #[test]
     fn intents_without_outcome_stay_open_and_torn_lines_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("demo.journal.jsonl");
         let mut journal = Journal::open(&path).unwrap();
-        let create = |count| Event::CreateIntent {
-            fleet: "f".into(),
-            placement: placement(),
-            count,
-            min_count: 1,
-            replaces: Vec::new(),
-        };
         journal.append(&entry("t1", create(2))).unwrap();
         journal.append(&entry("t1", Event::Done { instance_ids: vec!["i-1".into()] })).unwrap();
         journal.append(&entry("t2", create(3))).unwrap();
@@ -230,14 +227,7 @@ mod tests {
         let path = dir.path().join("demo.journal.jsonl");
         std::fs::write(&path, b"{\"at\":\"2026-01-01T00:00:00Z\",\"run\":\"r1\",\"tok").unwrap();
         let mut journal = Journal::open(&path).unwrap();
-        let create = Event::CreateIntent {
-            fleet: "f".into(),
-            placement: placement(),
-            count: 1,
-            min_count: 1,
-            replaces: Vec::new(),
-        };
-        journal.append(&entry("t3", create)).unwrap();
+        journal.append(&entry("t3", create(1))).unwrap();
         let open = Journal::open_intents(&path).unwrap();
         assert_eq!(open.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(), ["t3"]);
     }
@@ -249,14 +239,7 @@ mod tests {
         let path = dir.path().join("demo.journal.jsonl");
         std::fs::write(&path, b"\xff\xfe not an entry\n").unwrap();
         let mut journal = Journal::open(&path).unwrap();
-        let create = Event::CreateIntent {
-            fleet: "f".into(),
-            placement: placement(),
-            count: 1,
-            min_count: 1,
-            replaces: Vec::new(),
-        };
-        journal.append(&entry("t4", create)).unwrap();
+        journal.append(&entry("t4", create(1))).unwrap();
         assert_eq!(Journal::open_intents(&path).unwrap().len(), 1);
     }
 
