@@ -13,12 +13,18 @@
 //! The rerun starts while the killed apply is still an unreaped zombie: the
 //! kernel has released its `flock`, and the next run must take the lock over
 //! without any cleanup.
+//!
+//! `gpufleet rebalance` is killed the same way in the middle of a move
+//! (make-before-break: create the new nodes, drain and delete the old ones):
+//! the next round completes the move when its new nodes run (deleting exactly
+//! the old nodes the journal names, no others) and rolls it back otherwise,
+//! with the counts each kill point implies.
 
 mod common;
 
 use common::{SimServer, gpufleet, stderr, stdout};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -194,8 +200,8 @@ impl Workspace {
         Workspace { plan_file: dir.join("plan.toml"), state_dir: dir.join("state"), logs: dir.join("logs") }
     }
 
-    fn write_plan(&self, name: &str, sizes: FleetSizes) {
-        std::fs::write(&self.plan_file, plan_text(name, sizes)).unwrap();
+    fn write_plan(&self, text: &str) {
+        std::fs::write(&self.plan_file, text).unwrap();
     }
 
     fn args<'a>(&'a self, command: &'a str, sim_url: &'a str) -> Vec<&'a str> {
@@ -223,11 +229,11 @@ impl Workspace {
         stdout(&out)
     }
 
-    /// Starts `gpufleet apply` in the background, its output in `logs/`.
-    fn spawn_apply(&self, sim_url: &str, trial: usize) -> Child {
+    /// Starts `gpufleet COMMAND` in the background, its output in `logs/`.
+    fn spawn(&self, command: &str, sim_url: &str, trial: usize) -> Child {
         let log = |stream: &str| File::create(self.logs.join(format!("trial-{trial:02}.{stream}"))).unwrap();
         Command::new(common::bin())
-            .args(self.args("apply", sim_url))
+            .args(self.args(command, sim_url))
             .current_dir(common::repo())
             .env("NO_COLOR", "1")
             .env_remove("GPUFLEET_SIM_URL")
@@ -236,7 +242,7 @@ impl Workspace {
             .stdout(log("stdout"))
             .stderr(log("stderr"))
             .spawn()
-            .expect("gpufleet apply starts")
+            .unwrap_or_else(|e| panic!("gpufleet {command} does not start: {e}"))
     }
 
     fn killed_run_output(&self, trial: usize) -> String {
@@ -260,21 +266,28 @@ impl Workspace {
 enum KillPoint {
     /// Killed while the simulator held this request.
     Held { call: u64, when: String, action: String },
-    /// The apply made fewer calls than the pause waited for and finished.
+    /// The command made fewer calls than the pause waited for and finished.
     Finished { calls: u64 },
 }
 
-/// The first of: the simulator holds a request, or the apply exits.
+/// The first of: the simulator holds a request, or the command exits.
 enum FirstEvent {
     Held(Value),
-    ApplyExited,
+    Exited,
 }
 
-/// Runs `apply` with a pause armed at `at_call`, kills it when the pause
-/// holds a request, and releases the request once the apply is dead.
-fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, when: &str) -> (KillPoint, Child) {
+/// Runs `gpufleet COMMAND` with a pause armed at `at_call`, kills it when
+/// the pause holds a request, and releases the request once it is dead.
+fn killed_at(
+    admin: &Admin,
+    work: &Workspace,
+    command: &str,
+    trial: usize,
+    at_call: u64,
+    when: &str,
+) -> (KillPoint, Child) {
     admin.post("/_sim/pause", json!({ "at_call": at_call, "when": when }));
-    let mut child = work.spawn_apply(&admin.url, trial);
+    let mut child = work.spawn(command, &admin.url, trial);
     let pid = child.id();
     let (events, first) = mpsc::channel();
     let poll = admin.runtime.spawn({
@@ -289,13 +302,13 @@ fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, 
     });
     let exit_watch = std::thread::spawn(move || {
         wait_for_exit_without_reaping(pid);
-        let _ = events.send(FirstEvent::ApplyExited);
+        let _ = events.send(FirstEvent::Exited);
     });
     let point = match first.recv().expect("one of the watchers reports") {
         FirstEvent::Held(paused) => {
-            child.kill().expect("SIGKILL the apply");
+            child.kill().expect("SIGKILL the command");
             exit_watch.join().unwrap();
-            // The killed apply's request is still held: the world must answer meanwhile.
+            // The killed command's request is still held: the world must answer meanwhile.
             assert!(admin.get("/_sim/world")["instances"].is_array());
             let resumed = admin.post("/_sim/resume", json!({}));
             assert_eq!(resumed["released"]["call"], paused["call"], "{resumed}");
@@ -305,15 +318,15 @@ fn apply_killed_at(admin: &Admin, work: &Workspace, trial: usize, at_call: u64, 
                 action: paused["action"].as_str().unwrap().to_string(),
             }
         }
-        FirstEvent::ApplyExited => {
+        FirstEvent::Exited => {
             exit_watch.join().unwrap();
             let resumed = admin.post("/_sim/resume", json!({}));
             let paused = admin.runtime.block_on(poll).unwrap();
-            assert_eq!(paused, json!({ "paused": false }), "the apply exited while a request was held");
+            assert_eq!(paused, json!({ "paused": false }), "{command} exited while a request was held");
             let status = child.wait().unwrap();
             assert!(
                 status.success(),
-                "trial {trial}: the unkilled apply failed ({status})\n{}",
+                "trial {trial}: the unkilled {command} failed ({status})\n{}",
                 work.killed_run_output(trial)
             );
             KillPoint::Finished { calls: resumed["calls_counted"].as_u64().unwrap() }
@@ -346,7 +359,7 @@ impl CallCounts {
 fn calibrate(admin: &Admin, root: &Path) -> CallCounts {
     let work = Workspace::new(root, CALIBRATION_PLAN);
     let measure = |sizes: FleetSizes| {
-        work.write_plan(CALIBRATION_PLAN, sizes);
+        work.write_plan(&plan_text(CALIBRATION_PLAN, sizes));
         admin.post("/_sim/pause", json!({ "at_call": u64::MAX, "when": "before" }));
         work.run_to_completion("apply", &admin.url, &format!("calibration to {sizes:?}"));
         let calls = admin.post("/_sim/resume", json!({}))["calls_counted"].as_u64().unwrap();
@@ -379,10 +392,10 @@ fn apply_killed_at_any_cloud_call_is_completed_by_the_next_run_without_duplicate
     let mut points = Vec::new();
     for trial in 0..TRIALS {
         let sizes = if trial.is_multiple_of(2) { LARGE } else { SMALL };
-        work.write_plan(PLAN, sizes);
+        work.write_plan(&plan_text(PLAN, sizes));
         let at_call = random.one_to(calls.of_trial(trial));
         let when = if random.next().is_multiple_of(2) { "before" } else { "after" };
-        let (point, mut killed) = apply_killed_at(&admin, &work, trial, at_call, when);
+        let (point, mut killed) = killed_at(&admin, &work, "apply", trial, at_call, when);
 
         // The killed apply is a zombie until `wait` below: dead, its flock released, its pid still taken.
         let context = format!("trial {trial} ({sizes:?}, {point:?})\n{}", work.killed_run_output(trial));
@@ -446,7 +459,7 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
     let sim = SimServer::start(&[]);
     let admin = Admin::new(&sim.url);
     let work = Workspace::new(dir.path(), PLAN);
-    work.write_plan(PLAN, FleetSizes { aws: 2, gcp: 1, azure: 1 });
+    work.write_plan(&plan_text(PLAN, FleetSizes { aws: 2, gcp: 1, azure: 1 }));
     work.run_to_completion("apply", &sim.url, "first apply");
     let before = work.state_ids();
     let doomed = before["trainers"][0].clone();
@@ -476,12 +489,13 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
                 instance_type: "p5.48xlarge".into(),
             },
             instance_ids: vec![doomed.clone()],
+            replaced_by: Vec::new(),
         },
     };
     Journal::open(&work.state_dir.join(format!("{PLAN}.journal.jsonl"))).unwrap().append(&intent).unwrap();
     assert_eq!(work.open_intents(PLAN), 1);
 
-    work.write_plan(PLAN, FleetSizes { aws: 1, gcp: 1, azure: 1 });
+    work.write_plan(&plan_text(PLAN, FleetSizes { aws: 1, gcp: 1, azure: 1 }));
     let out = work.run_to_completion("apply", &sim.url, "rerun");
     assert!(out.contains("No changes"), "{out}");
     let after = work.state_ids();
@@ -562,7 +576,7 @@ fn stop_fixture(dir: &Path) -> (SimServer, Admin, Workspace) {
     let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
     let admin = Admin::new(&sim.url);
     let work = Workspace::new(dir, PLAN);
-    work.write_plan(PLAN, LARGE);
+    work.write_plan(&plan_text(PLAN, LARGE));
     (sim, admin, work)
 }
 
@@ -588,4 +602,222 @@ fn deadline_stops_the_run_like_a_signal() {
         output.contains("0 created") && !output.contains(": creating "),
         "nothing may start after the deadline\n{output}"
     );
+}
+
+/// The fleet's nodes and `max_disruption` in `common::home_plan`.
+const MOVE_NODES: usize = 4;
+const MOVE_BUDGET: usize = 2;
+const HOME: &str = "us-east-1";
+const FALLBACK: &str = "us-west-2";
+
+/// `common::home_plan`, whose drain hook logs every node it drains to
+/// `drained.log`, next to the plan.
+fn move_plan_text(name: &str) -> String {
+    common::home_plan(name) + "drain = \"drain.sh\"\n"
+}
+
+/// Region of each live instance of `plan` in the simulated EC2.
+fn world_regions(admin: &Admin, plan: &str) -> BTreeMap<String, String> {
+    let world = admin.get("/_sim/world");
+    world["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "running" && i["tags"]["gpufleet-plan"] == plan)
+        .map(|i| (i["id"].as_str().unwrap().to_string(), i["region"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn in_region(regions: &BTreeMap<String, String>, region: &str) -> BTreeSet<String> {
+    regions.iter().filter(|(_, r)| *r == region).map(|(id, _)| id.clone()).collect()
+}
+
+fn set_home_capacity(admin: &Admin, capacity: u32) {
+    let pool = json!({ "cloud": "aws", "region": HOME, "instance_type": "p5.48xlarge", "capacity": capacity });
+    admin.post("/_sim/capacity", pool);
+}
+
+/// A fleet of its own that failed over: every zone of us-east-1 refused it
+/// at apply, so it runs in us-west-2; then us-east-1 gets capacity back and
+/// the clock moves past `move_back_after`, so the next round moves nodes home.
+fn failed_over_fleet(admin: &Admin, root: &Path, plan: &str) -> Workspace {
+    use std::os::unix::fs::PermissionsExt;
+    let work = Workspace::new(root, plan);
+    work.write_plan(&move_plan_text(plan));
+    let hook = work.plan_file.with_file_name("drain.sh");
+    std::fs::write(&hook, "#!/bin/sh\necho \"$GPUFLEET_INSTANCE_ID\" >> \"$(dirname \"$0\")/drained.log\"\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_home_capacity(admin, 0);
+    work.run_to_completion("apply", &admin.url, &format!("{plan}: the apply that fails over"));
+    assert_eq!(in_region(&world_regions(admin, plan), FALLBACK).len(), MOVE_NODES, "{plan} failed over");
+    set_home_capacity(admin, 8);
+    admin.post("/_sim/advance", json!({ "by": "16m" }));
+    work
+}
+
+impl Workspace {
+    /// Every node the drain hook was run for.
+    fn drained(&self) -> BTreeSet<String> {
+        let log = self.plan_file.with_file_name("drained.log");
+        std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
+    fn journal_path(&self, plan: &str) -> PathBuf {
+        self.state_dir.join(format!("{plan}.journal.jsonl"))
+    }
+
+    /// The moves the journal records: for each create of a move, the old
+    /// instances it names and the new ones its delete intents name.
+    fn journaled_moves(&self, plan: &str) -> Vec<(BTreeSet<String>, BTreeSet<String>)> {
+        use gpufleet::state::journal::{Entry, Event};
+        let text = std::fs::read_to_string(self.journal_path(plan)).unwrap();
+        let entries: Vec<Entry> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let mut moves: Vec<(BTreeSet<String>, BTreeSet<String>)> = Vec::new();
+        for entry in entries {
+            match entry.event {
+                Event::CreateIntent { replaces, .. } if !replaces.is_empty() => {
+                    moves.push((replaces.into_iter().collect(), BTreeSet::new()));
+                }
+                Event::DeleteIntent { instance_ids, replaced_by, .. } => {
+                    // The latest move naming them: an earlier one may have been rolled back.
+                    let of_move =
+                        moves.iter_mut().rev().find(|(old, _)| instance_ids.iter().all(|id| old.contains(id)));
+                    if let Some((_, new)) = of_move {
+                        assert!(!replaced_by.is_empty(), "the delete of a move's {instance_ids:?} names no new half");
+                        new.extend(replaced_by);
+                    }
+                }
+                _ => {}
+            }
+        }
+        moves
+    }
+}
+
+/// The cloud calls of one uninterrupted round that moves `MOVE_BUDGET` nodes
+/// home, measured on a plan of its own.
+fn calibrate_move(admin: &Admin, root: &Path) -> u64 {
+    let plan = "move-calibration";
+    let work = failed_over_fleet(admin, root, plan);
+    admin.post("/_sim/pause", json!({ "at_call": u64::MAX, "when": "before" }));
+    work.run_to_completion("rebalance", &admin.url, "calibration round");
+    let calls = admin.post("/_sim/resume", json!({}))["calls_counted"].as_u64().unwrap();
+    let regions = world_regions(admin, plan);
+    assert_eq!(in_region(&regions, HOME).len(), MOVE_BUDGET, "the calibration round moves a budget's worth");
+    assert_eq!(regions.len(), MOVE_NODES);
+    calls
+}
+
+/// Whether the round killed at `point` had its move's creates applied in
+/// the cloud: the RunInstances went through (held after it was applied),
+/// or a later call (the TerminateInstances of the old nodes) was reached.
+fn create_applied(point: &KillPoint) -> bool {
+    match point {
+        KillPoint::Held { action, when, .. } => {
+            (action.contains("RunInstances") && when == "after") || action.contains("TerminateInstances")
+        }
+        KillPoint::Finished { .. } => true,
+    }
+}
+
+/// Whether the round killed at `point` had journaled its move: it was
+/// killed at the move's create or later.
+fn move_started(point: &KillPoint) -> bool {
+    match point {
+        KillPoint::Held { action, .. } => action.contains("RunInstances") || action.contains("TerminateInstances"),
+        KillPoint::Finished { .. } => true,
+    }
+}
+
+#[test]
+fn rebalance_killed_mid_move_is_completed_or_rolled_back_by_the_next_round_with_exact_counts() {
+    let seed = std::env::var("CRASH_SAFETY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    // us-east-1 holds what each trial gives it with `/_sim/capacity`.
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let sim = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let admin = Admin::new(&sim.url);
+    let calls = calibrate_move(&admin, dir.path());
+    // One round makes few calls (a listing per region, the create, the
+    // delete): every one is tried, before and after it is applied, in an
+    // order drawn from the seed.
+    assert!((3..=8).contains(&calls), "a moving round made {calls} cloud calls");
+    let mut points: Vec<(u64, &str)> = (1..=calls).flat_map(|call| [(call, "before"), (call, "after")]).collect();
+    let mut random = SplitMix64(seed);
+    for i in (1..points.len()).rev() {
+        points.swap(i, random.next() as usize % (i + 1));
+    }
+    println!("rebalance crash safety: seed {seed} (CRASH_SAFETY_SEED), {calls} calls a round, kill points {points:?}");
+
+    for (trial, (at_call, when)) in points.into_iter().enumerate() {
+        let plan = format!("move-{trial}");
+        let work = failed_over_fleet(&admin, dir.path(), &plan);
+        let fallback = in_region(&world_regions(&admin, &plan), FALLBACK);
+        let (point, mut killed) = killed_at(&admin, &work, "rebalance", trial, at_call, when);
+        let context = format!("trial {trial} ({point:?})\n{}", work.killed_run_output(trial));
+        let applied = create_applied(&point);
+        let started = move_started(&point);
+
+        // What the kill left: the old nodes all run, the new ones too once their create went through.
+        let left = world_regions(&admin, &plan);
+        let home_left = if applied { MOVE_BUDGET } else { 0 };
+        assert_eq!(in_region(&left, HOME).len(), home_left, "{context}: {left:?}");
+        assert!(left.len() >= MOVE_NODES, "{context}: below min_nodes in the cloud after the kill: {left:?}");
+
+        // The recovery round: a move whose new nodes run is completed (its
+        // old nodes deleted, exactly those it named); one whose create never
+        // went through is rolled back (nothing of it is left), and the round
+        // starts its own move of a budget's worth.
+        work.run_to_completion("rebalance", &admin.url, &format!("{context}\nrecovery round"));
+        killed.wait().unwrap();
+        let after = world_regions(&admin, &plan);
+        let in_state = work.state_ids();
+        let in_clouds = common::world_ids(&admin.get("/_sim/world"), &plan);
+        assert_eq!(in_clouds, in_state, "{context}: the clouds hold instances the state does not (orphans?)");
+        assert_eq!(in_state["trainers"].len(), MOVE_NODES, "{context}: {in_state:?}");
+        assert_eq!(after.len(), MOVE_NODES, "{context}: duplicates in the cloud: {after:?}");
+        let home_now = if applied { 2 * MOVE_BUDGET } else { MOVE_BUDGET };
+        assert_eq!(
+            in_region(&after, HOME).len(),
+            home_now,
+            "{context}: nodes home after the recovery round: {after:?}"
+        );
+        let deleted: BTreeSet<String> = fallback.difference(&in_region(&after, FALLBACK)).cloned().collect();
+        assert_eq!(deleted.len(), home_now, "{context}: one old node deleted per node moved home");
+        assert_eq!(work.drained(), deleted, "{context}: the nodes drained are exactly the nodes deleted");
+        assert_eq!(work.open_intents(&plan), 0, "{context}: the recovery round left intents open");
+        // What the journal still calls unfinished must be over in the clouds: none of its old nodes runs.
+        let nothing_left_to_finish = |running: &BTreeMap<String, String>| {
+            let unfinished = gpufleet::state::journal::Journal::unfinished_moves(&work.journal_path(&plan)).unwrap();
+            let left: Vec<&String> =
+                unfinished.iter().flat_map(|m| &m.replaces).filter(|id| running.contains_key(*id)).collect();
+            assert_eq!(left, Vec::<&String>::new(), "{context}: moves left to finish: {unfinished:?}");
+        };
+        if applied {
+            // Completed: the old nodes deleted are those the killed move named.
+            let (killed_move, _) = &work.journaled_moves(&plan)[0];
+            assert!(killed_move.is_subset(&deleted), "{context}: the killed move named {killed_move:?}");
+            nothing_left_to_finish(&after);
+        }
+
+        // The next round brings the rest home, and then there is nothing left to move.
+        work.run_to_completion("rebalance", &admin.url, &format!("{context}\nround after the recovery"));
+        let settled = world_regions(&admin, &plan);
+        assert_eq!(in_region(&settled, HOME).len(), MOVE_NODES, "{context}: {settled:?}");
+        assert_eq!(work.drained(), fallback, "{context}: every old node drained once, then deleted");
+        assert_eq!(common::world_ids(&admin.get("/_sim/world"), &plan), work.state_ids(), "{context}");
+        nothing_left_to_finish(&settled);
+        // Every move names both halves: the old nodes, and the new nodes that replaced them (none if rolled back).
+        let home = in_region(&settled, HOME);
+        let (finished, rolled_back): (Vec<_>, Vec<_>) =
+            work.journaled_moves(&plan).into_iter().partition(|(_, new)| !new.is_empty());
+        let expected = (MOVE_NODES / MOVE_BUDGET, usize::from(started && !applied));
+        assert_eq!((finished.len(), rolled_back.len()), expected, "{context}");
+        for (old, new) in &finished {
+            assert_eq!((old.len(), new.len()), (MOVE_BUDGET, MOVE_BUDGET), "{context}: {old:?} replaced by {new:?}");
+            assert!(old.is_subset(&fallback) && new.is_subset(&home), "{context}: {old:?} replaced by {new:?}");
+        }
+        println!("trial {trial}: killed at {point:?}; recovery round left {home_now} of {MOVE_NODES} home");
+    }
 }

@@ -5,29 +5,10 @@
 
 mod common;
 
-use common::{gpufleet, stderr, stdout};
+use common::{gpufleet, home_plan, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
-
-const PLAN: &str = r#"
-name = "home"
-shortage_ttl = "5m"
-
-[providers.aws]
-regions = ["us-east-1", "us-west-2"]
-
-[fleets.trainers]
-gpu = "H100"
-gpus_per_node = 8
-nodes = 4
-prefer = ["aws:us-east-1", "aws:us-west-2"]
-image = { aws = "ami-0123456789abcdef0" }
-
-[rebalance]
-max_disruption = 2
-move_back_after = "15m"
-"#;
 
 fn run(args: &[&str], expect: i32) -> Output {
     let out = gpufleet(args);
@@ -84,7 +65,7 @@ fn count(regions: &[String], region: &str) -> usize {
 fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never_deleting_first() {
     let dir = tempfile::tempdir().unwrap();
     // us-east-1 is sold out for 20 minutes, then holds 8 per zone.
-    let rig = Rig::new(dir.path(), PLAN, &common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml"));
+    let rig = Rig::new(dir.path(), &home_plan("home"), &common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml"));
     let (plan, state) = (rig.plan.as_str(), rig.state.as_str());
     let call = |verb: &[&str], expect: i32| rig.run(verb, expect);
     call(&["apply", "--auto-approve"], 0);
@@ -149,7 +130,8 @@ fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never
 #[test]
 fn rebalance_settings_are_checked_with_their_location() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = PLAN.replace("max_disruption = 2", "max_disruption = \"lots\"").replace("\"15m\"", "\"soon\"");
+    let bad =
+        home_plan("home").replace("max_disruption = 2", "max_disruption = \"lots\"").replace("\"15m\"", "\"soon\"");
     let path = Path::new(dir.path()).join("bad.toml");
     std::fs::write(&path, bad).unwrap();
     let out = run(&["validate", path.to_str().unwrap()], 1);
@@ -222,7 +204,7 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
     let server = common::SimServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("home.toml");
-    std::fs::write(&plan, PLAN).unwrap();
+    std::fs::write(&plan, home_plan("home")).unwrap();
     let plan = plan.to_str().unwrap();
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
@@ -262,7 +244,7 @@ fn sigterm_ends_the_watch_after_its_round_and_releases_the_lease() {
     let server = common::SimServer::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("home.toml");
-    std::fs::write(&plan, PLAN).unwrap();
+    std::fs::write(&plan, home_plan("home")).unwrap();
     let plan = plan.to_str().unwrap();
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();
@@ -300,7 +282,8 @@ fn a_node_whose_drain_fails_is_kept_and_goes_once_its_drain_succeeds() {
     .unwrap();
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
     let plan = dir.path().join("home.toml");
-    let sized = |nodes: u32| PLAN.replace("nodes = 4", &format!("nodes = {nodes}")) + "drain = \"drain.sh\"\n";
+    let sized =
+        |nodes: u32| home_plan("home").replace("nodes = 4", &format!("nodes = {nodes}")) + "drain = \"drain.sh\"\n";
     std::fs::write(&plan, sized(2)).unwrap();
     let plan = plan.to_str().unwrap();
     let state = dir.path().join("state");
@@ -329,7 +312,7 @@ fn a_metrics_scrape_parses_as_openmetrics_text_with_the_rebalancer_series() {
     let server = common::SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("home.toml");
-    std::fs::write(&plan, PLAN).unwrap();
+    std::fs::write(&plan, home_plan("home")).unwrap();
     let state = dir.path().join("state");
     let watcher = Watcher::start(
         plan.to_str().unwrap(),

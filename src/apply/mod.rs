@@ -12,11 +12,13 @@
 //! - [`refresh`]: state reconciled with what every account scope lists;
 //! - `rounds`: which changeset each round executes (re-planned, destroy, saved chains);
 //! - `runner`: one round's calls, journal and shortage memory;
+//! - `moves`: what completes the moves an interrupted run left half done;
 //! - [`events`]: progress events and the final report.
 
 mod clouds;
 mod drain;
 pub mod events;
+mod moves;
 mod refresh;
 mod rounds;
 mod runner;
@@ -123,6 +125,8 @@ pub async fn apply(
         Mode::Destroy => "destroy",
         Mode::Rebalance => "rebalance",
     };
+    // A destroy deletes the moves' nodes anyway; a saved plan does only what it showed.
+    let finishes_moves = matches!(mode, Mode::Apply | Mode::Rebalance);
     let mut rounds: Box<dyn rounds::Rounds> = match mode {
         Mode::Saved(saved) => {
             saved.check_not_stale(&refreshed)?;
@@ -143,6 +147,10 @@ pub async fn apply(
         session.backend.save(state).await?;
     }
     let mut runner = runner::Runner::new(session, &run);
+    if finishes_moves {
+        let unfinished = session.backend.unfinished_moves(&session.plan.name).await?;
+        runner.finish_moves(&unfinished, state, refreshed.now).await?;
+    }
     for _ in 0..MAX_ROUNDS {
         if session.stopping() {
             break;

@@ -8,7 +8,7 @@ use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
 use crate::planner::{Action, ActionKind, Changeset, Reason};
 use crate::providers::{CreateRequest, ErrorKind, ProviderError};
 use crate::state::State;
-use crate::state::journal::{Entry, Event as JournalEvent};
+use crate::state::journal::{Entry, Event as JournalEvent, UnfinishedMove};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,6 +66,22 @@ pub(super) struct Runner<'s> {
     /// Instances whose drain failed in this run.
     undrained: BTreeSet<String>,
     pub moves: MoveTally,
+    /// The new instances of each move, by [`move_key`], for its delete's intent.
+    replacements: BTreeMap<MoveKey, Vec<String>>,
+}
+
+/// What ties a move's create to its delete: fleet, from, to.
+type MoveKey = (String, String, String);
+
+/// The move a create or a delete is half of, if it is.
+fn move_key(action: &Action) -> Option<MoveKey> {
+    match &action.reason {
+        Reason::CreateBecauseMove { from, .. } => {
+            Some((action.fleet.clone(), from.clone(), action.placement.to_string()))
+        }
+        Reason::DeleteBecauseMoved { to } => Some((action.fleet.clone(), action.placement.to_string(), to.clone())),
+        _ => None,
+    }
 }
 
 /// A create whose intent is journaled, ready to be sent.
@@ -87,6 +103,7 @@ impl<'s> Runner<'s> {
             drain_failures: Vec::new(),
             undrained: BTreeSet::new(),
             moves: MoveTally::default(),
+            replacements: BTreeMap::new(),
         }
     }
 
@@ -120,11 +137,20 @@ impl<'s> Runner<'s> {
         let creates: Vec<&Action> = changeset.actions.iter().filter(|a| a.kind == ActionKind::Create).collect();
         let mut results = vec![CreateResult { outcome: CreateOutcome::NotStarted, kept: 0 }; creates.len()];
         let mut prepared: Vec<(usize, PreparedCreate)> = Vec::new();
+        // The old instances of each move, named in its create's intent.
+        let replaced: BTreeMap<MoveKey, &[String]> = changeset
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Delete)
+            .filter_map(|a| Some((move_key(a)?, a.instance_ids.as_slice())))
+            .collect();
         for (index, action) in creates.iter().enumerate() {
             if session.stopping() {
                 break;
             }
-            match self.prepare_create(action, state, now).await? {
+            let replaces =
+                move_key(action).and_then(|key| replaced.get(&key)).map_or_else(Vec::new, |ids| ids.to_vec());
+            match self.prepare_create(action, replaces, state, now).await? {
                 Ok(ready) => prepared.push((index, ready)),
                 Err(outcome) => results[index] = CreateResult { outcome, kept: 0 },
             }
@@ -173,6 +199,7 @@ impl<'s> Runner<'s> {
     async fn prepare_create(
         &mut self,
         action: &Action,
+        replaces: Vec<String>,
         state: &mut State,
         now: DateTime<Utc>,
     ) -> Result<Result<PreparedCreate, CreateOutcome>, ApplyError> {
@@ -223,6 +250,7 @@ impl<'s> Runner<'s> {
             placement: action.placement.clone(),
             count,
             min_count,
+            replaces,
         };
         self.journal(&token, intent, now).await?;
         session.events.emit(&Event::Attempt {
@@ -264,6 +292,9 @@ impl<'s> Runner<'s> {
         let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
         tracing::info!(fleet = %action.fleet, placement = %action.placement, asked = request.count, got = ids.len(), "created");
         self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now).await?;
+        if let Some(key) = move_key(action) {
+            self.replacements.insert(key, ids.clone());
+        }
         let got = instances.len() as u32;
         self.created += got;
         state.instances.extend(instances);
@@ -398,6 +429,29 @@ impl<'s> Runner<'s> {
         Ok(deleted_any)
     }
 
+    /// Complete the moves an interrupted run left half done, or leave them
+    /// rolled back (see `moves`): their old nodes go once their new ones run.
+    pub(super) async fn finish_moves(
+        &mut self,
+        unfinished: &[UnfinishedMove],
+        state: &mut State,
+        now: DateTime<Utc>,
+    ) -> Result<(), ApplyError> {
+        let session = self.session;
+        for completion in super::moves::completions(session.plan, &state.instances, unfinished, session.catalog) {
+            if session.stopping() {
+                break;
+            }
+            let super::moves::Completion { action, replaced_by } = completion;
+            tracing::info!(fleet = %action.fleet, placement = %action.placement, instances = action.count, "completing an interrupted move");
+            if let Some(key) = move_key(&action) {
+                self.replacements.insert(key, replaced_by);
+            }
+            self.delete(&action, state, now).await?;
+        }
+        Ok(())
+    }
+
     /// Drain one node before its delete; false (reported) keeps it.
     async fn drained(&mut self, action: &Action, instance: &Instance) -> bool {
         // Stopping, or refused once this run already: not asked again.
@@ -435,6 +489,7 @@ impl<'s> Runner<'s> {
             fleet: action.fleet.clone(),
             placement: action.placement.clone(),
             instance_ids: ids.clone(),
+            replaced_by: move_key(action).and_then(|key| self.replacements.get(&key).cloned()).unwrap_or_default(),
         };
         self.journal(&token, intent, now).await?;
         let event = |ids: Vec<String>| (action.fleet.clone(), action.placement.clone(), ids);

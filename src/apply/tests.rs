@@ -119,7 +119,7 @@ impl Provider for FakeAws {
 }
 
 /// A plan of one H100 fleet on AWS, preferring us-east-1 then us-west-2.
-fn plan(placement: &str, nodes: u32) -> Plan {
+pub(super) fn plan(placement: &str, nodes: u32) -> Plan {
     let text = format!(
         r#"
 name = "unit"

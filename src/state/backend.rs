@@ -4,7 +4,7 @@
 
 use super::StateError;
 use super::history::HistoryEntry;
-use super::journal::Entry;
+use super::journal::{Entry, UnfinishedMove};
 use super::lock::Holder;
 use super::model::State;
 use chrono::{DateTime, Utc};
@@ -39,6 +39,9 @@ pub trait StateBackend: Send + Sync {
 
     /// Intents with no outcome yet: left by a run that was interrupted.
     async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError>;
+
+    /// Moves a run started and did not finish: see [`super::journal::Journal::unfinished_moves`].
+    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError>;
 
     /// Record one finished run.
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError>;

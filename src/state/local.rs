@@ -4,7 +4,7 @@
 use super::backend::{Lease, StateBackend};
 use super::files;
 use super::history::HistoryEntry;
-use super::journal::{Entry, Journal};
+use super::journal::{Entry, Journal, UnfinishedMove};
 use super::lock::{Holder, LockError, StateLock};
 use super::model::{STATE_FORMAT_VERSION, State};
 use chrono::{DateTime, Utc};
@@ -195,6 +195,11 @@ impl StateBackend for LocalBackend {
     async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
         let path = self.journal_path(plan);
         Journal::open_intents(&path).map_err(|source| StateError::Journal { path, source })
+    }
+
+    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError> {
+        let path = self.journal_path(plan);
+        Journal::unfinished_moves(&path).map_err(|source| StateError::Journal { path, source })
     }
 }
 

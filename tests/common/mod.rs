@@ -207,3 +207,29 @@ pub fn state_ids(state_dir: &Path) -> std::collections::BTreeMap<String, Vec<Str
     ids.values_mut().for_each(|v| v.sort());
     ids
 }
+
+/// A fleet of 4 H100 nodes that prefers aws us-east-1 and may fail over to
+/// us-west-2, moving home 2 nodes a round once home has been clear for 15
+/// minutes.
+pub fn home_plan(name: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+shortage_ttl = "5m"
+
+[providers.aws]
+regions = ["us-east-1", "us-west-2"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 4
+prefer = ["aws:us-east-1", "aws:us-west-2"]
+image = {{ aws = "ami-0123456789abcdef0" }}
+
+[rebalance]
+max_disruption = 2
+move_back_after = "15m"
+"#
+    )
+}
