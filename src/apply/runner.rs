@@ -8,6 +8,7 @@ use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
 use crate::planner::{Action, ActionKind, Changeset, Reason};
 use crate::providers::{CreateRequest, ErrorKind, ProviderError};
 use crate::state::State;
+use crate::state::history::MoveRecord;
 use crate::state::journal::{Entry, Event as JournalEvent};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +67,8 @@ pub(super) struct Runner<'s> {
     /// Instances whose drain failed in this run.
     undrained: BTreeSet<String>,
     pub moves: MoveTally,
+    /// The same moves, by fleet and from where to where.
+    pub moved: Vec<MoveRecord>,
 }
 
 /// A create whose intent is journaled, ready to be sent.
@@ -87,6 +90,7 @@ impl<'s> Runner<'s> {
             drain_failures: Vec::new(),
             undrained: BTreeSet::new(),
             moves: MoveTally::default(),
+            moved: Vec::new(),
         }
     }
 
@@ -137,10 +141,13 @@ impl<'s> Runner<'s> {
         }
         let mut fleets_short: BTreeSet<&str> = BTreeSet::new();
         for (action, result) in creates.iter().zip(&results) {
-            if matches!(action.reason, Reason::CreateBecauseMove { .. }) && result.outcome != CreateOutcome::NotStarted
+            if let Reason::CreateBecauseMove { from, .. } = &action.reason
+                && result.outcome != CreateOutcome::NotStarted
             {
                 self.moves.started += action.count;
                 self.moves.failed += action.count.saturating_sub(result.kept);
+                let to = action.placement.to_string();
+                MoveRecord::tally(&mut self.moved, &action.fleet, from, &to, action.count, 0);
             }
             round.progressed |= result.outcome != CreateOutcome::Failed && result.outcome != CreateOutcome::NotStarted;
             if result.outcome != CreateOutcome::Filled {
@@ -448,8 +455,10 @@ impl<'s> Runner<'s> {
                 state.instances.retain(|i| !ids.contains(&i.id));
                 self.save(state).await?;
                 self.deleted += ids.len() as u32;
-                if matches!(action.reason, Reason::DeleteBecauseMoved { .. }) {
+                if let Reason::DeleteBecauseMoved { to } = &action.reason {
                     self.moves.finished += ids.len() as u32;
+                    let from = action.placement.to_string();
+                    MoveRecord::tally(&mut self.moved, &action.fleet, &from, to, 0, ids.len() as u32);
                 }
                 let (fleet, placement, instance_ids) = event(ids);
                 session.events.emit(&Event::Deleted { fleet, placement, instance_ids });
