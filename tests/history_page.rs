@@ -57,7 +57,9 @@ fn chromium() -> Option<PathBuf> {
         .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
         .find(|candidate| candidate.is_file());
     if found.is_none() && std::env::var("GPUFLEET_SKIP_BROWSER_TESTS").as_deref() == Ok("1") {
-        eprintln!("\n*** SKIPPED: no Chromium found and GPUFLEET_SKIP_BROWSER_TESTS=1: the history page was NOT checked in a browser ***\n");
+        eprintln!(
+            "\n*** SKIPPED: no Chromium found and GPUFLEET_SKIP_BROWSER_TESTS=1: the history page was NOT checked in a browser ***\n"
+        );
         return None;
     }
     Some(found.unwrap_or_else(|| {
@@ -151,14 +153,19 @@ fn the_history_page_shows_each_placement_the_shortage_and_the_moves_home_in_a_br
 
     let page = dir.path().join("report/history.html");
     let wrote = run(&["history", plan, "--html", page.to_str().unwrap(), "--state-dir", state], 0);
-    assert!(stdout(&wrote).contains(&format!("Wrote {} run(s) of plan `homeward` to", history.len())), "{}", stdout(&wrote));
+    assert!(
+        stdout(&wrote).contains(&format!("Wrote {} run(s) of plan `homeward` to", history.len())),
+        "{}",
+        stdout(&wrote)
+    );
 
     let Some(chromium) = chromium() else { return };
     let dom = dump_dom(&chromium, &page);
     for fleet in ["trainers", "inference"] {
-        let shown: BTreeSet<String> = attribute(&dom, &format!(r#"<path class="series" data-fleet="{fleet}""#), "data-placement")
-            .into_iter()
-            .collect();
+        let shown: BTreeSet<String> =
+            attribute(&dom, &format!(r#"<path class="series" data-fleet="{fleet}""#), "data-placement")
+                .into_iter()
+                .collect();
         assert_eq!(shown, placements(fleet), "one series per placement of {fleet}");
         let series = attribute(&dom, &format!(r#"<path class="series" data-fleet="{fleet}""#), "d");
         assert_eq!(series.len(), shown.len(), "and only one each");
@@ -179,7 +186,10 @@ fn the_history_page_shows_each_placement_the_shortage_and_the_moves_home_in_a_br
 fn a_plan_without_history_gets_a_page_that_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("empty.html");
-    let out = run(&["history", "nothing-yet", "--html", page.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()], 0);
+    let out = run(
+        &["history", "nothing-yet", "--html", page.to_str().unwrap(), "--state-dir", dir.path().to_str().unwrap()],
+        0,
+    );
     assert!(stdout(&out).contains("Wrote 0 run(s) of plan `nothing-yet`"), "{}", stdout(&out));
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("No history yet for plan"), "{html}");

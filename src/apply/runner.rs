@@ -144,10 +144,18 @@ impl<'s> Runner<'s> {
             if let Reason::CreateBecauseMove { from, .. } = &action.reason
                 && result.outcome != CreateOutcome::NotStarted
             {
+                let failed = action.count.saturating_sub(result.kept);
                 self.moves.started += action.count;
-                self.moves.failed += action.count.saturating_sub(result.kept);
-                let to = action.placement.to_string();
-                MoveRecord::tally(&mut self.moved, &action.fleet, from, &to, action.count, 0);
+                self.moves.failed += failed;
+                let moved = MoveRecord {
+                    fleet: action.fleet.clone(),
+                    from: from.clone(),
+                    to: action.placement.to_string(),
+                    started: action.count,
+                    finished: 0,
+                    failed,
+                };
+                MoveRecord::tally(&mut self.moved, moved);
             }
             round.progressed |= result.outcome != CreateOutcome::Failed && result.outcome != CreateOutcome::NotStarted;
             if result.outcome != CreateOutcome::Filled {
@@ -457,8 +465,15 @@ impl<'s> Runner<'s> {
                 self.deleted += ids.len() as u32;
                 if let Reason::DeleteBecauseMoved { to } = &action.reason {
                     self.moves.finished += ids.len() as u32;
-                    let from = action.placement.to_string();
-                    MoveRecord::tally(&mut self.moved, &action.fleet, &from, to, 0, ids.len() as u32);
+                    let moved = MoveRecord {
+                        fleet: action.fleet.clone(),
+                        from: action.placement.to_string(),
+                        to: to.clone(),
+                        started: 0,
+                        finished: ids.len() as u32,
+                        failed: 0,
+                    };
+                    MoveRecord::tally(&mut self.moved, moved);
                 }
                 let (fleet, placement, instance_ids) = event(ids);
                 session.events.emit(&Event::Deleted { fleet, placement, instance_ids });

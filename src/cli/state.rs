@@ -3,8 +3,8 @@
 use super::render::{instance_json, instance_table};
 use super::{Exit, Failure, HistoryArgs, StateForgetArgs, StateListArgs, StateShowArgs, failure};
 use crate::model::{Clock, Instance, SystemClock};
-use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::files::write_atomic;
+use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::{LocalBackend, StateBackend};
 use std::path::Path;
 

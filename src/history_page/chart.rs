@@ -11,7 +11,7 @@ const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 24.0;
 /// Height of the plot area itself.
-const PLOT: f64 = 260.0;
+const PLOT: f64 = 220.0;
 const COST_PLOT: f64 = 120.0;
 /// Room under the plot for tick labels, dates and the axis title.
 const BELOW: f64 = 58.0;
@@ -62,7 +62,8 @@ impl TimeAxis {
             .chain([DAY, 2 * DAY, 7 * DAY])
             .find(|step| span / step <= 8)
             .unwrap_or_else(|| (span / 6).div_euclid(DAY).saturating_add(1).saturating_mul(DAY));
-        let first = self.start.div_euclid(step).saturating_add(1).saturating_mul(step);
+        let round = self.start.div_euclid(step).saturating_mul(step);
+        let first = if round < self.start { round.saturating_add(step) } else { round };
         let ticks = (0..12).map(|k| first.saturating_add(k * step)).take_while(|t| *t <= self.end).collect();
         (ticks, step)
     }
@@ -130,7 +131,10 @@ fn axes(out: &mut String, time: &TimeAxis, values: &ValueAxis, y_title: &str, la
         r#"<text class="axis-title" transform="translate(16 {middle:.1}) rotate(-90)" text-anchor="middle">{y_title}</text></g>"#
     );
     let bottom = values.bottom_y;
-    let _ = write!(out, r#"<g class="axis x-axis"><line class="baseline" x1="{LEFT}" x2="{right}" y1="{bottom:.1}" y2="{bottom:.1}"/>"#);
+    let _ = write!(
+        out,
+        r#"<g class="axis x-axis"><line class="baseline" x1="{LEFT}" x2="{right}" y1="{bottom:.1}" y2="{bottom:.1}"/>"#
+    );
     let (ticks, step) = time.ticks();
     let format = if step < 60_000 { "%H:%M:%S" } else { "%H:%M" };
     let mut last_day = String::new();
@@ -146,7 +150,11 @@ fn axes(out: &mut String, time: &TimeAxis, values: &ValueAxis, y_title: &str, la
         // The date under the first tick and wherever the day changes.
         let day = utc(tick, "%Y-%m-%d");
         if day != last_day {
-            let _ = write!(out, r#"<text class="tick date" x="{x:.1}" y="{:.1}" text-anchor="middle">{day}</text>"#, bottom + 32.0);
+            let _ = write!(
+                out,
+                r#"<text class="tick date" x="{x:.1}" y="{:.1}" text-anchor="middle">{day}</text>"#,
+                bottom + 32.0
+            );
             last_day = day;
         }
     }
@@ -191,7 +199,7 @@ pub(super) fn fleet_chart(
     svg_open(&mut out, "chart nodes", height, &format!("nodes per placement of fleet {fleet} over time"));
     let _ = write!(
         out,
-        r#"<defs><clipPath id="plot-{index}"><rect x="{LEFT}" y="0" width="{:.1}" height="{height:.0}"/></clipPath></defs>"#,
+        r#"<defs><clipPath id="plot-{index}"><rect x="{LEFT}" y="0" width="{:.1}" height="{height:.0}"/></clipPath><pattern id="hatch-{index}" width="7" height="7" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><line class="hatch" x1="0" y1="0" x2="0" y2="7"/></pattern></defs>"#,
         right - LEFT
     );
     axes(&mut out, &time, &values, "nodes", |v| format!("{v:.0}"));
@@ -203,7 +211,8 @@ pub(super) fn fleet_chart(
         let lane_y = lanes_top + LANE * band.lane as f64;
         let width = (x2 - x1).max(2.0);
         let text = escape(&band.label);
-        let (text_x, anchor) = if x1 < LEFT + (right - LEFT) * 0.6 { (x1 + 5.0, "start") } else { (x1 + width - 5.0, "end") };
+        let (text_x, anchor) =
+            if x1 < LEFT + (right - LEFT) * 0.6 { (x1 + 5.0, "start") } else { (x1 + width - 5.0, "end") };
         let _ = write!(
             out,
             r#"<g class="shortage" data-shortage="{text}" data-from="{}" data-until="{}"><title>shortage in force: {text} ({} – {} UTC)</title><rect class="band" x="{x1:.1}" y="{lane_y:.1}" width="{width:.1}" height="{:.1}"/><rect class="lane" x="{x1:.1}" y="{lane_y:.1}" width="{width:.1}" height="{:.1}"/><text class="lane-label" x="{text_x:.1}" y="{:.1}" text-anchor="{anchor}">{text}</text></g>"#,
@@ -211,7 +220,7 @@ pub(super) fn fleet_chart(
             utc(band.until, "%Y-%m-%dT%H:%M:%SZ"),
             utc(band.from, "%H:%M:%S"),
             utc(band.until, "%H:%M:%S"),
-            values.bottom_y - lane_y,
+            plot_top - lane_y,
             LANE - 3.0,
             lane_y + 12.5
         );
@@ -249,6 +258,18 @@ pub(super) fn fleet_chart(
     }
     out.push_str("</g>");
 
+    // Over the fleet, hatching where any shortage was in force.
+    let _ = write!(out, r#"<g class="shortage-shading" clip-path="url(#plot-{index})">"#);
+    for (from, until) in merged(bands) {
+        let (x1, x2) = (time.x(from), time.x(until));
+        let _ = write!(
+            out,
+            r#"<rect x="{x1:.1}" y="{plot_top:.1}" width="{:.1}" height="{PLOT:.1}" fill="url(#hatch-{index})"/>"#,
+            (x2 - x1).max(2.0)
+        );
+    }
+    out.push_str("</g>");
+
     // Moves: a dashed line at the run, its label in one of two rows above the plot.
     out.push_str(r#"<g class="moves">"#);
     for (k, marker) in markers.iter().enumerate() {
@@ -257,7 +278,8 @@ pub(super) fn fleet_chart(
         let (text_x, anchor) = if x < LEFT + (right - LEFT) * 0.75 { (x + 4.0, "start") } else { (x - 4.0, "end") };
         let _ = write!(
             out,
-            r#"<g class="move-marker" data-at="{}"><title>{}</title><line x1="{x:.1}" x2="{x:.1}" y1="{row_y:.1}" y2="{:.1}"/><text x="{text_x:.1}" y="{:.1}" text-anchor="{anchor}">{}</text></g>"#,
+            r#"<g class="move-marker{}" data-at="{}"><title>{}</title><line x1="{x:.1}" x2="{x:.1}" y1="{row_y:.1}" y2="{:.1}"/><text x="{text_x:.1}" y="{:.1}" text-anchor="{anchor}">{}</text></g>"#,
+            if marker.failed { " failed" } else { "" },
             utc(marker.at, "%Y-%m-%dT%H:%M:%SZ"),
             escape(&marker.details.join("\n")),
             values.bottom_y,
@@ -269,11 +291,26 @@ pub(super) fn fleet_chart(
     out
 }
 
+/// The time ranges covered by at least one band, each once.
+fn merged(bands: &[Band]) -> Vec<(i64, i64)> {
+    let mut ranges: Vec<(i64, i64)> = bands.iter().map(|b| (b.from, b.until)).collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for (from, until) in ranges {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(until),
+            _ => merged.push((from, until)),
+        }
+    }
+    merged
+}
+
 /// Cost per hour after each run, as a step line.
 pub(super) fn cost_chart(runs: &Runs) -> String {
     let top_y = 12.0;
     let height = top_y + COST_PLOT + BELOW;
-    let costs: Vec<f64> = runs.entries.iter().map(|e| if e.cost_per_hour.is_finite() { e.cost_per_hour } else { 0.0 }).collect();
+    let costs: Vec<f64> =
+        runs.entries.iter().map(|e| if e.cost_per_hour.is_finite() { e.cost_per_hour } else { 0.0 }).collect();
     let values = ValueAxis::new(costs.iter().copied().fold(0.0, f64::max), false, top_y, COST_PLOT);
     let time = runs.time;
     let mut out = String::new();
@@ -301,7 +338,7 @@ mod tests {
         assert_eq!(step, 5 * 60_000);
         assert!(ticks.len() <= 9 && !ticks.is_empty());
         assert!(ticks.iter().all(|t| t % step == 0));
-        assert_eq!(utc(ticks[0], "%H:%M"), "00:05");
+        assert_eq!(utc(ticks[0], "%H:%M"), "00:00");
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub fn render(plan: &str, entries: &[HistoryEntry]) -> String {
     out.push_str(&chart::cost_chart(&runs));
     out.push_str("</section>");
     table(&mut out, &runs);
-    out.push_str(r#"<footer>Times are UTC. Written by gpufleet from the plan's history.</footer></main></body></html>"#);
+    out.push_str(
+        r#"<footer>Times are UTC. Written by gpufleet from the plan's history.</footer></main></body></html>"#,
+    );
     out
 }
 
@@ -148,25 +150,61 @@ struct Marker {
     label: String,
     /// One line per pair of placements: "A → B: 2 moved".
     details: Vec<String>,
+    /// Every replacement was refused or failed: nothing moved.
+    failed: bool,
 }
 
-/// "2 moved" when every started move also finished, else what each did.
-fn move_tally(started: u64, finished: u64) -> String {
-    match (started, finished) {
-        (s, f) if s == f => format!("{s} moved"),
-        (s, 0) => format!("{s} started"),
-        (0, f) => format!("{f} finished"),
-        (s, f) => format!("{s} started, {f} finished"),
+/// Moves started, finished (old nodes deleted) and failed (replacements
+/// refused) in one run.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    started: u64,
+    finished: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn of(record: &MoveRecord) -> Tally {
+        Tally {
+            started: u64::from(record.started),
+            finished: u64::from(record.finished),
+            failed: u64::from(record.failed),
+        }
+    }
+
+    fn add(self, other: Tally) -> Tally {
+        Tally {
+            started: self.started.saturating_add(other.started),
+            finished: self.finished.saturating_add(other.finished),
+            failed: self.failed.saturating_add(other.failed),
+        }
+    }
+}
+
+/// "2 moved" when every replacement that came up also replaced its old
+/// node in the run; else what was started, finished and failed.
+impl std::fmt::Display for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let came_up = self.started.saturating_sub(self.failed);
+        let mut parts = Vec::new();
+        if came_up > 0 && came_up == self.finished {
+            parts.push(format!("{came_up} moved"));
+        } else {
+            parts.extend((came_up > 0).then(|| format!("{came_up} started")));
+            parts.extend((self.finished > 0).then(|| format!("{} finished", self.finished)));
+        }
+        parts.extend((self.failed > 0).then(|| format!("{} failed", self.failed)));
+        f.write_str(&parts.join(", "))
     }
 }
 
 fn describe(record: &MoveRecord) -> String {
-    format!(
-        "{} → {}: {}",
-        record.from,
-        record.to,
-        move_tally(u64::from(record.started), u64::from(record.finished))
-    )
+    format!("{} → {}: {}", record.from, record.to, Tally::of(record))
+}
+
+/// What an entry written before moves were recorded by fleet says of them.
+fn counted(entry: &HistoryEntry) -> Tally {
+    Tally { started: u64::from(entry.moves_started), finished: u64::from(entry.moves_finished), failed: 0 }
 }
 
 /// The runs that moved `fleet`'s nodes. Entries written before moves were
@@ -175,17 +213,16 @@ fn markers(runs: &Runs, fleet: &str) -> Vec<Marker> {
     let mut markers = Vec::new();
     for entry in &runs.entries {
         let mine: Vec<&MoveRecord> = entry.moves.iter().filter(|m| m.fleet == fleet).collect();
-        let (started, finished, details) = if !mine.is_empty() {
-            let started = mine.iter().map(|m| u64::from(m.started)).sum();
-            let finished = mine.iter().map(|m| u64::from(m.finished)).sum();
-            (started, finished, mine.into_iter().map(describe).collect())
+        let (tally, details) = if !mine.is_empty() {
+            let tally = mine.iter().map(|m| Tally::of(m)).fold(Tally::default(), Tally::add);
+            (tally, mine.into_iter().map(describe).collect())
         } else if entry.moves.is_empty() && (entry.moves_started > 0 || entry.moves_finished > 0) {
-            let (started, finished) = (u64::from(entry.moves_started), u64::from(entry.moves_finished));
-            (started, finished, vec![format!("{} (placements not recorded)", move_tally(started, finished))])
+            (counted(entry), vec![format!("{} (placements not recorded)", counted(entry))])
         } else {
             continue;
         };
-        markers.push(Marker { at: entry.at.timestamp_millis(), label: format!("⇢ {}", move_tally(started, finished)), details });
+        let failed = tally.failed > 0 && tally.failed >= tally.started && tally.finished == 0;
+        markers.push(Marker { at: entry.at.timestamp_millis(), label: format!("⇢ {tally}"), details, failed });
     }
     markers
 }
@@ -250,7 +287,8 @@ fn fleet_section(
         out.push_str(r#"<ol class="moves-list">"#);
         for marker in &markers {
             for line in &marker.details {
-                let _ = write!(out, r#"<li><time>{}</time> {}</li>"#, utc(marker.at, "%Y-%m-%d %H:%M:%S"), escape(line));
+                let _ =
+                    write!(out, r#"<li><time>{}</time> {}</li>"#, utc(marker.at, "%Y-%m-%d %H:%M:%S"), escape(line));
             }
         }
         out.push_str("</ol>");
@@ -272,13 +310,13 @@ fn table(out: &mut String, runs: &Runs) {
         let moves = if !entry.moves.is_empty() {
             entry.moves.iter().map(|m| format!("{}: {}", m.fleet, describe(m))).collect()
         } else if entry.moves_started > 0 || entry.moves_finished > 0 {
-            vec![move_tally(u64::from(entry.moves_started), u64::from(entry.moves_finished))]
+            vec![counted(entry).to_string()]
         } else {
             Vec::new()
         };
         let _ = write!(
             out,
-            r#"<tr class="run"><td class="time">{}</td><td>{}</td><td><span class="badge {badge}">{}</span></td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num">${:.2}</td><td>{}</td></tr>"#,
+            r#"<tr class="run"><td class="time">{}</td><td>{}</td><td><span class="badge {badge}">{}</span></td><td class="num">{}</td><td class="num">{}</td><td class="moves-cell">{}</td><td class="num">{}</td><td class="num">${:.2}</td><td>{}</td></tr>"#,
             entry.at.format("%Y-%m-%d %H:%M:%S"),
             escape(&entry.command),
             escape(&entry.outcome),
@@ -287,10 +325,19 @@ fn table(out: &mut String, runs: &Runs) {
             lines(&moves),
             Runs::total(entry),
             entry.cost_per_hour,
-            lines(&entry.shortages)
+            shortage_cell(&entry.shortages)
         );
     }
     out.push_str("</tbody></table></section>");
+}
+
+/// A few shortages as lines; more folded under their count, since the
+/// chart above shows them all.
+fn shortage_cell(shortages: &[String]) -> String {
+    if shortages.len() <= 2 {
+        return lines(shortages);
+    }
+    format!("<details><summary>{} in force</summary>{}</details>", shortages.len(), lines(shortages))
 }
 
 /// Escaped lines, one under the other; a dash for none.
@@ -321,11 +368,15 @@ svg.chart { width: 100%; height: auto; display: block; font-size: 12px; }
 .tick.date { font-size: 11px; }
 .axis-title { fill: var(--muted); font-size: 12px; font-weight: 600; }
 .series { stroke: #fff; stroke-width: 1; fill-opacity: .9; }
-.shortage .band { fill: var(--short); fill-opacity: .07; }
+.shortage .band { fill: var(--short); fill-opacity: .06; }
+.hatch { stroke: var(--short); stroke-width: 2; stroke-opacity: .35; }
 .shortage .lane { fill: var(--short); fill-opacity: .22; }
 .lane-label { fill: #8a1c1c; font-size: 11px; }
 .move-marker line { stroke: #323f4b; stroke-width: 1.5; stroke-dasharray: 5 3; }
 .move-marker text { fill: #323f4b; font-size: 12px; font-weight: 600; }
+.move-marker.failed line { stroke: #ab091e; }
+.move-marker.failed text { fill: #ab091e; }
+summary { cursor: pointer; color: #8a1c1c; }
 .cost-line { fill: none; stroke: #3e4c59; stroke-width: 2; }
 .legend { list-style: none; display: flex; flex-wrap: wrap; gap: 6px 18px; padding: 0; margin: 10px 0 0 64px; }
 .legend li { display: flex; align-items: center; gap: 6px; font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
@@ -342,6 +393,7 @@ td { border-bottom: 1px solid var(--rule); padding: 6px 8px; vertical-align: top
 tbody tr:nth-child(even) { background: #fafbfc; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 .time { white-space: nowrap; font-variant-numeric: tabular-nums; }
+.moves-cell { min-width: 320px; font-size: 12px; }
 .none { color: #9aa5b1; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; background: #e4e7eb; }
 .badge.ok { background: #e3f9e5; color: #207227; }

@@ -36,7 +36,7 @@ fn entry(minute: i64, nodes: &[(&str, &str, u32)], shortages: &[&str]) -> Histor
 }
 
 fn moved(fleet: &str, from: &str, to: &str, n: u32) -> MoveRecord {
-    MoveRecord { fleet: fleet.into(), from: from.into(), to: to.into(), started: n, finished: n }
+    MoveRecord { fleet: fleet.into(), from: from.into(), to: to.into(), started: n, finished: n, failed: 0 }
 }
 
 /// The story of a fleet that failed over west and moved home east, two nodes a round.
@@ -96,13 +96,27 @@ fn one_series_per_placement_of_each_fleet() {
 #[test]
 fn a_shortage_is_a_band_from_the_first_run_that_saw_it_until_the_first_that_did_not() {
     let html = render("home", &story());
-    let bands = captures(&html, r#"<g class="shortage" data-shortage="([^"]*)" data-from="([^"]*)" data-until="([^"]*)""#);
+    let bands =
+        captures(&html, r#"<g class="shortage" data-shortage="([^"]*)" data-from="([^"]*)" data-until="([^"]*)""#);
     assert_eq!(bands, [[SOLD_OUT, "2026-01-01T00:00:00Z", "2026-01-01T00:21:00Z"]]);
-    assert!(html.contains(r#"<li class="legend-key"><span class="swatch shortage-swatch"></span>shortage in force</li>"#));
+    assert!(
+        html.contains(r#"<li class="legend-key"><span class="swatch shortage-swatch"></span>shortage in force</li>"#)
+    );
+
+    // Shortages in force at once hatch the fleet's area once, over their union.
+    let mut entries = story();
+    entries[1].shortages.push("aws us-east-1a p5.48xlarge: InsufficientInstanceCapacity".into());
+    let html = render("home", &entries);
+    let lanes = captures(&html, r#"<g class="shortage" data-shortage="([^"]*)""#);
+    assert_eq!(lanes.len(), 2, "a lane each");
+    let shading = captures(&html, r#"<g class="shortage-shading" clip-path="[^"]*">((?:<rect [^>]*/>)*)</g>"#);
+    assert_eq!(shading.len(), 1);
+    assert_eq!(shading[0][0].matches("<rect ").count(), 1, "{shading:?}");
 
     // Still in force at the last run: the band runs to the end of the chart.
     let html = render("home", &story()[..2]);
-    let bands = captures(&html, r#"<g class="shortage" data-shortage="[^"]*" data-from="([^"]*)" data-until="([^"]*)""#);
+    let bands =
+        captures(&html, r#"<g class="shortage" data-shortage="[^"]*" data-from="([^"]*)" data-until="([^"]*)""#);
     assert_eq!(bands.len(), 1);
     assert!(bands[0][1].as_str() > "2026-01-01T00:10:00Z", "{bands:?}");
 }
@@ -121,6 +135,16 @@ fn runs_that_moved_nodes_are_marked_with_where_from_and_where_to() {
     assert_eq!(html.matches("⇢ 2 moved</text>").count(), 2, "a label on the chart at each marker");
     assert!(html.contains(&format!("<li><time>2026-01-01 00:21:00</time> {WEST} → {EAST}: 2 moved</li>")));
     assert!(html.contains(&format!("<div>trainers: {WEST} → {EAST}: 2 moved</div>")), "and in the table");
+}
+
+#[test]
+fn a_refused_move_is_marked_as_failed() {
+    let mut refused = entry(16, &[("trainers", WEST, 4)], &[SOLD_OUT]);
+    refused.moves = vec![MoveRecord { failed: 2, finished: 0, ..moved("trainers", WEST, EAST, 2) }];
+    let html = render("home", &[entry(0, &[("trainers", WEST, 4)], &[]), refused]);
+    assert!(html.contains("⇢ 2 failed</text>"), "{html}");
+    assert!(html.contains(r#"<g class="move-marker failed""#), "drawn apart from moves that happened");
+    assert!(html.contains(&format!("<title>{WEST} → {EAST}: 2 failed</title>")));
 }
 
 #[test]
@@ -150,7 +174,11 @@ fn text_from_the_state_is_escaped_everywhere() {
     assert!(html.contains(r#"<span class="badge other">"#), "an unknown outcome names no CSS class of its own");
     // Every element the page opens, it closes: nothing from the state broke out.
     for tag in ["svg", "section", "table", "g", "path", "script"] {
-        assert_eq!(html.matches(&format!("<{tag} ")).count() + html.matches(&format!("<{tag}>")).count(), html.matches(&format!("</{tag}>")).count(), "<{tag}>");
+        assert_eq!(
+            html.matches(&format!("<{tag} ")).count() + html.matches(&format!("<{tag}>")).count(),
+            html.matches(&format!("</{tag}>")).count(),
+            "<{tag}>"
+        );
     }
 }
 
@@ -165,6 +193,9 @@ fn the_table_lists_every_run_by_time_with_its_cost() {
         ["2026-01-01 00:00:00", "2026-01-01 00:10:00", "2026-01-01 00:21:00", "2026-01-01 00:22:00"]
     );
     assert!(html.contains(r#"<td class="num">$393.20</td>"#));
+    assert!(html.contains(&format!("<td><div>{SOLD_OUT}</div></td></tr>")), "a shortage in force is listed");
+    let many = render("home", &[entry(0, &[], &["a", "b", "c"])]);
+    assert!(many.contains("<details><summary>3 in force</summary><div>a</div><div>b</div><div>c</div></details>"));
     assert!(html.contains(r#"<path class="cost-line""#));
     assert!(html.contains("time (UTC)"), "the time axis says its zone");
 }

@@ -46,28 +46,23 @@ pub struct MoveRecord {
     pub started: u32,
     /// Old nodes deleted at `from` once their replacements ran.
     pub finished: u32,
+    /// Replacement nodes refused or failed: their old nodes stay.
+    #[serde(default)]
+    pub failed: u32,
 }
 
 impl MoveRecord {
-    /// Adds `started` and `finished` nodes to the record of (`fleet`,
-    /// `from`, `to`) in `records`, making one if there is none yet.
-    pub fn tally(records: &mut Vec<MoveRecord>, fleet: &str, from: &str, to: &str, started: u32, finished: u32) {
-        let index = match records.iter().position(|r| r.fleet == fleet && r.from == from && r.to == to) {
-            Some(index) => index,
-            None => {
-                records.push(MoveRecord {
-                    fleet: fleet.to_string(),
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    started: 0,
-                    finished: 0,
-                });
-                records.len() - 1
+    /// Adds to the record of `moved.fleet`, `.from` and `.to` in `records`,
+    /// or keeps `moved` as a new record.
+    pub fn tally(records: &mut Vec<MoveRecord>, moved: MoveRecord) {
+        match records.iter_mut().find(|r| r.fleet == moved.fleet && r.from == moved.from && r.to == moved.to) {
+            Some(record) => {
+                record.started = record.started.saturating_add(moved.started);
+                record.finished = record.finished.saturating_add(moved.finished);
+                record.failed = record.failed.saturating_add(moved.failed);
             }
-        };
-        let record = &mut records[index];
-        record.started = record.started.saturating_add(started);
-        record.finished = record.finished.saturating_add(finished);
+            None => records.push(moved),
+        }
     }
 }
 
@@ -87,12 +82,18 @@ mod tests {
 
     #[test]
     fn moves_between_the_same_placements_add_up() {
+        let record = |from: &str, started, finished, failed| MoveRecord {
+            fleet: "t".into(),
+            from: from.into(),
+            to: "b".into(),
+            started,
+            finished,
+            failed,
+        };
         let mut records = Vec::new();
-        MoveRecord::tally(&mut records, "t", "a", "b", 2, 0);
-        MoveRecord::tally(&mut records, "t", "c", "b", 1, 0);
-        MoveRecord::tally(&mut records, "t", "a", "b", 0, 2);
-        assert_eq!(records.len(), 2);
-        assert_eq!((records[0].started, records[0].finished), (2, 2));
-        assert_eq!((records[1].from.as_str(), records[1].started), ("c", 1));
+        MoveRecord::tally(&mut records, record("a", 3, 0, 1));
+        MoveRecord::tally(&mut records, record("c", 1, 0, 0));
+        MoveRecord::tally(&mut records, record("a", 0, 2, 0));
+        assert_eq!(records, [record("a", 3, 2, 1), record("c", 1, 0, 0)]);
     }
 }
