@@ -9,42 +9,23 @@
 
 mod common;
 
-use common::{gpufleet, stderr, stdout};
+use common::{run, stderr, stdout};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const PLAN: &str = r#"
-name = "homeward"
-shortage_ttl = "5m"
-
-[providers.aws]
-regions = ["us-east-1", "us-west-2"]
-
-[fleets.trainers]
-gpu = "H100"
-gpus_per_node = 8
-nodes = 4
-prefer = ["aws:us-east-1", "aws:us-west-2"]
-image = { aws = "ami-0123456789abcdef0" }
-
+/// The rebalancing plan with a second fleet, which stays where it prefers to be.
+fn plan_text() -> String {
+    let inference = r#"
 [fleets.inference]
 gpu = "H100"
 gpus_per_node = 8
 nodes = 1
 prefer = ["aws:us-west-2"]
 image = { aws = "ami-0123456789abcdef0" }
-
-[rebalance]
-max_disruption = 2
-move_back_after = "15m"
 "#;
-
-fn run(args: &[&str], expect: i32) -> Output {
-    let out = gpufleet(args);
-    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
-    out
+    format!("{}{inference}", common::HOME_PLAN)
 }
 
 /// The Chromium to use, `None` only when browser tests are to be skipped.
@@ -119,8 +100,8 @@ fn attribute(dom: &str, open: &str, name: &str) -> Vec<String> {
 #[test]
 fn the_history_page_shows_each_placement_the_shortage_and_the_moves_home_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("homeward.toml");
-    std::fs::write(&plan, PLAN).unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, plan_text()).unwrap();
     let plan = plan.to_str().unwrap();
     // us-east-1 is sold out for 20 minutes, then holds 8 per zone.
     let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
@@ -154,7 +135,7 @@ fn the_history_page_shows_each_placement_the_shortage_and_the_moves_home_in_a_br
     let page = dir.path().join("report/history.html");
     let wrote = run(&["history", plan, "--html", page.to_str().unwrap(), "--state-dir", state], 0);
     assert!(
-        stdout(&wrote).contains(&format!("Wrote {} run(s) of plan `homeward` to", history.len())),
+        stdout(&wrote).contains(&format!("Wrote {} run(s) of plan `home` to", history.len())),
         "{}",
         stdout(&wrote)
     );

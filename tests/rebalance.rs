@@ -5,35 +5,9 @@
 
 mod common;
 
-use common::{gpufleet, stderr, stdout};
+use common::{HOME_PLAN as PLAN, run, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
-use std::process::Output;
-
-const PLAN: &str = r#"
-name = "home"
-shortage_ttl = "5m"
-
-[providers.aws]
-regions = ["us-east-1", "us-west-2"]
-
-[fleets.trainers]
-gpu = "H100"
-gpus_per_node = 8
-nodes = 4
-prefer = ["aws:us-east-1", "aws:us-west-2"]
-image = { aws = "ami-0123456789abcdef0" }
-
-[rebalance]
-max_disruption = 2
-move_back_after = "15m"
-"#;
-
-fn run(args: &[&str], expect: i32) -> Output {
-    let out = gpufleet(args);
-    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
-    out
-}
 
 /// Instances of the state by region.
 fn regions(state: &str) -> Vec<String> {

@@ -35,6 +35,35 @@ pub fn gpufleet_in(dir: &Path, args: &[&str]) -> Output {
         .expect("the gpufleet binary runs")
 }
 
+/// `gpufleet ARGS`, failing the test (with both outputs) unless it exits with `expect`.
+pub fn run(args: &[&str], expect: i32) -> Output {
+    let out = gpufleet(args);
+    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
+    out
+}
+
+/// The rebalancing plan: four H100 nodes that prefer us-east-1 and fall back
+/// to us-west-2, moving home two a round once a zone has been clear of
+/// shortages for 15 minutes.
+pub const HOME_PLAN: &str = r#"
+name = "home"
+shortage_ttl = "5m"
+
+[providers.aws]
+regions = ["us-east-1", "us-west-2"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 4
+prefer = ["aws:us-east-1", "aws:us-west-2"]
+image = { aws = "ami-0123456789abcdef0" }
+
+[rebalance]
+max_disruption = 2
+move_back_after = "15m"
+"#;
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
