@@ -299,7 +299,7 @@ fn fleet_section(
 /// Every run, oldest first.
 fn table(out: &mut String, runs: &Runs) {
     out.push_str(
-        r#"<section class="runs"><h2>Runs</h2><table><thead><tr><th>time (UTC)</th><th>command</th><th>outcome</th><th class="num">created</th><th class="num">deleted</th><th>moves</th><th class="num">nodes</th><th class="num">cost per hour</th><th>shortages in force</th></tr></thead><tbody>"#,
+        r#"<section class="runs"><h2>Runs</h2><table><thead><tr><th>time (UTC)</th><th>command</th><th>outcome</th><th class="num">created</th><th class="num">deleted</th><th>moves</th><th class="num">nodes</th><th class="num">cost/hour</th><th>shortages in force</th></tr></thead><tbody>"#,
     );
     for entry in &runs.entries {
         // Only known outcomes name a CSS class; anything else is shown as text.
@@ -389,11 +389,13 @@ summary { cursor: pointer; color: #8a1c1c; }
 .moves-list time { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 6px; }
 table { width: 100%; border-collapse: collapse; font-size: 13px; }
 th { text-align: left; color: var(--muted); font-weight: 600; border-bottom: 2px solid var(--rule); padding: 6px 8px; }
-td { border-bottom: 1px solid var(--rule); padding: 6px 8px; vertical-align: top; }
+td { border-bottom: 1px solid var(--rule); padding: 6px 8px; vertical-align: top; overflow-wrap: anywhere; }
+.runs { overflow-x: auto; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 .time { white-space: nowrap; font-variant-numeric: tabular-nums; }
-.moves-cell { min-width: 320px; font-size: 12px; }
+.moves-cell { min-width: 260px; font-size: 12px; }
+th { white-space: nowrap; }
 .none { color: #9aa5b1; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; background: #e4e7eb; }
 .badge.ok { background: #e3f9e5; color: #207227; }
