@@ -5,7 +5,7 @@
 
 use gpufleet::catalog::Catalog;
 use gpufleet::model::Cloud;
-use gpufleet::plan::{self, PlacementPolicy, PlanError};
+use gpufleet::plan::{self, PlacementPolicy, PlanError, Spread, SpreadBy};
 use std::path::{Path, PathBuf};
 
 const FIXTURES: &str = "tests/fixtures/plans";
@@ -46,6 +46,7 @@ mod bad_plans {
         bad_node_count,
         gpus_per_node_not_offered,
         unknown_placement,
+        bad_spread,
         bad_prefer,
         unknown_jurisdiction,
         residency_unsatisfiable,
@@ -77,7 +78,7 @@ fn demo_plan_validates_with_defaults_filled_in() {
 
     let trainers = &plan.fleets["trainers"];
     assert_eq!((trainers.gpu.as_str(), trainers.gpus_per_node, trainers.nodes, trainers.min_nodes), ("H100", 8, 4, 2));
-    assert_eq!(trainers.placement, PlacementPolicy::Spread);
+    assert_eq!(trainers.placement, PlacementPolicy::Spread(Spread { by: SpreadBy::Region, max_skew: 1 }));
     assert_eq!(trainers.residency.as_deref(), Some(&["US".to_string()][..]));
     assert!(trainers.image.contains_key(&Cloud::Aws));
     let startup = trainers.startup.as_ref().expect("startup script read at load");

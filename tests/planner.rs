@@ -8,8 +8,10 @@ use gpufleet::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope
 use gpufleet::plan::offerings::{allowed_offerings, preference_rank};
 use gpufleet::plan::{
     AwsConfig, DEFAULT_SHORTAGE_TTL, Disruption, Fleet, PlacementPolicy, Plan, Preference, Providers, Rebalance,
+    Spread, SpreadBy,
 };
 use gpufleet::planner::rebalance::{decide, rebalance};
+use gpufleet::planner::spread::{Domain, counts};
 use gpufleet::planner::{ActionKind, Changeset, Reason, destroy, plan};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -74,7 +76,7 @@ fn fleet(name: &str, gpu: &str, nodes: u32) -> Fleet {
         gpus_per_node: 8,
         nodes,
         min_nodes: nodes,
-        placement: PlacementPolicy::Spread,
+        placement: PlacementPolicy::Fill,
         prefer: vec![Preference { cloud: Cloud::Aws, location: Some("us-east-1".into()) }],
         residency: None,
         max_price_per_gpu_hour: None,
@@ -288,19 +290,34 @@ fn arb_fleet(name: &'static str) -> impl Strategy<Value = Fleet> {
     (
         0..3usize,
         0..12u32,
-        any::<bool>(),
+        arb_placement(),
         prop::option::of(prop::sample::subsequence(vec!["US", "EU"], 1..=2)),
         prop::option::of(1.0..9.0f64),
         0..12u32,
     )
-        .prop_map(move |(g, nodes, pack, residency, ceiling, min)| {
+        .prop_map(move |(g, nodes, placement, residency, ceiling, min)| {
             let mut f = fleet(name, GPUS[g], nodes);
             f.min_nodes = min.min(nodes);
-            f.placement = if pack { PlacementPolicy::Pack } else { PlacementPolicy::Spread };
+            f.placement = placement;
             f.residency = residency.map(|r| r.into_iter().map(String::from).collect());
             f.max_price_per_gpu_hour = ceiling;
             f
         })
+}
+
+fn arb_placement() -> impl Strategy<Value = PlacementPolicy> {
+    let by = prop::sample::select(vec![SpreadBy::Zone, SpreadBy::Region, SpreadBy::Cloud]);
+    prop_oneof![
+        Just(PlacementPolicy::Fill),
+        Just(PlacementPolicy::Pack),
+        (by, 1..4u32).prop_map(|(by, max_skew)| PlacementPolicy::Spread(Spread { by, max_skew })),
+    ]
+}
+
+/// Nodes per domain of a fleet's instances that run on offerings it may use.
+fn held_per_domain(by: SpreadBy, fleet: &Fleet, desired: &Plan, observed: &[Instance]) -> BTreeMap<Domain, u32> {
+    let allowed = allowed_offerings(fleet, &desired.providers, &catalog());
+    counts(by, observed.iter().filter(|i| i.fleet == fleet.name && allowed.iter().any(|o| o.placement().hosts(i))))
 }
 
 fn arb_shortage() -> impl Strategy<Value = Shortage> {
@@ -357,6 +374,27 @@ proptest! {
                 }
                 prop_assert!(!shortages.iter().any(|s| s.expires_at > now() && offering.is_short(&s.scope)));
                 prop_assert!(create.min_count >= 1 && create.min_count <= create.count);
+            }
+            if let PlacementPolicy::Spread(spread) = fleet.placement {
+                // New nodes level the emptiest launchable domains first: none
+                // gets one while another launchable domain ends up two lower.
+                let deleted_ids: Vec<&String> = changeset.actions.iter().flat_map(|a| &a.instance_ids).collect();
+                let remaining: Vec<Instance> = observed.iter().filter(|i| !deleted_ids.contains(&&i.id)).cloned().collect();
+                let mut after = held_per_domain(spread.by, fleet, &desired, &remaining);
+                let launchable: Vec<Domain> = allowed_offerings(fleet, &desired.providers, &catalog)
+                    .iter()
+                    .filter(|o| !shortages.iter().any(|s| s.expires_at > now() && o.is_short(&s.scope)))
+                    .map(|o| Domain::of(spread.by, &o.placement()))
+                    .collect();
+                let creates: Vec<_> = changeset.actions.iter().filter(|a| a.kind == ActionKind::Create && a.fleet == fleet.name).collect();
+                for create in &creates {
+                    *after.entry(Domain::of(spread.by, &create.placement)).or_default() += create.count;
+                }
+                let lowest = launchable.iter().map(|d| after.get(d).copied().unwrap_or(0)).min();
+                for create in &creates {
+                    let got = after[&Domain::of(spread.by, &create.placement)];
+                    prop_assert!(lowest.is_some_and(|low| got <= low + 1), "{} ends with {got} nodes, another launchable domain with {lowest:?}", create.placement);
+                }
             }
         }
     }
@@ -427,8 +465,24 @@ proptest! {
                 (Some(new), Some(old)) => new <= old * (1.0 - desired.rebalance.min_gain),
                 _ => false,
             };
-            prop_assert!(rank_to <= rank_from, "never to a less preferred place");
-            prop_assert!(rank_to < rank_from || cheaper, "every move improves the preference or beats min_gain");
+            let balances = match fleet.placement {
+                PlacementPolicy::Spread(spread) => {
+                    let held = held_per_domain(spread.by, fleet, &desired, &observed);
+                    let (from_domain, to_domain) = (Domain::of(spread.by, &m.from), Domain::of(spread.by, &m.to));
+                    let count = |d: &Domain| held.get(d).copied().unwrap_or(0);
+                    if from_domain == to_domain {
+                        false
+                    } else {
+                        prop_assert!(count(&from_domain) > count(&to_domain) + spread.max_skew, "a move across domains balances");
+                        true
+                    }
+                }
+                _ => false,
+            };
+            if !balances {
+                prop_assert!(rank_to <= rank_from, "never to a less preferred place");
+                prop_assert!(rank_to < rank_from || cheaper, "every move improves the preference or beats min_gain");
+            }
         }
     }
 }
@@ -461,4 +515,124 @@ fn nodes_do_not_move_between_offerings_equally_preferred_and_priced() {
     let west: Vec<Instance> =
         (0..2).map(|n| instance(&format!("i-{n}"), "trainers", "us-west-2", "p5.48xlarge", n)).collect();
     assert!(decide(&desired, &west, &[], &catalog(), now()).is_empty());
+}
+
+fn spread_fleet(nodes: u32, by: SpreadBy, max_skew: u32) -> Fleet {
+    let mut f = fleet("trainers", "H100", nodes);
+    f.placement = PlacementPolicy::Spread(Spread { by, max_skew });
+    f
+}
+
+/// Nodes per region of these creates and instances, in region order.
+fn per_region(changeset: &Changeset, running: &[Instance]) -> Vec<(String, u32)> {
+    let mut regions: BTreeMap<String, u32> = BTreeMap::new();
+    for i in running {
+        *regions.entry(i.region.clone()).or_default() += 1;
+    }
+    for a in &changeset.actions {
+        let n = regions.entry(a.placement.region.clone()).or_default();
+        match a.kind {
+            ActionKind::Create => *n += a.count,
+            ActionKind::Delete => *n -= a.count,
+        }
+    }
+    regions.into_iter().collect()
+}
+
+fn running_in(counts: &[(&str, u32)]) -> Vec<Instance> {
+    let mut running = Vec::new();
+    for (region, n) in counts {
+        for k in 0..*n {
+            running.push(instance(&format!("i-{region}-{k:02}"), "trainers", region, "p5.48xlarge", k));
+        }
+    }
+    running
+}
+
+#[test]
+fn spread_shares_a_fleet_evenly_and_a_region_in_shortage_takes_none() {
+    let desired = plan_of(vec![spread_fleet(30, SpreadBy::Region, 1)]);
+    let changeset = plan(&desired, &[], &[], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+    let even = [("eu-west-1".to_string(), 10), ("us-east-1".to_string(), 10), ("us-west-2".to_string(), 10)];
+    assert_eq!(per_region(&changeset, &[]), even);
+
+    let changeset = plan(&desired, &[], &[shortage("eu-west-1", "p5.48xlarge")], &catalog(), now());
+    assert_eq!(per_region(&changeset, &[]), [("us-east-1".to_string(), 15), ("us-west-2".to_string(), 15)]);
+
+    // Growing an uneven fleet fills the emptiest first; the extra node of an
+    // odd share goes where the fleet prefers.
+    let running = running_in(&[("us-east-1", 6), ("us-west-2", 1)]);
+    let desired = plan_of(vec![spread_fleet(12, SpreadBy::Region, 1)]);
+    let changeset = plan(&desired, &running, &[], &catalog(), now());
+    let expected = [("eu-west-1".to_string(), 3), ("us-east-1".to_string(), 6), ("us-west-2".to_string(), 3)];
+    assert_eq!(per_region(&changeset, &running), expected);
+}
+
+#[test]
+fn spread_by_cloud_is_one_domain_per_cloud_and_scale_down_leaves_the_fullest_domain_first() {
+    // One cloud: every region is the same domain, so the fleet fills the preferred offering.
+    let desired = plan_of(vec![spread_fleet(4, SpreadBy::Cloud, 1)]);
+    let changeset = plan(&desired, &[], &[], &catalog(), now());
+    assert_eq!(per_region(&changeset, &[]), [("us-east-1".to_string(), 4)]);
+
+    let running = running_in(&[("us-east-1", 5), ("us-west-2", 2), ("eu-west-1", 3)]);
+    let desired = plan_of(vec![spread_fleet(6, SpreadBy::Region, 1)]);
+    let changeset = plan(&desired, &running, &[], &catalog(), now());
+    let expected = [("eu-west-1".to_string(), 2), ("us-east-1".to_string(), 2), ("us-west-2".to_string(), 2)];
+    assert_eq!(per_region(&changeset, &running), expected);
+    let deleted: Vec<&String> = changeset.actions.iter().flat_map(|a| &a.instance_ids).collect();
+    assert!(deleted.contains(&&"i-us-east-1-04".to_string()), "newest first within a domain: {deleted:?}");
+    assert!(!deleted.contains(&&"i-us-east-1-00".to_string()), "the oldest stays: {deleted:?}");
+}
+
+#[test]
+fn rebalance_restores_a_skewed_spread_within_the_budget_once_the_region_is_clear() {
+    let mut desired = plan_of(vec![spread_fleet(30, SpreadBy::Region, 1)]);
+    desired.rebalance.max_disruption = Disruption::Nodes(4);
+    let mut running = running_in(&[("us-east-1", 15), ("us-west-2", 15)]);
+    let mut refused = shortage("eu-west-1", "p5.48xlarge");
+    refused.expires_at = now() - chrono::Duration::minutes(1);
+    refused.last_seen = now() - chrono::Duration::minutes(10);
+    assert!(decide(&desired, &running, &[refused.clone()], &catalog(), now()).is_empty(), "clear for 10 of 15 minutes");
+    refused.last_seen = now() - chrono::Duration::minutes(16);
+    let changeset = rebalance(&desired, &running, &[refused.clone()], &catalog(), now());
+    insta::assert_snapshot!(render(&changeset));
+
+    // Round after round, a budget's worth at a time, until within max_skew.
+    let mut rounds = 0;
+    loop {
+        let moves = decide(&desired, &running, &[refused.clone()], &catalog(), now());
+        if moves.is_empty() {
+            break;
+        }
+        rounds += 1;
+        let moved: usize = moves.iter().map(|m| m.instance_ids.len()).sum();
+        assert!(moved <= 4, "round {rounds} moved {moved}");
+        for m in &moves {
+            assert_eq!(m.to.region, "eu-west-1");
+            running.retain(|i| !m.instance_ids.contains(&i.id));
+            for id in &m.instance_ids {
+                running.push(instance(&format!("{id}-moved"), "trainers", "eu-west-1", "p5.48xlarge", 59));
+            }
+        }
+    }
+    assert_eq!(rounds, 3, "10 nodes to move, 4 a round");
+    let held = counts(SpreadBy::Region, &running);
+    assert_eq!(held.values().copied().collect::<Vec<_>>(), vec![10, 10, 10]);
+}
+
+#[test]
+fn a_spread_fleet_within_max_skew_stays_put() {
+    let mut desired = plan_of(vec![spread_fleet(7, SpreadBy::Region, 2)]);
+    desired.rebalance.max_disruption = Disruption::Nodes(7);
+    let running = running_in(&[("us-east-1", 3), ("us-west-2", 3), ("eu-west-1", 1)]);
+    assert!(decide(&desired, &running, &[], &catalog(), now()).is_empty(), "3/3/1 is within a skew of 2");
+    let running = running_in(&[("us-east-1", 4), ("us-west-2", 3)]);
+    let moves = decide(&desired, &running, &[], &catalog(), now());
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(
+        (moves[0].from.region.as_str(), moves[0].to.region.as_str(), moves[0].instance_ids.len()),
+        ("us-east-1", "eu-west-1", 1)
+    );
 }

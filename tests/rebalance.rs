@@ -18,6 +18,38 @@ fn regions(state: &str) -> Vec<String> {
     regions
 }
 
+/// A plan of the test, run against the embedded simulator with a scenario,
+/// its state in a directory of its own.
+struct Rig {
+    plan: String,
+    scenario: String,
+    state: String,
+}
+
+impl Rig {
+    fn new(dir: &Path, plan: &str, scenario: &Path) -> Rig {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("plan.toml");
+        std::fs::write(&path, plan).unwrap();
+        Rig {
+            plan: path.to_str().unwrap().to_string(),
+            scenario: scenario.to_str().unwrap().to_string(),
+            state: dir.join("state").to_str().unwrap().to_string(),
+        }
+    }
+
+    /// `gpufleet VERB... PLAN --sim SCENARIO --state-dir STATE`.
+    fn run(&self, verb: &[&str], expect: i32) -> Output {
+        let mut args = verb.to_vec();
+        args.extend([self.plan.as_str(), "--sim", &self.scenario, "--state-dir", &self.state]);
+        run(&args, expect)
+    }
+
+    fn advance(&self, by: &str) {
+        run(&["sim", "advance", by, "--state-dir", &self.state], 0);
+    }
+}
+
 fn count(regions: &[String], region: &str) -> usize {
     regions.iter().filter(|r| *r == region).count()
 }
@@ -25,38 +57,25 @@ fn count(regions: &[String], region: &str) -> usize {
 #[test]
 fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never_deleting_first() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("home.toml");
-    std::fs::write(&plan, PLAN).unwrap();
-    let plan = plan.to_str().unwrap();
     // us-east-1 is sold out for 20 minutes, then holds 8 per zone.
-    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
-    let scenario = scenario.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
-    let sim = ["--sim", scenario, "--state-dir", state];
-    let with = |verb: &[&'static str]| -> Vec<String> {
-        let mut args: Vec<String> = verb.iter().map(|s| s.to_string()).collect();
-        args.push(plan.to_string());
-        args.extend(sim.iter().map(|s| s.to_string()));
-        args
-    };
-    let call = |args: Vec<String>, expect: i32| run(&args.iter().map(String::as_str).collect::<Vec<_>>(), expect);
-
-    call(with(&["apply", "--auto-approve"]), 0);
+    let rig = Rig::new(dir.path(), PLAN, &common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml"));
+    let (plan, state) = (rig.plan.as_str(), rig.state.as_str());
+    let call = |verb: &[&str], expect: i32| rig.run(verb, expect);
+    call(&["apply", "--auto-approve"], 0);
     assert_eq!(count(&regions(state), "us-west-2"), 4, "failed over to us-west-2");
 
     // Every us-east-1 zone refused at minute 0: nothing moves before a zone
     // has been clear for 15 minutes.
-    call(with(&["rebalance"]), 0);
-    run(&["sim", "advance", "10m", "--state-dir", state], 0);
-    let dry = call(with(&["rebalance", "--dry-run"]), 0);
+    call(&["rebalance"], 0);
+    rig.advance("10m");
+    let dry = call(&["rebalance", "--dry-run"], 0);
     assert!(stdout(&dry).contains("No changes"), "clear for 10 of 15 minutes:\n{}", stdout(&dry));
     assert_eq!(count(&regions(state), "us-west-2"), 4);
 
     // At minute 16 a move to us-east-1a is tried and refused (sold out until
     // 20): nothing is deleted, and us-east-1a is held back for 15 more minutes.
-    run(&["sim", "advance", "6m", "--state-dir", state], 0);
-    let refused = call(with(&["rebalance"]), 0);
+    rig.advance("6m");
+    let refused = call(&["rebalance"], 0);
     assert!(
         stdout(&refused).contains("tried aws us-east-1a p5.48xlarge: InsufficientInstanceCapacity"),
         "{}",
@@ -65,8 +84,8 @@ fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never
     assert_eq!(count(&regions(state), "us-west-2"), 4, "make-before-break: the old nodes stay");
 
     // At minute 21 capacity is back; us-east-1a is not clear yet, us-east-1b is.
-    run(&["sim", "advance", "5m", "--state-dir", state], 0);
-    let shown: Value = serde_json::from_str(&stdout(&call(with(&["rebalance", "--dry-run", "--json"]), 0))).unwrap();
+    rig.advance("5m");
+    let shown: Value = serde_json::from_str(&stdout(&call(&["rebalance", "--dry-run", "--json"], 0))).unwrap();
     let actions = shown["actions"].as_array().unwrap();
     assert_eq!(actions.len(), 2, "one create and one delete: {shown}");
     assert_eq!((actions[0]["action"].as_str(), actions[0]["count"].as_u64()), (Some("create"), Some(2)));
@@ -74,12 +93,12 @@ fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never
     assert_eq!(actions[1]["reason_code"]["reason"], "delete_because_moved");
 
     for (round, home) in [(1, 2), (2, 4)] {
-        let out = call(with(&["rebalance"]), 0);
+        let out = call(&["rebalance"], 0);
         let now = regions(state);
         assert_eq!(now.len(), 4, "round {round}: never fewer nodes than the fleet runs:\n{}", stdout(&out));
         assert_eq!(count(&now, "us-east-1"), home, "round {round} moves two:\n{}", stdout(&out));
     }
-    let settled = call(with(&["rebalance", "--dry-run"]), 0);
+    let settled = call(&["rebalance", "--dry-run"], 0);
     assert!(stdout(&settled).contains("No changes"), "{}", stdout(&settled));
     assert_eq!(count(&regions(state), "us-west-2"), 0, "the fallback is empty");
 
@@ -213,6 +232,34 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
 }
 
 #[test]
+fn sigterm_ends_the_watch_after_its_round_and_releases_the_lease() {
+    let server = common::SimServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, PLAN).unwrap();
+    let plan = plan.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+
+    let mut leader = Watcher::start(plan, &server.url, state, &[]);
+    leader.expect("leading the rebalancing of plan `home`");
+    leader.expect("round at 2026-01-01 00:00:00 UTC");
+    let lease = Path::new(state).join(format!("{}.leader", gpufleet::rebalance::leader_name("home")));
+    assert!(std::fs::metadata(&lease).unwrap().len() > 0, "the lease names its holder");
+
+    assert_eq!(unsafe { libc::kill(leader.pid() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = leader.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a stop is not a failure");
+    assert_eq!(std::fs::metadata(&lease).unwrap().len(), 0, "the lease is released, not left to expire");
+    assert_eq!(regions(state).len(), 4, "the round's work is recorded");
+
+    // The next watcher leads at once, without waiting out a lease.
+    let next = Watcher::start(plan, &server.url, state, &[]);
+    let first = next.expect("rebalancing of plan `home`");
+    assert!(first.contains("leading"), "{first}");
+}
+
+#[test]
 fn a_node_whose_drain_fails_is_kept_and_goes_once_its_drain_succeeds() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
@@ -295,4 +342,111 @@ fn a_metrics_scrape_parses_as_openmetrics_text_with_the_rebalancer_series() {
     assert!((cost - 4.0 * 55.04).abs() < 0.01, "{text}");
     let refused = r#"gpufleet_shortages_total{code="InsufficientInstanceCapacity"}"#;
     assert_eq!(samples.get(refused), Some(&5.0), "{text}");
+}
+
+const SPREAD_PLAN: &str = r#"
+name = "spread"
+shortage_ttl = "5m"
+
+[providers.gcp]
+project = "ml-train"
+zones = ["us-central1-a", "us-central1-b", "us-central1-c"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 30
+placement = "spread"
+spread_by = "zone"
+max_skew = 1
+image = { gcp = "projects/ml-images/global/images/family/trainer" }
+
+[rebalance]
+max_disruption = 4
+move_back_after = "15m"
+"#;
+
+/// us-central1-c has no H100 machine (a3-highgpu-8g nor a3-megagpu-8g) for
+/// 20 simulated minutes.
+const ZONE_C_STOCKOUT: &str = r#"
+start = "2026-01-01T00:00:00Z"
+
+[[offering]]
+cloud = "gcp"
+region = "us-central1"
+zone = "us-central1-c"
+instance_type = "a3-highgpu-8g"
+capacity = 0
+
+[[offering.timeline]]
+after = "20m"
+capacity = 100
+
+[[offering]]
+cloud = "gcp"
+region = "us-central1"
+zone = "us-central1-c"
+instance_type = "a3-megagpu-8g"
+capacity = 0
+
+[[offering.timeline]]
+after = "20m"
+capacity = 100
+"#;
+
+/// Instances of the state per zone, in zone order.
+fn zones(state: &str) -> Vec<(String, usize)> {
+    let out = run(&["state", "list", "--json", "--state-dir", state], 0);
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut zones: std::collections::BTreeMap<String, usize> = Default::default();
+    for instance in &listed {
+        *zones.entry(instance["zone"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    zones.into_iter().collect()
+}
+
+fn per_zone(a: usize, b: usize, c: usize) -> Vec<(String, usize)> {
+    let all = [("us-central1-a", a), ("us-central1-b", b), ("us-central1-c", c)];
+    all.into_iter().filter(|(_, n)| *n > 0).map(|(z, n)| (z.to_string(), n)).collect()
+}
+
+#[test]
+fn a_spread_fleet_lands_evenly_and_rounds_restore_the_balance_a_stockout_skewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let plenty = Rig::new(&dir.path().join("plenty"), SPREAD_PLAN, &common::repo().join("plans/scenarios/plenty.toml"));
+    plenty.run(&["apply", "--auto-approve"], 0);
+    assert_eq!(zones(&plenty.state), per_zone(10, 10, 10));
+
+    let scenario = dir.path().join("zone-c-stockout.toml");
+    std::fs::write(&scenario, ZONE_C_STOCKOUT).unwrap();
+    let rig = Rig::new(&dir.path().join("skewed"), SPREAD_PLAN, &scenario);
+    let out = rig.run(&["apply", "--auto-approve"], 0);
+    assert_eq!(zones(&rig.state), per_zone(15, 15, 0), "us-central1-c refused:\n{}", stdout(&out));
+
+    // Within max_skew of nothing while us-central1-c is short or not clear
+    // for move_back_after.
+    rig.advance("10m");
+    let dry = rig.run(&["rebalance", "--dry-run"], 0);
+    assert!(stdout(&dry).contains("No changes"), "clear for 10 of 15 minutes:\n{}", stdout(&dry));
+
+    // Capacity is back at minute 20 and the zone clear since minute 0: four
+    // nodes a round move to us-central1-c, created before the old ones go.
+    rig.advance("11m");
+    let mut rounds = Vec::new();
+    loop {
+        let before = zones(&rig.state);
+        let out = rig.run(&["rebalance"], 0);
+        let after = zones(&rig.state);
+        if after == before {
+            assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
+            break;
+        }
+        let moved = after.iter().find(|(z, _)| z == "us-central1-c").map_or(0, |(_, n)| *n)
+            - before.iter().find(|(z, _)| z == "us-central1-c").map_or(0, |(_, n)| *n);
+        assert_eq!(after.iter().map(|(_, n)| n).sum::<usize>(), 30, "never fewer nodes than the fleet runs");
+        rounds.push(moved);
+        assert!(rounds.len() <= 5, "rounds do not settle: {rounds:?}");
+    }
+    assert_eq!(rounds, [4, 4, 2], "a budget's worth a round, until within max_skew");
+    assert_eq!(zones(&rig.state), per_zone(10, 10, 10));
 }

@@ -52,7 +52,14 @@ impl Rounds for Replan {
     fn next(&mut self, session: &Session<'_>, state: &State, now: DateTime<Utc>) -> Option<Changeset> {
         let changeset = planner::plan(session.plan, &state.instances, &state.shortages, session.catalog, now);
         for (fleet, from) in self.refused.drain(..) {
-            let next = changeset.actions.iter().find(|a| a.kind == ActionKind::Create && a.fleet == fleet);
+            let creates: Vec<&Action> =
+                changeset.actions.iter().filter(|a| a.kind == ActionKind::Create && a.fleet == fleet).collect();
+            // A spread fleet fails over within the domain first, as its chains do.
+            let policy = session.plan.fleets.get(&fleet).map(|f| f.placement);
+            let next = creates
+                .iter()
+                .find(|a| policy.is_some_and(|p| planner::spread::same_domain(p, &a.placement, &from)))
+                .or(creates.first());
             if let Some(next) = next {
                 session.events.emit(&Event::Failover { fleet, from, to: next.placement.clone() });
             }

@@ -212,7 +212,7 @@ impl Rig {
 
 #[tokio::test]
 async fn refused_creates_fail_over_in_preference_order_within_one_run() {
-    let rig = Rig::new(plan("spread", 4));
+    let rig = Rig::new(plan("fill", 4));
     let order = offerings(&rig.plan);
     rig.fake.world().sold_out.extend([order[0].clone(), order[1].clone()]);
     let report = rig.run(|_| Mode::Apply).await;
@@ -266,7 +266,7 @@ async fn pack_consolidation_deletes_wait_until_the_fleets_creates_succeed() {
 
 #[tokio::test]
 async fn a_stop_between_calls_starts_no_new_call_and_leaves_no_open_intent() {
-    let rig = Rig::new(plan("spread", 4));
+    let rig = Rig::new(plan("fill", 4));
     let order = offerings(&rig.plan);
     rig.fake.world().sold_out.insert(order[0].clone());
     rig.fake.world().stop_after = Some((1, Arc::clone(&rig.stop)));
@@ -299,7 +299,7 @@ fn saved_with_chain(rig: &Rig, refreshed: &Refreshed, keep: usize) -> Mode {
 
 #[tokio::test]
 async fn a_saved_plan_fails_over_along_its_chain_and_says_which_fallback_it_used() {
-    let rig = Rig::new(plan("spread", 4));
+    let rig = Rig::new(plan("fill", 4));
     let order = offerings(&rig.plan);
     rig.fake.world().sold_out.insert(order[0].clone());
     let report = rig.run(|refreshed| saved_with_chain(&rig, refreshed, 2)).await;
@@ -312,7 +312,7 @@ async fn a_saved_plan_fails_over_along_its_chain_and_says_which_fallback_it_used
 
 #[tokio::test]
 async fn a_saved_plan_whose_chain_runs_out_stops_there_and_asks_for_a_new_plan() {
-    let rig = Rig::new(plan("spread", 4));
+    let rig = Rig::new(plan("fill", 4));
     let order = offerings(&rig.plan);
     assert!(order.len() > 3, "there are offerings beyond the chain");
     rig.fake.world().sold_out.extend([order[0].clone(), order[1].clone()]);
@@ -325,7 +325,7 @@ async fn a_saved_plan_whose_chain_runs_out_stops_there_and_asks_for_a_new_plan()
 
 #[test]
 fn a_shell_startup_script_gets_the_nodes_place_and_other_user_data_stays_as_it_is() {
-    let plan = plan("spread", 1);
+    let plan = plan("fill", 1);
     let changeset =
         planner::plan(&plan, &[], &[], &Catalog::builtin(), Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
     let create = &changeset.actions[0];

@@ -4,7 +4,7 @@
 //! [`candidate_offerings`], so that validation and planning never disagree.
 
 use super::diagnostic::Problems;
-use super::model::{Fleet, PlacementPolicy, Preference, Providers, StartupScript};
+use super::model::{Fleet, PlacementPolicy, Preference, Providers, Spread, SpreadBy, StartupScript};
 use super::offerings::{Exclusion, candidate_offerings};
 use super::raw::{Labels, RawFleet, RawImages};
 use super::reader::{Located, closest};
@@ -51,7 +51,7 @@ impl FleetChecker<'_> {
             .and_then(|g| self.check_node_shape(gpu.as_deref(), raw.gpus_per_node.as_ref()?, g, problems));
         let nodes = raw.nodes.as_ref().and_then(|n| check_nodes(n, problems));
         let min_nodes = check_min_nodes(raw.min_nodes.as_ref(), nodes, problems);
-        let placement = check_placement(raw.placement.as_ref(), problems);
+        let placement = check_placement(raw, problems);
         let prefer = optional(raw.prefer.as_ref(), |p| self.check_prefer(p, problems));
         let residency = optional(raw.residency.as_ref(), |r| self.check_residency(r, &context, problems));
         let max_price = optional(raw.max_price_per_gpu_hour.as_ref(), |p| check_price_ceiling(p, problems));
@@ -415,21 +415,80 @@ fn check_min_nodes(min_nodes: Option<&Located<i128>>, nodes: Option<u32>, proble
     u32::try_from(min_nodes.value).ok()
 }
 
-fn check_placement(placement: Option<&Located<String>>, problems: &mut Problems) -> Option<PlacementPolicy> {
-    let Some(placement) = placement else { return Some(PlacementPolicy::Spread) };
-    match placement.value.as_str() {
-        "spread" => Some(PlacementPolicy::Spread),
-        "pack" => Some(PlacementPolicy::Pack),
+fn check_placement(raw: &RawFleet, problems: &mut Problems) -> Option<PlacementPolicy> {
+    let policy = raw.placement.as_ref().map_or(Some("fill"), |placement| match placement.value.as_str() {
+        known @ ("fill" | "spread" | "pack") => Some(known),
         other => {
             let problem = problems.error(placement.span.clone(), format!("unknown placement `{other}`"));
-            if let Some(suggestion) = closest(other, ["spread", "pack"]) {
+            if let Some(suggestion) = closest(other, ["fill", "spread", "pack"]) {
                 problem.help(format!("did you mean `{suggestion}`?"));
             }
             problem.help(
-                "placement is \"spread\" (fill offerings in preference order) or \"pack\" (all nodes in one region)",
+                "placement is \"fill\" (offerings in preference order), \"spread\" (balanced across zones, regions \
+                 or clouds) or \"pack\" (all nodes in one region)",
             );
             None
         }
+    });
+    if policy != Some("spread") {
+        // Spread settings on a fleet that does not spread would silently do nothing.
+        for (key, span) in [
+            ("spread_by", raw.spread_by.as_ref().map(|s| &s.span)),
+            ("max_skew", raw.max_skew.as_ref().map(|s| &s.span)),
+        ] {
+            if let (Some(span), Some(policy)) = (span, policy) {
+                problems
+                    .error(span.clone(), format!("`{key}` only applies to placement = \"spread\", not \"{policy}\""))
+                    .help(format!("remove `{key}`, or set placement = \"spread\""));
+            }
+        }
+    }
+    match policy? {
+        "fill" => Some(PlacementPolicy::Fill),
+        "pack" => Some(PlacementPolicy::Pack),
+        _ => {
+            let by = optional(raw.spread_by.as_ref(), |by| check_spread_by(by, problems));
+            let max_skew = optional(raw.max_skew.as_ref(), |skew| check_max_skew(skew, problems));
+            Some(PlacementPolicy::Spread(Spread {
+                by: by?.unwrap_or(SpreadBy::Zone),
+                max_skew: max_skew?.unwrap_or(1),
+            }))
+        }
+    }
+}
+
+fn check_spread_by(by: &Located<String>, problems: &mut Problems) -> Option<SpreadBy> {
+    match by.value.as_str() {
+        "zone" => Some(SpreadBy::Zone),
+        "region" => Some(SpreadBy::Region),
+        "cloud" => Some(SpreadBy::Cloud),
+        other => {
+            let problem = problems.error(by.span.clone(), format!("unknown spread_by `{other}`"));
+            if let Some(suggestion) = closest(other, ["zone", "region", "cloud"]) {
+                problem.help(format!("did you mean `{suggestion}`?"));
+            }
+            problem.help("spread_by is \"zone\", \"region\" or \"cloud\"");
+            None
+        }
+    }
+}
+
+fn check_max_skew(skew: &Located<i128>, problems: &mut Problems) -> Option<u32> {
+    match skew.value {
+        n if n < 1 => {
+            problems
+                .error(skew.span.clone(), format!("max_skew must be at least 1, found {n}"))
+                .help("max_skew = 1 keeps every zone, region or cloud within one node of the others");
+            None
+        }
+        n if n > i128::from(MAX_NODES) => {
+            problems.error(
+                skew.span.clone(),
+                format!("max_skew = {n} is more than the {MAX_NODES} nodes a fleet may have"),
+            );
+            None
+        }
+        n => u32::try_from(n).ok(),
     }
 }
 

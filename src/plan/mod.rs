@@ -25,7 +25,9 @@
 //! gpus_per_node = 8
 //! nodes = 4
 //! min_nodes = 2                      # optional, defaults to nodes
-//! placement = "spread"               # or "pack"
+//! placement = "spread"               # or "fill" (the default) or "pack"
+//! spread_by = "zone"                 # spread: "zone", "region" or "cloud"
+//! max_skew = 1
 //! prefer = ["aws:us-east-1"]         # "cloud", "cloud:region", "cloud:zone"
 //! residency = ["US"]                 # optional
 //! max_price_per_gpu_hour = 9.0       # optional

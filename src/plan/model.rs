@@ -199,9 +199,30 @@ pub struct AwsConfig {
 #[serde(rename_all = "lowercase")]
 pub enum PlacementPolicy {
     /// Fill offerings in preference order, taking what each can give.
-    Spread,
+    Fill,
+    /// Balance nodes across zones, regions or clouds, so that losing one
+    /// takes only its share of the fleet.
+    Spread(Spread),
     /// All of a fleet's nodes in one region.
     Pack,
+}
+
+/// How a `spread` fleet balances, as Kubernetes topology spread does: no
+/// domain may hold more than `max_skew` nodes above the emptiest one that
+/// can take nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spread {
+    pub by: SpreadBy,
+    pub max_skew: u32,
+}
+
+/// The failure domain a `spread` fleet balances over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpreadBy {
+    Zone,
+    Region,
+    Cloud,
 }
 
 /// One entry of `prefer`: a cloud, optionally narrowed to a region or zone.

@@ -152,9 +152,16 @@ pub(crate) struct RawFleet {
     /// Lowest node count accepted when capacity is short; defaults to `nodes`.
     #[schemars(with = "Option<u32>", range(max = 10000))]
     pub min_nodes: Option<Located<i128>>,
-    /// "spread": fill offerings in preference order; "pack": all nodes in one region. Default "spread".
+    /// "fill": fill offerings in preference order (the default); "spread": balance nodes
+    /// across zones, regions or clouds (see `spread_by`, `max_skew`); "pack": all nodes in one region.
     #[schemars(with = "Option<RawPlacement>")]
     pub placement: Option<Located<String>>,
+    /// What a "spread" fleet balances over: "zone" (the default), "region" or "cloud".
+    #[schemars(with = "Option<RawSpreadBy>")]
+    pub spread_by: Option<Located<String>>,
+    /// Most nodes a "spread" domain may hold above the emptiest one that can take nodes; default 1.
+    #[schemars(with = "Option<u32>", range(min = 1, max = 10000))]
+    pub max_skew: Option<Located<i128>>,
     /// Preferred places, most wanted first: "cloud", "cloud:region" or "cloud:zone".
     pub prefer: Option<Located<Vec<Located<String>>>>,
     /// Allowed jurisdictions of the regions the fleet may use (e.g. ["US"], ["EU", "UK"]);
@@ -182,8 +189,20 @@ pub(crate) type Labels = Vec<(Located<String>, Located<String>)>;
 #[schemars(rename = "Placement")]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum RawPlacement {
+    Fill,
     Spread,
     Pack,
+}
+
+/// The failure domains a "spread" fleet balances over.
+#[allow(dead_code)] // Only its JSON schema is used, as for `RawPlacement`.
+#[derive(JsonSchema)]
+#[schemars(rename = "SpreadBy")]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawSpreadBy {
+    Zone,
+    Region,
+    Cloud,
 }
 
 /// Machine image per cloud.
@@ -351,6 +370,8 @@ impl RawFleet {
         let nodes = reader.required_integer("nodes", "4", problems);
         let min_nodes = reader.integer("min_nodes", problems);
         let placement = reader.string("placement", problems);
+        let spread_by = reader.string("spread_by", problems);
+        let max_skew = reader.integer("max_skew", problems);
         let prefer = reader.string_array("prefer", problems);
         let residency = reader.string_array("residency", problems);
         let max_price_per_gpu_hour = reader.number("max_price_per_gpu_hour", problems);
@@ -366,6 +387,8 @@ impl RawFleet {
             nodes,
             min_nodes,
             placement,
+            spread_by,
+            max_skew,
             prefer,
             residency,
             max_price_per_gpu_hour,

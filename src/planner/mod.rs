@@ -5,8 +5,11 @@
 //! Rules, per fleet:
 //! - Instances whose placement the plan no longer allows are deleted; those of
 //!   fleets that left the plan too.
-//! - `spread`: a shortfall is created on the most preferred offering not in
+//! - `fill`: a shortfall is created on the most preferred offering not in
 //!   shortage memory (apply fails over to the next one when it is refused).
+//! - `spread`: a shortfall is shared out over the zones, regions or clouds
+//!   not in shortage memory, each new node to the one holding the fewest; a
+//!   surplus leaves the ones holding the most (see `spread`).
 //! - `pack`: all nodes in one region, the one already holding most of the
 //!   fleet, else the most preferred; nodes elsewhere are deleted only once the
 //!   region is full (make-before-break).
@@ -14,6 +17,7 @@
 
 mod changeset;
 pub mod rebalance;
+pub mod spread;
 
 pub use changeset::*;
 
@@ -102,7 +106,13 @@ fn fallback_chain(
     loop {
         let mut assumed: Vec<&Shortage> = active.to_vec();
         assumed.extend(tried.iter());
-        let next = plan_fleet(desired, fleet, mine, &assumed, catalog).creates.into_iter().next();
+        // A spread fleet's nodes stay in their domain while it has room.
+        let creates = plan_fleet(desired, fleet, mine, &assumed, catalog).creates;
+        let next = creates
+            .iter()
+            .find(|c| spread::same_domain(fleet.placement, &c.placement, first))
+            .or(creates.first())
+            .cloned();
         match next {
             Some(create) if create.placement != *first && !chain.contains(&create.placement) => {
                 tried.push(refused(&create.placement));
@@ -165,7 +175,7 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
     let mut creates = Vec::new();
     let mut shortfall_reason = None;
     match fleet.placement {
-        PlacementPolicy::Spread => {
+        PlacementPolicy::Fill => {
             let have = kept.len() as u32;
             if have > want {
                 deletes.extend(trim(fleet, &mut kept, have - want, catalog));
@@ -174,6 +184,22 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
                     Some(o) => creates.push(create_action(fleet, o, want - have, 1, have)),
                     None => shortfall_reason = Some(no_offering_reason(&allowed, &skipped)),
                 }
+            }
+        }
+        PlacementPolicy::Spread(spread) => {
+            let have = kept.len() as u32;
+            if have > want {
+                worst_first(&mut kept);
+                let removed = spread::surplus(spread.by, &kept, have - want);
+                let reason = Reason::DeleteBecauseOverCount { have, want: fleet.nodes };
+                deletes.extend(delete_actions(&fleet.name, &removed, reason, catalog));
+            } else if have < want {
+                let running = spread::counts(spread.by, kept.iter().map(|(i, _)| *i));
+                let placed = spread::place(spread.by, &running, &launchable, want - have);
+                if placed.is_empty() {
+                    shortfall_reason = Some(no_offering_reason(&allowed, &skipped));
+                }
+                creates.extend(placed.into_iter().map(|(o, count)| create_action(fleet, o, count, 1, have)));
             }
         }
         PlacementPolicy::Pack => {
@@ -295,9 +321,14 @@ fn create_action(fleet: &Fleet, offering: &Offering, count: u32, min_count: u32,
 /// newest first; the chosen ones are taken out of `kept`.
 fn trim(fleet: &Fleet, kept: &mut Vec<(&Instance, usize)>, excess: u32, catalog: &Catalog) -> Vec<Action> {
     let have = kept.len() as u32;
-    kept.sort_by(|(a, ra), (b, rb)| rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(b.id.cmp(&a.id)));
+    worst_first(kept);
     let removed: Vec<&Instance> = kept.drain(..excess as usize).map(|(i, _)| i).collect();
     delete_actions(&fleet.name, &removed, Reason::DeleteBecauseOverCount { have, want: fleet.nodes }, catalog)
+}
+
+/// Least preferred placement first, then newest first: the order nodes are given up in.
+fn worst_first(kept: &mut [(&Instance, usize)]) {
+    kept.sort_by(|(a, ra), (b, rb)| rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(b.id.cmp(&a.id)));
 }
 
 /// One delete action per placement, instance ids sorted.

@@ -2,21 +2,26 @@
 //!
 //! `decide(plan, observed, shortages, catalog, now) -> Vec<Move>`: for each
 //! fleet that has what it wants (shortfalls are the planner's to fill first),
-//! nodes on a worse offering move to the best one that is clearly available
-//! again. The invariants, asserted by property tests:
+//! a `spread` fleet first moves nodes from its fullest domain to its emptiest
+//! while they differ by more than `max_skew`; then nodes on a worse offering
+//! move to the best one that is clearly available again (for `spread`, the
+//! best of their own domain). The invariants, asserted by property tests:
 //! - never more nodes in motion per fleet than `max_disruption` allows;
 //! - never a move to an offering with a live shortage, nor to one short
 //!   within `move_back_after`;
-//! - every move goes to a place earlier in the fleet's `prefer` list, or, at
-//!   the same place in it, cuts the price per GPU-hour by at least `min_gain`;
+//! - every move balances a `spread` fleet (its source domain held more than
+//!   `max_skew` nodes above its destination), or goes to a place earlier in
+//!   the fleet's `prefer` list, or, at the same place in it, cuts the price
+//!   per GPU-hour by at least `min_gain`;
 //! - only observed instances move, each at most once; a move creates before
 //!   it deletes, so a fleet never drops below what it runs.
 
+use super::spread::{Domain, counts, same_domain};
 use super::{Action, ActionKind, Changeset, Reason, price_of};
 use crate::catalog::{Catalog, Offering};
 use crate::model::{Instance, Placement, Shortage};
 use crate::plan::offerings::{allowed_offerings, preference_rank};
-use crate::plan::{Fleet, PlacementPolicy, Plan, Preference};
+use crate::plan::{Fleet, PlacementPolicy, Plan, Preference, Spread};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -68,35 +73,95 @@ fn decide_fleet(
     catalog: &Catalog,
 ) -> Vec<Move> {
     let allowed = allowed_offerings(fleet, &plan.providers, catalog);
-    let Some(best) = allowed.iter().find(|o| !unsettled.iter().any(|s| o.is_short(&s.scope))) else {
-        return Vec::new();
-    };
+    let settled: Vec<&Offering> = allowed.iter().filter(|o| !unsettled.iter().any(|s| o.is_short(&s.scope))).collect();
     let mut budget = plan.rebalance.max_disruption.nodes_of(fleet.nodes);
-    // Worst placed first (by the order offerings are tried in), newest first among equals.
-    let mut candidates: Vec<(&Instance, Option<(usize, &Offering)>)> =
-        mine.iter().map(|i| (*i, allowed.iter().enumerate().find(|(_, o)| o.placement().hosts(i)))).collect();
-    candidates.sort_by(|(a, ra), (b, rb)| {
-        let order = |r: &Option<(usize, &Offering)>| r.map_or(usize::MAX, |(order, _)| order);
-        order(rb).cmp(&order(ra)).then(b.launched_at.cmp(&a.launched_at)).then(a.id.cmp(&b.id))
-    });
-    let mut by_route: BTreeMap<(Placement, String), Vec<String>> = BTreeMap::new();
-    for (instance, current) in candidates {
+    // Worst placed first (by the order offerings are tried in), newest first
+    // among equals. Instances outside the allowed offerings are the planner's
+    // to delete.
+    let mut candidates: Vec<Candidate> = mine
+        .iter()
+        .filter_map(|i| allowed.iter().position(|o| o.placement().hosts(i)).map(|order| (*i, order, &allowed[order])))
+        .collect();
+    candidates
+        .sort_by(|(a, ra, _), (b, rb, _)| rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(a.id.cmp(&b.id)));
+
+    let mut routes: BTreeMap<(Placement, Placement, String), Vec<String>> = BTreeMap::new();
+    let mut route = |instance: &Instance, to: &Offering, why: String| {
+        routes.entry((Placement::of(instance), to.placement(), why)).or_default().push(instance.id.clone());
+    };
+    if let PlacementPolicy::Spread(spread) = fleet.placement {
+        for (instance, to, why) in balance(spread, &mut candidates, &settled, &mut budget) {
+            route(instance, to, why);
+        }
+    }
+    for (instance, _, offering) in candidates {
         if budget == 0 {
             break;
         }
-        // Instances outside the allowed offerings are the planner's to delete.
-        let Some((_, offering)) = current else { continue };
+        let Some(best) = settled.iter().find(|o| same_domain(fleet.placement, &o.placement(), &offering.placement()))
+        else {
+            continue;
+        };
         let Some(why) = improvement(&fleet.prefer, offering, best, plan.rebalance.min_gain) else { continue };
-        by_route.entry((Placement::of(instance), why)).or_default().push(instance.id.clone());
+        route(instance, best, why);
         budget -= 1;
     }
-    by_route
+    routes
         .into_iter()
-        .map(|((from, why), mut instance_ids)| {
+        .map(|((from, to, why), mut instance_ids)| {
             instance_ids.sort();
-            Move { fleet: fleet.name.clone(), from, to: best.placement(), instance_ids, why }
+            Move { fleet: fleet.name.clone(), from, to, instance_ids, why }
         })
         .collect()
+}
+
+/// An instance of the fleet, the order of the offering it runs on, and that offering.
+type Candidate<'a> = (&'a Instance, usize, &'a Offering);
+
+/// Balancing moves of a `spread` fleet, one node at a time from the domain
+/// holding the most to the settled domain holding the fewest, while they
+/// differ by more than `max_skew` and the budget lasts. The instances moved
+/// are taken out of `candidates`.
+fn balance<'a>(
+    spread: Spread,
+    candidates: &mut Vec<Candidate<'a>>,
+    settled: &[&'a Offering],
+    budget: &mut u32,
+) -> Vec<(&'a Instance, &'a Offering, String)> {
+    let domain_of = |instance: &Instance| Domain::of(spread.by, &Placement::of(instance));
+    let mut held = counts(spread.by, candidates.iter().map(|(i, _, _)| *i));
+    // The best settled offering of each domain, in the order they are tried.
+    let mut targets: Vec<(Domain, &Offering)> = Vec::new();
+    for offering in settled {
+        let domain = Domain::of(spread.by, &offering.placement());
+        held.entry(domain.clone()).or_insert(0);
+        if !targets.iter().any(|(d, _)| *d == domain) {
+            targets.push((domain, offering));
+        }
+    }
+    let before = held.clone();
+    let mut moves = Vec::new();
+    while *budget > 0 {
+        let Some((to_domain, to)) = targets.iter().min_by_key(|(d, _)| held[d]) else { break };
+        // The fullest domain; among equals, the one whose nodes are worst placed.
+        let fullest =
+            candidates.iter().map(|(i, order, _)| (domain_of(i), *order)).max_by_key(|(d, order)| (held[d], *order));
+        let Some((from_domain, _)) = fullest else { break };
+        if held[&from_domain] <= held[to_domain].saturating_add(spread.max_skew) {
+            break;
+        }
+        let Some(index) = candidates.iter().position(|c| domain_of(c.0) == from_domain) else { break };
+        let (instance, _, _) = candidates.remove(index);
+        let why = format!(
+            "spreads the fleet: {to_domain} has {} nodes, {from_domain} has {}",
+            before[to_domain], before[&from_domain]
+        );
+        moves.push((instance, *to, why));
+        *held.entry(from_domain).or_default() -= 1;
+        *held.entry(to_domain.clone()).or_default() += 1;
+        *budget -= 1;
+    }
+    moves
 }
 
 /// Why moving from `current` to `best` is worth it, if it is: a better
