@@ -8,6 +8,7 @@ mod common;
 use common::{HOME_PLAN as PLAN, run, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
+use std::process::Output;
 
 /// Instances of the state by region.
 fn regions(state: &str) -> Vec<String> {
