@@ -15,6 +15,7 @@
 //! - [`apply`]: refresh, and executing a changeset through the providers, journaling intent first.
 //! - [`providers`]: the one trait at the cloud boundary, one module per cloud.
 //! - [`sim`]: the cloud simulator, speaking the clouds' real wire protocols.
+//! - [`history_page`]: PURE. A plan's history → one self-contained HTML page.
 //! - [`cli`]: command-line definitions, rendering and per-command glue; builds
 //!   the concrete parts (backend, clouds or simulator, clock) and hands them down.
 //!
@@ -32,11 +33,14 @@
 //!   never `sim` or `cli`;
 //! - `sim` uses only `model` and `catalog`: it knows wire protocols and its
 //!   world, and cannot tell gpufleet from any other client;
+//! - `history_page` uses only `state` (its history entries), with no async,
+//!   file system, environment or clock;
 //! - `cli` may use everything.
 
 pub mod apply;
 pub mod catalog;
 pub mod cli;
+pub mod history_page;
 mod json;
 pub mod model;
 pub mod plan;

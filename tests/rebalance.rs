@@ -5,16 +5,10 @@
 
 mod common;
 
-use common::{gpufleet, home_plan, stderr, stdout};
+use common::{home_plan, run, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
-
-fn run(args: &[&str], expect: i32) -> Output {
-    let out = gpufleet(args);
-    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
-    out
-}
 
 /// Instances of the state by region.
 fn regions(state: &str) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SimServer, gpufleet, stderr, stdout, world_ids};
+use common::{SimServer, run, stderr, stdout, world_ids};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -45,12 +45,6 @@ fn write_plan(dir: &Path, sections: &[&str], preferred: &str) -> String {
     let path = dir.join("scopes.toml");
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
-}
-
-fn run(args: &[&str], expect: i32) -> Output {
-    let out = gpufleet(args);
-    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
-    out
 }
 
 fn admin(url: &str, path: &str) -> Value {

@@ -4,6 +4,7 @@
 use crate::model::{Instance, Placement};
 use crate::plan::Plan;
 use crate::planner::SkippedOffering;
+use crate::state::history::MoveRecord;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -148,6 +149,9 @@ pub struct ApplyReport {
     pub deleted: u32,
     pub fleets: Vec<FleetResult>,
     pub moves: MoveTally,
+    /// The moves by fleet, from where to where.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<MoveRecord>,
     /// Failures that were not capacity or quota refusals.
     pub errors: Vec<String>,
     /// The run was asked to stop before it was done.

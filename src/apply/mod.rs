@@ -184,6 +184,7 @@ pub async fn apply(
         deleted: runner.deleted,
         fleets,
         moves: runner.moves,
+        moved: runner.moved,
         errors: runner.errors,
         interrupted: session.stopping(),
         drain_failures: runner.drain_failures,
@@ -209,6 +210,7 @@ pub async fn record_unchanged(session: &Session<'_>, command: &str, refreshed: &
         deleted: 0,
         fleets: events::fleet_results(session.plan, &state.instances, &[], &[], &[]),
         moves: MoveTally::default(),
+        moved: Vec::new(),
         errors: Vec::new(),
         interrupted: false,
         drain_failures: Vec::new(),
@@ -263,5 +265,6 @@ fn history_entry(
             .collect(),
         cost_per_hour,
         outcome: outcome.to_string(),
+        moves: report.moved.clone(),
     }
 }

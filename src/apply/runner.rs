@@ -8,6 +8,7 @@ use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
 use crate::planner::{Action, ActionKind, Changeset, Reason};
 use crate::providers::{CreateRequest, ErrorKind, ProviderError};
 use crate::state::State;
+use crate::state::history::MoveRecord;
 use crate::state::journal::{Entry, Event as JournalEvent, UnfinishedMove};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +67,8 @@ pub(super) struct Runner<'s> {
     /// Instances whose drain failed in this run.
     undrained: BTreeSet<String>,
     pub moves: MoveTally,
+    /// The same moves, by fleet and from where to where.
+    pub moved: Vec<MoveRecord>,
     /// The new instances of each move, by [`move_key`], for its delete's intent.
     replacements: BTreeMap<MoveKey, Vec<String>>,
 }
@@ -103,6 +106,7 @@ impl<'s> Runner<'s> {
             drain_failures: Vec::new(),
             undrained: BTreeSet::new(),
             moves: MoveTally::default(),
+            moved: Vec::new(),
             replacements: BTreeMap::new(),
         }
     }
@@ -163,10 +167,21 @@ impl<'s> Runner<'s> {
         }
         let mut fleets_short: BTreeSet<&str> = BTreeSet::new();
         for (action, result) in creates.iter().zip(&results) {
-            if matches!(action.reason, Reason::CreateBecauseMove { .. }) && result.outcome != CreateOutcome::NotStarted
+            if let Reason::CreateBecauseMove { from, .. } = &action.reason
+                && result.outcome != CreateOutcome::NotStarted
             {
+                let failed = action.count.saturating_sub(result.kept);
                 self.moves.started += action.count;
-                self.moves.failed += action.count.saturating_sub(result.kept);
+                self.moves.failed += failed;
+                let moved = MoveRecord {
+                    fleet: action.fleet.clone(),
+                    from: from.clone(),
+                    to: action.placement.to_string(),
+                    started: action.count,
+                    finished: 0,
+                    failed,
+                };
+                MoveRecord::tally(&mut self.moved, moved);
             }
             round.progressed |= result.outcome != CreateOutcome::Failed && result.outcome != CreateOutcome::NotStarted;
             if result.outcome != CreateOutcome::Filled {
@@ -503,8 +518,17 @@ impl<'s> Runner<'s> {
                 state.instances.retain(|i| !ids.contains(&i.id));
                 self.save(state).await?;
                 self.deleted += ids.len() as u32;
-                if matches!(action.reason, Reason::DeleteBecauseMoved { .. }) {
+                if let Reason::DeleteBecauseMoved { to } = &action.reason {
                     self.moves.finished += ids.len() as u32;
+                    let moved = MoveRecord {
+                        fleet: action.fleet.clone(),
+                        from: action.placement.to_string(),
+                        to: to.clone(),
+                        started: 0,
+                        finished: ids.len() as u32,
+                        failed: 0,
+                    };
+                    MoveRecord::tally(&mut self.moved, moved);
                 }
                 let (fleet, placement, instance_ids) = event(ids);
                 session.events.emit(&Event::Deleted { fleet, placement, instance_ids });

@@ -160,6 +160,11 @@ pub struct HistoryArgs {
     /// Print a JSON array instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Write one self-contained HTML page to FILE instead: nodes per
+    /// placement over time for each fleet, shortages in force, moves, cost
+    /// per hour, and every run in a table.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub html: Option<PathBuf>,
     #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
     pub state_dir: PathBuf,
 }

@@ -3,6 +3,7 @@
 use super::render::{instance_json, instance_table};
 use super::{Exit, Failure, HistoryArgs, StateForgetArgs, StateListArgs, StateShowArgs, failure};
 use crate::model::{Clock, Instance, SystemClock};
+use crate::state::files::write_atomic;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::{LocalBackend, StateBackend};
 use std::path::Path;
@@ -82,13 +83,22 @@ pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
-/// `gpufleet history PLAN`: the plan's runs as a table, or JSON.
+/// `gpufleet history PLAN`: the plan's runs as a table, JSON, or an HTML page.
 pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
     // A plan file names its plan; anything else is taken as the name.
     let path = Path::new(&args.plan);
     let name = if path.is_file() { super::context::load_plan(path)?.0.name } else { args.plan.clone() };
     let entries = LocalBackend::new(&args.state_dir).history(&name).await?;
-    if args.json {
+    if let Some(file) = &args.html {
+        let page = crate::history_page::render(&name, &entries);
+        write_atomic(file, page.as_bytes()).map_err(|e| {
+            failure(
+                format!("cannot write the history page to {}: {e}", file.display()),
+                "check that gpufleet may create files in its directory",
+            )
+        })?;
+        println!("Wrote {} run(s) of plan `{name}` to {}.", entries.len(), file.display());
+    } else if args.json {
         println!("{}", serde_json::to_string_pretty(&entries).expect("history entries serialize"));
     } else if entries.is_empty() {
         println!("No history for plan `{name}` under {}.", args.state_dir.display());

@@ -29,4 +29,71 @@ pub struct HistoryEntry {
     pub cost_per_hour: f64,
     /// `ok`, `partial`, `error` or `interrupted`.
     pub outcome: String,
+    /// The run's moves, from where to where (empty in entries written
+    /// before moves were recorded this way).
+    #[serde(default)]
+    pub moves: Vec<MoveRecord>,
+}
+
+/// Nodes of one fleet moved by a run from one placement to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    pub fleet: String,
+    /// Placements as in [`HistoryEntry::nodes`].
+    pub from: String,
+    pub to: String,
+    /// Replacement nodes asked for at `to`.
+    pub started: u32,
+    /// Old nodes deleted at `from` once their replacements ran.
+    pub finished: u32,
+    /// Replacement nodes refused or failed: their old nodes stay.
+    #[serde(default)]
+    pub failed: u32,
+}
+
+impl MoveRecord {
+    /// Adds to the record of `moved.fleet`, `.from` and `.to` in `records`,
+    /// or keeps `moved` as a new record.
+    pub fn tally(records: &mut Vec<MoveRecord>, moved: MoveRecord) {
+        match records.iter_mut().find(|r| r.fleet == moved.fleet && r.from == moved.from && r.to == moved.to) {
+            Some(record) => {
+                record.started = record.started.saturating_add(moved.started);
+                record.finished = record.finished.saturating_add(moved.finished);
+                record.failed = record.failed.saturating_add(moved.failed);
+            }
+            None => records.push(moved),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_written_before_moves_were_recorded_still_reads() {
+        let old = r#"{"at":"2026-01-01T00:00:00Z","run":"r","command":"apply","host":"h","pid":1,"serial":1,
+            "created":4,"deleted":0,"moves_started":0,"moves_finished":0,
+            "nodes":{"trainers":{"aws us-west-2a p5.48xlarge":4}},"shortages":[],"cost_per_hour":1.0,"outcome":"ok"}"#;
+        let entry: HistoryEntry = serde_json::from_str(old).unwrap();
+        assert!(entry.moves.is_empty());
+        assert_eq!(entry.nodes["trainers"]["aws us-west-2a p5.48xlarge"], 4);
+    }
+
+    #[test]
+    fn moves_between_the_same_placements_add_up() {
+        let record = |from: &str, started, finished, failed| MoveRecord {
+            fleet: "t".into(),
+            from: from.into(),
+            to: "b".into(),
+            started,
+            finished,
+            failed,
+        };
+        let mut records = Vec::new();
+        MoveRecord::tally(&mut records, record("a", 3, 0, 1));
+        MoveRecord::tally(&mut records, record("c", 1, 0, 0));
+        MoveRecord::tally(&mut records, record("a", 0, 2, 0));
+        assert_eq!(records, [record("a", 3, 2, 1), record("c", 1, 0, 0)]);
+    }
 }

@@ -3,7 +3,7 @@
 //! what exists; state is the memory of what was intended, what failed, when.
 
 pub mod backend;
-mod files;
+pub mod files;
 pub mod history;
 pub mod journal;
 pub mod local;

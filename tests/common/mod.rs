@@ -35,6 +35,13 @@ pub fn gpufleet_in(dir: &Path, args: &[&str]) -> Output {
         .expect("the gpufleet binary runs")
 }
 
+/// `gpufleet ARGS`, failing the test (with both outputs) unless it exits with `expect`.
+pub fn run(args: &[&str], expect: i32) -> Output {
+    let out = gpufleet(args);
+    assert_eq!(out.status.code(), Some(expect), "gpufleet {args:?}\n{}\n{}", stdout(&out), stderr(&out));
+    out
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
