@@ -59,7 +59,8 @@ fn count(regions: &[String], region: &str) -> usize {
 fn a_fleet_moves_home_two_nodes_a_round_to_zones_clear_for_fifteen_minutes_never_deleting_first() {
     let dir = tempfile::tempdir().unwrap();
     // us-east-1 is sold out for 20 minutes, then holds 8 per zone.
-    let rig = Rig::new(dir.path(), &home_plan("home"), &common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml"));
+    let rig =
+        Rig::new(dir.path(), &home_plan("home"), &common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml"));
     let (plan, state) = (rig.plan.as_str(), rig.state.as_str());
     let call = |verb: &[&str], expect: i32| rig.run(verb, expect);
     call(&["apply", "--auto-approve"], 0);

@@ -127,14 +127,14 @@ async fn lead(
         let me = Holder::this_process("rebalance --watch", now, pace.lease());
         match session.backend.lead(&name, me).await {
             Ok(lease) => return Ok(Some(lease)),
-            Err(StateError::Lock(LockError::Held { holder, .. })) => {
+            Err(StateError::Lock(LockError::Held { holder, .. } | LockError::HeldShared { holder, .. })) => {
                 let changed = announced.as_ref().is_none_or(|h| h.pid != holder.pid || h.host != holder.host);
                 if changed {
                     report(Watch::Waiting { holder: &holder });
                     announced = Some(*holder);
                 }
             }
-            Err(StateError::Lock(LockError::HeldUnknown { .. })) => {}
+            Err(StateError::Lock(LockError::HeldUnknown { .. } | LockError::HeldUnreadable { .. })) => {}
             Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(pace.poll).await;

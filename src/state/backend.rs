@@ -40,7 +40,7 @@ pub trait StateBackend: Send + Sync {
     /// Intents with no outcome yet: left by a run that was interrupted.
     async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError>;
 
-    /// Moves a run started and did not finish: see [`super::journal::Journal::unfinished_moves`].
+    /// Moves a run started and did not finish: see [`super::journal::unfinished_moves_of`].
     async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError>;
 
     /// Record one finished run.

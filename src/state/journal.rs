@@ -108,54 +108,65 @@ impl Journal {
     /// is any other line that is not an entry (damaged, not even UTF-8): the
     /// clouds, not the journal, say what exists, and a refresh adopts it.
     pub fn open_intents(path: &Path) -> io::Result<Vec<Entry>> {
-        let mut open: BTreeMap<String, Entry> = BTreeMap::new();
-        for entry in read(path)? {
-            match entry.event {
-                Event::CreateIntent { .. } | Event::DeleteIntent { .. } => {
-                    open.insert(entry.token.clone(), entry);
-                }
-                Event::Done { .. } | Event::Failed { .. } | Event::Recovered { .. } => {
-                    open.remove(&entry.token);
-                }
-            }
-        }
-        let mut entries: Vec<Entry> = open.into_values().collect();
-        entries.sort_by_key(|e| e.at);
-        Ok(entries)
+        Ok(open_intents_of(read(path)?))
     }
 
-    /// Moves not known to be finished, oldest first: a failed create ends a
-    /// move (nothing was made), and so does the deletion of all its old
-    /// instances. Whatever else happened to them (a refresh that found them
-    /// gone, say) is for the caller to check against the clouds.
+    /// Moves not known to be finished; see [`unfinished_moves_of`].
     pub fn unfinished_moves(path: &Path) -> io::Result<Vec<UnfinishedMove>> {
-        let mut moves: Vec<(String, UnfinishedMove)> = Vec::new();
-        let mut deleting: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for entry in read(path)? {
-            match entry.event {
-                Event::CreateIntent { fleet, placement, replaces, .. } if !replaces.is_empty() => {
-                    let record = UnfinishedMove { run: entry.run, fleet, to: placement, replaces, created: None };
-                    moves.push((entry.token, record));
-                }
-                Event::DeleteIntent { instance_ids, .. } => {
-                    deleting.insert(entry.token, instance_ids);
-                }
-                Event::Done { instance_ids } => {
-                    if let Some(deleted) = deleting.remove(&entry.token) {
-                        for (_, record) in &mut moves {
-                            record.replaces.retain(|id| !deleted.contains(id));
-                        }
-                        moves.retain(|(_, record)| !record.replaces.is_empty());
-                    } else if let Some((_, record)) = moves.iter_mut().find(|(token, _)| *token == entry.token) {
-                        record.created = Some(instance_ids);
-                    }
-                }
-                Event::Failed { .. } => moves.retain(|(token, _)| *token != entry.token),
-                Event::CreateIntent { .. } | Event::Recovered { .. } => {}
+        Ok(unfinished_moves_of(read(path)?))
+    }
+}
+
+/// The intents among `entries` (in the order written) with no outcome yet.
+pub fn open_intents_of(entries: impl IntoIterator<Item = Entry>) -> Vec<Entry> {
+    let mut open: BTreeMap<String, Entry> = BTreeMap::new();
+    for entry in entries {
+        match entry.event {
+            Event::CreateIntent { .. } | Event::DeleteIntent { .. } => {
+                open.insert(entry.token.clone(), entry);
+            }
+            Event::Done { .. } | Event::Failed { .. } | Event::Recovered { .. } => {
+                open.remove(&entry.token);
             }
         }
-        Ok(moves.into_iter().map(|(_, record)| record).collect())
     }
+    let mut entries: Vec<Entry> = open.into_values().collect();
+    entries.sort_by_key(|e| e.at);
+    entries
+}
+
+/// Moves among `entries` (in the order written) not known to be finished,
+/// oldest first: a failed create ends a move (nothing was made), and so does
+/// the deletion of all its old instances. Whatever else happened to them (a
+/// refresh that found them gone, say) is for the caller to check against
+/// the clouds.
+pub fn unfinished_moves_of(entries: impl IntoIterator<Item = Entry>) -> Vec<UnfinishedMove> {
+    let mut moves: Vec<(String, UnfinishedMove)> = Vec::new();
+    let mut deleting: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for entry in entries {
+        match entry.event {
+            Event::CreateIntent { fleet, placement, replaces, .. } if !replaces.is_empty() => {
+                let record = UnfinishedMove { run: entry.run, fleet, to: placement, replaces, created: None };
+                moves.push((entry.token, record));
+            }
+            Event::DeleteIntent { instance_ids, .. } => {
+                deleting.insert(entry.token, instance_ids);
+            }
+            Event::Done { instance_ids } => {
+                if let Some(deleted) = deleting.remove(&entry.token) {
+                    for (_, record) in &mut moves {
+                        record.replaces.retain(|id| !deleted.contains(id));
+                    }
+                    moves.retain(|(_, record)| !record.replaces.is_empty());
+                } else if let Some((_, record)) = moves.iter_mut().find(|(token, _)| *token == entry.token) {
+                    record.created = Some(instance_ids);
+                }
+            }
+            Event::Failed { .. } => moves.retain(|(token, _)| *token != entry.token),
+            Event::CreateIntent { .. } | Event::Recovered { .. } => {}
+        }
+    }
+    moves.into_iter().map(|(_, record)| record).collect()
 }
 
 /// Every readable entry, in order; see [`Journal::open_intents`] for what is skipped.

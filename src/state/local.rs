@@ -12,22 +12,25 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// What went wrong with stored state, in either backend. `at` says where,
+/// as "state file PATH" or "the state of plan P in postgres://HOST/DB" (a
+/// database location never carries its password).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
-    #[error("state file {path} is not valid gpufleet state: {source}")]
+    #[error("{at} is not valid gpufleet state: {source}")]
     #[diagnostic(help(
-        "the file was damaged or edited by hand: restore it from a backup. Moving it away makes gpufleet \
+        "it was damaged or edited by hand: restore it from a backup. Removing it makes gpufleet \
          start over, adopting what the plan's configured scopes run, but it forgets the rest"
     ))]
-    Corrupt { path: PathBuf, source: crate::json::JsonError },
+    Corrupt { at: String, source: crate::json::JsonError },
     #[error("state file {path} is the state of plan `{found}`, not of plan `{plan}`")]
     #[diagnostic(help("a state file holds the plan its name says; restore the right file from a backup"))]
     OtherPlan { path: PathBuf, plan: String, found: String },
-    #[error("state file {path} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
+    #[error("{at} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
     #[diagnostic(help("a newer gpufleet wrote it: use that version"))]
-    TooNew { path: PathBuf, found: u32 },
+    TooNew { at: String, found: u32 },
     #[error("cannot write state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot write history {path}: {source}")]
@@ -39,9 +42,18 @@ pub enum StateError {
     )]
     #[diagnostic(help("another run wrote the state meanwhile; run the command again"))]
     Conflict { plan: String, location: String, expected: u64, found: u64 },
-    #[error("state file {path} has serial {serial}, the highest there is; it cannot be written again")]
-    #[diagnostic(help("the state file was edited by hand: restore it from a backup"))]
-    SerialExhausted { path: PathBuf, serial: u64 },
+    #[error("{at} has serial {serial}, the highest there is; it cannot be written again")]
+    #[diagnostic(help("the state was edited by hand: restore it from a backup"))]
+    SerialExhausted { at: String, serial: u64 },
+    #[error("state database {location}: {source}")]
+    #[diagnostic(help("check that the database is up and reachable, and the URL's user, password and database"))]
+    Database { location: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("state URL is not a PostgreSQL URL: {why}")]
+    #[diagnostic(help("write it as postgres://USER:PASSWORD@HOST:PORT/DATABASE (or ?host=/socket/dir)"))]
+    BadUrl { why: String },
+    #[error("state database {location} has schema version {found}; this gpufleet knows up to {known}")]
+    #[diagnostic(help("a newer gpufleet migrated it: use that version"))]
+    SchemaTooNew { location: String, found: i32, known: i32 },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Lock(#[from] LockError),
@@ -119,22 +131,13 @@ impl StateBackend for LocalBackend {
                 found: stored,
             });
         }
-        let next = state
-            .serial
-            .checked_add(1)
-            .ok_or_else(|| StateError::SerialExhausted { path: self.state_path(&state.plan), serial: state.serial })?;
         let path = self.state_path(&state.plan);
-        let mut written = state.clone();
-        written.serial = next;
-        // A state read in an older format is written in this one: format 1
-        // lacked instance scopes, which refresh has filled in by now.
-        written.format_version = STATE_FORMAT_VERSION;
+        let written = next_stored(state, || file_at(&path))?;
         let mut bytes = serde_json::to_vec_pretty(&written)
             .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
         bytes.push(b'\n');
         files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })?;
-        state.serial = next;
-        state.format_version = STATE_FORMAT_VERSION;
+        *state = written;
         Ok(())
     }
 
@@ -215,19 +218,38 @@ impl Lease for StateLock {
 }
 
 fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
+    parse_stored(&file_at(path), bytes)
+}
+
+fn file_at(path: &Path) -> String {
+    format!("state file {}", path.display())
+}
+
+/// A stored state document, in any format this gpufleet reads; `at` names
+/// where it was stored, for errors.
+pub(super) fn parse_stored(at: &str, bytes: &[u8]) -> Result<State, StateError> {
     #[derive(serde::Deserialize)]
     struct Version {
         format_version: u32,
     }
-    let version: Version = from_json(path, bytes)?;
+    let corrupt = |source| StateError::Corrupt { at: at.to_string(), source };
+    let version: Version = crate::json::from_slice(bytes).map_err(corrupt)?;
     if version.format_version > STATE_FORMAT_VERSION {
-        return Err(StateError::TooNew { path: path.to_path_buf(), found: version.format_version });
+        return Err(StateError::TooNew { at: at.to_string(), found: version.format_version });
     }
-    from_json(path, bytes)
+    crate::json::from_slice(bytes).map_err(corrupt)
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateError> {
-    crate::json::from_slice(bytes).map_err(|source| StateError::Corrupt { path: path.to_path_buf(), source })
+/// `state` as it is stored after a save: the next serial, this format (a
+/// state read in an older one is written in this one: format 1 lacked
+/// instance scopes, which refresh has filled in by now).
+pub(super) fn next_stored(state: &State, at: impl FnOnce() -> String) -> Result<State, StateError> {
+    let next =
+        state.serial.checked_add(1).ok_or_else(|| StateError::SerialExhausted { at: at(), serial: state.serial })?;
+    let mut written = state.clone();
+    written.serial = next;
+    written.format_version = STATE_FORMAT_VERSION;
+    Ok(written)
 }
 
 #[cfg(test)]

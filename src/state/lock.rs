@@ -68,7 +68,7 @@ impl std::fmt::Display for Holder {
 }
 
 /// When a lease taken at `now` ends; a lease too long to add never ends.
-fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+pub(super) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(lease).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
@@ -91,6 +91,21 @@ pub enum LockError {
     HeldUnknown { plan: String, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("`{name}` is held by {holder} (in {location})")]
+    #[diagnostic(help(
+        "wait for that run to finish; if its process is gone, the lease ends at the time above and is \
+         taken over then"
+    ))]
+    HeldShared { name: String, holder: Box<Holder>, location: String },
+    #[error("`{name}` is held, and its holder record in {location} is unreadable")]
+    #[diagnostic(help("the row was edited by hand; it is taken over when its expires_at passes"))]
+    HeldUnreadable { name: String, location: String },
+    #[error("`{name}` was taken over in {location}: this run's lease had ended")]
+    #[diagnostic(help(
+        "the run was paused or cut off longer than its lease, and another took over; it stops here, \
+         and the next run finishes what it left"
+    ))]
+    Lost { name: String, location: String },
 }
 
 /// A held lock; released on drop.

@@ -1,6 +1,7 @@
-//! What gpufleet remembers between runs: the state model and its local
-//! backend (state file, lock, journal). The clouds are the source of truth for
-//! what exists; state is the memory of what was intended, what failed, when.
+//! What gpufleet remembers between runs: the state model and its backends,
+//! local (state file, lock, journal) and PostgreSQL (shared by a team). The
+//! clouds are the source of truth for what exists; state is the memory of
+//! what was intended, what failed, when.
 
 pub mod backend;
 pub mod files;
@@ -9,6 +10,7 @@ pub mod journal;
 pub mod local;
 pub mod lock;
 pub mod model;
+pub mod postgres;
 
 pub use backend::{Lease, StateBackend};
 pub use local::{LocalBackend, StateError};

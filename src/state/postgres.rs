@@ -1,0 +1,321 @@
+//! The PostgreSQL backend: one database shared by a team's engineers, CI
+//! jobs and rebalancers, selected by a `postgres://` state URL.
+//!
+//! Same model as the local backend: a plan's state is the same JSON document,
+//! in a row whose `serial` column makes every save a compare-and-swap; the
+//! journal and the history are append-only rows; plan locks and leader leases
+//! are rows with an expiry. The schema is versioned: the SQL files of
+//! `migrations/` are applied on first use, in one transaction, under an
+//! advisory lock, so two first runs do not race.
+//!
+//! The URL may carry a password: only [`PostgresBackend::location`] (user,
+//! host, port, database) ever appears in messages.
+
+use super::backend::{Lease, StateBackend};
+use super::history::HistoryEntry;
+use super::journal::{self, Entry, UnfinishedMove};
+use super::local::{StateError, next_stored, parse_stored};
+use super::lock::{Holder, LockError, lease_end};
+use super::model::State;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_postgres::config::Host;
+
+/// The schema migrations, in order; version n is the n-th.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// Key of the advisory lock that serializes migrations (any fixed number
+/// private to gpufleet: "gpufleet" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6770_7566_6c65_6574;
+
+/// State in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pool: Pool,
+    location: String,
+}
+
+impl PostgresBackend {
+    /// Connect to `url` and bring its schema up to date.
+    pub async fn connect(url: &str) -> Result<PostgresBackend, StateError> {
+        // The parser's messages may quote the URL, password included.
+        let config: tokio_postgres::Config = url.parse().map_err(|_| StateError::BadUrl {
+            why: "it does not parse as a postgres:// URL or a key=value connection string".into(),
+        })?;
+        let location = describe(&config);
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .build()
+            .map_err(|e| StateError::Database { location: location.clone(), source: Box::new(e) })?;
+        let backend = PostgresBackend { pool, location };
+        backend.migrate().await?;
+        Ok(backend)
+    }
+
+    fn failed(&self) -> impl Fn(tokio_postgres::Error) -> StateError + '_ {
+        |source| StateError::Database { location: self.location.clone(), source: Box::new(source) }
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StateError> {
+        self.pool.get().await.map_err(|e| StateError::Database { location: self.location.clone(), source: Box::new(e) })
+    }
+
+    /// Apply the migrations this database lacks, all in one transaction.
+    async fn migrate(&self) -> Result<(), StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.failed())?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(self.failed())?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS gpufleet_schema (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(self.failed())?;
+        let found: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM gpufleet_schema", &[])
+            .await
+            .map_err(self.failed())?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if found > known {
+            return Err(StateError::SchemaTooNew { location: self.location.clone(), found, known });
+        }
+        for (version, sql) in (1..).zip(MIGRATIONS).skip(usize::try_from(found).unwrap_or(0)) {
+            tx.batch_execute(sql).await.map_err(self.failed())?;
+            tx.execute("INSERT INTO gpufleet_schema (version) VALUES ($1)", &[&version])
+                .await
+                .map_err(self.failed())?;
+        }
+        tx.commit().await.map_err(self.failed())
+    }
+
+    fn state_at(&self, plan: &str) -> String {
+        format!("the state of plan `{plan}` in {}", self.location)
+    }
+
+    async fn take(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
+        let client = self.client().await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        let json = serde_json::to_value(&holder).map_err(|e| self.failed_json(e))?;
+        // One statement, so two takers cannot both win: the conflict branch
+        // locks the row and re-checks the expiry against its latest version.
+        let taken = client
+            .query_opt(
+                "INSERT INTO gpufleet_leases (name, holder, token, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET holder = $2, token = $3, expires_at = $4
+                     WHERE gpufleet_leases.expires_at <= $5
+                 RETURNING token",
+                &[&name, &json, &token, &holder.lease_expires, &holder.since],
+            )
+            .await
+            .map_err(self.failed())?;
+        if taken.is_some() {
+            return Ok(Box::new(DatabaseLease { backend: self.clone(), name: name.to_string(), token, holder }));
+        }
+        let row = client
+            .query_opt("SELECT holder FROM gpufleet_leases WHERE name = $1", &[&name])
+            .await
+            .map_err(self.failed())?;
+        let current: Option<Holder> = row.and_then(|r| serde_json::from_value(r.get(0)).ok());
+        Err(match current {
+            Some(current) => LockError::HeldShared {
+                name: name.to_string(),
+                holder: Box::new(current),
+                location: self.location.clone(),
+            },
+            None => LockError::HeldUnreadable { name: name.to_string(), location: self.location.clone() },
+        }
+        .into())
+    }
+
+    fn failed_json(&self, e: serde_json::Error) -> StateError {
+        StateError::Database { location: self.location.clone(), source: Box::new(e) }
+    }
+
+    async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT entry FROM gpufleet_journal WHERE plan = $1 ORDER BY id", &[&plan])
+            .await
+            .map_err(self.failed())?;
+        // As in the journal file, a row that is not an entry is skipped: the
+        // clouds, not the journal, say what exists.
+        Ok(rows.into_iter().filter_map(|r| serde_json::from_value(r.get(0)).ok()).collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl StateBackend for PostgresBackend {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn load(&self, plan: &str) -> Result<State, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT body FROM gpufleet_states WHERE plan = $1", &[&plan])
+            .await
+            .map_err(self.failed())?;
+        let Some(row) = row else { return Ok(State::new(plan)) };
+        let body: serde_json::Value = row.get(0);
+        let bytes = serde_json::to_vec(&body).map_err(|e| self.failed_json(e))?;
+        parse_stored(&self.state_at(plan), &bytes)
+    }
+
+    async fn save(&self, state: &mut State) -> Result<(), StateError> {
+        let written = next_stored(state, || self.state_at(&state.plan))?;
+        let serials = (i64::try_from(state.serial), i64::try_from(written.serial));
+        let (Ok(expected), Ok(next)) = serials else {
+            return Err(StateError::SerialExhausted { at: self.state_at(&state.plan), serial: state.serial });
+        };
+        let body = serde_json::to_value(&written).map_err(|e| self.failed_json(e))?;
+        let client = self.client().await?;
+        let saved = client
+            .execute(
+                "INSERT INTO gpufleet_states (plan, serial, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (plan) DO UPDATE SET serial = $2, body = $3, saved_at = now()
+                     WHERE gpufleet_states.serial = $4",
+                &[&state.plan, &next, &body, &expected],
+            )
+            .await
+            .map_err(self.failed())?;
+        // No row changed: a first save found a row (stored serials start at
+        // 1), or a later one found another serial.
+        if saved == 0 {
+            let found: i64 = client
+                .query_opt("SELECT serial FROM gpufleet_states WHERE plan = $1", &[&state.plan])
+                .await
+                .map_err(self.failed())?
+                .map_or(0, |r| r.get(0));
+            return Err(StateError::Conflict {
+                plan: state.plan.clone(),
+                location: self.location.clone(),
+                expected: state.serial,
+                found: u64::try_from(found).unwrap_or(0),
+            });
+        }
+        *state = written;
+        Ok(())
+    }
+
+    async fn list_plans(&self) -> Result<Vec<String>, StateError> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT plan FROM gpufleet_states ORDER BY plan", &[]).await.map_err(self.failed())?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
+        self.take(&format!("lock:{plan}"), holder).await
+    }
+
+    async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
+        self.take(&format!("leader:{name}"), holder).await
+    }
+
+    async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError> {
+        let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
+        let client = self.client().await?;
+        client
+            .execute("INSERT INTO gpufleet_journal (plan, entry) VALUES ($1, $2)", &[&plan, &json])
+            .await
+            .map_err(self.failed())?;
+        Ok(())
+    }
+
+    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
+        Ok(journal::open_intents_of(self.journal(plan).await?))
+    }
+
+    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError> {
+        Ok(journal::unfinished_moves_of(self.journal(plan).await?))
+    }
+
+    async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
+        let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
+        let client = self.client().await?;
+        client
+            .execute("INSERT INTO gpufleet_history (plan, entry) VALUES ($1, $2)", &[&plan, &json])
+            .await
+            .map_err(self.failed())?;
+        Ok(())
+    }
+
+    /// Rows that do not parse (edited by hand) are skipped, as in the file.
+    async fn history(&self, plan: &str) -> Result<Vec<HistoryEntry>, StateError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT entry FROM gpufleet_history WHERE plan = $1 ORDER BY id", &[&plan])
+            .await
+            .map_err(self.failed())?;
+        Ok(rows.into_iter().filter_map(|r| serde_json::from_value(r.get(0)).ok()).collect())
+    }
+}
+
+/// A lock or leader lease held in the database.
+struct DatabaseLease {
+    backend: PostgresBackend,
+    name: String,
+    token: String,
+    holder: Holder,
+}
+
+#[async_trait::async_trait]
+impl Lease for DatabaseLease {
+    fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    /// Extend the lease, only if it is still this holder's: a holder that
+    /// lost it (paused past its expiry, then taken over) learns so here.
+    async fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), StateError> {
+        let mut holder = self.holder.clone();
+        holder.lease_expires = lease_end(now, lease);
+        let json = serde_json::to_value(&holder).map_err(|e| self.backend.failed_json(e))?;
+        let client = self.backend.client().await?;
+        let renewed = client
+            .execute(
+                "UPDATE gpufleet_leases SET holder = $3, expires_at = $4 WHERE name = $1 AND token = $2",
+                &[&self.name, &self.token, &json, &holder.lease_expires],
+            )
+            .await
+            .map_err(self.backend.failed())?;
+        if renewed == 0 {
+            return Err(LockError::Lost { name: self.name.clone(), location: self.backend.location.clone() }.into());
+        }
+        self.holder = holder;
+        Ok(())
+    }
+}
+
+impl Drop for DatabaseLease {
+    /// Release the lease if a runtime is there to send it; otherwise (or if
+    /// the process dies first) it expires at its end, as a dead holder's does.
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (backend, name, token) = (self.backend.clone(), self.name.clone(), self.token.clone());
+        runtime.spawn(async move {
+            if let Ok(client) = backend.client().await {
+                let _ = client
+                    .execute("DELETE FROM gpufleet_leases WHERE name = $1 AND token = $2", &[&name, &token])
+                    .await;
+            }
+        });
+    }
+}
+
+/// `postgres://USER@HOST:PORT/DATABASE`: where the state is, without the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(dir)) => dir.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().map(|p| format!(":{p}")).unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{host}{port}/{db}")
+}

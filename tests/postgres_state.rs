@@ -1,0 +1,173 @@
+//! The PostgreSQL state backend against a real server (a throwaway cluster
+//! per test, see `common::postgres`): compare-and-swap saves, leases that
+//! expire and fence, journal and history rows, migrations that do not race,
+//! a database restart, and a password that never shows.
+
+mod common;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::postgres::{PASSWORD, Postgres};
+use gpufleet::state::journal::{Entry, Event};
+use gpufleet::state::lock::{Holder, LockError};
+use gpufleet::state::postgres::PostgresBackend;
+use gpufleet::state::{State, StateBackend, StateError};
+use std::time::Duration;
+
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, minute, 0).unwrap()
+}
+
+fn holder(command: &str, minute: u32) -> Holder {
+    Holder::this_process(command, at(minute), Duration::from_secs(5 * 60))
+}
+
+#[tokio::test]
+async fn saves_are_compare_and_swap_and_a_stale_writer_changes_nothing() {
+    let pg = Postgres::start();
+    let backend = PostgresBackend::connect(&pg.url).await.unwrap();
+    let mut state = backend.load("demo").await.unwrap();
+    assert_eq!(state.serial, 0);
+    let mut racing_first_save = state.clone();
+    backend.save(&mut state).await.unwrap();
+    backend.save(&mut state).await.unwrap();
+    assert_eq!(state.serial, 2);
+    assert_eq!(backend.load("demo").await.unwrap(), state);
+
+    let err = backend.save(&mut racing_first_save).await.unwrap_err();
+    assert!(matches!(err, StateError::Conflict { expected: 0, found: 2, .. }), "{err}");
+    let mut stale = state.clone();
+    backend.save(&mut state).await.unwrap();
+    stale.shortages.clear();
+    let err = backend.save(&mut stale).await.unwrap_err();
+    assert!(matches!(err, StateError::Conflict { expected: 2, found: 3, .. }), "{err}");
+    assert_eq!(backend.load("demo").await.unwrap(), state);
+    assert_eq!(backend.list_plans().await.unwrap(), ["demo"]);
+}
+
+#[tokio::test]
+async fn concurrent_first_saves_and_first_connects_leave_exactly_one_winner() {
+    let pg = Postgres::start();
+    // Ten first connects at once: the migrations run once, under their lock.
+    let backends = futures::future::try_join_all((0..10).map(|_| PostgresBackend::connect(&pg.url))).await.unwrap();
+    let saves = backends.iter().map(|b| async move {
+        let mut state = State::new("race");
+        b.save(&mut state).await.map(|()| state.lineage)
+    });
+    let results = futures::future::join_all(saves).await;
+    let winners: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let stored = backends[0].load("race").await.unwrap();
+    assert_eq!((&stored.lineage, stored.serial), (winners[0], 1));
+}
+
+#[tokio::test]
+async fn a_lease_is_exclusive_until_it_ends_and_a_holder_that_lost_it_cannot_renew() {
+    let pg = Postgres::start();
+    let backend = PostgresBackend::connect(&pg.url).await.unwrap();
+    let mut first = backend.lock("demo", holder("apply", 0)).await.unwrap();
+
+    let err = backend.lock("demo", holder("apply", 1)).await.err().unwrap();
+    match &err {
+        StateError::Lock(LockError::HeldShared { holder, .. }) => assert_eq!(holder.command, "apply"),
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("lease until 00:05:00 UTC"), "{err}");
+    // A renewal moves the end: still held at minute 7.
+    first.renew(at(4), Duration::from_secs(5 * 60)).await.unwrap();
+    assert!(backend.lock("demo", holder("apply", 7)).await.is_err());
+    // Other plans and leader leases are other rows.
+    let _leader = backend.lead("demo-rebalance", holder("rebalance --watch", 7)).await.unwrap();
+    let _other = backend.lock("other", holder("apply", 7)).await.unwrap();
+
+    // The holder paused past its lease: another run takes over at minute 10,
+    // and the paused one learns at its next renewal that it must stop.
+    let _second = backend.lock("demo", holder("apply", 10)).await.unwrap();
+    let lost = first.renew(at(11), Duration::from_secs(5 * 60)).await.unwrap_err();
+    assert!(matches!(lost, StateError::Lock(LockError::Lost { .. })), "{lost}");
+}
+
+#[tokio::test]
+async fn journal_and_history_rows_round_trip_and_open_intents_are_those_without_outcome() {
+    let pg = Postgres::start();
+    let backend = PostgresBackend::connect(&pg.url).await.unwrap();
+    let placement = gpufleet::model::Placement {
+        cloud: gpufleet::model::Cloud::Aws,
+        region: "us-east-1".into(),
+        zone: None,
+        instance_type: "p5.48xlarge".into(),
+    };
+    let entry = |token: &str, event: Event| Entry { at: at(0), run: "r1".into(), token: token.into(), event };
+    let create = |count, replaces: &[&str]| Event::CreateIntent {
+        fleet: "f".into(),
+        placement: placement.clone(),
+        count,
+        min_count: 1,
+        replaces: replaces.iter().map(|id| id.to_string()).collect(),
+    };
+    backend.append_journal("demo", &entry("t1", create(2, &[]))).await.unwrap();
+    backend.append_journal("demo", &entry("t1", Event::Done { instance_ids: vec!["i-1".into()] })).await.unwrap();
+    backend.append_journal("demo", &entry("t2", create(1, &["i-old"]))).await.unwrap();
+    backend.append_journal("other", &entry("t3", create(1, &[]))).await.unwrap();
+    assert_eq!(backend.open_intents("demo").await.unwrap(), [entry("t2", create(1, &["i-old"]))]);
+    let moves = backend.unfinished_moves("demo").await.unwrap();
+    assert_eq!(
+        moves.iter().map(|m| (m.replaces.clone(), m.created.clone())).collect::<Vec<_>>(),
+        [(vec!["i-old".to_string()], None)]
+    );
+
+    assert!(backend.history("demo").await.unwrap().is_empty());
+    let run = gpufleet::state::history::HistoryEntry {
+        at: at(1),
+        run: "r1".into(),
+        command: "apply".into(),
+        host: "ci".into(),
+        pid: 7,
+        serial: 3,
+        created: 2,
+        deleted: 0,
+        moves_started: 0,
+        moves_finished: 0,
+        moves: Vec::new(),
+        nodes: Default::default(),
+        shortages: vec!["aws us-east-1a p5.48xlarge: InsufficientInstanceCapacity".into()],
+        cost_per_hour: 110.08,
+        outcome: "ok".into(),
+    };
+    backend.append_history("demo", &run).await.unwrap();
+    assert_eq!(backend.history("demo").await.unwrap(), [run]);
+}
+
+#[tokio::test]
+async fn a_database_restart_fails_calls_in_between_and_the_backend_recovers() {
+    let pg = Postgres::start();
+    let backend = PostgresBackend::connect(&pg.url).await.unwrap();
+    let mut state = backend.load("demo").await.unwrap();
+    backend.save(&mut state).await.unwrap();
+    pg.restart();
+    // Connections the restart cut are dropped by the pool; at most one call
+    // sees the cut, and none sees torn state.
+    let mut loaded = backend.load("demo").await;
+    if loaded.is_err() {
+        loaded = backend.load("demo").await;
+    }
+    assert_eq!(loaded.unwrap(), state);
+}
+
+#[tokio::test]
+async fn the_password_appears_in_no_message() {
+    let pg = Postgres::start();
+    let backend = PostgresBackend::connect(&pg.url).await.unwrap();
+    let location = backend.location();
+    assert!(location.starts_with("postgres://gpufleet@/tmp/gpufleet-pg"), "{location}");
+    assert!(!location.contains(PASSWORD));
+
+    let wrong = pg.url.replace(PASSWORD, &format!("{PASSWORD}-wrong"));
+    let err = PostgresBackend::connect(&wrong).await.err().unwrap();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("password authentication failed"), "{shown}");
+    assert!(!shown.contains(PASSWORD), "{shown}");
+
+    let garbled = format!("postgres://gpufleet:{PASSWORD}@[::1/x");
+    let err = PostgresBackend::connect(&garbled).await.err().unwrap();
+    assert!(!format!("{err} {err:?}").contains(PASSWORD), "{err}");
+}
