@@ -187,6 +187,33 @@ impl Watcher {
     }
 }
 
+/// The move-home plan and its state in a directory of their own, watched
+/// against a served simulator.
+struct Watched {
+    server: common::SimServer,
+    _dir: tempfile::TempDir,
+    plan: String,
+    state: String,
+}
+
+impl Watched {
+    fn new() -> Watched {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("home.toml");
+        std::fs::write(&plan, home_plan("home")).unwrap();
+        Watched {
+            server: common::SimServer::start(&[]),
+            plan: plan.to_str().unwrap().to_string(),
+            state: dir.path().join("state").to_str().unwrap().to_string(),
+            _dir: dir,
+        }
+    }
+
+    fn watcher(&self) -> Watcher {
+        Watcher::start(&self.plan, &self.server.url, &self.state, &[])
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -196,20 +223,15 @@ impl Drop for Watcher {
 
 #[test]
 fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_when_it_dies() {
-    let server = common::SimServer::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("home.toml");
-    std::fs::write(&plan, home_plan("home")).unwrap();
-    let plan = plan.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let watched = Watched::new();
+    let (server, state) = (&watched.server, watched.state.as_str());
 
-    let mut first = Watcher::start(plan, &server.url, state, &[]);
+    let mut first = watched.watcher();
     first.expect("leading the rebalancing of plan `home`: a round every 1m");
     first.expect("round at 2026-01-01 00:00:00 UTC");
     assert_eq!(regions(state).len(), 4, "the first round fills the fleet");
 
-    let second = Watcher::start(plan, &server.url, state, &[]);
+    let second = watched.watcher();
     let waiting = second.expect("waiting:");
     assert!(waiting.contains(&format!("pid {}", first.pid())), "{waiting}");
 
@@ -236,15 +258,10 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
 
 #[test]
 fn sigterm_ends_the_watch_after_its_round_and_releases_the_lease() {
-    let server = common::SimServer::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let plan = dir.path().join("home.toml");
-    std::fs::write(&plan, home_plan("home")).unwrap();
-    let plan = plan.to_str().unwrap();
-    let state = dir.path().join("state");
-    let state = state.to_str().unwrap();
+    let watched = Watched::new();
+    let state = watched.state.as_str();
 
-    let mut leader = Watcher::start(plan, &server.url, state, &[]);
+    let mut leader = watched.watcher();
     leader.expect("leading the rebalancing of plan `home`");
     leader.expect("round at 2026-01-01 00:00:00 UTC");
     let lease = Path::new(state).join(format!("{}.leader", gpufleet::rebalance::leader_name("home")));
@@ -257,7 +274,7 @@ fn sigterm_ends_the_watch_after_its_round_and_releases_the_lease() {
     assert_eq!(regions(state).len(), 4, "the round's work is recorded");
 
     // The next watcher leads at once, without waiting out a lease.
-    let next = Watcher::start(plan, &server.url, state, &[]);
+    let next = watched.watcher();
     let first = next.expect("rebalancing of plan `home`");
     assert!(first.contains("leading"), "{first}");
 }

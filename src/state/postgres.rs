@@ -136,6 +136,14 @@ impl PostgresBackend {
         StateError::Database { location: self.location.clone(), source: Box::new(e) }
     }
 
+    /// Add one row of `plan` to an append-only table; committed on return.
+    async fn append(&self, insert: &str, plan: &str, entry: &impl serde::Serialize) -> Result<(), StateError> {
+        let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
+        let client = self.client().await?;
+        client.execute(insert, &[&plan, &json]).await.map_err(self.failed())?;
+        Ok(())
+    }
+
     async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
         let client = self.client().await?;
         let rows = client
@@ -217,13 +225,7 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError> {
-        let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
-        let client = self.client().await?;
-        client
-            .execute("INSERT INTO gpufleet_journal (plan, entry) VALUES ($1, $2)", &[&plan, &json])
-            .await
-            .map_err(self.failed())?;
-        Ok(())
+        self.append("INSERT INTO gpufleet_journal (plan, entry) VALUES ($1, $2)", plan, entry).await
     }
 
     async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
@@ -235,13 +237,7 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
-        let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
-        let client = self.client().await?;
-        client
-            .execute("INSERT INTO gpufleet_history (plan, entry) VALUES ($1, $2)", &[&plan, &json])
-            .await
-            .map_err(self.failed())?;
-        Ok(())
+        self.append("INSERT INTO gpufleet_history (plan, entry) VALUES ($1, $2)", plan, entry).await
     }
 
     /// Rows that do not parse (edited by hand) are skipped, as in the file.
