@@ -171,3 +171,40 @@ async fn the_password_appears_in_no_message() {
     let err = PostgresBackend::connect(&garbled).await.err().unwrap();
     assert!(!format!("{err} {err:?}").contains(PASSWORD), "{err}");
 }
+
+#[test]
+fn the_cli_keeps_state_locks_and_history_in_the_database_and_never_shows_the_password() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, common::home_plan("home")).unwrap();
+    let (plan, local) = (plan.to_str().unwrap(), dir.path().join("local"));
+    // The embedded simulator keeps its world in the state directory; state goes to the database.
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--state".into(), pg.url.clone(), "--state-dir".into(), local.display().to_string()]);
+        all
+    };
+    let run = |args: Vec<String>, expect: i32| {
+        let out = common::run(&args.iter().map(String::as_str).collect::<Vec<_>>(), expect);
+        let shown = format!("{}{}", common::stdout(&out), common::stderr(&out));
+        assert!(!shown.contains(PASSWORD), "the password leaked:\n{shown}");
+        shown
+    };
+    run(with(&["apply", plan, "--sim", "--auto-approve"]), 0);
+    run(with(&["plan", plan, "--sim", "--detailed-exitcode"]), 0);
+    let listed = run(with(&["state", "list", "--json"]), 0);
+    let instances: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(instances.len(), 4, "{listed}");
+    assert!(!local.join("home.json").exists(), "the state is in the database, not the directory");
+    // Each command released its lock: a third runs at once, well within the first lease.
+    run(with(&["destroy", plan, "--sim", "--auto-approve"]), 0);
+    let empty = run(with(&["state", "list"]), 0);
+    assert!(empty.starts_with("No instances in state under postgres://gpufleet@"), "{empty}");
+    let history = run(with(&["history", plan, "--json"]), 0);
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    assert_eq!(runs.iter().map(|r| r["command"].as_str().unwrap()).collect::<Vec<_>>(), ["apply", "destroy"]);
+
+    let refused = run(vec!["state".into(), "list".into(), "--state".into(), pg.url.replace(PASSWORD, "wrong")], 1);
+    assert!(refused.contains("password authentication failed"), "{refused}");
+}

@@ -59,12 +59,23 @@ pub struct ValidateArgs {
     pub plan: PathBuf,
 }
 
+/// Where state lives: a local directory, or a database a team shares.
+#[derive(Debug, Clone, Args)]
+pub struct StateLocation {
+    /// Directory holding state, lock and journal files (and the embedded simulator's world).
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
+    /// Keep state, locks, journal and history in PostgreSQL instead:
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE. The password is never printed.
+    #[arg(long = "state", env = "GPUFLEET_STATE", value_name = "URL", hide_env_values = true)]
+    pub url: Option<String>,
+}
+
 /// Where the clouds are: real endpoints, the embedded simulator, or a running one.
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
-    /// Directory holding state, lock and journal files.
-    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateLocation,
     /// Run against the built-in simulator, in-process, with an optional scenario file;
     /// its world is kept under the state directory between commands.
     #[arg(long, value_name = "SCENARIO", num_args = 0..=1, conflicts_with = "sim_url")]
@@ -165,8 +176,8 @@ pub struct HistoryArgs {
     /// per hour, and every run in a table.
     #[arg(long, value_name = "FILE", conflicts_with = "json")]
     pub html: Option<PathBuf>,
-    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateLocation,
 }
 
 #[derive(Debug, Args)]
@@ -194,8 +205,8 @@ pub struct StateForgetArgs {
     /// Instance ids to forget.
     #[arg(required = true)]
     pub ids: Vec<String>,
-    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateLocation,
 }
 
 #[derive(Debug, Args)]
@@ -205,8 +216,8 @@ pub struct StateListArgs {
     pub plan: Option<String>,
     #[arg(long)]
     pub json: bool,
-    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateLocation,
 }
 
 #[derive(Debug, Args)]
@@ -215,8 +226,8 @@ pub struct StateShowArgs {
     pub id: String,
     #[arg(long)]
     pub json: bool,
-    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateLocation,
 }
 
 #[derive(Debug, Args)]

@@ -1,13 +1,14 @@
 //! What several commands share: loading a plan with its catalog, and
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
-use super::{Failure, TargetArgs, failure, sim_failure};
+use super::{Failure, StateLocation, TargetArgs, failure, sim_failure};
 use crate::apply::{Clouds, Drain, DrainScript, NoDrain, Session, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
 use crate::providers::RetryPolicy;
 use crate::sim::{EmbeddedSim, SimClock};
+use crate::state::postgres::PostgresBackend;
 use crate::state::{LocalBackend, StateBackend};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +29,14 @@ pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
     Ok((plan, catalog))
 }
 
+/// Where state lives: the PostgreSQL database of `--state URL`, else the state directory.
+pub async fn open_state(location: &StateLocation) -> Result<Box<dyn StateBackend>, Failure> {
+    Ok(match &location.url {
+        Some(url) => Box::new(PostgresBackend::connect(url).await?),
+        None => Box::new(LocalBackend::new(&location.state_dir)),
+    })
+}
+
 /// The clouds a command talks to, and the embedded simulator if it runs one.
 pub struct Connected {
     pub backend: Box<dyn StateBackend>,
@@ -40,7 +49,7 @@ pub struct Connected {
 
 impl Connected {
     pub async fn open(plan: &Plan, args: &TargetArgs) -> Result<Connected, Failure> {
-        let backend = LocalBackend::new(&args.state_dir);
+        let backend = open_state(&args.state).await?;
         let retry = match args.retry_base_ms {
             Some(ms) => RetryPolicy { base: std::time::Duration::from_millis(ms), ..RetryPolicy::default() },
             None => RetryPolicy::default(),
@@ -48,7 +57,7 @@ impl Connected {
         let mut embedded = None;
         let target = match (&args.sim, &args.sim_url) {
             (Some(scenario), _) => {
-                let sim = EmbeddedSim::start(&args.state_dir, scenario.as_deref()).await.map_err(sim_failure)?;
+                let sim = EmbeddedSim::start(&args.state.state_dir, scenario.as_deref()).await.map_err(sim_failure)?;
                 let url = sim.url().to_string();
                 embedded = Some(sim);
                 Target::Simulator { url }
@@ -71,7 +80,7 @@ impl Connected {
             Some(path) => Box::new(DrainScript { path: path.clone(), timeout: plan.rebalance.drain_timeout }),
             None => Box::new(NoDrain),
         };
-        Ok(Connected { backend: Box::new(backend), clouds, clock, drain, embedded })
+        Ok(Connected { backend, clouds, clock, drain, embedded })
     }
 
     pub fn session<'a>(
@@ -93,8 +102,10 @@ impl Connected {
         }
     }
 
-    /// Stop the embedded simulator, saving its world for the next command.
+    /// Let the state backend finish (lease releases), and stop the embedded
+    /// simulator, saving its world for the next command.
     pub async fn close(self) -> Result<(), Failure> {
+        self.backend.close().await;
         if let Some(sim) = self.embedded {
             sim.stop().await.map_err(sim_failure)?;
         }

@@ -1,16 +1,16 @@
 //! `gpufleet state list`, `state show` and `state forget`.
 
+use super::context::open_state;
 use super::render::{instance_json, instance_table};
 use super::{Exit, Failure, HistoryArgs, StateForgetArgs, StateListArgs, StateShowArgs, failure};
 use crate::model::{Clock, Instance, SystemClock};
+use crate::state::StateBackend;
 use crate::state::files::write_atomic;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
-use crate::state::{LocalBackend, StateBackend};
 use std::path::Path;
 
-/// Every (plan, instance) the state directory knows, optionally for one plan.
-async fn rows(state_dir: &Path, only: Option<&str>) -> Result<Vec<(String, Instance)>, Failure> {
-    let backend = LocalBackend::new(state_dir);
+/// Every (plan, instance) the state knows, optionally for one plan.
+async fn rows(backend: &dyn StateBackend, only: Option<&str>) -> Result<Vec<(String, Instance)>, Failure> {
     let mut rows = Vec::new();
     for plan in backend.list_plans().await? {
         if only.is_some_and(|p| p != plan) {
@@ -23,12 +23,13 @@ async fn rows(state_dir: &Path, only: Option<&str>) -> Result<Vec<(String, Insta
 }
 
 pub async fn list(args: &StateListArgs) -> Result<Exit, Failure> {
-    let rows = rows(&args.state_dir, args.plan.as_deref()).await?;
+    let backend = open_state(&args.state).await?;
+    let rows = rows(backend.as_ref(), args.plan.as_deref()).await?;
     if args.json {
         let list: Vec<_> = rows.iter().map(|(plan, i)| instance_json(plan, i)).collect();
         println!("{}", serde_json::to_string_pretty(&list).expect("JSON values serialize"));
     } else if rows.is_empty() {
-        println!("No instances in state under {}.", args.state_dir.display());
+        println!("No instances in state under {}.", backend.location());
     } else {
         print!("{}", instance_table(&rows));
     }
@@ -36,10 +37,11 @@ pub async fn list(args: &StateListArgs) -> Result<Exit, Failure> {
 }
 
 pub async fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
-    let rows = rows(&args.state_dir, None).await?;
+    let backend = open_state(&args.state).await?;
+    let rows = rows(backend.as_ref(), None).await?;
     let Some((plan, instance)) = rows.iter().find(|(_, i)| i.id == args.id) else {
         return Err(failure(
-            format!("no instance {} in the state under {}", args.id, args.state_dir.display()),
+            format!("no instance {} in the state under {}", args.id, backend.location()),
             "`gpufleet state list` shows the instances the state knows",
         ));
     };
@@ -59,9 +61,9 @@ pub async fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
 /// out for instances in a scope gpufleet can no longer reach, once they have
 /// been deleted by hand.
 pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
-    let backend = LocalBackend::new(&args.state_dir);
+    let backend = open_state(&args.state).await?;
     let now = SystemClock.now().await?;
-    let _lock = backend.lock(&args.plan, Holder::this_process("state forget", now, DEFAULT_LEASE)).await?;
+    let lock = backend.lock(&args.plan, Holder::this_process("state forget", now, DEFAULT_LEASE)).await?;
     let mut state = backend.load(&args.plan).await?;
     let unknown: Vec<&str> =
         args.ids.iter().filter(|id| !state.instances.iter().any(|i| &i.id == *id)).map(String::as_str).collect();
@@ -75,6 +77,8 @@ pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
         std::mem::take(&mut state.instances).into_iter().partition(|i| args.ids.contains(&i.id));
     state.instances = kept;
     backend.save(&mut state).await?;
+    drop(lock);
+    backend.close().await;
     println!("Forgot {} instance(s) of plan `{}`:", forgotten.len(), args.plan);
     for instance in &forgotten {
         println!("  {} {} {}", instance.cloud, instance.zone.as_deref().unwrap_or(&instance.region), instance.id);
@@ -88,7 +92,8 @@ pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
     // A plan file names its plan; anything else is taken as the name.
     let path = Path::new(&args.plan);
     let name = if path.is_file() { super::context::load_plan(path)?.0.name } else { args.plan.clone() };
-    let entries = LocalBackend::new(&args.state_dir).history(&name).await?;
+    let backend = open_state(&args.state).await?;
+    let entries = backend.history(&name).await?;
     if let Some(file) = &args.html {
         let page = crate::history_page::render(&name, &entries);
         write_atomic(file, page.as_bytes()).map_err(|e| {
@@ -101,7 +106,7 @@ pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
     } else if args.json {
         println!("{}", serde_json::to_string_pretty(&entries).expect("history entries serialize"));
     } else if entries.is_empty() {
-        println!("No history for plan `{name}` under {}.", args.state_dir.display());
+        println!("No history for plan `{name}` under {}.", backend.location());
     } else {
         print!("{}", super::render::history_table(&entries));
     }

@@ -48,6 +48,10 @@ pub trait StateBackend: Send + Sync {
 
     /// Every recorded run, oldest first.
     async fn history(&self, plan: &str) -> Result<Vec<HistoryEntry>, StateError>;
+
+    /// Finish what the backend does in the background (releasing dropped
+    /// leases), before the process exits.
+    async fn close(&self) {}
 }
 
 /// A held lock or leader lease; released when dropped.

@@ -19,7 +19,9 @@ use super::lock::{Holder, LockError, lease_end};
 use super::model::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
@@ -35,6 +37,8 @@ const MIGRATION_LOCK: i64 = 0x6770_7566_6c65_6574;
 pub struct PostgresBackend {
     pool: Pool,
     location: String,
+    /// Releases of dropped leases still on their way to the database.
+    releases: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl PostgresBackend {
@@ -50,7 +54,7 @@ impl PostgresBackend {
             .max_size(4)
             .build()
             .map_err(|e| StateError::Database { location: location.clone(), source: Box::new(e) })?;
-        let backend = PostgresBackend { pool, location };
+        let backend = PostgresBackend { pool, location, releases: Arc::default() };
         backend.migrate().await?;
         Ok(backend)
     }
@@ -97,7 +101,17 @@ impl PostgresBackend {
         format!("the state of plan `{plan}` in {}", self.location)
     }
 
+    /// Wait for the releases of dropped leases, so this process never finds
+    /// itself in the way of its own next lease.
+    async fn released(&self) {
+        let pending: Vec<JoinHandle<()>> = self.releases.lock().map(|mut r| r.drain(..).collect()).unwrap_or_default();
+        for release in pending {
+            let _ = release.await;
+        }
+    }
+
     async fn take(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
+        self.released().await;
         let client = self.client().await?;
         let token = uuid::Uuid::new_v4().to_string();
         let json = serde_json::to_value(&holder).map_err(|e| self.failed_json(e))?;
@@ -238,6 +252,10 @@ impl StateBackend for PostgresBackend {
 
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
         self.append("INSERT INTO gpufleet_history (plan, entry) VALUES ($1, $2)", plan, entry).await
+    }
+
+    async fn close(&self) {
+        self.released().await;
     }
 
     /// Rows that do not parse (edited by hand) are skipped, as in the file.
