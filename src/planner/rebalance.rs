@@ -142,19 +142,23 @@ fn balance<'a>(
     let before = held.clone();
     let mut moves = Vec::new();
     while *budget > 0 {
-        let Some((to_domain, to)) = targets.iter().min_by_key(|(d, _)| held[d]) else { break };
+        let count = |held: &BTreeMap<Domain, u32>, d: &Domain| held.get(d).copied().unwrap_or(0);
+        let Some((to_domain, to)) = targets.iter().min_by_key(|(d, _)| count(&held, d)) else { break };
         // The fullest domain; among equals, the one whose nodes are worst placed.
-        let fullest =
-            candidates.iter().map(|(i, order, _)| (domain_of(i), *order)).max_by_key(|(d, order)| (held[d], *order));
+        let fullest = candidates
+            .iter()
+            .map(|(i, order, _)| (domain_of(i), *order))
+            .max_by_key(|(d, order)| (count(&held, d), *order));
         let Some((from_domain, _)) = fullest else { break };
-        if held[&from_domain] <= held[to_domain].saturating_add(spread.max_skew) {
+        if count(&held, &from_domain) <= count(&held, to_domain).saturating_add(spread.max_skew) {
             break;
         }
         let Some(index) = candidates.iter().position(|c| domain_of(c.0) == from_domain) else { break };
         let (instance, _, _) = candidates.remove(index);
         let why = format!(
             "spreads the fleet: {to_domain} has {} nodes, {from_domain} has {}",
-            before[to_domain], before[&from_domain]
+            count(&before, to_domain),
+            count(&before, &from_domain)
         );
         moves.push((instance, *to, why));
         *held.entry(from_domain).or_default() -= 1;

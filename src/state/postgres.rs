@@ -32,6 +32,9 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 /// private to gpufleet: "gpufleet" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6770_7566_6c65_6574;
 
+/// How long a connection may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// State in a PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresBackend {
@@ -45,9 +48,13 @@ impl PostgresBackend {
     /// Connect to `url` and bring its schema up to date.
     pub async fn connect(url: &str) -> Result<PostgresBackend, StateError> {
         // The parser's messages may quote the URL, password included.
-        let config: tokio_postgres::Config = url.parse().map_err(|_| StateError::BadUrl {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|_| StateError::BadUrl {
             why: "it does not parse as a postgres:// URL or a key=value connection string".into(),
         })?;
+        // An unreachable database fails the command instead of hanging it.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let location = describe(&config);
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
