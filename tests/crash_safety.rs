@@ -257,7 +257,7 @@ impl Workspace {
 
     fn open_intents(&self, plan: &str) -> usize {
         let journal = self.state_dir.join(format!("{plan}.journal.jsonl"));
-        gpufleet::state::journal::Journal::open_intents(&journal).unwrap().len()
+        gpufleet::state::journal::open_intents_of(gpufleet::state::journal::Journal::entries(&journal).unwrap()).len()
     }
 }
 
@@ -789,7 +789,8 @@ fn rebalance_killed_mid_move_is_completed_or_rolled_back_by_the_next_round_with_
         assert_eq!(work.open_intents(&plan), 0, "{context}: the recovery round left intents open");
         // What the journal still calls unfinished must be over in the clouds: none of its old nodes runs.
         let nothing_left_to_finish = |running: &BTreeMap<String, String>| {
-            let unfinished = gpufleet::state::journal::Journal::unfinished_moves(&work.journal_path(&plan)).unwrap();
+            let entries = gpufleet::state::journal::Journal::entries(&work.journal_path(&plan)).unwrap();
+            let unfinished = gpufleet::state::journal::unfinished_moves_of(entries);
             let left: Vec<&String> =
                 unfinished.iter().flat_map(|m| &m.replaces).filter(|id| running.contains_key(*id)).collect();
             assert_eq!(left, Vec::<&String>::new(), "{context}: moves left to finish: {unfinished:?}");

@@ -208,3 +208,48 @@ fn the_cli_keeps_state_locks_and_history_in_the_database_and_never_shows_the_pas
     let refused = run(vec!["state".into(), "list".into(), "--state".into(), pg.url.replace(PASSWORD, "wrong")], 1);
     assert!(refused.contains("password authentication failed"), "{refused}");
 }
+
+#[test]
+fn state_pushed_to_the_database_and_pulled_back_is_identical_and_push_refuses_to_overwrite() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, common::home_plan("home")).unwrap();
+    let (plan, local, back) = (plan.to_str().unwrap(), dir.path().join("local"), dir.path().join("back"));
+    let local_dir = local.to_str().unwrap();
+    common::run(&["apply", plan, "--sim", "--auto-approve", "--state-dir", local_dir], 0);
+    common::run(&["destroy", plan, "--sim", "--auto-approve", "--state-dir", local_dir], 0);
+    common::run(&["apply", plan, "--sim", "--auto-approve", "--state-dir", local_dir], 0);
+
+    let pushed = common::run(&["state", "push", "--to", &pg.url, "--state-dir", local_dir], 0);
+    let said = common::stdout(&pushed);
+    assert!(said.contains("Copied plan `home` (serial "), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+    let again = common::run(&["state", "push", "--to", &pg.url, "--state-dir", local_dir], 1);
+    assert!(
+        common::stderr(&again).contains("plan `home` already has state in postgres://gpufleet@"),
+        "{}",
+        common::stderr(&again)
+    );
+    assert!(!common::stderr(&again).contains(PASSWORD));
+    // The refused push released its locks: a forced one goes through at once.
+    common::run(&["state", "push", "--to", &pg.url, "--force", "--state-dir", local_dir], 0);
+    common::run(&["state", "pull", "--from", &pg.url, "--state-dir", back.to_str().unwrap()], 0);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (original, round_trip) = runtime.block_on(async {
+        let read = |dir| async move {
+            gpufleet::state::PlanCopy::read(&gpufleet::state::LocalBackend::new(dir), "home").await.unwrap()
+        };
+        (read(local.clone()).await, read(back.clone()).await)
+    });
+    assert!(original.state.serial > 0 && original.journal.len() > 4 && original.history.len() == 3, "{original:?}");
+    assert_eq!(round_trip, original, "a round trip through the database is lossless");
+    let missing =
+        common::run(&["state", "pull", "--from", &pg.url, "--plan", "nope", "--state-dir", back.to_str().unwrap()], 1);
+    assert!(
+        common::stderr(&missing).contains("plan `nope` has no state in postgres://"),
+        "{}",
+        common::stderr(&missing)
+    );
+}

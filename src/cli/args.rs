@@ -195,6 +195,43 @@ pub enum StateCommand {
     /// Drop instances from a plan's state without touching the clouds (after
     /// deleting them by hand where gpufleet cannot reach).
     Forget(StateForgetArgs),
+    /// Copy the state directory's plans (state, journal, history) into a
+    /// PostgreSQL database: the move from local to team state.
+    Push(StatePushArgs),
+    /// Copy plans from a PostgreSQL database into the state directory.
+    Pull(StatePullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatePushArgs {
+    /// The database: postgres://USER:PASSWORD@HOST:PORT/DATABASE (never printed).
+    #[arg(long, value_name = "URL", env = "GPUFLEET_STATE", hide_env_values = true)]
+    pub to: String,
+    #[command(flatten)]
+    pub copy: StateCopyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatePullArgs {
+    /// The database: postgres://USER:PASSWORD@HOST:PORT/DATABASE (never printed).
+    #[arg(long, value_name = "URL", env = "GPUFLEET_STATE", hide_env_values = true)]
+    pub from: String,
+    #[command(flatten)]
+    pub copy: StateCopyArgs,
+}
+
+/// What `state push` and `state pull` copy.
+#[derive(Debug, Args)]
+pub struct StateCopyArgs {
+    /// Only this plan (repeatable); default: every plan with state.
+    #[arg(long = "plan", value_name = "NAME")]
+    pub plans: Vec<String>,
+    /// Replace a plan's state, journal and history where the target already has them.
+    #[arg(long)]
+    pub force: bool,
+    /// The local state directory.
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

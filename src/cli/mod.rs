@@ -96,6 +96,8 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::State(StateArgs { command: StateCommand::List(a) }) => state::list(&a).await,
         Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a).await,
         Command::State(StateArgs { command: StateCommand::Forget(a) }) => state::forget(&a).await,
+        Command::State(StateArgs { command: StateCommand::Push(a) }) => state::push(&a).await,
+        Command::State(StateArgs { command: StateCommand::Pull(a) }) => state::pull(&a).await,
         Command::History(a) => state::history(&a).await,
         Command::Schema => {
             let schema = crate::plan::json_schema();

@@ -2,11 +2,15 @@
 
 use super::context::open_state;
 use super::render::{instance_json, instance_table};
-use super::{Exit, Failure, HistoryArgs, StateForgetArgs, StateListArgs, StateShowArgs, failure};
+use super::{
+    Exit, Failure, HistoryArgs, StateCopyArgs, StateForgetArgs, StateListArgs, StatePullArgs, StatePushArgs,
+    StateShowArgs, failure,
+};
 use crate::model::{Clock, Instance, SystemClock};
-use crate::state::StateBackend;
 use crate::state::files::write_atomic;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
+use crate::state::postgres::PostgresBackend;
+use crate::state::{LocalBackend, PlanCopy, StateBackend};
 use std::path::Path;
 
 /// Every (plan, instance) the state knows, optionally for one plan.
@@ -109,6 +113,60 @@ pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
         println!("No history for plan `{name}` under {}.", backend.location());
     } else {
         print!("{}", super::render::history_table(&entries));
+    }
+    Ok(Exit::Ok)
+}
+
+/// `gpufleet state push --to URL`: local plans into the database.
+pub async fn push(args: &StatePushArgs) -> Result<Exit, Failure> {
+    let database = PostgresBackend::connect(&args.to).await?;
+    copy(&LocalBackend::new(&args.copy.state_dir), &database, &args.copy).await
+}
+
+/// `gpufleet state pull --from URL`: database plans into the state directory.
+pub async fn pull(args: &StatePullArgs) -> Result<Exit, Failure> {
+    let database = PostgresBackend::connect(&args.from).await?;
+    copy(&database, &LocalBackend::new(&args.copy.state_dir), &args.copy).await
+}
+
+/// Copy each plan whole (state, journal, history, serial and lineage kept),
+/// holding its lock on both sides so no run changes either meanwhile.
+async fn copy(from: &dyn StateBackend, to: &dyn StateBackend, args: &StateCopyArgs) -> Result<Exit, Failure> {
+    let stored = from.list_plans().await?;
+    let plans = if args.plans.is_empty() { stored.clone() } else { args.plans.clone() };
+    if let Some(missing) = plans.iter().find(|p| !stored.contains(p)) {
+        return Err(failure(
+            format!("plan `{missing}` has no state in {}", from.location()),
+            "`gpufleet state list` shows the plans a state location holds",
+        ));
+    }
+    let copied = async {
+        for plan in &plans {
+            let now = SystemClock.now().await?;
+            let holder = || Holder::this_process("state copy", now, DEFAULT_LEASE);
+            let _source = from.lock(plan, holder()).await?;
+            let _target = to.lock(plan, holder()).await?;
+            let copied = PlanCopy::read(from, plan).await?;
+            to.import(&copied, args.force).await?;
+            println!(
+                "Copied plan `{plan}` (serial {}, {} instance(s), {} journal entries, {} runs) from {} to {}.",
+                copied.state.serial,
+                copied.state.instances.len(),
+                copied.journal.len(),
+                copied.history.len(),
+                from.location(),
+                to.location()
+            );
+        }
+        Ok::<(), Failure>(())
+    }
+    .await;
+    // The locks are released whatever happened, so a retry need not wait.
+    from.close().await;
+    to.close().await;
+    copied?;
+    if plans.is_empty() {
+        println!("No plans with state in {}.", from.location());
     }
     Ok(Exit::Ok)
 }

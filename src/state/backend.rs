@@ -4,7 +4,7 @@
 
 use super::StateError;
 use super::history::HistoryEntry;
-use super::journal::{Entry, UnfinishedMove};
+use super::journal::{self, Entry, UnfinishedMove};
 use super::lock::Holder;
 use super::model::State;
 use chrono::{DateTime, Utc};
@@ -37,11 +37,18 @@ pub trait StateBackend: Send + Sync {
     /// Append one journal entry and make it durable before returning.
     async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError>;
 
-    /// Intents with no outcome yet: left by a run that was interrupted.
-    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError>;
+    /// Every readable journal entry of the plan, in the order written.
+    async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError>;
 
-    /// Moves a run started and did not finish: see [`super::journal::unfinished_moves_of`].
-    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError>;
+    /// Intents with no outcome yet: left by a run that was interrupted.
+    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
+        Ok(journal::open_intents_of(self.journal(plan).await?))
+    }
+
+    /// Moves a run started and did not finish: see [`journal::unfinished_moves_of`].
+    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError> {
+        Ok(journal::unfinished_moves_of(self.journal(plan).await?))
+    }
 
     /// Record one finished run.
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError>;
@@ -49,9 +56,34 @@ pub trait StateBackend: Send + Sync {
     /// Every recorded run, oldest first.
     async fn history(&self, plan: &str) -> Result<Vec<HistoryEntry>, StateError>;
 
+    /// Store a plan's state, journal and history exactly as given (serial and
+    /// lineage included), replacing what is stored for it: the way state
+    /// moves between backends. Refused when the plan has state here, unless
+    /// `replace`.
+    async fn import(&self, copy: &PlanCopy, replace: bool) -> Result<(), StateError>;
+
     /// Finish what the backend does in the background (releasing dropped
     /// leases), before the process exits.
     async fn close(&self) {}
+}
+
+/// Everything a backend stores for one plan (leases aside).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanCopy {
+    pub state: State,
+    pub journal: Vec<Entry>,
+    pub history: Vec<HistoryEntry>,
+}
+
+impl PlanCopy {
+    /// Read all of `plan` from `backend`.
+    pub async fn read(backend: &dyn StateBackend, plan: &str) -> Result<PlanCopy, StateError> {
+        Ok(PlanCopy {
+            state: backend.load(plan).await?,
+            journal: backend.journal(plan).await?,
+            history: backend.history(plan).await?,
+        })
+    }
 }
 
 /// A held lock or leader lease; released when dropped.

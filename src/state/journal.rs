@@ -6,7 +6,7 @@
 //! A rebalance move is two calls, and each of its intents names both
 //! halves: its create names the instances the new nodes replace, its delete
 //! the instances that replaced them. So a run killed between the two leaves
-//! a move the next run can finish ([`Journal::unfinished_moves`]).
+//! a move the next run can finish ([`unfinished_moves_of`]).
 
 use super::files;
 use crate::model::Placement;
@@ -103,17 +103,23 @@ impl Journal {
         self.file.sync_data()
     }
 
-    /// Intents with no outcome yet: left by a run that was interrupted.
-    /// A torn line (a kill mid-write) is ignored: its call never started. So
-    /// is any other line that is not an entry (damaged, not even UTF-8): the
-    /// clouds, not the journal, say what exists, and a refresh adopts it.
-    pub fn open_intents(path: &Path) -> io::Result<Vec<Entry>> {
-        Ok(open_intents_of(read(path)?))
-    }
-
-    /// Moves not known to be finished; see [`unfinished_moves_of`].
-    pub fn unfinished_moves(path: &Path) -> io::Result<Vec<UnfinishedMove>> {
-        Ok(unfinished_moves_of(read(path)?))
+    /// Every readable entry, in order. A torn line (a kill mid-write) is
+    /// skipped: its call never started. So is any other line that is not an
+    /// entry (damaged, not even UTF-8): the clouds, not the journal, say
+    /// what exists, and a refresh adopts it.
+    pub fn entries(path: &Path) -> io::Result<Vec<Entry>> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut entries = Vec::new();
+        for line in BufReader::new(file).split(b'\n') {
+            if let Ok(entry) = serde_json::from_slice::<Entry>(&line?) {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
     }
 }
 
@@ -169,22 +175,6 @@ pub fn unfinished_moves_of(entries: impl IntoIterator<Item = Entry>) -> Vec<Unfi
     moves.into_iter().map(|(_, record)| record).collect()
 }
 
-/// Every readable entry, in order; see [`Journal::open_intents`] for what is skipped.
-fn read(path: &Path) -> io::Result<Vec<Entry>> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut entries = Vec::new();
-    for line in BufReader::new(file).split(b'\n') {
-        if let Ok(entry) = serde_json::from_slice::<Entry>(&line?) {
-            entries.push(entry);
-        }
-    }
-    Ok(entries)
-}
-
 /// Whether the file is non-empty and does not end with a newline.
 fn ends_torn(path: &Path) -> io::Result<bool> {
     let mut file = File::open(path)?;
@@ -226,7 +216,7 @@ mod tests {
         drop(journal);
         let mut raw = files::open_append(&path).unwrap();
         raw.write_all(b"{\"at\":\"2026-01-01T00:00:00Z\",\"run\":\"r1\",\"tok").unwrap();
-        let open = Journal::open_intents(&path).unwrap();
+        let open = open_intents_of(Journal::entries(&path).unwrap());
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].token, "t2");
     }
@@ -239,7 +229,7 @@ mod tests {
         std::fs::write(&path, b"{\"at\":\"2026-01-01T00:00:00Z\",\"run\":\"r1\",\"tok").unwrap();
         let mut journal = Journal::open(&path).unwrap();
         journal.append(&entry("t3", create(1))).unwrap();
-        let open = Journal::open_intents(&path).unwrap();
+        let open = open_intents_of(Journal::entries(&path).unwrap());
         assert_eq!(open.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(), ["t3"]);
     }
 
@@ -251,7 +241,7 @@ mod tests {
         std::fs::write(&path, b"\xff\xfe not an entry\n").unwrap();
         let mut journal = Journal::open(&path).unwrap();
         journal.append(&entry("t4", create(1))).unwrap();
-        assert_eq!(Journal::open_intents(&path).unwrap().len(), 1);
+        assert_eq!(open_intents_of(Journal::entries(&path).unwrap()).len(), 1);
     }
 
     fn move_create(replaces: &[&str]) -> Event {
@@ -311,7 +301,7 @@ mod tests {
             created: created.map(|ids| ids.iter().map(|id| id.to_string()).collect()),
         };
         assert_eq!(
-            Journal::unfinished_moves(&path).unwrap(),
+            unfinished_moves_of(Journal::entries(&path).unwrap()),
             [unfinished(&["i-old2"], Some(&["i-new1", "i-new2"])), unfinished(&["i-old3"], None)]
         );
     }

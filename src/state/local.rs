@@ -1,10 +1,10 @@
 //! The local backend: `DIR/<plan>.json` (state), `DIR/<plan>.lock`,
 //! `DIR/<plan>.journal.jsonl`, and `DIR/<name>.leader` for leader leases.
 
-use super::backend::{Lease, StateBackend};
+use super::backend::{Lease, PlanCopy, StateBackend};
 use super::files;
 use super::history::HistoryEntry;
-use super::journal::{Entry, Journal, UnfinishedMove};
+use super::journal::{Entry, Journal};
 use super::lock::{Holder, LockError, StateLock};
 use super::model::{STATE_FORMAT_VERSION, State};
 use chrono::{DateTime, Utc};
@@ -54,6 +54,9 @@ pub enum StateError {
     #[error("state database {location} has schema version {found}; this gpufleet knows up to {known}")]
     #[diagnostic(help("a newer gpufleet migrated it: use that version"))]
     SchemaTooNew { location: String, found: i32, known: i32 },
+    #[error("plan `{plan}` already has state in {location}")]
+    #[diagnostic(help("pass --force to replace its state, journal and history there with this copy"))]
+    PlanExists { plan: String, location: String },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Lock(#[from] LockError),
@@ -195,15 +198,40 @@ impl StateBackend for LocalBackend {
         Ok(bytes.split(|b| *b == b'\n').filter_map(|line| serde_json::from_slice(line).ok()).collect())
     }
 
-    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
+    async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
         let path = self.journal_path(plan);
-        Journal::open_intents(&path).map_err(|source| StateError::Journal { path, source })
+        Journal::entries(&path).map_err(|source| StateError::Journal { path, source })
     }
 
-    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError> {
-        let path = self.journal_path(plan);
-        Journal::unfinished_moves(&path).map_err(|source| StateError::Journal { path, source })
+    async fn import(&self, copy: &PlanCopy, replace: bool) -> Result<(), StateError> {
+        let plan = &copy.state.plan;
+        let path = self.state_path(plan);
+        if !replace && path.exists() {
+            return Err(StateError::PlanExists { plan: plan.clone(), location: self.location() });
+        }
+        let write = |path: PathBuf, bytes: Vec<u8>| {
+            files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })
+        };
+        write(self.journal_path(plan), json_lines(&copy.journal))?;
+        write(self.history_path(plan), json_lines(&copy.history))?;
+        let mut state = serde_json::to_vec_pretty(&copy.state)
+            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
+        state.push(b'\n');
+        write(path, state)
     }
+}
+
+/// One JSON document per line, as the journal and history files hold them.
+fn json_lines<T: serde::Serialize>(items: &[T]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for item in items {
+        // Entries are plain data: serializing them cannot fail.
+        if let Ok(line) = serde_json::to_vec(item) {
+            bytes.extend(line);
+            bytes.push(b'\n');
+        }
+    }
+    bytes
 }
 
 #[async_trait::async_trait]

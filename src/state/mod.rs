@@ -12,6 +12,6 @@ pub mod lock;
 pub mod model;
 pub mod postgres;
 
-pub use backend::{Lease, StateBackend};
+pub use backend::{Lease, PlanCopy, StateBackend};
 pub use local::{LocalBackend, StateError};
 pub use model::*;

@@ -11,9 +11,9 @@
 //! The URL may carry a password: only [`PostgresBackend::location`] (user,
 //! host, port, database) ever appears in messages.
 
-use super::backend::{Lease, StateBackend};
+use super::backend::{Lease, PlanCopy, StateBackend};
 use super::history::HistoryEntry;
-use super::journal::{self, Entry, UnfinishedMove};
+use super::journal::Entry;
 use super::local::{StateError, next_stored, parse_stored};
 use super::lock::{Holder, LockError, lease_end};
 use super::model::State;
@@ -31,6 +31,9 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 /// Key of the advisory lock that serializes migrations (any fixed number
 /// private to gpufleet: "gpufleet" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6770_7566_6c65_6574;
+
+const JOURNAL_INSERT: &str = "INSERT INTO gpufleet_journal (plan, entry) VALUES ($1, $2)";
+const HISTORY_INSERT: &str = "INSERT INTO gpufleet_history (plan, entry) VALUES ($1, $2)";
 
 /// How long a connection may take unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,17 +167,6 @@ impl PostgresBackend {
         client.execute(insert, &[&plan, &json]).await.map_err(self.failed())?;
         Ok(())
     }
-
-    async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT entry FROM gpufleet_journal WHERE plan = $1 ORDER BY id", &[&plan])
-            .await
-            .map_err(self.failed())?;
-        // As in the journal file, a row that is not an entry is skipped: the
-        // clouds, not the journal, say what exists.
-        Ok(rows.into_iter().filter_map(|r| serde_json::from_value(r.get(0)).ok()).collect())
-    }
 }
 
 #[async_trait::async_trait]
@@ -246,19 +238,56 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError> {
-        self.append("INSERT INTO gpufleet_journal (plan, entry) VALUES ($1, $2)", plan, entry).await
+        self.append(JOURNAL_INSERT, plan, entry).await
     }
 
-    async fn open_intents(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
-        Ok(journal::open_intents_of(self.journal(plan).await?))
+    async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT entry FROM gpufleet_journal WHERE plan = $1 ORDER BY id", &[&plan])
+            .await
+            .map_err(self.failed())?;
+        // As in the journal file, a row that is not an entry is skipped: the
+        // clouds, not the journal, say what exists.
+        Ok(rows.into_iter().filter_map(|r| serde_json::from_value(r.get(0)).ok()).collect())
     }
 
-    async fn unfinished_moves(&self, plan: &str) -> Result<Vec<UnfinishedMove>, StateError> {
-        Ok(journal::unfinished_moves_of(self.journal(plan).await?))
+    async fn import(&self, copy: &PlanCopy, replace: bool) -> Result<(), StateError> {
+        let plan = &copy.state.plan;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.failed())?;
+        let stored = tx
+            .query_opt("SELECT serial FROM gpufleet_states WHERE plan = $1 FOR UPDATE", &[plan])
+            .await
+            .map_err(self.failed())?;
+        if stored.is_some() && !replace {
+            return Err(StateError::PlanExists { plan: plan.clone(), location: self.location.clone() });
+        }
+        for table in ["gpufleet_states", "gpufleet_journal", "gpufleet_history"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE plan = $1"), &[plan]).await.map_err(self.failed())?;
+        }
+        // A state never saved (serial 0) is what loading a missing plan gives.
+        if copy.state.serial > 0 {
+            let serial = i64::try_from(copy.state.serial)
+                .map_err(|_| StateError::SerialExhausted { at: self.state_at(plan), serial: copy.state.serial })?;
+            let body = serde_json::to_value(&copy.state).map_err(|e| self.failed_json(e))?;
+            tx.execute("INSERT INTO gpufleet_states (plan, serial, body) VALUES ($1, $2, $3)", &[plan, &serial, &body])
+                .await
+                .map_err(self.failed())?;
+        }
+        for entry in &copy.journal {
+            let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
+            tx.execute(JOURNAL_INSERT, &[plan, &json]).await.map_err(self.failed())?;
+        }
+        for entry in &copy.history {
+            let json = serde_json::to_value(entry).map_err(|e| self.failed_json(e))?;
+            tx.execute(HISTORY_INSERT, &[plan, &json]).await.map_err(self.failed())?;
+        }
+        tx.commit().await.map_err(self.failed())
     }
 
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
-        self.append("INSERT INTO gpufleet_history (plan, entry) VALUES ($1, $2)", plan, entry).await
+        self.append(HISTORY_INSERT, plan, entry).await
     }
 
     async fn close(&self) {
