@@ -342,18 +342,21 @@ impl Lease for DatabaseLease {
 }
 
 impl Drop for DatabaseLease {
-    /// Release the lease if a runtime is there to send it; otherwise (or if
-    /// the process dies first) it expires at its end, as a dead holder's does.
+    /// Release the lease in the background; the backend's `close` (and its
+    /// next lease) waits for it. Without a runtime, or if the process dies
+    /// first, the lease expires at its end, as a dead holder's does.
     fn drop(&mut self) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (backend, name, token) = (self.backend.clone(), self.name.clone(), self.token.clone());
-        runtime.spawn(async move {
+        let release = runtime.spawn(async move {
             if let Ok(client) = backend.client().await {
-                let _ = client
-                    .execute("DELETE FROM gpufleet_leases WHERE name = $1 AND token = $2", &[&name, &token])
-                    .await;
+                let delete = "DELETE FROM gpufleet_leases WHERE name = $1 AND token = $2";
+                let _ = client.execute(delete, &[&name, &token]).await;
             }
         });
+        if let Ok(mut releases) = self.backend.releases.lock() {
+            releases.push(release);
+        }
     }
 }
 
