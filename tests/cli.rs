@@ -613,3 +613,52 @@ fn azure_pack_below_min_nodes_is_released_and_the_next_region_is_tried() {
         world["azure_vms"].as_array().unwrap().iter().map(|v| v["location"].as_str().unwrap_or("?")).collect();
     assert!(vms.iter().all(|l| *l == "eastus2") && vms.len() == 3, "{vms:?}");
 }
+
+#[test]
+fn a_held_lock_fails_at_once_or_is_waited_for_with_lock_timeout() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("home.toml");
+    std::fs::write(&plan, common::home_plan("home")).unwrap();
+    let (plan, state) = (plan.to_str().unwrap(), dir.path().join("state"));
+    let state = state.to_str().unwrap();
+    common::run(&["apply", plan, "--sim", "--auto-approve", "--state-dir", state], 0);
+
+    // Another run holds the plan: this test process, through the state backend.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // On one host the held `flock` decides, whatever the times say.
+    let since = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+    let holder = gpufleet::state::lock::Holder::this_process(
+        "apply (held by the test)",
+        since,
+        std::time::Duration::from_secs(600),
+    );
+    let backend = gpufleet::state::LocalBackend::new(state);
+    let held = runtime.block_on(gpufleet::state::StateBackend::lock(&backend, "home", holder)).unwrap();
+
+    let refused = common::run(&["plan", plan, "--sim", "--state-dir", state], 1);
+    assert!(stderr(&refused).contains("locked by `apply (held by the test)`"), "{}", stderr(&refused));
+
+    let mut waiting = std::process::Command::new(common::bin())
+        .args(["plan", plan, "--sim", "--state-dir", state, "--lock-timeout", "1m"])
+        .env("NO_COLOR", "1")
+        .env_remove("GPUFLEET_SIM_URL")
+        .env_remove("GPUFLEET_STATE_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (send, lines) = std::sync::mpsc::channel();
+    let err = waiting.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    // The bound only keeps a broken build from hanging the suite.
+    let first = lines.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    assert!(first.starts_with("waiting up to 1m for the lock:"), "{first}");
+    drop(held);
+    let status = waiting.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the waiting run goes on once the lock is free");
+}

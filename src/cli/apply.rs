@@ -154,7 +154,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
     let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
     let result = async {
         let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
-        let mut lock = lock(&session, &verb.to_lowercase()).await?;
+        let mut lock = lock(&session, &verb.to_lowercase(), *run.target.lock_timeout).await?;
         let mut refreshed = apply::refresh(&session).await?;
         if !matches!(mode, Mode::Saved(_)) {
             let (instances, shortages) = (&refreshed.state.instances, &refreshed.state.shortages);

@@ -88,6 +88,10 @@ pub struct TargetArgs {
     /// by call count.
     #[arg(long, env = "GPUFLEET_RETRY_BASE_MS", value_name = "MS")]
     pub retry_base_ms: Option<u64>,
+    /// How long to wait for the plan's lock when another run holds it
+    /// (e.g. `2m`); by default a held lock fails at once, naming its holder.
+    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    pub lock_timeout: humantime::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -2,14 +2,14 @@
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
 use super::{Failure, StateLocation, TargetArgs, failure, sim_failure};
-use crate::apply::{Clouds, Drain, DrainScript, NoDrain, Session, Target};
+use crate::apply::{ApplyError, Clouds, Drain, DrainScript, NoDrain, Session, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
 use crate::providers::RetryPolicy;
 use crate::sim::{EmbeddedSim, SimClock};
 use crate::state::postgres::PostgresBackend;
-use crate::state::{LocalBackend, StateBackend};
+use crate::state::{LocalBackend, StateBackend, StateError};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,10 +127,32 @@ fn check_loopback(url: &str) -> Result<(), Failure> {
     }
 }
 
-/// Take the plan's state lock; a held lock says who holds it, where, and what to do.
-pub async fn lock(session: &Session<'_>, command: &str) -> Result<Box<dyn crate::state::Lease>, Failure> {
-    Ok(crate::apply::lock(session, command).await?)
+/// Take the plan's state lock, waiting up to `timeout` while another run
+/// holds it; a lock still held says who holds it, where, and what to do.
+pub async fn lock(
+    session: &Session<'_>,
+    command: &str,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn crate::state::Lease>, Failure> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut announced = false;
+    loop {
+        match crate::apply::lock(session, command).await {
+            Err(ApplyError::State(StateError::Lock(held)))
+                if held.is_held() && std::time::Instant::now() < deadline && !session.stopping() =>
+            {
+                if !std::mem::replace(&mut announced, true) {
+                    eprintln!("waiting up to {} for the lock: {held}", humantime::format_duration(timeout));
+                }
+                tokio::time::sleep(LOCK_POLL.min(deadline.saturating_duration_since(std::time::Instant::now()))).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
+
+/// How often a run waiting for a lock asks again.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A flag set by the first SIGINT or SIGTERM, or when the deadline passes,
 /// so that a run stops between calls instead of dying in the middle of one.

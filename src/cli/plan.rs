@@ -12,7 +12,7 @@ pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
     let result = async {
         let never = std::sync::atomic::AtomicBool::new(false);
         let session = connected.session(&plan, &catalog, &NoEvents, &never);
-        let _lock = lock(&session, "plan").await?;
+        let _lock = lock(&session, "plan", *args.target.lock_timeout).await?;
         let refreshed = apply::refresh(&session).await?;
         let changeset = apply::changeset(&session, &refreshed);
         if args.json {

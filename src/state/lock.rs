@@ -108,6 +108,19 @@ pub enum LockError {
     Lost { name: String, location: String },
 }
 
+impl LockError {
+    /// Whether another holder has it (rather than the lock being unusable).
+    pub fn is_held(&self) -> bool {
+        matches!(
+            self,
+            LockError::Held { .. }
+                | LockError::HeldUnknown { .. }
+                | LockError::HeldShared { .. }
+                | LockError::HeldUnreadable { .. }
+        )
+    }
+}
+
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct StateLock {
