@@ -128,6 +128,7 @@ async fn journal_and_history_rows_round_trip_and_open_intents_are_those_without_
         moves_started: 0,
         moves_finished: 0,
         moves: Vec::new(),
+        note: None,
         nodes: Default::default(),
         shortages: vec!["aws us-east-1a p5.48xlarge: InsufficientInstanceCapacity".into()],
         cost_per_hour: 110.08,

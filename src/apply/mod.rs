@@ -18,6 +18,7 @@
 mod clouds;
 mod drain;
 pub mod events;
+mod fence;
 mod moves;
 mod refresh;
 mod rounds;
@@ -28,6 +29,7 @@ mod tests;
 
 pub use clouds::{Clouds, Listing, Target};
 pub use drain::{Drain, DrainScript, NoDrain};
+pub use fence::Fence;
 pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, MoveTally, NoEvents};
 pub use refresh::{Refreshed, Unreachable, record_refresh, refresh};
 pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
@@ -113,10 +115,21 @@ pub enum Mode {
 const MAX_ROUNDS: usize = 64;
 
 /// Make the clouds match the plan (or the saved plan, or nothing for destroy).
-/// The caller holds the lock and has refreshed under it.
+/// The caller took the lock and refreshed under it; the run keeps the lock
+/// renewed and starts no call once it is lost, and releases it at the end.
 pub async fn apply(
     session: &Session<'_>,
-    lock: &mut dyn Lease,
+    lock: Box<dyn Lease>,
+    mode: Mode,
+    refreshed: Refreshed,
+) -> Result<ApplyReport, ApplyError> {
+    let fence = Fence::new(lock, session.clock);
+    fence.hold(run(session, &fence, mode, refreshed)).await
+}
+
+async fn run(
+    session: &Session<'_>,
+    fence: &Fence<'_>,
     mode: Mode,
     mut refreshed: Refreshed,
 ) -> Result<ApplyReport, ApplyError> {
@@ -146,7 +159,7 @@ pub async fn apply(
     if changed {
         session.backend.save(state).await?;
     }
-    let mut runner = runner::Runner::new(session, &run);
+    let mut runner = runner::Runner::new(session, fence, &run);
     if finishes_moves {
         let unfinished = session.backend.unfinished_moves(&session.plan.name).await?;
         runner.finish_moves(&unfinished, state, refreshed.now).await?;
@@ -156,7 +169,6 @@ pub async fn apply(
             break;
         }
         let now = session.clock.now().await?;
-        lock.renew(now, DEFAULT_LEASE).await?;
         let Some(changeset) = rounds.next(session, state, now) else { break };
         let outcome = runner.execute(&changeset, state, now).await?;
         let progressed = outcome.progressed;
@@ -266,5 +278,6 @@ fn history_entry(
         cost_per_hour,
         outcome: outcome.to_string(),
         moves: report.moved.clone(),
+        note: None,
     }
 }

@@ -3,7 +3,7 @@
 //! refusals in shortage memory and writing the state after every call.
 
 use super::events::{Attempted, Event, MoveTally};
-use super::{ApplyError, Session};
+use super::{ApplyError, Fence, Session};
 use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
 use crate::planner::{Action, ActionKind, Changeset, Reason};
 use crate::providers::{CreateRequest, ErrorKind, ProviderError};
@@ -58,6 +58,7 @@ pub(super) struct RoundOutcome {
 /// Executes actions: journal, call, journal, state.
 pub(super) struct Runner<'s> {
     session: &'s Session<'s>,
+    fence: &'s Fence<'s>,
     pub run: String,
     pub refused: Vec<(String, Attempted)>,
     pub errors: Vec<String>,
@@ -95,9 +96,10 @@ struct PreparedCreate {
 }
 
 impl<'s> Runner<'s> {
-    pub(super) fn new(session: &'s Session<'s>, run: &str) -> Runner<'s> {
+    pub(super) fn new(session: &'s Session<'s>, fence: &'s Fence<'s>, run: &str) -> Runner<'s> {
         Runner {
             session,
+            fence,
             run: run.to_string(),
             refused: Vec::new(),
             errors: Vec::new(),
@@ -118,7 +120,12 @@ impl<'s> Runner<'s> {
         uuid::Uuid::new_v4().to_string()
     }
 
+    /// Journal `event`; an intent only while the run still holds the lock,
+    /// since the call it announces follows.
     async fn journal(&self, token: &str, event: JournalEvent, now: DateTime<Utc>) -> Result<(), ApplyError> {
+        if event.is_intent() {
+            self.fence.confirm().await?;
+        }
         let entry = Entry { at: now, run: self.run.clone(), token: token.to_string(), event };
         Ok(self.session.backend.append_journal(&self.session.plan.name, &entry).await?)
     }

@@ -181,10 +181,10 @@ impl Rig {
             drain: &NoDrain,
             stop: &self.stop,
         };
-        let mut lock = lock(&session, "apply").await.unwrap();
+        let lock = lock(&session, "apply").await.unwrap();
         let refreshed = refresh(&session).await.unwrap();
         let mode = mode(&refreshed);
-        apply(&session, lock.as_mut(), mode, refreshed).await.unwrap()
+        apply(&session, lock, mode, refreshed).await.unwrap()
     }
 
     async fn run(&self, mode: impl FnOnce(&Refreshed) -> Mode) -> ApplyReport {

@@ -134,12 +134,30 @@ fn print_watch(plan: &str, event: Watch<'_>, json: bool) {
         (Watch::Round { at, report }, true) => {
             serde_json::json!({ "event": "round", "at": at, "report": report }).to_string()
         }
-        (Watch::RoundFailed { at, error }, false) => {
-            format!("round at {} failed: {error}", at.format("%Y-%m-%d %H:%M:%S UTC"))
+        (Watch::RoundFailed { at, error, retry_in }, false) => {
+            let retry = retry_in.map(|wait| format!("; retrying in {}", humantime::format_duration(wait)));
+            format!("round at {} failed: {error}{}", at.format("%Y-%m-%d %H:%M:%S UTC"), retry.unwrap_or_default())
         }
-        (Watch::RoundFailed { at, error }, true) => {
-            serde_json::json!({ "event": "round_failed", "at": at, "error": error.to_string() }).to_string()
+        (Watch::RoundFailed { at, error, retry_in }, true) => serde_json::json!({
+            "event": "round_failed",
+            "at": at,
+            "error": error.to_string(),
+            "retry_in_seconds": retry_in.map(|wait| wait.as_secs_f64()),
+        })
+        .to_string(),
+        (Watch::LeaseUnavailable { error, retry_in }, false) => {
+            format!("cannot take the leader lease: {error}; retrying in {}", humantime::format_duration(retry_in))
         }
+        (Watch::LeaseUnavailable { error, retry_in }, true) => serde_json::json!({
+            "event": "lease_unavailable",
+            "error": error.to_string(),
+            "retry_in_seconds": retry_in.as_secs_f64(),
+        })
+        .to_string(),
+        (Watch::LostLead, false) => {
+            format!("lost the leader lease of plan `{plan}` to another rebalancer; waiting to lead again")
+        }
+        (Watch::LostLead, true) => serde_json::json!({ "event": "lost_lead" }).to_string(),
     };
     anstream::println!("{line}");
     let _ = std::io::stdout().flush();
@@ -154,7 +172,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
     let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
     let result = async {
         let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
-        let mut lock = lock(&session, &verb.to_lowercase(), *run.target.lock_timeout).await?;
+        let lock = lock(&session, &verb.to_lowercase(), *run.target.lock_timeout).await?;
         let mut refreshed = apply::refresh(&session).await?;
         if !matches!(mode, Mode::Saved(_)) {
             let (instances, shortages) = (&refreshed.state.instances, &refreshed.state.shortages);
@@ -189,7 +207,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
                 return Err(failure(format!("{verb} cancelled."), "answer `yes` to proceed, or pass --auto-approve"));
             }
         }
-        let report = apply::apply(&session, lock.as_mut(), mode, refreshed).await?;
+        let report = apply::apply(&session, lock, mode, refreshed).await?;
         Ok(finish(&report, json, verb))
     }
     .await;

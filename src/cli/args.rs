@@ -199,6 +199,10 @@ pub enum StateCommand {
     /// Drop instances from a plan's state without touching the clouds (after
     /// deleting them by hand where gpufleet cannot reach).
     Forget(StateForgetArgs),
+    /// Take a plan's lock from its holder, alive or not, recording who did
+    /// it and why in the plan's history. A live holder stops before its next
+    /// cloud call; the next apply finishes what it left.
+    Unlock(StateUnlockArgs),
     /// Copy the state directory's plans (state, journal, history) into a
     /// PostgreSQL database: the move from local to team state.
     Push(StatePushArgs),
@@ -246,6 +250,20 @@ pub struct StateForgetArgs {
     /// Instance ids to forget.
     #[arg(required = true)]
     pub ids: Vec<String>,
+    #[command(flatten)]
+    pub state: StateLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct StateUnlockArgs {
+    /// The plan (by name) whose lock to take over.
+    pub plan: String,
+    /// Confirm the takeover: the holder may still be running.
+    #[arg(long, required = true)]
+    pub force: bool,
+    /// Why, recorded in the plan's history with who took the lock over.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
     #[command(flatten)]
     pub state: StateLocation,
 }

@@ -279,7 +279,13 @@ pub fn history_table(entries: &[HistoryEntry]) -> String {
             ]
         })
         .collect();
-    aligned(&header, &rows)
+    let mut table = aligned(&header, &rows);
+    for entry in entries {
+        if let Some(note) = &entry.note {
+            table.push_str(&format!("{} {}: {note}\n", entry.at.format("%Y-%m-%d %H:%M:%S"), entry.command));
+        }
+    }
+    table
 }
 
 /// `state list` as an aligned table.

@@ -4,10 +4,11 @@ use super::context::open_state;
 use super::render::{instance_json, instance_table};
 use super::{
     Exit, Failure, HistoryArgs, StateCopyArgs, StateForgetArgs, StateListArgs, StatePullArgs, StatePushArgs,
-    StateShowArgs, failure,
+    StateShowArgs, StateUnlockArgs, failure,
 };
 use crate::model::{Clock, Instance, SystemClock};
 use crate::state::files::write_atomic;
+use crate::state::history::HistoryEntry;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::postgres::PostgresBackend;
 use crate::state::{LocalBackend, PlanCopy, StateBackend};
@@ -88,6 +89,31 @@ pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
         println!("  {} {} {}", instance.cloud, instance.zone.as_deref().unwrap_or(&instance.region), instance.id);
     }
     println!("gpufleet no longer tracks them: if they still run, they keep costing until deleted in the cloud.");
+    Ok(Exit::Ok)
+}
+
+/// `gpufleet state unlock PLAN --force --reason TEXT`: take the lock over,
+/// whoever holds it, and record the takeover in the plan's history.
+pub async fn unlock(args: &StateUnlockArgs) -> Result<Exit, Failure> {
+    if args.reason.trim().is_empty() {
+        return Err(failure("--reason is empty", "say why the lock is taken over; the history keeps it"));
+    }
+    let backend = open_state(&args.state).await?;
+    let now = SystemClock.now().await?;
+    let me = Holder::this_process("state unlock --force", now, DEFAULT_LEASE);
+    let (lock, previous) = backend.take_over(&args.plan, me).await?;
+    let from = previous.as_ref().map_or_else(|| "no recorded holder".to_string(), |h| h.to_string());
+    let state = backend.load(&args.plan).await?;
+    let history = backend.history(&args.plan).await?;
+    let note = format!("took the lock over from {from}: {}", args.reason.trim());
+    let entry = HistoryEntry::takeover(history.last(), &state, lock.holder(), note);
+    backend.append_history(&args.plan, &entry).await?;
+    drop(lock);
+    backend.close().await;
+    println!("Took over the lock of plan `{}` from {from}; it is free now.", args.plan);
+    if previous.is_some() {
+        println!("If that run is still going, it stops before its next cloud call; the next apply finishes its work.");
+    }
     Ok(Exit::Ok)
 }
 

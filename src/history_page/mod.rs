@@ -318,7 +318,10 @@ fn table(out: &mut String, runs: &Runs) {
             out,
             r#"<tr class="run"><td class="time">{}</td><td>{}</td><td><span class="badge {badge}">{}</span></td><td class="num">{}</td><td class="num">{}</td><td class="moves-cell">{}</td><td class="num">{}</td><td class="num">${:.2}</td><td>{}</td></tr>"#,
             entry.at.format("%Y-%m-%d %H:%M:%S"),
-            escape(&entry.command),
+            match &entry.note {
+                Some(note) => format!("{}<br><small>{}</small>", escape(&entry.command), escape(note)),
+                None => escape(&entry.command),
+            },
             escape(&entry.outcome),
             entry.created,
             entry.deleted,

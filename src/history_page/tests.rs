@@ -32,6 +32,7 @@ fn entry(minute: i64, nodes: &[(&str, &str, u32)], shortages: &[&str]) -> Histor
         cost_per_hour: 393.2,
         outcome: "ok".into(),
         moves: Vec::new(),
+        note: None,
     }
 }
 

@@ -25,8 +25,16 @@ pub enum Watch<'a> {
     Leading { every: Duration },
     /// A round ran.
     Round { at: DateTime<Utc>, report: &'a ApplyReport },
-    /// A round could not run or failed; the loop goes on with the next.
-    RoundFailed { at: DateTime<Utc>, error: &'a ApplyError },
+    /// A round could not run or failed. The loop goes on: after `retry_in`
+    /// when the failure may pass by itself (the database or the clock was
+    /// unreachable), else with the next round.
+    RoundFailed { at: DateTime<Utc>, error: &'a ApplyError, retry_in: Option<Duration> },
+    /// The leader lease could not be taken or kept for now (the database is
+    /// unreachable); asked again after `retry_in`.
+    LeaseUnavailable { error: &'a ApplyError, retry_in: Duration },
+    /// Another rebalancer took the leader lease over (this one was paused or
+    /// cut off past its lease); this one goes back to waiting.
+    LostLead,
 }
 
 /// How the loop paces itself.
@@ -47,34 +55,99 @@ impl Pace {
     }
 }
 
+/// Real-time waits after failures that may pass by themselves: 1 s,
+/// doubling up to a minute, back to 1 s after a success.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    fn next(&mut self) -> Duration {
+        let wait = Self::FIRST.saturating_mul(1 << self.failures.min(6)).min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        wait
+    }
+}
+
+/// Whether `error` may pass by itself: the state database or the clock was
+/// unreachable. Anything else waits for the next round.
+fn is_transient(error: &ApplyError) -> bool {
+    matches!(error, ApplyError::State(StateError::Database { .. }) | ApplyError::Clock(_))
+}
+
 /// The name of the leader lease of `plan`'s rebalancer.
 pub fn leader_name(plan: &str) -> String {
     format!("{plan}.rebalance")
 }
 
 /// Lead the plan's rebalancing until the session is stopped; `metrics` take
-/// in every round.
+/// in every round. A database outage is waited out; a lost leader lease
+/// sends the loop back to waiting for it.
 pub async fn watch(
     session: &Session<'_>,
     pace: Pace,
     metrics: &Metrics,
     report: &mut dyn FnMut(Watch<'_>),
 ) -> Result<(), ApplyError> {
-    let Some(mut lease) = lead(session, pace, report).await? else { return Ok(()) };
-    report(Watch::Leading { every: pace.every });
+    let mut backoff = Backoff::default();
+    while !session.stopping() {
+        let lease = match lead(session, pace, report).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => break,
+            Err(error) if is_transient(&error) => {
+                let retry_in = backoff.next();
+                report(Watch::LeaseUnavailable { error: &error, retry_in });
+                pause(session, pace, retry_in).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        backoff = Backoff::default();
+        report(Watch::Leading { every: pace.every });
+        if lead_rounds(session, pace, metrics, report, lease).await? == Led::Lost {
+            report(Watch::LostLead);
+        }
+    }
+    Ok(())
+}
+
+/// How a stretch of leading ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Led {
+    Stopped,
+    Lost,
+}
+
+/// Run a round every `pace.every` while holding `lease`, until stopped or
+/// until the lease is lost.
+async fn lead_rounds(
+    session: &Session<'_>,
+    pace: Pace,
+    metrics: &Metrics,
+    report: &mut dyn FnMut(Watch<'_>),
+    mut lease: Box<dyn Lease>,
+) -> Result<Led, ApplyError> {
     let mut renewed = session.clock.now().await?;
+    let mut backoff = Backoff::default();
     while !session.stopping() {
         let started = match session.clock.now().await {
             Ok(now) => now,
             Err(error) => {
-                report(Watch::RoundFailed { at: renewed, error: &error.into() });
-                tokio::time::sleep(pace.poll).await;
+                let retry_in = backoff.next();
+                report(Watch::RoundFailed { at: renewed, error: &error.into(), retry_in: Some(retry_in) });
+                pause(session, pace, retry_in).await;
                 continue;
             }
         };
         let timer = std::time::Instant::now();
+        let mut retry_at = None;
         match round(session).await {
             Ok((done, running)) => {
+                backoff = Backoff::default();
                 tracing::info!(
                     plan = %session.plan.name,
                     created = done.created,
@@ -89,7 +162,9 @@ pub async fn watch(
             Err(error) => {
                 tracing::warn!(plan = %session.plan.name, %error, "rebalance round failed");
                 metrics.failed_round(timer.elapsed());
-                report(Watch::RoundFailed { at: started, error: &error });
+                let retry_in = is_transient(&error).then(|| backoff.next());
+                retry_at = retry_in.map(|wait| std::time::Instant::now() + wait);
+                report(Watch::RoundFailed { at: started, error: &error, retry_in });
             }
         }
         let next = after(started, pace.every);
@@ -97,20 +172,33 @@ pub async fn watch(
             // A clock that cannot be read now may answer at the next poll.
             if let Ok(now) = session.clock.now().await {
                 if now >= after(renewed, pace.lease() / 2) {
-                    lease.renew(now, pace.lease()).await?;
-                    renewed = now;
+                    match lease.renew(now, pace.lease()).await {
+                        Ok(()) => renewed = now,
+                        Err(StateError::Lock(LockError::Lost { .. })) => return Ok(Led::Lost),
+                        // Unreachable for now: asked again at the next poll,
+                        // while the lease still runs.
+                        Err(error) => tracing::warn!(%error, "cannot renew the leader lease"),
+                    }
                 }
                 if now >= next {
                     break;
                 }
             }
-            if session.stopping() {
+            if session.stopping() || retry_at.is_some_and(|at| std::time::Instant::now() >= at) {
                 break;
             }
             tokio::time::sleep(pace.poll).await;
         }
     }
-    Ok(())
+    Ok(Led::Stopped)
+}
+
+/// Wait `wait` in real time, or less if the session stops.
+async fn pause(session: &Session<'_>, pace: Pace, wait: Duration) {
+    let until = std::time::Instant::now() + wait;
+    while !session.stopping() && std::time::Instant::now() < until {
+        tokio::time::sleep(pace.poll.min(until.saturating_duration_since(std::time::Instant::now()))).await;
+    }
 }
 
 /// Take the leader lease, waiting while another rebalancer holds it.
@@ -145,9 +233,9 @@ async fn lead(
 /// One round under the plan's lock: refresh, then fill and move. Returns
 /// the report and what runs afterwards.
 async fn round(session: &Session<'_>) -> Result<(ApplyReport, Vec<crate::model::Instance>), ApplyError> {
-    let mut lock = apply::lock(session, "rebalance --watch").await?;
+    let lock = apply::lock(session, "rebalance --watch").await?;
     let refreshed = apply::refresh(session).await?;
-    let report = apply::apply(session, lock.as_mut(), Mode::Rebalance, refreshed).await?;
+    let report = apply::apply(session, lock, Mode::Rebalance, refreshed).await?;
     let running = session.backend.load(&session.plan.name).await?.instances;
     Ok((report, running))
 }

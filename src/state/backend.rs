@@ -31,6 +31,12 @@ pub trait StateBackend: Send + Sync {
     /// Take the plan's lock for `holder`, or say who has it.
     async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError>;
 
+    /// Take the plan's lock from whoever holds it, alive or not (`state
+    /// unlock --force`). A live holder learns at its next renewal that it
+    /// lost the lock, and starts no further call. Returns the lock and the
+    /// holder it was taken from, if one was recorded.
+    async fn take_over(&self, plan: &str, holder: Holder) -> Result<(Box<dyn Lease>, Option<Holder>), StateError>;
+
     /// Take the leader lease `name` (one long-running loop per plan acts at a time).
     async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError>;
 

@@ -1,6 +1,8 @@
 //! The history of a plan: one entry per apply, destroy and rebalance round,
 //! for people to look back at where the fleet lived and why.
 
+use super::lock::Holder;
+use super::model::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -33,6 +35,36 @@ pub struct HistoryEntry {
     /// before moves were recorded this way).
     #[serde(default)]
     pub moves: Vec<MoveRecord>,
+    /// What a person did and why, for entries that are not runs (a lock
+    /// taken over with `state unlock --force`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl HistoryEntry {
+    /// A forced takeover of the plan's lock at `at` by `taker`, recorded with
+    /// `note` (whom it was taken from, and why). It changes no node: it
+    /// carries the fleet as the last run left it, so charts stay level.
+    pub fn takeover(last: Option<&HistoryEntry>, state: &State, taker: &Holder, note: String) -> HistoryEntry {
+        HistoryEntry {
+            at: taker.since,
+            run: uuid::Uuid::new_v4().to_string(),
+            command: taker.command.clone(),
+            host: taker.host.clone(),
+            pid: taker.pid,
+            serial: state.serial,
+            created: 0,
+            deleted: 0,
+            moves_started: 0,
+            moves_finished: 0,
+            nodes: last.map(|l| l.nodes.clone()).unwrap_or_default(),
+            shortages: last.map(|l| l.shortages.clone()).unwrap_or_default(),
+            cost_per_hour: last.map_or(0.0, |l| l.cost_per_hour),
+            outcome: "lock taken over".into(),
+            moves: Vec::new(),
+            note: Some(note),
+        }
+    }
 }
 
 /// Nodes of one fleet moved by a run from one placement to another.

@@ -57,6 +57,13 @@ pub enum Event {
     Recovered { note: String },
 }
 
+impl Event {
+    /// An announcement of a mutating call, rather than an outcome.
+    pub fn is_intent(&self) -> bool {
+        matches!(self, Event::CreateIntent { .. } | Event::DeleteIntent { .. })
+    }
+}
+
 /// A move whose create was asked for, did not fail, and whose old
 /// instances were not all deleted yet, as far as the journal knows.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,13 +134,10 @@ impl Journal {
 pub fn open_intents_of(entries: impl IntoIterator<Item = Entry>) -> Vec<Entry> {
     let mut open: BTreeMap<String, Entry> = BTreeMap::new();
     for entry in entries {
-        match entry.event {
-            Event::CreateIntent { .. } | Event::DeleteIntent { .. } => {
-                open.insert(entry.token.clone(), entry);
-            }
-            Event::Done { .. } | Event::Failed { .. } | Event::Recovered { .. } => {
-                open.remove(&entry.token);
-            }
+        if entry.event.is_intent() {
+            open.insert(entry.token.clone(), entry);
+        } else {
+            open.remove(&entry.token);
         }
     }
     let mut entries: Vec<Entry> = open.into_values().collect();

@@ -163,6 +163,11 @@ impl StateBackend for LocalBackend {
         Ok(Box::new(StateLock::acquire(plan, &self.lock_path(plan), holder)?))
     }
 
+    async fn take_over(&self, plan: &str, holder: Holder) -> Result<(Box<dyn Lease>, Option<Holder>), StateError> {
+        let (lock, previous) = StateLock::take_over(plan, &self.lock_path(plan), holder)?;
+        Ok((Box::new(lock), previous))
+    }
+
     async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
         Ok(Box::new(StateLock::acquire(name, &self.leader_path(name), holder)?))
     }

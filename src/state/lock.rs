@@ -126,6 +126,7 @@ impl LockError {
 pub struct StateLock {
     file: File,
     path: PathBuf,
+    plan: String,
     holder: Holder,
 }
 
@@ -164,19 +165,62 @@ impl StateLock {
         if let Some(other) = current.filter(|h| h.may_hold_without_flock(holder.since)) {
             return Err(LockError::Held { plan: plan.to_string(), holder: Box::new(other), path: path.to_path_buf() });
         }
-        let mut lock = StateLock { file, path: path.to_path_buf(), holder };
+        let mut lock = StateLock { file, path: path.to_path_buf(), plan: plan.to_string(), holder };
         lock.write_holder().map_err(io_err)?;
         Ok(lock)
+    }
+
+    /// Take the lock at `path` whoever holds it: the lock file is unlinked
+    /// and a new one taken, so a live holder keeps an `flock` on a file that
+    /// is no longer the lock, and learns so at its next renewal.
+    pub fn take_over(plan: &str, path: &Path, holder: Holder) -> Result<(StateLock, Option<Holder>), LockError> {
+        let io_err = |source| LockError::Io { path: path.to_path_buf(), source };
+        let previous = match File::open(path) {
+            Ok(mut file) => read_holder(&mut file).map_err(io_err)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_err(e)),
+        };
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(e)),
+            _ => {}
+        }
+        Ok((StateLock::acquire(plan, path, holder)?, previous))
     }
 
     pub fn holder(&self) -> &Holder {
         &self.holder
     }
 
-    /// Extend the lease to `now + lease`; long applies call this periodically.
+    /// Extend the lease to `now + lease`, if the lock is still this one's:
+    /// a holder whose file was taken over (by `state unlock --force`, or by
+    /// a host sharing the directory once the lease ended) learns so here.
     pub fn renew(&mut self, now: DateTime<Utc>, lease: Duration) -> Result<(), LockError> {
-        self.holder.lease_expires = lease_end(now, lease);
-        self.write_holder().map_err(|source| LockError::Io { path: self.path.clone(), source })
+        let path = self.path.clone();
+        let io_err = |source| LockError::Io { path: path.clone(), source };
+        if !self.still_ours().map_err(io_err)? {
+            return Err(LockError::Lost { name: self.plan.clone(), location: self.path.display().to_string() });
+        }
+        let previous = std::mem::replace(&mut self.holder.lease_expires, lease_end(now, lease));
+        self.write_holder().map_err(|source| {
+            self.holder.lease_expires = previous;
+            io_err(source)
+        })
+    }
+
+    /// Whether the lock file at the path is still the one this lock holds
+    /// and still names this holder.
+    fn still_ours(&mut self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let on_disk = match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let held = self.file.metadata()?;
+        if (on_disk.dev(), on_disk.ino()) != (held.dev(), held.ino()) {
+            return Ok(false);
+        }
+        Ok(read_holder(&mut self.file)?.as_ref() == Some(&self.holder))
     }
 
     fn write_holder(&mut self) -> io::Result<()> {
@@ -190,9 +234,12 @@ impl StateLock {
 
 impl Drop for StateLock {
     fn drop(&mut self) {
-        // Empty content means free; the OS lock goes with the descriptor.
-        let _ = self.file.set_len(0);
-        let _ = self.file.sync_all();
+        // Empty content means free; the OS lock goes with the descriptor. A
+        // lock taken over meanwhile is left to its new holder.
+        if self.still_ours().unwrap_or(false) {
+            let _ = self.file.set_len(0);
+            let _ = self.file.sync_all();
+        }
     }
 }
 

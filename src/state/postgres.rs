@@ -45,6 +45,9 @@ pub struct PostgresBackend {
     location: String,
     /// Releases of dropped leases still on their way to the database.
     releases: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Leases (name, token) this process dropped but could not release (the
+    /// database was unreachable): still rows, but free for this process.
+    abandoned: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl PostgresBackend {
@@ -64,7 +67,7 @@ impl PostgresBackend {
             .max_size(4)
             .build()
             .map_err(|e| StateError::Database { location: location.clone(), source: Box::new(e) })?;
-        let backend = PostgresBackend { pool, location, releases: Arc::default() };
+        let backend = PostgresBackend { pool, location, releases: Arc::default(), abandoned: Arc::default() };
         backend.migrate().await?;
         Ok(backend)
     }
@@ -125,20 +128,22 @@ impl PostgresBackend {
         let client = self.client().await?;
         let token = uuid::Uuid::new_v4().to_string();
         let json = serde_json::to_value(&holder).map_err(|e| self.failed_json(e))?;
+        let mine = self.abandoned_tokens(name);
         // One statement, so two takers cannot both win: the conflict branch
         // locks the row and re-checks the expiry against its latest version.
         let taken = client
             .query_opt(
                 "INSERT INTO gpufleet_leases (name, holder, token, expires_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET holder = $2, token = $3, expires_at = $4
-                     WHERE gpufleet_leases.expires_at <= $5
+                     WHERE gpufleet_leases.expires_at <= $5 OR gpufleet_leases.token = ANY($6)
                  RETURNING token",
-                &[&name, &json, &token, &holder.lease_expires, &holder.since],
+                &[&name, &json, &token, &holder.lease_expires, &holder.since, &mine],
             )
             .await
             .map_err(self.failed())?;
         if taken.is_some() {
-            return Ok(Box::new(DatabaseLease { backend: self.clone(), name: name.to_string(), token, holder }));
+            self.forget_abandoned(name);
+            return Ok(self.lease(name, token, holder));
         }
         let row = client
             .query_opt("SELECT holder FROM gpufleet_leases WHERE name = $1", &[&name])
@@ -154,6 +159,22 @@ impl PostgresBackend {
             None => LockError::HeldUnreadable { name: name.to_string(), location: self.location.clone() },
         }
         .into())
+    }
+
+    fn lease(&self, name: &str, token: String, holder: Holder) -> Box<dyn Lease> {
+        Box::new(DatabaseLease { backend: self.clone(), name: name.to_string(), token, holder })
+    }
+
+    /// Tokens of `name` this process dropped without releasing.
+    fn abandoned_tokens(&self, name: &str) -> Vec<String> {
+        let abandoned = self.abandoned.lock().map(|a| a.clone()).unwrap_or_default();
+        abandoned.into_iter().filter(|(n, _)| n == name).map(|(_, token)| token).collect()
+    }
+
+    fn forget_abandoned(&self, name: &str) {
+        if let Ok(mut abandoned) = self.abandoned.lock() {
+            abandoned.retain(|(n, _)| n != name);
+        }
     }
 
     fn failed_json(&self, e: serde_json::Error) -> StateError {
@@ -231,6 +252,28 @@ impl StateBackend for PostgresBackend {
 
     async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
         self.take(&format!("lock:{plan}"), holder).await
+    }
+
+    async fn take_over(&self, plan: &str, holder: Holder) -> Result<(Box<dyn Lease>, Option<Holder>), StateError> {
+        self.released().await;
+        let mut client = self.client().await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        let json = serde_json::to_value(&holder).map_err(|e| self.failed_json(e))?;
+        let tx = client.transaction().await.map_err(self.failed())?;
+        let previous = tx
+            .query_opt("SELECT holder FROM gpufleet_leases WHERE name = $1 FOR UPDATE", &[&plan])
+            .await
+            .map_err(self.failed())?
+            .and_then(|row| serde_json::from_value(row.get(0)).ok());
+        tx.execute(
+            "INSERT INTO gpufleet_leases (name, holder, token, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET holder = $2, token = $3, expires_at = $4",
+            &[&plan, &json, &token, &holder.lease_expires],
+        )
+        .await
+        .map_err(self.failed())?;
+        tx.commit().await.map_err(self.failed())?;
+        Ok((self.lease(plan, token, holder), previous))
     }
 
     async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
@@ -349,9 +392,13 @@ impl Drop for DatabaseLease {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let (backend, name, token) = (self.backend.clone(), self.name.clone(), self.token.clone());
         let release = runtime.spawn(async move {
-            if let Ok(client) = backend.client().await {
-                let delete = "DELETE FROM gpufleet_leases WHERE name = $1 AND token = $2";
-                let _ = client.execute(delete, &[&name, &token]).await;
+            let delete = "DELETE FROM gpufleet_leases WHERE name = $1 AND token = $2";
+            let released = match backend.client().await {
+                Ok(client) => client.execute(delete, &[&name, &token]).await.is_ok(),
+                Err(_) => false,
+            };
+            if !released && let Ok(mut abandoned) = backend.abandoned.lock() {
+                abandoned.push((name, token));
             }
         });
         if let Ok(mut releases) = self.backend.releases.lock() {
