@@ -22,7 +22,7 @@
 
 mod common;
 
-use common::{SimServer, gpufleet, stderr, stdout};
+use common::{Admin, SimServer, admin_get, gpufleet, stderr, stdout};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -137,39 +137,6 @@ impl SplitMix64 {
 }
 
 /// The simulator's admin API, called from blocking test code.
-struct Admin {
-    url: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Admin {
-    fn new(url: &str) -> Admin {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        Admin { url: url.to_string(), runtime }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        self.runtime.block_on(admin_get(format!("{}{path}", self.url)))
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        let url = format!("{}{path}", self.url);
-        self.runtime.block_on(async move {
-            let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
-            let status = response.status();
-            let text = response.text().await.unwrap();
-            assert!(status.is_success(), "POST {url}: {status}: {text}");
-            serde_json::from_str(&text).unwrap()
-        })
-    }
-}
-
-async fn admin_get(url: String) -> Value {
-    let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    assert!(response.status().is_success(), "GET {url}: {}", response.status());
-    response.json().await.unwrap()
-}
-
 /// Blocks until `pid` has exited, leaving it unreaped (a zombie): its
 /// descriptors, and so its `flock`, are released, its pid still taken.
 fn wait_for_exit_without_reaping(pid: u32) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{home_plan, run, stderr, stdout};
+use common::{Lines, home_plan, run, stderr, stdout};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Output;
@@ -135,56 +135,12 @@ fn rebalance_settings_are_checked_with_their_location() {
     assert!(err.contains("move_back_after `soon` is not a duration"), "{err}");
 }
 
-/// A `rebalance --watch` child whose stdout lines arrive on a channel.
-struct Watcher {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Watcher {
-    fn start(plan: &str, url: &str, state: &str, extra: &[&str]) -> Watcher {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(common::bin())
-            .args(["rebalance", plan, "--watch", "--every", "1m", "--sim-url", url, "--state-dir", state])
-            .args(extra)
-            .current_dir(common::repo())
-            .env("NO_COLOR", "1")
-            .env_remove("GPUFLEET_SIM_URL")
-            .env_remove("GPUFLEET_STATE_DIR")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watcher { child, lines }
-    }
-
-    /// The next line containing `text`, failing the test (not hanging it)
-    /// if none comes.
-    fn expect(&self, text: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no line with {text:?}: {e}"),
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// A `rebalance --watch` child against the served simulator at `url`.
+fn watch(plan: &str, url: &str, state: &str, extra: &[&str]) -> Lines {
+    let mut command =
+        common::command(&["rebalance", plan, "--watch", "--every", "1m", "--sim-url", url, "--state-dir", state]);
+    command.args(extra);
+    Lines::spawn(command)
 }
 
 /// The move-home plan and its state in a directory of their own, watched
@@ -209,15 +165,8 @@ impl Watched {
         }
     }
 
-    fn watcher(&self) -> Watcher {
-        Watcher::start(&self.plan, &self.server.url, &self.state, &[])
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn watcher(&self) -> Lines {
+        watch(&self.plan, &self.server.url, &self.state, &[])
     }
 }
 
@@ -326,12 +275,8 @@ fn a_metrics_scrape_parses_as_openmetrics_text_with_the_rebalancer_series() {
     let plan = dir.path().join("home.toml");
     std::fs::write(&plan, home_plan("home")).unwrap();
     let state = dir.path().join("state");
-    let watcher = Watcher::start(
-        plan.to_str().unwrap(),
-        &server.url,
-        state.to_str().unwrap(),
-        &["--metrics-listen", "127.0.0.1:0"],
-    );
+    let watcher =
+        watch(plan.to_str().unwrap(), &server.url, state.to_str().unwrap(), &["--metrics-listen", "127.0.0.1:0"]);
     let listening = watcher.expect("metrics on http://127.0.0.1:");
     let url = listening.trim_start_matches("metrics on ").to_string();
     watcher.expect("round at");

@@ -29,8 +29,8 @@ mod tests;
 
 pub use clouds::{Clouds, Listing, Target};
 pub use drain::{Drain, DrainScript, NoDrain};
-pub use fence::Fence;
 pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, MoveTally, NoEvents};
+pub use fence::Fence;
 pub use refresh::{Refreshed, Unreachable, record_refresh, refresh};
 pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
 

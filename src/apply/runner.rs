@@ -7,9 +7,9 @@ use super::{ApplyError, Fence, Session};
 use crate::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
 use crate::planner::{Action, ActionKind, Changeset, Reason};
 use crate::providers::{CreateRequest, ErrorKind, ProviderError};
-use crate::state::State;
 use crate::state::history::MoveRecord;
 use crate::state::journal::{Entry, Event as JournalEvent, UnfinishedMove};
+use crate::state::{State, StateError};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -130,8 +130,16 @@ impl<'s> Runner<'s> {
         Ok(self.session.backend.append_journal(&self.session.plan.name, &entry).await?)
     }
 
+    /// Save the state. Refused as stale, it says why when the reason is a
+    /// lost lock: another run took over while this one was paused.
     async fn save(&self, state: &mut State) -> Result<(), ApplyError> {
-        Ok(self.session.backend.save(state).await?)
+        match self.session.backend.save(state).await {
+            Err(conflict @ StateError::Conflict { .. }) => {
+                self.fence.confirm().await?;
+                Err(conflict.into())
+            }
+            saved => Ok(saved?),
+        }
     }
 
     /// Execute one changeset: its creates (concurrently across cloud and

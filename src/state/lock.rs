@@ -91,21 +91,22 @@ pub enum LockError {
     HeldUnknown { plan: String, path: PathBuf },
     #[error("cannot use lock file {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("`{name}` is held by {holder} (in {location})")]
+    #[error("{what} is held by {holder} (in {location})")]
     #[diagnostic(help(
         "wait for that run to finish; if its process is gone, the lease ends at the time above and is \
          taken over then"
     ))]
-    HeldShared { name: String, holder: Box<Holder>, location: String },
-    #[error("`{name}` is held, and its holder record in {location} is unreadable")]
+    HeldShared { what: String, holder: Box<Holder>, location: String },
+    #[error("{what} is held, and its holder record in {location} is unreadable")]
     #[diagnostic(help("the row was edited by hand; it is taken over when its expires_at passes"))]
-    HeldUnreadable { name: String, location: String },
-    #[error("`{name}` was taken over in {location}: this run's lease had ended")]
+    HeldUnreadable { what: String, location: String },
+    #[error("{what} was taken over in {location}: this run no longer holds it")]
     #[diagnostic(help(
-        "the run was paused or cut off longer than its lease, and another took over; it stops here, \
-         and the next run finishes what it left"
+        "the run was paused or cut off longer than its lease and another took over, or someone ran \
+         `gpufleet state unlock --force`; it stops before its next cloud call, and the next run finishes \
+         what it left"
     ))]
-    Lost { name: String, location: String },
+    Lost { what: String, location: String },
 }
 
 impl LockError {
@@ -198,7 +199,8 @@ impl StateLock {
         let path = self.path.clone();
         let io_err = |source| LockError::Io { path: path.clone(), source };
         if !self.still_ours().map_err(io_err)? {
-            return Err(LockError::Lost { name: self.plan.clone(), location: self.path.display().to_string() });
+            let what = format!("the lock of `{}`", self.plan);
+            return Err(LockError::Lost { what, location: self.path.display().to_string() });
         }
         let previous = std::mem::replace(&mut self.holder.lease_expires, lease_end(now, lease));
         self.write_holder().map_err(|source| {
@@ -331,6 +333,39 @@ mod tests {
         let err = StateLock::acquire("demo", &path, Holder::this_process("plan", at(1), DEFAULT_LEASE)).unwrap_err();
         assert!(matches!(err, LockError::HeldUnknown { .. }), "{err}");
         assert!(err.to_string().contains("demo.lock"), "{err}");
+    }
+
+    /// `state unlock --force` on a live holder: the holder's next renewal
+    /// fails, and its release leaves the new holder's record alone.
+    #[test]
+    fn a_lock_taken_over_is_lost_to_its_holder_and_its_release_keeps_the_new_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let mut old = StateLock::acquire("demo", &path, Holder::this_process("apply", at(0), DEFAULT_LEASE)).unwrap();
+        let taker = Holder::this_process("state unlock --force", at(1), DEFAULT_LEASE);
+        let (new, previous) = StateLock::take_over("demo", &path, taker.clone()).unwrap();
+        assert_eq!(previous.unwrap().command, "apply");
+        let lost = old.renew(at(2), DEFAULT_LEASE).unwrap_err();
+        assert!(matches!(lost, LockError::Lost { .. }), "{lost}");
+        drop(old);
+        assert_eq!(read_holder(&mut File::open(&path).unwrap()).unwrap(), Some(taker));
+        drop(new);
+        StateLock::acquire("demo", &path, Holder::this_process("apply", at(3), DEFAULT_LEASE)).unwrap();
+    }
+
+    /// A host sharing the directory took the lock over once the lease ended:
+    /// the record names it, and the late holder must not renew over it.
+    #[test]
+    fn a_holder_whose_record_names_another_cannot_renew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("demo.lock");
+        let mut lock = StateLock::acquire("demo", &path, Holder::this_process("apply", at(0), DEFAULT_LEASE)).unwrap();
+        let mut remote = Holder::this_process("apply", at(11), DEFAULT_LEASE);
+        remote.host = "another-host.example".into();
+        std::fs::write(&path, serde_json::to_vec(&remote).unwrap()).unwrap();
+        assert!(matches!(lock.renew(at(12), DEFAULT_LEASE), Err(LockError::Lost { .. })));
+        drop(lock);
+        assert_eq!(read_holder(&mut File::open(&path).unwrap()).unwrap(), Some(remote));
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl PostgresBackend {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let location = describe(&config);
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        // Verified: a pooled connection a database restart cut is found out
+        // (one empty query) and replaced before use, not failed on.
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
         let pool = Pool::builder(manager)
             .max_size(4)
             .build()
@@ -152,11 +155,11 @@ impl PostgresBackend {
         let current: Option<Holder> = row.and_then(|r| serde_json::from_value(r.get(0)).ok());
         Err(match current {
             Some(current) => LockError::HeldShared {
-                name: name.to_string(),
+                what: described(name),
                 holder: Box::new(current),
                 location: self.location.clone(),
             },
-            None => LockError::HeldUnreadable { name: name.to_string(), location: self.location.clone() },
+            None => LockError::HeldUnreadable { what: described(name), location: self.location.clone() },
         }
         .into())
     }
@@ -251,29 +254,30 @@ impl StateBackend for PostgresBackend {
     }
 
     async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
-        self.take(&format!("lock:{plan}"), holder).await
+        self.take(&lock_row(plan), holder).await
     }
 
     async fn take_over(&self, plan: &str, holder: Holder) -> Result<(Box<dyn Lease>, Option<Holder>), StateError> {
         self.released().await;
+        let name = lock_row(plan);
         let mut client = self.client().await?;
         let token = uuid::Uuid::new_v4().to_string();
         let json = serde_json::to_value(&holder).map_err(|e| self.failed_json(e))?;
         let tx = client.transaction().await.map_err(self.failed())?;
         let previous = tx
-            .query_opt("SELECT holder FROM gpufleet_leases WHERE name = $1 FOR UPDATE", &[&plan])
+            .query_opt("SELECT holder FROM gpufleet_leases WHERE name = $1 FOR UPDATE", &[&name])
             .await
             .map_err(self.failed())?
             .and_then(|row| serde_json::from_value(row.get(0)).ok());
         tx.execute(
             "INSERT INTO gpufleet_leases (name, holder, token, expires_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (name) DO UPDATE SET holder = $2, token = $3, expires_at = $4",
-            &[&plan, &json, &token, &holder.lease_expires],
+            &[&name, &json, &token, &holder.lease_expires],
         )
         .await
         .map_err(self.failed())?;
         tx.commit().await.map_err(self.failed())?;
-        Ok((self.lease(plan, token, holder), previous))
+        Ok((self.lease(&name, token, holder), previous))
     }
 
     async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
@@ -377,7 +381,7 @@ impl Lease for DatabaseLease {
             .await
             .map_err(self.backend.failed())?;
         if renewed == 0 {
-            return Err(LockError::Lost { name: self.name.clone(), location: self.backend.location.clone() }.into());
+            return Err(LockError::Lost { what: described(&self.name), location: self.backend.location.clone() }.into());
         }
         self.holder = holder;
         Ok(())
@@ -404,6 +408,19 @@ impl Drop for DatabaseLease {
         if let Ok(mut releases) = self.backend.releases.lock() {
             releases.push(release);
         }
+    }
+}
+
+/// The lease row of `plan`'s lock; leader leases are rows named as they are.
+fn lock_row(plan: &str) -> String {
+    format!("lock:{plan}")
+}
+
+/// A lease row's name as messages say it.
+fn described(name: &str) -> String {
+    match name.strip_prefix("lock:") {
+        Some(plan) => format!("the lock of plan `{plan}`"),
+        None => format!("the leader lease `{name}`"),
     }
 }
 

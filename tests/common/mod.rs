@@ -26,15 +26,105 @@ pub fn gpufleet(args: &[&str]) -> Output {
 
 /// `gpufleet ARGS` run from `dir` (relative paths in ARGS resolve there).
 pub fn gpufleet_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
+    let mut command = command(args);
+    command.current_dir(dir).output().expect("the gpufleet binary runs")
+}
+
+/// `gpufleet ARGS` ready to run from the repository root: no colors, no
+/// inherited sim URL, state directory or database, no input.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(bin());
+    command
         .args(args)
-        .current_dir(dir)
+        .current_dir(repo())
         .env("NO_COLOR", "1")
         .env_remove("GPUFLEET_SIM_URL")
         .env_remove("GPUFLEET_STATE_DIR")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the gpufleet binary runs")
+        .env_remove("GPUFLEET_STATE")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A running child whose stdout lines arrive on a channel (its stderr is
+/// the test's); killed on drop.
+pub struct Lines {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Lines {
+    pub fn spawn(mut command: Command) -> Lines {
+        let mut child = command.stdout(Stdio::piped()).spawn().expect("the gpufleet binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { child, lines }
+    }
+
+    /// The next line containing `text`, failing the test (not hanging it)
+    /// if none comes.
+    pub fn expect(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => continue,
+                Err(e) => panic!("no line with {text:?}: {e}"),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The simulator's admin API (`/_sim/...`), called from synchronous tests.
+pub struct Admin {
+    pub url: String,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    pub fn new(url: &str) -> Admin {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        Admin { url: url.to_string(), runtime }
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        self.runtime.block_on(admin_get(format!("{}{path}", self.url)))
+    }
+
+    pub fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.url);
+        self.runtime.block_on(async move {
+            let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(status.is_success(), "POST {url}: {status}: {text}");
+            serde_json::from_str(&text).unwrap()
+        })
+    }
+}
+
+pub async fn admin_get(url: String) -> serde_json::Value {
+    let response = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(response.status().is_success(), "GET {url}: {}", response.status());
+    response.json().await.unwrap()
 }
 
 /// `gpufleet ARGS`, failing the test (with both outputs) unless it exits with `expect`.

@@ -58,11 +58,24 @@ impl Postgres {
             ],
         );
         std::fs::remove_file(&pwfile).unwrap();
-        let options = format!("-k {} -c listen_addresses= -c fsync=off", pg.dir.path().display());
-        let log = pg.dir.path().join("server.log");
-        pg.run("pg_ctl", &["-D", path(&data), "-o", &options, "-l", path(&log), "-w", "start"]);
+        pg.start_again();
         pg.run("createdb", &["-h", path(pg.dir.path()), "-U", "gpufleet", "gpufleet"]);
         pg
+    }
+
+    /// Start the (stopped) server, listening on its socket directory only.
+    pub fn start_again(&self) {
+        let data = self.dir.path().join("data");
+        let options = format!("-k {} -c listen_addresses= -c fsync=off", self.dir.path().display());
+        // With a log file, so the server does not hold our output pipe open.
+        let log = self.dir.path().join("server.log");
+        self.run("pg_ctl", &["-D", path(&data), "-o", &options, "-l", path(&log), "-w", "start"]);
+    }
+
+    /// Stop the server (fast shutdown: sessions are cut), as an outage does.
+    pub fn stop(&self) {
+        let data = self.dir.path().join("data");
+        self.run("pg_ctl", &["-D", path(&data), "-m", "fast", "-w", "stop"]);
     }
 
     /// Stop the server and start it again, as a database restart does.
