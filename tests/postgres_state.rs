@@ -150,6 +150,37 @@ async fn a_database_restart_fails_calls_in_between_and_the_backend_recovers() {
     assert_eq!(backend.load("demo").await.unwrap(), state);
 }
 
+/// With sslmode, the connection is TLS and the server's certificate is
+/// verified: against `sslrootcert`, or the system's roots, which do not know
+/// the test's CA.
+#[tokio::test]
+async fn tls_connections_verify_the_server_and_are_encrypted() {
+    let (pg, tls) = Postgres::start_with_tls();
+    let ca = tls.ca.display().to_string().replace('/', "%2F");
+    let verified = format!("{}?sslmode=verify-full&sslrootcert={ca}", tls.url);
+    let backend = PostgresBackend::connect(&verified).await.unwrap();
+    let mut state = backend.load("demo").await.unwrap();
+    backend.save(&mut state).await.unwrap();
+    // The server's view, over its Unix socket: the pooled TCP session is encrypted.
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let encrypted: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE ssl AND usename = 'gpufleet'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "no TLS session");
+    drop(backend);
+
+    let unknown_ca = PostgresBackend::connect(&format!("{}?sslmode=require", tls.url)).await.err().unwrap();
+    let said = format!("{unknown_ca}");
+    assert!(said.contains("certificate") || said.contains("no trusted CA"), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+}
+
 /// A lease dropped while the database was down stays a row until it ends:
 /// the process that dropped it may take it again at once, nobody else may.
 #[tokio::test]

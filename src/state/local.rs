@@ -45,7 +45,7 @@ pub enum StateError {
     #[error("{at} has serial {serial}, the highest there is; it cannot be written again")]
     #[diagnostic(help("the state was edited by hand: restore it from a backup"))]
     SerialExhausted { at: String, serial: u64 },
-    #[error("state database {location}: {source}")]
+    #[error("state database {location}: {}", with_causes(source.as_ref()))]
     #[diagnostic(help("check that the database is up and reachable, and the URL's user, password and database"))]
     Database { location: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("state URL is not a PostgreSQL URL: {why}")]
@@ -60,6 +60,22 @@ pub enum StateError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Lock(#[from] LockError),
+}
+
+/// An error and its causes, as one line: the driver's own message often
+/// names only the step that failed ("error performing TLS handshake").
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    line
 }
 
 #[derive(Debug, Clone)]

@@ -76,9 +76,9 @@ pub(super) fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 pub enum LockError {
     #[error("the state of plan `{plan}` is locked by {holder} ({path})", path = path.display())]
     #[diagnostic(help(
-        "wait for that run to finish; if its process is gone, the lock is taken over automatically \
-         (at once on the same host, when its lease ends otherwise); if you are sure no run is active, \
-         delete the lock file named above"
+        "wait for that run to finish (or pass --lock-timeout); if its process is gone, the lock is taken \
+         over automatically (at once on the same host, when its lease ends otherwise); if you are sure no \
+         run is active, `gpufleet state unlock PLAN --force --reason TEXT` takes it over now"
     ))]
     Held { plan: String, holder: Box<Holder>, path: PathBuf },
     /// A process on this host holds the `flock`, and the file's record of who
@@ -93,12 +93,16 @@ pub enum LockError {
     Io { path: PathBuf, source: io::Error },
     #[error("{what} is held by {holder} (in {location})")]
     #[diagnostic(help(
-        "wait for that run to finish; if its process is gone, the lease ends at the time above and is \
-         taken over then"
+        "wait for that run to finish (or pass --lock-timeout); if its process is gone, the lease ends at \
+         the time above and is taken over then, or `gpufleet state unlock PLAN --force --reason TEXT` \
+         takes it over now"
     ))]
     HeldShared { what: String, holder: Box<Holder>, location: String },
     #[error("{what} is held, and its holder record in {location} is unreadable")]
-    #[diagnostic(help("the row was edited by hand; it is taken over when its expires_at passes"))]
+    #[diagnostic(help(
+        "the row was edited by hand; it is taken over when its expires_at passes, or now with \
+         `gpufleet state unlock PLAN --force --reason TEXT`"
+    ))]
     HeldUnreadable { what: String, location: String },
     #[error("{what} was taken over in {location}: this run no longer holds it")]
     #[diagnostic(help(

@@ -9,7 +9,7 @@
 //! advisory lock, so two first runs do not race.
 //!
 //! The URL may carry a password: only [`PostgresBackend::location`] (user,
-//! host, port, database) ever appears in messages.
+//! host, port, database) ever appears in messages. TLS: see [`tls`].
 
 use super::backend::{Lease, PlanCopy, StateBackend};
 use super::history::HistoryEntry;
@@ -25,8 +25,10 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
+mod tls;
+
 /// The schema migrations, in order; version n is the n-th.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
 
 /// Key of the advisory lock that serializes migrations (any fixed number
 /// private to gpufleet: "gpufleet" in ASCII).
@@ -53,6 +55,7 @@ pub struct PostgresBackend {
 impl PostgresBackend {
     /// Connect to `url` and bring its schema up to date.
     pub async fn connect(url: &str) -> Result<PostgresBackend, StateError> {
+        let (url, tls) = tls::split(url)?;
         // The parser's messages may quote the URL, password included.
         let mut config: tokio_postgres::Config = url.parse().map_err(|_| StateError::BadUrl {
             why: "it does not parse as a postgres:// URL or a key=value connection string".into(),
@@ -64,8 +67,17 @@ impl PostgresBackend {
         let location = describe(&config);
         // Verified: a pooled connection a database restart cut is found out
         // (one empty query) and replaced before use, not failed on.
-        let manager =
-            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+        let pooling = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+        let manager = match tls.connector()? {
+            Some(connector) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Manager::from_config(config, connector, pooling)
+            }
+            None => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                Manager::from_config(config, NoTls, pooling)
+            }
+        };
         let pool = Pool::builder(manager)
             .max_size(4)
             .build()
