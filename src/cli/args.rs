@@ -288,9 +288,10 @@ pub enum SimCommand {
 
 #[derive(Debug, Args)]
 pub struct SimServeArgs {
-    /// Loopback address to listen on; port 0 picks a free one.
+    /// Loopback address to listen on: 127.x.x.x:PORT, [::1]:PORT or
+    /// localhost:PORT; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Scenario file (TOML): capacity per offering over simulated time.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
