@@ -313,6 +313,23 @@ fn sim_url_off_this_machine_is_refused() {
     }
 }
 
+/// `--lock-timeout 500000000000y` overflowed the clock it was added to and
+/// panicked; every duration flag is now bounded to a year when parsed.
+#[test]
+fn duration_flags_beyond_a_year_are_usage_errors() {
+    let huge = "500000000000y";
+    for args in [
+        &["plan", "plans/demo.toml", "--sim", "--lock-timeout", huge][..],
+        &["apply", "plans/demo.toml", "--sim", "--deadline", huge],
+        &["rebalance", "plans/demo.toml", "--sim", "--watch", "--every", "2y"],
+        &["sim", "advance", huge],
+    ] {
+        let out = run(args, 1);
+        let err = stderr(&out);
+        assert!(err.contains("longer than a year") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
 /// `--listen` and `--sim-url` accept the same hosts: a simulator served on
 /// IPv6 loopback is reachable at its URL.
 #[test]
