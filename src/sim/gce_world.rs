@@ -244,7 +244,7 @@ impl GceWorld {
             .filter_map(|i| self.machine_types.get(&i.machine_type))
             .filter(|m| m.metric == metric)
             .map(|m| m.gpus)
-            .sum()
+            .fold(0, u32::saturating_add)
     }
 
     /// The quotas configured for a region, with the project's usage.

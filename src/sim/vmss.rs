@@ -233,7 +233,7 @@ impl ArmState {
             })
             .filter(|vm| azure_vcpu_family(&vm.vm_size).is_some_and(|f| f.eq_ignore_ascii_case(family)))
             .map(|vm| self.vcpus_of(&vm.vm_size))
-            .sum()
+            .fold(0, u32::saturating_add)
     }
 
     /// Refuses, as ARM does before touching anything, a scale-out by `extra`
@@ -738,6 +738,20 @@ mod tests {
         assert_eq!((err.status, err.code.as_str()), (400, "InvalidParameter"), "{err:?}");
         assert_eq!(get(&world, &at("a")).unwrap().capacity, MAX_CAPACITY);
         assert_eq!(vms(&world, "sub", "rg", None).len(), MAX_CAPACITY as usize);
+    }
+
+    /// A world file is hand-editable, vCPUs per size included: usage adds up
+    /// saturating instead of overflowing (a panic in debug builds).
+    #[test]
+    fn sim_arm_usage_of_a_hand_edited_vcpu_count_saturates() {
+        let mut world = world(&format!(
+            "{FIVE_H100}\n[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"standardNDSH100v5Family\"\nlimit = 1000\n"
+        ));
+        create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 2)).unwrap();
+        world.arm.vcpus.insert("standard_nd96isr_h100_v5".into(), u32::MAX);
+        assert_eq!(usages(&world, "sub", "eastus")[0].current, u32::MAX);
+        let err = update(&mut world, &at("a"), ScaleSetPatch { capacity: Some(3), ..Default::default() }).unwrap_err();
+        assert_eq!(err.code, "OperationNotAllowed");
     }
 
     /// Scale-outs to 2,000, 4,000 and 8,000 VMs took 2 s, 18 s and 95 s: each

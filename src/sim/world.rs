@@ -213,7 +213,10 @@ pub enum WorldError {
     FilterWithoutValues(String),
     #[error("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags")]
     TooManyTags { id: String },
-    #[error("cannot move the clock by {0:?}: the simulated clock stops at the end of year 9999")]
+    #[error(
+        "cannot move the clock by {}: the simulated clock stops at the end of year 9999",
+        humantime::format_duration(*.0)
+    )]
     ClockOverflow(Duration),
 }
 
