@@ -304,8 +304,42 @@ fn served_simulator_via_sim_url_round_trip() {
 
 #[test]
 fn sim_url_off_this_machine_is_refused() {
-    let out = run(&["plan", "plans/demo.toml", "--sim-url", "http://10.1.2.3:80", "--state-dir", "/nonexistent"], 1);
-    assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+    // The second named 10.1.2.3 with the user "127.0.0.1" and password "80", and was let through.
+    for url in ["http://10.1.2.3:80", "http://127.0.0.1:80@10.1.2.3:5000", "http://u:hunter2@127.0.0.1:5000"] {
+        let out = run(&["plan", "plans/demo.toml", "--sim-url", url, "--state-dir", "/nonexistent"], 1);
+        let err = stderr(&out);
+        assert!(err.contains("not the address of a simulator on this machine"), "{url}: {err}");
+        assert!(!err.contains("127.0.0.1:80@") && !err.contains("hunter2"), "{url}: the password is echoed: {err}");
+    }
+}
+
+/// `--lock-timeout 500000000000y` overflowed the clock it was added to and
+/// panicked; every duration flag is now bounded to a year when parsed.
+#[test]
+fn duration_flags_beyond_a_year_are_usage_errors() {
+    let huge = "500000000000y";
+    for args in [
+        &["plan", "plans/demo.toml", "--sim", "--lock-timeout", huge][..],
+        &["apply", "plans/demo.toml", "--sim", "--deadline", huge],
+        &["rebalance", "plans/demo.toml", "--sim", "--watch", "--every", "2y"],
+        &["sim", "advance", huge],
+    ] {
+        let out = run(args, 1);
+        let err = stderr(&out);
+        assert!(err.contains("longer than a year") && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// `--listen` and `--sim-url` accept the same hosts: a simulator served on
+/// IPv6 loopback is reachable at its URL.
+#[test]
+fn sim_served_on_ipv6_loopback_is_reachable_by_sim_url() {
+    let server = SimServer::start(&["--listen", "[::1]:0"]);
+    assert!(server.url.starts_with("http://[::1]:"), "{}", server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let plan = write_plan(dir.path(), 1, 1);
+    let state = dir.path().join("state");
+    run(&["plan", &plan, "--sim-url", &server.url, "--state-dir", state.to_str().unwrap()], 0);
 }
 
 /// A mistyped flag is a usage error: exit 1, never clap's default 2, which

@@ -609,7 +609,14 @@ fn world_file_with_absurd_clock_is_refused_naming_the_file() {
 fn sim_advance_to_beyond_year_9999_is_refused() {
     let dir = case();
     let err = stderr(&run_in(dir.path(), &["sim", "advance", "100000years", "--state-dir", "state"], 1));
-    assert!(err.contains("clock"), "{err}");
+    assert!(err.contains("longer than a year"), "{err}");
+    // Within a year of the clock's end, a shorter step is refused by the world.
+    let path = dir.path().join("state/sim/world.json");
+    let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    file["world"]["now"] = serde_json::json!("9999-12-31T00:00:00Z");
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    let err = stderr(&run_in(dir.path(), &["sim", "advance", "2days", "--state-dir", "state"], 1));
+    assert!(err.contains("clock stops at the end of year 9999"), "{err}");
     run_in(dir.path(), PLAN_CMD, 0);
 }
 

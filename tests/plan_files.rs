@@ -44,6 +44,7 @@ mod bad_plans {
         unknown_gpu,
         min_nodes_greater,
         bad_node_count,
+        bad_bounds,
         gpus_per_node_not_offered,
         unknown_placement,
         bad_spread,

@@ -1,5 +1,6 @@
 //! clap definitions of every command and flag.
 
+use crate::plan::MAX_DURATION;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -90,7 +91,7 @@ pub struct TargetArgs {
     pub retry_base_ms: Option<u64>,
     /// How long to wait for the plan's lock when another run holds it
     /// (e.g. `2m`); by default a held lock fails at once, naming its holder.
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
     pub lock_timeout: humantime::Duration,
 }
 
@@ -141,7 +142,7 @@ pub struct RebalanceArgs {
     pub watch: bool,
     /// Time between rounds with `--watch` (`90s`, `5m`), on the clock of the clouds
     /// (the simulator's, against one).
-    #[arg(long, value_name = "DURATION", requires = "watch")]
+    #[arg(long, value_name = "DURATION", requires = "watch", value_parser = duration)]
     pub every: Option<humantime::Duration>,
     /// Serve Prometheus metrics at http://ADDR/metrics while watching (port 0
     /// picks a free one; the first line printed says which).
@@ -162,7 +163,7 @@ pub struct RunArgs {
     pub json: bool,
     /// Start no new cloud call after this long (`90s`, `30m`); calls in flight
     /// finish and are recorded, and the run exits 1 as interrupted.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub deadline: Option<humantime::Duration>,
     #[command(flatten)]
     pub target: TargetArgs,
@@ -306,9 +307,10 @@ pub enum SimCommand {
 
 #[derive(Debug, Args)]
 pub struct SimServeArgs {
-    /// Loopback address to listen on; port 0 picks a free one.
+    /// Loopback address to listen on: 127.x.x.x:PORT, [::1]:PORT or
+    /// localhost:PORT; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Scenario file (TOML): capacity per offering over simulated time.
     #[arg(long)]
     pub scenario: Option<PathBuf>,
@@ -320,9 +322,20 @@ pub struct SimServeArgs {
 #[derive(Debug, Args)]
 pub struct SimAdvanceArgs {
     /// How far to move the clock: `90s`, `20m`, `1h`.
+    #[arg(value_parser = duration)]
     pub duration: humantime::Duration,
     #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
     pub state_dir: PathBuf,
+}
+
+/// A duration flag: as humantime writes it, at most [`MAX_DURATION`] (a
+/// longer one overflowed the clock it was added to).
+fn duration(text: &str) -> Result<humantime::Duration, String> {
+    let duration: humantime::Duration = text.parse().map_err(|e| format!("{e}; write it like 90s, 5m or 1h30m"))?;
+    if *duration > MAX_DURATION {
+        return Err("longer than a year, the most gpufleet takes for any duration".into());
+    }
+    Ok(duration)
 }
 
 /// Accepts Terraform's single-dash `-out FILE` / `-out=FILE` as `--out`.

@@ -62,10 +62,7 @@ impl Connected {
                 embedded = Some(sim);
                 Target::Simulator { url }
             }
-            (None, Some(url)) => {
-                check_loopback(url)?;
-                Target::Simulator { url: url.trim_end_matches('/').to_string() }
-            }
+            (None, Some(url)) => Target::Simulator { url: crate::sim::sim_url(url).map_err(sim_failure)? },
             (None, None) => Target::Clouds,
         };
         let known = backend.load(&plan.name).await?.instances;
@@ -110,20 +107,6 @@ impl Connected {
             sim.stop().await.map_err(sim_failure)?;
         }
         Ok(())
-    }
-}
-
-/// The simulator is only ever reached on this machine.
-fn check_loopback(url: &str) -> Result<(), Failure> {
-    let host = url.strip_prefix("http://").and_then(|rest| rest.split(['/', ':']).next()).unwrap_or_default();
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback {
-        Ok(())
-    } else {
-        Err(failure(
-            format!("--sim-url {url} is not a loopback http:// address"),
-            "the simulator listens on this machine only, e.g. http://127.0.0.1:8787",
-        ))
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{Exit, Failure, SimAdvanceArgs, SimServeArgs, sim_failure};
 
 pub async fn serve(args: &SimServeArgs) -> Result<Exit, Failure> {
-    crate::sim::run_server(args.listen, args.scenario.as_deref(), args.world.as_deref()).await.map_err(sim_failure)?;
+    crate::sim::run_server(&args.listen, args.scenario.as_deref(), args.world.as_deref()).await.map_err(sim_failure)?;
     Ok(Exit::Ok)
 }
 

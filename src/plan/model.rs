@@ -11,6 +11,12 @@ use std::time::Duration;
 /// Default time a remembered shortage keeps an offering out of plans.
 pub const DEFAULT_SHORTAGE_TTL: Duration = Duration::from_secs(5 * 60);
 
+/// The longest duration a plan or a command line may give (`shortage_ttl`,
+/// `[rebalance]` times, `--lock-timeout`, `--deadline`, `--every`,
+/// `sim advance`): a year. Every one of them is added to a clock, and
+/// centuries overflowed it; none is useful at more than a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// Plan id; used in the `gpufleet-plan` ownership tag and the state file name.

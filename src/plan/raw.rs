@@ -67,7 +67,7 @@ pub(crate) struct RawRebalance {
 #[derive(JsonSchema)]
 #[serde(untagged)]
 pub(crate) enum RawCountOrPercent {
-    Count(u32),
+    Count(#[schemars(range(max = 10000))] u32),
     Percent(#[schemars(regex(pattern = r"^[0-9]+%$"))] String),
 }
 
@@ -237,7 +237,7 @@ pub(crate) struct RawOffering {
     /// GPU model; required when the catalog does not know the instance type.
     pub gpu: Option<Located<String>>,
     /// GPUs per node; required when the catalog does not know the instance type.
-    #[schemars(with = "Option<u32>", range(min = 1))]
+    #[schemars(with = "Option<u32>", range(min = 1, max = 64))]
     pub gpus_per_node: Option<Located<i128>>,
     /// Jurisdiction of the region (e.g. "US", "EU"); required when the catalog does not know the region.
     pub jurisdiction: Option<Located<String>>,

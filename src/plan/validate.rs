@@ -6,8 +6,10 @@
 //! depend on it, so that one mistake is reported once, not once per consequence.
 
 use super::diagnostic::Problems;
-use super::fleet::FleetChecker;
-use super::model::{AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, Disruption, GcpConfig, Plan, Providers, Rebalance};
+use super::fleet::{FleetChecker, MAX_NODES};
+use super::model::{
+    AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, Disruption, GcpConfig, MAX_DURATION, Plan, Providers, Rebalance,
+};
 use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders, RawRebalance};
 use super::reader::{Located, closest};
 use crate::catalog::{Catalog, OverrideProblem};
@@ -16,6 +18,10 @@ use crate::model::OfferingOverride;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+
+/// Most GPUs an `[[offerings]]` node may carry: no cloud sells more than 16
+/// per node, so anything past 64 is a typo.
+const MAX_GPUS_PER_NODE: u32 = 64;
 
 /// Longest plan and fleet name: they become tag values and GCP label values (≤ 63).
 pub(crate) const MAX_NAME_LEN: usize = 63;
@@ -101,18 +107,14 @@ fn suggest_name(value: &str) -> String {
     trimmed.chars().take(MAX_NAME_LEN).collect::<String>().trim_end_matches('-').to_string()
 }
 
-/// The longest a shortage may be remembered: offerings come back within
-/// hours or days, and a memory of centuries overflowed the clock when added to it.
-const MAX_SHORTAGE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
-
 fn check_shortage_ttl(ttl: &Located<String>, problems: &mut Problems) -> Option<Duration> {
     check_duration("shortage_ttl", ttl, "a shortage is worth remembering for minutes to days; try \"5m\"", problems)
 }
 
-/// A positive duration of at most a year, as humantime writes it.
+/// A positive duration of at most [`MAX_DURATION`], as humantime writes it.
 fn check_duration(key: &str, value: &Located<String>, hint: &str, problems: &mut Problems) -> Option<Duration> {
     match humantime::parse_duration(&value.value) {
-        Ok(duration) if duration > MAX_SHORTAGE_TTL => {
+        Ok(duration) if duration > MAX_DURATION => {
             problems.error(value.span.clone(), format!("{key} `{}` is longer than a year", value.value)).help(hint);
             None
         }
@@ -193,12 +195,14 @@ fn check_disruption(value: &Located<String>, problems: &mut Problems) -> Option<
     let text = value.value.trim();
     let parsed = match text.strip_suffix('%') {
         Some(percent) => percent.parse::<u32>().ok().filter(|p| *p <= 100).map(Disruption::Percent),
-        None => text.parse::<u32>().ok().map(Disruption::Nodes),
+        None => text.parse::<u32>().ok().filter(|n| *n <= MAX_NODES).map(Disruption::Nodes),
     };
     if parsed.is_none() {
         problems
             .error(value.span.clone(), format!("max_disruption `{}` is neither a node count nor a percentage", text))
-            .help("write a count of nodes per round and fleet (2), or a share of the fleet from \"0%\" to \"100%\"");
+            .help(format!(
+                "write a count of nodes per round and fleet (0 to {MAX_NODES}), or a share of the fleet from \"0%\" to \"100%\""
+            ));
     }
     parsed
 }
@@ -306,7 +310,18 @@ fn parse_override(entry: &RawOffering, problems: &mut Problems) -> Option<Offeri
         None => None,
     };
     let gpus_per_node = match &entry.gpus_per_node {
-        Some(g) => Some(positive_u32(g, "gpus_per_node", problems)?),
+        Some(g) => Some(positive_u32(g, "gpus_per_node", problems).filter(|n| {
+            let fits = *n <= MAX_GPUS_PER_NODE;
+            if !fits {
+                problems
+                    .error(
+                        g.span.clone(),
+                        format!("gpus_per_node = {n} is more than the {MAX_GPUS_PER_NODE} a node may carry"),
+                    )
+                    .help("no cloud sells a node with more than 16 GPUs; check for a typo");
+            }
+            fits
+        })?),
         None => None,
     };
     let jurisdiction = match &entry.jurisdiction {

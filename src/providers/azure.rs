@@ -544,7 +544,8 @@ impl Provider for AzureProvider {
 /// `usages` entries of a location; `None` when the family is not listed.
 fn family_headroom(usages: &[models::Usage], family: &str, vcpus_per_vm: u32) -> Option<u32> {
     let usage = usages.iter().find(|u| u.name.value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(family)))?;
-    let free = (usage.limit - i64::from(usage.current_value)).max(0);
+    // Saturating: the numbers come from the endpoint, whatever it is.
+    let free = usage.limit.saturating_sub(i64::from(usage.current_value)).max(0);
     Some(u32::try_from(free / i64::from(vcpus_per_vm.max(1))).unwrap_or(u32::MAX))
 }
 
@@ -862,11 +863,13 @@ mod tests {
             { "name": { "value": "cores", "localizedValue": "Total Regional vCPUs" }, "currentValue": 8, "limit": 350, "unit": "Count" },
             { "name": { "value": "standardNDSH100v5Family", "localizedValue": "Standard NDSH100v5 Family vCPUs" }, "currentValue": 96, "limit": 400, "unit": "Count" },
             { "name": { "value": "StandardNCADSA100v4Family", "localizedValue": "Standard NCADS_A100_v4 Family vCPUs" }, "currentValue": 48, "limit": 24, "unit": "Count" },
+            { "name": { "value": "hostileFamily" }, "currentValue": 1, "limit": i64::MIN, "unit": "Count" },
         ]))
         .unwrap();
         assert_eq!(family_headroom(&usages, "standardndsh100v5family", 96), Some(3));
         assert_eq!(family_headroom(&usages, "StandardNCADSA100v4Family", 24), Some(0), "over the limit is no room");
         assert_eq!(family_headroom(&usages, "standardNDSH200v5Family", 96), None);
+        assert_eq!(family_headroom(&usages, "hostileFamily", 96), Some(0), "a limit of i64::MIN overflowed");
     }
 
     #[test]

@@ -10,8 +10,8 @@
 
 use super::faults::Fault;
 use super::world::{
-    DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_TAGS_PER_RESOURCE, StateChange, Tags, World,
-    WorldError,
+    DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_LAUNCH_COUNT, MAX_TAGS_PER_RESOURCE,
+    StateChange, Tags, World, WorldError,
 };
 use crate::model::Cloud;
 use axum::http::StatusCode;
@@ -305,7 +305,7 @@ fn api_error(error: WorldError) -> ApiError {
         ),
         WorldError::UnknownZone { zone, .. } => ApiError::invalid_value(format!("Invalid availability zone: [{zone}]")),
         WorldError::InvalidCount { min_count, max_count } => ApiError::invalid_value(format!(
-            "MinCount ({min_count}) and MaxCount ({max_count}) must be at least 1, and MinCount cannot exceed MaxCount."
+            "MinCount ({min_count}) and MaxCount ({max_count}) must be between 1 and {MAX_LAUNCH_COUNT}, and MinCount cannot exceed MaxCount."
         )),
         WorldError::ClientTokenReused { token } => ApiError::client(
             "IdempotentParameterMismatch",

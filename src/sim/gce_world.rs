@@ -26,12 +26,15 @@ use crate::catalog::Catalog;
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The largest page `maxResults` may ask for.
 pub const MAX_RESULTS: u32 = 500;
 /// GCE's limit on resource names.
 pub const MAX_NAME_LEN: usize = 63;
+/// Most instances one `bulkInsert` may create, as on GCE. Without a limit a
+/// count of a billion named a billion instances before anything else was checked.
+pub const MAX_BULK_COUNT: u32 = 1000;
 /// The longest run of `#` a `namePattern` may hold.
 const MAX_PATTERN_DIGITS: usize = 18;
 /// Keeps operation ids apart from instance ids of the same sequence number.
@@ -241,7 +244,7 @@ impl GceWorld {
             .filter_map(|i| self.machine_types.get(&i.machine_type))
             .filter(|m| m.metric == metric)
             .map(|m| m.gpus)
-            .sum()
+            .fold(0, u32::saturating_add)
     }
 
     /// The quotas configured for a region, with the project's usage.
@@ -266,8 +269,9 @@ impl GceWorld {
         Some((free.checked_div(gpus.gpus).unwrap_or(u32::MAX), quota))
     }
 
-    fn name_taken(&self, project: &str, zone: &str, name: &str) -> bool {
-        self.instances.values().any(|i| i.project == project && i.zone == zone && i.name == name)
+    /// The names of a zone's instances: one pass, not one per name of a bulk insert.
+    fn names_in(&self, project: &str, zone: &str) -> HashSet<&str> {
+        self.instances.values().filter(|i| i.project == project && i.zone == zone).map(|i| i.name.as_str()).collect()
     }
 
     /// Names for `count` new instances from a pattern such as `web-####`:
@@ -325,6 +329,12 @@ impl World {
                 request.min_count, request.count
             )));
         }
+        if request.count > MAX_BULK_COUNT {
+            return Err(GceError::Invalid(format!(
+                "Invalid value for field 'resource.count': '{}'. A bulk request creates at most {MAX_BULK_COUNT} instances.",
+                request.count
+            )));
+        }
         let names = match &request.naming {
             Naming::Name(name) => {
                 if !is_valid_name(name) {
@@ -338,7 +348,8 @@ impl World {
                 self.gce.names_from_pattern(&request.project, &request.zone, pattern, request.count)?
             }
         };
-        if let Some(taken) = names.iter().find(|n| self.gce.name_taken(&request.project, &request.zone, n)) {
+        let in_zone = self.gce.names_in(&request.project, &request.zone);
+        if let Some(taken) = names.iter().find(|n| in_zone.contains(n.as_str())) {
             return Err(GceError::AlreadyExists(format!(
                 "projects/{}/zones/{}/instances/{taken}",
                 request.project, request.zone

@@ -19,6 +19,7 @@
 mod admin;
 mod arm;
 mod ec2;
+mod endpoint;
 pub mod faults;
 mod gce;
 mod gce_world;
@@ -28,6 +29,7 @@ mod store;
 mod vmss;
 pub mod world;
 
+pub use endpoint::{listen_addr, sim_url};
 pub use scenario::Scenario;
 pub use server::serve;
 pub use world::World;
@@ -42,9 +44,12 @@ use std::path::{Path, PathBuf};
 pub enum SimError {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("the simulator only listens on loopback addresses, not {addr}")]
-    #[diagnostic(help("use --listen 127.0.0.1:PORT (port 0 picks a free one)"))]
-    NotLoopback { addr: SocketAddr },
+    #[error("the simulator only listens on loopback addresses, not `{addr}`")]
+    #[diagnostic(help("use --listen 127.0.0.1:PORT, [::1]:PORT or localhost:PORT (port 0 picks a free one)"))]
+    NotLoopback { addr: String },
+    #[error("{url} is not the address of a simulator on this machine: {reason}")]
+    #[diagnostic(help("give http://HOST:PORT with HOST localhost, 127.x.x.x or [::1], e.g. http://127.0.0.1:8787"))]
+    NotLoopbackUrl { url: String, reason: String },
     #[error("cannot read scenario file {path}: {source}", path = path.display())]
     ReadScenario { path: PathBuf, source: std::io::Error },
     #[error("invalid scenario file {path}: {message}", path = path.display())]
@@ -71,17 +76,12 @@ pub enum SimError {
     Client { url: String, message: String },
 }
 
-/// Serves the simulator on `listen` (loopback only) until ctrl-c or SIGTERM.
-/// Prints `listening on http://IP:PORT` as the first line on stdout, so that
-/// a caller who asked for port 0 learns the port.
-pub async fn run_server(
-    listen: SocketAddr,
-    scenario: Option<&Path>,
-    world_file: Option<&Path>,
-) -> Result<(), SimError> {
-    if !listen.ip().is_loopback() {
-        return Err(SimError::NotLoopback { addr: listen });
-    }
+/// Serves the simulator on `listen` (`HOST:PORT`, loopback only, see
+/// [`listen_addr`]) until ctrl-c or SIGTERM. Prints `listening on
+/// http://IP:PORT` as the first line on stdout, so that a caller who asked
+/// for port 0 learns the port.
+pub async fn run_server(listen: &str, scenario: Option<&Path>, world_file: Option<&Path>) -> Result<(), SimError> {
+    let listen = listen_addr(listen)?;
     let scenario = scenario.map(Scenario::load).transpose()?;
     let world = open_world(world_file, scenario.as_ref())?;
     let listener =
@@ -235,8 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn sim_run_server_refuses_non_loopback_addresses() {
-        let addr: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        let err = run_server(addr, None, None).await.unwrap_err();
+        let err = run_server("0.0.0.0:0", None, None).await.unwrap_err();
         assert!(matches!(err, SimError::NotLoopback { .. }), "{err}");
     }
 

@@ -16,7 +16,7 @@ use crate::catalog::Catalog;
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 /// How long a terminated instance stays visible, as on EC2.
@@ -40,6 +40,12 @@ pub fn latest_time() -> DateTime<Utc> {
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
+
+/// Most instances one launch may ask for: EC2's bucket of instances
+/// launched holds 1000, so a larger request could never be served at once.
+/// Without a limit, an unlimited pool took `MaxCount` at its word and
+/// allocated a billion instances.
+pub const MAX_LAUNCH_COUNT: u32 = 1000;
 
 /// The page size range EC2 accepts for DescribeInstances `MaxResults`.
 pub const MAX_RESULTS_RANGE: std::ops::RangeInclusive<u32> = 5..=1000;
@@ -187,7 +193,9 @@ pub enum WorldError {
     Unsupported { instance_type: String, place: String },
     #[error("zone {zone} is not a zone of region {region}")]
     UnknownZone { zone: String, region: String },
-    #[error("MinCount {min_count} and MaxCount {max_count}: both must be at least 1 and MinCount at most MaxCount")]
+    #[error(
+        "MinCount {min_count} and MaxCount {max_count}: both must be between 1 and {MAX_LAUNCH_COUNT}, and MinCount at most MaxCount"
+    )]
     InvalidCount { min_count: u32, max_count: u32 },
     #[error("client token {token} was used with different parameters")]
     ClientTokenReused { token: String },
@@ -205,7 +213,10 @@ pub enum WorldError {
     FilterWithoutValues(String),
     #[error("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags")]
     TooManyTags { id: String },
-    #[error("cannot move the clock by {0:?}: the simulated clock stops at the end of year 9999")]
+    #[error(
+        "cannot move the clock by {}: the simulated clock stops at the end of year 9999",
+        humantime::format_duration(*.0)
+    )]
     ClockOverflow(Duration),
 }
 
@@ -449,7 +460,7 @@ impl World {
     /// of the region with the most stock, or replays an earlier launch with
     /// the same client token.
     pub fn launch(&mut self, request: LaunchRequest) -> Result<Reservation, WorldError> {
-        if request.min_count < 1 || request.max_count < request.min_count {
+        if request.min_count < 1 || request.max_count < request.min_count || request.max_count > MAX_LAUNCH_COUNT {
             return Err(WorldError::InvalidCount { min_count: request.min_count, max_count: request.max_count });
         }
         if let Some(token) = &request.client_token
@@ -545,12 +556,13 @@ impl World {
             Some(token) => parse_next_token(token).ok_or_else(|| WorldError::InvalidNextToken(token.clone()))?,
         };
         let page_size = query.max_results.map_or(usize::MAX, |m| m as usize);
+        let wanted: HashSet<&str> = query.instance_ids.iter().map(String::as_str).collect();
         let mut matching = self
             .instances
             .range(after_seq.saturating_add(1)..)
             .map(|(_, i)| i)
             .filter(|i| i.region == query.region)
-            .filter(|i| query.instance_ids.is_empty() || query.instance_ids.contains(&i.id))
+            .filter(|i| wanted.is_empty() || wanted.contains(i.id.as_str()))
             .filter(|i| query.filters.iter().all(|f| filter_matches(f, i)));
         let page: Vec<&Instance> = matching.by_ref().take(page_size).collect();
         let next_token = match (page.last(), matching.next()) {
@@ -575,9 +587,10 @@ impl World {
             return Err(WorldError::InstancesNotFound { ids: missing });
         }
         let now = self.now;
+        let seqs = self.seqs_by_id(region);
         let mut changes = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(instance) = self.instances.values_mut().find(|i| i.region == region && &i.id == id) else {
+            let Some(instance) = seqs.get(id.as_str()).and_then(|seq| self.instances.get_mut(seq)) else {
                 continue;
             };
             let previous = instance.state;
@@ -602,7 +615,8 @@ impl World {
         if !missing.is_empty() {
             return Err(WorldError::InstancesNotFound { ids: missing });
         }
-        let targets = |i: &Instance| i.region == region && ids.contains(&i.id);
+        let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let targets = |i: &Instance| i.region == region && ids.contains(i.id.as_str());
         for instance in self.instances.values().filter(|i| targets(i)) {
             let new_keys = tags.keys().filter(|k| !instance.tags.contains_key(*k)).count();
             if instance.tags.len() + new_keys > MAX_TAGS_PER_RESOURCE {
@@ -665,7 +679,14 @@ impl World {
     }
 
     fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {
-        ids.iter().filter(|id| !self.instances.values().any(|i| i.region == region && &i.id == *id)).cloned().collect()
+        let known = self.seqs_by_id(region);
+        ids.iter().filter(|id| !known.contains_key(id.as_str())).cloned().collect()
+    }
+
+    /// The sequence numbers of a region's instances by id: one pass, so that
+    /// a call naming a thousand ids does not make a thousand passes.
+    fn seqs_by_id(&self, region: &str) -> HashMap<String, u64> {
+        self.instances.values().filter(|i| i.region == region).map(|i| (i.id.clone(), i.seq)).collect()
     }
 
     /// The pool a launch draws from: among the zones allowed by the request
@@ -1084,6 +1105,11 @@ mod tests {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         assert!(matches!(world.launch(request("p5.48xlarge", 0, 1)), Err(WorldError::InvalidCount { .. })));
         assert!(matches!(world.launch(request("p5.48xlarge", 3, 2)), Err(WorldError::InvalidCount { .. })));
+        // An unlimited pool took MaxCount 10^9 at its word and aborted on allocation.
+        for max in [MAX_LAUNCH_COUNT + 1, 1_000_000_000] {
+            assert!(matches!(world.launch(request("p5.48xlarge", 1, max)), Err(WorldError::InvalidCount { .. })));
+        }
+        assert_eq!(world.launch(request("p5.48xlarge", 1, MAX_LAUNCH_COUNT)).unwrap().instances.len(), 1000);
     }
 
     #[test]

@@ -142,7 +142,8 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A `gpufleet sim serve` child on an ephemeral loopback port; killed on drop.
+/// A `gpufleet sim serve` child, by default on an ephemeral port of
+/// 127.0.0.1 (`extra` may name another `--listen`); killed on drop.
 pub struct SimServer {
     child: Child,
     pub url: String,
@@ -151,7 +152,7 @@ pub struct SimServer {
 impl SimServer {
     pub fn start(extra: &[&str]) -> SimServer {
         let mut child = Command::new(bin())
-            .args(["sim", "serve", "--listen", "127.0.0.1:0"])
+            .args(["sim", "serve"])
             .args(extra)
             .current_dir(repo())
             .stdout(Stdio::piped())
