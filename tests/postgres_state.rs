@@ -253,6 +253,32 @@ fn the_cli_keeps_state_locks_and_history_in_the_database_and_never_shows_the_pas
 
     let refused = run(vec!["state".into(), "list".into(), "--state".into(), pg.url.replace(PASSWORD, "wrong")], 1);
     assert!(refused.contains("password authentication failed"), "{refused}");
+
+    // Nor in the most verbose logs, the rows, or the files the commands wrote.
+    let args = with(&["apply", plan, "--sim", "--auto-approve", "--json"]);
+    let traced = common::command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let logs = common::stderr(&traced);
+    assert!(traced.status.success() && logs.contains("TRACE"), "{logs}");
+    assert!(!logs.contains(PASSWORD) && !common::stdout(&traced).contains(PASSWORD), "the password leaked into logs");
+    let rows: String = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let all = "SELECT coalesce(string_agg(row, ' '), '') FROM (
+                       SELECT body::text AS row FROM gpufleet_states UNION ALL
+                       SELECT entry::text FROM gpufleet_journal UNION ALL
+                       SELECT entry::text FROM gpufleet_history UNION ALL
+                       SELECT holder::text FROM gpufleet_leases) AS t";
+        client.query_one(all, &[]).await.unwrap().get(0)
+    });
+    assert!(rows.contains("i-") && !rows.contains(PASSWORD), "{rows}");
+    for file in std::fs::read_dir(&local).unwrap() {
+        let path = file.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(PASSWORD), "the password is in {}", path.display());
+    }
 }
 
 #[test]
