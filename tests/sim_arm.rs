@@ -103,7 +103,8 @@ async fn poll(url: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn azure_mgmt_compute_creates_scales_lists_and_deletes_a_flexible_scale_set() {
-    let sim = InProcessSim::start(None).await;
+    // Pages of 20, so that the SDK follows `nextLink`.
+    let sim = InProcessSim::start(Some("arm_page_size = 20\n")).await;
     let client = sdk(&sim);
     let sets = client.virtual_machine_scale_sets_client();
 

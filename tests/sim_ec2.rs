@@ -260,3 +260,17 @@ async fn sim_ec2_client_token_makes_launches_idempotent() {
     let world = sim.stop().await;
     assert_eq!(world.instances().count(), 2, "the replay launched nothing");
 }
+
+/// `wire_latency` holds each cloud response back in real time (never less),
+/// and leaves the simulated clock where it was.
+#[tokio::test]
+async fn sim_wire_latency_holds_responses_back_without_moving_the_clock() {
+    let sim = TestSim::start(Some("wire_latency = \"300ms\"\n")).await;
+    let before = sim.admin_get("/_sim/time").await;
+    let started = std::time::Instant::now();
+    let listed = sim.client("us-east-1").describe_instances().send().await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(listed.reservations().is_empty());
+    assert_eq!(sim.admin_get("/_sim/time").await, before, "the simulated clock did not move");
+    sim.stop().await;
+}

@@ -317,6 +317,19 @@ pub struct SimServeArgs {
     /// Keep the world in this file (loaded at start, saved after every change).
     #[arg(long)]
     pub world: Option<PathBuf>,
+    /// Hold every cloud response back this long in real time (e.g. 20ms, at
+    /// most 10s), so benchmarks see round trips; the simulated clock does
+    /// not move. Overrides the scenario's `wire_latency`.
+    #[arg(long, value_parser = wire_latency)]
+    pub latency: Option<humantime::Duration>,
+}
+
+fn wire_latency(text: &str) -> Result<humantime::Duration, String> {
+    let latency = duration(text)?;
+    if *latency > crate::sim::MAX_WIRE_LATENCY {
+        return Err(format!("at most {}", humantime::format_duration(crate::sim::MAX_WIRE_LATENCY)));
+    }
+    Ok(latency)
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,10 @@
 use super::{Exit, Failure, SimAdvanceArgs, SimServeArgs, sim_failure};
 
 pub async fn serve(args: &SimServeArgs) -> Result<Exit, Failure> {
-    crate::sim::run_server(&args.listen, args.scenario.as_deref(), args.world.as_deref()).await.map_err(sim_failure)?;
+    let latency = args.latency.map(Into::into);
+    crate::sim::run_server(&args.listen, args.scenario.as_deref(), args.world.as_deref(), latency)
+        .await
+        .map_err(sim_failure)?;
     Ok(Exit::Ok)
 }
 

@@ -19,9 +19,11 @@ use axum::http::{Method, StatusCode};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-/// Items per page of the list operations: small, so that clients' paging
-/// (`nextLink`) is exercised by ordinary tests.
-pub const PAGE_SIZE: usize = 20;
+/// Items per page of the list operations unless the scenario says fewer
+/// (`arm_page_size`). ARM documents no page size, only `nextLink`; 1,000 is
+/// the most the simulator serves, so that paging costs what it does on the
+/// real service at the sizes seen there (hundreds to a thousand).
+pub const PAGE_SIZE: usize = 1000;
 const SCALE_SET_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
 const VM_TYPE: &str = "Microsoft.Compute/virtualMachines";
 /// Longest resource name ARM accepts for a scale set.
@@ -166,8 +168,9 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
         Route::ScaleSets { subscription, resource_group } => {
             let sets = vmss::list(world, &subscription, &resource_group);
             let skip = query.skip_token()?;
-            let page: Vec<Value> = sets.iter().skip(skip).take(PAGE_SIZE).map(|s| scale_set_json(world, s)).collect();
-            let next = (sets.len() > skip + PAGE_SIZE).then(|| links.next(request.path, None, skip + PAGE_SIZE));
+            let size = world.arm.page_size.get();
+            let page: Vec<Value> = sets.iter().skip(skip).take(size).map(|s| scale_set_json(world, s)).collect();
+            let next = (sets.len() > skip + size).then(|| links.next(request.path, None, skip + size));
             Ok(ok(StatusCode::OK, list_json(page, next)))
         }
         Route::ScaleSet(at) => match method.as_str() {
@@ -207,8 +210,9 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             let scale_set_id = filter.map(scale_set_filter).transpose()?;
             let all = vmss::vms(world, &subscription, &resource_group, scale_set_id.as_deref());
             let skip = query.skip_token()?;
-            let page: Vec<Value> = all.iter().skip(skip).take(PAGE_SIZE).map(|vm| vm_json(vm)).collect();
-            let next = (all.len() > skip + PAGE_SIZE).then(|| links.next(request.path, filter, skip + PAGE_SIZE));
+            let size = world.arm.page_size.get();
+            let page: Vec<Value> = all.iter().skip(skip).take(size).map(|vm| vm_json(vm)).collect();
+            let next = (all.len() > skip + size).then(|| links.next(request.path, filter, skip + size));
             Ok(ok(StatusCode::OK, list_json(page, next)))
         }
         Route::Vm { subscription, resource_group, name } => {
@@ -657,6 +661,7 @@ fn percent_decode(segment: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+    use crate::sim::scenario::Scenario;
 
     const BASE: &str = "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Compute";
 
@@ -730,15 +735,16 @@ mod tests {
 
     #[test]
     fn sim_arm_lists_vms_of_a_scale_set_in_pages() {
-        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let scenario = Scenario::parse("arm_page_size = 20\n", std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
         let path = format!("{BASE}/virtualMachineScaleSets/gf-a");
-        call(&mut world, Method::PUT, &path, "api-version=1", put_body(PAGE_SIZE as u32 + 3));
+        call(&mut world, Method::PUT, &path, "api-version=1", put_body(23));
         call(&mut world, Method::PUT, &format!("{BASE}/virtualMachineScaleSets/other"), "api-version=1", put_body(2));
         let filter = format!("'virtualMachineScaleSet/id' eq '{}'", path.to_ascii_uppercase());
         let query = encode_query(&[("api-version", "1"), ("$filter", &filter)]);
         let first =
             call(&mut world, Method::GET, &format!("{BASE}/virtualMachines"), &query, Value::Null).body.unwrap();
-        assert_eq!(first["value"].as_array().unwrap().len(), PAGE_SIZE);
+        assert_eq!(first["value"].as_array().unwrap().len(), 20);
         let next = first["nextLink"].as_str().unwrap();
         let (next_path, next_query) = next.trim_start_matches("http://sim").split_once('?').unwrap();
         let second = call(&mut world, Method::GET, next_path, next_query, Value::Null).body.unwrap();

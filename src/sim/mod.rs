@@ -30,7 +30,7 @@ mod vmss;
 pub mod world;
 
 pub use endpoint::{listen_addr, sim_url};
-pub use scenario::Scenario;
+pub use scenario::{MAX_WIRE_LATENCY, Scenario};
 pub use server::serve;
 pub use world::World;
 
@@ -80,10 +80,18 @@ pub enum SimError {
 /// [`listen_addr`]) until ctrl-c or SIGTERM. Prints `listening on
 /// http://IP:PORT` as the first line on stdout, so that a caller who asked
 /// for port 0 learns the port.
-pub async fn run_server(listen: &str, scenario: Option<&Path>, world_file: Option<&Path>) -> Result<(), SimError> {
+pub async fn run_server(
+    listen: &str,
+    scenario: Option<&Path>,
+    world_file: Option<&Path>,
+    wire_latency: Option<std::time::Duration>,
+) -> Result<(), SimError> {
     let listen = listen_addr(listen)?;
     let scenario = scenario.map(Scenario::load).transpose()?;
-    let world = open_world(world_file, scenario.as_ref())?;
+    let mut world = open_world(world_file, scenario.as_ref())?;
+    if let Some(latency) = wire_latency {
+        world.wire_latency = latency;
+    }
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|source| SimError::Listen { addr: listen, source })?;
     let addr = listener.local_addr().map_err(|source| SimError::Listen { addr: listen, source })?;
@@ -235,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn sim_run_server_refuses_non_loopback_addresses() {
-        let err = run_server("0.0.0.0:0", None, None).await.unwrap_err();
+        let err = run_server("0.0.0.0:0", None, None, None).await.unwrap_err();
         assert!(matches!(err, SimError::NotLoopback { .. }), "{err}");
     }
 

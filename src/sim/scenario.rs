@@ -29,6 +29,8 @@ struct RawScenario {
     faults: Option<RawFaults>,
     #[serde(default, rename = "rate_limit")]
     rate_limits: Vec<RawRateLimit>,
+    wire_latency: Option<String>,
+    arm_page_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +102,13 @@ pub struct Scenario {
     pub faults: Option<ErrorFaults>,
     /// Call-count token buckets (`[[rate_limit]]`), see [`super::faults`].
     pub rate_limits: Vec<RateLimit>,
+    /// Real (wall-clock) time every cloud response is held back: round trips
+    /// for benchmarks. Unlike `[faults] latency`, it does not move the
+    /// simulated clock.
+    pub wire_latency: Duration,
+    /// VMs or scale sets per page of ARM's list operations (`nextLink`):
+    /// small values make tests exercise paging.
+    pub arm_page_size: usize,
     /// Content hash of the file, so that a stored world can tell whether it
     /// was created from this very scenario.
     pub content_hash: String,
@@ -138,6 +147,9 @@ pub struct CapacityStep {
     /// `None` means unlimited.
     pub capacity: Option<u32>,
 }
+
+/// Longest wire latency: a benchmark knob, not a way to hang clients.
+pub const MAX_WIRE_LATENCY: Duration = Duration::from_secs(10);
 
 /// The hash a world records when it was created without a scenario.
 pub const NO_SCENARIO_HASH: &str = "none";
@@ -217,6 +229,21 @@ impl Scenario {
             let limit = check_rate_limit(limit).map_err(|m| invalid(format!("rate_limit #{}: {m}", index + 1)))?;
             rate_limits.push(limit);
         }
+        let wire_latency = raw
+            .wire_latency
+            .map(|text| check_duration("wire_latency", &text).map_err(&invalid))
+            .transpose()?
+            .unwrap_or(Duration::ZERO);
+        if wire_latency > MAX_WIRE_LATENCY {
+            return Err(invalid(format!("wire_latency is at most {}", humantime::format_duration(MAX_WIRE_LATENCY))));
+        }
+        let arm_page_size = raw.arm_page_size.unwrap_or(super::arm::PAGE_SIZE);
+        if !(1..=super::arm::PAGE_SIZE).contains(&arm_page_size) {
+            return Err(invalid(format!(
+                "arm_page_size = {arm_page_size} is not between 1 and {}",
+                super::arm::PAGE_SIZE
+            )));
+        }
         Ok(Scenario {
             path: path.to_path_buf(),
             start,
@@ -224,6 +251,8 @@ impl Scenario {
             quotas,
             faults,
             rate_limits,
+            wire_latency,
+            arm_page_size,
             content_hash: content_hash(text.as_bytes()),
         })
     }

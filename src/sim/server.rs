@@ -61,10 +61,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<World, SimError> {
     let shared = Arc::new(Shared { world: Mutex::new(world), world_file, pause: admin::PauseGate::default() });
-    let router = Router::new()
+    let clouds = Router::new()
         .route("/", post(ec2_request))
         .route("/compute/v1/{*path}", any(gce_request))
         .route("/subscriptions/{*rest}", any(arm_request))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), wire_delay));
+    let router = clouds
         .route("/_sim/world", get(admin_world))
         .route("/_sim/counters", get(admin_counters))
         .route("/_sim/time", get(admin_time))
@@ -81,6 +83,20 @@ pub async fn serve(
         .map_err(|source| SimError::Serve { source })?;
     let world = shared.lock().clone();
     Ok(world)
+}
+
+/// Hold every cloud request back by the world's wire latency (real time,
+/// the simulated clock untouched), so benchmarks see round trips.
+async fn wire_delay(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let latency = shared.lock().wire_latency.min(super::scenario::MAX_WIRE_LATENCY);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    next.run(request).await
 }
 
 async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -183,6 +183,27 @@ pub struct ArmState {
     /// vCPUs of each Azure size, by lowercase size name.
     #[serde(default)]
     vcpus: BTreeMap<String, u32>,
+    /// Items per page of list operations (absent from older world files).
+    #[serde(default)]
+    pub(super) page_size: PageSize,
+}
+
+/// Items per page of ARM's lists: the scenario's `arm_page_size`, at least
+/// one whatever a hand-edited world file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PageSize(usize);
+
+impl Default for PageSize {
+    fn default() -> PageSize {
+        PageSize(super::arm::PAGE_SIZE)
+    }
+}
+
+impl PageSize {
+    pub fn get(self) -> usize {
+        self.0.clamp(1, super::arm::PAGE_SIZE)
+    }
 }
 
 /// A regional vCPU quota of one family, e.g. `standardNDSH100v5Family` in eastus.
@@ -203,8 +224,9 @@ pub struct FamilyUsage {
 
 impl ArmState {
     /// No resources yet; the catalog's vCPUs per size and the scenario's Azure quotas.
-    pub fn new(catalog: &Catalog, quotas: &[ScenarioQuota]) -> ArmState {
+    pub fn new(catalog: &Catalog, quotas: &[ScenarioQuota], page_size: usize) -> ArmState {
         ArmState {
+            page_size: PageSize(page_size),
             quotas: quotas
                 .iter()
                 .filter(|q| q.cloud == Cloud::Azure)

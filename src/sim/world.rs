@@ -253,6 +253,10 @@ pub struct World {
     /// same sequence).
     #[serde(default)]
     faults: Faults,
+    /// Real time every cloud response is held back (`wire_latency`, or
+    /// `sim serve --latency`), at most [`super::scenario::MAX_WIRE_LATENCY`].
+    #[serde(default)]
+    pub wire_latency: Duration,
     /// Set when the current call met [`Fault::Reset`]: the server then drops
     /// the connection instead of answering (see [`World::take_reset`]).
     #[serde(skip)]
@@ -279,12 +283,17 @@ impl World {
             next_reservation_seq: 0,
             next_request_seq: 0,
             gce: GceWorld::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
-            arm: super::vmss::ArmState::new(catalog, scenario.map(|s| s.quotas.as_slice()).unwrap_or_default()),
+            arm: super::vmss::ArmState::new(
+                catalog,
+                scenario.map(|s| s.quotas.as_slice()).unwrap_or_default(),
+                scenario.map_or(super::arm::PAGE_SIZE, |s| s.arm_page_size),
+            ),
             faults: Faults::new(
                 scenario.and_then(|s| s.faults.clone()),
                 scenario.map(|s| s.rate_limits.clone()).unwrap_or_default(),
             ),
             reset_pending: false,
+            wire_latency: scenario.map_or(Duration::ZERO, |s| s.wire_latency),
         };
         for region in &catalog.regions {
             let zones = match region.cloud {

@@ -75,8 +75,11 @@ def vms_of(compute, scale_set_id):
     )
 
 
-def test_flexible_scale_set_lifecycle(start_sim):
-    sim = start_sim()
+def test_flexible_scale_set_lifecycle(start_sim, tmp_path):
+    # Pages of 20, so that the SDK follows nextLink.
+    paged = tmp_path / "paged.toml"
+    paged.write_text("arm_page_size = 20\n")
+    sim = start_sim(paged)
     compute = compute_of(sim)
     sets = compute.virtual_machine_scale_sets
 
