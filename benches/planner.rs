@@ -6,9 +6,11 @@
 //! Run: `cargo bench --bench planner` (optimized), or `cargo bench --profile dev
 //! --bench planner` to reuse the debug build.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use chrono::{TimeZone, Utc};
 use gpufleet::catalog::Catalog;
-use gpufleet::model::Cloud;
 use gpufleet::model::Instance;
 use std::hint::black_box;
 use std::path::Path;
@@ -28,28 +30,6 @@ fn plan_text() -> String {
         ));
     }
     text
-}
-
-fn observed(n: usize, plan: &gpufleet::plan::Plan, catalog: &Catalog) -> Vec<Instance> {
-    let fleets: Vec<&gpufleet::plan::Fleet> = plan.fleets.values().collect();
-    (0..n)
-        .map(|i| {
-            let fleet = fleets[i % fleets.len()];
-            let offerings = gpufleet::plan::offerings::allowed_offerings(fleet, &plan.providers, catalog);
-            let o = &offerings[i % offerings.len()];
-            Instance {
-                id: format!("i-{i:017x}"),
-                cloud: Cloud::Aws,
-                region: o.region.clone(),
-                zone: Some(format!("{}a", o.region)),
-                instance_type: o.instance_type.clone(),
-                fleet: fleet.name.clone(),
-                run: "bench".into(),
-                launched_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(i as i64),
-                scope: Some(gpufleet::model::Scope::AwsRegion { region: o.region.clone(), profile: None }),
-            }
-        })
-        .collect()
 }
 
 /// Median time of one plan over `observed`, from enough repetitions to last ~1 s.
@@ -76,10 +56,10 @@ fn main() {
     let plan = gpufleet::plan::parse("bench.toml", &plan_text(), Path::new("."), &catalog)
         .unwrap_or_else(|e| panic!("{}", e.render_plain()));
     let baseline_n = 10;
-    let baseline = measure(&plan, &observed(baseline_n, &plan, &catalog), &catalog);
+    let baseline = measure(&plan, &support::observed(baseline_n, &plan, &catalog), &catalog);
     println!("planner, {FLEETS} fleets: baseline N={baseline_n}: {baseline:?} per plan");
     for n in [1_000, 10_000] {
-        let t = measure(&plan, &observed(n, &plan, &catalog), &catalog);
+        let t = measure(&plan, &support::observed(n, &plan, &catalog), &catalog);
         println!(
             "N={n:>6}: {t:?} per plan, {:.1}× baseline ({:.3}× per instance)",
             t.as_secs_f64() / baseline.as_secs_f64(),
