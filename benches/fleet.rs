@@ -131,11 +131,11 @@ struct Sim {
 }
 
 impl Sim {
-    fn start(world: &Path, latency: Duration) -> Sim {
+    /// A simulator without a world file: saving the whole world after every
+    /// change would be the simulator's cost, not gpufleet's.
+    fn start() -> Sim {
         let mut child = gpufleet()
-            .args(["sim", "serve", "--listen", "127.0.0.1:0", "--world"])
-            .arg(world)
-            .args(["--latency", &format!("{}ms", latency.as_millis())])
+            .args(["sim", "serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("gpufleet sim serve starts");
@@ -143,6 +143,16 @@ impl Sim {
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
         let url = first.trim().strip_prefix("listening on ").expect("the simulator prints its address").to_string();
         Sim { child, url }
+    }
+
+    /// Hold every cloud response back by `latency` from now on.
+    fn set_latency(&self, latency: Duration) {
+        let url = format!("{}/_sim/latency", self.url);
+        let body = json!({ "latency": format!("{}ms", latency.as_millis()) });
+        runtime().block_on(async {
+            let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.text().await.unwrap_or_default());
+        });
     }
 
     fn get(&self, path: &str) -> Value {
@@ -307,8 +317,8 @@ fn baseline(sim: &Sim, ids: &[String], instances: usize) -> Duration {
 
 /// The simulator on its own: a world of `instances` EC2 instances listed
 /// in pages of 1000, with no latency. Instances per second.
-fn sim_list_throughput(dir: &Path, instances: usize) -> f64 {
-    let sim = Sim::start(&dir.join("big-world.json"), Duration::ZERO);
+fn sim_list_throughput(instances: usize) -> f64 {
+    let sim = Sim::start();
     let url = sim.url.clone();
     let rate = runtime().block_on(async move {
         let client = reqwest::Client::new();
@@ -372,7 +382,7 @@ fn main() {
     let catalog = Catalog::builtin();
     let slots = slots(&catalog);
     let dir = tempfile::tempdir().unwrap();
-    let (world, state) = (dir.path().join("world.json"), dir.path().join("state"));
+    let state = dir.path().join("state");
     let state = state.to_str().unwrap();
     let write_plan = |name: &str, instances: usize| -> PathBuf {
         let path = dir.path().join(format!("{name}.toml"));
@@ -383,10 +393,9 @@ fn main() {
     let fleet = fleet.to_str().unwrap();
 
     // Seed the world without latency, then measure with it.
-    let sim = Sim::start(&world, Duration::ZERO);
+    let sim = Sim::start();
     let seeded = measured(&sim, &["apply", fleet, "--auto-approve", "--state-dir", state]);
-    drop(sim);
-    let sim = Sim::start(&world, args.latency);
+    sim.set_latency(args.latency);
     let plan = measured(&sim, &["plan", fleet, "--state-dir", state]);
     let (pages, slowest) = page_floor(&sim.get("/_sim/world"), "fleet");
     let page_floor_s = slowest as f64 * args.latency.as_secs_f64();
@@ -423,7 +432,7 @@ fn main() {
     drop(sim);
 
     let planner_100k_s = planner_alone(100_000);
-    let sim_list_per_s = sim_list_throughput(dir.path(), 100_000);
+    let sim_list_per_s = sim_list_throughput(100_000);
 
     let read_calls = plan.total(true);
     println!(

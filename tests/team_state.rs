@@ -204,21 +204,26 @@ fn read_fifo(path: PathBuf) -> String {
     receive.recv_timeout(std::time::Duration::from_secs(60)).expect("the drain hook started")
 }
 
-#[test]
-fn a_holder_paused_past_its_lease_makes_no_further_cloud_call_and_exits_1() {
+/// Two nodes applied, then a scale-down to one whose apply holds the lock
+/// while its drain hook blocks: the team, that apply, and the FIFO that lets
+/// its drain finish.
+fn apply_blocked_in_a_drain() -> (Team, Child, PathBuf) {
     let sized =
         |nodes: u32| home_plan("home").replace("nodes = 4", &format!("nodes = {nodes}")) + "drain = \"drain.sh\"\n";
     let team = Team::new(&sized(2));
     let (ready, go) = blocking_drain(team.dir.path());
-    let url = team.pg.url.clone();
-    team.run("apply", &url, &["--auto-approve"], 0);
+    team.run("apply", &team.pg.url, &["--auto-approve"], 0);
     assert_eq!(team.world_ids().len(), 2);
-
-    // Scale down: the apply drains a node before deleting it, and its hook blocks.
     std::fs::write(&team.plan, sized(1)).unwrap();
-    let paused = team.spawn("apply", &url, &["--auto-approve"]);
+    let holder = team.spawn("apply", &team.pg.url, &["--auto-approve"]);
     let draining = read_fifo(ready);
     assert!(team.world_ids().contains(&draining.trim().to_string()), "{draining}");
+    (team, holder, go)
+}
+
+#[test]
+fn a_holder_paused_past_its_lease_makes_no_further_cloud_call_and_exits_1() {
+    let (team, paused, go) = apply_blocked_in_a_drain();
     signal(&paused, libc::SIGSTOP);
 
     // Past its lease, another run takes over and does the scale-down itself.
@@ -266,15 +271,8 @@ fn a_database_outage_during_rebalance_watch_is_reported_retried_and_survived() {
 
 #[test]
 fn state_unlock_force_takes_the_lock_over_records_why_and_fences_the_holder() {
-    let sized =
-        |nodes: u32| home_plan("home").replace("nodes = 4", &format!("nodes = {nodes}")) + "drain = \"drain.sh\"\n";
-    let team = Team::new(&sized(2));
-    let (ready, go) = blocking_drain(team.dir.path());
+    let (team, holder, go) = apply_blocked_in_a_drain();
     let url = team.pg.url.clone();
-    team.run("apply", &url, &["--auto-approve"], 0);
-    std::fs::write(&team.plan, sized(1)).unwrap();
-    let holder = team.spawn("apply", &url, &["--auto-approve"]);
-    read_fifo(ready);
 
     let local = team.dir.path().join("local");
     let unlock = |extra: &[&str], expect: i32| {

@@ -7,6 +7,7 @@
 //! crash-safety tests that must stop a client at an exact call, not at a
 //! moment of the wall clock:
 //!
+//! - `POST /_sim/latency {"latency": "20ms"}` sets the wire latency.
 //! - `POST /_sim/pause {"at_call": N, "when": "before" | "after"}` arms a
 //!   pause at the N-th cloud API request (EC2, Compute Engine or ARM; admin
 //!   calls do not count) counted from this call. `before`: that request is
@@ -118,6 +119,33 @@ pub fn advance(world: &mut World, body: &[u8]) -> AdminResponse {
     match world.advance(by) {
         Ok(now) => AdminResponse::ok(json!({ "now": format_time(now) }), true),
         Err(e) => AdminResponse::bad_request(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencyRequest {
+    latency: String,
+}
+
+/// `POST /_sim/latency` with `{"latency": "20ms"}`: the real time every
+/// cloud response is held back from now on (benchmarks seed a world at full
+/// speed, then measure with round trips).
+pub fn set_latency(world: &mut World, body: &[u8]) -> AdminResponse {
+    let request: LatencyRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => return AdminResponse::bad_request(format!("expected {{\"latency\": \"20ms\"}}: {e}")),
+    };
+    match humantime::parse_duration(&request.latency) {
+        Ok(latency) if latency <= super::scenario::MAX_WIRE_LATENCY => {
+            world.wire_latency = latency;
+            AdminResponse::ok(json!({ "latency": request.latency }), true)
+        }
+        Ok(_) => AdminResponse::bad_request(format!(
+            "at most {}",
+            humantime::format_duration(super::scenario::MAX_WIRE_LATENCY)
+        )),
+        Err(e) => AdminResponse::bad_request(format!("\"{}\" is not a duration like \"20ms\": {e}", request.latency)),
     }
 }
 
@@ -379,11 +407,21 @@ mod tests {
     }
 
     #[test]
+    fn sim_admin_sets_the_wire_latency() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let set = set_latency(&mut world, br#"{"latency": "20ms"}"#);
+        assert_eq!(set.status, StatusCode::OK);
+        assert_eq!(world.wire_latency, std::time::Duration::from_millis(20));
+    }
+
+    #[test]
     fn sim_admin_rejects_bad_requests_with_json_errors() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         for response in [
             advance(&mut world, b"{"),
             advance(&mut world, br#"{"by": "later"}"#),
+            set_latency(&mut world, br#"{"latency": "soon"}"#),
+            set_latency(&mut world, br#"{"latency": "1h"}"#),
             set_capacity(&mut world, br#"{"cloud": "oracle", "region": "r", "instance_type": "t", "capacity": 1}"#),
             set_capacity(
                 &mut world,

@@ -72,6 +72,7 @@ pub async fn serve(
         .route("/_sim/time", get(admin_time))
         .route("/_sim/advance", post(admin_advance))
         .route("/_sim/capacity", post(admin_capacity))
+        .route("/_sim/latency", post(admin_latency))
         .route("/_sim/pause", post(admin_pause))
         .route("/_sim/paused", get(admin_paused))
         .route("/_sim/resume", post(admin_resume))
@@ -263,6 +264,10 @@ async fn admin_time(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn admin_advance(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     admin_call(&shared, |world| admin::advance(world, &body))
+}
+
+async fn admin_latency(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    admin_call(&shared, |world| admin::set_latency(world, &body))
 }
 
 async fn admin_capacity(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
