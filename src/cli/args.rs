@@ -204,6 +204,10 @@ pub enum StateCommand {
     /// it and why in the plan's history. A live holder stops before its next
     /// cloud call; the next apply finishes what it left.
     Unlock(StateUnlockArgs),
+    /// Put a plan's unreadable state back in working order: the state before
+    /// its last save if that reads, else an empty one whose instances the
+    /// next plan or apply re-adopts from the clouds. The damaged state is kept.
+    Repair(StateRepairArgs),
     /// Copy the state directory's plans (state, journal, history) into a
     /// PostgreSQL database: the move from local to team state.
     Push(StatePushArgs),
@@ -265,6 +269,14 @@ pub struct StateUnlockArgs {
     /// Why, recorded in the plan's history with who took the lock over.
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
+    #[command(flatten)]
+    pub state: StateLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct StateRepairArgs {
+    /// The plan (by name) whose state to repair.
+    pub plan: String,
     #[command(flatten)]
     pub state: StateLocation,
 }

@@ -97,6 +97,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a).await,
         Command::State(StateArgs { command: StateCommand::Forget(a) }) => state::forget(&a).await,
         Command::State(StateArgs { command: StateCommand::Unlock(a) }) => state::unlock(&a).await,
+        Command::State(StateArgs { command: StateCommand::Repair(a) }) => state::repair(&a).await,
         Command::State(StateArgs { command: StateCommand::Push(a) }) => state::push(&a).await,
         Command::State(StateArgs { command: StateCommand::Pull(a) }) => state::pull(&a).await,
         Command::History(a) => state::history(&a).await,

@@ -13,8 +13,8 @@ use super::model::{
 use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders, RawRebalance};
 use super::reader::{Located, closest};
 use crate::catalog::{Catalog, OverrideProblem};
-use crate::model::Cloud;
 use crate::model::OfferingOverride;
+use crate::model::{Cloud, MAX_NAME_LEN, is_valid_name};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -22,9 +22,6 @@ use std::time::Duration;
 /// Most GPUs an `[[offerings]]` node may carry: no cloud sells more than 16
 /// per node, so anything past 64 is a typo.
 const MAX_GPUS_PER_NODE: u32 = 64;
-
-/// Longest plan and fleet name: they become tag values and GCP label values (≤ 63).
-pub(crate) const MAX_NAME_LEN: usize = 63;
 
 /// Checks `raw` and builds the plan; `None` when `problems` recorded anything.
 pub(crate) fn validate(
@@ -78,12 +75,7 @@ pub(crate) fn validate(
 /// letters, digits and inner `-`, like a DNS label.
 pub(crate) fn check_name(name: &Located<String>, what: &str, problems: &mut Problems) -> Option<String> {
     let value = &name.value;
-    let well_formed = !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if well_formed {
+    if is_valid_name(value) {
         return Some(value.clone());
     }
     let problem = problems.error(name.span.clone(), format!("{what} name `{value}` is not a valid name"));
