@@ -32,26 +32,32 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Open `path` as `options` say (its directory created if missing), never
-/// through a symlink, and only if it is a regular file; one created is 0600.
+/// Open `path` as `options` say (its directory created if missing), as
+/// [`open_regular`] does; a file of this user's is made 0600.
 pub fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         ensure_dir(dir)?;
     }
-    let file = options
-        .mode(PRIVATE_FILE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| explained(path, e))?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(not_a_file());
-    }
+    let file = open_regular(path, options.mode(PRIVATE_FILE))?;
     // One created here has the mode the umask left, one from an older
     // gpufleet may be 0644: make it private (a file of another user is left
     // as it is, its owner's to fix).
+    let meta = file.metadata()?;
     if meta.permissions().mode() & 0o777 != PRIVATE_FILE && owned_by_us(&meta) {
         file.set_permissions(Permissions::from_mode(PRIVATE_FILE))?;
+    }
+    Ok(file)
+}
+
+/// Open `path` as `options` say, never through a symlink, without blocking
+/// on a FIFO, and only if it is a regular file.
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| explained(path, e))?;
+    if !file.metadata()?.is_file() {
+        return Err(not_a_file());
     }
     Ok(file)
 }

@@ -58,6 +58,23 @@ pub enum Command {
 pub struct ValidateArgs {
     /// Plan file (TOML).
     pub plan: PathBuf,
+    #[command(flatten)]
+    pub plan_file: PlanFileArgs,
+}
+
+/// How a plan file is read.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanFileArgs {
+    /// Accept a fleet's `startup` script outside the plan file's directory;
+    /// by default a path that leaves it (through `..` or a symlink) is refused.
+    #[arg(long)]
+    pub allow_startup_outside: bool,
+}
+
+impl PlanFileArgs {
+    pub fn options(&self) -> crate::plan::LoadOptions {
+        crate::plan::LoadOptions { allow_startup_outside: self.allow_startup_outside }
+    }
 }
 
 /// Where state lives: a local directory, or a database a team shares.
@@ -77,6 +94,8 @@ pub struct StateLocation {
 pub struct TargetArgs {
     #[command(flatten)]
     pub state: StateLocation,
+    #[command(flatten)]
+    pub plan_file: PlanFileArgs,
     /// Run against the built-in simulator, in-process, with an optional scenario file;
     /// its world is kept under the state directory between commands.
     #[arg(long, value_name = "SCENARIO", num_args = 0..=1, conflicts_with = "sim_url")]
