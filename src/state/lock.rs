@@ -10,6 +10,7 @@
 //! process stays a zombie until its parent reaps it, and pids are reused).
 
 use crate::files;
+use crate::model::printable;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -52,14 +53,16 @@ impl Holder {
     }
 }
 
+/// Host and command come from a lock file or a database row that anyone with
+/// access may have written: they are shown [`printable`].
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "`{}` (pid {} on {}) since {}, lease until {}",
-            self.command,
+            printable(&self.command),
             self.pid,
-            self.host,
+            printable(&self.host),
             self.since.format("%Y-%m-%d %H:%M:%S UTC"),
             self.lease_expires.format("%H:%M:%S UTC")
         )
