@@ -113,10 +113,21 @@ impl Journal {
     /// Every readable entry, in order. A torn line (a kill mid-write) is
     /// skipped: its call never started. So is any other line that is not an
     /// entry (damaged, not even UTF-8): the clouds, not the journal, say
-    /// what exists, and a refresh adopts it.
+    /// what exists, and a refresh adopts it by its ownership tags. Such lines
+    /// are logged, naming the file, as nothing needs doing about them.
     pub fn entries(path: &Path) -> io::Result<Vec<Entry>> {
         let Some(bytes) = files::read(path)? else { return Ok(Vec::new()) };
-        Ok(bytes.split(|b| *b == b'\n').filter_map(|line| serde_json::from_slice(line).ok()).collect())
+        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty()).collect();
+        let entries: Vec<Entry> = lines.iter().filter_map(|line| serde_json::from_slice(line).ok()).collect();
+        if entries.len() < lines.len() {
+            tracing::warn!(
+                path = %path.display(),
+                skipped = lines.len() - entries.len(),
+                "journal lines that are not entries were skipped; the next refresh adopts from the clouds \
+                 whatever their calls made, so nothing needs doing"
+            );
+        }
+        Ok(entries)
     }
 }
 
