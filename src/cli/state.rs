@@ -8,7 +8,7 @@ use super::{
     StateRepairArgs, StateShowArgs, StateUnlockArgs, failure,
 };
 use crate::files::write_atomic;
-use crate::model::{Clock, Instance, SystemClock};
+use crate::model::{Clock, Instance, SystemClock, printable};
 use crate::state::history::HistoryEntry;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::postgres::PostgresBackend;
@@ -57,7 +57,7 @@ pub async fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
     } else if let Some(fields) = value.as_object() {
         for (key, v) in fields {
             let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-            println!("{key:<14} {text}");
+            println!("{key:<14} {}", printable(&text));
         }
     }
     Ok(Exit::Ok)
