@@ -22,8 +22,9 @@
 //! # Imports point down
 //!
 //! Checked by `tests/layering.rs` on every `crate::` path in `src/`:
-//! - `model` and `json` (reading gpufleet's own JSON files with errors that
-//!   name the field) use no other module; every module may use them;
+//! - `model`, `json` (reading gpufleet's own JSON files with errors that
+//!   name the field) and `files` (writing them privately, atomically, through
+//!   no symlink) use no other module; every module may use them;
 //! - `catalog` uses only `model`; `plan` only `model` and `catalog`;
 //! - `planner` uses only `model`, `plan` and `catalog`, with no async, file
 //!   system, environment or clock;
@@ -40,6 +41,7 @@
 pub mod apply;
 pub mod catalog;
 pub mod cli;
+mod files;
 pub mod history_page;
 mod json;
 pub mod model;

@@ -47,6 +47,33 @@ impl fmt::Display for Cloud {
     }
 }
 
+/// Longest plan and fleet name: they become tag values and GCP label values (≤ 63).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Whether `name` is a valid plan or fleet name: 1 to [`MAX_NAME_LEN`]
+/// lowercase letters, digits and inner `-`, like a DNS label. Names end up in
+/// tags, labels and file names, so nothing else (no `/`, no `.`) passes.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// `text` safe to show on a terminal: control characters (ESC, BEL, CR, NUL,
+/// the C1 range, ...) are written as `\u{1b}` escapes, so that a value read
+/// from a file or a database row cannot retitle, recolor or rewrite the
+/// user's terminal. Every untrusted value printed goes through here.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
 /// Ownership tag: the plan's name.
 pub const TAG_PLAN: &str = "gpufleet-plan";
 /// Ownership tag: the fleet's name within the plan.

@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-const MODULES: [&str; 12] = [
+const MODULES: [&str; 13] = [
     "model",
     "json",
+    "files",
     "catalog",
     "plan",
     "planner",
@@ -22,15 +23,15 @@ const MODULES: [&str; 12] = [
 /// What each module may use besides itself.
 fn allowed(module: &str) -> &'static [&'static str] {
     match module {
-        "model" | "json" => &[],
-        "catalog" => &["model", "json"],
-        "plan" => &["model", "json", "catalog"],
+        "model" | "json" | "files" => &[],
+        "catalog" => &["files", "model", "json"],
+        "plan" => &["files", "model", "json", "catalog"],
         "planner" => &["model", "plan", "catalog"],
-        "state" => &["model", "json"],
-        "providers" => &["model", "json", "catalog"],
-        "apply" => &["model", "json", "plan", "catalog", "planner", "state", "providers"],
-        "rebalance" => &["model", "json", "plan", "catalog", "planner", "state", "apply"],
-        "sim" => &["model", "json", "catalog"],
+        "state" => &["files", "model", "json"],
+        "providers" => &["files", "model", "json", "catalog"],
+        "apply" => &["files", "model", "json", "plan", "catalog", "planner", "state", "providers"],
+        "rebalance" => &["files", "model", "json", "plan", "catalog", "planner", "state", "apply"],
+        "sim" => &["files", "model", "json", "catalog"],
         "history_page" => &["state"],
         "cli" => &MODULES,
         other => panic!("unknown module {other}"),

@@ -15,7 +15,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn load_error(name: &str) -> PlanError {
-    match plan::load(&fixture(name), &Catalog::builtin()) {
+    match plan::load(&fixture(name), &Catalog::builtin(), Default::default()) {
         Ok(_) => panic!("{name}.toml should not validate"),
         Err(error) => error,
     }
@@ -68,7 +68,7 @@ mod bad_plans {
 
 #[test]
 fn demo_plan_validates_with_defaults_filled_in() {
-    let plan = plan::load(Path::new("plans/demo.toml"), &Catalog::builtin())
+    let plan = plan::load(Path::new("plans/demo.toml"), &Catalog::builtin(), Default::default())
         .unwrap_or_else(|e| panic!("{}", e.render_plain()));
     assert_eq!(plan.name, "demo");
     assert_eq!(plan.shortage_ttl, std::time::Duration::from_secs(300));
@@ -138,17 +138,19 @@ fn shortage_ttl_beyond_a_year_is_refused_instead_of_overflowing_at_apply() {
         "name = \"ttl\"\nshortage_ttl = \"300000years\"\n\n[providers.aws]\nregions = [\"us-east-1\"]\n",
     )
     .unwrap();
-    let error = plan::load(&path, &Catalog::builtin()).unwrap_err();
+    let error = plan::load(&path, &Catalog::builtin(), Default::default()).unwrap_err();
     let rendered = error.render_plain();
     assert!(rendered.contains("ttl.toml:2:") && rendered.contains("longer than a year"), "{rendered}");
     std::fs::write(&path, "name = \"ttl\"\nshortage_ttl = \"365days\"\n\n[providers.aws]\nregions = [\"us-east-1\"]\n")
         .unwrap();
-    assert!(plan::load(&path, &Catalog::builtin()).is_ok());
+    assert!(plan::load(&path, &Catalog::builtin(), Default::default()).is_ok());
 }
 
 #[test]
 fn unreadable_plan_file_is_a_plan_error() {
-    let error = plan::load(Path::new("tests/fixtures/plans/no-such-plan.toml"), &Catalog::builtin()).unwrap_err();
+    let error =
+        plan::load(Path::new("tests/fixtures/plans/no-such-plan.toml"), &Catalog::builtin(), Default::default())
+            .unwrap_err();
     assert_eq!(
         error.render_plain(),
         "tests/fixtures/plans/no-such-plan.toml: error: cannot read the plan file: No such file or directory (os error 2)\n"

@@ -325,3 +325,35 @@ fn state_pushed_to_the_database_and_pulled_back_is_identical_and_push_refuses_to
         common::stderr(&missing)
     );
 }
+
+/// A row is JSON, but a hand edit can make it another plan's state (one
+/// whose `plan` is a path, which `state pull` then wrote outside the state
+/// directory) or no state at all: it is refused naming the plan, and
+/// `repair` moves it aside and starts over.
+#[tokio::test]
+async fn a_row_that_is_not_this_plans_state_is_refused_and_repair_keeps_it_aside() {
+    let pg = Postgres::start();
+    let backend = PostgresBackend::connect(&pg.url).await.unwrap();
+    let mut state = backend.load("demo").await.unwrap();
+    backend.save(&mut state).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .execute("UPDATE gpufleet_states SET body = jsonb_set(body, '{plan}', '\"../../evil-state\"')", &[])
+        .await
+        .unwrap();
+    let err = backend.load("demo").await.unwrap_err();
+    assert!(matches!(err, StateError::OtherPlan { .. }), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let local = gpufleet::state::LocalBackend::new(dir.path().join("state"));
+    assert!(gpufleet::state::PlanCopy::read(&backend, "demo").await.is_err());
+    assert!(!dir.path().join("evil-state.json").exists() && local.list_plans().await.unwrap().is_empty());
+
+    let repaired = backend.repair("demo", at(1)).await.unwrap();
+    assert!(matches!(repaired, gpufleet::state::Repaired::StartedOver { .. }), "{repaired:?}");
+    let fresh = backend.load("demo").await.unwrap();
+    assert!(fresh.serial == 0 && fresh.lineage != state.lineage);
+    let kept: i64 = client.query_one("SELECT count(*) FROM gpufleet_damaged_states", &[]).await.unwrap().get(0);
+    assert_eq!(kept, 1);
+    assert_eq!(backend.repair("demo", at(2)).await.unwrap(), gpufleet::state::Repaired::Healthy);
+}

@@ -58,6 +58,23 @@ pub enum Command {
 pub struct ValidateArgs {
     /// Plan file (TOML).
     pub plan: PathBuf,
+    #[command(flatten)]
+    pub plan_file: PlanFileArgs,
+}
+
+/// How a plan file is read.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PlanFileArgs {
+    /// Accept a fleet's `startup` script outside the plan file's directory;
+    /// by default a path that leaves it (through `..` or a symlink) is refused.
+    #[arg(long)]
+    pub allow_startup_outside: bool,
+}
+
+impl PlanFileArgs {
+    pub fn options(&self) -> crate::plan::LoadOptions {
+        crate::plan::LoadOptions { allow_startup_outside: self.allow_startup_outside }
+    }
 }
 
 /// Where state lives: a local directory, or a database a team shares.
@@ -77,6 +94,8 @@ pub struct StateLocation {
 pub struct TargetArgs {
     #[command(flatten)]
     pub state: StateLocation,
+    #[command(flatten)]
+    pub plan_file: PlanFileArgs,
     /// Run against the built-in simulator, in-process, with an optional scenario file;
     /// its world is kept under the state directory between commands.
     #[arg(long, value_name = "SCENARIO", num_args = 0..=1, conflicts_with = "sim_url")]
@@ -204,6 +223,10 @@ pub enum StateCommand {
     /// it and why in the plan's history. A live holder stops before its next
     /// cloud call; the next apply finishes what it left.
     Unlock(StateUnlockArgs),
+    /// Put a plan's unreadable state back in working order: the state before
+    /// its last save if that reads, else an empty one whose instances the
+    /// next plan or apply re-adopts from the clouds. The damaged state is kept.
+    Repair(StateRepairArgs),
     /// Copy the state directory's plans (state, journal, history) into a
     /// PostgreSQL database: the move from local to team state.
     Push(StatePushArgs),
@@ -265,6 +288,14 @@ pub struct StateUnlockArgs {
     /// Why, recorded in the plan's history with who took the lock over.
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
+    #[command(flatten)]
+    pub state: StateLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct StateRepairArgs {
+    /// The plan (by name) whose state to repair.
+    pub plan: String,
     #[command(flatten)]
     pub state: StateLocation,
 }

@@ -1,7 +1,7 @@
 //! What several commands share: loading a plan with its catalog, and
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
-use super::{Failure, StateLocation, TargetArgs, failure, sim_failure};
+use super::{Failure, PlanFileArgs, StateLocation, TargetArgs, failure, sim_failure};
 use crate::apply::{ApplyError, Clouds, Drain, DrainScript, NoDrain, Session, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Load and validate a plan; the catalog comes back with the plan's offerings applied.
-pub fn load_plan(path: &Path) -> Result<(Plan, Catalog), Failure> {
+pub fn load_plan(path: &Path, args: &PlanFileArgs) -> Result<(Plan, Catalog), Failure> {
     let builtin = Catalog::builtin();
-    let plan = crate::plan::load(path, &builtin).map_err(Failure::Plan)?;
+    let plan = crate::plan::load(path, &builtin, args.options()).map_err(Failure::Plan)?;
     // Validation already checked the overrides; this only fails if it and the catalog disagree.
     let catalog = builtin.with_overrides(&plan.offerings).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| format!("offerings[{}]: {p}", p.index)).collect();

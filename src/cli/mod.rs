@@ -17,6 +17,7 @@ mod validate;
 
 pub use args::*;
 
+use crate::model::printable;
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -97,6 +98,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::State(StateArgs { command: StateCommand::Show(a) }) => state::show(&a).await,
         Command::State(StateArgs { command: StateCommand::Forget(a) }) => state::forget(&a).await,
         Command::State(StateArgs { command: StateCommand::Unlock(a) }) => state::unlock(&a).await,
+        Command::State(StateArgs { command: StateCommand::Repair(a) }) => state::repair(&a).await,
         Command::State(StateArgs { command: StateCommand::Push(a) }) => state::push(&a).await,
         Command::State(StateArgs { command: StateCommand::Pull(a) }) => state::pull(&a).await,
         Command::History(a) => state::history(&a).await,
@@ -125,9 +127,53 @@ impl Failure {
         match self {
             Failure::Plan(e) if terminal => eprintln!("{:?}", miette::Report::new(e)),
             Failure::Plan(e) => eprint!("{}", e.render_plain()),
-            Failure::Other(report) if terminal => eprintln!("{report:?}"),
-            Failure::Other(report) => eprint!("{}", plain(&report)),
+            Failure::Other(report) => {
+                let report = miette::Report::new(Printable::of(&report));
+                if terminal {
+                    eprintln!("{report:?}");
+                } else {
+                    eprint!("{}", plain(&report));
+                }
+            }
         }
+    }
+}
+
+/// A report with all its text made [`printable`]: errors quote what files,
+/// database rows and clouds said, and none of it may reach the terminal raw.
+#[derive(Debug)]
+struct Printable {
+    message: String,
+    help: Option<String>,
+    cause: Option<Box<Printable>>,
+}
+
+impl Printable {
+    fn of(report: &miette::Report) -> Printable {
+        let cause = report.chain().skip(1).collect::<Vec<_>>().into_iter().rev().fold(None, |inner, cause| {
+            Some(Box::new(Printable { message: printable(&cause.to_string()).into_owned(), help: None, cause: inner }))
+        });
+        // Help texts are gpufleet's own, and may span lines.
+        let help = report.help().map(|help| help.to_string().lines().map(printable).collect::<Vec<_>>().join("\n"));
+        Printable { message: printable(&report.to_string()).into_owned(), help, cause }
+    }
+}
+
+impl std::fmt::Display for Printable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Printable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_deref().map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl miette::Diagnostic for Printable {
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help.as_ref().map(|help| Box::new(help) as Box<dyn std::fmt::Display>)
     }
 }
 

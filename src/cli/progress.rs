@@ -3,6 +3,7 @@
 
 use crate::apply::{Event, EventSink};
 use crate::model::Placement;
+use crate::model::printable;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -32,7 +33,10 @@ impl Progress {
         Progress { multi, bars: Mutex::new(HashMap::new()) }
     }
 
+    /// Lines carry cloud error messages, instance ids and names from state:
+    /// they are shown [`printable`].
     fn say(&self, line: String) {
+        let line = printable(&line);
         match &self.multi {
             Some(multi) => {
                 let _ = multi.println(line);
@@ -49,7 +53,7 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.set_prefix(verb.to_string());
-        bar.set_message(format!("{fleet}: {placement}"));
+        bar.set_message(printable(&format!("{fleet}: {placement}")).into_owned());
         let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         bars.insert((fleet.to_string(), placement.clone()), bar);
     }
@@ -59,7 +63,9 @@ impl Progress {
         if let Some(bar) = bars.remove(&(fleet.to_string(), placement.clone())) {
             bar.set_position(done);
             match note {
-                Some(note) => bar.abandon_with_message(format!("{fleet}: {placement}: {note}")),
+                Some(note) => {
+                    bar.abandon_with_message(printable(&format!("{fleet}: {placement}: {note}")).into_owned())
+                }
                 None => bar.finish(),
             }
         }

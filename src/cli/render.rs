@@ -3,6 +3,7 @@
 
 use crate::apply::{ApplyReport, FleetStatus};
 use crate::model::Instance;
+use crate::model::printable;
 use crate::planner::{Action, ActionKind, Changeset};
 use crate::state::history::HistoryEntry;
 use owo_colors::OwoColorize;
@@ -282,7 +283,8 @@ pub fn history_table(entries: &[HistoryEntry]) -> String {
     let mut table = aligned(&header, &rows);
     for entry in entries {
         if let Some(note) = &entry.note {
-            table.push_str(&format!("{} {}: {note}\n", entry.at.format("%Y-%m-%d %H:%M:%S"), entry.command));
+            let line = format!("{} {}: {note}", entry.at.format("%Y-%m-%d %H:%M:%S"), entry.command);
+            let _ = writeln!(table, "{}", printable(&line));
         }
     }
     table
@@ -308,11 +310,14 @@ pub fn instance_table(rows: &[(String, Instance)]) -> String {
     aligned(&header, &cells)
 }
 
-/// Rows under a header, each column as wide as its widest cell.
+/// Rows under a header, each column as wide as its widest cell. Cells come
+/// from state and history, which other writers may have filled: they are
+/// shown [`printable`].
 fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let rows: Vec<[String; N]> = rows.iter().map(|row| row.clone().map(|c| printable(&c).into_owned())).collect();
     let mut out = String::new();
     let mut widths = header.map(str::len);
-    for row in rows {
+    for row in &rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
@@ -322,7 +327,7 @@ fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
         padded.join("  ").trim_end().to_string()
     };
     let _ = writeln!(out, "{}", line(header.to_vec()));
-    for row in rows {
+    for row in &rows {
         let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
     }
     out

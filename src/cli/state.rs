@@ -1,17 +1,18 @@
-//! `gpufleet state list`, `state show` and `state forget`.
+//! `gpufleet state list`, `show`, `forget`, `unlock`, `repair`, `push` and
+//! `pull`, and `gpufleet history`.
 
 use super::context::open_state;
 use super::render::{instance_json, instance_table};
 use super::{
     Exit, Failure, HistoryArgs, StateCopyArgs, StateForgetArgs, StateListArgs, StatePullArgs, StatePushArgs,
-    StateShowArgs, StateUnlockArgs, failure,
+    StateRepairArgs, StateShowArgs, StateUnlockArgs, failure,
 };
-use crate::model::{Clock, Instance, SystemClock};
-use crate::state::files::write_atomic;
+use crate::files::write_atomic;
+use crate::model::{Clock, Instance, SystemClock, printable};
 use crate::state::history::HistoryEntry;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::postgres::PostgresBackend;
-use crate::state::{LocalBackend, PlanCopy, StateBackend};
+use crate::state::{LocalBackend, PlanCopy, Repaired, StateBackend};
 use std::path::Path;
 
 /// Every (plan, instance) the state knows, optionally for one plan.
@@ -56,7 +57,7 @@ pub async fn show(args: &StateShowArgs) -> Result<Exit, Failure> {
     } else if let Some(fields) = value.as_object() {
         for (key, v) in fields {
             let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-            println!("{key:<14} {text}");
+            println!("{key:<14} {}", printable(&text));
         }
     }
     Ok(Exit::Ok)
@@ -117,11 +118,41 @@ pub async fn unlock(args: &StateUnlockArgs) -> Result<Exit, Failure> {
     Ok(Exit::Ok)
 }
 
+/// `gpufleet state repair PLAN`: the way out of a state that no longer
+/// reads, under the plan's lock so that no run writes meanwhile.
+pub async fn repair(args: &StateRepairArgs) -> Result<Exit, Failure> {
+    let backend = open_state(&args.state).await?;
+    let now = SystemClock.now().await?;
+    let lock = backend.lock(&args.plan, Holder::this_process("state repair", now, DEFAULT_LEASE)).await?;
+    let repaired = backend.repair(&args.plan, now).await;
+    drop(lock);
+    backend.close().await;
+    let plan = &args.plan;
+    match repaired? {
+        Repaired::Healthy => println!("The state of plan `{plan}` reads; nothing to repair."),
+        Repaired::FromBackup { serial, kept } => {
+            println!("Restored the state of plan `{plan}` from before its last save (serial {serial}).");
+            println!("The damaged state is kept as {kept}.");
+            println!("The next `gpufleet plan` or `apply` refreshes it from the clouds.");
+        }
+        Repaired::StartedOver { kept } => {
+            println!("The state of plan `{plan}` started over, empty: no earlier state was readable.");
+            println!("The damaged state is kept as {kept}.");
+            println!(
+                "The next `gpufleet plan` or `apply` re-adopts the plan's instances from the clouds by their \
+                 ownership tags, in the scopes the plan configures; shortage memory starts empty."
+            );
+        }
+    }
+    Ok(Exit::Ok)
+}
+
 /// `gpufleet history PLAN`: the plan's runs as a table, JSON, or an HTML page.
 pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
     // A plan file names its plan; anything else is taken as the name.
     let path = Path::new(&args.plan);
-    let name = if path.is_file() { super::context::load_plan(path)?.0.name } else { args.plan.clone() };
+    let name =
+        if path.is_file() { super::context::load_plan(path, &Default::default())?.0.name } else { args.plan.clone() };
     let backend = open_state(&args.state).await?;
     let entries = backend.history(&name).await?;
     if let Some(file) = &args.html {

@@ -6,6 +6,7 @@
 //! miette (source snippets, for terminals) and as plain `file:line:col` lines
 //! (for logs, CI and editors), see [`PlanError::render_plain`].
 
+use crate::model::printable;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -133,6 +134,21 @@ impl Problems {
         self.list.is_empty()
     }
 
+    /// Keeps only the first problem recorded at each of `spans`: later ones
+    /// there are echoes of it (a value with a control character is also not
+    /// a valid name, image or label).
+    pub(crate) fn keep_first_at(&mut self, spans: &[Range<usize>]) {
+        let mut seen: Vec<&Range<usize>> = Vec::new();
+        self.list.retain(|problem| match problem.span.as_ref().and_then(|s| spans.iter().find(|b| *b == s)) {
+            Some(span) if seen.contains(&span) => false,
+            Some(span) => {
+                seen.push(span);
+                true
+            }
+            None => true,
+        });
+    }
+
     /// How many problems were recorded; lets a check tell whether its part added any.
     pub(crate) fn len(&self) -> usize {
         self.list.len()
@@ -146,9 +162,9 @@ impl Problems {
             .into_iter()
             .map(|p| Diagnostic {
                 location: p.span.map(|span| lines.locate(text, span)),
-                message: p.message,
-                help: p.help,
-                label: p.label,
+                message: printable(&p.message).into_owned(),
+                help: p.help.iter().map(|h| printable(h).into_owned()).collect(),
+                label: printable(&p.label).into_owned(),
             })
             .collect();
         // Stable: problems at the same place keep the order validation found them in.
@@ -186,6 +202,29 @@ fn floor_char_boundary(text: &str, mut index: usize) -> usize {
     index
 }
 
+/// `text` with the user name and password of every URL in it (`scheme://
+/// user:pass@host`) masked by as many `*`, so that spans into it still hold.
+pub(crate) fn redacted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after.find(|c: char| "/?#\"'".contains(c) || c.is_whitespace()).unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                out.extend(std::iter::repeat_n('*', userinfo_end));
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Why a plan file could not be loaded: every problem found, each located in the file.
 #[derive(Debug, Clone)]
 pub struct PlanError {
@@ -195,10 +234,11 @@ pub struct PlanError {
 }
 
 impl PlanError {
+    /// The snippets shown come from `text` with URL credentials masked.
     fn new(source_name: &str, text: &str, diagnostics: Vec<Diagnostic>) -> PlanError {
         PlanError {
             source_name: source_name.to_string(),
-            source: Arc::new(miette::NamedSource::new(source_name, text.to_string()).with_language("TOML")),
+            source: Arc::new(miette::NamedSource::new(source_name, redacted(text)).with_language("TOML")),
             diagnostics,
         }
     }

@@ -17,9 +17,19 @@ use std::path::Path;
 /// More nodes than this in one fleet is a typo, not a plan.
 pub(crate) const MAX_NODES: u32 = 10_000;
 
-/// EC2 refuses user data (the startup script) above 16 KiB, and gpufleet adds
-/// up to about half a KiB: the node's place, exported for the script.
-const MAX_STARTUP_BYTES: usize = 15 * 1024;
+/// What gpufleet adds to a startup script, at most: the node's place,
+/// exported for the script (about half a KiB), with room to spare.
+const STARTUP_HEADROOM: usize = 1024;
+
+/// The most user data each cloud takes: EC2 16 KiB, a Compute Engine
+/// metadata value 256 KiB, Azure `customData` 64 KiB.
+fn user_data_limit(cloud: Cloud) -> usize {
+    match cloud {
+        Cloud::Aws => 16 * 1024,
+        Cloud::Gcp => 256 * 1024,
+        Cloud::Azure => 64 * 1024 - 1,
+    }
+}
 
 /// Tags gpufleet puts on every instance to recognize what it owns.
 pub(crate) const OWNERSHIP_TAG_PREFIX: &str = "gpufleet-";
@@ -36,6 +46,8 @@ pub(crate) struct FleetChecker<'a> {
     /// configured places are then skipped, as they would only echo those problems.
     pub providers_ok: bool,
     pub base_dir: &'a Path,
+    /// `--allow-startup-outside`: a `startup` script may live outside `base_dir`.
+    pub startup_outside_allowed: bool,
 }
 
 impl FleetChecker<'_> {
@@ -56,7 +68,8 @@ impl FleetChecker<'_> {
         let residency = optional(raw.residency.as_ref(), |r| self.check_residency(r, &context, problems));
         let max_price = optional(raw.max_price_per_gpu_hour.as_ref(), |p| check_price_ceiling(p, problems));
         let image = optional(raw.image.as_ref(), |i| check_images(i, problems));
-        let startup = optional(raw.startup.as_ref(), |s| self.read_startup(s, problems));
+        let startup =
+            optional(raw.startup.as_ref(), |s| self.read_startup(s, image.clone().flatten().as_ref(), problems));
         let labels = optional(raw.labels.as_ref(), |l| check_labels(l, &context, problems));
 
         let fleet = Fleet {
@@ -255,37 +268,88 @@ impl FleetChecker<'_> {
         Some(allowed)
     }
 
-    fn read_startup(&self, path: &Located<String>, problems: &mut Problems) -> Option<StartupScript> {
-        if path.value.trim().is_empty() {
-            problems.error(path.span.clone(), "startup must name a file").help("give a path relative to the plan file");
-            return None;
+    /// The script at `path`: a regular file inside the plan's directory
+    /// (unless `--allow-startup-outside`), never a FIFO or device (which
+    /// would hang the read), at most the user data the fleet's clouds take,
+    /// of which no more than that is ever read.
+    fn read_startup(
+        &self,
+        path: &Located<String>,
+        images: Option<&BTreeMap<Cloud, String>>,
+        problems: &mut Problems,
+    ) -> Option<StartupScript> {
+        let mut refuse = |message: String, help: String| {
+            problems.error(path.span.clone(), message).help(help);
+            None
+        };
+        let name = &path.value;
+        if name.trim().is_empty() {
+            return refuse("startup must name a file".into(), "give a path relative to the plan file".into());
         }
-        let full = self.base_dir.join(&path.value);
-        match std::fs::read_to_string(&full) {
-            Ok(content) if content.len() > MAX_STARTUP_BYTES => {
-                problems
-                    .error(
-                        path.span.clone(),
-                        format!(
-                            "startup script `{}` is {} bytes; with the node's place gpufleet adds, EC2 accepts at most {MAX_STARTUP_BYTES}",
-                            path.value,
-                            content.len()
-                        ),
-                    )
-                    .help("keep the startup script small: let it download the rest");
-                None
-            }
-            Ok(content) => Some(StartupScript { path: path.value.clone(), content }),
+        let full = self.base_dir.join(name);
+        let resolved = match full.canonicalize() {
+            Ok(resolved) => resolved,
             Err(error) => {
-                problems
-                    .error(
-                        path.span.clone(),
-                        format!("cannot read startup script `{}`: {}", path.value, io_reason(&error)),
-                    )
-                    .help(format!("the path is relative to the plan file, so gpufleet looked for {}", full.display()));
-                None
+                return refuse(
+                    format!("cannot read startup script `{name}`: {}", io_reason(&error)),
+                    format!("the path is relative to the plan file, so gpufleet looked for {}", full.display()),
+                );
             }
+        };
+        let root = Path::new(".").join(self.base_dir).canonicalize().ok();
+        if !self.startup_outside_allowed && !root.as_ref().is_some_and(|root| resolved.starts_with(root)) {
+            return refuse(
+                format!("startup script `{name}` is outside the plan file's directory: it is {}", resolved.display()),
+                "move it next to the plan file, or pass --allow-startup-outside if the plan means it".into(),
+            );
         }
+        if !std::fs::metadata(&resolved).is_ok_and(|m| m.is_file()) {
+            return refuse(
+                format!("startup script `{name}` is not a regular file"),
+                "name a script file, not a directory, FIFO or device".into(),
+            );
+        }
+        let (cloud, limit) = self.startup_limit(images);
+        let most = limit - STARTUP_HEADROOM;
+        let content = match read_at_most(&resolved, most + 1) {
+            Ok(bytes) if bytes.len() > most => {
+                return refuse(
+                    format!(
+                        "startup script `{name}` is larger than {most} bytes, the most {cloud} user data leaves room for"
+                    ),
+                    format!(
+                        "{cloud} takes {limit} bytes of user data and gpufleet adds the node's place: keep the \
+                         script small and let it download the rest"
+                    ),
+                );
+            }
+            Ok(bytes) => String::from_utf8(bytes),
+            Err(error) => {
+                return refuse(
+                    format!("cannot read startup script `{name}`: {}", io_reason(&error)),
+                    format!("gpufleet looked for {}", full.display()),
+                );
+            }
+        };
+        match content {
+            Ok(content) => Some(StartupScript { path: name.clone(), content }),
+            Err(_) => refuse(
+                format!("startup script `{name}` is not UTF-8 text"),
+                "user data is a script or cloud-init text".into(),
+            ),
+        }
+    }
+
+    /// The smallest user-data limit among the clouds the fleet may run on
+    /// (configured, and with an image when images are known), and its cloud.
+    fn startup_limit(&self, images: Option<&BTreeMap<Cloud, String>>) -> (Cloud, usize) {
+        Cloud::ALL
+            .into_iter()
+            .filter(|cloud| self.providers.locations(*cloud).is_some())
+            .filter(|cloud| images.is_none_or(|images| images.contains_key(cloud)))
+            .map(|cloud| (cloud, user_data_limit(cloud)))
+            .min_by_key(|(_, limit)| *limit)
+            .unwrap_or((Cloud::Aws, user_data_limit(Cloud::Aws)))
     }
 
     /// Asks the planner which offerings could host the fleet; when none can,
@@ -546,22 +610,49 @@ fn check_images(images: &RawImages, problems: &mut Problems) -> Option<BTreeMap<
     all_good.then_some(by_cloud)
 }
 
+/// `projects/P/global/images/NAME` or `.../images/family/FAMILY`, also as a
+/// full `https://www.googleapis.com/compute/v1/` URL, with Compute Engine's
+/// own characters in each part: the value goes into a URL path.
 fn is_gce_image(image: &str) -> bool {
-    let Some(rest) = image.strip_prefix("projects/") else { return false };
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        [project, "global", "images", name] => !project.is_empty() && !name.is_empty(),
-        [project, "global", "images", "family", family] => !project.is_empty() && !family.is_empty(),
+    let path = image.strip_prefix("https://www.googleapis.com/compute/v1/").unwrap_or(image);
+    let Some(rest) = path.strip_prefix("projects/") else { return false };
+    // Project ids may be domain-scoped: `example.com:project`.
+    let project =
+        |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
+    let name = |n: &str| {
+        (1..=63).contains(&n.len())
+            && n.starts_with(|c: char| c.is_ascii_lowercase())
+            && !n.ends_with('-')
+            && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [p, "global", "images", "family", family] => project(p) && name(family),
+        [p, "global", "images", image] => project(p) && name(image),
         _ => false,
     }
 }
 
+/// A marketplace URN `publisher:offer:sku:version`, or the resource id of a
+/// managed image or gallery image (version), as the Azure provider sends them.
 fn is_azure_image(image: &str) -> bool {
+    let part = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     let urn: Vec<&str> = image.split(':').collect();
-    let is_urn = urn.len() == 4 && urn.iter().all(|p| !p.is_empty() && !p.contains('/'));
-    is_urn
-        || (image.starts_with("/subscriptions/")
-            && image.to_ascii_lowercase().contains("/providers/microsoft.compute/"))
+    if urn.len() == 4 && urn.iter().all(|p| part(p)) {
+        return true;
+    }
+    let segments: Vec<&str> = image.split('/').collect();
+    let lowered: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let lowered: Vec<&str> = lowered.iter().map(String::as_str).collect();
+    // Resource group names may hold parentheses too.
+    let segment = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-()".contains(c));
+    segments.iter().skip(1).all(|s| segment(s))
+        && match lowered.as_slice() {
+            ["", "subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => matches!(
+                rest,
+                ["images", _] | ["galleries", _, "images", _] | ["galleries", _, "images", _, "versions", _]
+            ),
+            _ => false,
+        }
 }
 
 /// Compute Engine labels are stricter than EC2 tags: lowercase letters,
@@ -677,6 +768,17 @@ fn join_or(items: &[String]) -> String {
         [one] => one.clone(),
         [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
     }
+}
+
+/// Up to `most` bytes of the regular file at `path`, opened without
+/// following a link and without blocking, so that nothing but a file's own
+/// bytes, and never more than asked, is read.
+fn read_at_most(path: &Path, most: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = crate::files::open_regular(path, std::fs::File::options().read(true))?;
+    let mut bytes = Vec::new();
+    file.take(u64::try_from(most).unwrap_or(u64::MAX)).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The OS reason without the "(os error 2)" suffix, which says nothing to a user.

@@ -57,18 +57,37 @@ use crate::catalog::Catalog;
 use diagnostic::Problems;
 use std::path::Path;
 
+/// How a plan file is loaded, as the command line asks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Accept a `startup` script outside the plan file's directory
+    /// (`--allow-startup-outside`).
+    pub allow_startup_outside: bool,
+}
+
 /// Reads, parses and validates the plan file at `path`. Relative `startup`
 /// paths are resolved against the file's directory.
-pub fn load(path: &Path, catalog: &Catalog) -> Result<Plan, PlanError> {
+pub fn load(path: &Path, catalog: &Catalog, options: LoadOptions) -> Result<Plan, PlanError> {
     let source_name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| PlanError::unreadable(&source_name, &error))?;
     let base_dir = path.parent().unwrap_or_else(|| Path::new(""));
-    parse(&source_name, &text, base_dir, catalog)
+    parse_with(&source_name, &text, base_dir, catalog, options)
 }
 
 /// Parses and validates plan text. `source_name` names the file in messages;
-/// `base_dir` is where relative `startup` paths start.
+/// `base_dir` is where relative `startup` paths start, and the directory a
+/// `startup` script must stay inside.
 pub fn parse(source_name: &str, text: &str, base_dir: &Path, catalog: &Catalog) -> Result<Plan, PlanError> {
+    parse_with(source_name, text, base_dir, catalog, LoadOptions::default())
+}
+
+fn parse_with(
+    source_name: &str,
+    text: &str,
+    base_dir: &Path,
+    catalog: &Catalog,
+    options: LoadOptions,
+) -> Result<Plan, PlanError> {
     let mut problems = Problems::default();
     let (document, syntax_errors) = toml::de::DeTable::parse_recoverable(text);
     if let Some(first) = syntax_errors.first() {
@@ -77,8 +96,13 @@ pub fn parse(source_name: &str, text: &str, base_dir: &Path, catalog: &Catalog) 
         report_syntax_error(first, text, &mut problems);
         return Err(problems.into_error(source_name, text));
     }
+    // A control character is reported once, as what it is, not again by
+    // each check its value then fails.
+    let refused = reader::refuse_control_characters(document.get_ref(), &mut problems);
     let raw = raw::RawPlan::read(document.get_ref(), &mut problems);
-    match validate::validate(raw, source_name, base_dir, catalog, &mut problems) {
+    let plan = validate::validate(raw, source_name, base_dir, options, catalog, &mut problems);
+    problems.keep_first_at(&refused);
+    match plan {
         Some(plan) if problems.is_empty() => Ok(plan),
         _ => Err(problems.into_error(source_name, text)),
     }

@@ -6,6 +6,7 @@
 //! every key nobody asked for, with the closest known key as a suggestion.
 
 use super::diagnostic::Problems;
+use crate::model::printable;
 use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
@@ -39,6 +40,40 @@ impl<T: schemars::JsonSchema> schemars::JsonSchema for Located<T> {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         T::json_schema(generator)
     }
+}
+
+/// Plan values end up in cloud calls, tags, file names and terminals, where
+/// a control character (CR, LF, NUL, ESC, ...) splits a header, truncates a
+/// name or rewrites the screen: none is accepted, in any key or value.
+/// Returns the spans of those refused, where later checks only echo this one.
+pub(crate) fn refuse_control_characters(table: &DeTable<'_>, problems: &mut Problems) -> Vec<Range<usize>> {
+    fn check(text: &str, span: Range<usize>, problems: &mut Problems, refused: &mut Vec<Range<usize>>) {
+        let Some(bad) = text.chars().find(|c| c.is_control()) else { return };
+        problems
+            .error(
+                span.clone(),
+                format!("`{}` contains the control character {}", printable(text), bad.escape_unicode()),
+            )
+            .help("plan keys and values are single-line text; remove it");
+        refused.push(span);
+    }
+    fn walk_table(table: &DeTable<'_>, problems: &mut Problems, refused: &mut Vec<Range<usize>>) {
+        for (key, value) in table {
+            check(key.get_ref(), key.span(), problems, refused);
+            walk(value, problems, refused);
+        }
+    }
+    fn walk(value: &Value<'_>, problems: &mut Problems, refused: &mut Vec<Range<usize>>) {
+        match value.get_ref() {
+            DeValue::String(s) => check(s, value.span(), problems, refused),
+            DeValue::Array(items) => items.iter().for_each(|item| walk(item, problems, refused)),
+            DeValue::Table(table) => walk_table(table, problems, refused),
+            _ => {}
+        }
+    }
+    let mut refused = Vec::new();
+    walk_table(table, problems, &mut refused);
+    refused
 }
 
 type Spanned<T> = toml::Spanned<T>;

@@ -5,7 +5,8 @@
 //! them. A value that failed its own check is left out of later checks that
 //! depend on it, so that one mistake is reported once, not once per consequence.
 
-use super::diagnostic::Problems;
+use super::LoadOptions;
+use super::diagnostic::{Problems, redacted};
 use super::fleet::{FleetChecker, MAX_NODES};
 use super::model::{
     AwsConfig, AzureConfig, DEFAULT_SHORTAGE_TTL, Disruption, GcpConfig, MAX_DURATION, Plan, Providers, Rebalance,
@@ -13,8 +14,8 @@ use super::model::{
 use super::raw::{RawAws, RawAzure, RawGcp, RawOffering, RawPlan, RawProviders, RawRebalance};
 use super::reader::{Located, closest};
 use crate::catalog::{Catalog, OverrideProblem};
-use crate::model::Cloud;
 use crate::model::OfferingOverride;
+use crate::model::{Cloud, MAX_NAME_LEN, is_valid_name};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -23,14 +24,12 @@ use std::time::Duration;
 /// per node, so anything past 64 is a typo.
 const MAX_GPUS_PER_NODE: u32 = 64;
 
-/// Longest plan and fleet name: they become tag values and GCP label values (≤ 63).
-pub(crate) const MAX_NAME_LEN: usize = 63;
-
 /// Checks `raw` and builds the plan; `None` when `problems` recorded anything.
 pub(crate) fn validate(
     raw: RawPlan,
     source_name: &str,
     base_dir: &Path,
+    options: LoadOptions,
     catalog: &Catalog,
     problems: &mut Problems,
 ) -> Option<Plan> {
@@ -52,7 +51,13 @@ pub(crate) fn validate(
     });
     let providers_ok = every_provider_built && problems.len() == before_providers;
 
-    let checker = FleetChecker { catalog: &catalog, providers: &providers, providers_ok, base_dir };
+    let checker = FleetChecker {
+        catalog: &catalog,
+        providers: &providers,
+        providers_ok,
+        base_dir,
+        startup_outside_allowed: options.allow_startup_outside,
+    };
     let mut fleets = BTreeMap::new();
     for (fleet_name, raw_fleet) in &raw.fleets {
         if let Some(fleet) = checker.check(fleet_name, raw_fleet, problems) {
@@ -78,12 +83,7 @@ pub(crate) fn validate(
 /// letters, digits and inner `-`, like a DNS label.
 pub(crate) fn check_name(name: &Located<String>, what: &str, problems: &mut Problems) -> Option<String> {
     let value = &name.value;
-    let well_formed = !value.is_empty()
-        && value.len() <= MAX_NAME_LEN
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if well_formed {
+    if is_valid_name(value) {
         return Some(value.clone());
     }
     let problem = problems.error(name.span.clone(), format!("{what} name `{value}` is not a valid name"));
@@ -490,19 +490,33 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
     })
 }
 
-/// An optional endpoint override: absent is fine (`Some(None)`), present and
-/// not an http(s) URL is not (`None`).
+/// An optional endpoint override: absent is fine (`Some(None)`), present
+/// and not an http(s) URL with a host is not (`None`). A user name or
+/// password in it is refused without being repeated: credentials come from
+/// the clouds' own chains, and an endpoint is printed in messages and sent
+/// to token services (Azure derives its OAuth scope from it).
 fn check_endpoint(endpoint: Option<&Located<String>>, problems: &mut Problems) -> Option<Option<String>> {
     optional(endpoint, |endpoint| {
-        let url = &endpoint.value;
-        let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-        if host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
-            return Some(url.clone());
+        let text = &endpoint.value;
+        let url = url::Url::parse(text).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        match url {
+            Some(url) if !url.username().is_empty() || url.password().is_some() => {
+                problems
+                    .error(
+                        endpoint.span.clone(),
+                        format!("endpoint `{}` carries a user name or password", redacted(text)),
+                    )
+                    .help("remove `user:password@`: gpufleet takes credentials only from the cloud's standard chain");
+                None
+            }
+            Some(_) => Some(text.clone()),
+            None => {
+                problems
+                    .error(endpoint.span.clone(), format!("endpoint `{}` is not an http(s) URL", redacted(text)))
+                    .help("write it like \"http://127.0.0.1:5000\" or \"https://ec2.example.internal\"");
+                None
+            }
         }
-        problems
-            .error(endpoint.span.clone(), format!("endpoint `{url}` is not an http(s) URL"))
-            .help("write it like \"http://127.0.0.1:5000\" or \"https://ec2.example.internal\"");
-        None
     })
 }
 

@@ -133,9 +133,16 @@ impl AzureProvider {
             code: code.into(),
             message,
         };
+        // The endpoint becomes the OAuth scope sent to the token service and
+        // shows in messages: one carrying credentials is refused unrepeated.
         let endpoint = match &connection.endpoint {
             Some(endpoint) => Url::parse(endpoint)
-                .map_err(|e| failed(ErrorKind::Invalid, "InvalidEndpoint", format!("endpoint {endpoint}: {e}")))?,
+                .ok()
+                .filter(|url| url.username().is_empty() && url.password().is_none())
+                .ok_or_else(|| {
+                    let why = "the endpoint is not a URL without a user name and password".to_string();
+                    failed(ErrorKind::Invalid, "InvalidEndpoint", why)
+                })?,
             None => DEFAULT_ENDPOINT.to_owned(),
         };
         let credential: Arc<dyn TokenCredential> = if connection.simulator_credentials {
@@ -818,6 +825,24 @@ mod tests {
     /// (HTTP status, body as ARM sends it) → kind and reported code.
     fn classified(status: u16, body: &str) -> (ErrorKind, String) {
         Fault::from_body(body.as_bytes()).classify(status, None)
+    }
+
+    /// The endpoint's password was printed in the error and would have gone
+    /// to the token service as part of the OAuth scope.
+    #[tokio::test]
+    async fn an_endpoint_with_credentials_is_refused_without_repeating_them() {
+        let connection = AzureConnection {
+            endpoint: Some("https://user:s3cret@management.example".into()),
+            simulator_credentials: true,
+            retry: RetryPolicy::default(),
+        };
+        let vm = AzureVmSettings { subnet: None, admin_username: "gpufleet".into(), ssh_public_key: "k".into() };
+        let sub = "00000000-0000-0000-0000-000000000000";
+        let Err(err) = AzureProvider::connect(sub, "rg", &["eastus".into()], &connection, &vm).await else {
+            panic!("an endpoint with credentials was accepted");
+        };
+        assert_eq!(err.kind, ErrorKind::Invalid);
+        assert!(!format!("{err} {err:?}").contains("s3cret"), "{err}");
     }
 
     #[test]

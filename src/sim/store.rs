@@ -4,9 +4,8 @@
 
 use super::SimError;
 use super::world::World;
+use crate::files;
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 
 /// Bumped whenever a change to [`World`] makes old files unreadable.
@@ -33,9 +32,9 @@ struct WorldFile {
 /// Loads a world file; `Ok(None)` when there is none yet. A damaged file is
 /// refused naming the field (`world.instances.3.seq`), its line and column.
 pub fn load(path: &Path) -> Result<Option<World>, SimError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match files::read(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
         Err(source) => return Err(SimError::ReadWorld { path: path.to_path_buf(), source }),
     };
     let invalid = |message: String| SimError::InvalidWorld { path: path.to_path_buf(), message };
@@ -50,32 +49,13 @@ pub fn load(path: &Path) -> Result<Option<World>, SimError> {
     Ok(Some(file.world))
 }
 
-/// Saves atomically: a temporary file next to the target (mode 0600),
-/// fsynced, renamed over it, then the directory fsynced so the rename lasts.
+/// Saves atomically and privately, through no symlink (see [`files`]): the
+/// world file sits in the state directory, which may have other writers.
 pub fn save(path: &Path, world: &World) -> Result<(), SimError> {
     let failed = |source: std::io::Error| SimError::WriteWorld { path: path.to_path_buf(), source };
     let json = serde_json::to_vec_pretty(&WorldFileRef { format: FORMAT, world })
         .map_err(|e| failed(std::io::Error::other(e)))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(failed)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "world.json".into());
-    let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&temp).and_then(|mut file| {
-        file.write_all(&json)?;
-        file.sync_all()
-    });
-    if let Err(source) = written.and_then(|()| fs::rename(&temp, path)) {
-        let _ = fs::remove_file(&temp);
-        return Err(failed(source));
-    }
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(failed)
+    files::write_atomic(path, &json).map_err(failed)
 }
 
 #[cfg(test)]
@@ -83,6 +63,7 @@ mod tests {
     use super::*;
     use crate::catalog::Catalog;
     use crate::sim::world::LaunchRequest;
+    use std::fs;
 
     #[test]
     fn sim_world_file_round_trips_with_private_mode() {
@@ -170,5 +151,20 @@ mod tests {
         assert!(message.contains("world.next_request_seq: invalid type") && message.contains("line"), "{message}");
         fs::write(&path, b"{\"format\": 1, \"world\": \"\xff\"}").unwrap();
         assert!(matches!(load(&path), Err(SimError::InvalidWorld { .. })));
+    }
+
+    /// The embedded simulator keeps its world in the state directory, whose
+    /// other writers could plant a link there to a file of the user's.
+    #[test]
+    fn sim_world_file_saved_over_a_symlink_leaves_its_target_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, b"keep").unwrap();
+        let path = dir.path().join("world.json");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        assert!(load(&path).unwrap_err().to_string().contains("symbolic link"));
+        save(&path, &World::new(None, &Catalog::builtin()).unwrap()).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"keep");
+        assert!(load(&path).unwrap().is_some());
     }
 }

@@ -68,9 +68,30 @@ pub trait StateBackend: Send + Sync {
     /// `replace`.
     async fn import(&self, copy: &PlanCopy, replace: bool) -> Result<(), StateError>;
 
+    /// Put a plan whose stored state cannot be read (damaged, or naming
+    /// another plan) back in working order: the state before its last save
+    /// where one is kept and reads, else an empty state with a new lineage,
+    /// whose instances the next refresh re-adopts from the clouds by their
+    /// ownership tags. The damaged state is kept aside, never deleted. The
+    /// caller holds the plan's lock; `now` names what is kept.
+    async fn repair(&self, plan: &str, now: DateTime<Utc>) -> Result<Repaired, StateError>;
+
     /// Finish what the backend does in the background (releasing dropped
     /// leases), before the process exits.
     async fn close(&self) {}
+}
+
+/// What [`StateBackend::repair`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Repaired {
+    /// The state reads: nothing to repair.
+    Healthy,
+    /// The state before the last save is back, with this serial; the damaged
+    /// one is kept where `kept` says.
+    FromBackup { serial: u64, kept: String },
+    /// Nothing readable was left: the state starts over, empty, and the
+    /// damaged one is kept where `kept` says.
+    StartedOver { kept: String },
 }
 
 /// Everything a backend stores for one plan (leases aside).

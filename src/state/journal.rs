@@ -8,13 +8,13 @@
 //! the instances that replaced them. So a run killed between the two leaves
 //! a move the next run can finish ([`unfinished_moves_of`]).
 
-use super::files;
+use crate::files;
 use crate::model::Placement;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,8 +90,8 @@ impl Journal {
     /// closed with a newline first: glued to it, the next entry would be
     /// unreadable too.
     pub fn open(path: &Path) -> io::Result<Journal> {
-        let mut file = files::open_append(path)?;
-        if ends_torn(path)? {
+        let mut file = files::open(path, File::options().read(true).append(true).create(true))?;
+        if ends_torn(&mut file)? {
             file.write_all(b"\n")?;
             file.sync_data()?;
         }
@@ -113,18 +113,19 @@ impl Journal {
     /// Every readable entry, in order. A torn line (a kill mid-write) is
     /// skipped: its call never started. So is any other line that is not an
     /// entry (damaged, not even UTF-8): the clouds, not the journal, say
-    /// what exists, and a refresh adopts it.
+    /// what exists, and a refresh adopts it by its ownership tags. Such lines
+    /// are logged, naming the file, as nothing needs doing about them.
     pub fn entries(path: &Path) -> io::Result<Vec<Entry>> {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut entries = Vec::new();
-        for line in BufReader::new(file).split(b'\n') {
-            if let Ok(entry) = serde_json::from_slice::<Entry>(&line?) {
-                entries.push(entry);
-            }
+        let Some(bytes) = files::read(path)? else { return Ok(Vec::new()) };
+        let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').filter(|line| !line.is_empty()).collect();
+        let entries: Vec<Entry> = lines.iter().filter_map(|line| serde_json::from_slice(line).ok()).collect();
+        if entries.len() < lines.len() {
+            tracing::warn!(
+                path = %path.display(),
+                skipped = lines.len() - entries.len(),
+                "journal lines that are not entries were skipped; the next refresh adopts from the clouds \
+                 whatever their calls made, so nothing needs doing"
+            );
         }
         Ok(entries)
     }
@@ -180,8 +181,7 @@ pub fn unfinished_moves_of(entries: impl IntoIterator<Item = Entry>) -> Vec<Unfi
 }
 
 /// Whether the file is non-empty and does not end with a newline.
-fn ends_torn(path: &Path) -> io::Result<bool> {
-    let mut file = File::open(path)?;
+fn ends_torn(file: &mut File) -> io::Result<bool> {
     if file.seek(SeekFrom::End(0))? == 0 {
         return Ok(false);
     }

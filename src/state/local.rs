@@ -1,12 +1,18 @@
-//! The local backend: `DIR/<plan>.json` (state), `DIR/<plan>.lock`,
-//! `DIR/<plan>.journal.jsonl`, and `DIR/<name>.leader` for leader leases.
+//! The local backend: `DIR/<plan>.json` (state) and `DIR/<plan>.json.backup`
+//! (the state before the last save), `DIR/<plan>.lock`,
+//! `DIR/<plan>.journal.jsonl`, `DIR/<plan>.history.jsonl`, and
+//! `DIR/<name>.leader` for leader leases.
+//!
+//! File names come from plan names only (checked by [`is_valid_name`]),
+//! never from what a file says: the directory may have other writers.
 
-use super::backend::{Lease, PlanCopy, StateBackend};
-use super::files;
+use super::backend::{Lease, PlanCopy, Repaired, StateBackend};
 use super::history::HistoryEntry;
 use super::journal::{Entry, Journal};
 use super::lock::{Holder, LockError, StateLock};
 use super::model::{STATE_FORMAT_VERSION, State};
+use crate::files;
+use crate::model::{is_valid_name, printable};
 use chrono::{DateTime, Utc};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -21,13 +27,19 @@ pub enum StateError {
     Read { path: PathBuf, source: io::Error },
     #[error("{at} is not valid gpufleet state: {source}")]
     #[diagnostic(help(
-        "it was damaged or edited by hand: restore it from a backup. Removing it makes gpufleet \
-         start over, adopting what the plan's configured scopes run, but it forgets the rest"
+        "it was damaged or edited by hand: `gpufleet state repair {plan}` restores the state before the \
+         last save, or starts over and re-adopts the plan's instances from the clouds"
     ))]
-    Corrupt { at: String, source: crate::json::JsonError },
-    #[error("state file {path} is the state of plan `{found}`, not of plan `{plan}`")]
-    #[diagnostic(help("a state file holds the plan its name says; restore the right file from a backup"))]
-    OtherPlan { path: PathBuf, plan: String, found: String },
+    Corrupt { at: String, plan: String, source: crate::json::JsonError },
+    #[error("{at} is the state of plan `{}`, not of plan `{plan}`", printable(found))]
+    #[diagnostic(help(
+        "a state holds the plan it is stored as: `gpufleet state repair {plan}` restores the state before \
+         the last save, or starts over and re-adopts the plan's instances from the clouds"
+    ))]
+    OtherPlan { at: String, plan: String, found: String },
+    #[error("`{}` is not a plan name, so it names no state", printable(name))]
+    #[diagnostic(help("plan names are 1 to 63 lowercase letters, digits and `-` (not first or last)"))]
+    BadName { name: String },
     #[error("{at} has format version {found}; this gpufleet reads up to {STATE_FORMAT_VERSION}")]
     #[diagnostic(help("a newer gpufleet wrote it: use that version"))]
     TooNew { at: String, found: u32 },
@@ -62,6 +74,13 @@ pub enum StateError {
     Lock(#[from] LockError),
 }
 
+impl StateError {
+    /// Whether the stored state itself is unusable, the case `state repair` is for.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StateError::Corrupt { .. } | StateError::OtherPlan { .. })
+    }
+}
+
 /// An error and its causes, as one line: the driver's own message often
 /// names only the step that failed ("error performing TLS handshake").
 fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
@@ -92,40 +111,46 @@ impl LocalBackend {
         &self.dir
     }
 
-    pub fn state_path(&self, plan: &str) -> PathBuf {
-        self.dir.join(format!("{plan}.json"))
+    /// `DIR/<name><suffix>`, for a plan name, or a plan name and a role
+    /// (`demo.rebalance`): never a path, whoever passed it.
+    fn file(&self, name: &str, suffix: &str) -> Result<PathBuf, StateError> {
+        if !name.split('.').all(is_valid_name) {
+            return Err(StateError::BadName { name: name.to_string() });
+        }
+        Ok(self.dir.join(format!("{name}{suffix}")))
     }
 
-    pub fn lock_path(&self, plan: &str) -> PathBuf {
-        self.dir.join(format!("{plan}.lock"))
+    pub fn state_path(&self, plan: &str) -> Result<PathBuf, StateError> {
+        self.file(plan, ".json")
     }
 
-    pub fn journal_path(&self, plan: &str) -> PathBuf {
-        self.dir.join(format!("{plan}.journal.jsonl"))
+    pub fn backup_path(&self, plan: &str) -> Result<PathBuf, StateError> {
+        self.file(plan, ".json.backup")
     }
 
-    fn history_path(&self, plan: &str) -> PathBuf {
-        self.dir.join(format!("{plan}.history.jsonl"))
+    pub fn lock_path(&self, plan: &str) -> Result<PathBuf, StateError> {
+        self.file(plan, ".lock")
     }
 
-    fn leader_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.leader"))
+    pub fn journal_path(&self, plan: &str) -> Result<PathBuf, StateError> {
+        self.file(plan, ".journal.jsonl")
     }
 
-    fn read(&self, plan: &str) -> Result<State, StateError> {
-        let path = self.state_path(plan);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let state = parse_state(&path, &bytes)?;
-                // The state names the file it is written to: one naming
-                // another plan would be written there, not here.
-                if state.plan != plan {
-                    return Err(StateError::OtherPlan { path, plan: plan.to_string(), found: state.plan });
-                }
-                Ok(state)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State::new(plan)),
-            Err(source) => Err(StateError::Read { path, source }),
+    fn history_path(&self, plan: &str) -> Result<PathBuf, StateError> {
+        self.file(plan, ".history.jsonl")
+    }
+
+    fn leader_path(&self, name: &str) -> Result<PathBuf, StateError> {
+        self.file(name, ".leader")
+    }
+
+    /// The stored state of `plan` and the bytes it was read from (`None`
+    /// when it has none yet).
+    fn read(&self, plan: &str) -> Result<(State, Option<Vec<u8>>), StateError> {
+        let path = self.state_path(plan)?;
+        match files::read(&path).map_err(|source| StateError::Read { path: path.clone(), source })? {
+            Some(bytes) => Ok((parse_stored(&file_at(&path), plan, &bytes)?, Some(bytes))),
+            None => Ok((State::new(plan), None)),
         }
     }
 }
@@ -137,25 +162,27 @@ impl StateBackend for LocalBackend {
     }
 
     async fn load(&self, plan: &str) -> Result<State, StateError> {
-        self.read(plan)
+        Ok(self.read(plan)?.0)
     }
 
+    /// The state it replaces is kept as `<plan>.json.backup`, the way back
+    /// (`state repair`) if the new one is damaged later.
     async fn save(&self, state: &mut State) -> Result<(), StateError> {
-        let stored = self.read(&state.plan)?.serial;
-        if stored != state.serial {
+        let (stored, previous) = self.read(&state.plan)?;
+        if stored.serial != state.serial {
             return Err(StateError::Conflict {
                 plan: state.plan.clone(),
                 location: self.location(),
                 expected: state.serial,
-                found: stored,
+                found: stored.serial,
             });
         }
-        let path = self.state_path(&state.plan);
+        let path = self.state_path(&state.plan)?;
         let written = next_stored(state, || file_at(&path))?;
-        let mut bytes = serde_json::to_vec_pretty(&written)
-            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
-        bytes.push(b'\n');
-        files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })?;
+        if let Some(previous) = previous {
+            write_file(self.backup_path(&state.plan)?, previous)?;
+        }
+        write_file(path, state_bytes(&written))?;
         *state = written;
         Ok(())
     }
@@ -169,34 +196,34 @@ impl StateBackend for LocalBackend {
         let mut plans: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
-            .filter(|n| !n.starts_with('.'))
+            .filter(|n| is_valid_name(n))
             .collect();
         plans.sort();
         Ok(plans)
     }
 
     async fn lock(&self, plan: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
-        Ok(Box::new(StateLock::acquire(plan, &self.lock_path(plan), holder)?))
+        Ok(Box::new(StateLock::acquire(plan, &self.lock_path(plan)?, holder)?))
     }
 
     async fn take_over(&self, plan: &str, holder: Holder) -> Result<(Box<dyn Lease>, Option<Holder>), StateError> {
-        let (lock, previous) = StateLock::take_over(plan, &self.lock_path(plan), holder)?;
+        let (lock, previous) = StateLock::take_over(plan, &self.lock_path(plan)?, holder)?;
         Ok((Box::new(lock), previous))
     }
 
     async fn lead(&self, name: &str, holder: Holder) -> Result<Box<dyn Lease>, StateError> {
-        Ok(Box::new(StateLock::acquire(name, &self.leader_path(name), holder)?))
+        Ok(Box::new(StateLock::acquire(name, &self.leader_path(name)?, holder)?))
     }
 
     async fn append_journal(&self, plan: &str, entry: &Entry) -> Result<(), StateError> {
-        let path = self.journal_path(plan);
+        let path = self.journal_path(plan)?;
         Journal::open(&path)
             .and_then(|mut journal| journal.append(entry))
             .map_err(|source| StateError::Journal { path, source })
     }
 
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
-        let path = self.history_path(plan);
+        let path = self.history_path(plan)?;
         let write = || -> io::Result<()> {
             let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
             line.push(b'\n');
@@ -210,35 +237,57 @@ impl StateBackend for LocalBackend {
     /// Lines that do not parse (a torn last line, a hand edit) are skipped:
     /// history is for reading, and one bad line must not hide the rest.
     async fn history(&self, plan: &str) -> Result<Vec<HistoryEntry>, StateError> {
-        let path = self.history_path(plan);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        let path = self.history_path(plan)?;
+        let bytes = match files::read(&path) {
+            Ok(bytes) => bytes.unwrap_or_default(),
             Err(source) => return Err(StateError::Read { path, source }),
         };
         Ok(bytes.split(|b| *b == b'\n').filter_map(|line| serde_json::from_slice(line).ok()).collect())
     }
 
     async fn journal(&self, plan: &str) -> Result<Vec<Entry>, StateError> {
-        let path = self.journal_path(plan);
+        let path = self.journal_path(plan)?;
         Journal::entries(&path).map_err(|source| StateError::Journal { path, source })
     }
 
     async fn import(&self, copy: &PlanCopy, replace: bool) -> Result<(), StateError> {
         let plan = &copy.state.plan;
-        let path = self.state_path(plan);
-        if !replace && path.exists() {
+        let path = self.state_path(plan)?;
+        if !replace && std::fs::symlink_metadata(&path).is_ok() {
             return Err(StateError::PlanExists { plan: plan.clone(), location: self.location() });
         }
-        let write = |path: PathBuf, bytes: Vec<u8>| {
-            files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })
-        };
-        write(self.journal_path(plan), json_lines(&copy.journal))?;
-        write(self.history_path(plan), json_lines(&copy.history))?;
-        let mut state = serde_json::to_vec_pretty(&copy.state)
-            .map_err(|e| StateError::Write { path: path.clone(), source: io::Error::other(e) })?;
-        state.push(b'\n');
-        write(path, state)
+        write_file(self.journal_path(plan)?, json_lines(&copy.journal))?;
+        write_file(self.history_path(plan)?, json_lines(&copy.history))?;
+        write_file(path, state_bytes(&copy.state))
+    }
+
+    /// The damaged file is renamed `<plan>.json.damaged-<time>`, and
+    /// `<plan>.json.backup` copied back when it reads as this plan's state.
+    async fn repair(&self, plan: &str, now: DateTime<Utc>) -> Result<Repaired, StateError> {
+        match self.read(plan) {
+            Ok(_) => return Ok(Repaired::Healthy),
+            Err(e) if e.is_damage() => {}
+            Err(e) => return Err(e),
+        }
+        let path = self.state_path(plan)?;
+        let kept = self.file(plan, &format!(".json.damaged-{}", now.format("%Y%m%dT%H%M%SZ")))?;
+        std::fs::rename(&path, &kept).map_err(|source| StateError::Write { path: kept.clone(), source })?;
+        let kept = kept.display().to_string();
+        let backup = self.backup_path(plan)?;
+        let restored = files::read(&backup)
+            .ok()
+            .flatten()
+            .and_then(|bytes| Some((parse_stored(&file_at(&backup), plan, &bytes).ok()?, bytes)));
+        Ok(match restored {
+            Some((state, bytes)) => {
+                write_file(path, bytes)?;
+                Repaired::FromBackup { serial: state.serial, kept }
+            }
+            None => {
+                write_file(path, state_bytes(&State::new(plan)))?;
+                Repaired::StartedOver { kept }
+            }
+        })
     }
 }
 
@@ -266,27 +315,41 @@ impl Lease for StateLock {
     }
 }
 
-fn parse_state(path: &Path, bytes: &[u8]) -> Result<State, StateError> {
-    parse_stored(&file_at(path), bytes)
+/// A state as the file holds it.
+fn state_bytes(state: &State) -> Vec<u8> {
+    // A state is plain data: serializing it cannot fail.
+    let mut bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+fn write_file(path: PathBuf, bytes: Vec<u8>) -> Result<(), StateError> {
+    files::write_atomic(&path, &bytes).map_err(|source| StateError::Write { path, source })
 }
 
 fn file_at(path: &Path) -> String {
     format!("state file {}", path.display())
 }
 
-/// A stored state document, in any format this gpufleet reads; `at` names
-/// where it was stored, for errors.
-pub(super) fn parse_stored(at: &str, bytes: &[u8]) -> Result<State, StateError> {
+/// The state of `plan` stored as `bytes`, in any format this gpufleet
+/// reads; `at` names where it was stored, for errors.
+pub(super) fn parse_stored(at: &str, plan: &str, bytes: &[u8]) -> Result<State, StateError> {
     #[derive(serde::Deserialize)]
     struct Version {
         format_version: u32,
     }
-    let corrupt = |source| StateError::Corrupt { at: at.to_string(), source };
+    let corrupt = |source| StateError::Corrupt { at: at.to_string(), plan: plan.to_string(), source };
     let version: Version = crate::json::from_slice(bytes).map_err(corrupt)?;
     if version.format_version > STATE_FORMAT_VERSION {
         return Err(StateError::TooNew { at: at.to_string(), found: version.format_version });
     }
-    crate::json::from_slice(bytes).map_err(corrupt)
+    let state: State = crate::json::from_slice(bytes).map_err(corrupt)?;
+    // A state is saved where its `plan` says: one naming another plan (or a
+    // path, `../../x`) would be written there, not where it was read from.
+    if state.plan != plan {
+        return Err(StateError::OtherPlan { at: at.to_string(), plan: plan.to_string(), found: state.plan });
+    }
+    Ok(state)
 }
 
 /// `state` as it is stored after a save: the next serial, this format (a
@@ -317,7 +380,7 @@ mod tests {
         let back = backend.load("demo").await.unwrap();
         assert_eq!(back, state);
         assert_eq!(back.serial, 2);
-        let mode = std::fs::metadata(backend.state_path("demo")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(backend.state_path("demo").unwrap()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(backend.list_plans().await.unwrap(), vec!["demo".to_string()]);
     }
@@ -348,7 +411,7 @@ mod tests {
         let later = start + chrono::Duration::minutes(5);
         leader.renew(later, Duration::from_secs(60)).await.unwrap();
         let recorded: Holder =
-            serde_json::from_slice(&std::fs::read(backend.leader_path("demo-rebalance")).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(backend.leader_path("demo-rebalance").unwrap()).unwrap()).unwrap();
         assert_eq!(recorded.lease_expires, later + chrono::Duration::minutes(1));
         drop(leader);
         backend.lead("demo-rebalance", holder("rebalance --watch")).await.unwrap();
@@ -360,7 +423,7 @@ mod tests {
         let backend = LocalBackend::new(dir.path());
         let mut state = State::new("demo");
         state.serial = u64::MAX;
-        std::fs::write(backend.state_path("demo"), serde_json::to_vec(&state).unwrap()).unwrap();
+        std::fs::write(backend.state_path("demo").unwrap(), serde_json::to_vec(&state).unwrap()).unwrap();
         let err = backend.save(&mut state).await.unwrap_err();
         assert!(matches!(err, StateError::SerialExhausted { .. }), "{err}");
     }
@@ -369,9 +432,9 @@ mod tests {
     fn newer_format_is_refused_not_misread() {
         let dir = tempfile::tempdir().unwrap();
         let backend = LocalBackend::new(dir.path());
-        std::fs::write(backend.state_path("demo"), br#"{"format_version": 99}"#).unwrap();
+        std::fs::write(backend.state_path("demo").unwrap(), br#"{"format_version": 99}"#).unwrap();
         assert!(matches!(backend.read("demo"), Err(StateError::TooNew { found: 99, .. })));
-        std::fs::write(backend.state_path("demo"), b"{not json").unwrap();
+        std::fs::write(backend.state_path("demo").unwrap(), b"{not json").unwrap();
         assert!(matches!(backend.read("demo"), Err(StateError::Corrupt { .. })));
     }
 
@@ -381,8 +444,9 @@ mod tests {
         let backend = LocalBackend::new(dir.path());
         let mut state = State::new("demo");
         backend.save(&mut state).await.unwrap();
-        let text = std::fs::read_to_string(backend.state_path("demo")).unwrap();
-        std::fs::write(backend.state_path("demo"), text.replace("\"serial\": 1", "\"serial\": \"one\"")).unwrap();
+        let text = std::fs::read_to_string(backend.state_path("demo").unwrap()).unwrap();
+        std::fs::write(backend.state_path("demo").unwrap(), text.replace("\"serial\": 1", "\"serial\": \"one\""))
+            .unwrap();
         let message = backend.read("demo").unwrap_err().to_string();
         assert!(message.contains("demo.json") && message.contains("serial: invalid type"), "{message}");
         assert!(message.contains("line 3 column"), "{message}");
@@ -394,7 +458,105 @@ mod tests {
         let backend = LocalBackend::new(dir.path());
         let mut state = State::new("other");
         backend.save(&mut state).await.unwrap();
-        std::fs::rename(backend.state_path("other"), backend.state_path("demo")).unwrap();
+        std::fs::rename(backend.state_path("other").unwrap(), backend.state_path("demo").unwrap()).unwrap();
         assert!(matches!(backend.read("demo"), Err(StateError::OtherPlan { .. })));
+    }
+
+    /// A copy (from `state pull`) whose state named `../../evil-state` was
+    /// written there, outside the state directory.
+    #[tokio::test]
+    async fn a_copy_whose_state_names_a_path_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("a").join("state"));
+        let copy = PlanCopy { state: State::new("../../evil-state"), journal: Vec::new(), history: Vec::new() };
+        let err = backend.import(&copy, true).await.unwrap_err();
+        assert!(matches!(err, StateError::BadName { .. }), "{err}");
+        assert!(std::fs::read_dir(dir.path()).unwrap().count() == 0);
+        let mut state = State::new("../evil");
+        assert!(matches!(backend.save(&mut state).await, Err(StateError::BadName { .. })));
+    }
+
+    #[tokio::test]
+    async fn every_save_keeps_the_state_it_replaces_as_a_private_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let mut state = backend.load("demo").await.unwrap();
+        backend.save(&mut state).await.unwrap();
+        assert!(!backend.backup_path("demo").unwrap().exists(), "nothing to keep before the first save");
+        let first = state.clone();
+        backend.save(&mut state).await.unwrap();
+        let backup = backend.backup_path("demo").unwrap();
+        assert_eq!(parse_stored("backup", "demo", &std::fs::read(&backup).unwrap()).unwrap(), first);
+        assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(backend.list_plans().await.unwrap(), ["demo"]);
+    }
+
+    /// Another writer of the state directory plants links where gpufleet
+    /// writes: it must never write through them.
+    #[tokio::test]
+    async fn links_planted_as_state_lock_journal_or_history_are_refused_and_their_targets_untouched() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path().join("state"));
+        let bashrc = dir.path().join("bashrc");
+        std::fs::write(&bashrc, "precious").unwrap();
+        std::fs::create_dir(backend.dir()).unwrap();
+        for suffix in [".json", ".lock", ".journal.jsonl", ".history.jsonl"] {
+            symlink(&bashrc, backend.file("demo", suffix).unwrap()).unwrap();
+        }
+        let now = Utc::now();
+        let err =
+            backend.lock("demo", Holder::this_process("apply", now, Duration::from_secs(60))).await.err().unwrap();
+        assert!(err.to_string().contains("demo.lock") && err.to_string().contains("symbolic link"), "{err}");
+        let err = backend.save(&mut State::new("demo")).await.unwrap_err();
+        assert!(err.to_string().contains("demo.json") && err.to_string().contains("symbolic link"), "{err}");
+        let entry = crate::state::journal::Entry {
+            at: now,
+            run: "r".into(),
+            token: "t".into(),
+            event: crate::state::journal::Event::Failed { code: "x".into() },
+        };
+        assert!(backend.append_journal("demo", &entry).await.is_err());
+        assert!(backend.journal("demo").await.is_err());
+        assert!(backend.history("demo").await.is_err());
+        assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "precious");
+        // `state unlock --force` is the way out of a planted lock.
+        backend.take_over("demo", Holder::this_process("unlock", now, Duration::from_secs(60))).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&bashrc).unwrap(), "precious");
+    }
+
+    #[tokio::test]
+    async fn repair_restores_the_backup_else_starts_over_and_keeps_the_damaged_file() {
+        use chrono::TimeZone;
+        let dir = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(dir.path());
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap();
+        let mut state = State::new("demo");
+        backend.save(&mut state).await.unwrap();
+        backend.save(&mut state).await.unwrap();
+        assert_eq!(backend.repair("demo", now).await.unwrap(), Repaired::Healthy);
+        let path = backend.state_path("demo").unwrap();
+        std::fs::write(&path, b"{\"format_version\": 2, \"plan\": ").unwrap();
+        let err = backend.load("demo").await.unwrap_err();
+        let help = miette::Diagnostic::help(&err).unwrap().to_string();
+        assert!(err.to_string().contains("demo.json") && help.contains("gpufleet state repair demo"), "{err}: {help}");
+
+        let kept = dir.path().join("demo.json.damaged-20260301T120000Z");
+        assert_eq!(
+            backend.repair("demo", now).await.unwrap(),
+            Repaired::FromBackup { serial: 1, kept: kept.display().to_string() }
+        );
+        assert_eq!(std::fs::read(&kept).unwrap(), b"{\"format_version\": 2, \"plan\": ");
+        let restored = backend.load("demo").await.unwrap();
+        assert_eq!((restored.serial, &restored.lineage), (1, &state.lineage));
+
+        // A state of another plan, and a damaged backup: nothing to restore.
+        std::fs::write(&path, serde_json::to_vec(&State::new("other")).unwrap()).unwrap();
+        std::fs::write(backend.backup_path("demo").unwrap(), b"garbage").unwrap();
+        let later = now + chrono::Duration::seconds(1);
+        assert!(matches!(backend.repair("demo", later).await.unwrap(), Repaired::StartedOver { .. }));
+        let fresh = backend.load("demo").await.unwrap();
+        assert!(fresh.instances.is_empty() && fresh.lineage != state.lineage);
+        assert!(dir.path().join("demo.json.damaged-20260301T120001Z").exists());
     }
 }

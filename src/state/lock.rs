@@ -9,13 +9,13 @@
 //! not holding the `flock` has died, whatever its pid shows now (a killed
 //! process stays a zombie until its parent reaps it, and pids are reused).
 
-use super::files;
+use crate::files;
+use crate::model::printable;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,14 +53,16 @@ impl Holder {
     }
 }
 
+/// Host and command come from a lock file or a database row that anyone with
+/// access may have written: they are shown [`printable`].
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "`{}` (pid {} on {}) since {}, lease until {}",
-            self.command,
+            printable(&self.command),
             self.pid,
-            self.host,
+            printable(&self.host),
             self.since.format("%Y-%m-%d %H:%M:%S UTC"),
             self.lease_expires.format("%H:%M:%S UTC")
         )
@@ -139,16 +141,7 @@ impl StateLock {
     /// Take the lock at `path` for `holder`, or say who has it.
     pub fn acquire(plan: &str, path: &Path, holder: Holder) -> Result<StateLock, LockError> {
         let io_err = |source| LockError::Io { path: path.to_path_buf(), source };
-        if let Some(dir) = path.parent() {
-            files::ensure_dir(dir).map_err(io_err)?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
+        let mut file = files::open(path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
             .map_err(io_err)?;
         let current = read_holder(&mut file).map_err(io_err)?;
         // SAFETY: flock on a file descriptor we own.
@@ -180,9 +173,10 @@ impl StateLock {
     /// is no longer the lock, and learns so at its next renewal.
     pub fn take_over(plan: &str, path: &Path, holder: Holder) -> Result<(StateLock, Option<Holder>), LockError> {
         let io_err = |source| LockError::Io { path: path.to_path_buf(), source };
-        let previous = match File::open(path) {
-            Ok(mut file) => read_holder(&mut file).map_err(io_err)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        let previous = match files::read(path) {
+            Ok(bytes) => bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+            // A symlink or FIFO in the way names no holder; it is removed below.
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => None,
             Err(e) => return Err(io_err(e)),
         };
         match std::fs::remove_file(path) {

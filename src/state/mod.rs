@@ -4,7 +4,6 @@
 //! what was intended, what failed, when.
 
 pub mod backend;
-pub mod files;
 pub mod history;
 pub mod journal;
 pub mod local;
@@ -12,6 +11,6 @@ pub mod lock;
 pub mod model;
 pub mod postgres;
 
-pub use backend::{Lease, PlanCopy, StateBackend};
+pub use backend::{Lease, PlanCopy, Repaired, StateBackend};
 pub use local::{LocalBackend, StateError};
 pub use model::*;

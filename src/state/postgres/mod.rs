@@ -11,7 +11,7 @@
 //! The URL may carry a password: only [`PostgresBackend::location`] (user,
 //! host, port, database) ever appears in messages. TLS: see [`tls`].
 
-use super::backend::{Lease, PlanCopy, StateBackend};
+use super::backend::{Lease, PlanCopy, Repaired, StateBackend};
 use super::history::HistoryEntry;
 use super::journal::Entry;
 use super::local::{StateError, next_stored, parse_stored};
@@ -28,7 +28,8 @@ use tokio_postgres::config::Host;
 mod tls;
 
 /// The schema migrations, in order; version n is the n-th.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_init.sql"), include_str!("../migrations/0002_damaged_states.sql")];
 
 /// Key of the advisory lock that serializes migrations (any fixed number
 /// private to gpufleet: "gpufleet" in ASCII).
@@ -220,7 +221,7 @@ impl StateBackend for PostgresBackend {
         let Some(row) = row else { return Ok(State::new(plan)) };
         let body: serde_json::Value = row.get(0);
         let bytes = serde_json::to_vec(&body).map_err(|e| self.failed_json(e))?;
-        parse_stored(&self.state_at(plan), &bytes)
+        parse_stored(&self.state_at(plan), plan, &bytes)
     }
 
     async fn save(&self, state: &mut State) -> Result<(), StateError> {
@@ -347,6 +348,35 @@ impl StateBackend for PostgresBackend {
 
     async fn append_history(&self, plan: &str, entry: &HistoryEntry) -> Result<(), StateError> {
         self.append(HISTORY_INSERT, plan, entry).await
+    }
+
+    /// A row is JSON, but may not be a state: it moves to
+    /// `gpufleet_damaged_states`, and the plan starts over (the database
+    /// keeps no state before the last save).
+    async fn repair(&self, plan: &str, now: DateTime<Utc>) -> Result<Repaired, StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.failed())?;
+        let row = tx
+            .query_opt("SELECT body FROM gpufleet_states WHERE plan = $1 FOR UPDATE", &[&plan])
+            .await
+            .map_err(self.failed())?;
+        let Some(row) = row else { return Ok(Repaired::Healthy) };
+        let body: serde_json::Value = row.get(0);
+        let bytes = serde_json::to_vec(&body).map_err(|e| self.failed_json(e))?;
+        match parse_stored(&self.state_at(plan), plan, &bytes) {
+            Ok(_) => return Ok(Repaired::Healthy),
+            Err(e) if e.is_damage() => {}
+            Err(e) => return Err(e),
+        }
+        tx.execute(
+            "INSERT INTO gpufleet_damaged_states (plan, body, kept_at) VALUES ($1, $2, $3)",
+            &[&plan, &body, &now],
+        )
+        .await
+        .map_err(self.failed())?;
+        tx.execute("DELETE FROM gpufleet_states WHERE plan = $1", &[&plan]).await.map_err(self.failed())?;
+        tx.commit().await.map_err(self.failed())?;
+        Ok(Repaired::StartedOver { kept: format!("table gpufleet_damaged_states of {}", self.location) })
     }
 
     async fn close(&self) {
