@@ -281,7 +281,11 @@ impl AzureProvider {
             (None, None) => return Ok(()),
         };
         for _ in 0..MAX_POLLS {
-            let (status, headers, body) = retrying(self.retry, Call::new(Cloud::Azure, region, "GET operation status"), || self.get_raw(region, &url)).await?;
+            let (status, headers, body) =
+                retrying(self.retry, Call::new(Cloud::Azure, region, "GET operation status"), || {
+                    self.get_raw(region, &url)
+                })
+                .await?;
             let done = if by_status {
                 match operation_status(&body) {
                     Some("Succeeded") => true,

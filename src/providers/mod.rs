@@ -271,7 +271,10 @@ mod tests {
         let error = result.unwrap_err();
         assert_eq!(attempts, 3, "every attempt is made");
         assert_eq!((&error.kind, error.code.as_str()), (&ErrorKind::Transient, "Timeout"));
-        assert_eq!(error.to_string(), "aws us-east-1: Timeout: RunInstances got no answer within 20ms (attempt 3 of 3)");
+        assert_eq!(
+            error.to_string(),
+            "aws us-east-1: Timeout: RunInstances got no answer within 20ms (attempt 3 of 3)"
+        );
 
         let mut answered_late = 0;
         let second_answers = retrying(policy, call, || {
