@@ -474,21 +474,19 @@ fn a_rerun_with_nothing_left_to_do_records_the_refresh_and_closes_open_intents()
     assert_eq!(work.open_intents(PLAN), 0, "the killed run's intent is still open");
 }
 
-/// Runs `gpufleet apply EXTRA` with a pause armed at `at_call`; once a request
-/// is held, sends `signal` (if any) and waits until the apply says it is
-/// stopping, then releases the request. Returns the exit code and the output.
+/// Runs `gpufleet apply` with a pause armed at `at_call`; once a request is
+/// held, sends `signal` and waits until the apply says it is stopping, then
+/// releases the request. Returns the exit code and the output.
 fn apply_stopped_while_held(
     admin: &Admin,
     work: &Workspace,
-    extra: &[&str],
     at_call: u64,
     when: &str,
-    signal: Option<libc::c_int>,
+    signal: libc::c_int,
 ) -> (Option<i32>, String) {
     admin.post("/_sim/pause", json!({ "at_call": at_call, "when": when }));
     let mut apply = Command::new(common::bin())
         .args(work.args("apply", &admin.url))
-        .args(extra)
         .current_dir(common::repo())
         .env("NO_COLOR", "1")
         .env_remove("GPUFLEET_SIM_URL")
@@ -499,10 +497,8 @@ fn apply_stopped_while_held(
         .expect("gpufleet apply starts");
     let held = admin.get("/_sim/paused");
     assert_eq!(held["paused"], json!(true), "{held}");
-    if let Some(signal) = signal {
-        // SAFETY: signalling our own child, which is alive (it has a request held).
-        assert_eq!(unsafe { libc::kill(apply.id() as libc::pid_t, signal) }, 0);
-    }
+    // SAFETY: signalling our own child, which is alive (it has a request held).
+    assert_eq!(unsafe { libc::kill(apply.id() as libc::pid_t, signal) }, 0);
     // Release the held request only once the apply says it is stopping, so
     // its stop flag is set before it could start another call.
     let mut stderr_lines = BufReader::new(apply.stderr.take().unwrap()).lines();
@@ -521,18 +517,19 @@ fn apply_stopped_while_held(
     (out.status.code(), format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), seen.join("\n")))
 }
 
-/// The checks after a stopped apply: it exited 1 as interrupted, the state
-/// equals the clouds, no intent is open, the lock is free, and a rerun
-/// completes the plan.
+/// The checks after a stopped apply: it exited 1 as interrupted, at most the
+/// call it abandoned is left open in the journal, the lock is free, and a
+/// rerun completes the plan with the state equal to the clouds and nothing open.
 fn assert_stopped_cleanly(admin: &Admin, work: &Workspace, code: Option<i32>, output: &str, why: &str) {
     assert_eq!(code, Some(1), "an interrupted apply is not a success\n{output}");
-    assert!(output.contains(&format!("stopping ({why})")) && output.contains("interrupted:"), "{output}");
-    let world = admin.get("/_sim/world");
-    assert_eq!(work.state_ids(), common::world_ids(&world, PLAN), "state and clouds disagree after the stop\n{output}");
-    assert_eq!(work.open_intents(PLAN), 0, "{output}");
+    assert!(output.contains(&format!("stopping ({why})")) && output.contains("interrupted"), "{output}");
+    assert!(work.open_intents(PLAN) <= 1, "only the abandoned call stays open\n{output}");
     let lock = std::fs::read_to_string(work.state_dir.join(format!("{PLAN}.lock"))).unwrap();
     assert!(lock.is_empty(), "the lock is still held: {lock}");
     work.run_to_completion("apply", &admin.url, "rerun after the stop");
+    let world = admin.get("/_sim/world");
+    assert_eq!(work.state_ids(), common::world_ids(&world, PLAN), "state and clouds disagree after the rerun");
+    assert_eq!(work.open_intents(PLAN), 0, "the rerun reconciled the abandoned call");
     let counts: BTreeMap<String, usize> = work.state_ids().into_iter().map(|(f, ids)| (f, ids.len())).collect();
     assert_eq!(counts, LARGE.by_fleet());
 }
@@ -548,27 +545,27 @@ fn stop_fixture(dir: &Path) -> (SimServer, Admin, Workspace) {
 }
 
 /// SIGTERM while a create's response is held (the call changed the world):
-/// the call finishes and is recorded, no new call starts.
+/// the call is abandoned with its intent open, no new call starts, and the
+/// rerun adopts what the call created.
 #[test]
-fn sigterm_stops_between_calls_and_leaves_state_that_matches_the_clouds() {
+fn sigterm_abandons_the_call_in_flight_and_the_rerun_adopts_what_it_created() {
     let dir = tempfile::tempdir().unwrap();
     let (_sim, admin, work) = stop_fixture(dir.path());
-    let (code, output) = apply_stopped_while_held(&admin, &work, &[], 5, "after", Some(libc::SIGTERM));
+    let (code, output) = apply_stopped_while_held(&admin, &work, 5, "after", libc::SIGTERM);
     assert_stopped_cleanly(&admin, &work, code, &output, "terminated");
 }
 
-/// `--deadline` passes while the first refresh call is held: the run stops
-/// before any create, exactly as on a signal.
+/// `--deadline` passes before the first cloud call: the run stops before
+/// any call, exactly as on a signal.
 #[test]
 fn deadline_stops_the_run_like_a_signal() {
     let dir = tempfile::tempdir().unwrap();
     let (_sim, admin, work) = stop_fixture(dir.path());
-    let (code, output) = apply_stopped_while_held(&admin, &work, &["--deadline", "1ms"], 1, "before", None);
-    assert_stopped_cleanly(&admin, &work, code, &output, "deadline reached");
-    assert!(
-        output.contains("0 created") && !output.contains(": creating "),
-        "nothing may start after the deadline\n{output}"
-    );
+    let out = gpufleet(&[work.args("apply", &admin.url), vec!["--deadline", "1ms"]].concat());
+    let output = format!("stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    let created = common::world_ids(&admin.get("/_sim/world"), PLAN);
+    assert!(created.is_empty(), "nothing may start after the deadline: {created:?}\n{output}");
+    assert_stopped_cleanly(&admin, &work, out.status.code(), &output, "deadline reached");
 }
 
 /// The fleet's nodes and `max_disruption` in `common::home_plan`.

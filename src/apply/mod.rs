@@ -24,6 +24,7 @@ mod refresh;
 mod rounds;
 mod runner;
 mod saved;
+mod stop;
 #[cfg(test)]
 mod tests;
 
@@ -33,6 +34,7 @@ pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, MoveTa
 pub use fence::Fence;
 pub use refresh::{Refreshed, Unreachable, record_refresh, refresh};
 pub use saved::{SAVED_PLAN_FORMAT_VERSION, SAVED_PLAN_KIND, SavedPlan, SavedPlanError, digest};
+pub use stop::Stop;
 
 use crate::catalog::Catalog;
 use crate::model::{Clock, ClockError, Cloud, Placement};
@@ -43,7 +45,6 @@ use crate::state::history::HistoryEntry;
 use crate::state::lock::{DEFAULT_LEASE, Holder};
 use crate::state::{Lease, StateBackend, StateError};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ApplyError {
@@ -67,6 +68,9 @@ pub enum ApplyError {
          them yourself in the cloud and run `gpufleet state forget --plan PLAN ID...` to drop them from the state"
     ))]
     Unreachable(Unreachable),
+    #[error("interrupted while reading what the clouds run; nothing was changed")]
+    #[diagnostic(help("run the command again"))]
+    Interrupted,
 }
 
 /// What one apply run needs, borrowed.
@@ -79,14 +83,15 @@ pub struct Session<'a> {
     pub events: &'a dyn EventSink,
     /// Runs before a node is deleted; a node whose drain fails is kept.
     pub drain: &'a dyn Drain,
-    /// Set on SIGINT/SIGTERM: no new call starts; the calls in flight finish
-    /// and are journaled, the state is saved, the lock is released.
-    pub stop: &'a AtomicBool,
+    /// Requested on SIGINT/SIGTERM or at the deadline: no new call starts,
+    /// the calls in flight are abandoned with their intents left open, the
+    /// state is saved, the lock is released.
+    pub stop: &'a Stop,
 }
 
 impl Session<'_> {
     pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_requested()
     }
 }
 

@@ -68,7 +68,12 @@ pub async fn refresh(session: &Session<'_>) -> Result<Refreshed, ApplyError> {
     let serial_read = state.serial;
     assign_legacy_scopes(&session.plan.providers, &mut state.instances);
     let open_intents = session.backend.open_intents(plan).await?;
-    let listing = session.clouds.list_owned(plan).await.map_err(ApplyError::Refresh)?;
+    let listing = session
+        .stop
+        .unless_requested(session.clouds.list_owned(plan))
+        .await
+        .ok_or(ApplyError::Interrupted)?
+        .map_err(ApplyError::Refresh)?;
     let unreachable = unlisted(plan, &state.instances, &listing.listed, &listing.unreachable);
     if !unreachable.scopes.is_empty() {
         return Err(ApplyError::Unreachable(unreachable));

@@ -28,6 +28,9 @@ pub(super) enum CreateOutcome {
     Failed,
     /// The run was stopping: never called.
     NotStarted,
+    /// The run stopped while the call was in flight: its intent stays open
+    /// for the next run's refresh to reconcile.
+    Abandoned,
 }
 
 impl CreateOutcome {
@@ -182,8 +185,9 @@ impl<'s> Runner<'s> {
         }
         let mut fleets_short: BTreeSet<&str> = BTreeSet::new();
         for (action, result) in creates.iter().zip(&results) {
+            let sent = !matches!(result.outcome, CreateOutcome::NotStarted | CreateOutcome::Abandoned);
             if let Reason::CreateBecauseMove { from, .. } = &action.reason
-                && result.outcome != CreateOutcome::NotStarted
+                && sent
             {
                 let failed = action.count.saturating_sub(result.kept);
                 self.moves.started += action.count;
@@ -198,7 +202,7 @@ impl<'s> Runner<'s> {
                 };
                 MoveRecord::tally(&mut self.moved, moved);
             }
-            round.progressed |= result.outcome != CreateOutcome::Failed && result.outcome != CreateOutcome::NotStarted;
+            round.progressed |= sent && result.outcome != CreateOutcome::Failed;
             if result.outcome != CreateOutcome::Filled {
                 fleets_short.insert(&action.fleet);
             }
@@ -246,7 +250,11 @@ impl<'s> Runner<'s> {
         let mut count = action.count;
         let mut min_count = action.min_count;
         let mut quota_cap = None;
-        if let Ok(Some(room)) = provider.quota_headroom(&action.placement, &fleet.gpu, fleet.gpus_per_node).await {
+        let headroom = provider.quota_headroom(&action.placement, &fleet.gpu, fleet.gpus_per_node);
+        let Some(headroom) = session.stop.unless_requested(headroom).await else {
+            return Ok(Err(CreateOutcome::NotStarted));
+        };
+        if let Ok(Some(room)) = headroom {
             if room < min_count {
                 let message = format!(
                     "quota allows {room} more node(s) of {}×{}; checked before creating",
@@ -297,7 +305,7 @@ impl<'s> Runner<'s> {
         &mut self,
         action: &Action,
         prepared: PreparedCreate,
-        answer: Result<Vec<Instance>, ProviderError>,
+        answer: Option<Result<Vec<Instance>, ProviderError>>,
         state: &mut State,
         now: DateTime<Utc>,
     ) -> Result<CreateResult, ApplyError> {
@@ -306,8 +314,12 @@ impl<'s> Runner<'s> {
         let min_count = request.min_count;
         let token = request.idempotency_token;
         let instances = match answer {
-            Ok(instances) => instances,
-            Err(e) => {
+            None => {
+                tracing::warn!(fleet = %action.fleet, placement = %action.placement, "create abandoned: the run is stopping");
+                return Ok(CreateResult { outcome: CreateOutcome::Abandoned, kept: 0 });
+            }
+            Some(Ok(instances)) => instances,
+            Some(Err(e)) => {
                 tracing::warn!(fleet = %action.fleet, placement = %action.placement, code = %e.code, "create refused or failed");
                 self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now).await?;
                 if e.kind.is_shortage() {
@@ -525,7 +537,10 @@ impl<'s> Runner<'s> {
         let event = |ids: Vec<String>| (action.fleet.clone(), action.placement.clone(), ids);
         let (fleet, placement, instance_ids) = event(ids.clone());
         session.events.emit(&Event::Deleting { fleet, placement, instance_ids });
-        let result = provider.delete(doomed).await;
+        let Some(result) = session.stop.unless_requested(provider.delete(doomed)).await else {
+            tracing::warn!(fleet = %action.fleet, placement = %action.placement, "delete abandoned: the run is stopping");
+            return Ok(false);
+        };
         tracing::info!(fleet = %action.fleet, placement = %action.placement, instances = ids.len(), ok = result.is_ok(), reason = %action.reason, "deleted");
         match result {
             Ok(()) => {
@@ -575,12 +590,16 @@ pub(super) fn with_placement(script: &str, plan: &str, action: &Action) -> Strin
     out
 }
 
+/// What one create call answered; `None` when the run stopped first and the
+/// call was abandoned (or never sent).
+type CreateAnswer = Option<Result<Vec<Instance>, ProviderError>>;
+
 /// Sends the prepared creates: concurrently across (cloud, region), in order
 /// within one. Answers come back in the order of `prepared`.
 async fn call_creates(
     session: &Session<'_>,
     prepared: &[(usize, PreparedCreate)],
-) -> Result<Vec<Result<Vec<Instance>, ProviderError>>, ApplyError> {
+) -> Result<Vec<CreateAnswer>, ApplyError> {
     let mut lanes: BTreeMap<(Cloud, &str), Vec<usize>> = BTreeMap::new();
     for (position, (_, ready)) in prepared.iter().enumerate() {
         let placement: &Placement = &ready.request.placement;
@@ -592,12 +611,13 @@ async fn call_creates(
         calls.push(async move {
             let mut done = Vec::with_capacity(positions.len());
             for position in positions {
-                done.push((position, provider.create(&prepared[position].1.request).await));
+                let call = provider.create(&prepared[position].1.request);
+                done.push((position, session.stop.unless_requested(call).await));
             }
             done
         });
     }
-    let mut answers: Vec<Option<Result<Vec<Instance>, ProviderError>>> = (0..prepared.len()).map(|_| None).collect();
+    let mut answers: Vec<Option<CreateAnswer>> = (0..prepared.len()).map(|_| None).collect();
     for (position, answer) in futures::future::join_all(calls).await.into_iter().flatten() {
         answers[position] = Some(answer);
     }

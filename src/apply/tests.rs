@@ -29,7 +29,9 @@ struct World {
     /// (a cloud without all-or-nothing launches).
     at_most: BTreeMap<Placement, u32>,
     /// Raised once this many calls were made.
-    stop_after: Option<(usize, Arc<AtomicBool>)>,
+    stop_after: Option<(usize, Arc<Stop>)>,
+    /// Creates are never answered (a cloud that hangs).
+    hangs: bool,
     next_id: u32,
 }
 
@@ -50,7 +52,7 @@ impl FakeAws {
         if let Some((after, stop)) = &world.stop_after
             && made >= *after
         {
-            stop.store(true, Ordering::SeqCst);
+            stop.request();
         }
     }
 
@@ -90,6 +92,9 @@ impl Provider for FakeAws {
     async fn create(&self, request: &CreateRequest) -> Result<Vec<Instance>, ProviderError> {
         let placement = request.placement.clone();
         self.record(Call::Create { placement: placement.clone(), count: request.count, min_count: request.min_count });
+        if self.world().hangs {
+            std::future::pending::<()>().await;
+        }
         let mut world = self.world();
         if world.sold_out.contains(&placement) {
             return Err(ProviderError {
@@ -153,7 +158,7 @@ struct Rig {
     fake: FakeAws,
     clouds: Clouds,
     clock: ManualClock,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
 }
 
 impl Rig {
@@ -166,7 +171,7 @@ impl Rig {
             clouds: Clouds::from_providers(vec![Box::new(fake.clone())]),
             fake,
             clock: ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Stop::default()),
         }
     }
 
@@ -276,6 +281,20 @@ async fn a_stop_between_calls_starts_no_new_call_and_leaves_no_open_intent() {
     let backend = LocalBackend::new(rig.dir.path());
     assert!(backend.open_intents("unit").await.unwrap().is_empty());
     assert_eq!(backend.load("unit").await.unwrap().shortages.len(), 1, "the refusal is remembered");
+}
+
+#[tokio::test]
+async fn a_stop_during_a_call_that_never_answers_abandons_it_and_leaves_its_intent_open() {
+    let rig = Rig::new(plan("fill", 4));
+    rig.fake.world().hangs = true;
+    rig.fake.world().stop_after = Some((1, Arc::clone(&rig.stop)));
+    let report = rig.run(|_| Mode::Apply).await;
+    assert_eq!(rig.calls().len(), 1, "{:?}", rig.calls());
+    assert!(report.interrupted && report.is_error() && report.errors.is_empty(), "{report:?}");
+    let backend = LocalBackend::new(rig.dir.path());
+    let open = backend.open_intents("unit").await.unwrap();
+    assert_eq!(open.len(), 1, "the abandoned create is left for the next refresh: {open:?}");
+    assert!(backend.load("unit").await.unwrap().shortages.is_empty(), "an abandoned call is no refusal");
 }
 
 /// A saved plan of the rig's plan whose create may fall back only to the

@@ -108,6 +108,15 @@ pub struct TargetArgs {
     /// by call count.
     #[arg(long, env = "GPUFLEET_RETRY_BASE_MS", value_name = "MS")]
     pub retry_base_ms: Option<u64>,
+    /// Longest one attempt of a cloud call may take, connecting included
+    /// (`60s`, `2m`); a call that gets no answer is retried like any
+    /// transient failure, then reported as failed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = positive_duration)]
+    pub call_timeout: humantime::Duration,
+    /// Longest opening a connection to a cloud's endpoint may take (EC2 and
+    /// Azure; Compute Engine's client is bounded by `--call-timeout` alone).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = positive_duration)]
+    pub connect_timeout: humantime::Duration,
     /// How long to wait for the plan's lock when another run holds it
     /// (e.g. `2m`); by default a held lock fails at once, naming its holder.
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = duration)]
@@ -181,7 +190,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Start no new cloud call after this long (`90s`, `30m`); calls in flight
-    /// finish and are recorded, and the run exits 1 as interrupted.
+    /// are abandoned (the next run reconciles them), and the run exits 1 as
+    /// interrupted.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub deadline: Option<humantime::Duration>,
     #[command(flatten)]
@@ -380,6 +390,15 @@ fn duration(text: &str) -> Result<humantime::Duration, String> {
         return Err("longer than a year, the most gpufleet takes for any duration".into());
     }
     Ok(duration)
+}
+
+/// A duration flag that must be above zero: a timeout of nothing fails every call.
+fn positive_duration(text: &str) -> Result<humantime::Duration, String> {
+    let parsed = duration(text)?;
+    if parsed.is_zero() {
+        return Err("must be above zero, e.g. 30s".into());
+    }
+    Ok(parsed)
 }
 
 /// Accepts Terraform's single-dash `-out FILE` / `-out=FILE` as `--out`.

@@ -2,7 +2,7 @@
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
 use super::{Failure, PlanFileArgs, StateLocation, TargetArgs, failure, sim_failure};
-use crate::apply::{ApplyError, Clouds, Drain, DrainScript, NoDrain, Session, Target};
+use crate::apply::{ApplyError, Clouds, Drain, DrainScript, NoDrain, Session, Stop, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
@@ -12,7 +12,6 @@ use crate::state::postgres::PostgresBackend;
 use crate::state::{LocalBackend, StateBackend, StateError};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Load and validate a plan; the catalog comes back with the plan's offerings applied.
 pub fn load_plan(path: &Path, args: &PlanFileArgs) -> Result<(Plan, Catalog), Failure> {
@@ -50,9 +49,12 @@ pub struct Connected {
 impl Connected {
     pub async fn open(plan: &Plan, args: &TargetArgs) -> Result<Connected, Failure> {
         let backend = open_state(&args.state).await?;
-        let retry = match args.retry_base_ms {
-            Some(ms) => RetryPolicy { base: std::time::Duration::from_millis(ms), ..RetryPolicy::default() },
-            None => RetryPolicy::default(),
+        let defaults = RetryPolicy::default();
+        let retry = RetryPolicy {
+            base: args.retry_base_ms.map_or(defaults.base, std::time::Duration::from_millis),
+            call_timeout: args.call_timeout.into(),
+            connect_timeout: args.connect_timeout.into(),
+            ..defaults
         };
         let mut embedded = None;
         let target = match (&args.sim, &args.sim_url) {
@@ -85,7 +87,7 @@ impl Connected {
         plan: &'a Plan,
         catalog: &'a Catalog,
         events: &'a dyn crate::apply::EventSink,
-        stop: &'a AtomicBool,
+        stop: &'a Stop,
     ) -> Session<'a> {
         Session {
             plan,
@@ -137,10 +139,12 @@ pub async fn lock(
 /// How often a run waiting for a lock asks again.
 const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// A flag set by the first SIGINT or SIGTERM, or when the deadline passes,
-/// so that a run stops between calls instead of dying in the middle of one.
-pub fn stop_on_signal_or_deadline(deadline: Option<std::time::Duration>) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
+/// A stop requested by the first SIGINT or SIGTERM, or when the deadline
+/// passes: the run starts no new call and abandons those in flight (their
+/// intents stay open for the next run), saves its state and releases its
+/// lock, instead of dying in the middle of a call or waiting on one forever.
+pub fn stop_on_signal_or_deadline(deadline: Option<std::time::Duration>) -> Arc<Stop> {
+    let stop = Arc::new(Stop::default());
     let flag = Arc::clone(&stop);
     tokio::spawn(async move {
         let Ok(mut terminate) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
@@ -157,8 +161,10 @@ pub fn stop_on_signal_or_deadline(deadline: Option<std::time::Duration>) -> Arc<
             _ = terminate.recv() => "terminated",
             _ = deadline => "deadline reached",
         };
-        eprintln!("stopping ({why}): the calls in flight finish and are recorded; run the command again to finish");
-        flag.store(true, Ordering::SeqCst);
+        eprintln!(
+            "stopping ({why}): calls in flight are abandoned and left for the next run to reconcile; run the command again to finish"
+        );
+        flag.request();
     });
     stop
 }

@@ -10,7 +10,7 @@ pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
     let plan_bytes = std::fs::read(&args.plan).map_err(io_failure(args.plan.display()))?;
     let connected = Connected::open(&plan, &args.target).await?;
     let result = async {
-        let never = std::sync::atomic::AtomicBool::new(false);
+        let never = apply::Stop::default();
         let session = connected.session(&plan, &catalog, &NoEvents, &never);
         let _lock = lock(&session, "plan", *args.target.lock_timeout).await?;
         let refreshed = apply::refresh(&session).await?;

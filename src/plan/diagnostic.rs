@@ -72,13 +72,19 @@ impl fmt::Display for Diagnostic {
 
 impl std::error::Error for Diagnostic {}
 
+/// Rightmost column a snippet label is drawn at: miette pads up to it with
+/// a format width, which Rust caps at 65,535 (tabs count four), and panics
+/// beyond. A problem further right is shown without its snippet; its
+/// `line:col` still says where.
+const MAX_LABELED_COLUMN: usize = 10_000;
+
 impl miette::Diagnostic for Diagnostic {
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         (!self.help.is_empty()).then(|| Box::new(self.help.join("\n")) as Box<dyn fmt::Display>)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        let at = self.location.as_ref()?;
+        let at = self.location.as_ref().filter(|at| at.column <= MAX_LABELED_COLUMN)?;
         let label = miette::LabeledSpan::at(at.span.clone(), self.label.clone());
         Some(Box::new(std::iter::once(label)))
     }

@@ -8,11 +8,12 @@
 //! retries throttled and transient calls itself with the same ClientToken,
 //! and never retries a capacity refusal in place.
 
-use super::{CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
 use crate::model::Cloud;
 use crate::model::{Instance, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
@@ -54,7 +55,12 @@ pub struct AwsProvider {
 impl AwsProvider {
     /// One EC2 client per region, sharing one loaded AWS configuration.
     pub async fn connect(regions: &[String], connection: &AwsConnection) -> AwsProvider {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+        // The call timeout is gpufleet's own (see `retrying`); the connect
+        // timeout is the SDK's, per connection it opens.
+        let timeouts = TimeoutConfig::builder().connect_timeout(connection.retry.connect_timeout).build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(timeouts);
         if let Some(endpoint) = &connection.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -98,7 +104,7 @@ impl AwsProvider {
     }
 
     async fn list_region(&self, region: &str, client: &Client, plan: &str) -> Result<Vec<Instance>, ProviderError> {
-        retrying(self.retry, || async {
+        retrying(self.retry, Call::new(Cloud::Aws, region, "DescribeInstances"), || async {
             let mut pages = client
                 .describe_instances()
                 .filters(Filter::builder().name(format!("tag:{TAG_PLAN}")).values(plan).build())
@@ -160,7 +166,7 @@ impl Provider for AwsProvider {
             .map(|z| aws_sdk_ec2::types::Placement::builder().availability_zone(z).build());
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let min_count = i32::try_from(request.min_count).unwrap_or(i32::MAX);
-        let output = retrying(self.retry, || async {
+        let output = retrying(self.retry, Call::new(Cloud::Aws, region, "RunInstances"), || async {
             client
                 .run_instances()
                 .image_id(&request.image)
@@ -204,7 +210,7 @@ async fn terminate_batch(
 ) -> Result<(), ProviderError> {
     let mut ids = batch.to_vec();
     while !ids.is_empty() {
-        let result = retrying(retry, || async {
+        let result = retrying(retry, Call::new(Cloud::Aws, region, "TerminateInstances"), || async {
             client
                 .terminate_instances()
                 .set_instance_ids(Some(ids.clone()))

@@ -27,12 +27,12 @@
 //! its `HttpError` keeps response headers private, so `Retry-After` is read
 //! from the error's rendering.
 
-use super::{CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
 use crate::catalog::{Catalog, azure_vcpu_family};
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use azure_core::auth::{AccessToken, TokenCredential};
 use azure_core::headers::{AUTHORIZATION, AZURE_ASYNCOPERATION, Headers, LOCATION};
-use azure_core::{ClientOptions, Context, Method, Pipeline, Request, RetryOptions, StatusCode, Url};
+use azure_core::{ClientOptions, Context, Method, Pipeline, Request, RetryOptions, StatusCode, TransportOptions, Url};
 use azure_mgmt_compute::package_2024_07_01::{Client, ClientBuilder, DEFAULT_ENDPOINT, models};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -155,16 +155,26 @@ impl AzureProvider {
             .join(azure_core::auth::DEFAULT_SCOPE_SUFFIX)
             .map_err(|e| failed(ErrorKind::Invalid, "InvalidEndpoint", e.to_string()))?
             .to_string();
+        // azure_core's own reqwest client (no idle pool: see its
+        // `new_reqwest_client`), with a connect timeout; the call timeout is
+        // gpufleet's own (see `retrying`).
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .connect_timeout(connection.retry.connect_timeout)
+            .build()
+            .map_err(|e| failed(ErrorKind::Invalid, "HttpClient", e.to_string()))?;
+        let transport = TransportOptions::new(Arc::new(http));
         let client = ClientBuilder::new(credential.clone())
             .endpoint(endpoint.clone())
             .scopes(&[scope.as_str()])
             .retry(RetryOptions::none())
+            .transport(transport.clone())
             .build()
             .map_err(|e| failed(ErrorKind::Invalid, "InvalidEndpoint", e.to_string()))?;
         let pipeline = Pipeline::new(
             Some("gpufleet"),
             Some(env!("CARGO_PKG_VERSION")),
-            ClientOptions::default().retry(RetryOptions::none()),
+            ClientOptions::new(transport).retry(RetryOptions::none()),
             Vec::new(),
             Vec::new(),
         );
@@ -209,7 +219,7 @@ impl AzureProvider {
         region: &str,
         name: &str,
     ) -> Result<Option<models::VirtualMachineScaleSet>, ProviderError> {
-        let result = retrying(self.retry, || async {
+        let result = retrying(self.retry, Call::new(Cloud::Azure, region, "virtualMachineScaleSets.get"), || async {
             let response = self
                 .client
                 .virtual_machine_scale_sets_client()
@@ -229,7 +239,7 @@ impl AzureProvider {
 
     /// The VMs of one flexible scale set, all pages, without those being deleted.
     async fn list_vms(&self, region: &str, scale_set_id: &str) -> Result<Vec<models::VirtualMachine>, ProviderError> {
-        retrying(self.retry, || async {
+        retrying(self.retry, Call::new(Cloud::Azure, region, "virtualMachines.list"), || async {
             let mut pages = self
                 .client
                 .virtual_machines_client()
@@ -251,7 +261,7 @@ impl AzureProvider {
 
     /// Every scale set of the resource group, all pages.
     async fn list_scale_sets(&self) -> Result<Vec<models::VirtualMachineScaleSet>, ProviderError> {
-        retrying(self.retry, || async {
+        retrying(self.retry, Call::new(Cloud::Azure, "*", "virtualMachineScaleSets.list"), || async {
             let mut pages = self
                 .client
                 .virtual_machine_scale_sets_client()
@@ -278,7 +288,11 @@ impl AzureProvider {
             (None, None) => return Ok(()),
         };
         for _ in 0..MAX_POLLS {
-            let (status, headers, body) = retrying(self.retry, || self.get_raw(region, &url)).await?;
+            let (status, headers, body) =
+                retrying(self.retry, Call::new(Cloud::Azure, region, "GET operation status"), || {
+                    self.get_raw(region, &url)
+                })
+                .await?;
             let done = if by_status {
                 match operation_status(&body) {
                     Some("Succeeded") => true,
@@ -358,7 +372,8 @@ impl AzureProvider {
     }
 
     async fn delete_instances(&self, region: &str, scale_set: &str, names: &[String]) -> Result<(), ProviderError> {
-        let headers = retrying(self.retry, || async {
+        let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.deleteInstances");
+        let headers = retrying(self.retry, call, || async {
             let ids = models::VirtualMachineScaleSetVmInstanceRequiredIDs::new(names.to_vec());
             let response = self
                 .client
@@ -447,7 +462,8 @@ impl Provider for AzureProvider {
                     scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
                 let model: models::VirtualMachineScaleSet =
                     serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-                retrying(self.retry, || async {
+                let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
+                retrying(self.retry, call, || async {
                     let response = self
                         .client
                         .virtual_machine_scale_sets_client()
@@ -466,7 +482,7 @@ impl Provider for AzureProvider {
                 });
                 let model: models::VirtualMachineScaleSetUpdate =
                     serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-                retrying(self.retry, || async {
+                retrying(self.retry, Call::new(Cloud::Azure, region, "virtualMachineScaleSets.update"), || async {
                     let response = self
                         .client
                         .virtual_machine_scale_sets_client()
@@ -534,7 +550,7 @@ impl Provider for AzureProvider {
             return Ok(None);
         };
         let region = placement.region.as_str();
-        let usages = retrying(self.retry, || async {
+        let usages = retrying(self.retry, Call::new(Cloud::Azure, region, "usage.list"), || async {
             let mut pages = self.client.usage_client().list(region, &self.subscription).into_stream();
             let mut out = Vec::new();
             while let Some(page) = pages.next().await {

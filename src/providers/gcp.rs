@@ -14,7 +14,7 @@
 //! The SDK's own retries are off; gpufleet retries throttled and transient
 //! calls itself ([`retrying`]) with the same requestId.
 
-use super::{CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -35,6 +35,8 @@ const DELETE_CONCURRENCY: usize = 16;
 /// operation is done or after about two minutes, so this bounds a create or
 /// delete at about an hour.
 const MAX_WAITS: u32 = 30;
+/// How long `zoneOperations.wait` may hold its answer by design.
+const WAIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 /// GCE's limit on resource names.
 const MAX_NAME_LEN: usize = 63;
 /// Digits of the instance number in generated names (`-0001`).
@@ -127,7 +129,10 @@ impl GcpProvider {
                     message: format!("operation {name} in {zone} is still not done"),
                 });
             }
-            op = retrying(self.retry, || async {
+            // The wait is a long poll: it may take the server's whole poll
+            // window before answering, and that is no hang.
+            let policy = RetryPolicy { call_timeout: self.retry.call_timeout + WAIT_WINDOW, ..self.retry };
+            op = retrying(policy, Call::new(Cloud::Gcp, region, "zoneOperations.wait"), || async {
                 self.operations
                     .wait()
                     .set_project(&self.project)
@@ -151,7 +156,7 @@ impl GcpProvider {
         let mut out = Vec::new();
         let mut page_token = String::new();
         loop {
-            let page = retrying(self.retry, || async {
+            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.list"), || async {
                 self.instances
                     .list()
                     .set_project(&self.project)
@@ -186,7 +191,7 @@ impl GcpProvider {
         // One requestId for every attempt of this delete, so a retry after a
         // lost response does not start a second operation.
         let request_id = uuid::Uuid::new_v4().to_string();
-        let sent = retrying(self.retry, || async {
+        let sent = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.delete"), || async {
             self.instances
                 .delete()
                 .set_project(&self.project)
@@ -225,7 +230,7 @@ impl Provider for GcpProvider {
         let mut all = Vec::new();
         let mut page_token = String::new();
         loop {
-            let page = retrying(self.retry, || async {
+            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.aggregatedList"), || async {
                 self.instances
                     .aggregated_list()
                     .set_project(&self.project)
@@ -282,7 +287,7 @@ impl Provider for GcpProvider {
             .set_min_count(i64::from(request.min_count))
             .set_name_pattern(format!("{prefix}{}", "#".repeat(NAME_DIGITS)))
             .set_instance_properties(properties);
-        let op = retrying(self.retry, || async {
+        let op = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.bulkInsert"), || async {
             self.instances
                 .bulk_insert()
                 .set_project(&self.project)
@@ -319,7 +324,7 @@ impl Provider for GcpProvider {
         gpus_per_node: u32,
     ) -> Result<Option<u32>, ProviderError> {
         let region_name = placement.region.as_str();
-        let region = retrying(self.retry, || async {
+        let region = retrying(self.retry, Call::new(Cloud::Gcp, region_name, "regions.get"), || async {
             self.regions
                 .get()
                 .set_project(&self.project)

@@ -129,10 +129,11 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// How a provider retries throttled and transient calls. Handed in by
-/// whoever builds the provider: the CLI reads `GPUFLEET_RETRY_BASE_MS` (for
-/// tests against a simulator that throttles by call count, where waiting buys
-/// nothing); nothing below it reads the environment.
+/// How a provider bounds and retries its calls. Handed in by whoever builds
+/// the provider: the CLI reads `--call-timeout`, `--connect-timeout` and
+/// `GPUFLEET_RETRY_BASE_MS` (for tests against a simulator that throttles by
+/// call count, where waiting buys nothing); nothing below it reads the
+/// environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts of one call, the first included.
@@ -141,11 +142,61 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// No single wait is longer.
     pub cap: Duration,
+    /// Longest one attempt of a call may take, connecting included: a cloud
+    /// that never answers must not hold a run forever. A call that runs out
+    /// of it is transient, and retried.
+    pub call_timeout: Duration,
+    /// Longest a connection to a cloud's endpoint may take to open, where the
+    /// SDK lets it be set (EC2 and ARM); elsewhere `call_timeout` bounds it.
+    pub connect_timeout: Duration,
 }
+
+/// Default of [`RetryPolicy::call_timeout`]: the clouds answer their
+/// mutating calls at once (the work itself is a long-running operation
+/// polled afterwards), so a minute without an answer is a lost call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`RetryPolicy::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
-        RetryPolicy { attempts: 6, base: Duration::from_millis(200), cap: Duration::from_secs(20) }
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(20),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// One cloud call, named for the error a call that never answers gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub cloud: Cloud,
+    pub region: &'a str,
+    /// The cloud's name of the operation, e.g. `RunInstances`, `instances.bulkInsert`.
+    pub name: &'a str,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(cloud: Cloud, region: &'a str, name: &'a str) -> Call<'a> {
+        Call { cloud, region, name }
+    }
+
+    /// The error of an attempt that got no answer within `timeout`.
+    fn timed_out(&self, timeout: Duration, attempt: u32, attempts: u32) -> ProviderError {
+        ProviderError {
+            kind: ErrorKind::Transient,
+            cloud: self.cloud,
+            region: self.region.to_string(),
+            code: "Timeout".into(),
+            message: format!(
+                "{} got no answer within {} (attempt {attempt} of {attempts})",
+                self.name,
+                humantime::format_duration(timeout)
+            ),
+        }
     }
 }
 
@@ -161,12 +212,14 @@ impl RetryPolicy {
     }
 }
 
-/// Run `call` until it succeeds, fails for a reason retrying cannot fix, or
-/// runs out of attempts. Throttled and transient failures wait with full
-/// jitter exponential backoff, or as long as the cloud's Retry-After says.
-/// The closure must reuse its idempotency token, so a retried create that
-/// had in fact succeeded returns the same instances.
-pub async fn retrying<T, F, Fut>(policy: RetryPolicy, mut call: F) -> Result<T, ProviderError>
+/// Run `send` until it succeeds, fails for a reason retrying cannot fix, or
+/// runs out of attempts. Each attempt gets at most the policy's
+/// `call_timeout`; one that runs out is abandoned and counts as transient.
+/// Throttled and transient failures wait with full jitter exponential
+/// backoff, or as long as the cloud's Retry-After says. The closure must
+/// reuse its idempotency token, so a retried create that had in fact
+/// succeeded returns the same instances.
+pub async fn retrying<T, F, Fut>(policy: RetryPolicy, call: Call<'_>, mut send: F) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ProviderError>>,
@@ -174,7 +227,10 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match call().await {
+        let answer = tokio::time::timeout(policy.call_timeout, send())
+            .await
+            .unwrap_or_else(|_| Err(call.timed_out(policy.call_timeout, attempt, policy.attempts)));
+        match answer {
             Err(e) if e.kind.is_retryable() && attempt < policy.attempts => {
                 tokio::time::sleep(policy.backoff(attempt, e.kind.retry_after())).await;
             }
@@ -195,5 +251,43 @@ mod tests {
         assert!(policy.backoff(40, None) <= policy.cap);
         let instant = RetryPolicy { base: Duration::ZERO, ..policy };
         assert_eq!(instant.backoff(5, None), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_call_that_never_answers_times_out_as_transient_and_is_retried() {
+        let policy = RetryPolicy {
+            attempts: 3,
+            base: Duration::ZERO,
+            call_timeout: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        };
+        let call = Call { cloud: Cloud::Aws, region: "us-east-1", name: "RunInstances" };
+        let mut attempts = 0;
+        let result: Result<(), ProviderError> = retrying(policy, call, || {
+            attempts += 1;
+            std::future::pending()
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert_eq!(attempts, 3, "every attempt is made");
+        assert_eq!((&error.kind, error.code.as_str()), (&ErrorKind::Transient, "Timeout"));
+        assert_eq!(
+            error.to_string(),
+            "aws us-east-1: Timeout: RunInstances got no answer within 20ms (attempt 3 of 3)"
+        );
+
+        let mut answered_late = 0;
+        let second_answers = retrying(policy, call, || {
+            answered_late += 1;
+            let hangs = answered_late == 1;
+            async move {
+                if hangs {
+                    std::future::pending::<()>().await;
+                }
+                Ok(answered_late)
+            }
+        })
+        .await;
+        assert_eq!(second_answers.unwrap(), 2, "the retry after a timeout answers");
     }
 }

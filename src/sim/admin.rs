@@ -12,13 +12,15 @@
 //!   pause at the N-th cloud API request (EC2, Compute Engine or ARM; admin
 //!   calls do not count) counted from this call. `before`: that request is
 //!   held before it touches the world. `after`: it is applied (and the world
-//!   saved) and held before its response goes out. One pause at a time: 409
-//!   while a request is held.
+//!   saved) and held before its response goes out. With `"calls": K` the K
+//!   requests from the N-th on are all held (a client that retries a call
+//!   that never answers meets a cloud that keeps not answering). One pause
+//!   at a time: 409 while a request is held.
 //! - `GET /_sim/paused` (long poll) answers as soon as a request is held:
 //!   `{"paused": true, "call": N, "when": "...", "action": "..."}`; it answers
 //!   `{"paused": false}` when nothing is armed, or when `resume` disarms the
 //!   pause before any request reached it.
-//! - `POST /_sim/resume` disarms the pause and releases the held request;
+//! - `POST /_sim/resume` disarms the pause and releases the held requests;
 //!   it answers `{"released": {...} | null, "calls_counted": K}`, K being the
 //!   cloud requests counted while the pause was armed. A request held
 //!   `before` is dropped, never applied: it gets a 503, as if the network
@@ -198,6 +200,13 @@ struct PauseRequest {
     /// 1 is the next cloud request.
     at_call: u64,
     when: PauseWhen,
+    /// How many requests, from `at_call` on, are held.
+    #[serde(default = "one_call")]
+    calls: u64,
+}
+
+fn one_call() -> u64 {
+    1
 }
 
 /// The request a pause holds.
@@ -285,8 +294,13 @@ impl PauseGate {
             if state.calls_since_armed < armed.at_call {
                 return false;
             }
-            state.armed = None;
-            state.held = Some(HeldCall { call: state.calls_since_armed, when: armed.when, action: action() });
+            if state.calls_since_armed - armed.at_call + 1 >= armed.calls {
+                state.armed = None;
+            }
+            // The first request held is the one `paused` reports.
+            if state.held.is_none() {
+                state.held = Some(HeldCall { call: state.calls_since_armed, when: armed.when, action: action() });
+            }
             hold = Some(Hold { when: armed.when, epoch: state.epoch, resumed: self.state.subscribe() });
             true
         });
@@ -306,6 +320,9 @@ impl PauseGate {
         if request.at_call == 0 {
             return AdminResponse::bad_request("at_call counts from 1 (the next cloud request)");
         }
+        if request.calls == 0 {
+            return AdminResponse::bad_request("calls counts the requests held: at least 1");
+        }
         let mut refused = None;
         self.state.send_modify(|state| match &state.held {
             Some(held) => refused = Some(held.clone()),
@@ -320,7 +337,10 @@ impl PauseGate {
                 body: json!({ "error": "a request is held; POST /_sim/resume first", "held": held }),
                 mutated: false,
             },
-            None => AdminResponse::ok(json!({ "armed": { "at_call": request.at_call, "when": request.when } }), false),
+            None => AdminResponse::ok(
+                json!({ "armed": { "at_call": request.at_call, "when": request.when, "calls": request.calls } }),
+                false,
+            ),
         }
     }
 
