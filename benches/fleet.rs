@@ -269,9 +269,9 @@ fn page_floor(world: &Value, plan: &str) -> (usize, usize) {
     let ec2_pages: Vec<usize> = ec2.values().map(|n| n.div_ceil(EC2_PAGE).max(1)).collect();
     let gce_pages = gce.div_ceil(GCE_PAGE).max(1);
     let vm_pages: Vec<usize> = sets.values().map(|n| n.div_ceil(ARM_PAGE).max(1)).collect();
-    // Azure: one scale-set list per region, then each set's VM pages.
-    let azure_regions = 3;
-    let pages = ec2_pages.iter().sum::<usize>() + gce_pages + azure_regions + vm_pages.iter().sum::<usize>();
+    // Azure: one scale-set list for the plan's resource group, then each set's VM pages.
+    let scale_set_lists = 1;
+    let pages = ec2_pages.iter().sum::<usize>() + gce_pages + scale_set_lists + vm_pages.iter().sum::<usize>();
     let slowest =
         [ec2_pages.iter().copied().max().unwrap_or(1), gce_pages, 1 + vm_pages.iter().copied().max().unwrap_or(0)]
             .into_iter()
