@@ -316,5 +316,42 @@ pub fn azure_vcpu_family(size: &str) -> Option<&'static str> {
     FAMILIES.iter().find(|(name, _)| name.eq_ignore_ascii_case(size)).map(|(_, family)| *family)
 }
 
+/// An EC2 running On-Demand vCPU quota, as Service Quotas names it: EC2
+/// limits On-Demand instances by the vCPUs running per instance family in a
+/// region, not by instance count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ec2VcpuQuota {
+    /// Service Quotas code, e.g. `L-417A185B`.
+    pub code: &'static str,
+    pub name: &'static str,
+    /// Instance families it counts: the letters of a type's name before its generation digit.
+    pub families: &'static [&'static str],
+}
+
+/// The EC2 vCPU quotas gpufleet knows (AWS's published codes): the GPU
+/// families, and Standard for the rest of the letters that share one.
+pub const EC2_VCPU_QUOTAS: [Ec2VcpuQuota; 3] = [
+    Ec2VcpuQuota { code: "L-417A185B", name: "Running On-Demand P instances", families: &["p"] },
+    Ec2VcpuQuota { code: "L-DB2E81BA", name: "Running On-Demand G and VT instances", families: &["g", "vt"] },
+    Ec2VcpuQuota {
+        code: "L-1216C47A",
+        name: "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+        families: &["a", "c", "d", "h", "i", "m", "r", "t", "z"],
+    },
+];
+
+/// The vCPU quota an EC2 instance type counts against, by its family
+/// (`p5en.48xlarge` → P, `g6.48xlarge` → G and VT); `None` for families
+/// gpufleet does not know.
+pub fn ec2_vcpu_quota(instance_type: &str) -> Option<&'static Ec2VcpuQuota> {
+    let family: String = instance_type.chars().take_while(char::is_ascii_alphabetic).collect::<String>().to_ascii_lowercase();
+    EC2_VCPU_QUOTAS.iter().find(|quota| quota.families.contains(&family.as_str()))
+}
+
+/// The EC2 vCPU quota of this Service Quotas code, if gpufleet knows it.
+pub fn ec2_vcpu_quota_by_code(code: &str) -> Option<&'static Ec2VcpuQuota> {
+    EC2_VCPU_QUOTAS.iter().find(|quota| quota.code == code)
+}
+
 #[cfg(test)]
 mod tests;

@@ -246,3 +246,17 @@ fn every_builtin_azure_size_has_a_vcpu_family() {
     assert_eq!(azure_vcpu_family("Standard_NC24ads_A100_v4"), Some("StandardNCADSA100v4Family"));
     assert_eq!(azure_vcpu_family("Standard_D2s_v5"), None);
 }
+
+#[test]
+fn every_aws_gpu_type_counts_against_a_known_vcpu_quota() {
+    let catalog = Catalog::builtin();
+    for it in catalog.instance_types.iter().filter(|t| t.cloud == Cloud::Aws) {
+        assert!(ec2_vcpu_quota(&it.name).is_some(), "{} has no vCPU quota", it.name);
+    }
+    assert_eq!(ec2_vcpu_quota("p5en.48xlarge").map(|q| q.code), Some("L-417A185B"));
+    assert_eq!(ec2_vcpu_quota("p6-b200.48xlarge").map(|q| q.code), Some("L-417A185B"));
+    assert_eq!(ec2_vcpu_quota("vt1.24xlarge").map(|q| q.code), Some("L-DB2E81BA"));
+    assert_eq!(ec2_vcpu_quota("m7i.large").map(|q| q.code), Some("L-1216C47A"));
+    assert_eq!(ec2_vcpu_quota("dl1.24xlarge"), None, "DL has a quota of its own");
+    assert_eq!(ec2_vcpu_quota_by_code("L-DB2E81BA").map(|q| q.families), Some(&["g", "vt"][..]));
+}

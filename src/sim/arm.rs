@@ -1,6 +1,7 @@
 //! Azure Resource Manager on the wire: JSON requests and responses under
 //! `/subscriptions/...`, shaped as the REST spec of Microsoft.Compute
-//! (`virtualMachineScaleSets`, `virtualMachines`, `usages`) and as real ARM shapes them,
+//! (`virtualMachineScaleSets`, `virtualMachines`, `usages`, and the reads of
+//! [`account`]) and as real ARM shapes them,
 //! so that unmodified SDKs (azure_mgmt_compute, Python azure-mgmt-compute)
 //! work against it.
 //!
@@ -10,6 +11,8 @@
 //! (`?monitor=true` for the Location form), with `Retry-After: 0` so clients
 //! never wait in real time. Any `api-version` is accepted; bearer tokens are
 //! required but not checked. Semantics live in [`super::vmss`].
+
+mod account;
 
 use super::faults::Fault;
 use super::vmss::{self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm};
@@ -109,14 +112,18 @@ fn route(path: &str) -> Option<Route> {
 fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, ArmFault> {
     let query = Query::parse(request.query)?;
     let Some(route) = route(request.path) else {
-        return Err(ArmFault::new(
-            404,
-            "InvalidResourceType",
-            format!(
-                "The simulator does not serve {}: only virtualMachineScaleSets, virtualMachines, operations and usages of Microsoft.Compute.",
-                request.path
-            ),
-        ));
+        let Some(read) = account::route(request.path).filter(|_| request.method == Method::GET) else {
+            return Err(ArmFault::new(
+                404,
+                "InvalidResourceType",
+                format!(
+                    "The simulator does not serve {} {}: only virtualMachineScaleSets, virtualMachines, operations, usages, skus and virtual machine images of Microsoft.Compute, resource groups and subnets.",
+                    request.method, request.path
+                ),
+            ));
+        };
+        admit(world, request, &query, read.action())?;
+        return account::answer(world, read, &query);
     };
     let method = request.method;
     let action = match (&route, method.as_str()) {
@@ -138,31 +145,10 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             ));
         }
     };
-    world.record_call(Cloud::Azure, action);
-    if !request.authorization.is_some_and(|h| h.starts_with("Bearer ") && h.len() > "Bearer ".len()) {
-        return Err(ArmFault::new(
-            401,
-            "AuthenticationFailed",
-            "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
-        ));
+    let api_version = admit(world, request, &query, action)?;
+    if let Some(resource_group) = route.resource_group() {
+        account::check_resource_group(world, resource_group)?;
     }
-    match world.inject_fault(Cloud::Azure, "", action) {
-        None => {}
-        Some(Fault::Throttled) => {
-            return Err(ArmFault::new(
-                429,
-                "TooManyRequests",
-                "The request is being throttled as the limit has been reached for operation type - Write_1Min.",
-            ));
-        }
-        // A reset is never answered: the server drops the connection.
-        Some(fault @ (Fault::Transient { .. } | Fault::Reset)) => {
-            let status = if fault == (Fault::Transient { variant: 0 }) { 503 } else { 500 };
-            let message = "Encountered internal server error. Please try again.";
-            return Err(ArmFault::new(status, "InternalServerError", message));
-        }
-    }
-    let api_version = query.api_version()?;
     let links = Links { base_url: request.base_url, api_version };
     match route {
         Route::ScaleSets { subscription, resource_group } => {
@@ -176,8 +162,10 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
         Route::ScaleSet(at) => match method.as_str() {
             "GET" => Ok(ok(StatusCode::OK, scale_set_json(world, vmss::get(world, &at)?))),
             "PUT" => {
-                let spec = scale_set_spec(&parse_json(request.body)?)?;
+                let body = parse_json(request.body)?;
+                let spec = scale_set_spec(&body)?;
                 check_name(&at.name)?;
+                account::check_scale_set(world, &body, &at.id())?;
                 let change = vmss::create_or_update(world, &at, spec)?;
                 let status = if change.created { StatusCode::CREATED } else { StatusCode::OK };
                 Ok(changed(status, change.scale_set.map(|s| scale_set_json(world, &s)), &links, &change.operation))
@@ -238,6 +226,49 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
                 })
                 .collect();
             Ok(ok(StatusCode::OK, list_json(value, None)))
+        }
+    }
+}
+
+/// Counts a call, checks its bearer token, lets the scenario's faults
+/// refuse it, and returns its api-version.
+fn admit<'q>(world: &mut World, request: &ArmRequest<'_>, query: &'q Query, action: &str) -> Result<&'q str, ArmFault> {
+    world.record_call(Cloud::Azure, action);
+    if !request.authorization.is_some_and(|h| h.starts_with("Bearer ") && h.len() > "Bearer ".len()) {
+        return Err(ArmFault::new(
+            401,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
+        ));
+    }
+    match world.inject_fault(Cloud::Azure, "", action) {
+        None => {}
+        Some(Fault::Throttled) => {
+            return Err(ArmFault::new(
+                429,
+                "TooManyRequests",
+                "The request is being throttled as the limit has been reached for operation type - Write_1Min.",
+            ));
+        }
+        // A reset is never answered: the server drops the connection.
+        Some(fault @ (Fault::Transient { .. } | Fault::Reset)) => {
+            let status = if fault == (Fault::Transient { variant: 0 }) { 503 } else { 500 };
+            let message = "Encountered internal server error. Please try again.";
+            return Err(ArmFault::new(status, "InternalServerError", message));
+        }
+    }
+    query.api_version()
+}
+
+impl Route {
+    /// The resource group a route is under, which must exist.
+    fn resource_group(&self) -> Option<&str> {
+        match self {
+            Route::ScaleSets { resource_group, .. } | Route::Vms { resource_group, .. } | Route::Vm { resource_group, .. } => {
+                Some(resource_group)
+            }
+            Route::ScaleSet(at) | Route::DeleteInstances(at) => Some(&at.resource_group),
+            Route::Operation { .. } | Route::Usages { .. } => None,
         }
     }
 }

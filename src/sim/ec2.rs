@@ -8,6 +8,8 @@
 //! (`reservationSet/item/instancesSet/item`, `tagSet/item/{key,value}`).
 //! Semantics live in [`super::world`]; this module only translates.
 
+mod account_reads;
+
 use super::faults::Fault;
 use super::world::{
     DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_LAUNCH_COUNT, MAX_TAGS_PER_RESOURCE,
@@ -22,7 +24,7 @@ use std::fmt::Write as _;
 /// Region of requests whose `Authorization` header names none.
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// The (fake) account every simulated resource belongs to.
-const OWNER_ID: &str = "123456789012";
+pub(super) const OWNER_ID: &str = "123456789012";
 const XMLNS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
 const MAX_CLIENT_TOKEN_LEN: usize = 64;
 const MAX_TAG_KEY_LEN: usize = 128;
@@ -157,7 +159,9 @@ fn dispatch(
             xml.leaf("return", "true");
             Ok((xml.finish(action), true))
         }
-        _ => Err(ApiError::client("InvalidAction", format!("The action {action} is not valid for this web service."))),
+        _ => account_reads::dispatch(world, region, action, params, request_id).unwrap_or_else(|| {
+            Err(ApiError::client("InvalidAction", format!("The action {action} is not valid for this web service.")))
+        }),
     }
 }
 
@@ -335,6 +339,16 @@ fn api_error(error: WorldError) -> ApiError {
         WorldError::TooManyTags { id } => ApiError::client(
             "TagLimitExceeded",
             format!("The maximum number of tags per resource ({MAX_TAGS_PER_RESOURCE}) would be exceeded on {id}."),
+        ),
+        WorldError::ImageNotFound { id } => {
+            ApiError::client("InvalidAMIID.NotFound", format!("The image id '[{id}]' does not exist"))
+        }
+        WorldError::NoDefaultVpc { .. } => ApiError::client("VPCIdNotSpecified", "No default VPC for this user"),
+        WorldError::VcpuLimitExceeded { limit } => ApiError::client(
+            "VcpuLimitExceeded",
+            format!(
+                "You have requested more vCPU capacity than your current vCPU limit of {limit} allows for the instance bucket that the specified instance type belongs to. Please visit http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit."
+            ),
         ),
         WorldError::ClockOverflow(_) => {
             ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, code: "InternalError", message: error.to_string() }

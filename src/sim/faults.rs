@@ -37,7 +37,20 @@ use std::time::Duration;
 /// Call kinds as the simulator counts them (`/_sim/counters`), by cloud; the
 /// names that `per_call` and `rate_limit.call` accept.
 pub const CALLS: &[(Cloud, &[&str])] = &[
-    (Cloud::Aws, &["RunInstances", "DescribeInstances", "TerminateInstances", "CreateTags"]),
+    (
+        Cloud::Aws,
+        &[
+            "RunInstances",
+            "DescribeInstances",
+            "TerminateInstances",
+            "CreateTags",
+            "DescribeInstanceTypeOfferings",
+            "DescribeImages",
+            "DescribeSubnets",
+            "GetServiceQuota",
+            "ListServiceQuotas",
+        ],
+    ),
     (
         Cloud::Gcp,
         &[
@@ -50,6 +63,10 @@ pub const CALLS: &[(Cloud, &[&str])] = &[
             "zoneOperations.get",
             "zoneOperations.wait",
             "regions.get",
+            "machineTypes.get",
+            "images.get",
+            "images.getFromFamily",
+            "networks.get",
         ],
     ),
     (
@@ -64,6 +81,12 @@ pub const CALLS: &[(Cloud, &[&str])] = &[
             "VirtualMachines_List",
             "VirtualMachines_Get",
             "Operations_Get",
+            "Usage_List",
+            "ResourceGroups_Get",
+            "Subnets_Get",
+            "ResourceSkus_List",
+            "VirtualMachineImages_List",
+            "VirtualMachineImages_Get",
         ],
     ),
 ];

@@ -4,12 +4,15 @@
 //! google-cloud-compute) work against it.
 //!
 //! Served: `instances.{insert, bulkInsert, get, list, aggregatedList,
-//! delete}`, `zoneOperations.{get, wait}`, `regions.get`. Shapes that
+//! delete}`, `zoneOperations.{get, wait}`, `regions.get`, and the reads of
+//! [`account`] (machine types, images, networks). Shapes that
 //! strict clients check: `kind` on every resource, uint64 ids as JSON
 //! strings, RFC 3339 timestamps from the simulated clock, full `selfLink`
 //! and `zone` URLs, and HTTP errors as `{"error": {code, message,
 //! errors[{domain, reason, message}]}}`. Semantics live in
 //! [`super::gce_world`]; this module only translates.
+
+mod account;
 
 use super::faults::Fault;
 use super::gce_world::{CreateInstances, GceError, GceInstance, GceOperation, InstanceSpec, Naming, QuotaUsage};
@@ -22,7 +25,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// Where real resources live; selfLinks point there, as on GCE.
-const BASE_URL: &str = "https://www.googleapis.com/compute/v1";
+pub(super) const BASE_URL: &str = "https://www.googleapis.com/compute/v1";
 /// GCE's limit of labels per resource.
 const MAX_LABELS: usize = 64;
 
@@ -151,11 +154,16 @@ fn route(
                 .map(|(zones, quotas)| (region_json(project, region, &zones, &quotas), false))
                 .ok_or_else(|| HttpError::not_found(&format!("projects/{project}/regions/{region}")))
         }
-        _ => Err(HttpError {
-            status: StatusCode::NOT_FOUND,
-            reason: "notFound",
-            message: format!("{method} /compute/v1/{path} is not a method the simulator serves"),
-        }),
+        (&Method::GET, _) => account::route(world, segments).unwrap_or_else(|| Err(unserved(method, path))),
+        _ => Err(unserved(method, path)),
+    }
+}
+
+fn unserved(method: &Method, path: &str) -> HttpError {
+    HttpError {
+        status: StatusCode::NOT_FOUND,
+        reason: "notFound",
+        message: format!("{method} /compute/v1/{path} is not a method the simulator serves"),
     }
 }
 
@@ -244,7 +252,9 @@ fn insert(
     let instance: InstanceBody = parse_body(body)?;
     let name =
         instance.name.clone().ok_or_else(|| HttpError::invalid("Required field 'resource.name' not specified"))?;
+    let networks = instance.networks();
     let (machine_type, spec) = instance.into_parts("resource")?;
+    account::admit_create(world, project, spec.source_image.as_deref(), &networks)?;
     create(
         world,
         CreateInstances {
@@ -284,7 +294,9 @@ fn bulk_insert(
     let properties = bulk
         .instance_properties
         .ok_or_else(|| HttpError::invalid("Required field 'resource.instanceProperties' not specified"))?;
+    let networks = properties.networks();
     let (machine_type, spec) = properties.into_parts("resource.instanceProperties")?;
+    account::admit_create(world, project, spec.source_image.as_deref(), &networks)?;
     create(
         world,
         CreateInstances {
@@ -324,6 +336,13 @@ struct InstanceBody {
     #[serde(default)]
     disks: Vec<DiskBody>,
     scheduling: Option<SchedulingBody>,
+    #[serde(default)]
+    network_interfaces: Vec<NetworkInterfaceBody>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NetworkInterfaceBody {
+    network: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +405,12 @@ fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::E
 }
 
 impl InstanceBody {
+    /// The networks the instance is attached to (`global/networks/default` when none is named, as on GCE).
+    fn networks(&self) -> Vec<String> {
+        let named: Vec<String> = self.network_interfaces.iter().filter_map(|n| n.network.clone()).collect();
+        if named.is_empty() { vec!["global/networks/default".to_string()] } else { named }
+    }
+
     /// The machine type's short name and the rest of what the world keeps.
     fn into_parts(self, field: &str) -> Result<(String, InstanceSpec), HttpError> {
         let machine_type = self

@@ -16,6 +16,7 @@
 //! that model) and `arm` (Azure Resource Manager wire format), `admin` (`/_sim/` JSON API), `store` (world
 //! files, atomic), `server` (the router; the only socket code).
 
+mod account;
 mod admin;
 mod arm;
 mod ec2;
@@ -25,6 +26,7 @@ mod gce;
 mod gce_world;
 pub mod scenario;
 mod server;
+mod service_quotas;
 mod store;
 mod vmss;
 pub mod world;

@@ -9,7 +9,7 @@ use super::SimError;
 use super::faults::{ErrorFaults, RateLimit, cloud_of_call};
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +31,18 @@ struct RawScenario {
     rate_limits: Vec<RawRateLimit>,
     wire_latency: Option<String>,
     arm_page_size: Option<usize>,
+    #[serde(default, rename = "image")]
+    images: Vec<RawImage>,
+    #[serde(default)]
+    networks: ScenarioNetworks,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    cloud: Cloud,
+    region: Option<String>,
+    id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,9 +121,42 @@ pub struct Scenario {
     /// VMs or scale sets per page of ARM's list operations (`nextLink`):
     /// small values make tests exercise paging.
     pub arm_page_size: usize,
+    /// Images that exist (`[[image]]`); a cloud the scenario names no image
+    /// of knows every image, as the default world does.
+    pub images: Vec<ScenarioImage>,
+    /// Which networks and resource groups exist (`[networks]`).
+    pub networks: ScenarioNetworks,
     /// Content hash of the file, so that a stored world can tell whether it
     /// was created from this very scenario.
     pub content_hash: String,
+}
+
+/// A machine image that exists: an AMI in one EC2 region, a Compute Engine
+/// image (global, `projects/P/global/images/NAME` or `.../images/family/F`),
+/// or an Azure marketplace image `publisher:offer:sku:version` in one region
+/// (`latest` stands for any version).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioImage {
+    pub cloud: Cloud,
+    /// `None` for Compute Engine, whose images are global.
+    pub region: Option<String>,
+    pub id: String,
+}
+
+/// The networks and resource groups of the simulated accounts. Each list
+/// that is absent means "all of them exist", as in the default world; a
+/// list that is given names all that exist.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioNetworks {
+    /// EC2 regions that have a default VPC (with a default subnet in each zone).
+    pub aws_default_vpcs: Option<Vec<String>>,
+    /// Compute Engine networks of every project, by name (`default`).
+    pub gcp_networks: Option<Vec<String>>,
+    /// Azure resource groups of every subscription, by name (case-insensitive).
+    pub azure_resource_groups: Option<Vec<String>>,
+    /// Azure subnets, as `resource-group/virtual-network/subnet` (case-insensitive).
+    pub azure_subnets: Option<Vec<String>>,
 }
 
 /// Supply of one instance type in one zone, or in every zone of a region
@@ -132,7 +177,7 @@ pub struct ScenarioOffering {
 /// us-central1, or Azure's `standardNDSH100v5Family` (in vCPUs) in eastus:
 /// launches that would take the region's usage above `limit` are refused
 /// with the cloud's quota error.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScenarioQuota {
     pub cloud: Cloud,
     pub region: String,
@@ -208,12 +253,17 @@ impl Scenario {
         }
         let mut quotas = Vec::with_capacity(raw.quotas.len());
         for (index, quota) in raw.quotas.into_iter().enumerate() {
-            if quota.cloud == Cloud::Aws {
+            if quota.cloud == Cloud::Aws && crate::catalog::ec2_vcpu_quota_by_code(&quota.metric).is_none() {
+                let codes: Vec<String> = crate::catalog::EC2_VCPU_QUOTAS
+                    .iter()
+                    .map(|q| format!("{} ({})", q.code, q.name))
+                    .collect();
                 return Err(invalid(format!(
-                    "quota #{} ({} {}): quotas are simulated for clouds \"gcp\" and \"azure\" only",
+                    "quota #{} ({} {}): EC2 quotas are Service Quotas codes of vCPU quotas: {}",
                     index + 1,
                     quota.region,
-                    quota.metric
+                    quota.metric,
+                    codes.join(", ")
                 )));
             }
             quotas.push(ScenarioQuota {
@@ -244,6 +294,20 @@ impl Scenario {
                 super::arm::PAGE_SIZE
             )));
         }
+        let mut images = Vec::with_capacity(raw.images.len());
+        for (index, image) in raw.images.into_iter().enumerate() {
+            let at = format!("image #{} ({})", index + 1, image.id);
+            match (image.cloud, &image.region) {
+                (Cloud::Gcp, Some(_)) => {
+                    return Err(invalid(format!("{at}: Compute Engine images are global; remove `region`")));
+                }
+                (Cloud::Aws | Cloud::Azure, None) => {
+                    return Err(invalid(format!("{at}: {} images are regional; add `region`", image.cloud)));
+                }
+                _ => {}
+            }
+            images.push(ScenarioImage { cloud: image.cloud, region: image.region, id: image.id });
+        }
         Ok(Scenario {
             path: path.to_path_buf(),
             start,
@@ -253,6 +317,8 @@ impl Scenario {
             rate_limits,
             wire_latency,
             arm_page_size,
+            images,
+            networks: raw.networks,
             content_hash: content_hash(text.as_bytes()),
         })
     }
@@ -408,7 +474,13 @@ mod tests {
         assert!(azure_zone.unwrap_err().to_string().contains("Azure places by region"));
 
         let aws_quota = parse("[[quota]]\ncloud = \"aws\"\nregion = \"us-east-1\"\nmetric = \"m\"\nlimit = 1\n");
-        assert!(aws_quota.unwrap_err().to_string().contains("gcp"));
+        assert!(aws_quota.unwrap_err().to_string().contains("L-417A185B"));
+        let regional_gce_image = parse("[[image]]\ncloud = \"gcp\"\nregion = \"us-central1\"\nid = \"i\"\n");
+        assert!(regional_gce_image.unwrap_err().to_string().contains("global"));
+        let global_ami = parse("[[image]]\ncloud = \"aws\"\nid = \"ami-1\"\n");
+        assert!(global_ami.unwrap_err().to_string().contains("add `region`"));
+        let unknown_network = parse("[networks]\naws_default_vpc = []\n");
+        assert!(unknown_network.unwrap_err().to_string().contains("aws_default_vpc"));
 
         let bad_duration = parse(
             "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"t\"\n[[offering.timeline]]\nafter = \"soon\"\ncapacity = 1\n",

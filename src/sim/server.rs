@@ -12,7 +12,7 @@
 //! connection without writing the status line ([`connection_reset`]).
 
 use super::world::World;
-use super::{SimError, admin, arm, ec2, gce, store};
+use super::{SimError, admin, arm, ec2, gce, service_quotas, store};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
@@ -103,6 +103,10 @@ async fn wire_delay(
 async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let region = ec2::region_from_authorization(authorization);
+    // The awsJson protocols share `POST /` with EC2's Query API; their target header tells them apart.
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return service_quotas_request(&shared, &region, target, &body).await;
+    }
     let mut ticket = shared.pause.check_in(|| format!("ec2 {}", ec2_action(&body)));
     if ticket.dropped_before_applying().await {
         return dropped_by_pause();
@@ -131,6 +135,35 @@ async fn ec2_request(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
         return connection_reset();
     }
     (response.status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], response.body).into_response()
+}
+
+/// Service Quotas (awsJson1_1): reads only, so nothing to persist but a
+/// clock moved by an injected latency.
+async fn service_quotas_request(shared: &Shared, region: &str, target: &str, body: &[u8]) -> Response {
+    let mut ticket = shared.pause.check_in(|| format!("servicequotas {target}"));
+    if ticket.dropped_before_applying().await {
+        return dropped_by_pause();
+    }
+    let (response, reset) = {
+        let mut world = shared.lock();
+        let clock = world.now;
+        let mut response = service_quotas::handle(&mut world, region, target, body);
+        if world.now != clock
+            && let Err(e) = shared.persist(&world)
+        {
+            response = service_quotas::QuotasResponse {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                body: serde_json::json!({ "__type": "ServiceException", "message": format!("the simulator could not save its world: {e}") }),
+            };
+        }
+        (response, world.take_reset())
+    };
+    ticket.held_before_responding().await;
+    if reset {
+        return connection_reset();
+    }
+    let body = response.body.to_string();
+    (response.status, [(header::CONTENT_TYPE, "application/x-amz-json-1.1")], body).into_response()
 }
 
 /// The `Action` parameter of an EC2 Query API body, to name a held request.

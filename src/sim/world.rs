@@ -213,6 +213,12 @@ pub enum WorldError {
     FilterWithoutValues(String),
     #[error("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags")]
     TooManyTags { id: String },
+    #[error("image {id} does not exist in this region")]
+    ImageNotFound { id: String },
+    #[error("region {region} has no default VPC")]
+    NoDefaultVpc { region: String },
+    #[error("the launch would exceed the vCPU quota of {limit}")]
+    VcpuLimitExceeded { limit: u32 },
     #[error(
         "cannot move the clock by {}: the simulated clock stops at the end of year 9999",
         humantime::format_duration(*.0)
@@ -248,6 +254,10 @@ pub struct World {
     /// operations); absent from world files written before ARM was served.
     #[serde(default)]
     pub(super) arm: super::vmss::ArmState,
+    /// Images, networks and EC2 vCPU quotas of the simulated accounts;
+    /// absent from world files written before they were modelled.
+    #[serde(default)]
+    pub(super) account: super::account::Account,
     /// Injected errors and rate limits, with their PRNG and bucket state
     /// (kept in the world file, so a restarted simulator continues the
     /// same sequence).
@@ -292,6 +302,7 @@ impl World {
                 scenario.and_then(|s| s.faults.clone()),
                 scenario.map(|s| s.rate_limits.clone()).unwrap_or_default(),
             ),
+            account: super::account::Account::new(scenario, catalog),
             reset_pending: false,
             wire_latency: scenario.map_or(Duration::ZERO, |s| s.wire_latency),
         };
@@ -482,11 +493,12 @@ impl World {
             let instances = self.instances.values().filter(|i| record.instance_ids.contains(&i.id)).cloned().collect();
             return Ok(Reservation { reservation_id: record.reservation_id.clone(), instances });
         }
+        let max_count = self.admit_ec2_launch(&request)?;
         let pool_index = self.choose_pool(&request)?;
         let pool = &mut self.pools[pool_index];
         let count = match pool.available {
-            None => request.max_count,
-            Some(available) if available >= request.min_count => available.min(request.max_count),
+            None => max_count,
+            Some(available) if available >= request.min_count => available.min(max_count),
             Some(available) => {
                 return Err(WorldError::InsufficientCapacity {
                     instance_type: request.instance_type.clone(),
@@ -846,7 +858,7 @@ fn filter_matches(filter: &Filter, instance: &Instance) -> bool {
 }
 
 /// EC2 filter values: `*` matches any run of characters, `?` any one.
-fn glob_matches(pattern: &str, text: &str) -> bool {
+pub(super) fn glob_matches(pattern: &str, text: &str) -> bool {
     let pattern: Vec<char> = pattern.chars().collect();
     let text: Vec<char> = text.chars().collect();
     let (mut p, mut t) = (0, 0);

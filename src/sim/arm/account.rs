@@ -1,0 +1,305 @@
+//! The ARM reads a preflight makes about a subscription, beside the
+//! Microsoft.Compute scale sets of [`super`]: `ResourceGroups_Get`,
+//! `Subnets_Get` (Microsoft.Network), `ResourceSkus_List` (which sizes a
+//! location sells, with restrictions) and `VirtualMachineImages_{Get,List}`
+//! (marketplace images per location); and the checks ARM makes on a scale
+//! set's PUT: its resource group, image and subnet exist.
+
+use super::{Query, at, list_json, ok, percent_decode, string_at};
+use crate::model::Cloud;
+use crate::sim::account::AzureImage;
+use crate::sim::vmss::ArmFault;
+use crate::sim::world::World;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+/// One of the reads, from its path.
+pub(super) enum Read {
+    ResourceGroup { subscription: String, name: String },
+    Subnet { subscription: String, resource_group: String, network: String, subnet: String },
+    Skus,
+    ImageVersions { subscription: String, location: String, publisher: String, offer: String, sku: String },
+    Image { subscription: String, location: String, publisher: String, offer: String, sku: String, version: String },
+}
+
+impl Read {
+    /// The operation id ARM's spec gives the read, as counters count it.
+    pub(super) fn action(&self) -> &'static str {
+        match self {
+            Read::ResourceGroup { .. } => "ResourceGroups_Get",
+            Read::Subnet { .. } => "Subnets_Get",
+            Read::Skus => "ResourceSkus_List",
+            Read::ImageVersions { .. } => "VirtualMachineImages_List",
+            Read::Image { .. } => "VirtualMachineImages_Get",
+        }
+    }
+}
+
+/// The read a path names, if it is one of these (compared case-insensitively, as ARM does).
+pub(super) fn route(path: &str) -> Option<Read> {
+    let s: Vec<String> =
+        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s).unwrap_or_else(|| s.to_string())).collect();
+    let is = |index: usize, literal: &str| s.get(index).is_some_and(|v| v.eq_ignore_ascii_case(literal));
+    if !is(0, "subscriptions") || s.len() < 4 {
+        return None;
+    }
+    let subscription = s[1].clone();
+    if is(2, "resourceGroups") && s.len() == 4 {
+        return Some(Read::ResourceGroup { subscription, name: s[3].clone() });
+    }
+    if is(2, "resourceGroups")
+        && is(4, "providers")
+        && is(5, "Microsoft.Network")
+        && is(6, "virtualNetworks")
+        && is(8, "subnets")
+        && s.len() == 10
+    {
+        return Some(Read::Subnet {
+            subscription,
+            resource_group: s[3].clone(),
+            network: s[7].clone(),
+            subnet: s[9].clone(),
+        });
+    }
+    if !(is(2, "providers") && is(3, "Microsoft.Compute")) {
+        return None;
+    }
+    if is(4, "skus") && s.len() == 5 {
+        return Some(Read::Skus);
+    }
+    let image_path = is(4, "locations")
+        && is(6, "publishers")
+        && is(8, "artifacttypes")
+        && is(9, "vmimage")
+        && is(10, "offers")
+        && is(12, "skus")
+        && is(14, "versions");
+    let (location, publisher, offer, sku) = (s.get(5)?.clone(), s.get(7)?.clone(), s.get(11)?.clone(), s.get(13)?.clone());
+    match s.len() {
+        15 if image_path => Some(Read::ImageVersions { subscription, location, publisher, offer, sku }),
+        16 if image_path => Some(Read::Image { subscription, location, publisher, offer, sku, version: s[15].clone() }),
+        _ => None,
+    }
+}
+
+fn resource_group_not_found(name: &str) -> ArmFault {
+    ArmFault::new(404, "ResourceGroupNotFound", format!("Resource group '{name}' could not be found."))
+}
+
+/// Refuses a request under a resource group the subscription does not have.
+pub(super) fn check_resource_group(world: &World, name: &str) -> Result<(), ArmFault> {
+    match world.account.has_resource_group(name) {
+        true => Ok(()),
+        false => Err(resource_group_not_found(name)),
+    }
+}
+
+/// Answers a read.
+pub(super) fn answer(world: &World, read: Read, query: &Query) -> Result<super::ArmResponse, ArmFault> {
+    let body = match read {
+        Read::ResourceGroup { subscription, name } => {
+            check_resource_group(world, &name)?;
+            json!({
+                "id": format!("/subscriptions/{subscription}/resourceGroups/{name}"),
+                "name": name,
+                "type": "Microsoft.Resources/resourceGroups",
+                "location": "eastus",
+                "properties": { "provisioningState": "Succeeded" },
+            })
+        }
+        Read::Subnet { subscription, resource_group, network, subnet } => {
+            check_resource_group(world, &resource_group)?;
+            if !world.account.has_subnet(&resource_group, &network, &subnet) {
+                return Err(ArmFault::new(
+                    404,
+                    "NotFound",
+                    format!("Resource /subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/virtualNetworks/{network}/subnets/{subnet} not found."),
+                ));
+            }
+            json!({
+                "id": format!("/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/virtualNetworks/{network}/subnets/{subnet}"),
+                "name": subnet,
+                "type": "Microsoft.Network/virtualNetworks/subnets",
+                "properties": { "addressPrefix": "10.0.0.0/16", "provisioningState": "Succeeded" },
+            })
+        }
+        Read::Skus => skus(world, query.get("$filter"))?,
+        Read::ImageVersions { subscription, location, publisher, offer, sku } => {
+            let wanted = AzureImage { publisher: &publisher, offer: &offer, sku: &sku, version: "latest" };
+            let versions = world.account.azure_image_versions(&location, &wanted);
+            let path = image_path(&subscription, &location, &publisher, &offer, &sku);
+            Value::Array(
+                versions
+                    .iter()
+                    .map(|v| json!({ "id": format!("{path}/Versions/{v}"), "name": v, "location": location }))
+                    .collect(),
+            )
+        }
+        Read::Image { subscription, location, publisher, offer, sku, version } => {
+            let wanted = AzureImage { publisher: &publisher, offer: &offer, sku: &sku, version: &version };
+            if version.eq_ignore_ascii_case("latest") || world.account.azure_image_versions(&location, &wanted).is_empty() {
+                return Err(ArmFault::new(404, "NotFound", "Artifact: VMImage was not found."));
+            }
+            let path = image_path(&subscription, &location, &publisher, &offer, &sku);
+            json!({
+                "id": format!("{path}/Versions/{version}"),
+                "name": version,
+                "location": location,
+                "properties": { "osImage": { "operatingSystem": "Linux" }, "hyperVGeneration": "V2", "architecture": "x64" },
+            })
+        }
+    };
+    Ok(ok(StatusCode::OK, body))
+}
+
+fn image_path(subscription: &str, location: &str, publisher: &str, offer: &str, sku: &str) -> String {
+    format!(
+        "/Subscriptions/{subscription}/Providers/Microsoft.Compute/Locations/{location}/Publishers/{publisher}/ArtifactTypes/VMImage/Offers/{offer}/Skus/{sku}"
+    )
+}
+
+/// `location eq 'eastus'`, the one filter ResourceSkus_List takes.
+fn location_filter(filter: &str) -> Result<String, ArmFault> {
+    filter
+        .trim()
+        .strip_prefix("location eq ")
+        .and_then(|v| v.trim().strip_prefix('\'')?.strip_suffix('\''))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| ArmFault::invalid(format!("The $filter '{filter}' is not supported; use location eq '<location>'.")))
+}
+
+/// Every VM size each location sells, as ARM lists resource SKUs; a size
+/// the world does not sell in a location is not listed for it.
+fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
+    let location = filter.map(location_filter).transpose()?;
+    let value: Vec<Value> = world
+        .pools()
+        .iter()
+        .filter(|p| p.cloud == Cloud::Azure && location.as_deref().is_none_or(|l| l == p.region))
+        .map(|p| {
+            let size = p.instance_type.strip_prefix("Standard_").unwrap_or(&p.instance_type);
+            json!({
+                "resourceType": "virtualMachines",
+                "name": p.instance_type,
+                "tier": "Standard",
+                "size": size,
+                "family": crate::catalog::azure_vcpu_family(&p.instance_type),
+                "locations": [p.region],
+                "locationInfo": [{ "location": p.region, "zones": [] }],
+                "capabilities": [],
+                "restrictions": [],
+            })
+        })
+        .collect();
+    Ok(list_json(value, None))
+}
+
+/// What ARM checks of a scale set's PUT before it accepts it: a marketplace
+/// image that exists in the location (`InvalidParameter` on the image
+/// reference), and subnets that exist (`InvalidResourceReference`).
+pub(super) fn check_scale_set(world: &World, body: &Value, scale_set_id: &str) -> Result<(), ArmFault> {
+    let location = string_at(body, "/location")?.unwrap_or_default().to_ascii_lowercase().replace(' ', "");
+    let profile = "/properties/virtualMachineProfile";
+    if let Some(image) = at(body, &format!("{profile}/storageProfile/imageReference"))
+        && string_at(image, "/id")?.is_none()
+    {
+        let part = |name: &str| string_at(image, &format!("/{name}")).map(Option::unwrap_or_default);
+        let (publisher, offer, sku, version) = (part("publisher")?, part("offer")?, part("sku")?, part("version")?);
+        let wanted = AzureImage { publisher: &publisher, offer: &offer, sku: &sku, version: &version };
+        if world.account.azure_image_versions(&location, &wanted).is_empty() {
+            let mut fault = ArmFault::invalid(format!(
+                "The following list of images referenced from the deployment template are not found: Publisher: {publisher}, Offer: {offer}, Sku: {sku}, Version: {version}. Please refer to https://docs.microsoft.com/en-us/azure/virtual-machines/windows/cli-ps-findimage for more information on finding available images."
+            ));
+            fault.details.push(("InvalidParameter".into(), "imageReference".into()));
+            return Err(fault);
+        }
+    }
+    let nics = at(body, &format!("{profile}/networkProfile/networkInterfaceConfigurations"));
+    for nic in nics.and_then(Value::as_array).into_iter().flatten() {
+        let configs = at(nic, "/properties/ipConfigurations").and_then(Value::as_array);
+        for config in configs.into_iter().flatten() {
+            let Some(subnet) = string_at(config, "/properties/subnet/id")? else { continue };
+            if !subnet_exists(world, &subnet) {
+                return Err(ArmFault::new(
+                    400,
+                    "InvalidResourceReference",
+                    format!(
+                        "Resource {subnet} referenced by resource {scale_set_id} was not found. Please make sure that the referenced resource exists, and that both resources are in the same region."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A subnet id: `/subscriptions/S/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/VNET/subnets/NAME`.
+fn subnet_exists(world: &World, id: &str) -> bool {
+    match route(id) {
+        Some(Read::Subnet { resource_group, network, subnet, .. }) => {
+            world.account.has_subnet(&resource_group, &network, &subnet)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::Catalog;
+    use crate::sim::arm::{ArmRequest, handle};
+    use crate::sim::scenario::Scenario;
+    use crate::sim::world::World;
+    use axum::http::{Method, StatusCode};
+
+    const SUB: &str = "/subscriptions/00000000-0000-0000-0000-000000000000";
+
+    fn world() -> World {
+        let text = "[[image]]\ncloud = \"azure\"\nregion = \"eastus\"\nid = \"Canonical:ubuntu:22_04-lts-gen2:latest\"\n\
+                    [networks]\nazure_resource_groups = [\"ml\"]\nazure_subnets = [\"ml/net/default\"]\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        World::new(Some(&scenario), &Catalog::builtin()).unwrap()
+    }
+
+    fn call(world: &mut World, method: Method, path: &str, query: &str, body: &str) -> (StatusCode, serde_json::Value) {
+        let request = ArmRequest {
+            method: &method,
+            path,
+            query: Some(query),
+            authorization: Some("Bearer t"),
+            base_url: "http://127.0.0.1:1",
+            body: body.as_bytes(),
+        };
+        let response = handle(world, request);
+        (response.status, response.body.unwrap_or_default())
+    }
+
+    fn get(world: &mut World, path: &str, query: &str) -> (StatusCode, serde_json::Value) {
+        call(world, Method::GET, &format!("{SUB}{path}"), query, "")
+    }
+
+    #[test]
+    fn sim_arm_reads_find_resource_groups_subnets_skus_and_images() {
+        let mut world = world();
+        let v = "api-version=2024-07-01";
+        assert_eq!(get(&mut world, "/resourcegroups/ML", v).0, StatusCode::OK);
+        let (status, body) = get(&mut world, "/resourcegroups/other", v);
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
+        let subnet = "/resourceGroups/ml/providers/Microsoft.Network/virtualNetworks/net/subnets/";
+        assert_eq!(get(&mut world, &format!("{subnet}default"), v).0, StatusCode::OK);
+        assert_eq!(get(&mut world, &format!("{subnet}gpu"), v).0, StatusCode::NOT_FOUND);
+        let (status, skus) = get(&mut world, "/providers/Microsoft.Compute/skus", &format!("{v}&$filter=location eq 'eastus'"));
+        assert_eq!(status, StatusCode::OK);
+        let names: Vec<&str> = skus["value"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+        assert!(names.contains(&"Standard_ND96isr_H100_v5"), "{names:?}");
+        let image = "/providers/Microsoft.Compute/locations/eastus/publishers/Canonical/artifacttypes/vmimage/offers/ubuntu/skus/22_04-lts-gen2/versions";
+        let (status, versions) = get(&mut world, image, v);
+        assert_eq!((status, versions[0]["name"].as_str()), (StatusCode::OK, Some("1.0.0")));
+        assert_eq!(get(&mut world, &format!("{image}/1.0.0"), v).0, StatusCode::OK);
+        let (_, elsewhere) = get(&mut world, &image.replace("eastus", "westus3"), v);
+        assert_eq!(elsewhere, serde_json::json!([]));
+        // A scale set list in a resource group that does not exist.
+        let (status, body) = get(&mut world, "/resourceGroups/other/providers/Microsoft.Compute/virtualMachineScaleSets", v);
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
+        assert_eq!(world.counters()["azure"]["ResourceGroups_Get"], 2);
+    }
+}

@@ -1,0 +1,181 @@
+//! The Compute Engine reads a preflight makes about a project, beside the
+//! instance calls of [`super`]: `machineTypes.get` (is the type sold in the
+//! zone), `images.get` and `images.getFromFamily`, `networks.get`; and the
+//! same checks on a create, which GCE answers with a 404 before any
+//! operation starts when the image or the network does not exist.
+
+use super::{BASE_URL, HttpError, admit, zone_url};
+use crate::model::Cloud;
+use crate::sim::world::World;
+use serde_json::{Value, json};
+
+/// A stable uint64 id (sent as a string, as GCE does) for a named resource.
+fn id_of(name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    hash.to_string()
+}
+
+/// Serves the reads; `None` when the path is none of them.
+pub(super) fn route(world: &mut World, segments: &[&str]) -> Option<Result<(Value, bool), HttpError>> {
+    let answer = match segments {
+        ["projects", project, "zones", zone, "machineTypes", name] => {
+            admit(world, "machineTypes.get").and_then(|()| machine_type(world, project, zone, name))
+        }
+        ["projects", project, "global", "images", "family", family] => {
+            admit(world, "images.getFromFamily").and_then(|()| image(world, project, family, true))
+        }
+        ["projects", project, "global", "images", name] => {
+            admit(world, "images.get").and_then(|()| image(world, project, name, false))
+        }
+        ["projects", project, "global", "networks", name] => {
+            admit(world, "networks.get").and_then(|()| network(world, project, name))
+        }
+        _ => return None,
+    };
+    Some(answer.map(|body| (body, false)))
+}
+
+fn machine_type(world: &World, project: &str, zone: &str, name: &str) -> Result<Value, HttpError> {
+    let sold = world.pools().iter().any(|p| p.cloud == Cloud::Gcp && p.zone == *zone && p.instance_type == *name);
+    if !sold {
+        return Err(HttpError::not_found(&format!("projects/{project}/zones/{zone}/machineTypes/{name}")));
+    }
+    Ok(json!({
+        "kind": "compute#machineType",
+        "id": id_of(&format!("{zone}/{name}")),
+        "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+        "name": name,
+        "description": name,
+        "zone": zone,
+        "isSharedCpu": false,
+        "selfLink": format!("{}/machineTypes/{name}", zone_url(project, zone)),
+    }))
+}
+
+fn image(world: &World, project: &str, name: &str, family: bool) -> Result<Value, HttpError> {
+    let path = match family {
+        true => format!("projects/{project}/global/images/family/{name}"),
+        false => format!("projects/{project}/global/images/{name}"),
+    };
+    if !world.account.has_gce_image(&path) {
+        return Err(HttpError::not_found(&path));
+    }
+    // The image a family resolves to is its newest; the simulator names it after the family.
+    let image_name = if family { format!("{name}-v1") } else { name.to_string() };
+    let mut body = json!({
+        "kind": "compute#image",
+        "id": id_of(&path),
+        "creationTimestamp": "2026-01-01T00:00:00.000-08:00",
+        "name": image_name,
+        "selfLink": format!("{BASE_URL}/projects/{project}/global/images/{image_name}"),
+        "status": "READY",
+        "sourceType": "RAW",
+        "diskSizeGb": "10",
+    });
+    if family {
+        body["family"] = json!(name);
+    }
+    Ok(body)
+}
+
+fn network(world: &World, project: &str, name: &str) -> Result<Value, HttpError> {
+    if !world.account.has_gce_network(name) {
+        return Err(HttpError::not_found(&format!("projects/{project}/global/networks/{name}")));
+    }
+    Ok(json!({
+        "kind": "compute#network",
+        "id": id_of(&format!("{project}/{name}")),
+        "creationTimestamp": "2026-01-01T00:00:00.000-08:00",
+        "name": name,
+        "selfLink": format!("{BASE_URL}/projects/{project}/global/networks/{name}"),
+        "autoCreateSubnetworks": true,
+        "routingConfig": { "routingMode": "REGIONAL" },
+    }))
+}
+
+/// What GCE checks before it starts a create's operation: the boot image
+/// and every network exist (a 404 naming the resource otherwise).
+pub(super) fn admit_create(
+    world: &World,
+    project: &str,
+    source_image: Option<&str>,
+    networks: &[String],
+) -> Result<(), HttpError> {
+    if let Some(image) = source_image
+        && !world.account.has_gce_image(image)
+    {
+        return Err(HttpError::not_found(image.find("projects/").map_or(image, |start| &image[start..])));
+    }
+    for network in networks {
+        let name = network.rsplit('/').next().unwrap_or(network);
+        if !world.account.has_gce_network(name) {
+            return Err(HttpError::not_found(&format!("projects/{project}/global/networks/{name}")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::Catalog;
+    use crate::sim::scenario::Scenario;
+    use crate::sim::world::World;
+    use axum::http::{Method, StatusCode};
+    use serde_json::json;
+
+    fn world() -> World {
+        let text = "[[image]]\ncloud = \"gcp\"\nid = \"projects/ml/global/images/family/trainer\"\n\
+                    [networks]\ngcp_networks = [\"default\"]\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        World::new(Some(&scenario), &Catalog::builtin()).unwrap()
+    }
+
+    fn get(world: &mut World, path: &str) -> (StatusCode, serde_json::Value) {
+        let response = super::super::handle(world, &Method::GET, path, "", b"");
+        (response.status, response.body)
+    }
+
+    #[test]
+    fn sim_gce_reads_find_what_the_project_has_and_404_the_rest() {
+        let mut world = world();
+        let (status, body) = get(&mut world, "projects/p/zones/us-central1-a/machineTypes/a3-highgpu-8g");
+        assert_eq!((status, body["name"].as_str()), (StatusCode::OK, Some("a3-highgpu-8g")), "{body}");
+        let (status, _) = get(&mut world, "projects/p/zones/us-central1-a/machineTypes/n9-nope");
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = get(&mut world, "projects/ml/global/images/family/trainer");
+        assert_eq!((status, body["family"].as_str()), (StatusCode::OK, Some("trainer")));
+        let (status, body) = get(&mut world, "projects/ml/global/images/trainer-v7");
+        assert_eq!((status, body["error"]["errors"][0]["reason"].as_str()), (StatusCode::NOT_FOUND, Some("notFound")));
+        assert_eq!(get(&mut world, "projects/p/global/networks/default").0, StatusCode::OK);
+        assert_eq!(get(&mut world, "projects/p/global/networks/ml").0, StatusCode::NOT_FOUND);
+        assert_eq!(world.counters()["gcp"]["images.getFromFamily"], 1);
+    }
+
+    #[test]
+    fn sim_gce_create_with_a_missing_image_or_network_is_a_404_and_starts_nothing() {
+        let mut world = world();
+        let bulk = |image: &str, network: &str| {
+            json!({
+                "count": "1", "namePattern": "gf-####",
+                "instanceProperties": {
+                    "machineType": "a3-highgpu-8g",
+                    "disks": [{"boot": true, "initializeParams": {"sourceImage": image}}],
+                    "networkInterfaces": [{"network": network}],
+                },
+            })
+            .to_string()
+        };
+        let path = "projects/p/zones/us-central1-a/instances/bulkInsert";
+        for (image, network) in [
+            ("projects/ml/global/images/family/other", "global/networks/default"),
+            ("projects/ml/global/images/family/trainer", "global/networks/ml"),
+        ] {
+            let response = super::super::handle(&mut world, &Method::POST, path, "", bulk(image, network).as_bytes());
+            assert_eq!(response.status, StatusCode::NOT_FOUND, "{}", response.body);
+        }
+        assert_eq!(world.gce.instances().count(), 0);
+        let ok = bulk("https://www.googleapis.com/compute/v1/projects/ml/global/images/family/trainer", "global/networks/default");
+        let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    }
+}
