@@ -8,9 +8,14 @@
 //! retries throttled and transient calls itself with the same ClientToken,
 //! and never retries a capacity refusal in place.
 
+mod preflight;
+mod quota;
+
+use super::preflight::{OfferingFindings, PreflightRequest};
 use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
-use crate::model::Cloud;
+use crate::model::{Cloud, Placement};
 use crate::model::{Instance, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
+use std::collections::BTreeMap;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -46,6 +51,10 @@ pub struct AwsConnection {
 
 pub struct AwsProvider {
     clients: Vec<(String, Client)>,
+    /// Service Quotas per region, for the running On-Demand vCPU quotas.
+    quotas: Vec<(String, aws_sdk_servicequotas::Client)>,
+    /// vCPUs per EC2 instance type, from the built-in catalog.
+    vcpus: BTreeMap<String, u32>,
     /// The plan's profile for this account, recorded in each instance's
     /// scope (whatever credentials reach it: the simulator takes any).
     account: Option<String>,
@@ -86,7 +95,22 @@ impl AwsProvider {
                 (region.clone(), Client::from_conf(config))
             })
             .collect();
-        AwsProvider { clients, account: connection.account.clone(), retry: connection.retry }
+        let quotas = regions
+            .iter()
+            .map(|region| {
+                let config = aws_sdk_servicequotas::config::Builder::from(&shared)
+                    .region(aws_sdk_servicequotas::config::Region::new(region.clone()))
+                    .build();
+                (region.clone(), aws_sdk_servicequotas::Client::from_conf(config))
+            })
+            .collect();
+        let vcpus = crate::catalog::Catalog::builtin()
+            .instance_types
+            .into_iter()
+            .filter(|t| t.cloud == Cloud::Aws)
+            .map(|t| (t.name, t.vcpus))
+            .collect();
+        AwsProvider { clients, quotas, vcpus, account: connection.account.clone(), retry: connection.retry }
     }
 
     fn scope(&self, region: &str) -> Scope {
@@ -185,6 +209,22 @@ impl Provider for AwsProvider {
         Ok(output.instances().iter().filter_map(|i| to_instance(region, self.scope(region), i)).collect())
     }
 
+    /// Service Quotas' running On-Demand vCPU quota of the type's family in
+    /// the region, less the vCPUs running there, in whole nodes; `None`
+    /// when the family's quota is unknown or has no applied value.
+    async fn quota_headroom(
+        &self,
+        placement: &Placement,
+        _gpu: &str,
+        _gpus_per_node: u32,
+    ) -> Result<Option<u32>, ProviderError> {
+        Ok(self.vcpu_room(&placement.region, &placement.instance_type).await?.map(|room| room.nodes()))
+    }
+
+    async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
+        self.preflight_offering(request).await
+    }
+
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError> {
         let mut by_region: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for instance in instances {
@@ -276,8 +316,14 @@ where
             }
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, "Timeout".into(), "the request timed out".into()),
-        SdkError::DispatchFailure(failure) => {
-            (ErrorKind::Transient, "DispatchFailure".into(), format!("{:?}", failure))
+        // Credentials are loaded when the request is dispatched: a chain that
+        // finds none fails here, and no retry will find one.
+        SdkError::DispatchFailure(_) => {
+            let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            match text.to_ascii_lowercase().contains("credentials") {
+                true => (ErrorKind::Auth, "NoCredentials".into(), text),
+                false => (ErrorKind::Transient, "DispatchFailure".into(), text),
+            }
         }
         SdkError::ResponseError(_) => {
             (ErrorKind::Transient, "ResponseError".into(), "the response could not be read".into())
@@ -320,18 +366,20 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         | "UnfulfillableCapacity"
         | "MaxSpotInstanceCountExceeded" => ErrorKind::Capacity,
         "InstanceLimitExceeded" | "VcpuLimitExceeded" | "MaxFleetCountExceeded" => ErrorKind::Quota,
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled { retry_after_ms: None },
-        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "RequestTimeout" => {
-            ErrorKind::Transient
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "TooManyRequestsException" => {
+            ErrorKind::Throttled { retry_after_ms: None }
         }
+        "InternalError" | "InternalFailure" | "ServiceUnavailable" | "Unavailable" | "RequestTimeout"
+        | "ServiceException" => ErrorKind::Transient,
         "AuthFailure"
         | "UnauthorizedOperation"
         | "InvalidClientTokenId"
         | "SignatureDoesNotMatch"
         | "OptInRequired"
         | "Blocked"
-        | "ExpiredToken" => ErrorKind::Auth,
-        c if c.starts_with("InvalidInstanceID.NotFound") => ErrorKind::NotFound,
+        | "ExpiredToken"
+        | "AccessDeniedException" => ErrorKind::Auth,
+        c if c.starts_with("InvalidInstanceID.NotFound") || c == "NoSuchResourceException" => ErrorKind::NotFound,
         _ => ErrorKind::Invalid,
     }
 }

@@ -27,6 +27,9 @@
 //! its `HttpError` keeps response headers private, so `Retry-After` is read
 //! from the error's rendering.
 
+mod preflight;
+
+use super::preflight::{OfferingFindings, PreflightRequest};
 use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
 use crate::catalog::{Catalog, azure_vcpu_family};
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
@@ -204,6 +207,18 @@ impl AzureProvider {
             subscription: self.subscription.clone(),
             resource_group: self.resource_group.clone(),
         }
+    }
+
+    /// The subnet new VMs in `region` join: the plan's, else the convention's.
+    fn subnet_id(&self, region: &str) -> String {
+        self.vm.subnet.clone().unwrap_or_else(|| {
+            format!(
+                "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{}",
+                self.subscription,
+                self.resource_group,
+                SUBNET_CONVENTION.replace("{region}", region)
+            )
+        })
     }
 
     fn scale_set_id(&self, name: &str) -> String {
@@ -450,14 +465,7 @@ impl Provider for AzureProvider {
         let tags = request.tags();
         let headers = match existing {
             None => {
-                let subnet = self.vm.subnet.clone().unwrap_or_else(|| {
-                    format!(
-                        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{}",
-                        self.subscription,
-                        self.resource_group,
-                        SUBNET_CONVENTION.replace("{region}", region)
-                    )
-                });
+                let subnet = self.subnet_id(region);
                 let body =
                     scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
                 let model: models::VirtualMachineScaleSet =
@@ -545,6 +553,40 @@ impl Provider for AzureProvider {
         _gpu: &str,
         _gpus_per_node: u32,
     ) -> Result<Option<u32>, ProviderError> {
+        Ok(self.family_quota(placement).await?.map(|quota| quota.nodes()))
+    }
+
+    async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
+        self.preflight_offering(request).await
+    }
+}
+
+/// A vCPU family quota of one location, for one VM size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FamilyQuota {
+    family: &'static str,
+    limit: i64,
+    current: i64,
+    vcpus_per_vm: u32,
+}
+
+impl FamilyQuota {
+    fn free(&self) -> i64 {
+        // Saturating: the numbers come from the endpoint, whatever it is.
+        self.limit.saturating_sub(self.current).max(0)
+    }
+
+    /// Whole VMs that fit.
+    fn nodes(&self) -> u32 {
+        u32::try_from(self.free() / i64::from(self.vcpus_per_vm.max(1))).unwrap_or(u32::MAX)
+    }
+}
+
+impl AzureProvider {
+    /// The size's vCPU family quota in the placement's location; `None` for
+    /// sizes without a known family or vCPU count, and for families the
+    /// location does not list.
+    async fn family_quota(&self, placement: &Placement) -> Result<Option<FamilyQuota>, ProviderError> {
         let size = placement.instance_type.as_str();
         let (Some(family), Some(&vcpus)) = (azure_vcpu_family(size), self.vcpus.get(&size.to_ascii_lowercase())) else {
             return Ok(None);
@@ -559,17 +601,14 @@ impl Provider for AzureProvider {
             Ok(out)
         })
         .await?;
-        Ok(family_headroom(&usages, family, vcpus))
+        Ok(family_quota(&usages, family, vcpus))
     }
 }
 
-/// Whole VMs of `vcpus_per_vm` that fit in the family's quota, from the
-/// `usages` entries of a location; `None` when the family is not listed.
-fn family_headroom(usages: &[models::Usage], family: &str, vcpus_per_vm: u32) -> Option<u32> {
+/// The family's entry of a location's `usages`; `None` when it is not listed.
+fn family_quota(usages: &[models::Usage], family: &'static str, vcpus_per_vm: u32) -> Option<FamilyQuota> {
     let usage = usages.iter().find(|u| u.name.value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(family)))?;
-    // Saturating: the numbers come from the endpoint, whatever it is.
-    let free = usage.limit.saturating_sub(i64::from(usage.current_value)).max(0);
-    Some(u32::try_from(free / i64::from(vcpus_per_vm.max(1))).unwrap_or(u32::MAX))
+    Some(FamilyQuota { family, limit: usage.limit, current: i64::from(usage.current_value), vcpus_per_vm })
 }
 
 /// `gf-<plan>-<fleet>-<region>-<size without Standard_>`, lowercase, in the
@@ -907,10 +946,11 @@ mod tests {
             { "name": { "value": "hostileFamily" }, "currentValue": 1, "limit": i64::MIN, "unit": "Count" },
         ]))
         .unwrap();
-        assert_eq!(family_headroom(&usages, "standardndsh100v5family", 96), Some(3));
-        assert_eq!(family_headroom(&usages, "StandardNCADSA100v4Family", 24), Some(0), "over the limit is no room");
-        assert_eq!(family_headroom(&usages, "standardNDSH200v5Family", 96), None);
-        assert_eq!(family_headroom(&usages, "hostileFamily", 96), Some(0), "a limit of i64::MIN overflowed");
+        let nodes = |family: &'static str, vcpus| family_quota(&usages, family, vcpus).map(|q| q.nodes());
+        assert_eq!(nodes("standardndsh100v5family", 96), Some(3));
+        assert_eq!(nodes("StandardNCADSA100v4Family", 24), Some(0), "over the limit is no room");
+        assert_eq!(nodes("standardNDSH200v5Family", 96), None);
+        assert_eq!(nodes("hostileFamily", 96), Some(0), "a limit of i64::MIN overflowed");
     }
 
     #[test]

@@ -14,11 +14,14 @@
 //! The SDK's own retries are off; gpufleet retries throttled and transient
 //! calls itself ([`retrying`]) with the same requestId.
 
+mod preflight;
+
+use super::preflight::{OfferingFindings, PreflightRequest};
 use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
+use google_cloud_compute_v1::client::{Images, Instances, MachineTypes, Networks, Regions, ZoneOperations};
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
     NetworkInterface, Operation, Scheduling, metadata, operation, scheduling,
@@ -64,6 +67,9 @@ pub struct GcpProvider {
     instances: Instances,
     operations: ZoneOperations,
     regions: Regions,
+    machine_types: MachineTypes,
+    images: Images,
+    networks: Networks,
 }
 
 impl GcpProvider {
@@ -92,11 +98,18 @@ impl GcpProvider {
         let mut instances = Instances::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut operations =
             ZoneOperations::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut regions = Regions::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+        let mut regions = Regions::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut machine_types =
+            MachineTypes::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut images = Images::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut networks = Networks::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
             regions = regions.with_endpoint(endpoint);
+            machine_types = machine_types.with_endpoint(endpoint);
+            images = images.with_endpoint(endpoint);
+            networks = networks.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -107,6 +120,9 @@ impl GcpProvider {
             instances: instances.build().await.map_err(client_failed)?,
             operations: operations.build().await.map_err(client_failed)?,
             regions: regions.build().await.map_err(client_failed)?,
+            machine_types: machine_types.build().await.map_err(client_failed)?,
+            images: images.build().await.map_err(client_failed)?,
+            networks: networks.build().await.map_err(client_failed)?,
         })
     }
 
@@ -323,6 +339,37 @@ impl Provider for GcpProvider {
         gpu: &str,
         gpus_per_node: u32,
     ) -> Result<Option<u32>, ProviderError> {
+        Ok(self.gpu_quota(placement, gpu).await?.map(|quota| quota.nodes(gpus_per_node)))
+    }
+
+    async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
+        self.preflight_offering(request).await
+    }
+}
+
+/// A regional GPU quota as `regions.get` reports it.
+#[derive(Debug, Clone, PartialEq)]
+struct GpuQuota {
+    metric: String,
+    limit: f64,
+    usage: f64,
+}
+
+impl GpuQuota {
+    fn free(&self) -> f64 {
+        (self.limit - self.usage).max(0.0)
+    }
+
+    /// Whole nodes of `gpus_per_node` that fit.
+    fn nodes(&self, gpus_per_node: u32) -> u32 {
+        (self.free() / f64::from(gpus_per_node.max(1))).floor() as u32
+    }
+}
+
+impl GcpProvider {
+    /// The region's quota of the machine type's GPU metric; `None` when the
+    /// region lists no such quota.
+    async fn gpu_quota(&self, placement: &Placement, gpu: &str) -> Result<Option<GpuQuota>, ProviderError> {
         let region_name = placement.region.as_str();
         let region = retrying(self.retry, Call::new(Cloud::Gcp, region_name, "regions.get"), || async {
             self.regions
@@ -336,10 +383,7 @@ impl Provider for GcpProvider {
         .await?;
         let metric = crate::catalog::gce_gpu_quota_metric(&placement.instance_type, gpu);
         let quota = region.quotas.iter().find(|q| q.metric.as_ref().and_then(|m| m.name()) == Some(metric.as_str()));
-        Ok(quota.map(|q| {
-            let free = (q.limit.unwrap_or(0.0) - q.usage.unwrap_or(0.0)).max(0.0);
-            (free / f64::from(gpus_per_node.max(1))).floor() as u32
-        }))
+        Ok(quota.map(|q| GpuQuota { metric, limit: q.limit.unwrap_or(0.0), usage: q.usage.unwrap_or(0.0) }))
     }
 }
 

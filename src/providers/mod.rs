@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod azure;
 pub mod gcp;
+pub mod preflight;
 
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,23 @@ pub trait Provider: Send + Sync {
         _gpus_per_node: u32,
     ) -> Result<Option<u32>, ProviderError> {
         Ok(None)
+    }
+
+    /// Read-only checks of one offering for `gpufleet check`: the type is
+    /// sold there, the image and the network exist there, and the quota's
+    /// headroom. Errors only when the cloud cannot be asked at all
+    /// (credentials, endpoint); every refusal of a read is a finding.
+    async fn preflight(
+        &self,
+        _request: &preflight::PreflightRequest,
+    ) -> Result<preflight::OfferingFindings, ProviderError> {
+        let unchecked = || preflight::Finding::unchecked("this provider has no preflight checks");
+        Ok(preflight::OfferingFindings {
+            offered: unchecked(),
+            image: unchecked(),
+            network: unchecked(),
+            quota: preflight::QuotaFinding { finding: unchecked(), headroom_nodes: None, key: None },
+        })
     }
 }
 
