@@ -13,8 +13,10 @@
 //! - `rounds`: which changeset each round executes (re-planned, destroy, saved chains);
 //! - `runner`: one round's calls, journal and shortage memory;
 //! - `moves`: what completes the moves an interrupted run left half done;
-//! - [`events`]: progress events and the final report.
+//! - [`events`]: progress events and the final report;
+//! - [`check`]: the read-only preflight of `gpufleet check`.
 
+pub mod check;
 mod clouds;
 mod drain;
 pub mod events;

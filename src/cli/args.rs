@@ -9,10 +9,11 @@ use std::path::PathBuf;
 /// The exit codes, as `--help` shows them; scripts and CI branch on them.
 pub const EXIT_CODES: &str = "Exit codes:
   0  success (for `plan --detailed-exitcode`: no changes)
-  1  error, usage errors (a mistyped command or flag) included
+  1  error, usage errors (a mistyped command or flag) included; for `check`:
+     some fleet cannot reach `min_nodes`
   2  changes present (`plan --detailed-exitcode`), or `apply` or `rebalance`
      finished with a partial fill: some fleet below its `nodes` but at or
-     above `min_nodes`";
+     above `min_nodes`; for `check`: some fleet can reach `min_nodes` only";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +37,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Show what apply would change, with costs before and after.
     Plan(PlanArgs),
+    /// Before a first apply: ask every cloud, read-only, whether each offering
+    /// a fleet may use is sold there, has its image and network, and how many
+    /// nodes its quota admits; each problem with the cloud's code and the fix.
+    Check(CheckArgs),
     /// Make the clouds match a plan file or a saved plan.
     Apply(ApplyArgs),
     /// Delete every instance a plan owns.
@@ -136,6 +141,17 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Plan file (TOML).
+    pub plan: PathBuf,
+    /// Print one JSON object instead of the tables.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }

@@ -2,11 +2,13 @@
 //!
 //! Each verb lives in its own file and is a short function over the library.
 //! Exit codes ([`EXIT_CODES`], shown in `--help`): 0 success; 1 error,
-//! usage errors included; 2 changes present (`plan --detailed-exitcode`) or a
-//! partial fill at or above `min_nodes` (`apply`).
+//! usage errors included; 2 changes present (`plan --detailed-exitcode`), a
+//! partial fill at or above `min_nodes` (`apply`), or fleets that can reach
+//! only `min_nodes` (`check`).
 
 mod apply;
 mod args;
+mod check;
 mod context;
 mod plan;
 mod progress;
@@ -91,6 +93,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
     match cli.command {
         Command::Validate(a) => validate::run(&a),
         Command::Plan(a) => plan::run(&a).await,
+        Command::Check(a) => check::run(&a).await,
         Command::Apply(a) => apply::run_apply(&a).await,
         Command::Destroy(a) => apply::run_destroy(&a).await,
         Command::Rebalance(a) => apply::run_rebalance(&a).await,

@@ -21,11 +21,18 @@ impl AwsProvider {
         let client = self.client(region)?;
         let call = |name| Call::new(Cloud::Aws, region, name);
 
+        // The offering's zone when it has one, else every zone of the region.
+        let place = request.placement.zone.as_deref().unwrap_or(region);
+        let locations: Vec<String> = request.placement.zone.iter().cloned().collect();
         let zones = retrying(self.retry, call("DescribeInstanceTypeOfferings"), || async {
-            let output = client
+            let mut ask = client
                 .describe_instance_type_offerings()
                 .location_type(LocationType::AvailabilityZone)
-                .filters(filter("instance-type", &[instance_type.to_string()]))
+                .filters(filter("instance-type", &[instance_type.to_string()]));
+            if !locations.is_empty() {
+                ask = ask.filters(filter("location", &locations));
+            }
+            let output = ask
                 .send()
                 .await
                 .map_err(|e| classify(region, e))?;
@@ -39,7 +46,7 @@ impl AwsProvider {
             Ok(zones) if zones.is_empty() => (
                 Finding::fail(
                     "Unsupported",
-                    format!("{instance_type} is not offered in any zone of {region}"),
+                    format!("{instance_type} is not offered in {place}"),
                     format!("choose another region for {instance_type}, or remove {region} from [providers.aws] regions"),
                 ),
                 zones,
@@ -72,7 +79,7 @@ impl AwsProvider {
         };
 
         let network = if zones.is_empty() {
-            Finding::unchecked("no zone of the region sells the type")
+            Finding::unchecked(format!("{place} does not sell the type"))
         } else {
             let subnets = retrying(self.retry, call("DescribeSubnets"), || async {
                 let output = client
@@ -88,7 +95,7 @@ impl AwsProvider {
             match subnets {
                 Ok(0) => Finding::fail(
                     "VPCIdNotSpecified",
-                    format!("no default subnet in the zones of {region} that sell {instance_type}: the region has no default VPC"),
+                    format!("no default subnet in {place} for {instance_type}: the region has no default VPC"),
                     format!("create one: aws ec2 create-default-vpc --region {region}"),
                 ),
                 Ok(count) => Finding::pass(format!("default subnet in {count} of {} zone(s)", zones.len())),
