@@ -1,0 +1,179 @@
+//! `gpufleet check` through the binary against a simulated new account
+//! (plans/scenarios/new-account.toml): every problem listed with its code and
+//! fix, no mutating call and no state written; granting quota in the scenario
+//! turns the verdict; and apply's EC2 quota pre-check cuts a create to the
+//! headroom and spends no call where there is none.
+
+mod common;
+
+use common::{Admin, SimServer, run, stdout};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const PLAN: &str = "plans/first-apply.toml";
+
+/// Calls that change a simulated cloud, as `/_sim/counters` names them.
+const MUTATING: [(&str, &str); 10] = [
+    ("aws", "RunInstances"),
+    ("aws", "TerminateInstances"),
+    ("aws", "CreateTags"),
+    ("gcp", "instances.insert"),
+    ("gcp", "instances.bulkInsert"),
+    ("gcp", "instances.delete"),
+    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
+    ("azure", "VirtualMachineScaleSets_Update"),
+    ("azure", "VirtualMachineScaleSets_Delete"),
+    ("azure", "VirtualMachineScaleSets_DeleteInstances"),
+];
+
+fn new_account() -> String {
+    std::fs::read_to_string(common::repo().join("plans/scenarios/new-account.toml")).unwrap()
+}
+
+/// The new account with one quota block's `limit = 0` set to `limit`.
+fn granting(scenario: &str, cloud: &str, region: &str, metric: &str, limit: u32) -> String {
+    let block = format!("cloud = \"{cloud}\"\nregion = \"{region}\"\nmetric = \"{metric}\"\nlimit = 0\n");
+    assert!(scenario.contains(&block), "new-account.toml has no {cloud} {region} {metric} quota of 0");
+    scenario.replace(&block, &block.replace("limit = 0", &format!("limit = {limit}")))
+}
+
+fn write_scenario(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("scenario.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn count(counters: &Value, cloud: &str, call: &str) -> u64 {
+    counters[cloud][call].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn check_on_a_new_account_lists_every_problem_with_its_fix_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &new_account());
+    let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let out = run(&["check", PLAN, "--sim-url", &server.url, "--state-dir", state.to_str().unwrap()], 1);
+    let text = stdout(&out);
+    for expected in [
+        "VcpuLimitExceeded",
+        "request a quota increase for L-417A185B in us-east-1: need 768 vCPUs, have 0",
+        "QUOTA_EXCEEDED",
+        "request a quota increase for NVIDIA_H100_GPUS in us-central1: need 32 GPUs, have 0",
+        "request a quota increase for standardNDSH100v5Family in eastus: need 384 vCPUs, have 0",
+        "InvalidAMIID.NotFound: image ami-0123456789abcdef0 does not exist in us-west-2",
+        "virtualNetworks/gpufleet-eastus/subnets/default not found",
+        "can reach 0 of 4 node(s), fewer than min_nodes (2)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    insta::assert_snapshot!(text);
+
+    let counters = Admin::new(&server.url).get("/_sim/counters");
+    for (cloud, call) in MUTATING {
+        assert_eq!(count(&counters, cloud, call), 0, "check made {cloud} {call}: {counters}");
+    }
+    for (cloud, call) in [
+        ("aws", "DescribeInstanceTypeOfferings"),
+        ("aws", "DescribeImages"),
+        ("aws", "DescribeSubnets"),
+        ("aws", "GetServiceQuota"),
+        ("gcp", "machineTypes.get"),
+        ("gcp", "images.getFromFamily"),
+        ("gcp", "networks.get"),
+        ("gcp", "regions.get"),
+        ("azure", "ResourceSkus_List"),
+        ("azure", "VirtualMachineImages_List"),
+        ("azure", "ResourceGroups_Get"),
+        ("azure", "Subnets_Get"),
+        ("azure", "Usage_List"),
+    ] {
+        assert!(count(&counters, cloud, call) > 0, "check never asked {cloud} {call}: {counters}");
+    }
+    let written: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(written.is_empty(), "check wrote no state, no lock and no journal: {written:?}");
+}
+
+#[test]
+fn granting_quota_in_the_scenario_turns_the_verdict_and_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let check = |scenario: &str, expect: i32| {
+        let path = write_scenario(dir.path(), scenario);
+        let args = ["check", PLAN, "--sim", path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+        stdout(&run(&args, expect))
+    };
+    // 384 vCPUs: two p5.48xlarge of 192, at least min_nodes but not nodes.
+    let two = check(&granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384), 2);
+    assert!(two.contains("can reach 2 of 4 node(s): min_nodes (2) but not nodes"), "{two}");
+    let four = check(&granting(&new_account(), "aws", "us-east-1", "L-417A185B", 768), 0);
+    assert!(four.contains("✓ can reach all 4 node(s)") && four.contains("Every fleet can reach its nodes."), "{four}");
+    // Two nodes in AWS and two on Compute Engine (16 GPUs) reach all four too.
+    let spread = granting(&granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384), "gcp", "us-central1", "NVIDIA_H100_GPUS", 16);
+    check(&spread, 0);
+}
+
+#[test]
+fn check_json_names_every_finding_with_its_status_and_the_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384));
+    let state = dir.path().join("state");
+    let out = run(
+        &["check", PLAN, "--json", "--sim", scenario.to_str().unwrap(), "--state-dir", state.to_str().unwrap()],
+        2,
+    );
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["plan"], "first-apply");
+    assert_eq!(report["readiness"], "min_nodes_only");
+    let clouds: Vec<&str> = report["clouds"].as_array().unwrap().iter().map(|c| c["cloud"].as_str().unwrap()).collect();
+    assert_eq!(clouds, ["aws", "gcp", "azure"]);
+    assert!(report["clouds"].as_array().unwrap().iter().all(|c| c["problem"].is_null()));
+    let fleet = &report["fleets"][0];
+    assert_eq!((fleet["fleet"].as_str(), fleet["reachable"].as_u64()), (Some("trainers"), Some(2)));
+    assert_eq!((fleet["nodes"].as_u64(), fleet["min_nodes"].as_u64()), (Some(4), Some(2)));
+    let offerings = fleet["offerings"].as_array().unwrap();
+    let east = &offerings[0];
+    assert_eq!(east["placement"]["region"], "us-east-1");
+    for check in ["offered", "image", "network"] {
+        assert_eq!(east["findings"][check]["status"], "pass", "{check}: {east}");
+    }
+    let quota = &east["findings"]["quota"];
+    assert_eq!((quota["status"].as_str(), quota["headroom_nodes"].as_u64()), (Some("fail"), Some(2)), "{quota}");
+    assert_eq!(quota["fix"], "request a quota increase for L-417A185B in us-east-1: need 768 vCPUs, have 384");
+    assert_eq!(east["findings"]["quota"]["key"], "aws default us-east-1 L-417A185B");
+    let west = offerings.iter().find(|o| o["placement"]["region"] == "us-west-2").unwrap();
+    let image = &west["findings"]["image"];
+    assert_eq!((image["status"].as_str(), image["code"].as_str()), (Some("fail"), Some("InvalidAMIID.NotFound")));
+    assert!(image["fix"].as_str().unwrap().contains("aws ec2 copy-image"), "{image}");
+    let azure = offerings.iter().find(|o| o["placement"]["cloud"] == "azure").unwrap();
+    assert_eq!(azure["findings"]["network"]["code"], "NotFound");
+}
+
+#[test]
+fn apply_with_ec2_quota_for_two_nodes_makes_one_run_instances_of_two_and_places_the_rest_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = granting(
+        &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384),
+        "gcp",
+        "us-central1",
+        "NVIDIA_H100_GPUS",
+        32,
+    );
+    let scenario = write_scenario(dir.path(), &scenario);
+    let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    run(&["apply", PLAN, "--sim-url", &server.url, "--auto-approve", "--state-dir", state], 0);
+
+    let admin = Admin::new(&server.url);
+    let counters = admin.get("/_sim/counters");
+    assert_eq!(count(&counters, "aws", "RunInstances"), 1, "{counters}");
+    assert_eq!(count(&counters, "gcp", "instances.bulkInsert"), 1, "{counters}");
+    assert_eq!(count(&counters, "azure", "VirtualMachineScaleSets_CreateOrUpdate"), 0, "{counters}");
+    let world = admin.get("/_sim/world");
+    let aws: Vec<&Value> = world["instances"].as_array().unwrap().iter().filter(|i| i["state"] == "running").collect();
+    assert_eq!(aws.len(), 2, "one RunInstances of 2: {aws:?}");
+    assert!(aws.iter().all(|i| i["region"] == "us-east-1"));
+    assert_eq!(world["gce_instances"].as_array().unwrap().len(), 2, "the rest on Compute Engine");
+    assert_eq!(common::state_ids(Path::new(state))["trainers"].len(), 4);
+}
