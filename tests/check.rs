@@ -90,7 +90,8 @@ fn check_on_a_new_account_lists_every_problem_with_its_fix_and_changes_nothing()
     ] {
         assert!(count(&counters, cloud, call) > 0, "check never asked {cloud} {call}: {counters}");
     }
-    let written: Vec<_> = std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let written: Vec<_> =
+        std::fs::read_dir(&state).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(written.is_empty(), "check wrote no state, no lock and no journal: {written:?}");
 }
 
@@ -109,7 +110,13 @@ fn granting_quota_in_the_scenario_turns_the_verdict_and_the_exit_code() {
     let four = check(&granting(&new_account(), "aws", "us-east-1", "L-417A185B", 768), 0);
     assert!(four.contains("✓ can reach all 4 node(s)") && four.contains("Every fleet can reach its nodes."), "{four}");
     // Two nodes in AWS and two on Compute Engine (16 GPUs) reach all four too.
-    let spread = granting(&granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384), "gcp", "us-central1", "NVIDIA_H100_GPUS", 16);
+    let spread = granting(
+        &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384),
+        "gcp",
+        "us-central1",
+        "NVIDIA_H100_GPUS",
+        16,
+    );
     check(&spread, 0);
 }
 
@@ -118,10 +125,8 @@ fn check_json_names_every_finding_with_its_status_and_the_readiness() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = write_scenario(dir.path(), &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384));
     let state = dir.path().join("state");
-    let out = run(
-        &["check", PLAN, "--json", "--sim", scenario.to_str().unwrap(), "--state-dir", state.to_str().unwrap()],
-        2,
-    );
+    let out =
+        run(&["check", PLAN, "--json", "--sim", scenario.to_str().unwrap(), "--state-dir", state.to_str().unwrap()], 2);
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["plan"], "first-apply");
     assert_eq!(report["readiness"], "min_nodes_only");
@@ -176,4 +181,25 @@ fn apply_with_ec2_quota_for_two_nodes_makes_one_run_instances_of_two_and_places_
     assert!(aws.iter().all(|i| i["region"] == "us-east-1"));
     assert_eq!(world["gce_instances"].as_array().unwrap().len(), 2, "the rest on Compute Engine");
     assert_eq!(common::state_ids(Path::new(state))["trainers"].len(), 4);
+}
+
+#[test]
+fn a_cloud_that_cannot_be_reached_is_one_row_and_its_offerings_are_not_asked() {
+    // A port that was free a moment ago: every connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{closed}");
+    let state = dir.path().join("state");
+    let out = common::command(&["check", PLAN, "--sim-url", &url, "--state-dir", state.to_str().unwrap()])
+        .env("GPUFLEET_RETRY_BASE_MS", "0")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", common::stderr(&out));
+    for cloud in ["aws", "gcp", "azure"] {
+        let row = text.lines().find(|l| l.starts_with(&format!("  ✗ {cloud} "))).unwrap_or_else(|| panic!("{text}"));
+        assert!(row.len() < 300, "one short row, not a dump: {row}");
+        assert!(text.contains(&format!("(not asked: {cloud} could not be reached)")), "{text}");
+    }
+    assert!(text.contains("can reach 0 of 4 node(s)"), "{text}");
 }

@@ -39,3 +39,12 @@ fn azure_mgmt_compute_accepts_the_arm_simulator() {
 fn three_official_sdks_agree_with_gpufleet_on_a_three_cloud_plan() {
     common::pytest("test_three_clouds.py");
 }
+
+/// boto3, google-cloud-compute and azure-mgmt-compute against a simulated
+/// new account: Service Quotas and VcpuLimitExceeded, AMIs per region,
+/// default VPCs, Compute Engine images and networks, Azure SKUs, images,
+/// resource groups and subnets, each refusal in its cloud's shape.
+#[test]
+fn official_sdks_meet_the_refusals_of_a_new_account() {
+    common::pytest("test_sim_account.py");
+}

@@ -114,9 +114,11 @@ pub async fn check(plan: &Plan, catalog: &Catalog, clouds: &Clouds) -> CheckRepo
         .collect();
     let mut by_fleet: BTreeMap<&str, Vec<OfferingCheck>> = BTreeMap::new();
     for ((fleet, request), answer) in wanted.iter().zip(answers) {
-        let cloud = clouds_seen
-            .entry(request.placement.cloud)
-            .or_insert(CloudCheck { cloud: request.placement.cloud, offerings: 0, problem: None });
+        let cloud = clouds_seen.entry(request.placement.cloud).or_insert(CloudCheck {
+            cloud: request.placement.cloud,
+            offerings: 0,
+            problem: None,
+        });
         cloud.offerings += 1;
         let findings = match answer {
             Ok(findings) => Some(findings),
@@ -210,7 +212,10 @@ mod tests {
 
     #[test]
     fn a_shared_quota_counts_once_and_blocked_offerings_not_at_all() {
-        let shared = [offering(true, Some(3), Some("gcp us-central1 H100")), offering(true, Some(3), Some("gcp us-central1 H100"))];
+        let shared = [
+            offering(true, Some(3), Some("gcp us-central1 H100")),
+            offering(true, Some(3), Some("gcp us-central1 H100")),
+        ];
         assert_eq!(reachable(8, &shared), 3, "two zones of one regional quota");
         let with_blocked = [offering(true, Some(2), Some("a")), offering(false, Some(5), Some("b"))];
         assert_eq!(reachable(8, &with_blocked), 2, "an offering without its image holds nothing");

@@ -344,7 +344,8 @@ pub const EC2_VCPU_QUOTAS: [Ec2VcpuQuota; 3] = [
 /// (`p5en.48xlarge` → P, `g6.48xlarge` → G and VT); `None` for families
 /// gpufleet does not know.
 pub fn ec2_vcpu_quota(instance_type: &str) -> Option<&'static Ec2VcpuQuota> {
-    let family: String = instance_type.chars().take_while(char::is_ascii_alphabetic).collect::<String>().to_ascii_lowercase();
+    let family: String =
+        instance_type.chars().take_while(char::is_ascii_alphabetic).collect::<String>().to_ascii_lowercase();
     EC2_VCPU_QUOTAS.iter().find(|quota| quota.families.contains(&family.as_str()))
 }
 

@@ -84,7 +84,8 @@ pub fn report_text(report: &CheckReport) -> String {
         "\n{}",
         match (short, partial) {
             (0, 0) => "Every fleet can reach its nodes.".to_string(),
-            (0, partial) => format!("{partial} fleet(s) can reach min_nodes only; fix the problems above for the rest."),
+            (0, partial) =>
+                format!("{partial} fleet(s) can reach min_nodes only; fix the problems above for the rest."),
             (short, _) => format!("{short} fleet(s) cannot reach min_nodes: fix the problems above before applying."),
         }
     );
@@ -147,7 +148,8 @@ fn fleet_text(out: &mut String, fleet: &FleetCheck) {
             mark(&f.image),
             mark(&f.network)
         );
-        let checks = [("offered", &f.offered), ("image", &f.image), ("network", &f.network), ("quota", &f.quota.finding)];
+        let checks =
+            [("offered", &f.offered), ("image", &f.image), ("network", &f.network), ("quota", &f.quota.finding)];
         for (what, finding) in checks {
             if let Finding::Fail { code, message, fix } = finding {
                 let same = |p: &&mut Problem<'_>| (p.what, p.code, p.message, p.fix) == (what, code, message, fix);

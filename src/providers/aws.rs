@@ -15,7 +15,6 @@ use super::preflight::{OfferingFindings, PreflightRequest};
 use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
 use crate::model::{Cloud, Placement};
 use crate::model::{Instance, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
-use std::collections::BTreeMap;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -25,6 +24,7 @@ use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecif
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
+use std::collections::BTreeMap;
 
 /// DescribeInstances page size: the largest EC2 accepts.
 const DESCRIBE_PAGE_SIZE: i32 = 1000;
@@ -319,7 +319,7 @@ where
         // Credentials are loaded when the request is dispatched: a chain that
         // finds none fails here, and no retry will find one.
         SdkError::DispatchFailure(_) => {
-            let text = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            let text = causes(&err);
             match text.to_ascii_lowercase().contains("credentials") {
                 true => (ErrorKind::Auth, "NoCredentials".into(), text),
                 false => (ErrorKind::Transient, "DispatchFailure".into(), text),
@@ -340,6 +340,21 @@ where
         ),
     };
     ProviderError { kind, cloud: Cloud::Aws, region: region.to_string(), code, message }
+}
+
+/// An error and its causes in one line, each said once (the SDK's own
+/// rendering ends with a debug dump of the whole error).
+fn causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// An HTTP status without an EC2 error code, by what it means for gpufleet.

@@ -46,13 +46,19 @@ impl<'a> AzureImage<'a> {
         }
     }
 
-    /// The same image, `latest` matching any version.
-    fn matches(&self, other: &AzureImage<'_>) -> bool {
+    /// The version a scenario's image has: `latest` stands for [`AZURE_IMAGE_VERSION`].
+    fn concrete_version(&self) -> &'a str {
+        if self.version.eq_ignore_ascii_case("latest") { AZURE_IMAGE_VERSION } else { self.version }
+    }
+
+    /// Whether `self`, an image that exists, is the `wanted` one (whose
+    /// version `latest` asks for any).
+    fn is(&self, wanted: &AzureImage<'_>) -> bool {
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
-        same(self.publisher, other.publisher)
-            && same(self.offer, other.offer)
-            && same(self.sku, other.sku)
-            && (self.version == "latest" || other.version == "latest" || same(self.version, other.version))
+        same(self.publisher, wanted.publisher)
+            && same(self.offer, wanted.offer)
+            && same(self.sku, wanted.sku)
+            && (wanted.version.eq_ignore_ascii_case("latest") || same(self.concrete_version(), wanted.version))
     }
 }
 
@@ -91,7 +97,8 @@ impl Account {
 
     /// Whether an EC2 AMI exists in a region.
     pub fn has_ami(&self, region: &str, id: &str) -> bool {
-        self.images_of(Cloud::Aws).is_none_or(|mut named| named.any(|i| i.region.as_deref() == Some(region) && i.id == id))
+        self.images_of(Cloud::Aws)
+            .is_none_or(|mut named| named.any(|i| i.region.as_deref() == Some(region) && i.id == id))
     }
 
     /// Whether a Compute Engine image (`projects/P/global/images/NAME`) or
@@ -110,8 +117,8 @@ impl Account {
         let mut versions: Vec<String> = named
             .filter(|i| i.region.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(location)))
             .filter_map(|i| AzureImage::parse(&i.id))
-            .filter(|image| image.matches(wanted))
-            .map(|image| if image.version == "latest" { AZURE_IMAGE_VERSION } else { image.version }.to_string())
+            .filter(|image| image.is(wanted))
+            .map(|image| image.concrete_version().to_string())
             .collect();
         versions.sort();
         versions.dedup();
@@ -273,6 +280,8 @@ mod tests {
         let image = |urn| AzureImage::parse(urn).unwrap();
         assert_eq!(fresh.azure_image_versions("EastUS", &image("canonical:ubuntu:22_04-lts-gen2:latest")), ["1.0.0"]);
         assert!(fresh.azure_image_versions("westus", &image("Canonical:ubuntu:22_04-lts-gen2:latest")).is_empty());
+        assert_eq!(fresh.azure_image_versions("eastus", &image("Canonical:ubuntu:22_04-lts-gen2:1.0.0")), ["1.0.0"]);
+        assert!(fresh.azure_image_versions("eastus", &image("Canonical:ubuntu:22_04-lts-gen2:9.9.9")).is_empty());
         assert!(fresh.has_gce_image("https://www.googleapis.com/compute/v1/projects/x/global/images/any"));
         assert!(fresh.has_gce_network("default") && !fresh.has_gce_network("ml"));
         assert!(fresh.has_resource_group("ml") && !fresh.has_resource_group("other"));

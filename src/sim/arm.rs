@@ -264,9 +264,9 @@ impl Route {
     /// The resource group a route is under, which must exist.
     fn resource_group(&self) -> Option<&str> {
         match self {
-            Route::ScaleSets { resource_group, .. } | Route::Vms { resource_group, .. } | Route::Vm { resource_group, .. } => {
-                Some(resource_group)
-            }
+            Route::ScaleSets { resource_group, .. }
+            | Route::Vms { resource_group, .. }
+            | Route::Vm { resource_group, .. } => Some(resource_group),
             Route::ScaleSet(at) | Route::DeleteInstances(at) => Some(&at.resource_group),
             Route::Operation { .. } | Route::Usages { .. } => None,
         }

@@ -254,10 +254,8 @@ impl Scenario {
         let mut quotas = Vec::with_capacity(raw.quotas.len());
         for (index, quota) in raw.quotas.into_iter().enumerate() {
             if quota.cloud == Cloud::Aws && crate::catalog::ec2_vcpu_quota_by_code(&quota.metric).is_none() {
-                let codes: Vec<String> = crate::catalog::EC2_VCPU_QUOTAS
-                    .iter()
-                    .map(|q| format!("{} ({})", q.code, q.name))
-                    .collect();
+                let codes: Vec<String> =
+                    crate::catalog::EC2_VCPU_QUOTAS.iter().map(|q| format!("{} ({})", q.code, q.name)).collect();
                 return Err(invalid(format!(
                     "quota #{} ({} {}): EC2 quotas are Service Quotas codes of vCPU quotas: {}",
                     index + 1,

@@ -48,7 +48,8 @@ struct Request {
 
 /// Handles one Service Quotas request; `target` is the whole `X-Amz-Target`.
 pub fn handle(world: &mut World, region: &str, target: &str, body: &[u8]) -> QuotasResponse {
-    let Some(operation) = target.strip_prefix(TARGET_PREFIX).filter(|o| matches!(*o, "GetServiceQuota" | "ListServiceQuotas"))
+    let Some(operation) =
+        target.strip_prefix(TARGET_PREFIX).filter(|o| matches!(*o, "GetServiceQuota" | "ListServiceQuotas"))
     else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -72,7 +73,9 @@ pub fn handle(world: &mut World, region: &str, target: &str, body: &[u8]) -> Quo
     };
     match request.service_code.as_deref() {
         Some("ec2") => {}
-        Some(other) => return no_such_resource(format!("The simulator serves quotas of service ec2 only, not {other}")),
+        Some(other) => {
+            return no_such_resource(format!("The simulator serves quotas of service ec2 only, not {other}"));
+        }
         None => return error(StatusCode::BAD_REQUEST, "ValidationException", "ServiceCode is required"),
     }
     if operation == "GetServiceQuota" {
@@ -103,10 +106,15 @@ fn get(world: &World, region: &str, code: Option<&str>) -> QuotasResponse {
     };
     if ec2_vcpu_quota_by_code(code).is_none() {
         let known: Vec<&str> = EC2_VCPU_QUOTAS.iter().map(|q| q.code).collect();
-        return no_such_resource(format!("The quota {code} does not exist for ec2 (the simulator has {})", known.join(", ")));
+        return no_such_resource(format!(
+            "The quota {code} does not exist for ec2 (the simulator has {})",
+            known.join(", ")
+        ));
     }
     match world.account.ec2_vcpu_limit(region, code) {
-        Some(limit) => QuotasResponse { status: StatusCode::OK, body: json!({ "Quota": quota_json(region, code, limit) }) },
+        Some(limit) => {
+            QuotasResponse { status: StatusCode::OK, body: json!({ "Quota": quota_json(region, code, limit) }) }
+        }
         None => no_such_resource(format!("The applied quota value of {code} is not available in {region}")),
     }
 }
@@ -168,12 +176,8 @@ mod tests {
         let second = call(&mut world, "ListServiceQuotas", json!({"ServiceCode": "ec2", "NextToken": token}));
         assert_eq!(second.body["Quotas"][0]["QuotaCode"], "L-DB2E81BA");
         assert!(second.body.get("NextToken").is_none());
-        let other_region = handle(
-            &mut world,
-            "us-west-2",
-            &format!("{TARGET_PREFIX}ListServiceQuotas"),
-            br#"{"ServiceCode":"ec2"}"#,
-        );
+        let other_region =
+            handle(&mut world, "us-west-2", &format!("{TARGET_PREFIX}ListServiceQuotas"), br#"{"ServiceCode":"ec2"}"#);
         assert_eq!(other_region.body["Quotas"], json!([]));
         assert_eq!(world.counters()["aws"]["ListServiceQuotas"], 3);
         let bad = handle(&mut world, "us-east-1", "ServiceQuotasV20190624.DeleteEverything", b"{}");

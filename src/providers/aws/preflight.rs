@@ -15,7 +15,10 @@ fn filter(name: &str, values: &[String]) -> Filter {
 }
 
 impl AwsProvider {
-    pub(super) async fn preflight_offering(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
+    pub(super) async fn preflight_offering(
+        &self,
+        request: &PreflightRequest,
+    ) -> Result<OfferingFindings, ProviderError> {
         let region = request.placement.region.as_str();
         let instance_type = request.placement.instance_type.as_str();
         let client = self.client(region)?;
@@ -32,10 +35,7 @@ impl AwsProvider {
             if !locations.is_empty() {
                 ask = ask.filters(filter("location", &locations));
             }
-            let output = ask
-                .send()
-                .await
-                .map_err(|e| classify(region, e))?;
+            let output = ask.send().await.map_err(|e| classify(region, e))?;
             let mut zones: Vec<String> =
                 output.instance_type_offerings().iter().filter_map(|o| o.location().map(str::to_string)).collect();
             zones.sort();
@@ -47,7 +47,9 @@ impl AwsProvider {
                 Finding::fail(
                     "Unsupported",
                     format!("{instance_type} is not offered in {place}"),
-                    format!("choose another region for {instance_type}, or remove {region} from [providers.aws] regions"),
+                    format!(
+                        "choose another region for {instance_type}, or remove {region} from [providers.aws] regions"
+                    ),
                 ),
                 zones,
             ),
@@ -112,7 +114,12 @@ impl AwsProvider {
             Ok(Some(room)) => {
                 let need = room.per_node * u64::from(request.nodes);
                 let finding = if room.nodes() >= request.nodes {
-                    Finding::pass(format!("room for {} node(s): {} of {} vCPUs free", room.nodes(), room.free(), room.limit))
+                    Finding::pass(format!(
+                        "room for {} node(s): {} of {} vCPUs free",
+                        room.nodes(),
+                        room.free(),
+                        room.limit
+                    ))
                 } else {
                     Finding::fail(
                         "VcpuLimitExceeded",

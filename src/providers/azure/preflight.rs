@@ -23,15 +23,15 @@ const NETWORK_API: &str = "2023-09-01";
 impl AzureProvider {
     /// GET an ARM resource by id; the error of anything but a 200, as ARM said it.
     async fn read_resource(&self, region: &str, id: &str, api_version: &str) -> Result<(), ProviderError> {
-        let url = self
-            .endpoint
-            .join(&format!("{}?api-version={api_version}", id.trim_start_matches('/')))
-            .map_err(|e| ProviderError {
-                kind: ErrorKind::Invalid,
-                cloud: Cloud::Azure,
-                region: region.to_string(),
-                code: "InvalidResourceId".into(),
-                message: format!("{id}: {e}"),
+        let url =
+            self.endpoint.join(&format!("{}?api-version={api_version}", id.trim_start_matches('/'))).map_err(|e| {
+                ProviderError {
+                    kind: ErrorKind::Invalid,
+                    cloud: Cloud::Azure,
+                    region: region.to_string(),
+                    code: "InvalidResourceId".into(),
+                    message: format!("{id}: {e}"),
+                }
             })?;
         let (status, _, body) = self.get_raw(region, url.as_str()).await?;
         if status == azure_core::StatusCode::Ok {
@@ -42,7 +42,10 @@ impl AzureProvider {
         Err(ProviderError { kind, cloud: Cloud::Azure, region: region.to_string(), code, message: fault.message })
     }
 
-    pub(super) async fn preflight_offering(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
+    pub(super) async fn preflight_offering(
+        &self,
+        request: &PreflightRequest,
+    ) -> Result<OfferingFindings, ProviderError> {
         let region = request.placement.region.as_str();
         let size = request.placement.instance_type.as_str();
         let call = |name| Call::new(Cloud::Azure, region, name);
@@ -83,9 +86,14 @@ impl AzureProvider {
                         "SkuNotAvailable",
                         format!(
                             "{size} is restricted in {region} for this subscription ({})",
-                            restriction.reason_code.as_ref().map_or("no reason given".to_string(), |r| format!("{r:?}"))
+                            restriction
+                                .reason_code
+                                .as_ref()
+                                .map_or("no reason given".to_string(), |r| format!("{r:?}"))
                         ),
-                        format!("ask Azure support to enable {size} in {region} for the subscription, or choose another region"),
+                        format!(
+                            "ask Azure support to enable {size} in {region} for the subscription, or choose another region"
+                        ),
                     ),
                     (Some(_), None) => Finding::pass(format!("sold in {region}")),
                 }
@@ -127,14 +135,16 @@ impl AzureProvider {
 
         let group_id = format!("/subscriptions/{}/resourceGroups/{}", self.subscription, self.resource_group);
         let network = match self.read_resource(region, &group_id, RESOURCE_GROUPS_API).await {
-            Err(e) => refused(
-                e,
-                format!("create it: az group create --name {} --location {region}", self.resource_group),
-            )?,
+            Err(e) => {
+                refused(e, format!("create it: az group create --name {} --location {region}", self.resource_group))?
+            }
             Ok(()) => {
                 let subnet = self.subnet_id(region);
                 match self.read_resource(region, &subnet, NETWORK_API).await {
-                    Ok(()) => Finding::pass(format!("subnet {}", subnet.rsplit("/virtualNetworks/").next().unwrap_or(&subnet))),
+                    Ok(()) => Finding::pass(format!(
+                        "subnet {}",
+                        subnet.rsplit("/virtualNetworks/").next().unwrap_or(&subnet)
+                    )),
                     Err(e) => refused(
                         e,
                         format!(

@@ -30,7 +30,10 @@ fn image_name<'a>(image: &'a str, own_project: &'a str) -> Option<ImageName<'a>>
 }
 
 impl GcpProvider {
-    pub(super) async fn preflight_offering(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
+    pub(super) async fn preflight_offering(
+        &self,
+        request: &PreflightRequest,
+    ) -> Result<OfferingFindings, ProviderError> {
         let placement = &request.placement;
         let region = placement.region.as_str();
         let zone = placement.zone.as_deref().unwrap_or(region);
@@ -100,7 +103,9 @@ impl GcpProvider {
             Ok(_) => Finding::pass(format!("network {network_name}")),
             Err(e) => refused(
                 e,
-                format!("create it: gcloud compute networks create {network_name} --subnet-mode=auto --project {project}"),
+                format!(
+                    "create it: gcloud compute networks create {network_name} --subnet-mode=auto --project {project}"
+                ),
             )?,
         };
 
@@ -125,11 +130,9 @@ impl GcpProvider {
                 let key = format!("gcp {project} {region} {}", quota.metric);
                 QuotaFinding { finding, headroom_nodes: Some(nodes), key: Some(key) }
             }
-            Err(e) => QuotaFinding {
-                finding: refused(e, "allow compute.regions.get")?,
-                headroom_nodes: None,
-                key: None,
-            },
+            Err(e) => {
+                QuotaFinding { finding: refused(e, "allow compute.regions.get")?, headroom_nodes: None, key: None }
+            }
         };
         Ok(OfferingFindings { offered, image, network, quota })
     }

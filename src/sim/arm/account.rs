@@ -74,7 +74,8 @@ pub(super) fn route(path: &str) -> Option<Read> {
         && is(10, "offers")
         && is(12, "skus")
         && is(14, "versions");
-    let (location, publisher, offer, sku) = (s.get(5)?.clone(), s.get(7)?.clone(), s.get(11)?.clone(), s.get(13)?.clone());
+    let (location, publisher, offer, sku) =
+        (s.get(5)?.clone(), s.get(7)?.clone(), s.get(11)?.clone(), s.get(13)?.clone());
     match s.len() {
         15 if image_path => Some(Read::ImageVersions { subscription, location, publisher, offer, sku }),
         16 if image_path => Some(Read::Image { subscription, location, publisher, offer, sku, version: s[15].clone() }),
@@ -113,7 +114,9 @@ pub(super) fn answer(world: &World, read: Read, query: &Query) -> Result<super::
                 return Err(ArmFault::new(
                     404,
                     "NotFound",
-                    format!("Resource /subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/virtualNetworks/{network}/subnets/{subnet} not found."),
+                    format!(
+                        "Resource /subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Network/virtualNetworks/{network}/subnets/{subnet} not found."
+                    ),
                 ));
             }
             json!({
@@ -137,7 +140,9 @@ pub(super) fn answer(world: &World, read: Read, query: &Query) -> Result<super::
         }
         Read::Image { subscription, location, publisher, offer, sku, version } => {
             let wanted = AzureImage { publisher: &publisher, offer: &offer, sku: &sku, version: &version };
-            if version.eq_ignore_ascii_case("latest") || world.account.azure_image_versions(&location, &wanted).is_empty() {
+            if version.eq_ignore_ascii_case("latest")
+                || world.account.azure_image_versions(&location, &wanted).is_empty()
+            {
                 return Err(ArmFault::new(404, "NotFound", "Artifact: VMImage was not found."));
             }
             let path = image_path(&subscription, &location, &publisher, &offer, &sku);
@@ -165,7 +170,9 @@ fn location_filter(filter: &str) -> Result<String, ArmFault> {
         .strip_prefix("location eq ")
         .and_then(|v| v.trim().strip_prefix('\'')?.strip_suffix('\''))
         .map(str::to_ascii_lowercase)
-        .ok_or_else(|| ArmFault::invalid(format!("The $filter '{filter}' is not supported; use location eq '<location>'.")))
+        .ok_or_else(|| {
+            ArmFault::invalid(format!("The $filter '{filter}' is not supported; use location eq '<location>'."))
+        })
 }
 
 /// Every VM size each location sells, as ARM lists resource SKUs; a size
@@ -287,7 +294,8 @@ mod tests {
         let subnet = "/resourceGroups/ml/providers/Microsoft.Network/virtualNetworks/net/subnets/";
         assert_eq!(get(&mut world, &format!("{subnet}default"), v).0, StatusCode::OK);
         assert_eq!(get(&mut world, &format!("{subnet}gpu"), v).0, StatusCode::NOT_FOUND);
-        let (status, skus) = get(&mut world, "/providers/Microsoft.Compute/skus", &format!("{v}&$filter=location eq 'eastus'"));
+        let (status, skus) =
+            get(&mut world, "/providers/Microsoft.Compute/skus", &format!("{v}&$filter=location eq 'eastus'"));
         assert_eq!(status, StatusCode::OK);
         let names: Vec<&str> = skus["value"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
         assert!(names.contains(&"Standard_ND96isr_H100_v5"), "{names:?}");
@@ -298,7 +306,8 @@ mod tests {
         let (_, elsewhere) = get(&mut world, &image.replace("eastus", "westus3"), v);
         assert_eq!(elsewhere, serde_json::json!([]));
         // A scale set list in a resource group that does not exist.
-        let (status, body) = get(&mut world, "/resourceGroups/other/providers/Microsoft.Compute/virtualMachineScaleSets", v);
+        let (status, body) =
+            get(&mut world, "/resourceGroups/other/providers/Microsoft.Compute/virtualMachineScaleSets", v);
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
         assert_eq!(world.counters()["azure"]["ResourceGroups_Get"], 2);
     }

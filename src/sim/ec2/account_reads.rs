@@ -99,7 +99,10 @@ fn images(world: &World, region: &str, params: &Params, request_id: &str) -> Res
     }
     for id in &ids {
         if !is_ami_id(id) {
-            return Err(ApiError::client("InvalidAMIID.Malformed", format!("Invalid id: \"{id}\" (expecting \"ami-...\")")));
+            return Err(ApiError::client(
+                "InvalidAMIID.Malformed",
+                format!("Invalid id: \"{id}\" (expecting \"ami-...\")"),
+            ));
         }
         if !world.account.has_ami(region, id) {
             return Err(ApiError::client("InvalidAMIID.NotFound", format!("The image id '[{id}]' does not exist")));
@@ -241,7 +244,8 @@ mod tests {
             "Action=RunInstances&ImageId=ami-0123456789abcdef0&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1",
         );
         assert!(no_vpc.contains("<Code>InvalidAMIID.NotFound</Code>"), "AMIs are regional: {no_vpc}");
-        let unknown_filter = call(&mut world, "us-east-1", "Action=DescribeSubnets&Filter.1.Name=color&Filter.1.Value.1=red");
+        let unknown_filter =
+            call(&mut world, "us-east-1", "Action=DescribeSubnets&Filter.1.Name=color&Filter.1.Value.1=red");
         assert!(unknown_filter.contains("<Code>InvalidParameterValue</Code>"));
     }
 }

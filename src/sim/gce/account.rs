@@ -174,7 +174,10 @@ mod tests {
             assert_eq!(response.status, StatusCode::NOT_FOUND, "{}", response.body);
         }
         assert_eq!(world.gce.instances().count(), 0);
-        let ok = bulk("https://www.googleapis.com/compute/v1/projects/ml/global/images/family/trainer", "global/networks/default");
+        let ok = bulk(
+            "https://www.googleapis.com/compute/v1/projects/ml/global/images/family/trainer",
+            "global/networks/default",
+        );
         let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     }
