@@ -37,6 +37,13 @@ fn granting(scenario: &str, cloud: &str, region: &str, metric: &str, limit: u32)
     scenario.replace(&block, &block.replace("limit = 0", &format!("limit = {limit}")))
 }
 
+/// The new account with room for two p5.48xlarge in us-east-1 (384 vCPUs)
+/// and `gpus` H100 GPUs in us-central1.
+fn two_in_aws_and_gce_gpus(gpus: u32) -> String {
+    let aws = granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384);
+    granting(&aws, "gcp", "us-central1", "NVIDIA_H100_GPUS", gpus)
+}
+
 fn write_scenario(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("scenario.toml");
     std::fs::write(&path, text).unwrap();
@@ -110,14 +117,7 @@ fn granting_quota_in_the_scenario_turns_the_verdict_and_the_exit_code() {
     let four = check(&granting(&new_account(), "aws", "us-east-1", "L-417A185B", 768), 0);
     assert!(four.contains("✓ can reach all 4 node(s)") && four.contains("Every fleet can reach its nodes."), "{four}");
     // Two nodes in AWS and two on Compute Engine (16 GPUs) reach all four too.
-    let spread = granting(
-        &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384),
-        "gcp",
-        "us-central1",
-        "NVIDIA_H100_GPUS",
-        16,
-    );
-    check(&spread, 0);
+    check(&two_in_aws_and_gce_gpus(16), 0);
 }
 
 #[test]
@@ -157,14 +157,7 @@ fn check_json_names_every_finding_with_its_status_and_the_readiness() {
 #[test]
 fn apply_with_ec2_quota_for_two_nodes_makes_one_run_instances_of_two_and_places_the_rest_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = granting(
-        &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384),
-        "gcp",
-        "us-central1",
-        "NVIDIA_H100_GPUS",
-        32,
-    );
-    let scenario = write_scenario(dir.path(), &scenario);
+    let scenario = write_scenario(dir.path(), &two_in_aws_and_gce_gpus(32));
     let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
     let state = dir.path().join("state");
     let state = state.to_str().unwrap();

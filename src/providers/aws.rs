@@ -118,13 +118,7 @@ impl AwsProvider {
     }
 
     fn client(&self, region: &str) -> Result<&Client, ProviderError> {
-        self.clients.iter().find(|(r, _)| r == region).map(|(_, c)| c).ok_or_else(|| ProviderError {
-            kind: ErrorKind::Invalid,
-            cloud: Cloud::Aws,
-            region: region.to_string(),
-            code: "RegionNotConfigured".into(),
-            message: format!("region {region} is not in [providers.aws] regions"),
-        })
+        of_region(&self.clients, region)
     }
 
     async fn list_region(&self, region: &str, client: &Client, plan: &str) -> Result<Vec<Instance>, ProviderError> {
@@ -238,6 +232,17 @@ impl Provider for AwsProvider {
         }
         Ok(())
     }
+}
+
+/// The client of a configured region.
+fn of_region<'c, C>(clients: &'c [(String, C)], region: &str) -> Result<&'c C, ProviderError> {
+    clients.iter().find(|(r, _)| r == region).map(|(_, c)| c).ok_or_else(|| ProviderError {
+        kind: ErrorKind::Invalid,
+        cloud: Cloud::Aws,
+        region: region.to_string(),
+        code: "RegionNotConfigured".into(),
+        message: format!("region {region} is not in [providers.aws] regions"),
+    })
 }
 
 /// Terminate one batch. EC2 fails the whole call if one id is unknown, so an

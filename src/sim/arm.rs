@@ -76,9 +76,13 @@ enum Route {
     Usages { subscription: String, location: String },
 }
 
+/// A path's segments, percent-decoded.
+fn segments(path: &str) -> Vec<String> {
+    path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s).unwrap_or_else(|| s.to_string())).collect()
+}
+
 fn route(path: &str) -> Option<Route> {
-    let segments: Vec<String> =
-        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s).unwrap_or_else(|| s.to_string())).collect();
+    let segments = segments(path);
     let is = |index: usize, literal: &str| segments.get(index).is_some_and(|s| s.eq_ignore_ascii_case(literal));
     if !is(0, "subscriptions") || segments.len() < 2 {
         return None;

@@ -2,7 +2,7 @@
 //! wire protocols, so that gpufleet (and any official SDK) can rehearse
 //! against stock-outs and comebacks without a cloud account.
 //!
-//! EC2, Compute Engine and Azure Resource Manager are served. Two ways to run it:
+//! EC2 (with Service Quotas), Compute Engine and Azure Resource Manager are served. Two ways to run it:
 //! - `gpufleet sim serve` ([`run_server`]): a standalone loopback server,
 //!   optionally persisting its world to a file (`--world`);
 //! - `--sim` on plan/apply/destroy ([`EmbeddedSim`]): in-process on an
@@ -13,7 +13,10 @@
 //! [`faults`] (injected transient errors and call-count rate limits),
 //! `ec2` (Query API wire format), `gce_world` and `gce` (Compute Engine's
 //! part of the model and its REST wire format), `vmss` (Azure's scale sets in
-//! that model) and `arm` (Azure Resource Manager wire format), `admin` (`/_sim/` JSON API), `store` (world
+//! that model) and `arm` (Azure Resource Manager wire format), `account`
+//! (images, networks and EC2 vCPU quotas of the simulated accounts, read by
+//! each protocol's preflight reads) and `service_quotas` (AWS Service Quotas,
+//! awsJson1_1), `admin` (`/_sim/` JSON API), `store` (world
 //! files, atomic), `server` (the router; the only socket code).
 
 mod account;

@@ -3,7 +3,7 @@
 //! running (or pending) in the region. EC2 counts vCPUs, so the headroom of
 //! a node is the free vCPUs over the node's vCPUs.
 
-use super::{AwsProvider, DESCRIBE_PAGE_SIZE, classify};
+use super::{AwsProvider, DESCRIBE_PAGE_SIZE, classify, of_region};
 use crate::catalog::{Ec2VcpuQuota, ec2_vcpu_quota};
 use crate::model::Cloud;
 use crate::providers::{Call, ErrorKind, ProviderError, retrying};
@@ -33,17 +33,6 @@ impl VcpuRoom {
 }
 
 impl AwsProvider {
-    fn quotas_client(&self, region: &str) -> Result<&aws_sdk_servicequotas::Client, ProviderError> {
-        self.client(region)?;
-        self.quotas.iter().find(|(r, _)| r == region).map(|(_, c)| c).ok_or_else(|| ProviderError {
-            kind: ErrorKind::Invalid,
-            cloud: Cloud::Aws,
-            region: region.to_string(),
-            code: "RegionNotConfigured".into(),
-            message: format!("region {region} is not in [providers.aws] regions"),
-        })
-    }
-
     /// The room the type's family quota leaves in the region; `None` when
     /// gpufleet does not know the family's quota or the type's vCPUs, or
     /// when Service Quotas has no applied value for it.
@@ -60,7 +49,7 @@ impl AwsProvider {
 
     /// `GetServiceQuota`: the applied value, or `None` when there is none.
     async fn applied_vcpu_limit(&self, region: &str, quota: &Ec2VcpuQuota) -> Result<Option<u64>, ProviderError> {
-        let client = self.quotas_client(region)?;
+        let client = of_region(&self.quotas, region)?;
         let answer = retrying(self.retry, Call::new(Cloud::Aws, region, "GetServiceQuota"), || async {
             client
                 .get_service_quota()

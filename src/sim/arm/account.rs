@@ -5,7 +5,7 @@
 //! (marketplace images per location); and the checks ARM makes on a scale
 //! set's PUT: its resource group, image and subnet exist.
 
-use super::{Query, at, list_json, ok, percent_decode, string_at};
+use super::{Query, at, list_json, ok, segments, string_at};
 use crate::model::Cloud;
 use crate::sim::account::AzureImage;
 use crate::sim::vmss::ArmFault;
@@ -37,8 +37,7 @@ impl Read {
 
 /// The read a path names, if it is one of these (compared case-insensitively, as ARM does).
 pub(super) fn route(path: &str) -> Option<Read> {
-    let s: Vec<String> =
-        path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s).unwrap_or_else(|| s.to_string())).collect();
+    let s = segments(path);
     let is = |index: usize, literal: &str| s.get(index).is_some_and(|v| v.eq_ignore_ascii_case(literal));
     if !is(0, "subscriptions") || s.len() < 4 {
         return None;
