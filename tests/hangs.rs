@@ -2,7 +2,8 @@
 //! keeps SIGINT from stopping it.
 //!
 //! The simulator's pause hook (`/_sim/pause`) holds the run's RunInstances
-//! (call 2: call 1 is the DescribeInstances of the refresh) without ever
+//! (call 3: call 1 is the DescribeInstances of the refresh, call 2 the
+//! quota pre-check's GetServiceQuota) without ever
 //! answering it. With `--call-timeout`, every attempt times out and the run
 //! ends with an error naming the call; with SIGINT, the run abandons the
 //! call, keeps its intent open, releases its lock and exits, and the next
@@ -20,8 +21,9 @@ use std::time::{Duration, Instant};
 
 const PLAN: &str = "hangs";
 
-/// The run's RunInstances: call 1 is the refresh's DescribeInstances.
-const RUN_INSTANCES: u64 = 2;
+/// The run's RunInstances: call 1 is the refresh's DescribeInstances, call 2
+/// the quota pre-check's GetServiceQuota (no applied value in the default world).
+const RUN_INSTANCES: u64 = 3;
 
 /// The home plan, in one region, so that its calls come in a known order.
 fn plan_file(dir: &Path) -> String {

@@ -97,11 +97,15 @@ fn signal(child: &Child, signal: libc::c_int) {
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
 }
 
+/// The home plan's first RunInstances: calls 1 and 2 list its two regions,
+/// call 3 is the quota pre-check's GetServiceQuota.
+const FIRST_RUN_INSTANCES: u64 = 4;
+
 #[test]
 fn two_applies_from_two_urls_one_acts_the_other_fails_naming_it_or_waits_for_it() {
     let team = Team::new(&home_plan("home"));
     let url = team.pg.url.clone();
-    team.admin.post("/_sim/pause", json!({ "at_call": 3, "when": "before" }));
+    team.admin.post("/_sim/pause", json!({ "at_call": FIRST_RUN_INSTANCES, "when": "before" }));
     let first = team.spawn("apply", &url, &["--auto-approve"]);
     let held = team.admin.get("/_sim/paused");
     assert!(held["action"].as_str().unwrap().contains("RunInstances"), "{held}");
@@ -138,7 +142,7 @@ fn a_killed_holder_s_lease_expires_and_the_next_run_completes_its_journal() {
     let team = Team::new(&home_plan("home"));
     let url = team.pg.url.clone();
     // The create is applied in the cloud; its answer never reaches the apply.
-    team.admin.post("/_sim/pause", json!({ "at_call": 3, "when": "after" }));
+    team.admin.post("/_sim/pause", json!({ "at_call": FIRST_RUN_INSTANCES, "when": "after" }));
     let mut killed = team.spawn("apply", &url, &["--auto-approve"]);
     let held = team.admin.get("/_sim/paused");
     assert!(held["action"].as_str().unwrap().contains("RunInstances"), "{held}");
