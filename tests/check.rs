@@ -196,3 +196,37 @@ fn a_cloud_that_cannot_be_reached_is_one_row_and_its_offerings_are_not_asked() {
     }
     assert!(text.contains("can reach 0 of 4 node(s)"), "{text}");
 }
+
+#[test]
+fn credentials_that_cannot_be_loaded_are_one_row_not_the_end_of_the_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("gcp-only.toml");
+    std::fs::write(
+        &plan,
+        r#"
+name = "gcp-only"
+[providers.gcp]
+project = "ml-research"
+zones = ["us-central1-a"]
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 2
+image = { gcp = "projects/ml-research/global/images/family/trainer" }
+"#,
+    )
+    .unwrap();
+    let missing = dir.path().join("no-such-key.json");
+    let state = dir.path().join("state");
+    // Application Default Credentials fail before any call: nothing reaches a network.
+    let out = common::command(&["check", plan.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &missing)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", common::stderr(&out));
+    let row =
+        text.lines().find(|l| l.starts_with("  ✗ gcp    CredentialsNotFound: ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{row}");
+    assert!(text.contains("(not asked: gcp could not be reached)"), "{text}");
+}

@@ -98,9 +98,11 @@ pub async fn check(plan: &Plan, catalog: &Catalog, clouds: &Clouds) -> CheckRepo
         }
     }
     let asks = wanted.iter().map(|(_, request)| async move {
-        match clouds.home(request.placement.cloud) {
-            Some(provider) => provider.preflight(request).await,
-            None => Err(not_connected(request.placement.cloud)),
+        let cloud = request.placement.cloud;
+        match (clouds.home(cloud), clouds.refused(cloud)) {
+            (Some(provider), _) => provider.preflight(request).await,
+            (None, Some(refused)) => Err(refused.clone()),
+            (None, None) => Err(not_connected(cloud)),
         }
     });
     let answers: Vec<Result<OfferingFindings, ProviderError>> =
@@ -110,7 +112,11 @@ pub async fn check(plan: &Plan, catalog: &Catalog, clouds: &Clouds) -> CheckRepo
         .providers
         .clouds()
         .into_iter()
-        .map(|cloud| (cloud, CloudCheck { cloud, offerings: 0, problem: None }))
+        .map(|cloud| {
+            let problem =
+                clouds.refused(cloud).map(|e| CloudProblem { code: e.code.clone(), message: e.message.clone() });
+            (cloud, CloudCheck { cloud, offerings: 0, problem })
+        })
         .collect();
     let mut by_fleet: BTreeMap<&str, Vec<OfferingCheck>> = BTreeMap::new();
     for ((fleet, request), answer) in wanted.iter().zip(answers) {

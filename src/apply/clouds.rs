@@ -34,6 +34,18 @@ pub struct Clouds {
     accounts: Vec<Account>,
     /// Scopes with known instances that could not be connected to, and why.
     unreachable: Vec<(Scope, String)>,
+    /// Configured accounts that could not be connected to, when connected
+    /// with [`HomeFailures::Record`].
+    refused: Vec<ProviderError>,
+}
+
+/// What a configured account that cannot be connected to does to the connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeFailures {
+    /// Fails it: nothing can be planned without every configured cloud.
+    Fail,
+    /// Is recorded, for `check` to report next to the clouds that answered.
+    Record,
 }
 
 /// What one listing of every scope found.
@@ -59,8 +71,20 @@ impl Clouds {
         known: &[Instance],
         target: &Target,
         retry: RetryPolicy,
+        home_failures: HomeFailures,
     ) -> Result<Clouds, ProviderError> {
-        let mut clouds = Clouds { accounts: Vec::new(), unreachable: Vec::new() };
+        let mut clouds = Clouds { accounts: Vec::new(), unreachable: Vec::new(), refused: Vec::new() };
+        let add_home = |clouds: &mut Clouds, connected: Result<Box<dyn Provider>, ProviderError>| match connected {
+            Ok(provider) => {
+                clouds.accounts.push(Account { provider, home: true });
+                Ok(())
+            }
+            Err(e) if home_failures == HomeFailures::Record => {
+                clouds.refused.push(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
         let known_scopes: BTreeSet<&Scope> = known.iter().filter_map(|i| i.scope.as_ref()).collect();
 
         // AWS: the plan's regions under the plan's profile are the home
@@ -113,8 +137,8 @@ impl Clouds {
             let home = Scope::GcpProject { project: gcp.project.clone() };
             zones.extend(known_in(known, &home, |i| i.zone.clone()));
             let zones: Vec<String> = zones.into_iter().collect();
-            let provider = GcpProvider::connect(&gcp.project, &zones, &gcp_connection).await?;
-            clouds.accounts.push(Account { provider: Box::new(provider), home: true });
+            let provider = GcpProvider::connect(&gcp.project, &zones, &gcp_connection).await;
+            add_home(&mut clouds, provider.map(|p| Box::new(p) as Box<dyn Provider>))?;
         }
         for scope in &known_scopes {
             let Scope::GcpProject { project } = scope else { continue };
@@ -154,8 +178,8 @@ impl Clouds {
             };
             let provider =
                 AzureProvider::connect(&azure.subscription, &azure.resource_group, &regions, &azure_connection, &vm)
-                    .await?;
-            clouds.accounts.push(Account { provider: Box::new(provider), home: true });
+                    .await;
+            add_home(&mut clouds, provider.map(|p| Box::new(p) as Box<dyn Provider>))?;
         }
         for scope in &known_scopes {
             let Scope::AzureResourceGroup { subscription, resource_group } = scope else { continue };
@@ -179,12 +203,19 @@ impl Clouds {
         Clouds {
             accounts: list.into_iter().map(|provider| Account { provider, home: true }).collect(),
             unreachable: Vec::new(),
+            refused: Vec::new(),
         }
     }
 
     /// The account the plan configures for `cloud`: where creates go.
     pub fn home(&self, cloud: Cloud) -> Option<&dyn Provider> {
         self.accounts.iter().find(|a| a.home && a.provider.cloud() == cloud).map(|a| a.provider.as_ref())
+    }
+
+    /// Why the plan's account of `cloud` could not be connected to, if it
+    /// could not (recorded with [`HomeFailures::Record`]).
+    pub fn refused(&self, cloud: Cloud) -> Option<&ProviderError> {
+        self.refused.iter().find(|e| e.cloud == cloud)
     }
 
     /// The account that lists (and so can delete) this instance.

@@ -30,7 +30,7 @@ mod stop;
 #[cfg(test)]
 mod tests;
 
-pub use clouds::{Clouds, Listing, Target};
+pub use clouds::{Clouds, HomeFailures, Listing, Target};
 pub use drain::{Drain, DrainScript, NoDrain};
 pub use events::{ApplyReport, Event, EventSink, FleetResult, FleetStatus, MoveTally, NoEvents};
 pub use fence::Fence;

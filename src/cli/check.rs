@@ -4,6 +4,7 @@
 
 use super::context::{Connected, load_plan};
 use super::{CheckArgs, Exit, Failure};
+use crate::apply::HomeFailures;
 use crate::apply::check::{CheckReport, FleetCheck, OfferingCheck, Readiness, check};
 use crate::model::printable;
 use crate::providers::preflight::Finding;
@@ -11,7 +12,8 @@ use std::fmt::Write;
 
 pub async fn run(args: &CheckArgs) -> Result<Exit, Failure> {
     let (plan, catalog) = load_plan(&args.plan, &args.target.plan_file)?;
-    let connected = Connected::open(&plan, &args.target).await?;
+    // A cloud that cannot be connected to is one row of the report, not the end of it.
+    let connected = Connected::open_with(&plan, &args.target, HomeFailures::Record).await?;
     let report = check(&plan, &catalog, &connected.clouds).await;
     connected.close().await?;
     if args.json {

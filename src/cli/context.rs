@@ -2,7 +2,7 @@
 //! choosing where the clouds are (real, embedded simulator, running simulator).
 
 use super::{Failure, PlanFileArgs, StateLocation, TargetArgs, failure, sim_failure};
-use crate::apply::{ApplyError, Clouds, Drain, DrainScript, NoDrain, Session, Stop, Target};
+use crate::apply::{ApplyError, Clouds, Drain, DrainScript, HomeFailures, NoDrain, Session, Stop, Target};
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
@@ -48,6 +48,12 @@ pub struct Connected {
 
 impl Connected {
     pub async fn open(plan: &Plan, args: &TargetArgs) -> Result<Connected, Failure> {
+        Connected::open_with(plan, args, HomeFailures::Fail).await
+    }
+
+    /// Like [`Connected::open`]; `home_failures` says whether a configured
+    /// cloud that cannot be connected to fails the command.
+    pub async fn open_with(plan: &Plan, args: &TargetArgs, home_failures: HomeFailures) -> Result<Connected, Failure> {
         let backend = open_state(&args.state).await?;
         let defaults = RetryPolicy::default();
         let retry = RetryPolicy {
@@ -68,7 +74,7 @@ impl Connected {
             (None, None) => Target::Clouds,
         };
         let known = backend.load(&plan.name).await?.instances;
-        let clouds = Clouds::connect(plan, &known, &target, retry).await.map_err(|e| {
+        let clouds = Clouds::connect(plan, &known, &target, retry, home_failures).await.map_err(|e| {
             failure(format!("cannot connect to {}: {e}", e.cloud), "check the provider's configuration and credentials")
         })?;
         let clock: Box<dyn Clock> = match target {

@@ -418,6 +418,26 @@ mod tests {
     }
 
     #[test]
+    fn causes_say_each_cause_once_in_one_line() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dispatch failure")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "tcp connect error"));
+        assert_eq!(causes(&refused), "dispatch failure: tcp connect error");
+        assert_eq!(kind_of_code("NoSuchResourceException"), ErrorKind::NotFound, "no applied quota value");
+        assert!(matches!(kind_of_code("TooManyRequestsException"), ErrorKind::Throttled { .. }));
+    }
+
+    #[test]
     fn error_codes_sort_into_kinds() {
         assert_eq!(kind_of_code("InsufficientInstanceCapacity"), ErrorKind::Capacity);
         assert_eq!(kind_of_code("Unsupported"), ErrorKind::Capacity);
