@@ -11,16 +11,15 @@ resource groups (ResourceGroupNotFound) and subnets (InvalidResourceReference).
 Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest tests/python/test_sim_account.py -q
 """
 
-import boto3
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 from test_sim_arm import SUBSCRIPTION, compute_of, scale_set
+from test_sim_ec2 import aws_client
 
 SCENARIO = """
 [[quota]]
@@ -65,19 +64,8 @@ def sim(start_sim, tmp_path):
     return start_sim(scenario)
 
 
-def aws(sim, service, region="us-east-1"):
-    return boto3.client(
-        service,
-        endpoint_url=sim.url,
-        region_name=region,
-        aws_access_key_id="AKIDTEST",
-        aws_secret_access_key="secret",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
-
-
 def test_service_quotas_serve_the_scenarios_vcpu_quotas(sim):
-    quotas = aws(sim, "service-quotas")
+    quotas = aws_client(sim, "service-quotas")
     p = quotas.get_service_quota(ServiceCode="ec2", QuotaCode="L-417A185B")["Quota"]
     assert (p["QuotaName"], p["Value"], p["Adjustable"]) == ("Running On-Demand P instances", 384.0, True)
     assert p["QuotaArn"].endswith(":ec2/L-417A185B")
@@ -87,11 +75,11 @@ def test_service_quotas_serve_the_scenarios_vcpu_quotas(sim):
     pages = quotas.get_paginator("list_service_quotas").paginate(ServiceCode="ec2", PaginationConfig={"PageSize": 1})
     codes = [q["QuotaCode"] for page in pages for q in page["Quotas"]]
     assert codes == ["L-417A185B", "L-DB2E81BA"]
-    assert aws(sim, "service-quotas", "us-west-2").list_service_quotas(ServiceCode="ec2")["Quotas"] == []
+    assert aws_client(sim, "service-quotas", "us-west-2").list_service_quotas(ServiceCode="ec2")["Quotas"] == []
 
 
 def test_run_instances_stays_within_the_vcpu_quota_the_ami_and_the_default_vpc(sim):
-    ec2 = aws(sim, "ec2")
+    ec2 = aws_client(sim, "ec2")
     # 384 vCPUs hold two p5.48xlarge (192 each): EC2 launches as many as fit between MinCount and MaxCount.
     launched = ec2.run_instances(ImageId=AMI, InstanceType="p5.48xlarge", MinCount=1, MaxCount=4)
     assert len(launched["Instances"]) == 2
@@ -105,21 +93,21 @@ def test_run_instances_stays_within_the_vcpu_quota_the_ami_and_the_default_vpc(s
     with pytest.raises(ClientError) as unknown_ami:
         ec2.run_instances(ImageId="ami-0fffffffffffffff0", InstanceType="p5.48xlarge", MinCount=1, MaxCount=1)
     assert unknown_ami.value.response["Error"]["Code"] == "InvalidAMIID.NotFound"
-    west = aws(sim, "ec2", "us-west-2")
+    west = aws_client(sim, "ec2", "us-west-2")
     with pytest.raises(ClientError) as regional:
         west.run_instances(ImageId=AMI, InstanceType="p5.48xlarge", MinCount=1, MaxCount=1)
     assert regional.value.response["Error"]["Code"] == "InvalidAMIID.NotFound", "AMIs are regional"
 
 
 def test_ec2_reads_answer_what_a_preflight_asks(sim):
-    ec2 = aws(sim, "ec2")
+    ec2 = aws_client(sim, "ec2")
     offerings = ec2.describe_instance_type_offerings(
         LocationType="availability-zone", Filters=[{"Name": "instance-type", "Values": ["p5.48xlarge"]}]
     )["InstanceTypeOfferings"]
     assert {o["Location"] for o in offerings} == {"us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"}
     by_filter = ec2.describe_images(Filters=[{"Name": "image-id", "Values": [AMI]}])["Images"]
     assert [(i["ImageId"], i["State"]) for i in by_filter] == [(AMI, "available")]
-    west = aws(sim, "ec2", "us-west-2")
+    west = aws_client(sim, "ec2", "us-west-2")
     assert west.describe_images(Filters=[{"Name": "image-id", "Values": [AMI]}])["Images"] == []
     with pytest.raises(ClientError) as by_id:
         west.describe_images(ImageIds=[AMI])
@@ -133,7 +121,7 @@ def test_ec2_reads_answer_what_a_preflight_asks(sim):
 def test_an_ec2_region_without_a_default_vpc_refuses_launches(start_sim, tmp_path):
     scenario = tmp_path / "no-vpc.toml"
     scenario.write_text('[networks]\naws_default_vpcs = []\n')
-    ec2 = aws(start_sim(scenario), "ec2")
+    ec2 = aws_client(start_sim(scenario), "ec2")
     with pytest.raises(ClientError) as refused:
         ec2.run_instances(ImageId=AMI, InstanceType="p5.48xlarge", MinCount=1, MaxCount=1)
     assert refused.value.response["Error"]["Code"] == "VPCIdNotSpecified"

@@ -21,17 +21,21 @@ SOLD_OUT = REPO / "plans" / "scenarios" / "us-east-1-h100-soldout.toml"
 SIM_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
-def ec2_of(sim, region="us-east-1"):
+def aws_client(sim, service, region="us-east-1"):
     # Retries off: EC2 sends capacity errors as HTTP 500, which botocore
     # would otherwise retry with real-time backoff.
     return boto3.client(
-        "ec2",
+        service,
         endpoint_url=sim.url,
         region_name=region,
         aws_access_key_id="AKIDTEST",
         aws_secret_access_key="secret",
         config=Config(retries={"total_max_attempts": 1}),
     )
+
+
+def ec2_of(sim, region="us-east-1"):
+    return aws_client(sim, "ec2", region)
 
 
 def tags_of(instance):
