@@ -5,6 +5,7 @@ use super::progress::{JsonLines, Progress};
 use super::render::{changeset_json, changeset_text, report_text};
 use super::{ApplyArgs, DestroyArgs, Exit, Failure, RebalanceArgs, RunArgs, failure, io_failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
+use crate::model::printable;
 use crate::planner;
 use crate::rebalance::metrics::Metrics;
 use crate::rebalance::{self, Pace, Watch};
@@ -159,7 +160,8 @@ fn print_watch(plan: &str, event: Watch<'_>, json: bool) {
         }
         (Watch::LostLead, true) => serde_json::json!({ "event": "lost_lead" }).to_string(),
     };
-    anstream::println!("{line}");
+    // Errors quote databases and clouds: shown printable (JSON escapes its own).
+    anstream::println!("{}", printable(&line));
     let _ = std::io::stdout().flush();
 }
 

@@ -10,6 +10,12 @@ use owo_colors::OwoColorize;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
+/// Text that came from a plan, a state file or a cloud, with its control
+/// characters escaped so that it cannot drive the terminal.
+fn shown(text: impl std::fmt::Display) -> String {
+    printable(&text.to_string()).into_owned()
+}
+
 fn money(per_hour: f64) -> String {
     format!("${per_hour:.2}/h")
 }
@@ -21,14 +27,14 @@ pub fn changeset_text(changeset: &Changeset) -> String {
         let _ = writeln!(
             out,
             "{}",
-            format!(
+            shown(format!(
                 "  ~ skipping {} for fleet {}: {} at {}, retry after {}",
                 s.offering,
                 s.fleet,
                 s.code,
                 s.since.format("%H:%M"),
                 s.retry_after.format("%H:%M")
-            )
+            ))
             .yellow()
         );
     }
@@ -39,7 +45,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
         let _ = writeln!(
             out,
             "  fleet {}: {}×{} per node, want {} (min {}), have {} → {}",
-            fleet.fleet.bold(),
+            shown(&fleet.fleet).bold(),
             fleet.gpus_per_node,
             fleet.gpu,
             fleet.want,
@@ -54,7 +60,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
             let _ = writeln!(
                 out,
                 "    {}",
-                format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want)).red()
+                shown(format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want))).red()
             );
         }
     }
@@ -64,7 +70,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
     for action in orphans {
         if action.fleet != fleet {
             fleet = &action.fleet;
-            let _ = writeln!(out, "  fleet {}:", fleet.bold());
+            let _ = writeln!(out, "  fleet {}:", shown(fleet).bold());
         }
         out.push_str(&action_line(action));
     }
@@ -99,7 +105,7 @@ fn action_line(action: &Action) -> String {
         ActionKind::Create => {
             let mut line = format!(
                 "    {}\n",
-                format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
+                shown(format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason)).green()
             );
             if !action.fallbacks.is_empty() {
                 line.push_str(&fallback_lines(action));
@@ -108,13 +114,13 @@ fn action_line(action: &Action) -> String {
         }
         ActionKind::Delete => format!(
             "    {}\n",
-            format!(
+            shown(format!(
                 "- {}  -{}  {price}  ({})  [{}]",
                 action.placement,
                 action.count,
                 action.reason,
                 action.instance_ids.join(", ")
-            )
+            ))
             .red()
         ),
     }
@@ -128,7 +134,7 @@ fn fallback_lines(action: &Action) -> String {
     for (n, placement) in action.fallbacks.iter().enumerate() {
         let item = if n == 0 { format!(" {placement}") } else { format!(" → {placement}") };
         if line.chars().count() + item.chars().count() > WIDTH {
-            let _ = writeln!(out, "{line}");
+            let _ = writeln!(out, "{}", shown(line));
             line = format!("          {}", item.trim_start());
         } else {
             line.push_str(&item);
@@ -186,7 +192,8 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{verb} finished: {} created, {} deleted.", report.created, report.deleted);
     for fleet in &report.fleets {
-        let line = format!("  fleet {}: {} of {} nodes (min {})", fleet.fleet, fleet.have, fleet.want, fleet.min_nodes);
+        let line =
+            shown(format!("  fleet {}: {} of {} nodes (min {})", fleet.fleet, fleet.have, fleet.want, fleet.min_nodes));
         match fleet.status {
             FleetStatus::Complete => {
                 let _ = writeln!(out, "{} {}", line, "complete".green());
@@ -201,18 +208,21 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
         // Refusals are worth knowing even when the fleet ended complete
         // (it failed over, or a rebalance move was refused and nothing moved).
         for refusal in &fleet.refused {
-            let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
+            let _ = writeln!(out, "{}", shown(format!("    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message)));
         }
         if fleet.status != FleetStatus::Complete {
             let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
             for skip in fleet.skipped.iter().filter(|s| !tried_now(&s.offering)) {
                 let _ = writeln!(
                     out,
-                    "    skipped {}: {} at {}, retry after {}",
-                    skip.offering,
-                    skip.code,
-                    skip.since.format("%H:%M"),
-                    skip.retry_after.format("%H:%M")
+                    "{}",
+                    shown(format!(
+                        "    skipped {}: {} at {}, retry after {}",
+                        skip.offering,
+                        skip.code,
+                        skip.since.format("%H:%M"),
+                        skip.retry_after.format("%H:%M")
+                    ))
                 );
             }
         }
@@ -221,22 +231,25 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
         for used in &fleet.fallbacks_used {
             let _ = writeln!(
                 out,
-                "  fleet {}: {} refused; used fallback {} of the saved chain, {}",
-                fleet.fleet, used.planned, used.position, used.used
+                "{}",
+                shown(format!(
+                    "  fleet {}: {} refused; used fallback {} of the saved chain, {}",
+                    fleet.fleet, used.planned, used.position, used.used
+                ))
             );
         }
     }
     for kept in &report.drain_failures {
-        let _ = writeln!(out, "{} {kept}", "drain failed:".yellow());
+        let _ = writeln!(out, "{} {}", "drain failed:".yellow(), shown(kept));
     }
     for postponed in &report.postponed {
-        let _ = writeln!(out, "{} {postponed}", "postponed:".yellow());
+        let _ = writeln!(out, "{} {}", "postponed:".yellow(), shown(postponed));
     }
     for exhausted in &report.chains_exhausted {
-        let _ = writeln!(out, "{} {exhausted}", "error:".red());
+        let _ = writeln!(out, "{} {}", "error:".red(), shown(exhausted));
     }
     for error in &report.errors {
-        let _ = writeln!(out, "{} {error}", "error:".red());
+        let _ = writeln!(out, "{} {}", "error:".red(), shown(error));
     }
     if report.interrupted {
         let _ = writeln!(out, "{} stopped before the end; run the command again to finish", "interrupted:".red());
