@@ -345,3 +345,74 @@ fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::events::Attempted;
+    use crate::apply::{FleetResult, MoveTally};
+    use crate::model::{Cloud, Placement};
+    use crate::planner::{CostSummary, Reason};
+
+    const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J";
+
+    fn without_colors(text: &str) -> String {
+        let colors = regex::Regex::new("\u{1b}\\[[0-9;]*m").unwrap();
+        colors.replace_all(text, "").into_owned()
+    }
+
+    #[test]
+    fn ids_and_cloud_messages_cannot_drive_the_terminal() {
+        let placement = Placement {
+            cloud: Cloud::Aws,
+            region: "us-east-1".into(),
+            zone: Some("us-east-1a".into()),
+            instance_type: "p5.48xlarge".into(),
+        };
+        let delete = Action {
+            kind: ActionKind::Delete,
+            fleet: format!("gone{HOSTILE}"),
+            placement,
+            count: 1,
+            min_count: 0,
+            instance_ids: vec![format!("i-0{HOSTILE}")],
+            reason: Reason::DeleteBecauseNotInPlan,
+            price_per_hour: None,
+            fallbacks: Vec::new(),
+        };
+        let cost = CostSummary { before_per_hour: 0.0, after_per_hour: 0.0, has_unknown_prices: true };
+        let changeset =
+            Changeset { plan: "home".into(), actions: vec![delete], fleets: Vec::new(), skipped: Vec::new(), cost };
+        let report = ApplyReport {
+            run: "r".into(),
+            created: 0,
+            deleted: 0,
+            fleets: vec![FleetResult {
+                fleet: "llm".into(),
+                want: 1,
+                min_nodes: 1,
+                have: 0,
+                status: FleetStatus::Unfilled,
+                refused: vec![Attempted {
+                    offering: "aws us-east-1a p5.48xlarge".into(),
+                    code: format!("Code{HOSTILE}"),
+                    message: format!("message{HOSTILE}"),
+                }],
+                skipped: Vec::new(),
+                fallbacks_used: Vec::new(),
+            }],
+            moves: MoveTally::default(),
+            moved: Vec::new(),
+            errors: vec![format!("error{HOSTILE}")],
+            interrupted: false,
+            drain_failures: vec![format!("drain{HOSTILE}")],
+            chains_exhausted: Vec::new(),
+            postponed: Vec::new(),
+        };
+        for text in [changeset_text(&changeset), report_text(&report, "Apply")] {
+            let plain = without_colors(&text);
+            assert!(!plain.chars().any(|c| c.is_control() && c != '\n'), "{plain:?}");
+            assert!(plain.contains("\\u{1b}]0;owned\\u{7}"), "{plain}");
+        }
+    }
+}
