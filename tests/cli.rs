@@ -696,3 +696,41 @@ fn a_held_lock_fails_at_once_or_is_waited_for_with_lock_timeout() {
     let status = waiting.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the waiting run goes on once the lock is free");
 }
+
+/// 1,500 nodes at one placement are two creates (1,000 and 500), one call
+/// each. Where the preferred zones are sold out, a first part's refusal
+/// answers the second without a call, and both fail over.
+#[test]
+fn a_create_past_the_per_call_limit_is_split_and_one_refusal_costs_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let sold_out = "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
+    let plan_text = r#"
+name = "big"
+
+[providers.aws]
+regions = ["us-east-1", "us-west-2"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 1500
+prefer = ["aws:us-east-1"]
+image = { aws = "ami-0123456789abcdef0" }
+"#;
+    let (server, plan, state) = served(dir.path(), sold_out, plan_text);
+    let (plan, state) = (plan.as_str(), state.as_str());
+    let shown = run(&["plan", plan, "--sim-url", &server.url, "--state-dir", state], 0);
+    let text = stdout(&shown);
+    assert_eq!(text.matches("+1000").count(), 1, "{text}");
+    assert_eq!(text.matches("+500").count(), 1, "{text}");
+
+    let out = run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1500, "{}", stdout(&out));
+    assert!(listed.iter().all(|i| i["region"] == "us-west-2"));
+    let calls = counters(&server.url);
+    // us-east-1 sells p5.48xlarge in five zones (a, b, c, d, f): one refused
+    // call each, where two would have gone without the shortcut; then two in us-west-2.
+    assert_eq!(calls["aws"]["RunInstances"], 5 + 2, "{calls}");
+}
