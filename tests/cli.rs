@@ -633,7 +633,7 @@ fn azure_pack_below_min_nodes_is_released_and_the_next_region_is_tried() {
 
     let out = run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
     let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(text.contains("deleted azure eastus Standard_ND96isr_H100_v5"), "{text}");
+    assert!(text.contains("deleted 2 at azure eastus Standard_ND96isr_H100_v5"), "{text}");
 
     let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
     let regions: Vec<&str> = listed.as_array().unwrap().iter().map(|i| i["region"].as_str().unwrap()).collect();
@@ -733,4 +733,38 @@ image = { aws = "ami-0123456789abcdef0" }
     // us-east-1 sells p5.48xlarge in five zones (a, b, c, d, f): one refused
     // call each, where two would have gone without the shortcut; then two in us-west-2.
     assert_eq!(calls["aws"]["RunInstances"], 5 + 2, "{calls}");
+}
+
+/// The human output of a 1,000-node apply that fails over through five sold
+/// out zones: one line per event, three ids and a count, each refusal as
+/// the cloud's code and its first sentence, and a table per fleet and
+/// placement at the end. `-v` names every id.
+#[test]
+fn a_thousand_node_apply_reads_in_a_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sold_out = "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
+    let plan_text = r#"
+name = "thousand"
+
+[providers.aws]
+regions = ["us-east-1", "us-west-2"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 1000
+prefer = ["aws:us-east-1"]
+image = { aws = "ami-0123456789abcdef0" }
+"#;
+    let (server, plan, state) = served(dir.path(), sold_out, plan_text);
+    let out = run(&["apply", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve"], 0);
+    let text = format!("{}\n---- stderr ----\n{}", stdout(&out), stderr(&out));
+    assert!(text.lines().all(|line| line.chars().count() < 200), "{text}");
+    insta::with_settings!({ filters => vec![(r"i-[0-9a-f]{17}", "i-[id]")] }, {
+        insta::assert_snapshot!(text);
+    });
+
+    let destroyed = run(&["destroy", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve", "-v"], 0);
+    let ids = regex::Regex::new(r"i-[0-9a-f]{17}").unwrap();
+    assert_eq!(ids.find_iter(&stderr(&destroyed)).count(), 1000, "-v names every id deleted");
 }

@@ -10,6 +10,63 @@ use owo_colors::OwoColorize;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
+/// How much of long id lists and cloud messages a person sees: `Brief`
+/// names a few ids and counts the rest, and keeps a cloud message's first
+/// sentence; `-v` asks for `Full`. `--json` and `state list` always have it all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Brief,
+    Full,
+}
+
+/// Ids named before "and N more".
+const IDS_NAMED: usize = 3;
+/// Characters of a cloud message kept in brief.
+const REASON_CHARS: usize = 80;
+
+impl Detail {
+    pub fn of(verbose: bool) -> Detail {
+        if verbose { Detail::Full } else { Detail::Brief }
+    }
+
+    /// "i-0a1, i-0b2, i-0c3 and 3,997 more".
+    pub fn ids(self, ids: &[String]) -> String {
+        if self == Detail::Full || ids.len() <= IDS_NAMED + 1 {
+            return ids.join(", ");
+        }
+        format!("{} and {} more", ids[..IDS_NAMED].join(", "), thousands(ids.len() - IDS_NAMED))
+    }
+
+    /// A cloud's message cut to its first sentence, and to a line's length.
+    pub fn reason(self, message: &str) -> String {
+        if self == Detail::Full {
+            return message.to_string();
+        }
+        let first = message.split_inclusive(". ").next().unwrap_or(message);
+        let first = first.lines().next().unwrap_or(first).trim_end();
+        if first.chars().count() <= REASON_CHARS {
+            return first.to_string();
+        }
+        let cut: String = first.chars().take(REASON_CHARS - 1).collect();
+        // At a word's end when there is one.
+        let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(words, _)| words);
+        format!("{}…", cut.trim_end())
+    }
+}
+
+/// 3998 → "3,998".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// Text that came from a plan, a state file or a cloud, with its control
 /// characters escaped so that it cannot drive the terminal.
 fn shown(text: impl std::fmt::Display) -> String {
@@ -21,7 +78,7 @@ fn money(per_hour: f64) -> String {
 }
 
 /// The human diff of a changeset.
-pub fn changeset_text(changeset: &Changeset) -> String {
+pub fn changeset_text(changeset: &Changeset, detail: Detail) -> String {
     let mut out = String::new();
     for s in &changeset.skipped {
         let _ = writeln!(
@@ -54,7 +111,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
             fleet.planned
         );
         for action in changeset.actions.iter().filter(|a| a.fleet == fleet.fleet) {
-            out.push_str(&action_line(action));
+            out.push_str(&action_line(action, detail));
         }
         if let Some(why) = &fleet.shortfall_reason {
             let _ = writeln!(
@@ -72,7 +129,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
             fleet = &action.fleet;
             let _ = writeln!(out, "  fleet {}:", shown(fleet).bold());
         }
-        out.push_str(&action_line(action));
+        out.push_str(&action_line(action, detail));
     }
     out.push('\n');
     if changeset.is_empty() {
@@ -99,7 +156,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
     out
 }
 
-fn action_line(action: &Action) -> String {
+fn action_line(action: &Action, detail: Detail) -> String {
     let price = action.price_per_hour.map(|p| format!("{} each", money(p))).unwrap_or_else(|| "price unknown".into());
     match action.kind {
         ActionKind::Create => {
@@ -119,7 +176,7 @@ fn action_line(action: &Action) -> String {
                 action.placement,
                 action.count,
                 action.reason,
-                action.instance_ids.join(", ")
+                detail.ids(&action.instance_ids)
             ))
             .red()
         ),
@@ -188,7 +245,7 @@ pub fn changeset_json(changeset: &Changeset) -> Value {
 }
 
 /// The human summary at the end of apply or destroy.
-pub fn report_text(report: &ApplyReport, verb: &str) -> String {
+pub fn report_text(report: &ApplyReport, verb: &str, detail: Detail) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{verb} finished: {} created, {} deleted.", report.created, report.deleted);
     for fleet in &report.fleets {
@@ -208,7 +265,7 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
         // Refusals are worth knowing even when the fleet ended complete
         // (it failed over, or a rebalance move was refused and nothing moved).
         for refusal in &fleet.refused {
-            let _ = writeln!(out, "{}", shown(format!("    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message)));
+            let _ = writeln!(out, "{}", shown(format!("    tried {}: {}: {}", refusal.offering, refusal.code, detail.reason(&refusal.message))));
         }
         if fleet.status != FleetStatus::Complete {
             let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
@@ -326,7 +383,7 @@ pub fn instance_table(rows: &[(String, Instance)]) -> String {
 /// Rows under a header, each column as wide as its widest cell. Cells come
 /// from state and history, which other writers may have filled: they are
 /// shown [`printable`].
-fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub(super) fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let rows: Vec<[String; N]> = rows.iter().map(|row| row.clone().map(|c| printable(&c).into_owned())).collect();
     let mut out = String::new();
     let mut widths = header.map(str::len);
@@ -359,6 +416,23 @@ mod tests {
     fn without_colors(text: &str) -> String {
         let colors = regex::Regex::new("\u{1b}\\[[0-9;]*m").unwrap();
         colors.replace_all(text, "").into_owned()
+    }
+
+    #[test]
+    fn brief_detail_names_three_ids_and_a_first_sentence() {
+        let ids: Vec<String> = (0..4000).map(|n| format!("i-{n:04}")).collect();
+        assert_eq!(Detail::Brief.ids(&ids), "i-0000, i-0001, i-0002 and 3,997 more");
+        assert_eq!(Detail::Brief.ids(&ids[..4]), "i-0000, i-0001, i-0002, i-0003");
+        assert_eq!(Detail::Full.ids(&ids).matches(", ").count(), 3999);
+        let paragraph = "We do not have sufficient p5.48xlarge capacity in us-east-1a. Our system will be working \
+                         on provisioning additional capacity.";
+        assert_eq!(Detail::Brief.reason(paragraph), "We do not have sufficient p5.48xlarge capacity in us-east-1a.");
+        assert_eq!(Detail::Full.reason(paragraph), paragraph);
+        let long = "x".repeat(500);
+        assert_eq!(Detail::Brief.reason(&long).chars().count(), REASON_CHARS);
+        let words = "word ".repeat(40);
+        assert!(Detail::Brief.reason(&words).ends_with("word…"), "{}", Detail::Brief.reason(&words));
+        assert_eq!((thousands(7), thousands(1000), thousands(1234567)), ("7".into(), "1,000".into(), "1,234,567".into()));
     }
 
     #[test]
@@ -409,7 +483,7 @@ mod tests {
             chains_exhausted: Vec::new(),
             postponed: Vec::new(),
         };
-        for text in [changeset_text(&changeset), report_text(&report, "Apply")] {
+        for text in [changeset_text(&changeset, Detail::Full), report_text(&report, "Apply", Detail::Full)] {
             let plain = without_colors(&text);
             assert!(!plain.chars().any(|c| c.is_control() && c != '\n'), "{plain:?}");
             assert!(plain.contains("\\u{1b}]0;owned\\u{7}"), "{plain}");
