@@ -697,14 +697,12 @@ fn a_held_lock_fails_at_once_or_is_waited_for_with_lock_timeout() {
     assert_eq!(status.code(), Some(0), "the waiting run goes on once the lock is free");
 }
 
-/// 1,500 nodes at one placement are two creates (1,000 and 500), one call
-/// each. Where the preferred zones are sold out, a first part's refusal
-/// answers the second without a call, and both fail over.
-#[test]
-fn a_create_past_the_per_call_limit_is_split_and_one_refusal_costs_one_call() {
-    let dir = tempfile::tempdir().unwrap();
+/// A served world where p5.48xlarge is sold out in every zone of us-east-1,
+/// and a plan of `nodes` H100 trainers preferring it, with us-west-2 as well.
+fn us_east_1_sold_out(dir: &Path, nodes: u32) -> (SimServer, String, String) {
     let sold_out = "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
-    let plan_text = r#"
+    let plan_text = format!(
+        r#"
 name = "big"
 
 [providers.aws]
@@ -713,11 +711,21 @@ regions = ["us-east-1", "us-west-2"]
 [fleets.trainers]
 gpu = "H100"
 gpus_per_node = 8
-nodes = 1500
+nodes = {nodes}
 prefer = ["aws:us-east-1"]
-image = { aws = "ami-0123456789abcdef0" }
-"#;
-    let (server, plan, state) = served(dir.path(), sold_out, plan_text);
+image = {{ aws = "ami-0123456789abcdef0" }}
+"#
+    );
+    served(dir, sold_out, &plan_text)
+}
+
+/// 1,500 nodes at one placement are two creates (1,000 and 500), one call
+/// each. Where the preferred zones are sold out, a first part's refusal
+/// answers the second without a call, and both fail over.
+#[test]
+fn a_create_past_the_per_call_limit_is_split_and_one_refusal_costs_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, plan, state) = us_east_1_sold_out(dir.path(), 1500);
     let (plan, state) = (plan.as_str(), state.as_str());
     let shown = run(&["plan", plan, "--sim-url", &server.url, "--state-dir", state], 0);
     let text = stdout(&shown);
@@ -742,21 +750,7 @@ image = { aws = "ami-0123456789abcdef0" }
 #[test]
 fn a_thousand_node_apply_reads_in_a_screen() {
     let dir = tempfile::tempdir().unwrap();
-    let sold_out = "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
-    let plan_text = r#"
-name = "thousand"
-
-[providers.aws]
-regions = ["us-east-1", "us-west-2"]
-
-[fleets.trainers]
-gpu = "H100"
-gpus_per_node = 8
-nodes = 1000
-prefer = ["aws:us-east-1"]
-image = { aws = "ami-0123456789abcdef0" }
-"#;
-    let (server, plan, state) = served(dir.path(), sold_out, plan_text);
+    let (server, plan, state) = us_east_1_sold_out(dir.path(), 1000);
     let out = run(&["apply", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve"], 0);
     let text = format!("{}\n---- stderr ----\n{}", stdout(&out), stderr(&out));
     assert!(text.lines().all(|line| line.chars().count() < 200), "{text}");
