@@ -577,6 +577,11 @@ fn check_sku(world: &World, location: &str, sku_name: &str) -> Result<(), ArmFau
     if world.offers(Cloud::Azure, location, sku_name) {
         return Ok(());
     }
+    if !world.sells(Cloud::Azure, sku_name) {
+        return Err(ArmFault::invalid(format!(
+            "The value {sku_name} provided for the VM size is not valid. The valid sizes in the current region are listed by the resource SKUs API."
+        )));
+    }
     Err(ArmFault::new(
         409,
         "SkuNotAvailable",
