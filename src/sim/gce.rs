@@ -214,12 +214,28 @@ fn list(
             "items": page.instances.iter().map(|i| instance_json(i)).collect::<Vec<_>>(),
         }),
         None => {
-            let mut by_zone: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            // Every zone is a scope of the answer; one without instances on
+            // this page says so with a warning, as Compute Engine does.
+            let mut by_zone: BTreeMap<String, Vec<Value>> =
+                world.gce_zones().into_iter().map(|zone| (format!("zones/{zone}"), Vec::new())).collect();
             for instance in &page.instances {
                 by_zone.entry(format!("zones/{}", instance.zone)).or_default().push(instance_json(instance));
             }
-            let items: serde_json::Map<String, Value> =
-                by_zone.into_iter().map(|(scope, instances)| (scope, json!({ "instances": instances }))).collect();
+            let items: serde_json::Map<String, Value> = by_zone
+                .into_iter()
+                .map(|(scope, instances)| {
+                    let scoped = if instances.is_empty() {
+                        json!({ "warning": {
+                            "code": "NO_RESULTS_ON_PAGE",
+                            "message": format!("There are no results for scope '{scope}' on this page."),
+                            "data": [{ "key": "scope", "value": scope }],
+                        }})
+                    } else {
+                        json!({ "instances": instances })
+                    };
+                    (scope, scoped)
+                })
+                .collect();
             json!({
                 "kind": "compute#instanceAggregatedList",
                 "id": format!("projects/{project}/aggregated/instances"),
@@ -758,10 +774,15 @@ mod tests {
             let query = format!("filter=labels.team%3D%22ml%22&maxResults=3&pageToken={token}");
             let page = call(&mut world, Method::GET, "projects/p/aggregated/instances", &query, Value::Null);
             let items = page.body["items"].as_object().unwrap();
+            assert_eq!(items.len(), world.gce_zones().len(), "every zone is a scope of every page");
+            for (zone, scoped) in items.iter().filter(|(_, scoped)| scoped.get("instances").is_none()) {
+                assert_eq!(scoped["warning"]["code"], "NO_RESULTS_ON_PAGE", "{zone}");
+                assert_eq!(scoped["warning"]["data"][0]["value"], zone.as_str());
+            }
             pages.push(
                 items
                     .iter()
-                    .map(|(zone, scoped)| (zone.clone(), scoped["instances"].as_array().unwrap().len()))
+                    .filter_map(|(zone, scoped)| Some((zone.clone(), scoped.get("instances")?.as_array()?.len())))
                     .collect::<Vec<_>>(),
             );
             match page.body["nextPageToken"].as_str() {

@@ -16,7 +16,7 @@ use crate::catalog::Catalog;
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 /// How long a terminated instance stays visible, as on EC2.
@@ -678,6 +678,14 @@ impl World {
     /// Whether a region offers a type at all (even with no stock left).
     pub(super) fn offers(&self, cloud: Cloud, region: &str, instance_type: &str) -> bool {
         self.pools.iter().any(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
+    }
+
+    /// Every Compute Engine zone of the world, in order: the scopes an
+    /// aggregatedList reports on, with or without instances.
+    pub fn gce_zones(&self) -> Vec<&str> {
+        let regions: BTreeSet<&str> =
+            self.pools.iter().filter(|p| p.cloud == Cloud::Gcp).map(|p| p.region.as_str()).collect();
+        regions.into_iter().filter_map(|r| self.known_zones(r)).flatten().map(String::as_str).collect()
     }
 
     /// Whether the cloud sells the instance type anywhere.

@@ -115,13 +115,19 @@ def test_create_list_by_label_and_delete(gce):
     # Paging: the pager follows nextPageToken with one item per page.
     pager = instances.list(request=compute_v1.ListInstancesRequest(project=PROJECT, zone=ZONE, max_results=1))
     assert sorted(i.name for i in pager) == ["referee-1", "web-0001", "web-0002"]
-    aggregated = {
-        scope: [i.name for i in scoped.instances]
-        for scope, scoped in instances.aggregated_list(
+    scopes = dict(
+        instances.aggregated_list(
             request=compute_v1.AggregatedListInstancesRequest(project=PROJECT, filter='labels.gpufleet-plan = "demo"')
         )
-    }
+    )
+    aggregated = {scope: [i.name for i in scoped.instances] for scope, scoped in scopes.items() if scoped.instances}
     assert aggregated == {f"zones/{ZONE}": ["referee-1", "web-0001", "web-0002"]}
+    # Every other zone is there too, empty, with Compute Engine's warning.
+    empty = [scoped for scope, scoped in scopes.items() if not scoped.instances]
+    assert len(empty) >= 2 and "zones/us-central1-b" in scopes
+    for scoped in empty:
+        assert scoped.warning.code == compute_v1.Warning.Code.NO_RESULTS_ON_PAGE.name
+        assert scoped.warning.data[0].key == "scope"
 
     deleted = instances.delete(project=PROJECT, zone=ZONE, instance="web-0001")
     polled = operations.get(project=PROJECT, zone=ZONE, operation=deleted.name)
