@@ -700,7 +700,8 @@ fn a_held_lock_fails_at_once_or_is_waited_for_with_lock_timeout() {
 /// A served world where p5.48xlarge is sold out in every zone of us-east-1,
 /// and a plan of `nodes` H100 trainers preferring it, with us-west-2 as well.
 fn us_east_1_sold_out(dir: &Path, nodes: u32) -> (SimServer, String, String) {
-    let sold_out = "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
+    let sold_out =
+        "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
     let plan_text = format!(
         r#"
 name = "big"
@@ -758,7 +759,8 @@ fn a_thousand_node_apply_reads_in_a_screen() {
         insta::assert_snapshot!(text);
     });
 
-    let destroyed = run(&["destroy", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve", "-v"], 0);
+    let destroyed =
+        run(&["destroy", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve", "-v"], 0);
     let ids = regex::Regex::new(r"i-[0-9a-f]{17}").unwrap();
     assert_eq!(ids.find_iter(&stderr(&destroyed)).count(), 1000, "-v names every id deleted");
 }

@@ -139,7 +139,11 @@ fn shortage(region: &str, instance_type: &str) -> Shortage {
 }
 
 fn render(changeset: &Changeset) -> String {
-    anstream::adapter::strip_str(&gpufleet::cli::render::changeset_text(changeset, gpufleet::cli::render::Detail::Brief)).to_string()
+    anstream::adapter::strip_str(&gpufleet::cli::render::changeset_text(
+        changeset,
+        gpufleet::cli::render::Detail::Brief,
+    ))
+    .to_string()
 }
 
 #[test]

@@ -293,7 +293,8 @@ async fn azure_provider_spills_into_a_second_scale_set_past_a_thousand_vms() {
     assert_eq!(owned.len(), 1900);
 
     // One delete spanning both sets empties what it names in each.
-    let doomed: Vec<_> = second.iter().filter(in_set(1)).chain(second.iter().filter(in_set(2)).take(5)).cloned().collect();
+    let doomed: Vec<_> =
+        second.iter().filter(in_set(1)).chain(second.iter().filter(in_set(2)).take(5)).cloned().collect();
     azure.delete(&doomed).await.unwrap();
     assert_eq!(azure.list_owned("training").await.unwrap().len(), 1900 - 105);
     sim.stop().await;

@@ -192,7 +192,11 @@ impl EventSink for Progress {
             Event::Deleted { fleet, placement, instance_ids } => {
                 self.settle(fleet, "delete", placement, instance_ids.len() as u64);
                 self.count(fleet, placement, |t| t.deleted += instance_ids.len());
-                self.say(format!("{fleet}: deleted {} at {placement}: {}", instance_ids.len(), detail.ids(instance_ids)));
+                self.say(format!(
+                    "{fleet}: deleted {} at {placement}: {}",
+                    instance_ids.len(),
+                    detail.ids(instance_ids)
+                ));
             }
             Event::Failed { fleet, placement, code, message } => {
                 // A failed delete leaves the delete bar, a failed create the create bar.

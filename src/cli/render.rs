@@ -265,7 +265,11 @@ pub fn report_text(report: &ApplyReport, verb: &str, detail: Detail) -> String {
         // Refusals are worth knowing even when the fleet ended complete
         // (it failed over, or a rebalance move was refused and nothing moved).
         for refusal in &fleet.refused {
-            let _ = writeln!(out, "{}", shown(format!("    tried {}: {}: {}", refusal.offering, refusal.code, detail.reason(&refusal.message))));
+            let _ = writeln!(
+                out,
+                "{}",
+                shown(format!("    tried {}: {}: {}", refusal.offering, refusal.code, detail.reason(&refusal.message)))
+            );
         }
         if fleet.status != FleetStatus::Complete {
             let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
@@ -432,7 +436,10 @@ mod tests {
         assert_eq!(Detail::Brief.reason(&long).chars().count(), REASON_CHARS);
         let words = "word ".repeat(40);
         assert!(Detail::Brief.reason(&words).ends_with("word…"), "{}", Detail::Brief.reason(&words));
-        assert_eq!((thousands(7), thousands(1000), thousands(1234567)), ("7".into(), "1,000".into(), "1,234,567".into()));
+        assert_eq!(
+            (thousands(7), thousands(1000), thousands(1234567)),
+            ("7".into(), "1,000".into(), "1,234,567".into())
+        );
     }
 
     #[test]

@@ -689,7 +689,10 @@ fn check_azure_labels(labels: Option<&Located<Labels>>, context: &str, problems:
     for (key, _) in labels.map(|l| l.value.as_slice()).unwrap_or_default() {
         if key.value.contains('/') {
             problems
-                .error(key.span.clone(), format!("label key `{}` of {context} is not a valid Azure tag name", key.value))
+                .error(
+                    key.span.clone(),
+                    format!("label key `{}` of {context} is not a valid Azure tag name", key.value),
+                )
                 .help("the fleet may run on Azure, whose tag names may not contain `/`; use `.` or `-` instead");
             all_good = false;
         }

@@ -433,8 +433,7 @@ impl AzureProvider {
             .await?
         } else {
             let subnet = self.subnet_id(region);
-            let body =
-                scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
+            let body = scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
             let model: models::VirtualMachineScaleSet =
                 serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
             let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");

@@ -349,10 +349,7 @@ fn check_tags(tags: &Tags) -> Result<(), ArmFault> {
     Err(ArmFault::new(
         400,
         "InvalidTagNameCharacters",
-        format!(
-            "The tag names '{}' have reserved characters '<,>,%,&,\\,?,/' or control characters.",
-            names.join(",")
-        ),
+        format!("The tag names '{}' have reserved characters '<,>,%,&,\\,?,/' or control characters.", names.join(",")),
     ))
 }
 
