@@ -325,9 +325,12 @@ where
         // finds none fails here, and no retry will find one.
         SdkError::DispatchFailure(_) => {
             let text = causes(&err);
-            match text.to_ascii_lowercase().contains("credentials") {
-                true => (ErrorKind::Auth, "NoCredentials".into(), text),
-                false => (ErrorKind::Transient, "DispatchFailure".into(), text),
+            if text.contains("no credentials found in chain") {
+                (ErrorKind::Auth, "NoCredentials".into(), no_credentials(&text))
+            } else if text.to_ascii_lowercase().contains("credentials") {
+                (ErrorKind::Auth, "NoCredentials".into(), text)
+            } else {
+                (ErrorKind::Transient, "DispatchFailure".into(), text)
             }
         }
         SdkError::ResponseError(_) => {
@@ -345,6 +348,21 @@ where
         ),
     };
     ProviderError { kind, cloud: Cloud::Aws, region: region.to_string(), code, message }
+}
+
+/// A credential chain that found nothing, in a line: the providers it tried
+/// (the SDK lists them one a line after "Attempted:") and how to set some.
+fn no_credentials(text: &str) -> String {
+    let tried: Vec<&str> = text
+        .split("Attempted:")
+        .nth(1)
+        .map(|rest| rest.lines().filter_map(|line| line.trim().split(':').next()).filter(|n| !n.is_empty()).collect())
+        .unwrap_or_default();
+    format!(
+        "no AWS credentials found (the default chain tried: {}). Run `aws sso login` with AWS_PROFILE set, or \
+         `aws configure`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        if tried.is_empty() { "every source".to_string() } else { tried.join(", ") }
+    )
 }
 
 /// An error and its causes in one line, each said once (the SDK's own

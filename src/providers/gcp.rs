@@ -464,10 +464,45 @@ pub fn operation_error(region: &str, op: &Operation) -> Option<ProviderError> {
     Some(ProviderError { kind: kind_of_code(&code, status), cloud: Cloud::Gcp, region: region.into(), code, message })
 }
 
+/// What an authentication failure means, in words a person can act on.
+/// Application Default Credentials look at GOOGLE_APPLICATION_CREDENTIALS,
+/// then gcloud's application-default file, then a Google Cloud VM's metadata
+/// server: with neither of the first two, failing means no credentials were
+/// found at all, though the library calls it "transient".
+fn unauthenticated(detail: &str) -> (String, String) {
+    let from_env = std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|v| !v.is_empty());
+    let gcloud_file = std::env::var_os("CLOUDSDK_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".config/gcloud")))
+        .map(|dir| dir.join("application_default_credentials.json"));
+    let has_gcloud_file = gcloud_file.as_ref().is_some_and(|file| file.is_file());
+    if from_env.is_none() && !has_gcloud_file {
+        let looked = gcloud_file.map_or_else(|| "gcloud's configuration".to_string(), |f| f.display().to_string());
+        return (
+            "NoCredentials".into(),
+            format!(
+                "no Google Cloud credentials found: GOOGLE_APPLICATION_CREDENTIALS is not set, there is no {looked}, \
+                 and no Google Cloud metadata server answered. Run `gcloud auth application-default login`, or \
+                 set GOOGLE_APPLICATION_CREDENTIALS to a service account key file"
+            ),
+        );
+    }
+    let source =
+        if from_env.is_some() { "GOOGLE_APPLICATION_CREDENTIALS" } else { "gcloud's application-default file" };
+    (
+        "Unauthenticated".into(),
+        format!(
+            "the credentials from {source} were not accepted ({detail}); if they expired, run \
+             `gcloud auth application-default login` again"
+        ),
+    )
+}
+
 /// Sort an SDK error (an HTTP error, or a failure to reach the API) into a kind.
 fn classify(region: &str, err: &google_cloud_compute_v1::Error) -> ProviderError {
     let (kind, code, message) = if err.is_authentication() {
-        (ErrorKind::Auth, "Unauthenticated".to_string(), err.to_string())
+        let (code, message) = unauthenticated(&err.to_string());
+        (ErrorKind::Auth, code, message)
     } else if let Some(status) = err.status() {
         let reason = status.details.iter().find_map(|d| match d {
             StatusDetails::ErrorInfo(info) if !info.reason.is_empty() => Some(info.reason.clone()),
