@@ -19,6 +19,7 @@
 mod admin;
 mod arm;
 mod ec2;
+mod ec2_reads;
 mod endpoint;
 pub mod faults;
 mod gce;
