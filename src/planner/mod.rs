@@ -385,12 +385,15 @@ fn price_at(cloud: Cloud, region: &str, instance_type: &str, catalog: &Catalog) 
     it.offers.iter().find(|o| o.region == region)?.price_per_hour
 }
 
+/// Cloud, region and instance type: what a list price depends on.
+type PriceKey<'a> = (Cloud, &'a str, &'a str);
+
 fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) -> CostSummary {
     let mut unknown = false;
     let mut before = 0.0;
     // Each price looked up once per place (a few dozen at most), added once
     // per instance in the order of `observed` (floating-point sums depend on it).
-    let mut prices: Vec<((Cloud, &str, &str), Option<f64>)> = Vec::new();
+    let mut prices: Vec<(PriceKey, Option<f64>)> = Vec::new();
     for instance in observed {
         let key = (instance.cloud, instance.region.as_str(), instance.instance_type.as_str());
         let price = match prices.iter().find(|(place, _)| *place == key) {
