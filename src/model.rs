@@ -74,6 +74,11 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// The most nodes one create call asks for: Compute Engine's bulkInsert
+/// count and a flexible scale set's capacity both stop at 1,000, and EC2
+/// launches are best kept to the same size. Larger creates are split.
+pub const MAX_NODES_PER_CREATE: u32 = 1000;
+
 /// Ownership tag: the plan's name.
 pub const TAG_PLAN: &str = "gpufleet-plan";
 /// Ownership tag: the fleet's name within the plan.

@@ -633,7 +633,7 @@ fn azure_pack_below_min_nodes_is_released_and_the_next_region_is_tried() {
 
     let out = run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
     let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(text.contains("deleted azure eastus Standard_ND96isr_H100_v5"), "{text}");
+    assert!(text.contains("deleted 2 at azure eastus Standard_ND96isr_H100_v5"), "{text}");
 
     let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
     let regions: Vec<&str> = listed.as_array().unwrap().iter().map(|i| i["region"].as_str().unwrap()).collect();
@@ -695,4 +695,70 @@ fn a_held_lock_fails_at_once_or_is_waited_for_with_lock_timeout() {
     drop(held);
     let status = waiting.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the waiting run goes on once the lock is free");
+}
+
+/// A served world where p5.48xlarge is sold out in every zone of us-east-1,
+/// and a plan of `nodes` H100 trainers preferring it, with us-west-2 as well.
+fn us_east_1_sold_out(dir: &Path, nodes: u32) -> (SimServer, String, String) {
+    let sold_out = "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\ncapacity = 0\n";
+    let plan_text = format!(
+        r#"
+name = "big"
+
+[providers.aws]
+regions = ["us-east-1", "us-west-2"]
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = {nodes}
+prefer = ["aws:us-east-1"]
+image = {{ aws = "ami-0123456789abcdef0" }}
+"#
+    );
+    served(dir, sold_out, &plan_text)
+}
+
+/// 1,500 nodes at one placement are two creates (1,000 and 500), one call
+/// each. Where the preferred zones are sold out, a first part's refusal
+/// answers the second without a call, and both fail over.
+#[test]
+fn a_create_past_the_per_call_limit_is_split_and_one_refusal_costs_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, plan, state) = us_east_1_sold_out(dir.path(), 1500);
+    let (plan, state) = (plan.as_str(), state.as_str());
+    let shown = run(&["plan", plan, "--sim-url", &server.url, "--state-dir", state], 0);
+    let text = stdout(&shown);
+    assert_eq!(text.matches("+1000").count(), 1, "{text}");
+    assert_eq!(text.matches("+500").count(), 1, "{text}");
+
+    let out = run(&["apply", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    let listed = json(&run(&["state", "list", "--json", "--state-dir", state], 0));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1500, "{}", stdout(&out));
+    assert!(listed.iter().all(|i| i["region"] == "us-west-2"));
+    let calls = counters(&server.url);
+    // us-east-1 sells p5.48xlarge in five zones (a, b, c, d, f): one refused
+    // call each, where two would have gone without the shortcut; then two in us-west-2.
+    assert_eq!(calls["aws"]["RunInstances"], 5 + 2, "{calls}");
+}
+
+/// The human output of a 1,000-node apply that fails over through five sold
+/// out zones: one line per event, three ids and a count, each refusal as
+/// the cloud's code and its first sentence, and a table per fleet and
+/// placement at the end. `-v` names every id.
+#[test]
+fn a_thousand_node_apply_reads_in_a_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, plan, state) = us_east_1_sold_out(dir.path(), 1000);
+    let out = run(&["apply", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve"], 0);
+    let text = format!("{}\n---- stderr ----\n{}", stdout(&out), stderr(&out));
+    assert!(text.lines().all(|line| line.chars().count() < 200), "{text}");
+    insta::with_settings!({ filters => vec![(r"i-[0-9a-f]{17}", "i-[id]")] }, {
+        insta::assert_snapshot!(text);
+    });
+
+    let destroyed = run(&["destroy", &plan, "--sim-url", &server.url, "--state-dir", &state, "--auto-approve", "-v"], 0);
+    let ids = regex::Regex::new(r"i-[0-9a-f]{17}").unwrap();
+    assert_eq!(ids.find_iter(&stderr(&destroyed)).count(), 1000, "-v names every id deleted");
 }

@@ -58,6 +58,7 @@ mod bad_plans {
         gcp_provider,
         bad_multicloud,
         bad_labels,
+        bad_azure_labels,
         missing_startup,
         bad_names,
         bad_offerings,

@@ -4,7 +4,7 @@
 use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use gpufleet::catalog::Catalog;
-use gpufleet::model::{Cloud, Instance, Placement, Scope, Shortage, ShortageScope};
+use gpufleet::model::{Cloud, Instance, MAX_NODES_PER_CREATE, Placement, Scope, Shortage, ShortageScope};
 use gpufleet::plan::offerings::{allowed_offerings, preference_rank};
 use gpufleet::plan::{
     AwsConfig, DEFAULT_SHORTAGE_TTL, Disruption, Fleet, PlacementPolicy, Plan, Preference, Providers, Rebalance,
@@ -139,7 +139,7 @@ fn shortage(region: &str, instance_type: &str) -> Shortage {
 }
 
 fn render(changeset: &Changeset) -> String {
-    anstream::adapter::strip_str(&gpufleet::cli::render::changeset_text(changeset)).to_string()
+    anstream::adapter::strip_str(&gpufleet::cli::render::changeset_text(changeset, gpufleet::cli::render::Detail::Brief)).to_string()
 }
 
 #[test]
@@ -241,6 +241,18 @@ fn pack_asks_for_at_least_min_nodes_in_one_call() {
     f.min_nodes = 3;
     let changeset = plan(&plan_of(vec![f]), &[], &[], &catalog(), now());
     assert_eq!((changeset.actions[0].count, changeset.actions[0].min_count), (4, 3));
+}
+
+#[test]
+fn creates_past_one_calls_limit_are_split_keeping_the_minimum_up_front() {
+    let mut f = fleet("inference", "L4", 2500);
+    f.placement = PlacementPolicy::Pack;
+    f.min_nodes = 1500;
+    let changeset = plan(&plan_of(vec![f]), &[], &[], &catalog(), now());
+    let parts: Vec<(u32, u32)> = changeset.actions.iter().map(|a| (a.count, a.min_count)).collect();
+    assert_eq!(parts, [(1000, 1000), (1000, 500), (500, 1)]);
+    assert!(changeset.actions.iter().all(|a| a.placement == changeset.actions[0].placement));
+    assert!(changeset.actions.iter().all(|a| a.count <= MAX_NODES_PER_CREATE));
 }
 
 #[test]

@@ -254,7 +254,7 @@ async fn azure_provider_creates_lists_and_deletes_round_trip() {
     let second = azure.create(&request("training", "llm", "run-2", nc, 2)).await.unwrap();
     assert_eq!(second.len(), 2);
     assert!(second.iter().all(|i| !first.contains(i) && i.run == "run-2"));
-    let set = scale_set_name("training", "llm", "eastus", nc);
+    let set = scale_set_name("training", "llm", "eastus", nc, 1);
     assert!(second.iter().all(|i| i.id.starts_with(&format!("{set}_"))));
     azure.create(&request("other-plan", "llm", "run-3", nc, 1)).await.unwrap();
 
@@ -271,6 +271,31 @@ async fn azure_provider_creates_lists_and_deletes_round_trip() {
     expected.sort();
     assert_eq!(left.iter().map(|i| &i.id).collect::<Vec<_>>(), expected.iter().map(|i| &i.id).collect::<Vec<_>>());
     assert_eq!(azure.list_owned("other-plan").await.unwrap().len(), 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn azure_provider_spills_into_a_second_scale_set_past_a_thousand_vms() {
+    let sim = InProcessSim::start(None).await;
+    let azure = provider(&sim).await;
+    let nc = "Standard_NC24ads_A100_v4";
+    let first = azure.create(&request("training", "llm", "run-1", nc, 900)).await.unwrap();
+    let second = azure.create(&request("training", "llm", "run-2", nc, 1000)).await.unwrap();
+    assert_eq!((first.len(), second.len()), (900, 1000));
+
+    let in_set = |n: u32| {
+        let prefix = format!("{}_", scale_set_name("training", "llm", "eastus", nc, n));
+        move |i: &&gpufleet::model::Instance| i.id.starts_with(&prefix)
+    };
+    assert_eq!(second.iter().filter(in_set(1)).count(), 100, "the first set filled up to 1,000");
+    assert_eq!(second.iter().filter(in_set(2)).count(), 900, "the rest went to a second set");
+    let owned = azure.list_owned("training").await.unwrap();
+    assert_eq!(owned.len(), 1900);
+
+    // One delete spanning both sets empties what it names in each.
+    let doomed: Vec<_> = second.iter().filter(in_set(1)).chain(second.iter().filter(in_set(2)).take(5)).cloned().collect();
+    azure.delete(&doomed).await.unwrap();
+    assert_eq!(azure.list_owned("training").await.unwrap().len(), 1900 - 105);
     sim.stop().await;
 }
 

@@ -241,14 +241,14 @@ async fn gcp_provider_creates_lists_and_deletes_against_the_simulator() {
     assert!(provider.list_owned("other-plan").await.unwrap().is_empty());
 
     // Stock-out and quota, classified from the finished operations.
-    let capacity = provider.create(&request("run-3", "c1", "a3-highgpu-8g", 1, 1)).await.unwrap_err();
+    let capacity = provider.create(&request("run-3", "c1c1c1c1-0000-4000-8000-000000000001", "a3-highgpu-8g", 1, 1)).await.unwrap_err();
     assert_eq!((capacity.kind, capacity.code.as_str()), (ErrorKind::Capacity, "ZONE_RESOURCE_POOL_EXHAUSTED"));
-    let quota = provider.create(&request("run-3", "q1", "g2-standard-96", 1, 1)).await.unwrap_err();
+    let quota = provider.create(&request("run-3", "a1a1a1a1-0000-4000-8000-000000000002", "g2-standard-96", 1, 1)).await.unwrap_err();
     assert_eq!((&quota.kind, quota.code.as_str()), (&ErrorKind::Quota, "QUOTA_EXCEEDED"));
     assert!(quota.message.contains("NVIDIA_L4_GPUS"), "{quota}");
     let no_such_zone = CreateRequest {
         placement: Placement { zone: Some("us-central1-z".into()), ..first.placement.clone() },
-        ..request("run-3", "z1", "a3-highgpu-8g", 1, 1)
+        ..request("run-3", "b1b1b1b1-0000-4000-8000-000000000003", "a3-highgpu-8g", 1, 1)
     };
     assert_eq!(provider.create(&no_such_zone).await.unwrap_err().kind, ErrorKind::NotFound);
 
@@ -257,7 +257,7 @@ async fn gcp_provider_creates_lists_and_deletes_against_the_simulator() {
     provider.delete(&owned).await.unwrap();
     assert!(provider.list_owned("demo").await.unwrap().is_empty());
     // The capacity came back.
-    assert_eq!(provider.create(&request("run-4", "r4", "a3-highgpu-8g", 3, 3)).await.unwrap().len(), 3);
+    assert_eq!(provider.create(&request("run-4", "d4d4d4d4-0000-4000-8000-000000000004", "a3-highgpu-8g", 3, 3)).await.unwrap().len(), 3);
 
     let world = sim.stop().await;
     let dump = serde_json::to_value(&world).unwrap();

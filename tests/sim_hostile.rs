@@ -1,11 +1,12 @@
 //! The simulator against careless and hostile clients, over HTTP: an absurd
 //! count gets the cloud's own error at once and creates nothing, and a
 //! hundred clients sending valid and invalid requests at the same time leave
-//! it answering, with a world that adds up.
+//! a `gpufleet sim serve` process answering, with a world that adds up and
+//! its memory bounded.
 
 mod common;
 
-use common::InProcessSim;
+use common::{InProcessSim, SimServer};
 use serde_json::{Value, json};
 
 const SUB: &str = "00000000-0000-0000-0000-000000000001";
@@ -19,8 +20,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(sim: &InProcessSim) -> Client {
-        Client { http: reqwest::Client::new(), url: sim.url.clone() }
+    fn new(url: &str) -> Client {
+        Client { http: reqwest::Client::new(), url: url.to_string() }
     }
 
     /// An EC2 Query API call: status and the XML body.
@@ -116,7 +117,7 @@ fn population(world: &Value) -> [usize; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_absurd_counts_get_each_clouds_own_error_and_create_nothing() {
     let sim = InProcessSim::start(None).await;
-    let client = Client::new(&sim);
+    let client = Client::new(&sim.url);
 
     let (status, body) = client.run_instances(1, BILLION).await;
     assert_eq!(status, 400, "{body}");
@@ -144,16 +145,18 @@ async fn sim_absurd_counts_get_each_clouds_own_error_and_create_nothing() {
 }
 
 /// 100 clients, 20 requests each, valid and invalid ones of every cloud
-/// interleaved. Every request gets an answer (a 2xx for the valid ones, a
-/// 4xx for the others, never a dropped connection or a 5xx), the simulator
-/// still tells its time afterwards, and the world holds exactly what the
-/// successful creates reported.
+/// interleaved, against the `gpufleet sim serve` binary. Every request gets
+/// an answer (a 2xx for the valid ones, a 4xx for the others, never a
+/// dropped connection or a 5xx), the simulator still tells its time
+/// afterwards, the world holds exactly what the successful creates reported,
+/// and the server's peak memory stays under [`SOAK_PEAK_RSS_MIB`] (it peaks
+/// near 50 MiB: an absurd count that allocated first would blow through it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sim_soak_100_concurrent_clients_with_valid_and_invalid_requests() {
     const CLIENTS: usize = 100;
     const REQUESTS_EACH: usize = 20;
-    let sim = InProcessSim::start(None).await;
-    let client = Client::new(&sim);
+    let sim = SimServer::start(&[]);
+    let client = Client::new(&sim.url);
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|task| {
             let client = client.clone();
@@ -181,8 +184,11 @@ async fn sim_soak_100_concurrent_clients_with_valid_and_invalid_requests() {
     client.now().await;
     let world = client.world().await;
     assert_eq!(population(&world), created, "the world holds what the creates reported");
-    sim.stop().await;
+    let peak = sim.peak_rss_mib();
+    assert!(peak < SOAK_PEAK_RSS_MIB, "the simulator peaked at {peak} MiB");
 }
+
+const SOAK_PEAK_RSS_MIB: u64 = 256;
 
 /// One request of the mix, chosen by position; says whether it was valid and
 /// what status it got, and adds what it created to `created`.

@@ -610,7 +610,9 @@ pub(super) fn with_placement(script: &str, plan: &str, action: &Action) -> Strin
 type CreateAnswer = Option<Result<Vec<Instance>, ProviderError>>;
 
 /// Sends the prepared creates: concurrently across (cloud, region), in order
-/// within one. Answers come back in the order of `prepared`.
+/// within one. Answers come back in the order of `prepared`. A create at a
+/// placement that just refused for capacity or quota (the parts of a create
+/// split at the per-call limit) gets that refusal without a call.
 async fn call_creates(
     session: &Session<'_>,
     prepared: &[(usize, PreparedCreate)],
@@ -625,9 +627,20 @@ async fn call_creates(
         let provider = session.clouds.home(cloud).ok_or(ApplyError::NoProvider { cloud })?;
         calls.push(async move {
             let mut done = Vec::with_capacity(positions.len());
+            let mut refused: Vec<(&Placement, ProviderError)> = Vec::new();
             for position in positions {
-                let call = provider.create(&prepared[position].1.request);
-                done.push((position, session.stop.unless_requested(call).await));
+                let request = &prepared[position].1.request;
+                if let Some((_, error)) = refused.iter().find(|(at, _)| **at == request.placement) {
+                    done.push((position, Some(Err(error.clone()))));
+                    continue;
+                }
+                let answer = session.stop.unless_requested(provider.create(request)).await;
+                if let Some(Err(error)) = &answer
+                    && error.kind.is_shortage()
+                {
+                    refused.push((&request.placement, error.clone()));
+                }
+                done.push((position, answer));
             }
             done
         });

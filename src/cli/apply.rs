@@ -2,9 +2,10 @@
 
 use super::context::{Connected, load_plan, lock};
 use super::progress::{JsonLines, Progress};
-use super::render::{changeset_json, changeset_text, report_text};
+use super::render::{Detail, changeset_json, changeset_text, report_text};
 use super::{ApplyArgs, DestroyArgs, Exit, Failure, RebalanceArgs, RunArgs, failure, io_failure};
 use crate::apply::{self, ApplyReport, EventSink, Mode, SavedPlan, digest};
+use crate::model::printable;
 use crate::planner;
 use crate::rebalance::metrics::Metrics;
 use crate::rebalance::{self, Pace, Watch};
@@ -69,7 +70,8 @@ async fn watch_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
     let run = &args.run;
     let (plan, catalog) = load_plan(&args.plan, &run.target.plan_file)?;
     let connected = Connected::open(&plan, &run.target).await?;
-    let events: Box<dyn EventSink> = if run.json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
+    let detail = Detail::of(run.verbose);
+    let events: Box<dyn EventSink> = if run.json { Box::new(JsonLines) } else { Box::new(Progress::new(detail)) };
     let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
     let every: std::time::Duration = args.every.map_or(plan.rebalance.every, Into::into);
     if every.is_zero() {
@@ -85,7 +87,7 @@ async fn watch_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
     }
     let result = {
         let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
-        let mut report = |event: Watch<'_>| print_watch(&plan.name, event, run.json);
+        let mut report = |event: Watch<'_>| print_watch(&plan.name, event, run.json, detail);
         rebalance::watch(&session, pace, &metrics, &mut report).await
     };
     connected.close().await?;
@@ -116,7 +118,7 @@ async fn serve_metrics(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> Res
     Ok(())
 }
 
-fn print_watch(plan: &str, event: Watch<'_>, json: bool) {
+fn print_watch(plan: &str, event: Watch<'_>, json: bool, detail: Detail) {
     let line = match (event, json) {
         (Watch::Waiting { holder }, false) => {
             format!("waiting: {holder} leads the rebalancing of plan `{plan}`; taking over when it stops")
@@ -129,7 +131,7 @@ fn print_watch(plan: &str, event: Watch<'_>, json: bool) {
             serde_json::json!({ "event": "leading", "every_seconds": every.as_secs() }).to_string()
         }
         (Watch::Round { at, report }, false) => {
-            format!("round at {}:{}", at.format("%Y-%m-%d %H:%M:%S UTC"), report_text(report, "Rebalance"))
+            format!("round at {}:{}", at.format("%Y-%m-%d %H:%M:%S UTC"), report_text(report, "Rebalance", detail))
         }
         (Watch::Round { at, report }, true) => {
             serde_json::json!({ "event": "round", "at": at, "report": report }).to_string()
@@ -159,7 +161,8 @@ fn print_watch(plan: &str, event: Watch<'_>, json: bool) {
         }
         (Watch::LostLead, true) => serde_json::json!({ "event": "lost_lead" }).to_string(),
     };
-    anstream::println!("{line}");
+    // Errors quote databases and clouds: shown printable (JSON escapes its own).
+    anstream::println!("{}", printable(&line));
     let _ = std::io::stdout().flush();
 }
 
@@ -168,10 +171,15 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
     let auto_approve = run.auto_approve || matches!(mode, Mode::Rebalance);
     let (plan, catalog) = load_plan(plan_path, &run.target.plan_file)?;
     let connected = Connected::open(&plan, &run.target).await?;
-    let events: Box<dyn EventSink> = if json { Box::new(JsonLines) } else { Box::new(Progress::new()) };
+    let detail = Detail::of(run.verbose);
+    let progress = (!json).then(|| Progress::new(detail));
+    let events: &dyn EventSink = match &progress {
+        Some(progress) => progress,
+        None => &JsonLines,
+    };
     let stop = super::context::stop_on_signal_or_deadline(run.deadline.map(Into::into));
     let result = async {
-        let session = connected.session(&plan, &catalog, events.as_ref(), &stop);
+        let session = connected.session(&plan, &catalog, events, &stop);
         let lock = lock(&session, &verb.to_lowercase(), *run.target.lock_timeout).await?;
         let mut refreshed = apply::refresh(&session).await?;
         if !matches!(mode, Mode::Saved(_)) {
@@ -188,7 +196,7 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
                         serde_json::to_string_pretty(&changeset_json(&changeset)).expect("JSON values serialize")
                     );
                 } else {
-                    anstream::print!("{}", changeset_text(&changeset));
+                    anstream::print!("{}", changeset_text(&changeset, detail));
                 }
                 return Ok(Exit::Ok);
             }
@@ -201,14 +209,14 @@ async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_ru
                 return Ok(Exit::Ok);
             }
             if !json {
-                anstream::print!("{}", changeset_text(&changeset));
+                anstream::print!("{}", changeset_text(&changeset, detail));
             }
             if !auto_approve && !confirm(verb)? {
                 return Err(failure(format!("{verb} cancelled."), "answer `yes` to proceed, or pass --auto-approve"));
             }
         }
         let report = apply::apply(&session, lock, mode, refreshed).await?;
-        Ok(finish(&report, json, verb))
+        Ok(finish(&report, progress.as_ref(), verb, detail))
     }
     .await;
     connected.close().await?;
@@ -233,12 +241,20 @@ fn confirm(verb: &str) -> Result<bool, Failure> {
     Ok(answer.trim() == "yes")
 }
 
-fn finish(report: &ApplyReport, json: bool, verb: &str) -> Exit {
-    if json {
-        let summary = serde_json::json!({ "event": "summary", "partial": report.is_partial(), "report": report });
-        println!("{summary}");
-    } else {
-        anstream::print!("{}", report_text(report, verb));
+/// The run's report: for people (`progress` is theirs) with a table of what
+/// each fleet did where, or one JSON summary line.
+fn finish(report: &ApplyReport, progress: Option<&Progress>, verb: &str, detail: Detail) -> Exit {
+    match progress {
+        None => {
+            let summary = serde_json::json!({ "event": "summary", "partial": report.is_partial(), "report": report });
+            println!("{summary}");
+        }
+        Some(progress) => {
+            anstream::print!("{}", report_text(report, verb, detail));
+            if let Some(table) = progress.summary() {
+                anstream::print!("\n{table}");
+            }
+        }
     }
     if report.is_error() {
         Exit::Error

@@ -136,6 +136,9 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Name every instance id instead of a few and a count.
+    #[arg(short, long)]
+    pub verbose: bool,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -189,6 +192,10 @@ pub struct RunArgs {
     /// Print JSON lines, one event per step, and a final summary.
     #[arg(long)]
     pub json: bool,
+    /// Name every instance id and give the clouds' messages whole, instead
+    /// of a few ids and a count, and a message's first sentence.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Start no new cloud call after this long (`90s`, `30m`); calls in flight
     /// are abandoned (the next run reconciles them), and the run exits 1 as
     /// interrupted.

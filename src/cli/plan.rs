@@ -1,7 +1,7 @@
 //! `gpufleet plan PLAN`: refresh, compute the changeset, show it; optionally save it.
 
 use super::context::{Connected, load_plan, lock};
-use super::render::{changeset_json, changeset_text};
+use super::render::{Detail, changeset_json, changeset_text};
 use super::{Exit, Failure, PlanArgs, io_failure};
 use crate::apply::{self, NoEvents, SavedPlan, digest};
 
@@ -30,7 +30,7 @@ pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
                     refreshed.open_intents.len()
                 );
             }
-            anstream::print!("{}", changeset_text(&changeset));
+            anstream::print!("{}", changeset_text(&changeset, Detail::of(args.verbose)));
         }
         if let Some(out) = &args.out {
             let saved = SavedPlan {

@@ -10,25 +10,88 @@ use owo_colors::OwoColorize;
 use serde_json::{Value, json};
 use std::fmt::Write;
 
+/// How much of long id lists and cloud messages a person sees: `Brief`
+/// names a few ids and counts the rest, and keeps a cloud message's first
+/// sentence; `-v` asks for `Full`. `--json` and `state list` always have it all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Brief,
+    Full,
+}
+
+/// Ids named before "and N more".
+const IDS_NAMED: usize = 3;
+/// Characters of a cloud message kept in brief.
+const REASON_CHARS: usize = 80;
+
+impl Detail {
+    pub fn of(verbose: bool) -> Detail {
+        if verbose { Detail::Full } else { Detail::Brief }
+    }
+
+    /// "i-0a1, i-0b2, i-0c3 and 3,997 more".
+    pub fn ids(self, ids: &[String]) -> String {
+        if self == Detail::Full || ids.len() <= IDS_NAMED + 1 {
+            return ids.join(", ");
+        }
+        format!("{} and {} more", ids[..IDS_NAMED].join(", "), thousands(ids.len() - IDS_NAMED))
+    }
+
+    /// A cloud's message cut to its first sentence, and to a line's length.
+    pub fn reason(self, message: &str) -> String {
+        if self == Detail::Full {
+            return message.to_string();
+        }
+        let first = message.split_inclusive(". ").next().unwrap_or(message);
+        let first = first.lines().next().unwrap_or(first).trim_end();
+        if first.chars().count() <= REASON_CHARS {
+            return first.to_string();
+        }
+        let cut: String = first.chars().take(REASON_CHARS - 1).collect();
+        // At a word's end when there is one.
+        let cut = cut.rsplit_once(' ').map_or(cut.as_str(), |(words, _)| words);
+        format!("{}…", cut.trim_end())
+    }
+}
+
+/// 3998 → "3,998".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// Text that came from a plan, a state file or a cloud, with its control
+/// characters escaped so that it cannot drive the terminal.
+fn shown(text: impl std::fmt::Display) -> String {
+    printable(&text.to_string()).into_owned()
+}
+
 fn money(per_hour: f64) -> String {
     format!("${per_hour:.2}/h")
 }
 
 /// The human diff of a changeset.
-pub fn changeset_text(changeset: &Changeset) -> String {
+pub fn changeset_text(changeset: &Changeset, detail: Detail) -> String {
     let mut out = String::new();
     for s in &changeset.skipped {
         let _ = writeln!(
             out,
             "{}",
-            format!(
+            shown(format!(
                 "  ~ skipping {} for fleet {}: {} at {}, retry after {}",
                 s.offering,
                 s.fleet,
                 s.code,
                 s.since.format("%H:%M"),
                 s.retry_after.format("%H:%M")
-            )
+            ))
             .yellow()
         );
     }
@@ -39,7 +102,7 @@ pub fn changeset_text(changeset: &Changeset) -> String {
         let _ = writeln!(
             out,
             "  fleet {}: {}×{} per node, want {} (min {}), have {} → {}",
-            fleet.fleet.bold(),
+            shown(&fleet.fleet).bold(),
             fleet.gpus_per_node,
             fleet.gpu,
             fleet.want,
@@ -48,13 +111,13 @@ pub fn changeset_text(changeset: &Changeset) -> String {
             fleet.planned
         );
         for action in changeset.actions.iter().filter(|a| a.fleet == fleet.fleet) {
-            out.push_str(&action_line(action));
+            out.push_str(&action_line(action, detail));
         }
         if let Some(why) = &fleet.shortfall_reason {
             let _ = writeln!(
                 out,
                 "    {}",
-                format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want)).red()
+                shown(format!("! cannot place {} node(s): {why}", fleet.want - fleet.planned.min(fleet.want))).red()
             );
         }
     }
@@ -64,9 +127,9 @@ pub fn changeset_text(changeset: &Changeset) -> String {
     for action in orphans {
         if action.fleet != fleet {
             fleet = &action.fleet;
-            let _ = writeln!(out, "  fleet {}:", fleet.bold());
+            let _ = writeln!(out, "  fleet {}:", shown(fleet).bold());
         }
-        out.push_str(&action_line(action));
+        out.push_str(&action_line(action, detail));
     }
     out.push('\n');
     if changeset.is_empty() {
@@ -93,13 +156,13 @@ pub fn changeset_text(changeset: &Changeset) -> String {
     out
 }
 
-fn action_line(action: &Action) -> String {
+fn action_line(action: &Action, detail: Detail) -> String {
     let price = action.price_per_hour.map(|p| format!("{} each", money(p))).unwrap_or_else(|| "price unknown".into());
     match action.kind {
         ActionKind::Create => {
             let mut line = format!(
                 "    {}\n",
-                format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason).green()
+                shown(format!("+ {}  +{}  {price}  ({})", action.placement, action.count, action.reason)).green()
             );
             if !action.fallbacks.is_empty() {
                 line.push_str(&fallback_lines(action));
@@ -108,13 +171,13 @@ fn action_line(action: &Action) -> String {
         }
         ActionKind::Delete => format!(
             "    {}\n",
-            format!(
+            shown(format!(
                 "- {}  -{}  {price}  ({})  [{}]",
                 action.placement,
                 action.count,
                 action.reason,
-                action.instance_ids.join(", ")
-            )
+                detail.ids(&action.instance_ids)
+            ))
             .red()
         ),
     }
@@ -128,7 +191,7 @@ fn fallback_lines(action: &Action) -> String {
     for (n, placement) in action.fallbacks.iter().enumerate() {
         let item = if n == 0 { format!(" {placement}") } else { format!(" → {placement}") };
         if line.chars().count() + item.chars().count() > WIDTH {
-            let _ = writeln!(out, "{line}");
+            let _ = writeln!(out, "{}", shown(line));
             line = format!("          {}", item.trim_start());
         } else {
             line.push_str(&item);
@@ -182,11 +245,12 @@ pub fn changeset_json(changeset: &Changeset) -> Value {
 }
 
 /// The human summary at the end of apply or destroy.
-pub fn report_text(report: &ApplyReport, verb: &str) -> String {
+pub fn report_text(report: &ApplyReport, verb: &str, detail: Detail) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n{verb} finished: {} created, {} deleted.", report.created, report.deleted);
     for fleet in &report.fleets {
-        let line = format!("  fleet {}: {} of {} nodes (min {})", fleet.fleet, fleet.have, fleet.want, fleet.min_nodes);
+        let line =
+            shown(format!("  fleet {}: {} of {} nodes (min {})", fleet.fleet, fleet.have, fleet.want, fleet.min_nodes));
         match fleet.status {
             FleetStatus::Complete => {
                 let _ = writeln!(out, "{} {}", line, "complete".green());
@@ -201,18 +265,21 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
         // Refusals are worth knowing even when the fleet ended complete
         // (it failed over, or a rebalance move was refused and nothing moved).
         for refusal in &fleet.refused {
-            let _ = writeln!(out, "    tried {}: {}: {}", refusal.offering, refusal.code, refusal.message);
+            let _ = writeln!(out, "{}", shown(format!("    tried {}: {}: {}", refusal.offering, refusal.code, detail.reason(&refusal.message))));
         }
         if fleet.status != FleetStatus::Complete {
             let tried_now = |offering: &str| fleet.refused.iter().any(|r| r.offering == offering);
             for skip in fleet.skipped.iter().filter(|s| !tried_now(&s.offering)) {
                 let _ = writeln!(
                     out,
-                    "    skipped {}: {} at {}, retry after {}",
-                    skip.offering,
-                    skip.code,
-                    skip.since.format("%H:%M"),
-                    skip.retry_after.format("%H:%M")
+                    "{}",
+                    shown(format!(
+                        "    skipped {}: {} at {}, retry after {}",
+                        skip.offering,
+                        skip.code,
+                        skip.since.format("%H:%M"),
+                        skip.retry_after.format("%H:%M")
+                    ))
                 );
             }
         }
@@ -221,22 +288,25 @@ pub fn report_text(report: &ApplyReport, verb: &str) -> String {
         for used in &fleet.fallbacks_used {
             let _ = writeln!(
                 out,
-                "  fleet {}: {} refused; used fallback {} of the saved chain, {}",
-                fleet.fleet, used.planned, used.position, used.used
+                "{}",
+                shown(format!(
+                    "  fleet {}: {} refused; used fallback {} of the saved chain, {}",
+                    fleet.fleet, used.planned, used.position, used.used
+                ))
             );
         }
     }
     for kept in &report.drain_failures {
-        let _ = writeln!(out, "{} {kept}", "drain failed:".yellow());
+        let _ = writeln!(out, "{} {}", "drain failed:".yellow(), shown(kept));
     }
     for postponed in &report.postponed {
-        let _ = writeln!(out, "{} {postponed}", "postponed:".yellow());
+        let _ = writeln!(out, "{} {}", "postponed:".yellow(), shown(postponed));
     }
     for exhausted in &report.chains_exhausted {
-        let _ = writeln!(out, "{} {exhausted}", "error:".red());
+        let _ = writeln!(out, "{} {}", "error:".red(), shown(exhausted));
     }
     for error in &report.errors {
-        let _ = writeln!(out, "{} {error}", "error:".red());
+        let _ = writeln!(out, "{} {}", "error:".red(), shown(error));
     }
     if report.interrupted {
         let _ = writeln!(out, "{} stopped before the end; run the command again to finish", "interrupted:".red());
@@ -313,7 +383,7 @@ pub fn instance_table(rows: &[(String, Instance)]) -> String {
 /// Rows under a header, each column as wide as its widest cell. Cells come
 /// from state and history, which other writers may have filled: they are
 /// shown [`printable`].
-fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+pub(super) fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let rows: Vec<[String; N]> = rows.iter().map(|row| row.clone().map(|c| printable(&c).into_owned())).collect();
     let mut out = String::new();
     let mut widths = header.map(str::len);
@@ -331,4 +401,92 @@ fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
         let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::events::Attempted;
+    use crate::apply::{FleetResult, MoveTally};
+    use crate::model::{Cloud, Placement};
+    use crate::planner::{CostSummary, Reason};
+
+    const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J";
+
+    fn without_colors(text: &str) -> String {
+        let colors = regex::Regex::new("\u{1b}\\[[0-9;]*m").unwrap();
+        colors.replace_all(text, "").into_owned()
+    }
+
+    #[test]
+    fn brief_detail_names_three_ids_and_a_first_sentence() {
+        let ids: Vec<String> = (0..4000).map(|n| format!("i-{n:04}")).collect();
+        assert_eq!(Detail::Brief.ids(&ids), "i-0000, i-0001, i-0002 and 3,997 more");
+        assert_eq!(Detail::Brief.ids(&ids[..4]), "i-0000, i-0001, i-0002, i-0003");
+        assert_eq!(Detail::Full.ids(&ids).matches(", ").count(), 3999);
+        let paragraph = "We do not have sufficient p5.48xlarge capacity in us-east-1a. Our system will be working \
+                         on provisioning additional capacity.";
+        assert_eq!(Detail::Brief.reason(paragraph), "We do not have sufficient p5.48xlarge capacity in us-east-1a.");
+        assert_eq!(Detail::Full.reason(paragraph), paragraph);
+        let long = "x".repeat(500);
+        assert_eq!(Detail::Brief.reason(&long).chars().count(), REASON_CHARS);
+        let words = "word ".repeat(40);
+        assert!(Detail::Brief.reason(&words).ends_with("word…"), "{}", Detail::Brief.reason(&words));
+        assert_eq!((thousands(7), thousands(1000), thousands(1234567)), ("7".into(), "1,000".into(), "1,234,567".into()));
+    }
+
+    #[test]
+    fn ids_and_cloud_messages_cannot_drive_the_terminal() {
+        let placement = Placement {
+            cloud: Cloud::Aws,
+            region: "us-east-1".into(),
+            zone: Some("us-east-1a".into()),
+            instance_type: "p5.48xlarge".into(),
+        };
+        let delete = Action {
+            kind: ActionKind::Delete,
+            fleet: format!("gone{HOSTILE}"),
+            placement,
+            count: 1,
+            min_count: 0,
+            instance_ids: vec![format!("i-0{HOSTILE}")],
+            reason: Reason::DeleteBecauseNotInPlan,
+            price_per_hour: None,
+            fallbacks: Vec::new(),
+        };
+        let cost = CostSummary { before_per_hour: 0.0, after_per_hour: 0.0, has_unknown_prices: true };
+        let changeset =
+            Changeset { plan: "home".into(), actions: vec![delete], fleets: Vec::new(), skipped: Vec::new(), cost };
+        let report = ApplyReport {
+            run: "r".into(),
+            created: 0,
+            deleted: 0,
+            fleets: vec![FleetResult {
+                fleet: "llm".into(),
+                want: 1,
+                min_nodes: 1,
+                have: 0,
+                status: FleetStatus::Unfilled,
+                refused: vec![Attempted {
+                    offering: "aws us-east-1a p5.48xlarge".into(),
+                    code: format!("Code{HOSTILE}"),
+                    message: format!("message{HOSTILE}"),
+                }],
+                skipped: Vec::new(),
+                fallbacks_used: Vec::new(),
+            }],
+            moves: MoveTally::default(),
+            moved: Vec::new(),
+            errors: vec![format!("error{HOSTILE}")],
+            interrupted: false,
+            drain_failures: vec![format!("drain{HOSTILE}")],
+            chains_exhausted: Vec::new(),
+            postponed: Vec::new(),
+        };
+        for text in [changeset_text(&changeset, Detail::Full), report_text(&report, "Apply", Detail::Full)] {
+            let plain = without_colors(&text);
+            assert!(!plain.chars().any(|c| c.is_control() && c != '\n'), "{plain:?}");
+            assert!(plain.contains("\\u{1b}]0;owned\\u{7}"), "{plain}");
+        }
+    }
 }

@@ -87,7 +87,8 @@ pub async fn forget(args: &StateForgetArgs) -> Result<Exit, Failure> {
     backend.close().await;
     println!("Forgot {} instance(s) of plan `{}`:", forgotten.len(), args.plan);
     for instance in &forgotten {
-        println!("  {} {} {}", instance.cloud, instance.zone.as_deref().unwrap_or(&instance.region), instance.id);
+        let line = format!("  {} {} {}", instance.cloud, instance.zone.as_deref().unwrap_or(&instance.region), instance.id);
+        println!("{}", printable(&line));
     }
     println!("gpufleet no longer tracks them: if they still run, they keep costing until deleted in the cloud.");
     Ok(Exit::Ok)

@@ -96,6 +96,9 @@ impl FleetChecker<'_> {
         if usable_clouds.contains(&Cloud::Gcp) {
             check_gcp_labels(raw.labels.as_ref(), &context, problems)?;
         }
+        if usable_clouds.contains(&Cloud::Azure) {
+            check_azure_labels(raw.labels.as_ref(), &context, problems)?;
+        }
         Some(fleet)
     }
 
@@ -673,6 +676,21 @@ fn check_gcp_labels(labels: Option<&Located<Labels>>, context: &str, problems: &
             problems
                 .error(value.span.clone(), format!("label value `{}` of {context} is not a valid Google Cloud label value", value.value))
                 .help("the fleet may run on Google Cloud, whose label values are lowercase letters, digits, `_` and `-`, at most 63 characters");
+            all_good = false;
+        }
+    }
+    all_good.then_some(())
+}
+
+/// Azure tag names may not hold `/` (nor `< > % & \ ?`, which EC2's
+/// rules already keep out); values may.
+fn check_azure_labels(labels: Option<&Located<Labels>>, context: &str, problems: &mut Problems) -> Option<()> {
+    let mut all_good = true;
+    for (key, _) in labels.map(|l| l.value.as_slice()).unwrap_or_default() {
+        if key.value.contains('/') {
+            problems
+                .error(key.span.clone(), format!("label key `{}` of {context} is not a valid Azure tag name", key.value))
+                .help("the fleet may run on Azure, whose tag names may not contain `/`; use `.` or `-` instead");
             all_good = false;
         }
     }

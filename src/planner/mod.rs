@@ -14,6 +14,8 @@
 //!   fleet, else the most preferred; nodes elsewhere are deleted only once the
 //!   region is full (make-before-break).
 //! - Over count: the least preferred placement loses nodes first, newest first.
+//! - A create of more than [`MAX_NODES_PER_CREATE`] nodes at one placement is
+//!   split into creates of at most that many, one cloud call each.
 
 mod changeset;
 pub mod rebalance;
@@ -22,7 +24,7 @@ pub mod spread;
 pub use changeset::*;
 
 use crate::catalog::{Catalog, Offering};
-use crate::model::{Cloud, Instance, Placement, Shortage, ShortageScope};
+use crate::model::{Cloud, Instance, MAX_NODES_PER_CREATE, Placement, Shortage, ShortageScope};
 use crate::plan::offerings::{Exclusion, allowed_of, candidate_offerings};
 use crate::plan::{Fleet, PlacementPolicy, Plan};
 use chrono::{DateTime, Utc};
@@ -54,7 +56,7 @@ pub fn plan(
         for create in &mut outcome.creates {
             create.fallbacks = fallback_chain(fleet, &sorted, &active, catalog, &create.placement);
         }
-        creates.extend(outcome.creates);
+        creates.extend(outcome.creates.into_iter().flat_map(one_call_each));
         deletes.extend(outcome.deletes);
         skipped.extend(outcome.skipped);
         fleets.push(outcome.outlook);
@@ -121,6 +123,25 @@ fn fallback_chain(
             _ => return chain,
         }
     }
+}
+
+/// A create split into creates of at most [`MAX_NODES_PER_CREATE`] nodes.
+/// Its all-or-nothing minimum is asked of the first parts, in order, as a
+/// single call would have needed it.
+fn one_call_each(create: Action) -> Vec<Action> {
+    if create.count <= MAX_NODES_PER_CREATE {
+        return vec![create];
+    }
+    let mut parts = Vec::new();
+    let (mut left, mut min_left) = (create.count, create.min_count);
+    while left > 0 {
+        let count = left.min(MAX_NODES_PER_CREATE);
+        let min_count = min_left.clamp(1, count);
+        parts.push(Action { count, min_count, ..create.clone() });
+        left -= count;
+        min_left = min_left.saturating_sub(count);
+    }
+    parts
 }
 
 struct FleetPlan {

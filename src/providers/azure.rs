@@ -45,6 +45,11 @@ use std::time::Duration;
 /// Longest scale set name gpufleet makes: flexible orchestration names VMs
 /// `<scale set>_<8 hex digits>`, and VM names stop at 64 characters.
 pub const MAX_SCALE_SET_NAME: usize = 55;
+/// VMs a flexible scale set holds at most (its `sku.capacity` limit).
+pub const MAX_SCALE_SET_VMS: u32 = 1000;
+/// Scale sets one fleet fills at one placement before giving up: 100,000
+/// VMs, and a bound on the calls a misbehaving endpoint can lead it into.
+const MAX_SCALE_SETS_PER_PLACEMENT: u32 = 100;
 /// VMs per delete-instances call.
 const DELETE_BATCH: usize = 100;
 /// Scale sets whose VMs are listed at once.
@@ -371,6 +376,86 @@ impl AzureProvider {
         }
     }
 
+    /// Grow scale set `name` (made when it does not `exist`) by `count` VMs
+    /// beyond the ones `before`; returns the VMs it gained.
+    async fn grow(
+        &self,
+        request: &CreateRequest,
+        name: &str,
+        exists: bool,
+        before: &BTreeSet<String>,
+        count: u32,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let region = request.placement.region.as_str();
+        let invalid = |code: &str, message: String| ProviderError {
+            kind: ErrorKind::Invalid,
+            cloud: Cloud::Azure,
+            region: region.to_string(),
+            code: code.into(),
+            message,
+        };
+        let id = self.scale_set_id(name);
+        // Computed once: every retry asks for the same absolute capacity.
+        let target = before.len() as u64 + u64::from(count);
+        let tags = request.tags();
+        let headers = if exists {
+            let body = json!({
+                "sku": { "name": request.placement.instance_type, "capacity": target },
+                "tags": tags,
+            });
+            let model: models::VirtualMachineScaleSetUpdate =
+                serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
+            retrying(self.retry, Call::new(Cloud::Azure, region, "virtualMachineScaleSets.update"), || async {
+                let response = self
+                    .client
+                    .virtual_machine_scale_sets_client()
+                    .update(&self.resource_group, name, model.clone(), &self.subscription)
+                    .send()
+                    .await
+                    .map_err(|e| classify(region, e))?;
+                Ok(response.as_raw_response().headers().clone())
+            })
+            .await?
+        } else {
+            let subnet = self.vm.subnet.clone().unwrap_or_else(|| {
+                format!(
+                    "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{}",
+                    self.subscription,
+                    self.resource_group,
+                    SUBNET_CONVENTION.replace("{region}", region)
+                )
+            });
+            let body =
+                scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
+            let model: models::VirtualMachineScaleSet =
+                serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
+            let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
+            retrying(self.retry, call, || async {
+                let response = self
+                    .client
+                    .virtual_machine_scale_sets_client()
+                    .create_or_update(&self.resource_group, name, model.clone(), &self.subscription)
+                    .send()
+                    .await
+                    .map_err(|e| classify(region, e))?;
+                Ok(response.as_raw_response().headers().clone())
+            })
+            .await?
+        };
+        let outcome = self.follow(region, &headers).await;
+        let set_tags = serde_json::to_value(&tags).ok();
+        let after = self.list_vms(region, &id).await?;
+        let created: Vec<Instance> = after
+            .iter()
+            .filter(|vm| vm.resource.name.as_ref().is_some_and(|n| !before.contains(n)))
+            .filter_map(|vm| to_instance(vm, set_tags.as_ref(), &self.scope()))
+            .collect();
+        match outcome {
+            Err(e) if created.is_empty() => Err(e),
+            _ => Ok(created),
+        }
+    }
+
     async fn delete_instances(&self, region: &str, scale_set: &str, names: &[String]) -> Result<(), ProviderError> {
         let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.deleteInstances");
         let headers = retrying(self.retry, call, || async {
@@ -438,77 +523,50 @@ impl Provider for AzureProvider {
         if !self.regions.iter().any(|r| r == region) {
             return Err(invalid("RegionNotConfigured", format!("region {region} is not in [providers.azure] regions")));
         }
-        let name = scale_set_name(&request.plan, &request.fleet, region, &request.placement.instance_type);
-        let id = self.scale_set_id(&name);
-        let existing = self.get_scale_set(region, &name).await?;
-        let before: BTreeSet<String> = match existing {
-            Some(_) => self.list_vms(region, &id).await?.into_iter().filter_map(|vm| vm.resource.name).collect(),
-            None => BTreeSet::new(),
-        };
-        // Computed once: every retry asks for the same absolute capacity.
-        let target = before.len() as u64 + u64::from(request.count);
-        let tags = request.tags();
-        let headers = match existing {
-            None => {
-                let subnet = self.vm.subnet.clone().unwrap_or_else(|| {
-                    format!(
-                        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/{}",
-                        self.subscription,
-                        self.resource_group,
-                        SUBNET_CONVENTION.replace("{region}", region)
-                    )
-                });
-                let body =
-                    scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
-                let model: models::VirtualMachineScaleSet =
-                    serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-                let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
-                retrying(self.retry, call, || async {
-                    let response = self
-                        .client
-                        .virtual_machine_scale_sets_client()
-                        .create_or_update(&self.resource_group, &name, model.clone(), &self.subscription)
-                        .send()
-                        .await
-                        .map_err(|e| classify(region, e))?;
-                    Ok(response.as_raw_response().headers().clone())
-                })
-                .await?
+        // A flexible scale set holds at most MAX_SCALE_SET_VMS: the fleet
+        // fills its scale sets at this placement in order, making the next
+        // one when all are full.
+        let mut created = Vec::new();
+        let mut wanted = request.count;
+        for n in 1..=MAX_SCALE_SETS_PER_PLACEMENT {
+            let name = scale_set_name(&request.plan, &request.fleet, region, &request.placement.instance_type, n);
+            let existing = self.get_scale_set(region, &name).await?;
+            let before: BTreeSet<String> = match existing {
+                Some(_) => self
+                    .list_vms(region, &self.scale_set_id(&name))
+                    .await?
+                    .into_iter()
+                    .filter_map(|vm| vm.resource.name)
+                    .collect(),
+                None => BTreeSet::new(),
+            };
+            let room = MAX_SCALE_SET_VMS.saturating_sub(u32::try_from(before.len()).unwrap_or(u32::MAX));
+            if room == 0 {
+                continue;
             }
-            Some(_) => {
-                let body = json!({
-                    "sku": { "name": request.placement.instance_type, "capacity": target },
-                    "tags": tags,
-                });
-                let model: models::VirtualMachineScaleSetUpdate =
-                    serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-                retrying(self.retry, Call::new(Cloud::Azure, region, "virtualMachineScaleSets.update"), || async {
-                    let response = self
-                        .client
-                        .virtual_machine_scale_sets_client()
-                        .update(&self.resource_group, &name, model.clone(), &self.subscription)
-                        .send()
-                        .await
-                        .map_err(|e| classify(region, e))?;
-                    Ok(response.as_raw_response().headers().clone())
-                })
-                .await?
+            let asked = wanted.min(room);
+            let grown = self.grow(request, &name, existing.is_some(), &before, asked).await;
+            let got = match grown {
+                Ok(vms) => vms,
+                Err(e) if created.is_empty() => return Err(e),
+                // A partial fill is reported as the VMs that exist, not as an error.
+                Err(_) => break,
+            };
+            wanted -= u32::try_from(got.len()).unwrap_or(asked).min(asked);
+            let short = got.len() < asked as usize;
+            created.extend(got);
+            if wanted == 0 || short {
+                break;
             }
-        };
-        let outcome = self.follow(region, &headers).await;
-        let set_tags = serde_json::to_value(&tags).ok();
-        let after = self.list_vms(region, &id).await?;
-        let mut created: Vec<Instance> = after
-            .iter()
-            .filter(|vm| vm.resource.name.as_ref().is_some_and(|n| !before.contains(n)))
-            .filter_map(|vm| to_instance(vm, set_tags.as_ref(), &self.scope()))
-            .collect();
-        created.sort();
-        // A partial fill is reported as the VMs that exist, not as an error.
-        match outcome {
-            Err(e) if created.is_empty() => Err(e),
-            _ => Ok(created),
         }
+        if created.is_empty() && wanted > 0 {
+            let message = format!(
+                "the fleet's {MAX_SCALE_SETS_PER_PLACEMENT} scale sets of {MAX_SCALE_SET_VMS} VMs here are all full"
+            );
+            return Err(ProviderError { kind: ErrorKind::Capacity, ..invalid("ScaleSetsFull", message) });
+        }
+        created.sort();
+        Ok(created)
     }
 
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError> {
@@ -572,12 +630,15 @@ fn family_headroom(usages: &[models::Usage], family: &str, vcpus_per_vm: u32) ->
     Some(u32::try_from(free / i64::from(vcpus_per_vm.max(1))).unwrap_or(u32::MAX))
 }
 
-/// `gf-<plan>-<fleet>-<region>-<size without Standard_>`, lowercase, in the
-/// characters ARM allows; names longer than [`MAX_SCALE_SET_NAME`] keep a
-/// prefix and a hash of the whole, so they stay distinct and deterministic.
-pub fn scale_set_name(plan: &str, fleet: &str, region: &str, instance_type: &str) -> String {
+/// `gf-<plan>-<fleet>-<region>-<size without Standard_>` for a fleet's
+/// first scale set at a placement, with `-<n>` after it for the `n`th
+/// (a scale set holds [`MAX_SCALE_SET_VMS`]); lowercase, in the characters
+/// ARM allows. Names longer than [`MAX_SCALE_SET_NAME`] keep a prefix and a
+/// hash of the whole, so they stay distinct and deterministic.
+pub fn scale_set_name(plan: &str, fleet: &str, region: &str, instance_type: &str, n: u32) -> String {
     let size = instance_type.strip_prefix("Standard_").unwrap_or(instance_type);
-    let full: String = format!("gf-{plan}-{fleet}-{region}-{size}")
+    let numbered = if n > 1 { format!("-{n}") } else { String::new() };
+    let full: String = format!("gf-{plan}-{fleet}-{region}-{size}{numbered}")
         .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
@@ -924,17 +985,21 @@ mod tests {
 
     #[test]
     fn scale_set_names_are_deterministic_valid_and_short() {
-        let name = scale_set_name("training", "llm", "eastus", "Standard_ND96isr_H100_v5");
+        let name = scale_set_name("training", "llm", "eastus", "Standard_ND96isr_H100_v5", 1);
         assert_eq!(name, "gf-training-llm-eastus-nd96isr-h100-v5");
-        let long = scale_set_name(&"p".repeat(80), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4");
-        let other = scale_set_name(&"p".repeat(81), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4");
+        let long = scale_set_name(&"p".repeat(80), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4", 1);
+        let other = scale_set_name(&"p".repeat(81), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4", 1);
         for n in [&name, &long, &other] {
             assert!(n.len() <= MAX_SCALE_SET_NAME, "{n}");
             assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
             assert!(!n.ends_with('-'), "{n}");
         }
         assert_ne!(long, other);
-        assert_eq!(long, scale_set_name(&"p".repeat(80), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4"));
+        assert_eq!(long, scale_set_name(&"p".repeat(80), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4", 1));
+        let second = scale_set_name("training", "llm", "eastus", "Standard_ND96isr_H100_v5", 2);
+        assert_eq!(second, "gf-training-llm-eastus-nd96isr-h100-v5-2");
+        let long_second = scale_set_name(&"p".repeat(80), "Fleet.One", "swedencentral", "Standard_NC24ads_A100_v4", 2);
+        assert!(long_second.len() <= MAX_SCALE_SET_NAME && long_second != long, "{long_second}");
     }
 
     #[test]

@@ -84,6 +84,13 @@ pub fn handle(world: &mut World, region: &str, body: &[u8]) -> Ec2Response {
                 world.record_call(Cloud::Aws, &action);
                 match world.inject_fault(Cloud::Aws, region, &action) {
                     Some(fault) => Err(fault_error(fault)),
+                    // The caller may do everything (the simulator has no IAM):
+                    // a dry run says so, and does nothing.
+                    None if params.get("DryRun") == Some("true") => Err(ApiError {
+                        status: StatusCode::PRECONDITION_FAILED,
+                        code: "DryRunOperation",
+                        message: "Request would have succeeded, but DryRun flag is set.".into(),
+                    }),
                     None => dispatch(world, region, &action, &params, &request_id),
                 }
             }
@@ -314,6 +321,9 @@ fn api_error(error: WorldError) -> ApiError {
             "Unsupported",
             format!("Your requested instance type ({instance_type}) is not supported in {place}."),
         ),
+        WorldError::UnknownInstanceType(instance_type) => {
+            ApiError::invalid_value(format!("Invalid value '{instance_type}' for InstanceType."))
+        }
         WorldError::UnknownZone { zone, .. } => ApiError::invalid_value(format!("Invalid availability zone: [{zone}]")),
         WorldError::InvalidCount { min_count, max_count } => ApiError::invalid_value(format!(
             "MinCount ({min_count}) and MaxCount ({max_count}) must be between 1 and {MAX_LAUNCH_COUNT}, and MinCount cannot exceed MaxCount."
@@ -657,7 +667,12 @@ mod tests {
             (
                 "Action=RunInstances&ImageId=a&InstanceType=p9.nope&MinCount=1&MaxCount=1",
                 StatusCode::BAD_REQUEST,
-                "Unsupported",
+                "InvalidParameterValue",
+            ),
+            (
+                "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&DryRun=true",
+                StatusCode::PRECONDITION_FAILED,
+                "DryRunOperation",
             ),
             (
                 "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=1&MaxCount=1&UserData=%%%",

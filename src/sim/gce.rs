@@ -129,7 +129,7 @@ fn route(
         }
         (&Method::DELETE, ["projects", project, "zones", zone, "instances", name]) => {
             admit(world, "instances.delete")?;
-            let request_id = query.get("requestId").cloned();
+            let request_id = request_id(query)?;
             let now = world.now;
             world
                 .gce_delete(project, zone, name, request_id)
@@ -255,7 +255,7 @@ fn insert(
             count: 1,
             min_count: 1,
             spec,
-            request_id: query.get("requestId").cloned(),
+            request_id: request_id(query)?,
             operation_type: "insert",
         },
     )
@@ -295,7 +295,7 @@ fn bulk_insert(
             count: count_u32(count, "count")?,
             min_count: count_u32(min_count, "minCount")?,
             spec,
-            request_id: query.get("requestId").cloned(),
+            request_id: request_id(query)?,
             operation_type: "bulkInsert",
         },
     )
@@ -305,6 +305,18 @@ fn create(world: &mut World, request: CreateInstances) -> Result<(Value, bool), 
     let now = world.now;
     let operation = world.gce_create(request)?;
     Ok((operation_json(operation, now), true))
+}
+
+/// The `requestId` query parameter, which Compute Engine takes only as a
+/// UUID, and not the zero one.
+fn request_id(query: &BTreeMap<String, String>) -> Result<Option<String>, HttpError> {
+    let Some(id) = query.get("requestId") else { return Ok(None) };
+    match uuid::Uuid::try_parse(id) {
+        Ok(parsed) if !parsed.is_nil() => Ok(Some(id.clone())),
+        _ => Err(HttpError::invalid(format!(
+            "Invalid value for field 'requestId': '{id}'. The request ID must be a valid UUID with the exception that zero UUID is not supported (00000000-0000-0000-0000-000000000000)."
+        ))),
+    }
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, HttpError> {
@@ -627,11 +639,24 @@ mod tests {
     }
 
     const BULK: &str = "projects/p/zones/us-central1-a/instances/bulkInsert";
+    const REQUEST_ID: &str = "requestId=4a7e1e4e-0000-4000-8000-000000000001";
+
+    #[test]
+    fn sim_gce_request_ids_are_uuids_as_compute_engine_wants() {
+        let mut world = world(SCENARIO);
+        for bad in ["requestId=r1", "requestId=00000000-0000-0000-0000-000000000000"] {
+            let refused = call(&mut world, Method::POST, BULK, bad, bulk("a3-highgpu-8g", 1, 1));
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+            let message = refused.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("The request ID must be a valid UUID"), "{message}");
+        }
+        assert_eq!(world.gce.instances().count(), 0);
+    }
 
     #[test]
     fn sim_gce_bulk_insert_fills_partially_then_reports_the_stock_out_inside_the_operation() {
         let mut world = world(SCENARIO);
-        let first = call(&mut world, Method::POST, BULK, "requestId=r1", bulk("a3-highgpu-8g", 5, 2));
+        let first = call(&mut world, Method::POST, BULK, REQUEST_ID, bulk("a3-highgpu-8g", 5, 2));
         assert_eq!(first.status, StatusCode::OK, "{}", first.body);
         assert_eq!(first.body["status"], "RUNNING");
         assert!(first.body["id"].is_string());
@@ -653,7 +678,7 @@ mod tests {
         assert_eq!(names, ["gf-train-0001", "gf-train-0002", "gf-train-0003"]);
 
         // The same requestId replays the operation and creates nothing.
-        let replay = call(&mut world, Method::POST, BULK, "requestId=r1", bulk("a3-highgpu-8g", 5, 2));
+        let replay = call(&mut world, Method::POST, BULK, REQUEST_ID, bulk("a3-highgpu-8g", 5, 2));
         assert_eq!(replay.body["name"], name.as_str());
         assert_eq!(world.gce.instances().count(), 3);
 

@@ -338,6 +338,24 @@ fn check_capacity(capacity: u32) -> Result<(), ArmFault> {
     )))
 }
 
+/// Refuses tag names with the characters ARM reserves, as ARM does.
+fn check_tags(tags: &Tags) -> Result<(), ArmFault> {
+    let reserved = |name: &&String| name.chars().any(|c| "<>%&\\?/".contains(c) || c.is_control());
+    let bad: Vec<&String> = tags.keys().filter(reserved).collect();
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = bad.iter().map(|name| name.as_str()).collect();
+    Err(ArmFault::new(
+        400,
+        "InvalidTagNameCharacters",
+        format!(
+            "The tag names '{}' have reserved characters '<,>,%,&,\\,?,/' or control characters.",
+            names.join(",")
+        ),
+    ))
+}
+
 /// The outcome of a change: the scale set after it, whether it was created,
 /// and the operation that reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,6 +380,7 @@ pub fn create_or_update(world: &mut World, at: &ScaleSetRef, spec: ScaleSetSpec)
     }
     check_sku(world, &spec.location, &spec.sku_name)?;
     check_capacity(spec.capacity)?;
+    check_tags(&spec.tags)?;
     if spec.capacity > 0 && spec.vm_profile.is_none() {
         return Err(ArmFault::invalid(
             "A scale set with Flexible orchestration needs properties.virtualMachineProfile to hold virtual machines (sku.capacity > 0).",
@@ -417,6 +436,7 @@ pub fn create_or_update(world: &mut World, at: &ScaleSetRef, spec: ScaleSetSpec)
 pub fn update(world: &mut World, at: &ScaleSetRef, patch: ScaleSetPatch) -> Result<Change, ArmFault> {
     let set = world.arm.scale_set(at)?;
     patch.capacity.map(check_capacity).transpose()?;
+    patch.tags.as_ref().map(check_tags).transpose()?;
     let (location, size) = (set.location.clone(), patch.sku_name.clone().unwrap_or_else(|| set.sku_name.clone()));
     let have = u32::try_from(world.arm.vms_of(&set.id).count()).unwrap_or(u32::MAX);
     let extra = patch.capacity.unwrap_or(set.capacity).saturating_sub(have);
@@ -556,6 +576,11 @@ pub fn poll(world: &mut World, subscription: &str, name: &str) -> Option<(Operat
 fn check_sku(world: &World, location: &str, sku_name: &str) -> Result<(), ArmFault> {
     if world.offers(Cloud::Azure, location, sku_name) {
         return Ok(());
+    }
+    if !world.sells(Cloud::Azure, sku_name) {
+        return Err(ArmFault::invalid(format!(
+            "The value {sku_name} provided for the VM size is not valid. The valid sizes in the current region are listed by the resource SKUs API."
+        )));
     }
     Err(ArmFault::new(
         409,
@@ -760,6 +785,20 @@ mod tests {
         assert_eq!((err.status, err.code.as_str()), (400, "InvalidParameter"), "{err:?}");
         assert_eq!(get(&world, &at("a")).unwrap().capacity, MAX_CAPACITY);
         assert_eq!(vms(&world, "sub", "rg", None).len(), MAX_CAPACITY as usize);
+    }
+
+    #[test]
+    fn sim_arm_tag_names_with_reserved_characters_are_refused_as_arm_does() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let mut bad = spec("Standard_ND96isr_H100_v5", 1);
+        bad.tags.insert("team/owner".into(), "a/b".into());
+        let err = create_or_update(&mut world, &at("a"), bad).unwrap_err();
+        assert_eq!((err.status, err.code.as_str()), (400, "InvalidTagNameCharacters"), "{err:?}");
+        assert!(err.message.contains("'team/owner'"), "{}", err.message);
+        create_or_update(&mut world, &at("a"), spec("Standard_ND96isr_H100_v5", 1)).unwrap();
+        let tags = Tags::from([("cost?".to_string(), "x".to_string())]);
+        let err = update(&mut world, &at("a"), ScaleSetPatch { tags: Some(tags), ..Default::default() }).unwrap_err();
+        assert_eq!(err.code, "InvalidTagNameCharacters");
     }
 
     /// A world file is hand-editable, vCPUs per size included: usage adds up

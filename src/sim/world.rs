@@ -219,6 +219,8 @@ pub enum WorldError {
     InsufficientCapacity { instance_type: String, zone: String, requested_zone: bool, available: u32, min_count: u32 },
     #[error("{instance_type} is not offered in {place}")]
     Unsupported { instance_type: String, place: String },
+    #[error("{0} is not an instance type")]
+    UnknownInstanceType(String),
     #[error("zone {zone} is not a zone of region {region}")]
     UnknownZone { zone: String, region: String },
     #[error(
@@ -745,6 +747,11 @@ impl World {
         self.pools.iter().any(|p| p.cloud == cloud && p.region == region && p.instance_type == instance_type)
     }
 
+    /// Whether the cloud sells the instance type anywhere.
+    pub(super) fn sells(&self, cloud: Cloud, instance_type: &str) -> bool {
+        self.pools.iter().any(|p| p.cloud == cloud && p.instance_type == instance_type)
+    }
+
     /// Whether the world knows a region (of any cloud).
     pub(super) fn knows_region(&self, region: &str) -> bool {
         self.zones.contains_key(region)
@@ -778,9 +785,15 @@ impl World {
             .rev()
             .max_by_key(|(_, p)| p.available.map_or(u64::MAX, u64::from))
             .map(|(index, _)| index)
-            .ok_or_else(|| WorldError::Unsupported {
-                instance_type: request.instance_type.clone(),
-                place: request.zone.clone().unwrap_or_else(|| request.region.clone()),
+            .ok_or_else(|| {
+                // A type sold nowhere is no type at all, not one to look for elsewhere.
+                if !self.sells(Cloud::Aws, &request.instance_type) {
+                    return WorldError::UnknownInstanceType(request.instance_type.clone());
+                }
+                WorldError::Unsupported {
+                    instance_type: request.instance_type.clone(),
+                    place: request.zone.clone().unwrap_or_else(|| request.region.clone()),
+                }
             })
     }
 
@@ -1071,10 +1084,10 @@ mod tests {
     }
 
     #[test]
-    fn sim_type_not_offered_is_unsupported() {
+    fn sim_type_not_offered_is_unsupported_and_a_type_sold_nowhere_is_unknown() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         let err = world.launch(request("p9.nope", 1, 1)).unwrap_err();
-        assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");
+        assert_eq!(err, WorldError::UnknownInstanceType("p9.nope".into()));
         let err =
             world.launch(LaunchRequest { region: "eu-west-9".into(), ..request("p5.48xlarge", 1, 1) }).unwrap_err();
         assert!(matches!(err, WorldError::Unsupported { .. }), "{err:?}");

@@ -139,6 +139,12 @@ def test_allocation_failed_and_sku_not_available(start_sim, tmp_path):
     assert refused.value.status_code == 409
     assert refused.value.error.code == "SkuNotAvailable"
 
+    with pytest.raises(HttpResponseError) as unknown:
+        sets.begin_create_or_update(GROUP, "gf-nosuch", scale_set("Standard_ND96isr_X999_v9", 1), **CALL)
+    assert unknown.value.status_code == 400
+    assert unknown.value.error.code == "InvalidParameter"
+    assert "Standard_ND96isr_X999_v9" in unknown.value.error.message
+
     with pytest.raises(HttpResponseError) as missing:
         sets.get(GROUP, "gf-nope", **CALL)
     assert missing.value.status_code == 404

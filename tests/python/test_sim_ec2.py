@@ -146,6 +146,31 @@ def test_type_not_offered_in_region_is_unsupported(start_sim, region):
     assert region in refused.value.response["Error"]["Message"]
 
 
+def test_a_type_sold_nowhere_is_an_invalid_parameter_not_a_shortage(start_sim):
+    ec2 = ec2_of(start_sim())
+    with pytest.raises(ClientError) as refused:
+        ec2.run_instances(ImageId="ami-12345678", InstanceType="p9.imaginary", MinCount=1, MaxCount=1)
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert refused.value.response["Error"]["Message"] == "Invalid value 'p9.imaginary' for InstanceType."
+
+
+def test_dry_run_says_it_would_succeed_and_does_nothing(start_sim):
+    sim = start_sim()
+    ec2 = ec2_of(sim)
+    with pytest.raises(ClientError) as dry:
+        launch(ec2, 2, DryRun=True)
+    assert dry.value.response["Error"]["Code"] == "DryRunOperation"
+    assert dry.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert ec2.describe_instances()["Reservations"] == []
+
+    launched = launch(ec2, 1)["Instances"][0]["InstanceId"]
+    with pytest.raises(ClientError) as dry:
+        ec2.terminate_instances(InstanceIds=[launched], DryRun=True)
+    assert dry.value.response["Error"]["Code"] == "DryRunOperation"
+    state = ec2.describe_instances(InstanceIds=[launched])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
+
+
 def test_idempotent_client_token(start_sim):
     sim = start_sim()
     ec2 = ec2_of(sim)

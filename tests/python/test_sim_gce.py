@@ -11,7 +11,7 @@ Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest te
 
 import pytest
 from google.api_core.client_options import ClientOptions
-from google.api_core.exceptions import NotFound
+from google.api_core.exceptions import BadRequest, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
@@ -151,3 +151,18 @@ def test_bulk_insert_min_count_capacity_error_and_quota(gce):
     h100 = [q for q in region.quotas if q.metric == "NVIDIA_H100_GPUS"]
     assert [(q.limit, q.usage) for q in h100] == [(64.0, 32.0)]
     assert len(region.zones) == 4
+
+
+@pytest.mark.parametrize("request_id", ["r1", "00000000-0000-0000-0000-000000000000"])
+def test_request_id_must_be_a_uuid_and_not_the_zero_one(gce, request_id):
+    sim, instances, _, _ = gce
+    resource = compute_v1.BulkInsertInstanceResource(
+        count=1, min_count=1, name_pattern="bad-####", instance_properties=properties({"team": "ml"})
+    )
+    request = compute_v1.BulkInsertInstanceRequest(
+        project=PROJECT, zone=ZONE, bulk_insert_instance_resource_resource=resource, request_id=request_id
+    )
+    with pytest.raises(BadRequest) as refused:
+        instances.bulk_insert(request=request)
+    assert "The request ID must be a valid UUID" in refused.value.message
+    assert list(instances.list(project=PROJECT, zone=ZONE)) == []
