@@ -560,3 +560,49 @@ fn list(xml: &mut XmlWriter, name: &str, values: &[&str]) {
     }
     xml.close(name);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::ec2::{DEFAULT_REGION, handle as ec2};
+    use crate::catalog::Catalog;
+    use crate::sim::world::World;
+
+    fn call(world: &mut World, body: &str) -> String {
+        ec2(world, DEFAULT_REGION, body.as_bytes()).body
+    }
+
+    fn code(body: &str) -> &str {
+        body.split("<Code>").nth(1).and_then(|rest| rest.split("</Code>").next()).unwrap_or("")
+    }
+
+    #[test]
+    fn sim_reads_page_by_offset_and_refuse_what_ec2_refuses() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        call(&mut world, "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=7&MaxCount=7");
+        let first = call(&mut world, "Action=DescribeVolumes&MaxResults=5");
+        assert_eq!(first.matches("<volumeId>").count(), 10, "5 volumes, each named twice: {first}");
+        assert!(first.contains("<nextToken>sim-offset-5</nextToken>"));
+        let rest = call(&mut world, "Action=DescribeVolumes&MaxResults=5&NextToken=sim-offset-5");
+        assert_eq!(rest.matches("<attachmentSet>").count(), 2);
+        assert!(!rest.contains("<nextToken>"));
+        let cases = [
+            ("Action=DescribeVolumes&NextToken=sim-offset-99", "InvalidPaginationToken"),
+            ("Action=DescribeVolumes&MaxResults=4", "InvalidParameterValue"),
+            ("Action=DescribeVolumes&MaxResults=5&VolumeId.1=vol-00000000000000001", "InvalidParameterCombination"),
+            ("Action=DescribeVolumes&VolumeId.1=vol-0zzzz", "InvalidVolume.NotFound"),
+            ("Action=DescribeTags&Filter.1.Name=key", "InvalidParameterValue"),
+            ("Action=DescribeInstanceTypes&MaxResults=101", "InvalidParameterValue"),
+            ("Action=DescribeInstanceAttribute&Attribute=userData", "MissingParameter"),
+            ("Action=DescribeInstanceAttribute&InstanceId=i-0123456789abcdef0", "MissingParameter"),
+            ("Action=DescribeVpcs&VpcId.1=vpc-1", "InvalidVpcID.NotFound"),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(code(&call(&mut world, body)), expected, "{body}");
+        }
+        // Served pages of at most 500 volumes, whatever is asked.
+        call(&mut world, "Action=RunInstances&ImageId=a&InstanceType=p5.48xlarge&MinCount=600&MaxCount=600");
+        let big = call(&mut world, "Action=DescribeVolumes&MaxResults=1000");
+        assert_eq!(big.matches("<attachmentSet>").count(), 500);
+        assert_eq!(world.counters()["aws"]["DescribeVolumes"], 7);
+    }
+}
