@@ -235,20 +235,24 @@ fn measured(sim: &Sim, args: &[&str]) -> Cost {
     let code = libc::WEXITSTATUS(status);
     assert!(code == 0 || code == 2, "gpufleet {args:?} exited {code}");
     let seconds = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    let after = sim.counters();
-    let calls = after
-        .into_iter()
-        .filter_map(|(call, n)| {
-            let delta = n - before.get(&call).copied().unwrap_or(0);
-            (delta > 0).then_some((call, delta))
-        })
-        .collect();
+    let calls = calls_since(&before, sim.counters());
     Cost {
         wall,
         cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
         calls,
     }
+}
+
+/// The calls counted between two readings of the simulator's counters.
+fn calls_since(before: &BTreeMap<String, u64>, after: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .into_iter()
+        .filter_map(|(call, n)| {
+            let delta = n - before.get(&call).copied().unwrap_or(0);
+            (delta > 0).then_some((call, delta))
+        })
+        .collect()
 }
 
 /// The fewest sequential round trips a refresh needs: EC2 pages per region
@@ -280,38 +284,72 @@ fn page_floor(world: &Value, plan: &str) -> (usize, usize) {
     (pages, slowest)
 }
 
-/// The per-resource baseline: [`BASELINE_CALLS_PER_INSTANCE`] EC2 round
-/// trips per instance (DescribeInstances by id standing in for each of the
-/// six call kinds, which cost one round trip each), at most
-/// [`BASELINE_PARALLELISM`] in flight, over `instances` instances.
-fn baseline(sim: &Sim, ids: &[String], instances: usize) -> Duration {
-    let url = sim.url.clone();
-    let calls: Vec<String> = (0..instances * BASELINE_CALLS_PER_INSTANCE)
-        .map(|n| format!("Action=DescribeInstances&Version=2016-11-15&InstanceId.1={}", ids[n % ids.len()]))
-        .collect();
+/// An EC2 instance of the seeded world, as the baseline refreshes it.
+struct Ec2Instance {
+    id: String,
+    region: String,
+}
+
+/// The per-resource baseline: for each EC2 instance, the reads the most used
+/// IaC tool's AWS provider makes to refresh one `aws_instance`, one after
+/// the other, through aws-sdk-ec2 (so every call is a real EC2 call the
+/// simulator answers): DescribeInstances by id, DescribeInstanceTypes of its
+/// type, DescribeInstanceAttribute for instanceInitiatedShutdownBehavior,
+/// disableApiStop, disableApiTermination and userData, DescribeTags by
+/// resource-id, DescribeVolumes by attachment.instance-id and DescribeVpcs
+/// by vpc-id. At most [`BASELINE_PARALLELISM`] instances in flight, over
+/// `walked` instances (the world's EC2 instances, cycled if there are fewer).
+fn baseline(sim: &Sim, instances: &[Ec2Instance], walked: usize) -> Duration {
+    use aws_sdk_ec2::types::Filter;
+    use futures::StreamExt;
+    let client = |region: &str| {
+        let config = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new("AKIDBENCH", "secret", None, None, "bench"))
+            .endpoint_url(&sim.url)
+            .build();
+        aws_sdk_ec2::Client::from_conf(config)
+    };
+    let clients: BTreeMap<&str, aws_sdk_ec2::Client> =
+        instances.iter().map(|i| (i.region.as_str(), client(&i.region))).collect();
+    let filter = |name: &str, value: &str| Filter::builder().name(name).values(value).build();
+    let refresh = |instance: &Ec2Instance| {
+        let ec2 = clients[instance.region.as_str()].clone();
+        let id = instance.id.clone();
+        async move {
+            let described = ec2.describe_instances().instance_ids(&id).send().await.expect("DescribeInstances");
+            let found = &described.reservations()[0].instances()[0];
+            let instance_type = found.instance_type().expect("an instance type").clone();
+            let vpc = found.vpc_id().expect("a VPC").to_string();
+            ec2.describe_instance_types().instance_types(instance_type).send().await.expect("DescribeInstanceTypes");
+            for attribute in
+                ["instanceInitiatedShutdownBehavior", "disableApiStop", "disableApiTermination", "userData"]
+            {
+                ec2.describe_instance_attribute()
+                    .instance_id(&id)
+                    .attribute(attribute.into())
+                    .send()
+                    .await
+                    .expect("DescribeInstanceAttribute");
+            }
+            ec2.describe_tags().filters(filter("resource-id", &id)).send().await.expect("DescribeTags");
+            let volumes = ec2
+                .describe_volumes()
+                .filters(filter("attachment.instance-id", &id))
+                .send()
+                .await
+                .expect("DescribeVolumes");
+            assert_eq!(volumes.volumes().len(), 1, "{id} has its root volume");
+            ec2.describe_vpcs().filters(filter("vpc-id", &vpc)).send().await.expect("DescribeVpcs");
+        }
+    };
     let started = Instant::now();
-    runtime().block_on(async move {
-        use futures::StreamExt;
-        let client = reqwest::Client::new();
-        futures::stream::iter(calls)
-            .map(|body| {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    let response = client
-                        .post(&url)
-                        .header("content-type", "application/x-www-form-urlencoded")
-                        .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/ec2/aws4_request")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let _ = response.bytes().await;
-                }
-            })
+    runtime().block_on(
+        futures::stream::iter((0..walked).map(|n| refresh(&instances[n % instances.len()])))
             .buffer_unordered(BASELINE_PARALLELISM)
-            .collect::<Vec<()>>()
-            .await;
-    });
+            .collect::<Vec<()>>(),
+    );
     started.elapsed()
 }
 
@@ -400,15 +438,23 @@ fn main() {
     let (pages, slowest) = page_floor(&sim.get("/_sim/world"), "fleet");
     let page_floor_s = slowest as f64 * args.latency.as_secs_f64();
 
-    let ids: Vec<String> = sim.get("/_sim/world")["instances"]
+    let ec2_instances: Vec<Ec2Instance> = sim.get("/_sim/world")["instances"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|i| i["state"] == "running")
-        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .filter_map(|i| Some(Ec2Instance { id: i["id"].as_str()?.into(), region: i["region"].as_str()?.into() }))
         .collect();
     let sample = args.baseline_sample.unwrap_or(args.instances).min(args.instances).max(1);
-    let walked = baseline(&sim, &ids, sample);
+    let before = sim.counters();
+    let walked = baseline(&sim, &ec2_instances, sample);
+    let baseline_calls = calls_since(&before, sim.counters());
+    let baseline_total: u64 = baseline_calls.values().sum();
+    assert_eq!(
+        baseline_total,
+        (sample * BASELINE_CALLS_PER_INSTANCE) as u64,
+        "the baseline makes {BASELINE_CALLS_PER_INSTANCE} calls per instance: {baseline_calls:?}"
+    );
     let baseline_wall_s = walked.as_secs_f64() * args.instances as f64 / sample as f64;
 
     // apply 0 → 1,000, then ±10%.
@@ -454,7 +500,8 @@ fn main() {
         ("baseline / plan".into(), format!("{:.0}×", baseline_wall_s / plan.wall.as_secs_f64())),
         ("apply 0 → 1000: mutating calls".into(), up.total(false).to_string()),
         ("apply 0 → 1000: wall".into(), format!("{:.2} s", up.wall.as_secs_f64())),
-        ("apply 0 → 1000: state bytes written (≈)".into(), (state_bytes * saves).to_string()),
+        ("apply 0 → 1000: state writes".into(), saves.to_string()),
+        ("apply 0 → 1000: state bytes written (≤)".into(), (state_bytes * saves).to_string()),
         (
             "apply 1000 → 1100: mutating calls, wall".into(),
             format!("{}, {:.2} s", grow.total(false), grow.wall.as_secs_f64()),
@@ -470,6 +517,7 @@ fn main() {
         println!("{what:<42} {value:>12}");
     }
     println!("plan calls by kind: {:?}", plan.calls);
+    println!("per-resource baseline calls by kind ({sample} instances): {baseline_calls:?}");
     println!("apply 0 → 1000 calls by kind: {:?}", up.calls);
     let summary = json!({
         "instances": args.instances,
@@ -478,10 +526,12 @@ fn main() {
         "plan_cpu_s": plan.cpu.as_secs_f64(),
         "page_floor_s": page_floor_s,
         "baseline_wall_s": baseline_wall_s,
+        "baseline_calls_per_instance": baseline_total as f64 / sample as f64,
         "read_calls": read_calls,
         "pages": pages,
         "apply_1000_calls": up.total(false),
         "apply_1000_wall_s": up.wall.as_secs_f64(),
+        "apply_1000_state_writes": saves,
         "apply_1000_state_bytes": state_bytes * saves,
         "resize_up_calls": grow.total(false),
         "resize_down_calls": shrink.total(false),

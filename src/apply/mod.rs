@@ -6,8 +6,10 @@
 //! shortage and plan again, so the remaining nodes land on the next allowed
 //! offering in the same run. A saved plan is executed as saved, failing over
 //! only along the fallback chains it showed. Every mutating call is journaled
-//! (with its idempotency token) before it is made, and the state is saved
-//! after every call, so a run killed at any point is completed by the next.
+//! (with its idempotency token) before it is made and its outcome after, and
+//! the state is saved once per batch of calls (a round's creates, then its
+//! deletes), so a run killed at any point is completed by the next: the
+//! journal and the clouds' listings hold what happened since the last save.
 //!
 //! - [`refresh`]: state reconciled with what every account scope lists;
 //! - `rounds`: which changeset each round executes (re-planned, destroy, saved chains);

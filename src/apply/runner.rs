@@ -1,6 +1,7 @@
 //! The runner of one round: executes a changeset's actions through the
 //! providers, journaling every mutating call before it is made, recording
-//! refusals in shortage memory and writing the state after every call.
+//! refusals in shortage memory and writing the state once per batch of
+//! calls (a round's creates, then its deletes), not once per call.
 
 use super::events::{Attempted, Event, MoveTally};
 use super::{ApplyError, Fence, Session};
@@ -75,6 +76,12 @@ pub(super) struct Runner<'s> {
     pub moved: Vec<MoveRecord>,
     /// The new instances of each move, by [`move_key`], for its delete's intent.
     replacements: BTreeMap<MoveKey, Vec<String>>,
+    /// The state changed since it was last saved. It is saved per batch of
+    /// calls (a round's creates, its deletes), not after each call: every
+    /// call's intent and outcome are in the journal first, and the next
+    /// run's refresh lists what the clouds hold, so a run killed between
+    /// two saves loses nothing.
+    unsaved: bool,
 }
 
 /// What ties a move's create to its delete: fleet, from, to.
@@ -113,6 +120,7 @@ impl<'s> Runner<'s> {
             moves: MoveTally::default(),
             moved: Vec::new(),
             replacements: BTreeMap::new(),
+            unsaved: false,
         }
     }
 
@@ -133,9 +141,13 @@ impl<'s> Runner<'s> {
         Ok(self.session.backend.append_journal(&self.session.plan.name, &entry).await?)
     }
 
-    /// Save the state. Refused as stale, it says why when the reason is a
-    /// lost lock: another run took over while this one was paused.
-    async fn save(&self, state: &mut State) -> Result<(), ApplyError> {
+    /// Save the state if a call changed it since the last save. Refused as
+    /// stale, it says why when the reason is a lost lock: another run took
+    /// over while this one was paused.
+    pub(super) async fn save_changes(&mut self, state: &mut State) -> Result<(), ApplyError> {
+        if !std::mem::take(&mut self.unsaved) {
+            return Ok(());
+        }
         match self.session.backend.save(state).await {
             Err(conflict @ StateError::Conflict { .. }) => {
                 self.fence.confirm().await?;
@@ -183,6 +195,8 @@ impl<'s> Runner<'s> {
         for ((index, ready), answer) in prepared.into_iter().zip(answers) {
             results[index] = self.finish_create(creates[index], ready, answer, state, now).await?;
         }
+        // The new nodes are on record before any drain or delete, which may take long.
+        self.save_changes(state).await?;
         let mut fleets_short: BTreeSet<&str> = BTreeSet::new();
         for (action, result) in creates.iter().zip(&results) {
             let sent = !matches!(result.outcome, CreateOutcome::NotStarted | CreateOutcome::Abandoned);
@@ -225,6 +239,7 @@ impl<'s> Runner<'s> {
                 round.progressed = true;
             }
         }
+        self.save_changes(state).await?;
         Ok(round)
     }
 
@@ -261,7 +276,7 @@ impl<'s> Runner<'s> {
                     fleet.gpus_per_node, fleet.gpu
                 );
                 self.remember(state, action, ErrorKind::Quota, "QUOTA_EXCEEDED", &message, now);
-                self.save(state).await?;
+                self.unsaved = true;
                 return Ok(Err(CreateOutcome::Refused));
             }
             if room < count {
@@ -324,7 +339,7 @@ impl<'s> Runner<'s> {
                 self.journal(&token, JournalEvent::Failed { code: e.code.clone() }, now).await?;
                 if e.kind.is_shortage() {
                     self.remember(state, action, e.kind.clone(), &e.code, &e.message, now);
-                    self.save(state).await?;
+                    self.unsaved = true;
                     return Ok(CreateResult { outcome: CreateOutcome::Refused, kept: 0 });
                 }
                 self.failed(action, &e);
@@ -349,7 +364,7 @@ impl<'s> Runner<'s> {
             instance_ids: ids.clone(),
         });
         if got >= action.count {
-            self.save(state).await?;
+            self.unsaved = true;
             return Ok(CreateResult { outcome: CreateOutcome::Filled, kept: got });
         }
         if got < min_count {
@@ -357,7 +372,7 @@ impl<'s> Runner<'s> {
             // gave fewer than the fewest worth keeping: release them.
             let message = format!("only {got} of at least {min_count} nodes");
             self.remember(state, action, ErrorKind::Capacity, "BelowMinCount", &message, now);
-            self.save(state).await?;
+            self.unsaved = true;
             let release = Action {
                 kind: ActionKind::Delete,
                 count: got,
@@ -379,7 +394,7 @@ impl<'s> Runner<'s> {
             let message = format!("partial fill: {got} of {} nodes", action.count);
             self.remember(state, action, ErrorKind::Capacity, "PartialFill", &message, now);
         }
-        self.save(state).await?;
+        self.unsaved = true;
         Ok(CreateResult { outcome: CreateOutcome::Partial, kept: got })
     }
 
@@ -491,7 +506,7 @@ impl<'s> Runner<'s> {
             }
             self.delete(&action, state, now).await?;
         }
-        Ok(())
+        self.save_changes(state).await
     }
 
     /// Drain one node before its delete; false (reported) keeps it.
@@ -546,7 +561,7 @@ impl<'s> Runner<'s> {
             Ok(()) => {
                 self.journal(&token, JournalEvent::Done { instance_ids: ids.clone() }, now).await?;
                 state.instances.retain(|i| !ids.contains(&i.id));
-                self.save(state).await?;
+                self.unsaved = true;
                 self.deleted += ids.len() as u32;
                 if let Reason::DeleteBecauseMoved { to } = &action.reason {
                     self.moves.finished += ids.len() as u32;

@@ -360,3 +360,26 @@ fn a_shell_startup_script_gets_the_nodes_place_and_other_user_data_stays_as_it_i
     let cloud_config = "#cloud-config\nruncmd: [join]\n";
     assert_eq!(runner::with_placement(cloud_config, "unit", create), cloud_config);
 }
+
+/// The state was written whole after every create and delete call: a
+/// 1,000-node apply over many placements rewrote it once per call.
+#[tokio::test]
+async fn the_state_is_written_once_per_batch_of_calls_not_once_per_call() {
+    let rig = Rig::new(plan("spread", 12));
+    let serial = |rig: &Rig| {
+        let backend = LocalBackend::new(rig.dir.path());
+        async move { backend.load("unit").await.unwrap().serial }
+    };
+    rig.run(|_| Mode::Apply).await;
+    let creates = rig.creates_at().len();
+    assert!(creates >= 4, "a spread fleet takes one create per placement: {:?}", rig.calls());
+    assert_eq!(rig.running().len(), 12);
+    assert_eq!(serial(&rig).await, 1, "one write for the round's {creates} creates");
+
+    let rig = Rig { plan: plan("spread", 2), ..rig };
+    rig.run(|_| Mode::Apply).await;
+    let deletes = rig.calls().iter().filter(|c| matches!(c, Call::Delete { .. })).count();
+    assert!(deletes >= 4, "{:?}", rig.calls());
+    assert_eq!(rig.running().len(), 2);
+    assert_eq!(serial(&rig).await, 2, "one more write for the round's {deletes} deletes");
+}

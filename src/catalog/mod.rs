@@ -5,7 +5,7 @@
 //! to this module). Plans may add or override offerings; see [`Catalog::with_overrides`].
 //! A price that could not be sourced stays `None` ("unknown") and is never invented.
 
-use crate::model::{Cloud, Placement, ShortageScope};
+use crate::model::{Cloud, Instance, Placement, ShortageScope};
 use serde::{Deserialize, Serialize};
 
 /// The compiled-in catalog data.
@@ -93,6 +93,15 @@ impl Offering {
             zone: self.zone.clone(),
             instance_type: self.instance_type.clone(),
         }
+    }
+
+    /// Whether an instance runs on this offering (one without a zone holds
+    /// the whole region); [`Placement::hosts`] without building the placement.
+    pub fn hosts(&self, instance: &Instance) -> bool {
+        self.cloud == instance.cloud
+            && self.region == instance.region
+            && self.instance_type == instance.instance_type
+            && (self.zone.is_none() || self.zone == instance.zone)
     }
 
     /// Whether a remembered refusal rules this offering out.
@@ -256,8 +265,13 @@ impl Catalog {
     /// All offerings, in catalog order. AWS and Azure place by region (zone
     /// `None`); Google Cloud places by zone, so it yields one offering per zone.
     pub fn offerings(&self) -> Vec<Offering> {
+        self.offerings_of(|_| true)
+    }
+
+    /// The offerings of the instance types `wanted` picks, in catalog order.
+    pub fn offerings_of(&self, wanted: impl Fn(&InstanceType) -> bool) -> Vec<Offering> {
         let mut out = Vec::new();
-        for it in &self.instance_types {
+        for it in self.instance_types.iter().filter(|it| wanted(it)) {
             for offer in &it.offers {
                 let Some(region) = self.region(it.cloud, &offer.region) else { continue };
                 let base = Offering {

@@ -25,9 +25,8 @@ pub fn candidate_offerings(
     catalog: &Catalog,
 ) -> Vec<(Offering, Option<Exclusion>)> {
     catalog
-        .offerings()
+        .offerings_of(|t| t.gpu == fleet.gpu && t.gpus == fleet.gpus_per_node)
         .into_iter()
-        .filter(|o| o.gpu == fleet.gpu && o.gpus_per_node == fleet.gpus_per_node)
         .map(|o| {
             let why = exclusion(&o, fleet, providers);
             (o, why)
@@ -65,10 +64,14 @@ fn exclusion(o: &Offering, fleet: &Fleet, providers: &Providers) -> Option<Exclu
 /// `prefer`, then by price per GPU-hour (unknown prices last), then by name
 /// so that the order is total and deterministic.
 pub fn allowed_offerings(fleet: &Fleet, providers: &Providers, catalog: &Catalog) -> Vec<Offering> {
-    let mut allowed: Vec<Offering> = candidate_offerings(fleet, providers, catalog)
-        .into_iter()
-        .filter_map(|(o, why)| why.is_none().then_some(o))
-        .collect();
+    allowed_of(fleet, &candidate_offerings(fleet, providers, catalog))
+}
+
+/// [`allowed_offerings`] from the fleet's [`candidate_offerings`], for a
+/// caller that needs both.
+pub fn allowed_of(fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)]) -> Vec<Offering> {
+    let mut allowed: Vec<Offering> =
+        candidates.iter().filter(|(_, why)| why.is_none()).map(|(o, _)| o.clone()).collect();
     allowed.sort_by(|a, b| preference_order(&fleet.prefer, a, b));
     allowed
 }

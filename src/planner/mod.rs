@@ -25,7 +25,7 @@ pub use changeset::*;
 
 use crate::catalog::{Catalog, Offering};
 use crate::model::{Cloud, Instance, MAX_NODES_PER_CREATE, Placement, Shortage, ShortageScope};
-use crate::plan::offerings::{Exclusion, allowed_offerings, candidate_offerings};
+use crate::plan::offerings::{Exclusion, allowed_of, candidate_offerings};
 use crate::plan::{Fleet, PlacementPolicy, Plan};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -51,9 +51,10 @@ pub fn plan(
 
     for fleet in desired.fleets.values() {
         let mine = by_fleet.remove(fleet.name.as_str()).unwrap_or_default();
-        let mut outcome = plan_fleet(desired, fleet, &mine, &active, catalog);
+        let sorted = sort_out(desired, fleet, &mine, catalog);
+        let mut outcome = plan_fleet(fleet, &sorted, &active, catalog);
         for create in &mut outcome.creates {
-            create.fallbacks = fallback_chain(desired, fleet, &mine, &active, catalog, &create.placement);
+            create.fallbacks = fallback_chain(fleet, &sorted, &active, catalog, &create.placement);
         }
         creates.extend(outcome.creates.into_iter().flat_map(one_call_each));
         deletes.extend(outcome.deletes);
@@ -88,9 +89,8 @@ pub fn destroy(plan: &str, observed: &[Instance], catalog: &Catalog) -> Changese
 /// that, and so on: the planner asked again with each refused placement
 /// remembered as short, exactly as apply does when a create is refused.
 fn fallback_chain(
-    desired: &Plan,
     fleet: &Fleet,
-    mine: &[&Instance],
+    sorted: &Sorted<'_>,
     active: &[&Shortage],
     catalog: &Catalog,
     first: &Placement,
@@ -109,7 +109,7 @@ fn fallback_chain(
         let mut assumed: Vec<&Shortage> = active.to_vec();
         assumed.extend(tried.iter());
         // A spread fleet's nodes stay in their domain while it has room.
-        let creates = plan_fleet(desired, fleet, mine, &assumed, catalog).creates;
+        let creates = plan_fleet(fleet, sorted, &assumed, catalog).creates;
         let next = creates
             .iter()
             .find(|c| spread::same_domain(fleet.placement, &c.placement, first))
@@ -151,27 +151,24 @@ struct FleetPlan {
     outlook: FleetOutlook,
 }
 
-fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shortage], catalog: &Catalog) -> FleetPlan {
-    let candidates = candidate_offerings(fleet, &desired.providers, catalog);
-    let allowed = allowed_offerings(fleet, &desired.providers, catalog);
-    let mut skipped = Vec::new();
-    let mut launchable: Vec<&Offering> = Vec::new();
-    for offering in &allowed {
-        match active.iter().find(|s| offering.is_short(&s.scope)) {
-            Some(s) => skipped.push(SkippedOffering {
-                fleet: fleet.name.clone(),
-                offering: offering.label(),
-                code: s.code.clone(),
-                since: s.last_seen,
-                retry_after: s.expires_at,
-            }),
-            None => launchable.push(offering),
-        }
-    }
+/// A fleet's instances sorted out once, whatever the shortages say: those
+/// that may stay (with the rank of the offering they run on) and the
+/// deletes of the others. Planning the fleet again under other shortages
+/// (its fallback chains) starts from here.
+struct Sorted<'a> {
+    allowed: Vec<Offering>,
+    kept: Vec<(&'a Instance, usize)>,
+    deletes: Vec<Action>,
+    /// All of the fleet's instances.
+    have: u32,
+}
 
+fn sort_out<'a>(desired: &Plan, fleet: &Fleet, mine: &[&'a Instance], catalog: &Catalog) -> Sorted<'a> {
+    let candidates = candidate_offerings(fleet, &desired.providers, catalog);
+    let allowed = allowed_of(fleet, &candidates);
     // Split what runs into what may stay, what sits in an account scope the
     // plan left, and what sits where the plan no longer allows.
-    let mut kept: Vec<(&Instance, usize)> = Vec::new();
+    let mut kept: Vec<(&Instance, usize)> = Vec::with_capacity(mine.len());
     let mut left_scope: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
     let mut not_allowed: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
     for &instance in mine {
@@ -179,7 +176,8 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
             left_scope.entry(why).or_default().push(instance);
             continue;
         }
-        match allowed.iter().position(|o| hosts(o, instance)) {
+        // A handful of offerings per fleet: a scan that copies nothing.
+        match allowed.iter().position(|o| o.hosts(instance)) {
             Some(rank) => kept.push((instance, rank)),
             None => not_allowed.entry(why_not_allowed(instance, fleet, &candidates)).or_default().push(instance),
         }
@@ -191,6 +189,27 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
     for (why, instances) in not_allowed {
         deletes.extend(delete_actions(&fleet.name, &instances, Reason::DeleteBecauseNotAllowed { why }, catalog));
     }
+    Sorted { allowed, kept, deletes, have: mine.len() as u32 }
+}
+
+fn plan_fleet(fleet: &Fleet, sorted: &Sorted<'_>, active: &[&Shortage], catalog: &Catalog) -> FleetPlan {
+    let allowed = &sorted.allowed;
+    let mut skipped = Vec::new();
+    let mut launchable: Vec<&Offering> = Vec::new();
+    for offering in allowed {
+        match active.iter().find(|s| offering.is_short(&s.scope)) {
+            Some(s) => skipped.push(SkippedOffering {
+                fleet: fleet.name.clone(),
+                offering: offering.label(),
+                code: s.code.clone(),
+                since: s.last_seen,
+                retry_after: s.expires_at,
+            }),
+            None => launchable.push(offering),
+        }
+    }
+    let mut kept = sorted.kept.clone();
+    let mut deletes = sorted.deletes.clone();
 
     let want = fleet.nodes;
     let mut creates = Vec::new();
@@ -203,7 +222,7 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
             } else if have < want {
                 match launchable.first() {
                     Some(o) => creates.push(create_action(fleet, o, want - have, 1, have)),
-                    None => shortfall_reason = Some(no_offering_reason(&allowed, &skipped)),
+                    None => shortfall_reason = Some(no_offering_reason(allowed, &skipped)),
                 }
             }
         }
@@ -218,7 +237,7 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
                 let running = spread::counts(spread.by, kept.iter().map(|(i, _)| *i));
                 let placed = spread::place(spread.by, &running, &launchable, want - have);
                 if placed.is_empty() {
-                    shortfall_reason = Some(no_offering_reason(&allowed, &skipped));
+                    shortfall_reason = Some(no_offering_reason(allowed, &skipped));
                 }
                 creates.extend(placed.into_iter().map(|(o, count)| create_action(fleet, o, count, 1, have)));
             }
@@ -245,7 +264,7 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
                         creates.push(create_action(fleet, o, need, min_count, have));
                         region_full = true;
                     }
-                    None => shortfall_reason = Some(no_offering_reason(&allowed, &skipped)),
+                    None => shortfall_reason = Some(no_offering_reason(allowed, &skipped)),
                 }
             }
             if region_full && !outside.is_empty() {
@@ -261,7 +280,7 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
         }
     }
 
-    let have = mine.len() as u32;
+    let have = sorted.have;
     let created: u32 = creates.iter().map(|a| a.count).sum();
     let deleted: u32 = deletes.iter().map(|a| a.count).sum();
     let outlook = FleetOutlook {
@@ -275,11 +294,6 @@ fn plan_fleet(desired: &Plan, fleet: &Fleet, mine: &[&Instance], active: &[&Shor
         shortfall_reason,
     };
     FleetPlan { creates, deletes, skipped, outlook }
-}
-
-/// Whether an instance runs on this offering.
-fn hosts(offering: &Offering, instance: &Instance) -> bool {
-    offering.placement().hosts(instance)
 }
 
 fn region_of(instance: &Instance) -> (Cloud, &str) {
@@ -303,7 +317,7 @@ fn pack_target<'a>(kept: &[(&'a Instance, usize)], launchable: &[&'a Offering]) 
 }
 
 fn why_not_allowed(instance: &Instance, fleet: &Fleet, candidates: &[(Offering, Option<Exclusion>)]) -> String {
-    let exclusion = candidates.iter().find(|(o, _)| hosts(o, instance)).and_then(|(_, why)| why.clone());
+    let exclusion = candidates.iter().find(|(o, _)| o.hosts(instance)).and_then(|(_, why)| why.clone());
     match exclusion {
         Some(Exclusion::CloudNotConfigured) => format!("{} is not a configured provider", instance.cloud),
         Some(Exclusion::LocationNotConfigured) => format!("{} is not a configured region", instance.region),
@@ -354,13 +368,18 @@ fn worst_first(kept: &mut [(&Instance, usize)]) {
 
 /// One delete action per placement, instance ids sorted.
 fn delete_actions(fleet: &str, instances: &[&Instance], reason: Reason, catalog: &Catalog) -> Vec<Action> {
-    let mut per_placement: BTreeMap<Placement, Vec<String>> = BTreeMap::new();
+    // Grouped by borrowed fields, ordered as `Placement` orders: one
+    // placement built per group, not one per instance.
+    let mut per_placement: BTreeMap<(Cloud, &str, Option<&str>, &str), Vec<&Instance>> = BTreeMap::new();
     for instance in instances {
-        per_placement.entry(Placement::of(instance)).or_default().push(instance.id.clone());
+        let key = (instance.cloud, instance.region.as_str(), instance.zone.as_deref(), instance.instance_type.as_str());
+        per_placement.entry(key).or_default().push(instance);
     }
     per_placement
-        .into_iter()
-        .map(|(placement, mut ids)| {
+        .into_values()
+        .map(|group| {
+            let placement = Placement::of(group[0]);
+            let mut ids: Vec<String> = group.iter().map(|i| i.id.clone()).collect();
             ids.sort();
             Action {
                 kind: ActionKind::Delete,
@@ -379,15 +398,34 @@ fn delete_actions(fleet: &str, instances: &[&Instance], reason: Reason, catalog:
 
 /// List price per hour of one instance at a placement, when the catalog knows it.
 pub fn price_of(placement: &Placement, catalog: &Catalog) -> Option<f64> {
-    let it = catalog.instance_type(placement.cloud, &placement.instance_type)?;
-    it.offers.iter().find(|o| o.region == placement.region)?.price_per_hour
+    price_at(placement.cloud, &placement.region, &placement.instance_type, catalog)
 }
+
+fn price_at(cloud: Cloud, region: &str, instance_type: &str, catalog: &Catalog) -> Option<f64> {
+    let it = catalog.instance_type(cloud, instance_type)?;
+    it.offers.iter().find(|o| o.region == region)?.price_per_hour
+}
+
+/// Cloud, region and instance type: what a list price depends on.
+type PriceKey<'a> = (Cloud, &'a str, &'a str);
 
 fn cost_summary(observed: &[Instance], actions: &[Action], catalog: &Catalog) -> CostSummary {
     let mut unknown = false;
     let mut before = 0.0;
+    // Each price looked up once per place (a few dozen at most), added once
+    // per instance in the order of `observed` (floating-point sums depend on it).
+    let mut prices: Vec<(PriceKey, Option<f64>)> = Vec::new();
     for instance in observed {
-        match price_of(&Placement::of(instance), catalog) {
+        let key = (instance.cloud, instance.region.as_str(), instance.instance_type.as_str());
+        let price = match prices.iter().find(|(place, _)| *place == key) {
+            Some((_, price)) => *price,
+            None => {
+                let price = price_at(key.0, key.1, key.2, catalog);
+                prices.push((key, price));
+                price
+            }
+        };
+        match price {
             Some(p) => before += p,
             None => unknown = true,
         }

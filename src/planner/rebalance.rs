@@ -80,7 +80,7 @@ fn decide_fleet(
     // to delete.
     let mut candidates: Vec<Candidate> = mine
         .iter()
-        .filter_map(|i| allowed.iter().position(|o| o.placement().hosts(i)).map(|order| (*i, order, &allowed[order])))
+        .filter_map(|i| allowed.iter().position(|o| o.hosts(i)).map(|order| (*i, order, &allowed[order])))
         .collect();
     candidates
         .sort_by(|(a, ra, _), (b, rb, _)| rb.cmp(ra).then(b.launched_at.cmp(&a.launched_at)).then(a.id.cmp(&b.id)));

@@ -35,6 +35,30 @@ impl Domain {
     }
 }
 
+/// A [`Domain`] borrowed from an instance, ordered as `Domain` orders, so
+/// that counting thousands of instances copies no string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct DomainKey<'a> {
+    cloud: Cloud,
+    region: Option<&'a str>,
+    zone: Option<&'a str>,
+}
+
+impl<'a> DomainKey<'a> {
+    fn of(by: SpreadBy, instance: &'a Instance) -> DomainKey<'a> {
+        let (cloud, region, zone) = (instance.cloud, instance.region.as_str(), instance.zone.as_deref());
+        match by {
+            SpreadBy::Zone => DomainKey { cloud, region: Some(region), zone },
+            SpreadBy::Region => DomainKey { cloud, region: Some(region), zone: None },
+            SpreadBy::Cloud => DomainKey { cloud, region: None, zone: None },
+        }
+    }
+
+    fn owned(self) -> Domain {
+        Domain { cloud: self.cloud, region: self.region.map(str::to_string), zone: self.zone.map(str::to_string) }
+    }
+}
+
 impl fmt::Display for Domain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.zone, &self.region) {
@@ -57,11 +81,11 @@ pub fn same_domain(policy: PlacementPolicy, a: &Placement, b: &Placement) -> boo
 
 /// Nodes per domain of the instances given.
 pub fn counts<'a>(by: SpreadBy, instances: impl IntoIterator<Item = &'a Instance>) -> BTreeMap<Domain, u32> {
-    let mut counts = BTreeMap::new();
+    let mut counts: BTreeMap<DomainKey<'a>, u32> = BTreeMap::new();
     for instance in instances {
-        *counts.entry(Domain::of(by, &Placement::of(instance))).or_insert(0) += 1;
+        *counts.entry(DomainKey::of(by, instance)).or_insert(0) += 1;
     }
-    counts
+    counts.into_iter().map(|(key, n)| (key.owned(), n)).collect()
 }
 
 /// Where `new` more nodes go: the best launchable offering of each domain
@@ -102,10 +126,9 @@ fn water_fill(held: &[u32], new: u32) -> Vec<u32> {
 /// holding the most, ties to the domain tried last; within a domain, the
 /// instance `kept` lists first. `kept` is ordered worst placed first.
 pub fn surplus<'a>(by: SpreadBy, kept: &[(&'a Instance, usize)], excess: u32) -> Vec<&'a Instance> {
-    let mut per_domain: BTreeMap<Domain, (usize, Vec<&'a Instance>)> = BTreeMap::new();
+    let mut per_domain: BTreeMap<DomainKey<'a>, (usize, Vec<&'a Instance>)> = BTreeMap::new();
     for (instance, rank) in kept.iter().rev() {
-        let (best, instances) =
-            per_domain.entry(Domain::of(by, &Placement::of(instance))).or_insert((usize::MAX, Vec::new()));
+        let (best, instances) = per_domain.entry(DomainKey::of(by, instance)).or_insert((usize::MAX, Vec::new()));
         *best = (*best).min(*rank);
         instances.push(instance);
     }

@@ -48,15 +48,15 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn client(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn client(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, code, message: message.into() }
     }
 
-    fn invalid_value(message: impl Into<String>) -> ApiError {
+    pub(super) fn invalid_value(message: impl Into<String>) -> ApiError {
         ApiError::client("InvalidParameterValue", message)
     }
 
-    fn missing(parameter: &str) -> ApiError {
+    pub(super) fn missing(parameter: &str) -> ApiError {
         ApiError::client("MissingParameter", format!("The request must contain the parameter {parameter}"))
     }
 }
@@ -166,9 +166,18 @@ fn dispatch(
             xml.leaf("return", "true");
             Ok((xml.finish(action), true))
         }
-        _ => account_reads::dispatch(world, region, action, params, request_id).unwrap_or_else(|| {
-            Err(ApiError::client("InvalidAction", format!("The action {action} is not valid for this web service.")))
-        }),
+        // The account's reads (offerings, images, subnets), then the
+        // per-resource reads of instances, volumes, tags and VPCs.
+        _ => match account_reads::dispatch(world, region, action, params, request_id) {
+            Some(answer) => answer,
+            None => match super::ec2_reads::handle(world, region, action, params, request_id) {
+                Some(read) => read.map(|xml| (xml, false)),
+                None => Err(ApiError::client(
+                    "InvalidAction",
+                    format!("The action {action} is not valid for this web service."),
+                )),
+            },
+        },
     }
 }
 
@@ -225,23 +234,28 @@ fn launch_request(region: &str, params: &Params) -> Result<LaunchRequest, ApiErr
 }
 
 fn describe_query(region: &str, params: &Params) -> Result<DescribeQuery, ApiError> {
+    Ok(DescribeQuery {
+        region: region.to_string(),
+        instance_ids: instance_ids(params, false)?,
+        filters: filters(params)?,
+        max_results: params.optional_u32("MaxResults")?,
+        next_token: params.get("NextToken").map(str::to_string),
+    })
+}
+
+/// `Filter.N.Name` with its `Filter.N.Value.M`.
+pub(super) fn filters(params: &Params) -> Result<Vec<Filter>, ApiError> {
     let mut filters = Vec::new();
     for member in params.members("Filter") {
         let name = params.required(&format!("{member}.Name"))?.to_string();
         let values = params.list(&format!("{member}.Value"));
         filters.push(Filter { name, values });
     }
-    Ok(DescribeQuery {
-        region: region.to_string(),
-        instance_ids: instance_ids(params, false)?,
-        filters,
-        max_results: params.optional_u32("MaxResults")?,
-        next_token: params.get("NextToken").map(str::to_string),
-    })
+    Ok(filters)
 }
 
 /// `InstanceId.N`, each checked for EC2's id format.
-fn instance_ids(params: &Params, required: bool) -> Result<Vec<String>, ApiError> {
+pub(super) fn instance_ids(params: &Params, required: bool) -> Result<Vec<String>, ApiError> {
     let ids = params.list("InstanceId");
     if required && ids.is_empty() {
         return Err(ApiError::missing("InstanceId.1"));
@@ -253,7 +267,7 @@ fn instance_ids(params: &Params, required: bool) -> Result<Vec<String>, ApiError
 }
 
 /// EC2 instance ids: `i-` and 8 (old style) or 17 lowercase hex digits.
-fn check_instance_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_instance_id(id: &str) -> Result<(), ApiError> {
     let well_formed = id.strip_prefix("i-").is_some_and(|hex| {
         (hex.len() == 8 || hex.len() == 17) && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     });
@@ -449,7 +463,9 @@ fn write_instance(xml: &mut XmlWriter, instance: &Instance) {
     }
     xml.leaf("architecture", "x86_64");
     xml.leaf("rootDeviceType", "ebs");
-    xml.leaf("rootDeviceName", "/dev/sda1");
+    xml.leaf("rootDeviceName", super::ec2_reads::ROOT_DEVICE);
+    super::ec2_reads::write_block_device_mapping(xml, instance);
+    xml.leaf("vpcId", &super::ec2_reads::default_vpc_id(&instance.region));
     xml.leaf("virtualizationType", "hvm");
     xml.leaf("hypervisor", "xen");
     xml.empty("groupSet");
@@ -487,7 +503,7 @@ fn write_state_changes(xml: &mut XmlWriter, changes: &[StateChange]) {
 }
 
 /// The form parameters of one request. A repeated name keeps its first value.
-struct Params(BTreeMap<String, String>);
+pub(super) struct Params(BTreeMap<String, String>);
 
 impl Params {
     fn parse(body: &[u8]) -> Result<Params, ApiError> {
@@ -501,15 +517,15 @@ impl Params {
         Ok(Params(params))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
 
-    fn required(&self, name: &str) -> Result<&str, ApiError> {
+    pub(super) fn required(&self, name: &str) -> Result<&str, ApiError> {
         self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::missing(name))
     }
 
-    fn optional_u32(&self, name: &str) -> Result<Option<u32>, ApiError> {
+    pub(super) fn optional_u32(&self, name: &str) -> Result<Option<u32>, ApiError> {
         self.get(name)
             .map(|raw| {
                 raw.parse::<u32>().map_err(|_| {
@@ -527,7 +543,7 @@ impl Params {
 
     /// The members of a flattened list, `PREFIX.1`, `PREFIX.2`, … in index
     /// order (gaps tolerated), as prefixes for their own fields.
-    fn members(&self, prefix: &str) -> Vec<String> {
+    pub(super) fn members(&self, prefix: &str) -> Vec<String> {
         let dotted = format!("{prefix}.");
         let mut indices: Vec<u32> = self
             .0
@@ -541,45 +557,53 @@ impl Params {
     }
 
     /// The values of a flattened list of strings, `PREFIX.N`, in index order.
-    fn list(&self, prefix: &str) -> Vec<String> {
+    pub(super) fn list(&self, prefix: &str) -> Vec<String> {
         self.members(prefix).iter().filter_map(|member| self.get(member)).map(str::to_string).collect()
     }
 }
 
 /// Writes XML element by element; every text goes through [`escape_text`].
-struct XmlWriter {
+pub(super) struct XmlWriter {
     out: String,
 }
 
 impl XmlWriter {
     /// Starts `<{Action}Response xmlns=…>` with its `requestId`.
-    fn response(action: &str, request_id: &str) -> XmlWriter {
+    pub(super) fn response(action: &str, request_id: &str) -> XmlWriter {
         let mut xml = XmlWriter { out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n") };
         let _ = write!(xml.out, "<{action}Response xmlns=\"{XMLNS}\">");
         xml.leaf("requestId", request_id);
         xml
     }
 
-    fn finish(mut self, action: &str) -> String {
+    pub(super) fn finish(mut self, action: &str) -> String {
         let _ = write!(self.out, "</{action}Response>");
         self.out
     }
 
-    fn open(&mut self, tag: &str) {
+    pub(super) fn open(&mut self, tag: &str) {
         let _ = write!(self.out, "<{tag}>");
     }
 
-    fn close(&mut self, tag: &str) {
+    pub(super) fn close(&mut self, tag: &str) {
         let _ = write!(self.out, "</{tag}>");
     }
 
-    fn empty(&mut self, tag: &str) {
+    pub(super) fn empty(&mut self, tag: &str) {
         let _ = write!(self.out, "<{tag}/>");
     }
 
-    fn leaf(&mut self, tag: &str, text: &str) {
+    pub(super) fn leaf(&mut self, tag: &str, text: &str) {
         self.open(tag);
-        self.out.push_str(&escape_text(text));
+        // Ids, names and numbers need no escaping: a list of thousands of
+        // instances is mostly those.
+        let plain =
+            text.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'&' | b'"' | b'\'') || b == b' ');
+        if plain {
+            self.out.push_str(text);
+        } else {
+            self.out.push_str(&escape_text(text));
+        }
         self.close(tag);
     }
 }

@@ -23,6 +23,7 @@ mod account;
 mod admin;
 mod arm;
 mod ec2;
+mod ec2_reads;
 mod endpoint;
 pub mod faults;
 mod gce;

@@ -16,7 +16,7 @@ use crate::catalog::Catalog;
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 /// How long a terminated instance stays visible, as on EC2.
@@ -119,6 +119,34 @@ pub struct Instance {
     pub tags: Tags,
     /// As sent (base64 on EC2); kept so tests can check what was asked for.
     pub user_data: Option<String>,
+}
+
+/// The facts of an EC2 instance type that DescribeInstanceTypes reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ec2TypeSpec {
+    pub vcpus: u32,
+    /// GPU model as the catalog names it (`H100`, `A100-80GB`).
+    pub gpu: String,
+    pub gpus: u32,
+    pub gpu_memory_gib: u32,
+}
+
+/// The catalog's EC2 instance types by name.
+fn ec2_types(catalog: &Catalog) -> BTreeMap<String, Ec2TypeSpec> {
+    catalog
+        .instance_types
+        .iter()
+        .filter(|t| t.cloud == Cloud::Aws)
+        .map(|t| {
+            let spec =
+                Ec2TypeSpec { vcpus: t.vcpus, gpu: t.gpu.clone(), gpus: t.gpus, gpu_memory_gib: t.gpu_memory_gib };
+            (t.name.clone(), spec)
+        })
+        .collect()
+}
+
+fn builtin_ec2_types() -> BTreeMap<String, Ec2TypeSpec> {
+    ec2_types(&Catalog::builtin())
 }
 
 /// Everything that decides what a launch does. Two requests with the same
@@ -248,6 +276,11 @@ pub struct World {
     next_instance_seq: u64,
     next_reservation_seq: u64,
     next_request_seq: u64,
+    /// What EC2 says of each instance type it sells (DescribeInstanceTypes),
+    /// from the catalog; world files written before it was served get the
+    /// built-in catalog's.
+    #[serde(default = "builtin_ec2_types")]
+    ec2_types: BTreeMap<String, Ec2TypeSpec>,
     /// Compute Engine's instances, operations and quotas; its capacity
     /// lives in `pools` with everyone else's.
     #[serde(default)]
@@ -291,6 +324,7 @@ impl World {
             instances: BTreeMap::new(),
             client_tokens: BTreeMap::new(),
             counters: BTreeMap::new(),
+            ec2_types: ec2_types(catalog),
             next_instance_seq: 0,
             next_reservation_seq: 0,
             next_request_seq: 0,
@@ -372,6 +406,24 @@ impl World {
         &self.counters
     }
 
+    /// The EC2 instance types the world knows, by name.
+    pub fn ec2_types(&self) -> &BTreeMap<String, Ec2TypeSpec> {
+        &self.ec2_types
+    }
+
+    /// The instance of a region with this id, found from the sequence number
+    /// its id encodes rather than by a pass over every instance: the
+    /// per-resource reads name one instance each, thousands of times.
+    pub fn instance(&self, region: &str, id: &str) -> Option<&Instance> {
+        let seq = id.strip_prefix("i-0").filter(|hex| hex.len() == 16).and_then(unscramble_hex)?;
+        self.instances.get(&seq).filter(|i| i.id == id && i.region == region)
+    }
+
+    /// The instance with sequence number `seq`, if the world still shows it.
+    pub fn instance_by_seq(&self, seq: u64) -> Option<&Instance> {
+        self.instances.get(&seq)
+    }
+
     /// Counts one API call (every call, failed ones included).
     pub fn record_call(&mut self, cloud: Cloud, action: &str) {
         let count = self.counters.entry(cloud.as_str().to_string()).or_default().entry(action.to_string()).or_default();
@@ -406,6 +458,14 @@ impl World {
             if value > MAX_SEQ {
                 return Err(format!("{field} = {value} is beyond {MAX_SEQ}, more than any simulation counts"));
             }
+        }
+        if let Some((seq, instance)) =
+            self.instances.iter().find(|(seq, i)| i.seq != **seq || i.id != instance_id(**seq))
+        {
+            return Err(format!(
+                "world.instances[{seq}] has id {} and seq {}: an EC2 instance's id is derived from its sequence number",
+                instance.id, instance.seq
+            ));
         }
         Ok(())
     }
@@ -523,7 +583,7 @@ impl World {
             let seq = self.next_instance_seq;
             let instance = Instance {
                 seq,
-                id: format!("i-0{:016x}", scramble(seq)),
+                id: instance_id(seq),
                 reservation_id: reservation_id.clone(),
                 cloud: Cloud::Aws,
                 region: request.region.clone(),
@@ -579,13 +639,16 @@ impl World {
             Some(token) => parse_next_token(token).ok_or_else(|| WorldError::InvalidNextToken(token.clone()))?,
         };
         let page_size = query.max_results.map_or(usize::MAX, |m| m as usize);
-        let wanted: HashSet<&str> = query.instance_ids.iter().map(String::as_str).collect();
-        let mut matching = self
-            .instances
-            .range(after_seq.saturating_add(1)..)
-            .map(|(_, i)| i)
+        // Named instances are looked up, not searched for among all of them.
+        let named: BTreeMap<u64, &Instance> =
+            query.instance_ids.iter().filter_map(|id| self.instance(&query.region, id)).map(|i| (i.seq, i)).collect();
+        let candidates: Box<dyn Iterator<Item = &Instance>> = if query.instance_ids.is_empty() {
+            Box::new(self.instances.range(after_seq.saturating_add(1)..).map(|(_, i)| i))
+        } else {
+            Box::new(named.range(after_seq.saturating_add(1)..).map(|(_, i)| *i))
+        };
+        let mut matching = candidates
             .filter(|i| i.region == query.region)
-            .filter(|i| wanted.is_empty() || wanted.contains(i.id.as_str()))
             .filter(|i| query.filters.iter().all(|f| filter_matches(f, i)));
         let page: Vec<&Instance> = matching.by_ref().take(page_size).collect();
         let next_token = match (page.last(), matching.next()) {
@@ -610,10 +673,12 @@ impl World {
             return Err(WorldError::InstancesNotFound { ids: missing });
         }
         let now = self.now;
-        let seqs = self.seqs_by_id(region);
         let mut changes = Vec::with_capacity(ids.len());
         for id in ids {
-            let Some(instance) = seqs.get(id.as_str()).and_then(|seq| self.instances.get_mut(seq)) else {
+            let Some(seq) = self.instance(region, id).map(|i| i.seq) else {
+                continue;
+            };
+            let Some(instance) = self.instances.get_mut(&seq) else {
                 continue;
             };
             let previous = instance.state;
@@ -715,14 +780,7 @@ impl World {
     }
 
     fn missing_ids(&self, region: &str, ids: &[String]) -> Vec<String> {
-        let known = self.seqs_by_id(region);
-        ids.iter().filter(|id| !known.contains_key(id.as_str())).cloned().collect()
-    }
-
-    /// The sequence numbers of a region's instances by id: one pass, so that
-    /// a call naming a thousand ids does not make a thousand passes.
-    fn seqs_by_id(&self, region: &str) -> HashMap<String, u64> {
-        self.instances.values().filter(|i| i.region == region).map(|i| (i.id.clone(), i.seq)).collect()
+        ids.iter().filter(|id| self.instance(region, id).is_none()).cloned().collect()
     }
 
     /// The pool a launch draws from: among the zones allowed by the request
@@ -831,6 +889,44 @@ pub(super) fn scramble(n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The id of the EC2 instance with sequence number `seq`.
+fn instance_id(seq: u64) -> String {
+    format!("i-0{:016x}", scramble(seq))
+}
+
+/// The inverse of [`scramble`]: the sequence number a scrambled id was made from.
+pub(super) fn unscramble(mut z: u64) -> u64 {
+    z = unshift_xor(z, 31).wrapping_mul(inverse_mod_2_64(0x94d0_49bb_1331_11eb));
+    z = unshift_xor(z, 27).wrapping_mul(inverse_mod_2_64(0xbf58_476d_1ce4_e5b9));
+    unshift_xor(z, 30).wrapping_sub(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The number 16 hex digits spell, unscrambled; `None` if they are not hex.
+pub(super) fn unscramble_hex(hex: &str) -> Option<u64> {
+    u64::from_str_radix(hex, 16).ok().filter(|_| hex.bytes().all(|b| b.is_ascii_hexdigit())).map(unscramble)
+}
+
+/// Undoes `y = x ^ (x >> shift)`: each round recovers `shift` more high bits.
+fn unshift_xor(y: u64, shift: u32) -> u64 {
+    let mut x = y;
+    for _ in 0..64 / shift {
+        x = y ^ (x >> shift);
+    }
+    x
+}
+
+/// The multiplicative inverse of an odd number modulo 2^64, by Newton's
+/// iteration (each round doubles the correct low bits: 3, 6, … 96).
+const fn inverse_mod_2_64(odd: u64) -> u64 {
+    let mut x = odd;
+    let mut round = 0;
+    while round < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(x)));
+        round += 1;
+    }
+    x
 }
 
 const NEXT_TOKEN_PREFIX: &str = "sim-after-";
@@ -1329,6 +1425,27 @@ mod tests {
         assert!(matches!(err, WorldError::InsufficientCapacity { available: 8, .. }), "{err:?}");
         world.advance(Duration::from_secs(10 * 60)).unwrap();
         assert_eq!(p5(&world), [Some(8), Some(8), Some(64), Some(8), Some(8)]);
+    }
+
+    #[test]
+    fn sim_instance_ids_lead_back_to_their_sequence_numbers() {
+        for seq in [0, 1, 2, 1000, MAX_SEQ, u64::MAX] {
+            assert_eq!(unscramble(scramble(seq)), seq);
+        }
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let launched = world.launch(request("p5.48xlarge", 3, 3)).unwrap();
+        for instance in &launched.instances {
+            assert_eq!(world.instance("us-east-1", &instance.id), Some(instance));
+            assert_eq!(world.instance("us-west-2", &instance.id), None, "another region's");
+        }
+        for other in ["i-0123456789abcdef0", "i-0zzzzzzzzzzzzzzzz", "i-12345678", "i-0+123456789abcde", ""] {
+            assert_eq!(world.instance("us-east-1", other), None, "{other}");
+        }
+        let mut renamed = world.clone();
+        let seq = launched.instances[0].seq;
+        renamed.instances.get_mut(&seq).unwrap().id = "i-0123456789abcdef0".into();
+        assert!(renamed.check().unwrap_err().contains("derived from its sequence number"));
+        assert_eq!(world.check(), Ok(()));
     }
 
     #[test]

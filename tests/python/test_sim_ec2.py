@@ -202,3 +202,160 @@ def test_world_file_survives_sigkill(start_sim, tmp_path):
     described = ec2_of(second).describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["training"]}])
     assert [i["InstanceId"] for r in described["Reservations"] for i in r["Instances"]] == ids
     assert second.admin("/_sim/time") == {"now": "2026-01-01T00:20:00Z"}
+
+
+# The per-resource reads: what a tool that refreshes each instance on its own
+# asks for every instance (the fleet benchmark's baseline).
+
+
+def test_instance_attributes_the_terraform_provider_reads(start_sim):
+    ec2 = ec2_of(start_sim())
+    with_data = launch(ec2, 1, UserData="echo hi")["Instances"][0]["InstanceId"]
+    without = launch(ec2, 1)["Instances"][0]["InstanceId"]
+    attribute = lambda instance_id, name: ec2.describe_instance_attribute(InstanceId=instance_id, Attribute=name)
+
+    shutdown = attribute(with_data, "instanceInitiatedShutdownBehavior")
+    assert shutdown["InstanceId"] == with_data
+    assert shutdown["InstanceInitiatedShutdownBehavior"] == {"Value": "stop"}
+    assert attribute(with_data, "disableApiTermination")["DisableApiTermination"] == {"Value": False}
+    assert attribute(with_data, "disableApiStop")["DisableApiStop"] == {"Value": False}
+    # boto3 base64-encodes user data on the way in; the attribute gives it back encoded.
+    assert attribute(with_data, "userData")["UserData"] == {"Value": "ZWNobyBoaQ=="}
+    assert attribute(without, "userData")["UserData"] == {}
+    assert attribute(with_data, "instanceType")["InstanceType"] == {"Value": "p5.48xlarge"}
+    mapping = attribute(with_data, "blockDeviceMapping")["BlockDeviceMappings"]
+    assert [(m["DeviceName"], m["Ebs"]["Status"], m["Ebs"]["DeleteOnTermination"]) for m in mapping] == [
+        ("/dev/sda1", "attached", True)
+    ]
+
+    for instance_id, name, code in [
+        ("i-0123456789abcdef0", "userData", "InvalidInstanceID.NotFound"),
+        ("i-zz", "userData", "InvalidInstanceID.Malformed"),
+        (with_data, "enaSupport", "InvalidParameterValue"),
+    ]:
+        with pytest.raises(ClientError) as refused:
+            attribute(instance_id, name)
+        assert refused.value.response["Error"]["Code"] == code, (instance_id, name)
+
+
+def test_instance_types_the_region_sells_in_pages(start_sim):
+    ec2 = ec2_of(start_sim())
+    (p5,) = ec2.describe_instance_types(InstanceTypes=["p5.48xlarge"])["InstanceTypes"]
+    assert p5["InstanceType"] == "p5.48xlarge"
+    assert p5["VCpuInfo"]["DefaultVCpus"] == 192
+    assert p5["GpuInfo"]["Gpus"] == [{"Name": "H100", "Manufacturer": "NVIDIA", "Count": 8, "MemoryInfo": {"SizeInMiB": 81920}}]
+    assert p5["GpuInfo"]["TotalGpuMemoryInMiB"] == 8 * 81920
+    assert p5["BurstablePerformanceSupported"] is False
+    assert p5["ProcessorInfo"]["SupportedArchitectures"] == ["x86_64"]
+
+    pages = list(ec2.get_paginator("describe_instance_types").paginate(PaginationConfig={"PageSize": 5}))
+    names = [t["InstanceType"] for page in pages for t in page["InstanceTypes"]]
+    assert len(names) == len(set(names)) > 5 and "p5.48xlarge" in names
+    assert [len(page["InstanceTypes"]) for page in pages][:-1] == [5] * (len(pages) - 1)
+    filtered = ec2.describe_instance_types(Filters=[{"Name": "instance-type", "Values": ["g*"]}])["InstanceTypes"]
+    assert {t["InstanceType"] for t in filtered} == {n for n in names if n.startswith("g")}
+
+    with pytest.raises(ClientError) as not_here:
+        ec2_of(start_sim(), region="eu-west-1").describe_instance_types(InstanceTypes=["p5.48xlarge"])
+    assert not_here.value.response["Error"]["Code"] == "InvalidInstanceType"
+    with pytest.raises(ClientError) as too_big:
+        ec2.describe_instance_types(MaxResults=101)
+    assert too_big.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_tags_by_resource_id_in_pages(start_sim):
+    ec2 = ec2_of(start_sim())
+    first, second = (
+        i["InstanceId"] for i in launch(ec2, 2, {"gpufleet-plan": "training", "gpufleet-fleet": "a", "team": "ml"})["Instances"]
+    )
+    mine = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [first]}])["Tags"]
+    assert mine == [
+        {"ResourceId": first, "ResourceType": "instance", "Key": k, "Value": v}
+        for k, v in [("gpufleet-fleet", "a"), ("gpufleet-plan", "training"), ("team", "ml")]
+    ]
+    pages = list(ec2.get_paginator("describe_tags").paginate(PaginationConfig={"PageSize": 5}))
+    assert [len(page["Tags"]) for page in pages] == [5, 1]
+    assert {t["ResourceId"] for page in pages for t in page["Tags"]} == {first, second}
+    by_key = ec2.describe_tags(Filters=[{"Name": "key", "Values": ["team"]}, {"Name": "resource-type", "Values": ["instance"]}])
+    assert sorted(t["ResourceId"] for t in by_key["Tags"]) == sorted([first, second])
+    with pytest.raises(ClientError) as unknown:
+        ec2.describe_tags(Filters=[{"Name": "colour", "Values": ["red"]}])
+    assert unknown.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_root_volumes_are_attached_and_stable_across_restarts(start_sim, tmp_path):
+    world = tmp_path / "world.json"
+    first = start_sim(None, world)
+    ec2 = ec2_of(first)
+    ids = [i["InstanceId"] for i in launch(ec2, 3)["Instances"]]
+    described = ec2.describe_instances(InstanceIds=[ids[0]])["Reservations"][0]["Instances"][0]
+    (root,) = described["BlockDeviceMappings"]
+    volume_id = root["Ebs"]["VolumeId"]
+
+    (volume,) = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [ids[0]]}])["Volumes"]
+    assert volume["VolumeId"] == volume_id and volume_id.startswith("vol-0") and len(volume_id) == 21
+    assert volume["Attachments"] == [
+        {
+            "VolumeId": volume_id,
+            "InstanceId": ids[0],
+            "Device": "/dev/sda1",
+            "State": "attached",
+            "AttachTime": SIM_START,
+            "DeleteOnTermination": True,
+        }
+    ]
+    assert (volume["State"], volume["VolumeType"], volume["Size"]) == ("in-use", "gp3", 100)
+    assert volume["AvailabilityZone"] == described["Placement"]["AvailabilityZone"]
+    assert volume["CreateTime"] == SIM_START
+    assert ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"] == [volume]
+    pages = list(ec2.get_paginator("describe_volumes").paginate(PaginationConfig={"PageSize": 5}))
+    assert sum(len(p["Volumes"]) for p in pages) == 3
+
+    ec2.terminate_instances(InstanceIds=[ids[0]])
+    with pytest.raises(ClientError) as deleted:
+        ec2.describe_volumes(VolumeIds=[volume_id])
+    assert deleted.value.response["Error"]["Code"] == "InvalidVolume.NotFound"
+    first.stop()
+
+    again = ec2_of(start_sim(None, world))
+    volumes = again.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": ids[1:]}])["Volumes"]
+    instances = again.describe_instances(InstanceIds=ids[1:])["Reservations"][0]["Instances"]
+    assert sorted(v["VolumeId"] for v in volumes) == sorted(i["BlockDeviceMappings"][0]["Ebs"]["VolumeId"] for i in instances)
+
+
+def test_the_default_vpc_of_each_region(start_sim):
+    sim = start_sim()
+    east, west = ec2_of(sim), ec2_of(sim, region="us-west-2")
+    instance = launch(east, 1)["Instances"][0]
+    vpc_id = instance["VpcId"]
+    (vpc,) = east.describe_vpcs(VpcIds=[vpc_id])["Vpcs"]
+    assert vpc["VpcId"] == vpc_id and vpc["IsDefault"] is True and vpc["State"] == "available"
+    assert vpc["CidrBlock"] == "172.31.0.0/16"
+    assert vpc["CidrBlockAssociationSet"][0]["CidrBlockState"] == {"State": "associated"}
+    assert vpc["OwnerId"] == "123456789012"
+    assert east.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Vpcs"] == [vpc]
+    assert east.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["false"]}])["Vpcs"] == []
+    (other,) = west.describe_vpcs()["Vpcs"]
+    assert other["VpcId"] != vpc_id
+    with pytest.raises(ClientError) as unknown:
+        west.describe_vpcs(VpcIds=[vpc_id])
+    assert unknown.value.response["Error"]["Code"] == "InvalidVpcID.NotFound"
+
+
+def test_credit_specifications_of_gpu_instances_are_standard(start_sim):
+    ec2 = ec2_of(start_sim())
+    ids = [i["InstanceId"] for i in launch(ec2, 2)["Instances"]]
+    named = ec2.describe_instance_credit_specifications(InstanceIds=ids)["InstanceCreditSpecifications"]
+    assert named == [{"InstanceId": i, "CpuCredits": "standard"} for i in ids]
+    # Unnamed, EC2 lists the instances running "unlimited": GPU types never burst.
+    assert ec2.describe_instance_credit_specifications()["InstanceCreditSpecifications"] == []
+    with pytest.raises(ClientError) as unknown:
+        ec2.describe_instance_credit_specifications(InstanceIds=["i-0123456789abcdef0"])
+    assert unknown.value.response["Error"]["Code"] == "InvalidInstanceID.NotFound"
+
+
+def test_unknown_actions_are_still_refused(start_sim):
+    sim = start_sim()
+    with pytest.raises(ClientError) as refused:
+        ec2_of(sim).describe_images(ImageIds=["ami-1"])
+    assert refused.value.response["Error"]["Code"] == "InvalidAction"
