@@ -722,7 +722,8 @@ image = {{ aws = "ami-0123456789abcdef0" }}
 
 /// 1,500 nodes at one placement are two creates (1,000 and 500), one call
 /// each. Where the preferred zones are sold out, a first part's refusal
-/// answers the second without a call, and both fail over.
+/// answers the second without a call, and both fail over. Destroying them
+/// is two TerminateInstances of 1,000 and 500.
 #[test]
 fn a_create_past_the_per_call_limit_is_split_and_one_refusal_costs_one_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -742,6 +743,10 @@ fn a_create_past_the_per_call_limit_is_split_and_one_refusal_costs_one_call() {
     // us-east-1 sells p5.48xlarge in five zones (a, b, c, d, f): one refused
     // call each, where two would have gone without the shortcut; then two in us-west-2.
     assert_eq!(calls["aws"]["RunInstances"], 5 + 2, "{calls}");
+
+    // Deletes go 1,000 ids to a TerminateInstances call.
+    run(&["destroy", plan, "--sim-url", &server.url, "--state-dir", state, "--auto-approve"], 0);
+    assert_eq!(counters(&server.url)["aws"]["TerminateInstances"], 2);
 }
 
 /// The human output of a 1,000-node apply that fails over through five sold
