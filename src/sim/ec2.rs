@@ -9,6 +9,7 @@
 //! Semantics live in [`super::world`]; this module only translates.
 
 mod account_reads;
+mod resource_reads;
 
 use super::faults::Fault;
 use super::world::{
@@ -170,7 +171,7 @@ fn dispatch(
         // per-resource reads of instances, volumes, tags and VPCs.
         _ => match account_reads::dispatch(world, region, action, params, request_id) {
             Some(answer) => answer,
-            None => match super::ec2_reads::handle(world, region, action, params, request_id) {
+            None => match resource_reads::handle(world, region, action, params, request_id) {
                 Some(read) => read.map(|xml| (xml, false)),
                 None => Err(ApiError::client(
                     "InvalidAction",
@@ -463,9 +464,9 @@ fn write_instance(xml: &mut XmlWriter, instance: &Instance) {
     }
     xml.leaf("architecture", "x86_64");
     xml.leaf("rootDeviceType", "ebs");
-    xml.leaf("rootDeviceName", super::ec2_reads::ROOT_DEVICE);
-    super::ec2_reads::write_block_device_mapping(xml, instance);
-    xml.leaf("vpcId", &super::ec2_reads::default_vpc_id(&instance.region));
+    xml.leaf("rootDeviceName", resource_reads::ROOT_DEVICE);
+    resource_reads::write_block_device_mapping(xml, instance);
+    xml.leaf("vpcId", &resource_reads::default_vpc_id(&instance.region));
     xml.leaf("virtualizationType", "hvm");
     xml.leaf("hypervisor", "xen");
     xml.empty("groupSet");

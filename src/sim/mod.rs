@@ -11,7 +11,8 @@
 //!
 //! Layout: [`scenario`] (TOML scenario files), [`world`] (the pure model),
 //! [`faults`] (injected transient errors and call-count rate limits),
-//! `ec2` (Query API wire format), `gce_world` and `gce` (Compute Engine's
+//! `ec2` (Query API wire format; its account reads and per-resource reads
+//! in `ec2::account_reads` and `ec2::resource_reads`), `gce_world` and `gce` (Compute Engine's
 //! part of the model and its REST wire format), `vmss` (Azure's scale sets in
 //! that model) and `arm` (Azure Resource Manager wire format), `account`
 //! (images, networks and EC2 vCPU quotas of the simulated accounts, read by
@@ -23,7 +24,6 @@ mod account;
 mod admin;
 mod arm;
 mod ec2;
-mod ec2_reads;
 mod endpoint;
 pub mod faults;
 mod gce;

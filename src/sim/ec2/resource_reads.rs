@@ -1,4 +1,4 @@
-//! EC2's per-resource read calls: the ones a tool that refreshes each
+//! EC2's per-resource read calls, beside the instance calls of [`super`]: the ones a tool that refreshes each
 //! resource on its own makes for every instance (DescribeInstanceAttribute,
 //! DescribeInstanceTypes, DescribeTags, DescribeVolumes, DescribeVpcs and,
 //! for burstable types, DescribeInstanceCreditSpecifications). gpufleet
@@ -13,8 +13,8 @@
 //! both are the same after the world file is reloaded, and a volume id
 //! leads back to its instance without a search.
 
-use super::ec2::{ApiError, OWNER_ID, Params, XmlWriter, check_instance_id, filters, instance_ids};
-use super::world::{Filter, Instance, InstanceState, World, glob_matches, scramble, unscramble_hex};
+use super::{ApiError, OWNER_ID, Params, XmlWriter, check_instance_id, filters, instance_ids};
+use crate::sim::world::{Filter, Instance, InstanceState, World, glob_matches, scramble, unscramble_hex};
 use sha2::{Digest, Sha256};
 use std::ops::RangeInclusive;
 
@@ -561,8 +561,8 @@ fn list(xml: &mut XmlWriter, name: &str, values: &[&str]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ec2::{DEFAULT_REGION, handle as ec2};
     use crate::catalog::Catalog;
+    use crate::sim::ec2::{DEFAULT_REGION, handle as ec2};
     use crate::sim::world::World;
 
     fn call(world: &mut World, body: &str) -> String {
