@@ -13,7 +13,8 @@ use futures::StreamExt;
 use gpufleet::model::Cloud;
 use gpufleet::model::Placement;
 use gpufleet::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings, scale_set_name};
-use gpufleet::providers::{CreateRequest, ErrorKind, Provider};
+use gpufleet::providers::{CreateRequest, ErrorKind, Provider, WaitClock};
+use gpufleet::sim::SimClock;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -211,8 +212,13 @@ fn request(plan: &str, fleet: &str, run: &str, instance_type: &str, count: u32) 
 }
 
 async fn provider(sim: &InProcessSim) -> AzureProvider {
-    let connection =
-        AzureConnection { endpoint: Some(sim.url.clone()), simulator_credentials: true, ..Default::default() };
+    let connection = AzureConnection {
+        endpoint: Some(sim.url.clone()),
+        simulator_credentials: true,
+        // Polls wait in the simulator's time, which then moves on.
+        clock: WaitClock(Arc::new(SimClock { url: sim.url.clone() })),
+        ..Default::default()
+    };
     let vm = AzureVmSettings {
         subnet: None,
         admin_username: "gpufleet".into(),
