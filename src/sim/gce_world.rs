@@ -471,7 +471,8 @@ impl World {
             errors,
             http_error_status,
             bulk,
-            done_at: if created > 0 { running_at } else { self.now },
+            // A refused create takes its provisioning phase to find out.
+            done_at: if created > 0 { running_at } else { after(self.now, self.lifecycle.gce_provisioning) },
         }))
     }
 
