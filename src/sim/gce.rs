@@ -726,8 +726,8 @@ mod tests {
         let name = refused.body["name"].as_str().unwrap().to_string();
         let done = call(
             &mut world,
-            Method::GET,
-            &format!("projects/p/zones/us-central1-a/operations/{name}"),
+            Method::POST,
+            &format!("projects/p/zones/us-central1-a/operations/{name}/wait"),
             "",
             Value::Null,
         );
@@ -761,8 +761,8 @@ mod tests {
         let name = over.body["name"].as_str().unwrap().to_string();
         let done = call(
             &mut world,
-            Method::GET,
-            &format!("projects/p/zones/us-central1-a/operations/{name}"),
+            Method::POST,
+            &format!("projects/p/zones/us-central1-a/operations/{name}/wait"),
             "",
             Value::Null,
         );
