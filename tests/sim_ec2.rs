@@ -282,3 +282,55 @@ async fn sim_wire_latency_holds_responses_back_without_moving_the_clock() {
     assert_eq!(sim.admin_get("/_sim/time").await, before, "the simulated clock did not move");
     sim.stop().await;
 }
+
+/// gpufleet's AWS provider returns from a create once its instances have
+/// left `pending`, having let the simulator's clock move on while it asked.
+#[tokio::test]
+async fn aws_provider_create_returns_once_its_instances_run() {
+    use gpufleet::model::{Cloud, Placement};
+    use gpufleet::providers::aws::{AwsConnection, AwsProvider};
+    use gpufleet::providers::{CreateRequest, Provider, WaitClock};
+    let sim = TestSim::start(Some("[lifecycle]\nec2_pending = \"12s\"\n")).await;
+    let connection = AwsConnection {
+        endpoint: Some(sim.url.clone()),
+        simulator_credentials: true,
+        clock: WaitClock(std::sync::Arc::new(gpufleet::sim::SimClock { url: sim.url.clone() })),
+        ..Default::default()
+    };
+    let aws = AwsProvider::connect(&["us-east-1".to_string()], &connection).await;
+    let request = CreateRequest {
+        plan: "training".into(),
+        fleet: "llm".into(),
+        run: "run-1".into(),
+        placement: Placement {
+            cloud: Cloud::Aws,
+            region: "us-east-1".into(),
+            zone: Some("us-east-1a".into()),
+            instance_type: "p5.48xlarge".into(),
+        },
+        count: 2,
+        min_count: 1,
+        image: "ami-12345678".into(),
+        user_data: None,
+        labels: Default::default(),
+        idempotency_token: "run-1-llm".into(),
+    };
+    let created = aws.create(&request).await.unwrap();
+    assert_eq!(created.len(), 2);
+
+    let time = sim.admin_get("/_sim/time").await;
+    assert_eq!(time["now"], "2026-01-01T00:00:15Z", "three polls 5 s apart: pending at 5 s and 10 s, running at 15 s");
+    let counters = sim.admin_get("/_sim/counters").await;
+    assert_eq!(counters["aws"]["DescribeInstances"], 3);
+    let ec2 = sim.client("us-east-1");
+    let ids: Vec<String> = created.iter().map(|i| i.id.clone()).collect();
+    let described = ec2.describe_instances().set_instance_ids(Some(ids)).send().await.unwrap();
+    let states: Vec<_> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| i.state().and_then(|s| s.name()).cloned())
+        .collect();
+    assert_eq!(states, vec![Some(InstanceStateName::Running); 2]);
+    sim.stop().await;
+}
