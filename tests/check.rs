@@ -41,7 +41,8 @@ fn granting(scenario: &str, cloud: &str, region: &str, metric: &str, limit: u32)
 /// and `gpus` H100 GPUs in us-central1.
 fn two_in_aws_and_gce_gpus(gpus: u32) -> String {
     let aws = granting(&new_account(), "aws", "us-east-1", "L-417A185B", 384);
-    granting(&aws, "gcp", "us-central1", "NVIDIA_H100_GPUS", gpus)
+    let regional = granting(&aws, "gcp", "us-central1", "NVIDIA_H100_GPUS", gpus);
+    granting(&regional, "gcp", "global", "GPUS_ALL_REGIONS", gpus)
 }
 
 fn write_scenario(dir: &Path, text: &str) -> PathBuf {

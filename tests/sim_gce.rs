@@ -280,3 +280,26 @@ async fn gcp_provider_creates_lists_and_deletes_against_the_simulator() {
     assert_eq!(vm["on_host_maintenance"], "TERMINATE");
     assert_eq!(vm["source_image"], "projects/debian-cloud/global/images/family/debian-12");
 }
+
+/// The project's GPUS_ALL_REGIONS binds when it has fewer GPUs free than
+/// the region's quota of the model: a new project has 0 of it.
+#[tokio::test]
+async fn gcp_provider_headroom_is_the_smaller_of_the_regional_and_the_project_gpu_quota() {
+    let quota = |region: &str, metric: &str, limit: u32| {
+        format!("[[quota]]\ncloud = \"gcp\"\nregion = \"{region}\"\nmetric = \"{metric}\"\nlimit = {limit}\n")
+    };
+    let at = Placement {
+        cloud: Cloud::Gcp,
+        region: "us-central1".into(),
+        zone: Some(ZONE.into()),
+        instance_type: "a3-highgpu-8g".into(),
+    };
+    for (global, nodes) in [(16, 2), (64, 4), (0, 0)] {
+        let scenario = quota("us-central1", "NVIDIA_H100_GPUS", 32) + &quota("global", "GPUS_ALL_REGIONS", global);
+        let sim = TestSim::start(Some(&scenario)).await;
+        let room = sim.provider().await.quota_headroom(&at, "H100", 8).await.unwrap();
+        assert_eq!(room, Some(nodes), "GPUS_ALL_REGIONS {global}, 32 H100 in the region");
+        assert_eq!(sim.counters().await["gcp"]["projects.get"], 1);
+        sim.stop().await;
+    }
+}

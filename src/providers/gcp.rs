@@ -21,7 +21,7 @@ use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_compute_v1::client::{Images, Instances, MachineTypes, Networks, Regions, ZoneOperations};
+use google_cloud_compute_v1::client::{Images, Instances, MachineTypes, Networks, Projects, Regions, ZoneOperations};
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
     NetworkInterface, Operation, Scheduling, metadata, operation, scheduling,
@@ -70,6 +70,7 @@ pub struct GcpProvider {
     machine_types: MachineTypes,
     images: Images,
     networks: Networks,
+    projects: Projects,
 }
 
 impl GcpProvider {
@@ -102,7 +103,8 @@ impl GcpProvider {
         let mut machine_types =
             MachineTypes::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut images = Images::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut networks = Networks::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+        let mut networks = Networks::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut projects = Projects::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
@@ -110,6 +112,7 @@ impl GcpProvider {
             machine_types = machine_types.with_endpoint(endpoint);
             images = images.with_endpoint(endpoint);
             networks = networks.with_endpoint(endpoint);
+            projects = projects.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -123,6 +126,7 @@ impl GcpProvider {
             machine_types: machine_types.build().await.map_err(client_failed)?,
             images: images.build().await.map_err(client_failed)?,
             networks: networks.build().await.map_err(client_failed)?,
+            projects: projects.build().await.map_err(client_failed)?,
         })
     }
 
@@ -347,10 +351,13 @@ impl Provider for GcpProvider {
     }
 }
 
-/// A regional GPU quota as `regions.get` reports it.
+/// A GPU quota as `regions.get` (the model's, per region) or `projects.get`
+/// (`GPUS_ALL_REGIONS`) reports it.
 #[derive(Debug, Clone, PartialEq)]
 struct GpuQuota {
     metric: String,
+    /// The region it counts in, or `global` for the project's.
+    scope: String,
     limit: f64,
     usage: f64,
 }
@@ -366,9 +373,15 @@ impl GpuQuota {
     }
 }
 
+/// The project's quota of GPUs of every model in every region: a new
+/// project has 0 of it, whatever its regional quotas say.
+const GPUS_ALL_REGIONS: &str = "GPUS_ALL_REGIONS";
+
 impl GcpProvider {
-    /// The region's quota of the machine type's GPU metric; `None` when the
-    /// region lists no such quota.
+    /// The quota that binds a GPU create at the placement: the region's
+    /// quota of the machine type's GPU metric, or the project's
+    /// `GPUS_ALL_REGIONS`, whichever has fewer GPUs free; `None` when
+    /// neither is listed.
     async fn gpu_quota(&self, placement: &Placement, gpu: &str) -> Result<Option<GpuQuota>, ProviderError> {
         let region_name = placement.region.as_str();
         let region = retrying(self.retry, Call::new(Cloud::Gcp, region_name, "regions.get"), || async {
@@ -381,9 +394,22 @@ impl GcpProvider {
                 .map_err(|e| classify(region_name, &e))
         })
         .await?;
+        let project = retrying(self.retry, Call::new(Cloud::Gcp, "global", "projects.get"), || async {
+            self.projects.get().set_project(&self.project).send().await.map_err(|e| classify("global", &e))
+        })
+        .await?;
         let metric = crate::catalog::gce_gpu_quota_metric(&placement.instance_type, gpu);
-        let quota = region.quotas.iter().find(|q| q.metric.as_ref().and_then(|m| m.name()) == Some(metric.as_str()));
-        Ok(quota.map(|q| GpuQuota { metric, limit: q.limit.unwrap_or(0.0), usage: q.usage.unwrap_or(0.0) }))
+        let find = |quotas: &[google_cloud_compute_v1::model::Quota], metric: &str, scope: &str| {
+            quotas.iter().find(|q| q.metric.as_ref().and_then(|m| m.name()) == Some(metric)).map(|q| GpuQuota {
+                metric: metric.to_string(),
+                scope: scope.to_string(),
+                limit: q.limit.unwrap_or(0.0),
+                usage: q.usage.unwrap_or(0.0),
+            })
+        };
+        let regional = find(&region.quotas, &metric, region_name);
+        let global = find(&project.quotas, GPUS_ALL_REGIONS, "global");
+        Ok([regional, global].into_iter().flatten().min_by(|a, b| a.free().total_cmp(&b.free())))
     }
 }
 

@@ -63,6 +63,7 @@ pub const CALLS: &[(Cloud, &[&str])] = &[
             "zoneOperations.get",
             "zoneOperations.wait",
             "regions.get",
+            "projects.get",
             "machineTypes.get",
             "images.get",
             "images.getFromFamily",

@@ -152,6 +152,10 @@ fn route(
             let op = world.gce_wait_operation(project, zone, name).map_err(HttpError::from)?.clone();
             Ok((operation_json(&op, world.now), false))
         }
+        (&Method::GET, ["projects", project]) => {
+            admit(world, "projects.get")?;
+            Ok((project_json(project, &world.gce_project_quotas(project)), false))
+        }
         (&Method::GET, ["projects", project, "regions", region]) => {
             admit(world, "regions.get")?;
             world
@@ -604,8 +608,12 @@ fn operation_json(op: &GceOperation, now: DateTime<Utc>) -> Value {
                     error["errorDetails"] = json!([{
                         "quotaInfo": {
                             "metricName": format!("compute.googleapis.com/{}", quota.metric.to_ascii_lowercase()),
-                            "limitName": format!("{}-per-project-region", quota.metric.replace('_', "-")),
-                            "dimensions": { "region": quota.region },
+                            "limitName": if quota.region == super::gce_world::GLOBAL {
+                                format!("{}-per-project", quota.metric.replace('_', "-"))
+                            } else {
+                                format!("{}-per-project-region", quota.metric.replace('_', "-"))
+                            },
+                            "dimensions": if quota.region == super::gce_world::GLOBAL { json!({}) } else { json!({ "region": quota.region }) },
                             "limit": quota.limit,
                         }
                     }]);
@@ -623,6 +631,27 @@ fn operation_json(op: &GceOperation, now: DateTime<Utc>) -> Value {
     body
 }
 
+fn quotas_json(quotas: &[QuotaUsage]) -> Vec<Value> {
+    quotas
+        .iter()
+        .map(|q| json!({ "metric": q.metric, "limit": f64::from(q.limit), "usage": f64::from(q.usage) }))
+        .collect()
+}
+
+/// A project as `projects.get` shows it: gpufleet reads its quotas.
+fn project_json(project: &str, quotas: &[QuotaUsage]) -> Value {
+    json!({
+        "kind": "compute#project",
+        "id": super::world::scramble(project.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))).to_string(),
+        "creationTimestamp": "2020-01-01T00:00:00.000-08:00",
+        "name": project,
+        "selfLink": format!("{BASE_URL}/projects/{project}"),
+        "quotas": quotas_json(quotas),
+        "defaultNetworkTier": "PREMIUM",
+        "xpnProjectStatus": "UNSPECIFIED_XPN_PROJECT_STATUS",
+    })
+}
+
 fn region_json(project: &str, region: &str, zones: &[String], quotas: &[QuotaUsage]) -> Value {
     json!({
         "kind": "compute#region",
@@ -633,7 +662,7 @@ fn region_json(project: &str, region: &str, zones: &[String], quotas: &[QuotaUsa
         "status": "UP",
         "selfLink": format!("{BASE_URL}/projects/{project}/regions/{region}"),
         "zones": zones.iter().map(|z| zone_url(project, z)).collect::<Vec<_>>(),
-        "quotas": quotas.iter().map(|q| json!({ "metric": q.metric, "limit": f64::from(q.limit), "usage": f64::from(q.usage) })).collect::<Vec<_>>(),
+        "quotas": quotas_json(quotas),
         "supportsPzs": false,
     })
 }
@@ -751,6 +780,29 @@ mod tests {
         world.advance(std::time::Duration::from_secs(30)).unwrap();
         let names: Vec<&str> = world.gce.instances().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["gf-train-0001", "gf-train-0003", "gf-train-0004"]);
+    }
+
+    #[test]
+    fn sim_gce_gpus_all_regions_caps_every_region_and_projects_get_reports_it() {
+        let mut world =
+            world("[[quota]]\ncloud = \"gcp\"\nregion = \"global\"\nmetric = \"GPUS_ALL_REGIONS\"\nlimit = 12\n");
+        // a3-highgpu-8g carries 8 H100: 12 GPUs across all regions admit one.
+        let over = call(&mut world, Method::POST, BULK, "", bulk("a3-highgpu-8g", 2, 2));
+        let name = over.body["name"].as_str().unwrap().to_string();
+        let wait = format!("projects/p/zones/us-central1-a/operations/{name}/wait");
+        let done = call(&mut world, Method::POST, &wait, "", Value::Null);
+        let error = &done.body["error"]["errors"][0];
+        assert_eq!(error["code"], "QUOTA_EXCEEDED");
+        assert_eq!(error["message"], "Quota 'GPUS_ALL_REGIONS' exceeded.  Limit: 12.0 globally.");
+        assert_eq!(error["errorDetails"][0]["quotaInfo"]["limitName"], "GPUS-ALL-REGIONS-per-project");
+
+        let one = call(&mut world, Method::POST, BULK, "", bulk("a3-highgpu-8g", 1, 1));
+        let name = one.body["name"].as_str().unwrap().to_string();
+        let wait = format!("projects/p/zones/us-central1-a/operations/{name}/wait");
+        assert!(call(&mut world, Method::POST, &wait, "", Value::Null).body.get("error").is_none());
+        let project = call(&mut world, Method::GET, "projects/p", "", Value::Null);
+        assert_eq!(project.body["kind"], "compute#project");
+        assert_eq!(project.body["quotas"], json!([{ "metric": "GPUS_ALL_REGIONS", "limit": 12.0, "usage": 8.0 }]));
     }
 
     #[test]

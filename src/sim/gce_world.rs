@@ -44,6 +44,11 @@ const OPERATION_SALT: u64 = 0x0c0f_fee0_0dd5_ea11;
 /// How long `zoneOperations.wait` holds its answer at most: "about two minutes".
 pub const OPERATION_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Compute Engine's project-wide quota of GPUs of every model in every region.
+pub const GPUS_ALL_REGIONS: &str = "GPUS_ALL_REGIONS";
+/// The `region` of a project-wide quota, in scenarios and messages.
+pub const GLOBAL: &str = "global";
+
 /// GPUs one machine type carries, and the quota metric they count against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineGpus {
@@ -264,18 +269,21 @@ impl GceWorld {
         self.next_seq
     }
 
-    /// GPUs of `metric` held by the project's instances in `region`.
+    /// GPUs of `metric` held by the project's instances in `region`; of
+    /// every model in every region for [`GPUS_ALL_REGIONS`].
     fn usage(&self, project: &str, region: &str, metric: &str) -> u32 {
+        let everywhere = region == GLOBAL && metric == GPUS_ALL_REGIONS;
         self.instances
             .values()
-            .filter(|i| i.project == project && i.region == region)
+            .filter(|i| i.project == project && (everywhere || i.region == region))
             .filter_map(|i| self.machine_types.get(&i.machine_type))
-            .filter(|m| m.metric == metric)
+            .filter(|m| everywhere || m.metric == metric)
             .map(|m| m.gpus)
             .fold(0, u32::saturating_add)
     }
 
-    /// The quotas configured for a region, with the project's usage.
+    /// The quotas configured for a region (or the project's, for
+    /// [`GLOBAL`]), with the project's usage.
     pub fn quotas(&self, project: &str, region: &str) -> Vec<QuotaUsage> {
         self.quotas
             .iter()
@@ -288,13 +296,22 @@ impl GceWorld {
             .collect()
     }
 
-    /// How many more instances of `machine_type` the region's quota admits
-    /// (`None`: no quota applies), and the quota that binds.
+    /// How many more instances of `machine_type` the quotas admit (`None`:
+    /// no quota applies), and the quota that binds: the region's quota of
+    /// its GPU model, or the project's [`GPUS_ALL_REGIONS`], the smaller.
     fn quota_room(&self, project: &str, region: &str, machine_type: &str) -> Option<(u32, &GceQuota)> {
         let gpus = self.machine_types.get(machine_type)?;
-        let quota = self.quotas.iter().find(|q| q.region == region && q.metric == gpus.metric)?;
-        let free = quota.limit.saturating_sub(self.usage(project, region, &gpus.metric));
-        Some((free.checked_div(gpus.gpus).unwrap_or(u32::MAX), quota))
+        let applies = |q: &&GceQuota| {
+            (q.region == region && q.metric == gpus.metric) || (q.region == GLOBAL && q.metric == GPUS_ALL_REGIONS)
+        };
+        self.quotas
+            .iter()
+            .filter(applies)
+            .map(|quota| {
+                let free = quota.limit.saturating_sub(self.usage(project, &quota.region, &quota.metric));
+                (free.checked_div(gpus.gpus).unwrap_or(u32::MAX), quota)
+            })
+            .min_by_key(|(room, _)| *room)
     }
 
     /// The names of a zone's instances: one pass, not one per name of a bulk insert.
@@ -404,8 +421,14 @@ impl World {
                 errors.push(OperationError {
                     code: "QUOTA_EXCEEDED".into(),
                     message: format!(
-                        "Quota '{}' exceeded.  Limit: {}.0 in region {}.",
-                        quota.metric, quota.limit, quota.region
+                        "Quota '{}' exceeded.  Limit: {}.0 {}.",
+                        quota.metric,
+                        quota.limit,
+                        if quota.region == GLOBAL {
+                            "globally".to_string()
+                        } else {
+                            format!("in region {}", quota.region)
+                        }
                     ),
                     quota: Some(quota.clone()),
                 });
@@ -614,6 +637,11 @@ impl World {
             .map(|(seq, i)| (*seq, i));
         let (instances, next) = self.paging.page(cursor, page_size, matching);
         Ok(GcePage { instances, next_page_token: next.map(|c| format!("{PAGE_TOKEN_PREFIX}{}", c.token())) })
+    }
+
+    /// `projects.get`: the project's own quotas ([`GPUS_ALL_REGIONS`]).
+    pub fn gce_project_quotas(&self, project: &str) -> Vec<QuotaUsage> {
+        self.gce.quotas(project, GLOBAL)
     }
 
     /// `regions.get`: the region's zones and quotas, or `None` for a region

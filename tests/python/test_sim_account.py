@@ -167,6 +167,17 @@ def test_compute_engine_has_its_images_machine_types_and_networks_only(sim):
         instances.insert(project="p", zone="us-central1-a", instance_resource=body)
 
 
+def test_compute_engine_projects_report_gpus_all_regions(start_sim, tmp_path):
+    scenario = tmp_path / "new-project.toml"
+    scenario.write_text('[[quota]]\ncloud = "gcp"\nregion = "global"\nmetric = "GPUS_ALL_REGIONS"\nlimit = 0\n')
+    sim = start_sim(scenario)
+    options = dict(
+        credentials=AnonymousCredentials(), transport="rest", client_options=ClientOptions(api_endpoint=sim.url)
+    )
+    project = compute_v1.ProjectsClient(**options).get(project="p")
+    assert [(q.metric, q.limit, q.usage) for q in project.quotas] == [("GPUS_ALL_REGIONS", 0.0, 0.0)]
+
+
 def scale_set_in(subnet, image_sku="22_04-lts-gen2"):
     """A flexible scale set of the Ubuntu image the scenario has, joining `subnet`."""
     body = scale_set("Standard_ND96isr_H100_v5", 1)

@@ -123,15 +123,19 @@ impl GcpProvider {
                     let need = u64::from(request.nodes) * u64::from(request.gpus_per_node);
                     Finding::fail(
                         "QUOTA_EXCEEDED",
-                        format!("{} in {region}: limit {} GPUs, {} in use", quota.metric, quota.limit, quota.usage),
-                        quota_fix(&quota.metric, region, need, quota.free() as u64, "GPUs"),
+                        format!(
+                            "{} in {}: limit {} GPUs, {} in use",
+                            quota.metric, quota.scope, quota.limit, quota.usage
+                        ),
+                        quota_fix(&quota.metric, &quota.scope, need, quota.free() as u64, "GPUs"),
                     )
                 };
-                let key = format!("gcp {project} {region} {}", quota.metric);
+                let key = format!("gcp {project} {} {}", quota.scope, quota.metric);
                 QuotaFinding { finding, headroom_nodes: Some(nodes), key: Some(key) }
             }
             Err(e) => {
-                QuotaFinding { finding: refused(e, "allow compute.regions.get")?, headroom_nodes: None, key: None }
+                let finding = refused(e, "allow compute.regions.get and compute.projects.get")?;
+                QuotaFinding { finding, headroom_nodes: None, key: None }
             }
         };
         Ok(OfferingFindings { offered, image, network, quota })
