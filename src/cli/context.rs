@@ -3,7 +3,7 @@
 
 use super::{Failure, PlanFileArgs, StateLocation, TargetArgs, failure, sim_failure};
 use crate::apply::{ApplyError, Clouds, Drain, DrainScript, HomeFailures, NoDrain, Session, Stop, Target};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, RefreshedCatalog};
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
 use crate::providers::RetryPolicy;
@@ -13,12 +13,39 @@ use crate::state::{LocalBackend, StateBackend, StateError};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Load and validate a plan; the catalog comes back with the plan's offerings applied.
-pub fn load_plan(path: &Path, args: &PlanFileArgs) -> Result<(Plan, Catalog), Failure> {
+/// Load and validate a plan against the catalog (the refreshed one of
+/// `state_dir` or `--catalog` when there is one); the catalog comes back
+/// with the plan's offerings applied.
+pub fn load_plan(path: &Path, args: &PlanFileArgs, state_dir: &Path) -> Result<(Plan, Catalog), Failure> {
+    let catalog = load_catalog(&args.catalog_file(state_dir))?;
+    load_plan_with(path, args, catalog)
+}
+
+/// The built-in catalog with the refreshed file at `file` merged over it,
+/// saying so on stderr; the built-in one alone when there is no such file.
+/// A damaged file fails: planning on a catalog other than the one the user
+/// refreshed would place nodes where they did not expect.
+pub fn load_catalog(file: &Path) -> Result<Catalog, Failure> {
     let builtin = Catalog::builtin();
-    let plan = crate::plan::load(path, &builtin, args.options()).map_err(Failure::Plan)?;
+    Ok(match RefreshedCatalog::read(file)? {
+        None => builtin,
+        Some(refreshed) => {
+            eprintln!(
+                "catalog: refreshed {} from the clouds ({}); prices from the built-in data of {}",
+                refreshed.refreshed_at.format("%Y-%m-%d"),
+                file.display(),
+                builtin.as_of
+            );
+            builtin.with_refreshed(&refreshed)
+        }
+    })
+}
+
+/// Load and validate a plan against `catalog`, which comes back with the plan's offerings applied.
+pub fn load_plan_with(path: &Path, args: &PlanFileArgs, catalog: Catalog) -> Result<(Plan, Catalog), Failure> {
+    let plan = crate::plan::load(path, &catalog, args.options()).map_err(Failure::Plan)?;
     // Validation already checked the overrides; this only fails if it and the catalog disagree.
-    let catalog = builtin.with_overrides(&plan.offerings).map_err(|problems| {
+    let catalog = catalog.with_overrides(&plan.offerings).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| format!("offerings[{}]: {p}", p.index)).collect();
         failure(
             format!("{}: the plan's [[offerings]] do not fit the catalog: {}", path.display(), list.join("; ")),

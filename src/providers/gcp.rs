@@ -14,6 +14,7 @@
 //! The SDK's own retries are off; gpufleet retries throttled and transient
 //! calls itself ([`retrying`]) with the same requestId.
 
+mod catalog;
 mod preflight;
 
 use super::preflight::{OfferingFindings, PreflightRequest};
@@ -21,7 +22,9 @@ use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_compute_v1::client::{Images, Instances, MachineTypes, Networks, Regions, ZoneOperations};
+use google_cloud_compute_v1::client::{
+    AcceleratorTypes, Images, Instances, MachineTypes, Networks, Regions, ZoneOperations,
+};
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
     NetworkInterface, Operation, Scheduling, metadata, operation, scheduling,
@@ -70,6 +73,7 @@ pub struct GcpProvider {
     machine_types: MachineTypes,
     images: Images,
     networks: Networks,
+    accelerator_types: AcceleratorTypes,
 }
 
 impl GcpProvider {
@@ -102,7 +106,9 @@ impl GcpProvider {
         let mut machine_types =
             MachineTypes::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut images = Images::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut networks = Networks::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+        let mut networks = Networks::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut accelerator_types =
+            AcceleratorTypes::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
@@ -110,6 +116,7 @@ impl GcpProvider {
             machine_types = machine_types.with_endpoint(endpoint);
             images = images.with_endpoint(endpoint);
             networks = networks.with_endpoint(endpoint);
+            accelerator_types = accelerator_types.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -123,6 +130,7 @@ impl GcpProvider {
             machine_types: machine_types.build().await.map_err(client_failed)?,
             images: images.build().await.map_err(client_failed)?,
             networks: networks.build().await.map_err(client_failed)?,
+            accelerator_types: accelerator_types.build().await.map_err(client_failed)?,
         })
     }
 
@@ -344,6 +352,10 @@ impl Provider for GcpProvider {
 
     async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
         self.preflight_offering(request).await
+    }
+
+    async fn read_catalog(&self) -> Result<crate::catalog::CloudRead, ProviderError> {
+        self.read_offerings().await
     }
 }
 

@@ -6,6 +6,7 @@
 //! set's PUT: its resource group, image and subnet exist.
 
 use super::{Query, at, list_json, ok, segments, string_at};
+use crate::catalog::Catalog;
 use crate::model::Cloud;
 use crate::sim::account::AzureImage;
 use crate::sim::vmss::ArmFault;
@@ -175,7 +176,9 @@ fn location_filter(filter: &str) -> Result<String, ArmFault> {
 }
 
 /// Every VM size each location sells, as ARM lists resource SKUs; a size
-/// the world does not sell in a location is not listed for it.
+/// the world does not sell in a location is not listed for it, and one the
+/// scenario marks `restricted` is listed with the subscription's location
+/// restriction (`NotAvailableForSubscription`), as Azure does.
 fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
     let location = filter.map(location_filter).transpose()?;
     let value: Vec<Value> = world
@@ -184,6 +187,22 @@ fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
         .filter(|p| p.cloud == Cloud::Azure && location.as_deref().is_none_or(|l| l == p.region))
         .map(|p| {
             let size = p.instance_type.strip_prefix("Standard_").unwrap_or(&p.instance_type);
+            let capabilities = match Catalog::builtin_ref().instance_type(Cloud::Azure, &p.instance_type) {
+                Some(shape) => json!([
+                    { "name": "vCPUs", "value": shape.vcpus.to_string() },
+                    { "name": "GPUs", "value": shape.gpus.to_string() },
+                ]),
+                None => json!([]),
+            };
+            let restrictions = match p.restricted {
+                true => json!([{
+                    "type": "Location",
+                    "values": [p.region],
+                    "restrictionInfo": { "locations": [p.region] },
+                    "reasonCode": "NotAvailableForSubscription",
+                }]),
+                false => json!([]),
+            };
             json!({
                 "resourceType": "virtualMachines",
                 "name": p.instance_type,
@@ -192,8 +211,8 @@ fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
                 "family": crate::catalog::azure_vcpu_family(&p.instance_type),
                 "locations": [p.region],
                 "locationInfo": [{ "location": p.region, "zones": [] }],
-                "capabilities": [],
-                "restrictions": [],
+                "capabilities": capabilities,
+                "restrictions": restrictions,
             })
         })
         .collect();

@@ -237,7 +237,8 @@ fn describe_instance_types<'w>(world: &'w World, region: &str, params: &Params) 
             xml.open("gpuInfo");
             xml.open("gpus");
             xml.open("item");
-            xml.leaf("name", &spec.gpu);
+            // EC2's name for the GPU: both A100s are "A100", told apart by memory.
+            xml.leaf("name", crate::catalog::mapping::ec2_gpu_name(&spec.gpu).unwrap_or(&spec.gpu));
             xml.leaf("manufacturer", "NVIDIA");
             xml.leaf("count", &spec.gpus.to_string());
             xml.open("memoryInfo");
