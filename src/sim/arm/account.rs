@@ -329,4 +329,39 @@ mod tests {
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
         assert_eq!(world.counters()["azure"]["ResourceGroups_Get"], 2);
     }
+
+    #[test]
+    fn sim_arm_skus_give_gpus_and_vcpus_and_the_subscriptions_restrictions() {
+        let text = "[[offering]]\ncloud = \"azure\"\nregion = \"westeurope\"\ninstance_type = \"Standard_ND96isr_H100_v5\"\n\
+                    [[offering]]\ncloud = \"azure\"\nregion = \"northeurope\"\ninstance_type = \"Standard_ND96isr_H100_v5\"\nrestricted = true\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let (status, skus) = get(&mut world, "/providers/Microsoft.Compute/skus", "api-version=2024-07-01");
+        assert_eq!(status, StatusCode::OK);
+        let sku = |location: &str| {
+            skus["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "Standard_ND96isr_H100_v5" && s["locations"][0] == location)
+                .unwrap_or_else(|| panic!("no H100 SKU in {location}: {skus}"))
+                .clone()
+        };
+        let west = sku("westeurope");
+        assert_eq!(west["restrictions"], serde_json::json!([]));
+        assert_eq!(west["family"], "standardNDSH100v5Family");
+        assert_eq!(
+            west["capabilities"],
+            serde_json::json!([{ "name": "vCPUs", "value": "96" }, { "name": "GPUs", "value": "8" }])
+        );
+        let north = sku("northeurope");
+        assert_eq!(north["restrictions"][0]["reasonCode"], "NotAvailableForSubscription");
+        assert_eq!(north["restrictions"][0]["type"], "Location");
+        assert_eq!(north["restrictions"][0]["values"], serde_json::json!(["northeurope"]));
+        let refused = Scenario::parse(
+            "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\nrestricted = true\n",
+            std::path::Path::new("s.toml"),
+        );
+        assert!(refused.unwrap_err().to_string().contains("`restricted` is Azure's"));
+    }
 }

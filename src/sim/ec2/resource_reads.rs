@@ -604,4 +604,14 @@ mod tests {
         assert_eq!(big.matches("<attachmentSet>").count(), 500);
         assert_eq!(world.counters()["aws"]["DescribeVolumes"], 7);
     }
+
+    /// EC2 names both A100s "A100" and tells them apart by memory; the
+    /// simulator answered with the catalog's "A100-80GB".
+    #[test]
+    fn sim_instance_types_give_the_gpu_as_ec2_names_it() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let body = call(&mut world, "Action=DescribeInstanceTypes&InstanceType.1=p4de.24xlarge");
+        assert!(body.contains("<name>A100</name>") && body.contains("<sizeInMiB>81920</sizeInMiB>"), "{body}");
+        assert!(body.contains("<count>8</count>") && body.contains("<defaultVCpus>96</defaultVCpus>"), "{body}");
+    }
 }

@@ -307,4 +307,69 @@ mod tests {
         let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     }
+
+    fn list(world: &mut World, path: &str, query: &str) -> (StatusCode, serde_json::Value) {
+        let response = super::super::handle(world, &Method::GET, path, query, b"");
+        (response.status, response.body)
+    }
+
+    #[test]
+    fn sim_gce_machine_and_accelerator_types_aggregate_by_zone_and_page() {
+        let mut world = world();
+        let (status, body) = list(&mut world, "projects/p/aggregated/machineTypes", "");
+        assert_eq!((status, body["kind"].as_str()), (StatusCode::OK, Some("compute#machineTypeAggregatedList")));
+        let a3 = body["items"]["zones/us-central1-a"]["machineTypes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "a3-highgpu-8g")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            a3["accelerators"],
+            json!([{ "guestAcceleratorType": "nvidia-h100-80gb", "guestAcceleratorCount": 8 }])
+        );
+        assert_eq!((a3["guestCpus"].as_u64(), a3["id"].is_string()), (Some(208), true), "{a3}");
+        let (_, body) = list(&mut world, "projects/p/aggregated/acceleratorTypes", "");
+        let accelerators = &body["items"]["zones/us-central1-a"]["acceleratorTypes"];
+        let h100 = accelerators.as_array().unwrap().iter().find(|a| a["name"] == "nvidia-h100-80gb").unwrap();
+        assert_eq!(h100["maximumCardsPerInstance"], 8);
+        assert!(h100["zone"].as_str().unwrap().ends_with("/projects/p/zones/us-central1-a"), "{h100}");
+
+        // Pages of two: every zone is a scope of every page, a zone without
+        // items on it says so, and the pages together list each item once.
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (status, page) =
+                list(&mut world, "projects/p/aggregated/acceleratorTypes", &format!("maxResults=2&pageToken={token}"));
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_object().unwrap();
+            assert_eq!(items.len(), world.gce_zones().len());
+            for (scope, scoped) in items {
+                match scoped["acceleratorTypes"].as_array() {
+                    Some(list) => seen.extend(list.iter().map(|a| format!("{scope}/{}", a["name"]))),
+                    None => assert_eq!(scoped["warning"]["code"], "NO_RESULTS_ON_PAGE", "{scoped}"),
+                }
+            }
+            match page["nextPageToken"].as_str() {
+                Some(next) => token = next.to_string(),
+                None => break,
+            }
+        }
+        let (_, whole) = list(&mut world, "projects/p/aggregated/acceleratorTypes", "");
+        let total: usize = whole["items"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|s| s["acceleratorTypes"].as_array())
+            .map(Vec::len)
+            .sum();
+        let unique: std::collections::BTreeSet<&String> = seen.iter().collect();
+        assert_eq!((seen.len(), unique.len()), (total, total));
+        let (status, _) = list(&mut world, "projects/p/aggregated/machineTypes", "maxResults=501");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = list(&mut world, "projects/p/aggregated/machineTypes", "pageToken=bogus");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
 }
