@@ -358,6 +358,16 @@ mod tests {
         assert_eq!(north["restrictions"][0]["reasonCode"], "NotAvailableForSubscription");
         assert_eq!(north["restrictions"][0]["type"], "Location");
         assert_eq!(north["restrictions"][0]["values"], serde_json::json!(["northeurope"]));
+        // A scale set of a restricted size is refused up front.
+        let put = serde_json::json!({
+            "location": "northeurope",
+            "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": 1 },
+            "properties": { "orchestrationMode": "Flexible" },
+        });
+        let set = "/resourceGroups/gpufleet/providers/Microsoft.Compute/virtualMachineScaleSets/s";
+        let (status, body) =
+            call(&mut world, Method::PUT, &format!("{SUB}{set}"), "api-version=2024-07-01", &put.to_string());
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SkuNotAvailable")), "{body}");
         let refused = Scenario::parse(
             "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\nrestricted = true\n",
             std::path::Path::new("s.toml"),
