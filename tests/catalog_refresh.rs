@@ -2,7 +2,8 @@
 //! simulator whose scenario sells what the built-in catalog does not know:
 //! p5.48xlarge in AWS eu-west-1, a3-highgpu-8g in us-central1-f, and ND H100
 //! v5 in Azure westeurope (a region the built-in catalog lacks), plus ND
-//! H100 v5 in northeurope restricted for the subscription. The refresh makes
+//! H100 v5 in northeurope restricted for the subscription, and in a region
+//! whose name says nothing of its jurisdiction (marscentral). The refresh makes
 //! only reads; afterwards `plan` places nodes on what only the refreshed
 //! file has, never on the restricted size, and says which catalog it used.
 
@@ -37,6 +38,12 @@ cloud = "azure"
 region = "northeurope"
 instance_type = "Standard_ND96isr_H100_v5"
 restricted = true
+
+[[offering]]
+cloud = "azure"
+region = "marscentral"
+instance_type = "Standard_ND96isr_H100_v5"
+capacity = 8
 "#;
 
 const AZURE: &str = r#"subscription = "00000000-0000-0000-0000-000000000000"
@@ -113,7 +120,12 @@ fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_
     let europe = write(
         dir.path(),
         "europe.toml",
-        &plan("\"eu-west-1\"", "\"us-central1-f\"", "\"westeurope\", \"northeurope\"", "residency = [\"EU\"]"),
+        &plan(
+            "\"eu-west-1\"",
+            "\"us-central1-f\"",
+            "\"westeurope\", \"northeurope\", \"marscentral\"",
+            "residency = [\"EU\"]",
+        ),
     );
     let refused = gpufleet(&[&["validate", &europe], &target[2..]].concat());
     assert_eq!(refused.status.code(), Some(1));
@@ -145,6 +157,8 @@ fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_
     assert_eq!(west["jurisdiction"], "EU");
     let north = azure["offers"].as_array().unwrap().iter().find(|o| o["region"] == "northeurope").unwrap();
     assert_eq!(north["restricted"], "NotAvailableForSubscription");
+    let mars = azure["regions"].as_array().unwrap().iter().find(|r| r["name"] == "marscentral").unwrap();
+    assert_eq!(mars["jurisdiction"], Value::Null, "no jurisdiction is guessed for a name no prefix covers");
 
     // After it: the plan places on what only the refresh found, says which
     // catalog it used, and keeps the built-in prices (unknown where none).
@@ -160,6 +174,22 @@ fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_
     let text = placed(&serde_json::from_str::<Value>(&stdout(&europe_plan)).unwrap());
     assert!(text.contains("westeurope"), "{text}");
     assert!(!text.contains("northeurope"), "a restricted size is never placed: {text}");
+    assert!(!text.contains("marscentral"), "residency never admits a region of unknown jurisdiction: {text}");
+    let anywhere =
+        write(dir.path(), "anywhere.toml", &plan("\"eu-west-1\"", "\"us-central1-f\"", "\"marscentral\"", ""));
+    let text = placed(
+        &serde_json::from_str::<Value>(&stdout(&run(&[&["plan", &anywhere, "--json"][..], &target].concat(), 0)))
+            .unwrap(),
+    );
+    assert!(text.contains("marscentral"), "without residency it is placeable: {text}");
+
+    // --json: the same summary as one object.
+    let again = run(&[&["catalog", "refresh", &home, "--json"], &target[..]].concat(), 0);
+    let summary: Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(summary["path"], file.display().to_string());
+    let clouds: Vec<&str> = summary["clouds"].as_array().unwrap().iter().filter_map(|c| c["cloud"].as_str()).collect();
+    assert_eq!(clouds, ["aws", "gcp", "azure"]);
+    assert_eq!(summary["clouds"][2]["restricted_count"], 1);
 }
 
 #[test]
