@@ -85,20 +85,6 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// Calls that change a simulated cloud, as `/_sim/counters` names them.
-const MUTATING: [(&str, &str); 10] = [
-    ("aws", "RunInstances"),
-    ("aws", "TerminateInstances"),
-    ("aws", "CreateTags"),
-    ("gcp", "instances.insert"),
-    ("gcp", "instances.bulkInsert"),
-    ("gcp", "instances.delete"),
-    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
-    ("azure", "VirtualMachineScaleSets_Update"),
-    ("azure", "VirtualMachineScaleSets_Delete"),
-    ("azure", "VirtualMachineScaleSets_DeleteInstances"),
-];
-
 #[test]
 fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +126,7 @@ fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let counters = Admin::new(&server.url).get("/_sim/counters");
-    for (cloud, call) in MUTATING {
+    for (cloud, call) in common::MUTATING {
         assert_eq!(counters[cloud][call], before_counters[cloud][call], "refresh made {cloud} {call}: {counters}");
     }
     let calls = |cloud: &str, call: &str| {

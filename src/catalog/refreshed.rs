@@ -206,10 +206,16 @@ impl RefreshedCatalog {
     /// is damaged (truncated, hand-edited) is an error naming the file and
     /// what is wrong, never a silent fallback to the built-in data.
     pub fn read(path: &Path) -> Result<Option<RefreshedCatalog>, RefreshedError> {
+        use std::io::Read;
         let problem = |problem: String| RefreshedError { path: path.to_path_buf(), problem };
-        let Some(bytes) = crate::files::read(path).map_err(|e| problem(format!("cannot be read: {e}")))? else {
-            return Ok(None);
+        // Opened as it is: looking for the file creates no directory and changes no mode.
+        let mut file = match crate::files::open_regular(path, std::fs::OpenOptions::new().read(true)) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(problem(format!("cannot be read: {e}"))),
         };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| problem(format!("cannot be read: {e}")))?;
         let file: RefreshedCatalog =
             crate::json::from_slice(&bytes).map_err(|e| problem(format!("is damaged: {e}")))?;
         file.check().map_err(|p| problem(format!("is damaged: {p}")))?;

@@ -433,6 +433,9 @@ mod refreshed {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("refreshed.json");
         assert!(RefreshedCatalog::read(&path).unwrap().is_none(), "no file: the built-in catalog");
+        let elsewhere = dir.path().join("catalog").join("refreshed.json");
+        assert!(RefreshedCatalog::read(&elsewhere).unwrap().is_none());
+        assert!(!dir.path().join("catalog").exists(), "looking for the file created its directory");
         let file = refreshed();
         let bytes = file.to_bytes();
         std::fs::write(&path, &bytes).unwrap();

@@ -177,26 +177,53 @@ impl GcpProvider {
     /// Instances of one zone whose labels say they belong to `run`, one page of 500 at a time.
     async fn list_zone(&self, zone: &str, filter: &str) -> Result<Vec<Instance>, ProviderError> {
         let region = region_of_zone(zone);
-        let mut out = Vec::new();
-        let mut page_token = String::new();
+        let pages = self
+            .every_page(
+                region,
+                "instances.list",
+                |token| {
+                    self.instances
+                        .list()
+                        .set_project(&self.project)
+                        .set_zone(zone)
+                        .set_filter(filter)
+                        .set_max_results(PAGE_SIZE)
+                        .set_page_token(token)
+                        .send()
+                },
+                |page| page.next_page_token.as_ref(),
+            )
+            .await?;
+        Ok(pages.iter().flat_map(|page| &page.items).filter_map(|i| to_instance(i, &self.project)).collect())
+    }
+
+    /// Every page of a list, from the first to the one without a next page
+    /// token: `send` asks for the page at a token ("" for the first), `next`
+    /// reads a page's next token. Each page is retried on its own.
+    async fn every_page<T, F, Fut>(
+        &self,
+        region: &str,
+        name: &str,
+        mut send: F,
+        next: impl Fn(&T) -> Option<&String>,
+    ) -> Result<Vec<T>, ProviderError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, google_cloud_compute_v1::Error>>,
+    {
+        let mut pages = Vec::new();
+        let mut token = String::new();
         loop {
-            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.list"), || async {
-                self.instances
-                    .list()
-                    .set_project(&self.project)
-                    .set_zone(zone)
-                    .set_filter(filter)
-                    .set_max_results(PAGE_SIZE)
-                    .set_page_token(&page_token)
-                    .send()
-                    .await
-                    .map_err(|e| classify(region, &e))
+            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, name), || {
+                let sent = send(token.clone());
+                async move { sent.await.map_err(|e| classify(region, &e)) }
             })
             .await?;
-            out.extend(page.items.iter().filter_map(|i| to_instance(i, &self.project)));
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = token,
-                _ => return Ok(out),
+            let following = next(&page).filter(|t| !t.is_empty()).cloned();
+            pages.push(page);
+            match following {
+                Some(following) => token = following,
+                None => return Ok(pages),
             }
         }
     }
@@ -251,29 +278,27 @@ impl Provider for GcpProvider {
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
         let region = self.zones.first().map(|z| region_of_zone(z)).unwrap_or_default();
         let filter = label_filter(TAG_PLAN, plan);
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.aggregatedList"), || async {
-                self.instances
-                    .aggregated_list()
-                    .set_project(&self.project)
-                    .set_filter(&filter)
-                    .set_max_results(PAGE_SIZE)
-                    .set_page_token(&page_token)
-                    .send()
-                    .await
-                    .map_err(|e| classify(region, &e))
-            })
+        let pages = self
+            .every_page(
+                region,
+                "instances.aggregatedList",
+                |token| {
+                    self.instances
+                        .aggregated_list()
+                        .set_project(&self.project)
+                        .set_filter(&filter)
+                        .set_max_results(PAGE_SIZE)
+                        .set_page_token(token)
+                        .send()
+                },
+                |page| page.next_page_token.as_ref(),
+            )
             .await?;
-            for scoped in page.items.values() {
-                all.extend(scoped.instances.iter().filter_map(|i| to_instance(i, &self.project)));
-            }
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = token,
-                _ => break,
-            }
-        }
+        let mut all: Vec<Instance> = pages
+            .iter()
+            .flat_map(|page| page.items.values())
+            .flat_map(|scoped| scoped.instances.iter().filter_map(|i| to_instance(i, &self.project)))
+            .collect();
         all.sort();
         Ok(all)
     }

@@ -4,11 +4,11 @@
 //! (the accelerators each zone sells), both paged to the end. A machine
 //! type is sold in a zone when the zone lists it and its accelerator.
 
-use super::{GcpProvider, PAGE_SIZE, classify, region_of_zone};
+use super::{GcpProvider, PAGE_SIZE, region_of_zone};
 use crate::catalog::mapping::ReportedGpu;
 use crate::catalog::{CloudRead, Sighting};
 use crate::model::Cloud;
-use crate::providers::{Call, ProviderError, retrying};
+use crate::providers::ProviderError;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One accelerator-carrying machine type of one zone.
@@ -23,74 +23,70 @@ struct ZoneMachine {
 impl GcpProvider {
     pub(super) async fn read_offerings(&self) -> Result<CloudRead, ProviderError> {
         let region = self.zones.first().map(|z| region_of_zone(z)).unwrap_or_default();
-        let mut zones: BTreeSet<String> = BTreeSet::new();
-        let mut machines = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "machineTypes.aggregatedList"), || async {
-                self.machine_types
-                    .aggregated_list()
-                    .set_project(&self.project)
-                    .set_max_results(PAGE_SIZE)
-                    .set_page_token(&page_token)
-                    .send()
-                    .await
-                    .map_err(|e| classify(region, &e))
-            })
+        let machine_pages = self
+            .every_page(
+                region,
+                "machineTypes.aggregatedList",
+                |token| {
+                    self.machine_types
+                        .aggregated_list()
+                        .set_project(&self.project)
+                        .set_max_results(PAGE_SIZE)
+                        .set_page_token(token)
+                        .send()
+                },
+                |page| page.next_page_token.as_ref(),
+            )
             .await?;
-            for (scope, list) in &page.items {
-                let Some(zone) = scope.strip_prefix("zones/") else { continue };
-                zones.insert(zone.to_string());
-                for machine in &list.machine_types {
-                    let accelerator = machine.accelerators.first();
-                    let count = accelerator.and_then(|a| a.guest_accelerator_count).and_then(|n| u32::try_from(n).ok());
-                    let (Some(name), Some(accelerator), Some(count)) =
-                        (&machine.name, accelerator.and_then(|a| a.guest_accelerator_type.clone()), count)
-                    else {
-                        continue;
-                    };
-                    let vcpus = machine.guest_cpus.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-                    if count > 0 {
-                        machines.push(ZoneMachine {
-                            zone: zone.to_string(),
-                            name: name.clone(),
-                            accelerator,
-                            count,
-                            vcpus,
-                        });
-                    }
-                }
-            }
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = token,
-                _ => break,
-            }
-        }
-
-        let mut sold: BTreeSet<(String, String)> = BTreeSet::new();
-        let mut page_token = String::new();
-        loop {
-            let page =
-                retrying(self.retry, Call::new(Cloud::Gcp, region, "acceleratorTypes.aggregatedList"), || async {
+        let accelerator_pages = self
+            .every_page(
+                region,
+                "acceleratorTypes.aggregatedList",
+                |token| {
                     self.accelerator_types
                         .aggregated_list()
                         .set_project(&self.project)
                         .set_max_results(PAGE_SIZE)
-                        .set_page_token(&page_token)
+                        .set_page_token(token)
                         .send()
-                        .await
-                        .map_err(|e| classify(region, &e))
-                })
-                .await?;
-            for (scope, list) in &page.items {
-                let Some(zone) = scope.strip_prefix("zones/") else { continue };
-                sold.extend(list.accelerator_types.iter().filter_map(|a| Some((zone.to_string(), a.name.clone()?))));
-            }
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = token,
-                _ => break,
+                },
+                |page| page.next_page_token.as_ref(),
+            )
+            .await?;
+
+        let mut zones: BTreeSet<String> = BTreeSet::new();
+        let mut machines = Vec::new();
+        for (scope, list) in machine_pages.iter().flat_map(|page| &page.items) {
+            let Some(zone) = scope.strip_prefix("zones/") else { continue };
+            zones.insert(zone.to_string());
+            for machine in &list.machine_types {
+                let accelerator = machine.accelerators.first();
+                let count = accelerator.and_then(|a| a.guest_accelerator_count).and_then(|n| u32::try_from(n).ok());
+                let (Some(name), Some(accelerator), Some(count)) =
+                    (&machine.name, accelerator.and_then(|a| a.guest_accelerator_type.clone()), count)
+                else {
+                    continue;
+                };
+                let vcpus = machine.guest_cpus.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                if count > 0 {
+                    machines.push(ZoneMachine {
+                        zone: zone.to_string(),
+                        name: name.clone(),
+                        accelerator,
+                        count,
+                        vcpus,
+                    });
+                }
             }
         }
+        let sold: BTreeSet<(String, String)> = accelerator_pages
+            .iter()
+            .flat_map(|page| &page.items)
+            .filter_map(|(scope, list)| Some((scope.strip_prefix("zones/")?, list)))
+            .flat_map(|(zone, list)| {
+                list.accelerator_types.iter().filter_map(|a| Some((zone.to_string(), a.name.clone()?)))
+            })
+            .collect();
 
         let mut read = CloudRead {
             cloud: Cloud::Gcp,
