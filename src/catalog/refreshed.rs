@@ -38,10 +38,8 @@ pub struct Sighting {
     /// Memory per GPU in GiB when the cloud reports it, else the model's.
     pub gpu_memory_gib: Option<u32>,
     pub vcpus: u32,
-    /// Why the account may not use it in the whole region, e.g. `NotAvailableForSubscription`.
+    /// Why the account may not use it in the region, e.g. `NotAvailableForSubscription`.
     pub restriction: Option<String>,
-    /// Zones the account may not use it in.
-    pub restricted_zones: Vec<String>,
 }
 
 /// What a refresh read from one account of one cloud.
@@ -105,16 +103,6 @@ pub struct ReadOffer {
     /// The cloud's reason the account may not use it in this region; such an offer is never placed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restricted: Option<String>,
-    /// Zones the account may not use it in; placement avoids them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restricted_zones: Vec<String>,
-}
-
-impl ReadOffer {
-    /// The zones it may be placed in.
-    fn usable_zones(&self) -> impl Iterator<Item = &String> {
-        self.zones.iter().filter(|z| !self.restricted_zones.contains(z))
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -176,7 +164,6 @@ impl RefreshedCatalog {
                         gpu_memory_gib: s.gpu_memory_gib.unwrap_or(model.memory_gib),
                         vcpus: s.vcpus,
                         restricted: s.restriction.clone(),
-                        restricted_zones: s.restricted_zones.clone(),
                     });
                 }
                 offers.sort_by(|a, b| (&a.instance_type, &a.region).cmp(&(&b.instance_type, &b.region)));
@@ -265,9 +252,7 @@ impl RefreshedCatalog {
                 if offer.gpus == 0 || offer.instance_type.is_empty() || offer.gpu.is_empty() {
                     return Err(format!("{at}: an offer needs an instance type, a GPU model and GPUs"));
                 }
-                if let Some(zone) =
-                    offer.zones.iter().chain(&offer.restricted_zones).find(|z| !region.zones.contains(z))
-                {
+                if let Some(zone) = offer.zones.iter().find(|z| !region.zones.contains(z)) {
                     return Err(format!("{at}: zone `{zone}` is not among the zones of {}", offer.region));
                 }
             }
@@ -281,9 +266,7 @@ impl RefreshedCatalog {
             section
                 .offers
                 .iter()
-                .filter(move |o| {
-                    o.restricted.is_none() && (!section.cloud.places_by_zone() || o.usable_zones().next().is_some())
-                })
+                .filter(move |o| o.restricted.is_none() && (!section.cloud.places_by_zone() || !o.zones.is_empty()))
                 .map(move |o| (section.cloud, o))
         })
     }
@@ -339,7 +322,7 @@ impl Catalog {
                     out.instance_types.len() - 1
                 }
             };
-            let zones = if cloud.places_by_zone() { offer.usable_zones().cloned().collect() } else { Vec::new() };
+            let zones = if cloud.places_by_zone() { offer.zones.clone() } else { Vec::new() };
             out.instance_types[index].offers.push(RegionOffer {
                 region: offer.region.clone(),
                 zones,

@@ -349,7 +349,6 @@ mod refreshed {
             gpu_memory_gib: None,
             vcpus: 96,
             restriction: None,
-            restricted_zones: Vec::new(),
         }
     }
 

@@ -91,7 +91,6 @@ async fn read_region(
                 gpu_memory_gib: Some(memory_mib / 1024),
                 vcpus: info.v_cpu_info().and_then(|v| v.default_v_cpus()).and_then(|n| u32::try_from(n).ok())?,
                 restriction: None,
-                restricted_zones: Vec::new(),
             })
         })
         .collect();

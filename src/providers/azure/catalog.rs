@@ -1,8 +1,9 @@
 //! `gpufleet catalog refresh` on Azure, for the whole subscription,
 //! read-only: `ResourceSkus_List` (every VM size of every location, with its
 //! zones, capabilities and the subscription's restrictions), paged to the end.
-//! A size restricted in a location (`NotAvailableForSubscription`) is kept
-//! as restricted there; one restricted in some zones keeps the rest.
+//! A size restricted in a location (`NotAvailableForSubscription`), or in
+//! every zone it has there, is kept as restricted there; one restricted in
+//! some zones only is not (Azure places a scale set in the zones it may use).
 
 use super::{AzureProvider, classify};
 use crate::catalog::mapping::ReportedGpu;
@@ -93,8 +94,71 @@ fn sightings(sku: &ResourceSku) -> Vec<Sighting> {
                 vcpus: capability(sku, "vCPUs").unwrap_or(0),
                 restriction: location_restriction
                     .or_else(|| all_zones_restricted.then(|| "NotAvailableForSubscription in every zone".to_string())),
-                restricted_zones: Vec::new(),
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A resource SKU as ARM lists it (shape of the 2024-07-01 API).
+    fn sku(restrictions: serde_json::Value) -> ResourceSku {
+        serde_json::from_value(serde_json::json!({
+            "resourceType": "virtualMachines",
+            "name": "Standard_ND96isr_H100_v5",
+            "tier": "Standard",
+            "size": "ND96isr_H100_v5",
+            "family": "standardNDSH100v5Family",
+            "locations": ["WestEurope", "northeurope", "uksouth"],
+            "locationInfo": [
+                { "location": "WestEurope", "zones": ["1", "2"] },
+                { "location": "northeurope", "zones": ["1", "2", "3"] },
+                { "location": "uksouth", "zones": ["1", "2"] },
+            ],
+            "capabilities": [{ "name": "vCPUs", "value": "96" }, { "name": "GPUs", "value": "8" }],
+            "restrictions": restrictions,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn location_and_all_zone_restrictions_make_a_size_restricted_there_and_some_zones_do_not() {
+        let found = sightings(&sku(serde_json::json!([
+            {
+                "type": "Location",
+                "values": ["northeurope"],
+                "restrictionInfo": { "locations": ["northeurope"] },
+                "reasonCode": "NotAvailableForSubscription",
+            },
+            {
+                "type": "Zone",
+                "values": ["uksouth"],
+                "restrictionInfo": { "locations": ["uksouth"], "zones": ["1", "2"] },
+                "reasonCode": "NotAvailableForSubscription",
+            },
+            {
+                "type": "Zone",
+                "values": ["WestEurope"],
+                "restrictionInfo": { "locations": ["WestEurope"], "zones": ["2"] },
+                "reasonCode": "NotAvailableForSubscription",
+            },
+        ])));
+        let by_region: Vec<(&str, Option<&str>)> =
+            found.iter().map(|s| (s.region.as_str(), s.restriction.as_deref())).collect();
+        assert_eq!(
+            by_region,
+            [
+                ("westeurope", None),
+                ("northeurope", Some("NotAvailableForSubscription")),
+                ("uksouth", Some("NotAvailableForSubscription in every zone")),
+            ]
+        );
+        assert!(found.iter().all(|s| (s.gpus, s.vcpus) == (8, 96)));
+        assert_eq!(found[0].gpu, ReportedGpu::Azure { family: "standardNDSH100v5Family".into() });
+        let mut cpu_only = sku(serde_json::json!([]));
+        cpu_only.capabilities.retain(|c| c.name.as_deref() != Some("GPUs"));
+        assert!(sightings(&cpu_only).is_empty(), "a size without GPUs is no GPU offering");
+    }
 }

@@ -112,7 +112,6 @@ impl GcpProvider {
                     gpu_memory_gib: None,
                     vcpus: machine.vcpus,
                     restriction: None,
-                    restricted_zones: Vec::new(),
                 })
                 .zones
                 .push(machine.zone);
