@@ -136,6 +136,7 @@ impl RefreshedCatalog {
                 let regions = read
                     .regions
                     .iter()
+                    .filter(|(name, _)| !name.is_empty())
                     .map(|(name, zones)| ReadRegion {
                         name: name.clone(),
                         jurisdiction: builtin
@@ -145,33 +146,49 @@ impl RefreshedCatalog {
                         zones: if read.cloud.places_by_zone() { zones.iter().cloned().collect() } else { Vec::new() },
                     })
                     .collect();
-                let mut offers = Vec::new();
+                let mut offers: BTreeMap<(String, String), ReadOffer> = BTreeMap::new();
                 let mut skipped = BTreeMap::new();
-                for s in &read.sightings {
+                // Only what the file's reader accepts: a type sold in a region read, with GPUs.
+                let sold = read.sightings.iter().filter(|s| {
+                    !s.instance_type.is_empty()
+                        && s.gpus > 0
+                        && !s.region.is_empty()
+                        && read.regions.contains_key(&s.region)
+                });
+                for s in sold {
                     let Some(model) = gpu_model(&s.gpu) else {
                         skipped.insert(s.instance_type.clone(), s.gpu.to_string());
                         continue;
                     };
-                    let mut zones = s.zones.clone();
-                    zones.sort();
-                    zones.dedup();
-                    offers.push(ReadOffer {
-                        region: s.region.clone(),
-                        zones,
-                        instance_type: s.instance_type.clone(),
-                        gpu: model.name.to_string(),
-                        gpus: s.gpus,
-                        gpu_memory_gib: s.gpu_memory_gib.unwrap_or(model.memory_gib),
-                        vcpus: s.vcpus,
-                        restricted: s.restriction.clone(),
-                    });
+                    let offer =
+                        offers.entry((s.instance_type.clone(), s.region.clone())).or_insert_with(|| ReadOffer {
+                            region: s.region.clone(),
+                            zones: Vec::new(),
+                            instance_type: s.instance_type.clone(),
+                            gpu: model.name.to_string(),
+                            gpus: s.gpus,
+                            gpu_memory_gib: s.gpu_memory_gib.unwrap_or(model.memory_gib),
+                            vcpus: s.vcpus,
+                            restricted: s.restriction.clone(),
+                        });
+                    // A type listed twice in a region (ARM lists a size per extended location
+                    // too) is one offer there, usable where either listing is.
+                    let zones = read.regions.get(&s.region).into_iter().flatten();
+                    offer.zones.extend(s.zones.iter().filter(|z| zones.clone().any(|known| known == *z)).cloned());
+                    offer.zones.sort();
+                    offer.zones.dedup();
+                    if s.restriction.is_none() {
+                        offer.restricted = None;
+                    }
                 }
-                offers.sort_by(|a, b| (&a.instance_type, &a.region).cmp(&(&b.instance_type, &b.region)));
+                if !read.cloud.places_by_zone() {
+                    offers.values_mut().for_each(|o| o.zones.clear());
+                }
                 CloudSection {
                     cloud: read.cloud,
                     account: read.account.clone(),
                     regions,
-                    offers,
+                    offers: offers.into_values().collect(),
                     skipped: skipped
                         .into_iter()
                         .map(|(instance_type, gpu)| SkippedType { instance_type, gpu })

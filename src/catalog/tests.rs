@@ -466,4 +466,53 @@ mod refreshed {
         std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
         assert!(RefreshedCatalog::read(&path).is_err());
     }
+
+    /// What a cloud may answer that the file's reader refuses (a size listed
+    /// twice in a location, a zone or region the listing did not name, no
+    /// GPUs) used to be written as it came, and the next plan failed on it.
+    #[test]
+    fn whatever_the_clouds_answer_the_file_written_reads_back() {
+        let azure = ReportedGpu::Azure { family: "standardNDSH100v5Family".into() };
+        let mut restricted = sighting("westeurope", &[], "Standard_ND96isr_H100_v5", azure.clone(), 8);
+        restricted.restriction = Some("NotAvailableForSubscription".into());
+        let reads = vec![
+            CloudRead {
+                cloud: Cloud::Azure,
+                account: "subscription s".into(),
+                regions: regions(&[("westeurope", &[]), ("", &[])]),
+                sightings: vec![
+                    restricted,
+                    sighting("westeurope", &["1"], "Standard_ND96isr_H100_v5", azure.clone(), 8),
+                    sighting("", &[], "Standard_ND96isr_H100_v5", azure.clone(), 8),
+                    sighting("mars", &[], "Standard_ND96isr_H100_v5", azure.clone(), 8),
+                    sighting("westeurope", &[], "Standard_ND96asr_v4", azure, 0),
+                ],
+            },
+            CloudRead {
+                cloud: Cloud::Gcp,
+                account: "project p".into(),
+                regions: regions(&[("us-central1", &["us-central1-a"])]),
+                sightings: vec![sighting(
+                    "us-central1",
+                    &["us-central1-a", "us-central1-z"],
+                    "a3-highgpu-8g",
+                    ReportedGpu::Gce { accelerator_type: "nvidia-h100-80gb".into() },
+                    8,
+                )],
+            },
+        ];
+        let file = RefreshedCatalog::from_reads(
+            &reads,
+            Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap(),
+            &Catalog::builtin(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refreshed.json");
+        std::fs::write(&path, file.to_bytes()).unwrap();
+        let back = RefreshedCatalog::read(&path).unwrap().unwrap();
+        let azure = &back.clouds[0];
+        assert_eq!(azure.offers.len(), 1, "{:?}", azure.offers);
+        assert_eq!(azure.offers[0].restricted, None, "listed once unrestricted: usable there");
+        assert_eq!(back.clouds[1].offers[0].zones, ["us-central1-a"]);
+    }
 }
