@@ -40,6 +40,12 @@ instance_type = "Standard_ND96isr_H100_v5"
 restricted = true
 
 [[offering]]
+cloud = "aws"
+region = "eu-central-2"
+instance_type = "p5.48xlarge"
+capacity = 8
+
+[[offering]]
 cloud = "azure"
 region = "marscentral"
 instance_type = "Standard_ND96isr_H100_v5"
@@ -176,6 +182,29 @@ fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_
     let clouds: Vec<&str> = summary["clouds"].as_array().unwrap().iter().filter_map(|c| c["cloud"].as_str()).collect();
     assert_eq!(clouds, ["aws", "gcp", "azure"]);
     assert_eq!(summary["clouds"][2]["restricted_count"], 1);
+}
+
+/// A plan naming regions no catalog knows yet (AWS eu-central-2, Azure
+/// westeurope) used to fail validation before the refresh could read them.
+#[test]
+fn a_first_refresh_reads_the_regions_only_the_plan_and_the_clouds_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(dir.path(), "scenario.toml", SCENARIO);
+    let state = dir.path().join("state");
+    let target = ["--sim", scenario.as_str(), "--state-dir", state.to_str().unwrap()];
+    let new = write(dir.path(), "new.toml", &plan("\"eu-central-2\"", "\"us-central1-a\"", "\"westeurope\"", ""));
+    let refused = gpufleet(&[&["plan", &new], &target[..]].concat());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("gpufleet catalog refresh PLAN"), "{}", stderr(&refused));
+    run(&[&["catalog", "refresh", &new], &target[..]].concat(), 0);
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(state.join("catalog").join("refreshed.json")).unwrap()).unwrap();
+    let aws = &written["clouds"][0];
+    assert_eq!(aws["regions"][0]["name"], "eu-central-2");
+    assert_eq!(aws["regions"][0]["jurisdiction"], "CH", "Zurich is not in the EU");
+    let planned = run(&[&["plan", &new, "--json"], &target[..]].concat(), 0);
+    let text = stdout(&planned);
+    assert!(text.contains("eu-central-2") && text.contains("westeurope"), "{text}");
 }
 
 #[test]

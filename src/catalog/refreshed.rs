@@ -290,6 +290,40 @@ impl RefreshedCatalog {
 }
 
 impl Catalog {
+    /// This catalog with the `locations` (regions, or Google Cloud zones) of
+    /// `cloud` it lacks declared, under the jurisdiction their names give
+    /// (else unknown), selling nothing. A plan naming regions that only a
+    /// refresh will find validates against it, so that `catalog refresh`
+    /// can learn which accounts and regions to read.
+    pub fn declaring(&self, cloud: Cloud, locations: &[String]) -> Catalog {
+        let mut out = self.clone();
+        for location in locations.iter().filter(|l| !l.is_empty()) {
+            let (region, zone) = match cloud {
+                Cloud::Gcp => match location.rsplit_once('-') {
+                    Some((region, _)) => (region, Some(location)),
+                    None => continue,
+                },
+                Cloud::Aws | Cloud::Azure => (location.as_str(), None),
+            };
+            let index = match out.regions.iter().position(|r| r.cloud == cloud && r.name == region) {
+                Some(index) => index,
+                None => {
+                    out.regions.push(Region {
+                        cloud,
+                        name: region.to_string(),
+                        jurisdiction: jurisdiction_of(cloud, region).unwrap_or(UNKNOWN_JURISDICTION).to_string(),
+                        zones: Vec::new(),
+                    });
+                    out.regions.len() - 1
+                }
+            };
+            if let Some(zone) = zone.filter(|z| !out.regions[index].zones.contains(z)) {
+                out.regions[index].zones.push(zone.clone());
+            }
+        }
+        out
+    }
+
     /// This catalog with a refresh applied: in every region the refresh
     /// read, the offers are what the cloud said (restricted ones left out),
     /// each at this catalog's price for the type there, or unknown; regions

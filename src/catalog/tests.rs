@@ -515,4 +515,17 @@ mod refreshed {
         assert_eq!(azure.offers[0].restricted, None, "listed once unrestricted: usable there");
         assert_eq!(back.clouds[1].offers[0].zones, ["us-central1-a"]);
     }
+
+    #[test]
+    fn declaring_the_regions_a_plan_names_adds_only_what_is_missing() {
+        let builtin = Catalog::builtin();
+        let zones = ["europe-west9-a".to_string(), "us-central1-z".to_string(), "nozone".to_string()];
+        let declared = builtin.declaring(Cloud::Gcp, &zones).declaring(Cloud::Azure, &["marscentral".to_string()]);
+        let paris = declared.region(Cloud::Gcp, "europe-west9").unwrap();
+        assert_eq!((paris.jurisdiction.as_str(), paris.zones.as_slice()), ("EU", &["europe-west9-a".to_string()][..]));
+        assert!(declared.region(Cloud::Gcp, "us-central1").unwrap().zones.contains(&"us-central1-z".to_string()));
+        assert_eq!(declared.region(Cloud::Azure, "marscentral").unwrap().jurisdiction, UNKNOWN_JURISDICTION);
+        assert_eq!(declared.offerings(), builtin.offerings(), "declared regions sell nothing");
+        assert_eq!(declared.regions.len(), builtin.regions.len() + 2);
+    }
 }

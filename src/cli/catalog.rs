@@ -6,6 +6,7 @@ use super::context::{Connected, load_plan_with};
 use super::{CatalogRefreshArgs, Exit, Failure, failure};
 use crate::apply::HomeFailures;
 use crate::catalog::{Catalog, CloudRead, CloudSection, RefreshedCatalog};
+use crate::model::Cloud;
 use futures::future::join_all;
 use serde_json::json;
 
@@ -14,10 +15,14 @@ pub async fn refresh(args: &CatalogRefreshArgs) -> Result<Exit, Failure> {
     let builtin = Catalog::builtin();
     // The plan may name regions only the last refresh found; a damaged last
     // file is what this run replaces, so it is not in the way.
-    let known = match RefreshedCatalog::read(&out) {
+    let mut known = match RefreshedCatalog::read(&out) {
         Ok(Some(last)) => builtin.with_refreshed(&last),
         Ok(None) | Err(_) => builtin.clone(),
     };
+    // Regions no catalog knows yet are what a refresh is for: the plan may name them.
+    for (cloud, locations) in named_locations(&args.plan) {
+        known = known.declaring(cloud, &locations);
+    }
     let (plan, _) = load_plan_with(&args.plan, &args.target.plan_file, known)?;
     let connected = Connected::open_with(&plan, &args.target, HomeFailures::Fail).await?;
     let reads = async {
@@ -63,6 +68,24 @@ pub async fn refresh(args: &CatalogRefreshArgs) -> Result<Exit, Failure> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// The locations a plan file's providers name (`regions`, Google Cloud's
+/// `zones`), read leniently: whatever is wrong with the file, its
+/// validation says next.
+fn named_locations(plan: &std::path::Path) -> Vec<(Cloud, Vec<String>)> {
+    let text = std::fs::read_to_string(plan).unwrap_or_default();
+    let Ok(document) = text.parse::<toml::Table>() else { return Vec::new() };
+    let providers = document.get("providers").and_then(toml::Value::as_table);
+    Cloud::ALL
+        .into_iter()
+        .filter_map(|cloud| {
+            let provider = providers?.get(cloud.as_str())?.as_table()?;
+            let key = if cloud == Cloud::Gcp { "zones" } else { "regions" };
+            let names = provider.get(key)?.as_array()?.iter().filter_map(|v| v.as_str().map(str::to_string));
+            Some((cloud, names.collect()))
+        })
+        .collect()
 }
 
 /// Offers, of which restricted, and types sold.
