@@ -205,6 +205,22 @@ fn a_first_refresh_reads_the_regions_only_the_plan_and_the_clouds_know() {
     let planned = run(&[&["plan", &new, "--json"], &target[..]].concat(), 0);
     let text = stdout(&planned);
     assert!(text.contains("eu-central-2") && text.contains("westeurope"), "{text}");
+    assert!(!stderr(&planned).contains("note"), "{}", stderr(&planned));
+
+    // Another project than the one read: said, as what it may buy can differ.
+    let other = write(
+        dir.path(),
+        "other.toml",
+        &plan("\"eu-central-2\"", "\"us-central1-a\"", "\"westeurope\"", "")
+            .replace("ml-research\"\nzones", "ml-other\"\nzones"),
+    );
+    let planned = run(&[&["plan", &other], &target[..]].concat(), 0);
+    assert!(
+        stderr(&planned)
+            .contains("catalog: note: gcp was read for project ml-research, this plan uses project ml-other"),
+        "{}",
+        stderr(&planned)
+    );
 }
 
 #[test]

@@ -316,7 +316,7 @@ mod refreshed;
 
 pub use refreshed::{
     CloudRead, CloudSection, ReadOffer, ReadRegion, RefreshedCatalog, RefreshedError, Sighting, SkippedType,
-    UNKNOWN_JURISDICTION,
+    UNKNOWN_JURISDICTION, account_label,
 };
 
 /// The Compute Engine regional quota metric that limits a machine type's GPUs,

@@ -46,12 +46,22 @@ pub struct Sighting {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudRead {
     pub cloud: Cloud,
-    /// The account read, as people name it: `project ml-prod`, `subscription 0000…`.
+    /// The account read, as [`account_label`] names it.
     pub account: String,
     /// Regions read in full, each with its zones: what they sell is all in `sightings`.
     pub regions: BTreeMap<String, BTreeSet<String>>,
     /// GPU instance types sold in those regions.
     pub sightings: Vec<Sighting>,
+}
+
+/// How the file names the account a cloud was read for: `profile NAME`
+/// (AWS; `default` without one), `project ID`, `subscription ID`.
+pub fn account_label(cloud: Cloud, id: Option<&str>) -> String {
+    match cloud {
+        Cloud::Aws => format!("profile {}", id.unwrap_or("default")),
+        Cloud::Gcp => format!("project {}", id.unwrap_or_default()),
+        Cloud::Azure => format!("subscription {}", id.unwrap_or_default()),
+    }
 }
 
 /// The file `catalog refresh` writes.
@@ -275,6 +285,11 @@ impl RefreshedCatalog {
             }
         }
         Ok(())
+    }
+
+    /// The account `cloud` was read for, if it was read.
+    pub fn account(&self, cloud: Cloud) -> Option<&str> {
+        self.clouds.iter().find(|section| section.cloud == cloud).map(|section| section.account.as_str())
     }
 
     /// Offers the account may use, per cloud.

@@ -5,7 +5,7 @@
 
 use super::{AwsProvider, classify};
 use crate::catalog::mapping::ReportedGpu;
-use crate::catalog::{CloudRead, Sighting};
+use crate::catalog::{CloudRead, Sighting, account_label};
 use crate::model::Cloud;
 use crate::providers::{Call, ProviderError, retrying};
 use aws_sdk_ec2::Client;
@@ -24,7 +24,7 @@ impl AwsProvider {
             try_join_all(self.clients.iter().map(|(region, client)| read_region(self, region, client))).await?;
         let mut read = CloudRead {
             cloud: Cloud::Aws,
-            account: format!("profile {}", self.account.as_deref().unwrap_or("default")),
+            account: account_label(Cloud::Aws, self.account.as_deref()),
             regions: BTreeMap::new(),
             sightings: Vec::new(),
         };

@@ -7,7 +7,7 @@
 
 use super::{AzureProvider, classify};
 use crate::catalog::mapping::ReportedGpu;
-use crate::catalog::{CloudRead, Sighting};
+use crate::catalog::{CloudRead, Sighting, account_label};
 use crate::model::Cloud;
 use crate::providers::{Call, ProviderError, retrying};
 use azure_mgmt_compute::package_2024_07_01::models::resource_sku_restrictions::Type as RestrictionType;
@@ -29,7 +29,7 @@ impl AzureProvider {
         .await?;
         let mut read = CloudRead {
             cloud: Cloud::Azure,
-            account: format!("subscription {}", self.subscription),
+            account: account_label(Cloud::Azure, Some(&self.subscription)),
             regions: BTreeMap::new(),
             sightings: Vec::new(),
         };

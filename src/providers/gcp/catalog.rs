@@ -6,7 +6,7 @@
 
 use super::{GcpProvider, PAGE_SIZE, region_of_zone};
 use crate::catalog::mapping::ReportedGpu;
-use crate::catalog::{CloudRead, Sighting};
+use crate::catalog::{CloudRead, Sighting, account_label};
 use crate::model::Cloud;
 use crate::providers::ProviderError;
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,7 +90,7 @@ impl GcpProvider {
 
         let mut read = CloudRead {
             cloud: Cloud::Gcp,
-            account: format!("project {}", self.project),
+            account: account_label(Cloud::Gcp, Some(&self.project)),
             regions: BTreeMap::new(),
             sightings: Vec::new(),
         };
