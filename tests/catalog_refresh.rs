@@ -140,8 +140,9 @@ fn a_refresh_makes_offerings_only_the_clouds_know_placeable_and_restricted_ones_
     };
     assert_eq!(calls("aws", "DescribeInstanceTypeOfferings"), 1, "{counters}");
     assert_eq!(calls("aws", "DescribeInstanceTypes"), 1, "{counters}");
-    assert_eq!(calls("gcp", "machineTypes.aggregatedList"), 1, "{counters}");
-    assert_eq!(calls("gcp", "acceleratorTypes.aggregatedList"), 1, "{counters}");
+    // Compute Engine's lists may answer short and empty pages: each is followed to its end.
+    assert!(calls("gcp", "machineTypes.aggregatedList") >= 1, "{counters}");
+    assert!(calls("gcp", "acceleratorTypes.aggregatedList") >= 1, "{counters}");
     assert_eq!(calls("azure", "ResourceSkus_List"), 1, "{counters}");
     let written: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let azure = written["clouds"].as_array().unwrap().iter().find(|c| c["cloud"] == "azure").unwrap();

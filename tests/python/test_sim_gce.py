@@ -220,5 +220,6 @@ def test_machine_and_accelerator_types_aggregated_lists(gce):
     assert sorted(sold) == sorted(
         (scope, a.name, a.maximum_cards_per_instance) for scope, scoped in whole.items() for a in scoped.accelerator_types
     )
+    # Pages of one may be empty (the simulator pages short, as Compute Engine may): at least one a type.
     counters = sim.admin("/_sim/counters")["gcp"]
-    assert counters["acceleratorTypes.aggregatedList"] == len(sold) + 1
+    assert counters["acceleratorTypes.aggregatedList"] >= len(sold) + 1

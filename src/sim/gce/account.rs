@@ -11,6 +11,7 @@ use crate::catalog::Catalog;
 use crate::catalog::mapping::gce_accelerator_type;
 use crate::model::Cloud;
 use crate::sim::gce_world::MAX_RESULTS;
+use crate::sim::paging::Cursor;
 use crate::sim::world::World;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,12 +102,13 @@ enum Listed {
     AcceleratorTypes,
 }
 
-/// Page tokens of the type lists: the offset of the page's first item.
+/// Page tokens of the type lists: a [`Cursor`] over the items' positions.
 const OFFSET_TOKEN: &str = "sim-gce-offset-";
 
 /// `machineTypes.aggregatedList` / `acceleratorTypes.aggregatedList`: what
 /// every zone of the world sells (the machine types of its pools, the
-/// accelerators they carry), `maxResults` (at most 500) items a page, every
+/// accelerators they carry), at most `maxResults` (at most 500) items a
+/// page, short and empty pages as the world's paging says, every
 /// zone a scope of each page (with `NO_RESULTS_ON_PAGE` when it has none there).
 fn aggregated(
     world: &World,
@@ -124,11 +126,11 @@ fn aggregated(
             )));
         }
     } as usize;
-    let start = match query.get("pageToken").map(String::as_str) {
-        None | Some("") => 0,
+    let cursor = match query.get("pageToken").map(String::as_str) {
+        None | Some("") => Cursor::default(),
         Some(token) => token
             .strip_prefix(OFFSET_TOKEN)
-            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(Cursor::parse)
             .ok_or_else(|| HttpError::invalid(format!("Invalid value for field 'pageToken': '{token}'.")))?,
     };
     let mut all: BTreeSet<(&str, String)> = BTreeSet::new();
@@ -151,7 +153,10 @@ fn aggregated(
     }
     let mut by_zone: BTreeMap<String, Vec<Value>> =
         world.gce_zones().into_iter().map(|zone| (format!("zones/{zone}"), Vec::new())).collect();
-    for (zone, name) in all.iter().skip(start).take(max_results) {
+    // Items by position from 1, paged as the world pages (short and empty pages included).
+    let positioned = (1u64..).zip(&all).filter(|(position, _)| *position > cursor.after);
+    let (page, next) = world.paging.page(cursor, max_results, positioned);
+    for (zone, name) in page {
         let item = match listed {
             Listed::MachineTypes => machine_type_json(project, zone, name),
             Listed::AcceleratorTypes => {
@@ -171,9 +176,8 @@ fn aggregated(
         "selfLink": format!("{BASE_URL}/projects/{project}/aggregated/{path}"),
         "items": scoped_items(by_zone, field),
     });
-    let end = start.saturating_add(max_results);
-    if end < all.len() {
-        body["nextPageToken"] = json!(format!("{OFFSET_TOKEN}{end}"));
+    if let Some(next) = next {
+        body["nextPageToken"] = json!(format!("{OFFSET_TOKEN}{}", next.token()));
     }
     Ok(body)
 }
@@ -315,8 +319,9 @@ mod tests {
 
     #[test]
     fn sim_gce_machine_and_accelerator_types_aggregate_by_zone_and_page() {
-        let mut world = world();
-        let (status, body) = list(&mut world, "projects/p/aggregated/machineTypes", "");
+        let scenario = Scenario::parse("[paging]\nshort_pages = false\n", std::path::Path::new("s.toml")).unwrap();
+        let mut full = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let (status, body) = list(&mut full, "projects/p/aggregated/machineTypes", "");
         assert_eq!((status, body["kind"].as_str()), (StatusCode::OK, Some("compute#machineTypeAggregatedList")));
         let a3 = body["items"]["zones/us-central1-a"]["machineTypes"]
             .as_array()
@@ -330,14 +335,16 @@ mod tests {
             json!([{ "guestAcceleratorType": "nvidia-h100-80gb", "guestAcceleratorCount": 8 }])
         );
         assert_eq!((a3["guestCpus"].as_u64(), a3["id"].is_string()), (Some(208), true), "{a3}");
-        let (_, body) = list(&mut world, "projects/p/aggregated/acceleratorTypes", "");
+        let (_, body) = list(&mut full, "projects/p/aggregated/acceleratorTypes", "");
         let accelerators = &body["items"]["zones/us-central1-a"]["acceleratorTypes"];
         let h100 = accelerators.as_array().unwrap().iter().find(|a| a["name"] == "nvidia-h100-80gb").unwrap();
         assert_eq!(h100["maximumCardsPerInstance"], 8);
         assert!(h100["zone"].as_str().unwrap().ends_with("/projects/p/zones/us-central1-a"), "{h100}");
 
-        // Pages of two: every zone is a scope of every page, a zone without
-        // items on it says so, and the pages together list each item once.
+        // Pages of at most two, some short or empty (the default world's
+        // paging): every zone is a scope of every page, a zone without items
+        // on it says so, and the pages together list each item once.
+        let mut world = world();
         let mut seen = Vec::new();
         let mut token = String::new();
         loop {
@@ -357,8 +364,7 @@ mod tests {
                 None => break,
             }
         }
-        let (_, whole) = list(&mut world, "projects/p/aggregated/acceleratorTypes", "");
-        let total: usize = whole["items"]
+        let total: usize = body["items"]
             .as_object()
             .unwrap()
             .values()
