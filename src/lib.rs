@@ -9,7 +9,8 @@
 //!   instances and their account scopes, ownership tags, shortages, the clock).
 //! - [`plan`]: plan files (TOML) → validated [`plan::Plan`], with located
 //!   diagnostics; which offerings may host a fleet ([`plan::offerings`]).
-//! - [`catalog`]: the dated data of GPU offerings, regions, jurisdictions and prices.
+//! - [`catalog`]: the dated data of GPU offerings, regions, jurisdictions and
+//!   prices, and the refreshed catalog (what the clouds said they sell) merged over it.
 //! - [`planner`]: PURE. (plan, observed instances, shortage memory, catalog, now) → changeset.
 //! - [`state`]: what gpufleet remembers between runs, behind [`state::StateBackend`].
 //! - [`apply`]: refresh, and executing a changeset through the providers, journaling intent first.

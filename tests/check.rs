@@ -12,20 +12,6 @@ use std::path::{Path, PathBuf};
 
 const PLAN: &str = "plans/first-apply.toml";
 
-/// Calls that change a simulated cloud, as `/_sim/counters` names them.
-const MUTATING: [(&str, &str); 10] = [
-    ("aws", "RunInstances"),
-    ("aws", "TerminateInstances"),
-    ("aws", "CreateTags"),
-    ("gcp", "instances.insert"),
-    ("gcp", "instances.bulkInsert"),
-    ("gcp", "instances.delete"),
-    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
-    ("azure", "VirtualMachineScaleSets_Update"),
-    ("azure", "VirtualMachineScaleSets_Delete"),
-    ("azure", "VirtualMachineScaleSets_DeleteInstances"),
-];
-
 fn new_account() -> String {
     std::fs::read_to_string(common::repo().join("plans/scenarios/new-account.toml")).unwrap()
 }
@@ -78,7 +64,7 @@ fn check_on_a_new_account_lists_every_problem_with_its_fix_and_changes_nothing()
     insta::assert_snapshot!(text);
 
     let counters = Admin::new(&server.url).get("/_sim/counters");
-    for (cloud, call) in MUTATING {
+    for (cloud, call) in common::MUTATING {
         assert_eq!(count(&counters, cloud, call), 0, "check made {cloud} {call}: {counters}");
     }
     for (cloud, call) in [

@@ -4,10 +4,10 @@
 //! directory it was given.
 //!
 //! Targets: the plan parser, the saved-plan reader, the state reader, the
-//! journal reader, the lock file reader, and the request decoders of the
+//! journal reader, the lock file reader, the refreshed catalog reader, and the request decoders of the
 //! simulator's three protocols (EC2 Query, Compute Engine JSON, ARM JSON),
 //! posted to an in-process simulator. Seeds live in `tests/fuzz/seeds/<target>/`:
-//! example plans, a saved plan, a state and journals written by real runs,
+//! example plans, a saved plan, a state, journals and a refreshed catalog written by real runs,
 //! a lock naming a holder, and requests the SDKs sent, captured on their way
 //! to the simulator (`METHOD PATH`, a blank line, the body).
 //!
@@ -22,7 +22,7 @@
 mod common;
 
 use gpufleet::apply::SavedPlan;
-use gpufleet::catalog::Catalog;
+use gpufleet::catalog::{Catalog, RefreshedCatalog};
 use gpufleet::state::journal::{Journal, open_intents_of, unfinished_moves_of};
 use gpufleet::state::lock::{DEFAULT_LEASE, Holder, StateLock};
 use gpufleet::state::{LocalBackend, StateBackend};
@@ -282,6 +282,27 @@ proptest! {
         let entries = Journal::entries(&path).unwrap();
         let _ = open_intents_of(entries.clone());
         let _ = unfinished_moves_of(entries);
+        sandbox.assert_nothing_written_outside();
+    }
+
+    #[test]
+    fn fuzz_refreshed_catalog_reader(bytes in input(seeds("refreshed_catalog"))) {
+        let sandbox = Sandbox::new();
+        let path = sandbox.dir().join("refreshed.json");
+        std::fs::write(&path, &bytes).unwrap();
+        match RefreshedCatalog::read(&path) {
+            Ok(Some(refreshed)) => {
+                // Whatever reads back merges into a catalog that plans validate against.
+                let merged = Catalog::builtin().with_refreshed(&refreshed);
+                let _ = merged.offerings();
+                let multicloud = common::repo().join("plans/multicloud.toml");
+                let _ = gpufleet::plan::load(&multicloud, &merged, gpufleet::plan::LoadOptions::default());
+            }
+            Ok(None) => unreachable!("the file was just written"),
+            Err(error) => {
+                let _ = error.to_string();
+            }
+        }
         sandbox.assert_nothing_written_outside();
     }
 

@@ -4,6 +4,8 @@
 //! The data is a dated TOML file compiled into the binary (`catalog.toml` next
 //! to this module). Plans may add or override offerings; see [`Catalog::with_overrides`].
 //! A price that could not be sourced stays `None` ("unknown") and is never invented.
+//! `gpufleet catalog refresh` reads what the clouds sell into a local file
+//! that is merged over this data ([`Catalog::with_refreshed`]).
 
 use crate::model::{Cloud, Instance, Placement, ShortageScope};
 use serde::{Deserialize, Serialize};
@@ -170,6 +172,12 @@ impl Catalog {
         Catalog::parse(BUILTIN).expect("the compiled-in catalog is checked by the test suite")
     }
 
+    /// The compiled-in catalog, parsed once per process, for code that only looks types up.
+    pub fn builtin_ref() -> &'static Catalog {
+        static BUILT_IN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+        BUILT_IN.get_or_init(Catalog::builtin)
+    }
+
     /// Parses catalog data and checks that it is consistent: every offer names a
     /// declared region (and declared zones), nothing is declared twice, prices are positive.
     pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
@@ -254,9 +262,15 @@ impl Catalog {
         self.regions.iter().filter(move |r| r.cloud == cloud)
     }
 
-    /// Every jurisdiction some region is under, sorted.
+    /// Every jurisdiction some region is under, sorted; a region of unknown
+    /// jurisdiction adds none, so that no `residency` can name it.
     pub fn jurisdictions(&self) -> Vec<String> {
-        let mut all: Vec<String> = self.regions.iter().map(|r| r.jurisdiction.clone()).collect();
+        let mut all: Vec<String> = self
+            .regions
+            .iter()
+            .filter(|r| r.jurisdiction != UNKNOWN_JURISDICTION)
+            .map(|r| r.jurisdiction.clone())
+            .collect();
         all.sort();
         all.dedup();
         all
@@ -296,7 +310,14 @@ impl Catalog {
     }
 }
 
+pub mod mapping;
 mod overrides;
+mod refreshed;
+
+pub use refreshed::{
+    CloudRead, CloudSection, ReadOffer, ReadRegion, RefreshedCatalog, RefreshedError, Sighting, SkippedType,
+    UNKNOWN_JURISDICTION, account_label,
+};
 
 /// The Compute Engine regional quota metric that limits a machine type's GPUs,
 /// e.g. `NVIDIA_H100_GPUS` (A3 Mega machines have their own metric).

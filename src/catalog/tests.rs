@@ -260,3 +260,272 @@ fn every_aws_gpu_type_counts_against_a_known_vcpu_quota() {
     assert_eq!(ec2_vcpu_quota("dl1.24xlarge"), None, "DL has a quota of its own");
     assert_eq!(ec2_vcpu_quota_by_code("L-DB2E81BA").map(|q| q.families), Some(&["g", "vt"][..]));
 }
+
+mod refreshed {
+    use super::super::mapping::{
+        GPU_MODELS, ReportedGpu, ec2_gpu_name, gce_accelerator_type, gpu_model, jurisdiction_of,
+    };
+    use super::super::*;
+    use chrono::{TimeZone, Utc};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn ec2(name: &str, memory_mib: u32) -> ReportedGpu {
+        ReportedGpu::Ec2 { manufacturer: "NVIDIA".into(), name: name.into(), memory_mib }
+    }
+
+    #[test]
+    fn the_clouds_gpu_names_map_to_the_catalogs() {
+        let named = |gpu: ReportedGpu| gpu_model(&gpu).map(|m| m.name);
+        assert_eq!(named(ec2("H100", 81920)), Some("H100"));
+        assert_eq!(named(ec2("A100", 40960)), Some("A100-40GB"));
+        assert_eq!(named(ec2("A100", 81920)), Some("A100-80GB"));
+        assert_eq!(named(ec2("L4", 22888)), Some("L4"));
+        assert_eq!(named(ec2("L40S", 45776)), None, "a GPU gpufleet does not know is not guessed");
+        let amd = ReportedGpu::Ec2 { manufacturer: "AMD".into(), name: "H100".into(), memory_mib: 81920 };
+        assert_eq!(named(amd), None);
+        let gce = |name: &str| named(ReportedGpu::Gce { accelerator_type: name.into() });
+        assert_eq!(gce("nvidia-h100-80gb"), Some("H100"));
+        assert_eq!(gce("nvidia-h100-mega-80gb"), Some("H100"));
+        assert_eq!(gce("nvidia-tesla-a100"), Some("A100-40GB"));
+        assert_eq!(gce("nvidia-a100-80gb"), Some("A100-80GB"));
+        assert_eq!(gce("nvidia-tesla-t4"), None);
+        let azure = |family: &str| named(ReportedGpu::Azure { family: family.into() });
+        assert_eq!(azure("standardNDSH100v5Family"), Some("H100"));
+        assert_eq!(azure("STANDARDNDSH100V5FAMILY"), Some("H100"), "families compare case-insensitively");
+        assert_eq!(azure("standardNCadsH100v5Family"), Some("H100-NVL"));
+        assert_eq!(azure("standardNVADSA10v5Family"), None);
+    }
+
+    /// What the simulator answers with maps back to the built-in type's GPU,
+    /// for every type of the built-in catalog: the two directions agree.
+    #[test]
+    fn every_builtin_type_round_trips_through_its_clouds_gpu_name() {
+        let catalog = Catalog::builtin();
+        for it in &catalog.instance_types {
+            let reported = match it.cloud {
+                Cloud::Aws => ec2(ec2_gpu_name(&it.gpu).unwrap(), it.gpu_memory_gib * 1024),
+                Cloud::Gcp => {
+                    ReportedGpu::Gce { accelerator_type: gce_accelerator_type(&it.name, &it.gpu).unwrap().to_string() }
+                }
+                Cloud::Azure => ReportedGpu::Azure { family: azure_vcpu_family(&it.name).unwrap().to_string() },
+            };
+            assert_eq!(gpu_model(&reported).map(|m| m.name), Some(it.gpu.as_str()), "{} {}", it.cloud, it.name);
+        }
+        let documented: BTreeSet<&str> = GPU_MODELS.iter().map(|m| m.name).collect();
+        assert!(catalog.gpu_models().iter().all(|g| documented.contains(g.as_str())));
+    }
+
+    #[test]
+    fn jurisdictions_come_from_the_region_names_and_unknown_names_get_none() {
+        assert_eq!(jurisdiction_of(Cloud::Azure, "westeurope"), Some("EU"));
+        assert_eq!(jurisdiction_of(Cloud::Azure, "northeurope"), Some("EU"));
+        assert_eq!(jurisdiction_of(Cloud::Azure, "uksouth"), Some("UK"));
+        assert_eq!(jurisdiction_of(Cloud::Azure, "westus3"), Some("US"));
+        assert_eq!(jurisdiction_of(Cloud::Aws, "eu-west-2"), Some("UK"));
+        assert_eq!(jurisdiction_of(Cloud::Aws, "eu-central-2"), Some("CH"));
+        assert_eq!(jurisdiction_of(Cloud::Aws, "eu-south-1"), Some("EU"));
+        assert_eq!(jurisdiction_of(Cloud::Gcp, "europe-west9"), Some("EU"));
+        assert_eq!(jurisdiction_of(Cloud::Gcp, "europe-west2"), Some("UK"));
+        assert_eq!(jurisdiction_of(Cloud::Gcp, "mars-north1"), None);
+        // The table agrees with the built-in data wherever both know a region.
+        for region in &Catalog::builtin().regions {
+            assert_eq!(
+                jurisdiction_of(region.cloud, &region.name),
+                Some(region.jurisdiction.as_str()),
+                "{} {}",
+                region.cloud,
+                region.name
+            );
+        }
+    }
+
+    fn sighting(region: &str, zones: &[&str], instance_type: &str, gpu: ReportedGpu, gpus: u32) -> Sighting {
+        Sighting {
+            region: region.into(),
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            instance_type: instance_type.into(),
+            gpu,
+            gpus,
+            gpu_memory_gib: None,
+            vcpus: 96,
+            restriction: None,
+        }
+    }
+
+    fn regions(list: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
+        list.iter().map(|(r, zones)| (r.to_string(), zones.iter().map(|z| z.to_string()).collect())).collect()
+    }
+
+    fn refreshed() -> RefreshedCatalog {
+        let azure = |family: &str| ReportedGpu::Azure { family: family.into() };
+        let mut restricted =
+            sighting("northeurope", &[], "Standard_ND96isr_H100_v5", azure("standardNDSH100v5Family"), 8);
+        restricted.restriction = Some("NotAvailableForSubscription".into());
+        let reads = vec![
+            CloudRead {
+                cloud: Cloud::Aws,
+                account: "profile default".into(),
+                regions: regions(&[("eu-west-1", &["eu-west-1a", "eu-west-1b"]), ("mars-east-1", &["mars-east-1a"])]),
+                sightings: vec![
+                    sighting("eu-west-1", &["eu-west-1b"], "p5.48xlarge", ec2("H100", 81920), 8),
+                    sighting("mars-east-1", &["mars-east-1a"], "p5.48xlarge", ec2("H100", 81920), 8),
+                    sighting("eu-west-1", &["eu-west-1a"], "g6e.48xlarge", ec2("L40S", 45776), 8),
+                ],
+            },
+            CloudRead {
+                cloud: Cloud::Azure,
+                account: "subscription s".into(),
+                regions: regions(&[("eastus", &[]), ("westeurope", &[]), ("northeurope", &[])]),
+                sightings: vec![
+                    sighting("westeurope", &[], "Standard_ND96isr_H100_v5", azure("standardNDSH100v5Family"), 8),
+                    restricted,
+                ],
+            },
+        ];
+        RefreshedCatalog::from_reads(&reads, Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap(), &Catalog::builtin())
+    }
+
+    #[test]
+    fn a_refresh_replaces_the_offers_of_the_regions_it_read_and_keeps_prices_and_the_rest() {
+        let file = refreshed();
+        let aws = &file.clouds[0];
+        assert_eq!(
+            aws.skipped,
+            vec![SkippedType { instance_type: "g6e.48xlarge".into(), gpu: "NVIDIA L40S 45776 MiB".into() }]
+        );
+        assert_eq!(aws.regions[1].jurisdiction, None, "mars-east-1 is no region name gpufleet knows");
+        let builtin = Catalog::builtin();
+        let merged = builtin.with_refreshed(&file);
+        merged.check().unwrap();
+        let offerings = merged.offerings();
+        let at = |cloud: Cloud, place: &str, it: &str| {
+            offerings
+                .iter()
+                .find(|o| o.cloud == cloud && o.instance_type == it && o.zone.as_deref().unwrap_or(&o.region) == place)
+        };
+        // Found by the refresh, in a known region: placeable in the zone that sells it, price unknown.
+        let p5 = at(Cloud::Aws, "eu-west-1b", "p5.48xlarge").expect("p5.48xlarge in eu-west-1b");
+        assert_eq!((p5.jurisdiction.as_str(), p5.price_per_hour), ("EU", None));
+        assert!(at(Cloud::Aws, "eu-west-1a", "p5.48xlarge").is_none());
+        // What the built-in data sold in eu-west-1 and the cloud did not report is gone there.
+        assert!(at(Cloud::Aws, "eu-west-1a", "g5.48xlarge").is_none());
+        // A region the refresh did not read keeps the built-in offers and prices.
+        let east = at(Cloud::Aws, "us-east-1a", "p5.48xlarge").expect("us-east-1 kept");
+        assert_eq!(east.price_per_hour, Some(55.04));
+        // A new region of unknown jurisdiction: placeable, but no residency names it.
+        let mars = at(Cloud::Aws, "mars-east-1a", "p5.48xlarge").expect("mars-east-1a");
+        assert_eq!(mars.jurisdiction, UNKNOWN_JURISDICTION);
+        assert!(!merged.jurisdictions().contains(&UNKNOWN_JURISDICTION.to_string()));
+        // Azure: westeurope is new (EU); the restricted size is not placeable; eastus
+        // was read and sold nothing, so its built-in offers are gone.
+        let west = at(Cloud::Azure, "westeurope", "Standard_ND96isr_H100_v5").expect("westeurope");
+        assert_eq!((west.jurisdiction.as_str(), west.price_per_hour), ("EU", None));
+        assert!(at(Cloud::Azure, "northeurope", "Standard_ND96isr_H100_v5").is_none());
+        assert!(at(Cloud::Azure, "eastus", "Standard_ND96isr_H100_v5").is_none());
+        assert!(merged.region(Cloud::Azure, "northeurope").is_some(), "a restricted region is still a known region");
+        // GCP was not read: untouched.
+        assert_eq!(merged.offerings_of(|t| t.cloud == Cloud::Gcp), builtin.offerings_of(|t| t.cloud == Cloud::Gcp));
+    }
+
+    #[test]
+    fn a_refreshed_file_reads_back_and_a_damaged_one_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refreshed.json");
+        assert!(RefreshedCatalog::read(&path).unwrap().is_none(), "no file: the built-in catalog");
+        let elsewhere = dir.path().join("catalog").join("refreshed.json");
+        assert!(RefreshedCatalog::read(&elsewhere).unwrap().is_none());
+        assert!(!dir.path().join("catalog").exists(), "looking for the file created its directory");
+        let file = refreshed();
+        let bytes = file.to_bytes();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(RefreshedCatalog::read(&path).unwrap(), Some(file));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        // The offer's zone (listed after the region's own zones) outside its region.
+        let last = text.rfind("\"eu-west-1b\"").unwrap();
+        let zone_outside = format!("{}\"eu-west-1z\"{}", &text[..last], &text[last + "\"eu-west-1b\"".len()..]);
+        let damaged: Vec<(String, &str)> = vec![
+            (text[..text.len() / 2].to_string(), "EOF while parsing"),
+            ("garbage".into(), "expected value"),
+            ("{}".into(), "missing field"),
+            (text.replace("\"gpus\": 8", "\"gpus\": -8"), "gpus"),
+            (text.replace("\"gpus\": 8", "\"gpus\": 0"), "needs an instance type"),
+            (text.replace("gpufleet-catalog", "something-else"), "kind is `something-else`"),
+            (text.replace("\"format_version\": 1", "\"format_version\": 9"), "format_version is 9"),
+            (text.replacen("\"region\": \"eu-west-1\"", "\"region\": \"eu-west-9\"", 1), "not among the regions read"),
+            (zone_outside, "zone `eu-west-1z`"),
+            (text.replace("\"jurisdiction\": \"EU\"", "\"jurisdiction\": \"Europe\""), "not a jurisdiction code"),
+            (text.replace("\"account\"", "\"acount\""), "unknown field"),
+        ];
+        for (bytes, expected) in damaged {
+            std::fs::write(&path, &bytes).unwrap();
+            let err = RefreshedCatalog::read(&path).expect_err(expected);
+            let message = err.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains(expected), "{expected:?} not in {message}");
+        }
+        std::fs::write(&path, [0xff, 0xfe, 0x00]).unwrap();
+        assert!(RefreshedCatalog::read(&path).is_err());
+    }
+
+    /// What a cloud may answer that the file's reader refuses (a size listed
+    /// twice in a location, a zone or region the listing did not name, no
+    /// GPUs) used to be written as it came, and the next plan failed on it.
+    #[test]
+    fn whatever_the_clouds_answer_the_file_written_reads_back() {
+        let azure = ReportedGpu::Azure { family: "standardNDSH100v5Family".into() };
+        let mut restricted = sighting("westeurope", &[], "Standard_ND96isr_H100_v5", azure.clone(), 8);
+        restricted.restriction = Some("NotAvailableForSubscription".into());
+        let reads = vec![
+            CloudRead {
+                cloud: Cloud::Azure,
+                account: "subscription s".into(),
+                regions: regions(&[("westeurope", &[]), ("", &[])]),
+                sightings: vec![
+                    restricted,
+                    sighting("westeurope", &["1"], "Standard_ND96isr_H100_v5", azure.clone(), 8),
+                    sighting("", &[], "Standard_ND96isr_H100_v5", azure.clone(), 8),
+                    sighting("mars", &[], "Standard_ND96isr_H100_v5", azure.clone(), 8),
+                    sighting("westeurope", &[], "Standard_ND96asr_v4", azure, 0),
+                ],
+            },
+            CloudRead {
+                cloud: Cloud::Gcp,
+                account: "project p".into(),
+                regions: regions(&[("us-central1", &["us-central1-a"])]),
+                sightings: vec![sighting(
+                    "us-central1",
+                    &["us-central1-a", "us-central1-z"],
+                    "a3-highgpu-8g",
+                    ReportedGpu::Gce { accelerator_type: "nvidia-h100-80gb".into() },
+                    8,
+                )],
+            },
+        ];
+        let file = RefreshedCatalog::from_reads(
+            &reads,
+            Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap(),
+            &Catalog::builtin(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refreshed.json");
+        std::fs::write(&path, file.to_bytes()).unwrap();
+        let back = RefreshedCatalog::read(&path).unwrap().unwrap();
+        let azure = &back.clouds[0];
+        assert_eq!(azure.offers.len(), 1, "{:?}", azure.offers);
+        assert_eq!(azure.offers[0].restricted, None, "listed once unrestricted: usable there");
+        assert_eq!(back.clouds[1].offers[0].zones, ["us-central1-a"]);
+    }
+
+    #[test]
+    fn declaring_the_regions_a_plan_names_adds_only_what_is_missing() {
+        let builtin = Catalog::builtin();
+        let zones = ["europe-west9-a".to_string(), "us-central1-z".to_string(), "nozone".to_string()];
+        let declared = builtin.declaring(Cloud::Gcp, &zones).declaring(Cloud::Azure, &["marscentral".to_string()]);
+        let paris = declared.region(Cloud::Gcp, "europe-west9").unwrap();
+        assert_eq!((paris.jurisdiction.as_str(), paris.zones.as_slice()), ("EU", &["europe-west9-a".to_string()][..]));
+        assert!(declared.region(Cloud::Gcp, "us-central1").unwrap().zones.contains(&"us-central1-z".to_string()));
+        assert_eq!(declared.region(Cloud::Azure, "marscentral").unwrap().jurisdiction, UNKNOWN_JURISDICTION);
+        assert_eq!(declared.offerings(), builtin.offerings(), "declared regions sell nothing");
+        assert_eq!(declared.regions.len(), builtin.regions.len() + 2);
+    }
+}

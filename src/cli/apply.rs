@@ -39,7 +39,7 @@ pub async fn run_apply(args: &ApplyArgs) -> Result<Exit, Failure> {
                 "run `gpufleet plan --out FILE` again",
             ));
         }
-        let (plan, catalog) = load_plan(&plan_path, &args.run.target.plan_file)?;
+        let (plan, catalog) = load_plan(&plan_path, &args.run.target.plan_file, &args.run.target.state.state_dir)?;
         saved.check_against(&plan, &catalog).map_err(|e| {
             failure(e, "a saved plan is executed as `plan --out` wrote it; run `gpufleet plan --out FILE` again")
         })?;
@@ -68,7 +68,7 @@ pub async fn run_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
 /// every `--every`; each round is reported like a one-off `rebalance`.
 async fn watch_rebalance(args: &RebalanceArgs) -> Result<Exit, Failure> {
     let run = &args.run;
-    let (plan, catalog) = load_plan(&args.plan, &run.target.plan_file)?;
+    let (plan, catalog) = load_plan(&args.plan, &run.target.plan_file, &run.target.state.state_dir)?;
     let connected = Connected::open(&plan, &run.target).await?;
     let detail = Detail::of(run.verbose);
     let events: Box<dyn EventSink> = if run.json { Box::new(JsonLines) } else { Box::new(Progress::new(detail)) };
@@ -169,7 +169,7 @@ fn print_watch(plan: &str, event: Watch<'_>, json: bool, detail: Detail) {
 async fn execute(plan_path: &Path, run: &RunArgs, mode: Mode, verb: &str, dry_run: bool) -> Result<Exit, Failure> {
     let json = run.json;
     let auto_approve = run.auto_approve || matches!(mode, Mode::Rebalance);
-    let (plan, catalog) = load_plan(plan_path, &run.target.plan_file)?;
+    let (plan, catalog) = load_plan(plan_path, &run.target.plan_file, &run.target.state.state_dir)?;
     let connected = Connected::open(&plan, &run.target).await?;
     let detail = Detail::of(run.verbose);
     let progress = (!json).then(|| Progress::new(detail));

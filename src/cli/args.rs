@@ -57,6 +57,8 @@ pub enum Command {
     Schema,
     /// Run or drive the built-in cloud simulator.
     Sim(SimArgs),
+    /// Read from the clouds which GPU instance types they sell where.
+    Catalog(CatalogArgs),
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +67,10 @@ pub struct ValidateArgs {
     pub plan: PathBuf,
     #[command(flatten)]
     pub plan_file: PlanFileArgs,
+    /// Directory whose `catalog/refreshed.json` (written by `catalog refresh`)
+    /// is merged over the built-in catalog, when there is one.
+    #[arg(long, env = "GPUFLEET_STATE_DIR", default_value = "state")]
+    pub state_dir: PathBuf,
 }
 
 /// How a plan file is read.
@@ -74,11 +80,53 @@ pub struct PlanFileArgs {
     /// by default a path that leaves it (through `..` or a symlink) is refused.
     #[arg(long)]
     pub allow_startup_outside: bool,
+    /// The refreshed catalog (`gpufleet catalog refresh`) to use over the
+    /// built-in one when the file exists; default `catalog/refreshed.json` in
+    /// the state directory.
+    #[arg(long, env = "GPUFLEET_CATALOG", value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    #[command(subcommand)]
+    pub command: CatalogCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Read, from each cloud the plan configures and read-only, which GPU
+    /// instance types every region and zone sells to the plan's accounts
+    /// (and which the account may not use), and write them to the refreshed
+    /// catalog file that plan, check, apply and rebalance then use over the
+    /// built-in catalog. Prices stay the built-in data's.
+    Refresh(CatalogRefreshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogRefreshArgs {
+    /// Plan file (TOML): its providers name the accounts (and AWS regions) to read.
+    pub plan: PathBuf,
+    /// Where to write the refreshed catalog; default: `--catalog FILE`, else
+    /// `catalog/refreshed.json` in the state directory, where the other commands look.
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 impl PlanFileArgs {
     pub fn options(&self) -> crate::plan::LoadOptions {
         crate::plan::LoadOptions { allow_startup_outside: self.allow_startup_outside }
+    }
+
+    /// The refreshed catalog file: `--catalog FILE`, else `catalog/refreshed.json`
+    /// in `state_dir` (beside the simulator's `sim/`, apart from plans' `<plan>.json`).
+    pub fn catalog_file(&self, state_dir: &std::path::Path) -> PathBuf {
+        self.catalog.clone().unwrap_or_else(|| state_dir.join("catalog").join("refreshed.json"))
     }
 }
 

@@ -11,7 +11,7 @@ use crate::providers::preflight::Finding;
 use std::fmt::Write;
 
 pub async fn run(args: &CheckArgs) -> Result<Exit, Failure> {
-    let (plan, catalog) = load_plan(&args.plan, &args.target.plan_file)?;
+    let (plan, catalog) = load_plan(&args.plan, &args.target.plan_file, &args.target.state.state_dir)?;
     // A cloud that cannot be connected to is one row of the report, not the end of it.
     let connected = Connected::open_with(&plan, &args.target, HomeFailures::Record).await?;
     let report = check(&plan, &catalog, &connected.clouds).await;

@@ -3,8 +3,8 @@
 
 use super::{Failure, PlanFileArgs, StateLocation, TargetArgs, failure, sim_failure};
 use crate::apply::{ApplyError, Clouds, Drain, DrainScript, HomeFailures, NoDrain, Session, Stop, Target};
-use crate::catalog::Catalog;
-use crate::model::{Clock, SystemClock};
+use crate::catalog::{Catalog, RefreshedCatalog, account_label};
+use crate::model::{Clock, Cloud, SystemClock, printable};
 use crate::plan::Plan;
 use crate::providers::{RetryPolicy, WaitClock};
 use crate::sim::{EmbeddedSim, SimClock};
@@ -13,12 +13,50 @@ use crate::state::{LocalBackend, StateBackend, StateError};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Load and validate a plan; the catalog comes back with the plan's offerings applied.
-pub fn load_plan(path: &Path, args: &PlanFileArgs) -> Result<(Plan, Catalog), Failure> {
+/// Load and validate a plan against the catalog: the built-in one, with
+/// the refreshed file of `state_dir` (or `--catalog`) merged over it when
+/// there is one, saying so on stderr (and when the file was read for
+/// another account than the plan's). The catalog comes back with the plan's
+/// offerings applied. A damaged file fails: planning on a catalog other than
+/// the one the user refreshed would place nodes where they did not expect.
+pub fn load_plan(path: &Path, args: &PlanFileArgs, state_dir: &Path) -> Result<(Plan, Catalog), Failure> {
+    let file = args.catalog_file(state_dir);
     let builtin = Catalog::builtin();
-    let plan = crate::plan::load(path, &builtin, args.options()).map_err(Failure::Plan)?;
+    let Some(refreshed) = RefreshedCatalog::read(&file)? else {
+        return load_plan_with(path, args, builtin);
+    };
+    eprintln!(
+        "catalog: refreshed {} from the clouds ({}); prices from the built-in data of {}",
+        refreshed.refreshed_at.format("%Y-%m-%d"),
+        file.display(),
+        builtin.as_of
+    );
+    let (plan, catalog) = load_plan_with(path, args, builtin.with_refreshed(&refreshed))?;
+    let providers = &plan.providers;
+    let accounts = [
+        providers.aws.as_ref().map(|a| (Cloud::Aws, a.profile.as_deref())),
+        providers.gcp.as_ref().map(|g| (Cloud::Gcp, Some(g.project.as_str()))),
+        providers.azure.as_ref().map(|a| (Cloud::Azure, Some(a.subscription.as_str()))),
+    ];
+    for (cloud, id) in accounts.into_iter().flatten() {
+        let ours = account_label(cloud, id);
+        if let Some(read) = refreshed.account(cloud).filter(|read| *read != ours) {
+            eprintln!(
+                "catalog: note: {cloud} was read for {}, this plan uses {}; what they may buy can differ: run `gpufleet catalog refresh {}`",
+                printable(read),
+                printable(&ours),
+                path.display()
+            );
+        }
+    }
+    Ok((plan, catalog))
+}
+
+/// Load and validate a plan against `catalog`, which comes back with the plan's offerings applied.
+pub fn load_plan_with(path: &Path, args: &PlanFileArgs, catalog: Catalog) -> Result<(Plan, Catalog), Failure> {
+    let plan = crate::plan::load(path, &catalog, args.options()).map_err(Failure::Plan)?;
     // Validation already checked the overrides; this only fails if it and the catalog disagree.
-    let catalog = builtin.with_overrides(&plan.offerings).map_err(|problems| {
+    let catalog = catalog.with_overrides(&plan.offerings).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| format!("offerings[{}]: {p}", p.index)).collect();
         failure(
             format!("{}: the plan's [[offerings]] do not fit the catalog: {}", path.display(), list.join("; ")),

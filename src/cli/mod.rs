@@ -8,6 +8,7 @@
 
 mod apply;
 mod args;
+mod catalog;
 mod check;
 mod context;
 mod plan;
@@ -112,6 +113,7 @@ async fn run(cli: Cli) -> Result<Exit, Failure> {
         }
         Command::Sim(SimArgs { command: SimCommand::Serve(a) }) => sim::serve(&a).await,
         Command::Sim(SimArgs { command: SimCommand::Advance(a) }) => sim::advance(&a),
+        Command::Catalog(CatalogArgs { command: CatalogCommand::Refresh(a) }) => catalog::refresh(&a).await,
     }
 }
 

@@ -6,7 +6,7 @@ use super::{Exit, Failure, PlanArgs, io_failure};
 use crate::apply::{self, NoEvents, SavedPlan, digest};
 
 pub async fn run(args: &PlanArgs) -> Result<Exit, Failure> {
-    let (plan, catalog) = load_plan(&args.plan, &args.target.plan_file)?;
+    let (plan, catalog) = load_plan(&args.plan, &args.target.plan_file, &args.target.state.state_dir)?;
     let plan_bytes = std::fs::read(&args.plan).map_err(io_failure(args.plan.display()))?;
     let connected = Connected::open(&plan, &args.target).await?;
     let result = async {

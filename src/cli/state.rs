@@ -153,8 +153,11 @@ pub async fn repair(args: &StateRepairArgs) -> Result<Exit, Failure> {
 pub async fn history(args: &HistoryArgs) -> Result<Exit, Failure> {
     // A plan file names its plan; anything else is taken as the name.
     let path = Path::new(&args.plan);
-    let name =
-        if path.is_file() { super::context::load_plan(path, &Default::default())?.0.name } else { args.plan.clone() };
+    let name = if path.is_file() {
+        super::context::load_plan(path, &Default::default(), &args.state.state_dir)?.0.name
+    } else {
+        args.plan.clone()
+    };
     let backend = open_state(&args.state).await?;
     let entries = backend.history(&name).await?;
     if let Some(file) = &args.html {

@@ -578,7 +578,7 @@ fn check_locations(
                 None => problem.help(format!("{cloud} {kind}s in the catalog: {}", known.join(", "))),
             };
             problem.help(
-                "a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction",
+                "a region the catalog lacks can be added with an [[offerings]] entry that gives its jurisdiction, or read from the clouds with `gpufleet catalog refresh PLAN`",
             );
             all_good = false;
         } else {

@@ -9,6 +9,7 @@
 //! retries throttled and transient calls itself with the same ClientToken,
 //! and never retries a capacity refusal in place.
 
+mod catalog;
 mod preflight;
 mod quota;
 
@@ -277,6 +278,10 @@ impl Provider for AwsProvider {
 
     async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
         self.preflight_offering(request).await
+    }
+
+    async fn read_catalog(&self) -> Result<crate::catalog::CloudRead, ProviderError> {
+        self.read_offerings().await
     }
 
     async fn delete(&self, instances: &[Instance]) -> Result<(), ProviderError> {

@@ -27,6 +27,7 @@
 //! its `HttpError` keeps response headers private, so `Retry-After` is read
 //! from the error's rendering.
 
+mod catalog;
 mod preflight;
 
 use super::preflight::{OfferingFindings, PreflightRequest};
@@ -622,6 +623,10 @@ impl Provider for AzureProvider {
 
     async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
         self.preflight_offering(request).await
+    }
+
+    async fn read_catalog(&self) -> Result<crate::catalog::CloudRead, ProviderError> {
+        self.read_offerings().await
     }
 }
 

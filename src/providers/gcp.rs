@@ -14,6 +14,7 @@
 //! The SDK's own retries are off; gpufleet retries throttled and transient
 //! calls itself ([`retrying`]) with the same requestId.
 
+mod catalog;
 mod preflight;
 
 use super::preflight::{OfferingFindings, PreflightRequest};
@@ -21,7 +22,9 @@ use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_compute_v1::client::{Images, Instances, MachineTypes, Networks, Projects, Regions, ZoneOperations};
+use google_cloud_compute_v1::client::{
+    AcceleratorTypes, Images, Instances, MachineTypes, Networks, Projects, Regions, ZoneOperations,
+};
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
     NetworkInterface, Operation, Scheduling, metadata, operation, scheduling,
@@ -71,6 +74,7 @@ pub struct GcpProvider {
     images: Images,
     networks: Networks,
     projects: Projects,
+    accelerator_types: AcceleratorTypes,
 }
 
 impl GcpProvider {
@@ -104,7 +108,9 @@ impl GcpProvider {
             MachineTypes::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut images = Images::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut networks = Networks::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut projects = Projects::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+        let mut projects = Projects::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut accelerator_types =
+            AcceleratorTypes::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
@@ -113,6 +119,7 @@ impl GcpProvider {
             images = images.with_endpoint(endpoint);
             networks = networks.with_endpoint(endpoint);
             projects = projects.with_endpoint(endpoint);
+            accelerator_types = accelerator_types.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -127,6 +134,7 @@ impl GcpProvider {
             images: images.build().await.map_err(client_failed)?,
             networks: networks.build().await.map_err(client_failed)?,
             projects: projects.build().await.map_err(client_failed)?,
+            accelerator_types: accelerator_types.build().await.map_err(client_failed)?,
         })
     }
 
@@ -173,26 +181,53 @@ impl GcpProvider {
     /// Instances of one zone whose labels say they belong to `run`, one page of 500 at a time.
     async fn list_zone(&self, zone: &str, filter: &str) -> Result<Vec<Instance>, ProviderError> {
         let region = region_of_zone(zone);
-        let mut out = Vec::new();
-        let mut page_token = String::new();
+        let pages = self
+            .every_page(
+                region,
+                "instances.list",
+                |token| {
+                    self.instances
+                        .list()
+                        .set_project(&self.project)
+                        .set_zone(zone)
+                        .set_filter(filter)
+                        .set_max_results(PAGE_SIZE)
+                        .set_page_token(token)
+                        .send()
+                },
+                |page| page.next_page_token.as_ref(),
+            )
+            .await?;
+        Ok(pages.iter().flat_map(|page| &page.items).filter_map(|i| to_instance(i, &self.project)).collect())
+    }
+
+    /// Every page of a list, from the first to the one without a next page
+    /// token: `send` asks for the page at a token ("" for the first), `next`
+    /// reads a page's next token. Each page is retried on its own.
+    async fn every_page<T, F, Fut>(
+        &self,
+        region: &str,
+        name: &str,
+        mut send: F,
+        next: impl Fn(&T) -> Option<&String>,
+    ) -> Result<Vec<T>, ProviderError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, google_cloud_compute_v1::Error>>,
+    {
+        let mut pages = Vec::new();
+        let mut token = String::new();
         loop {
-            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.list"), || async {
-                self.instances
-                    .list()
-                    .set_project(&self.project)
-                    .set_zone(zone)
-                    .set_filter(filter)
-                    .set_max_results(PAGE_SIZE)
-                    .set_page_token(&page_token)
-                    .send()
-                    .await
-                    .map_err(|e| classify(region, &e))
+            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, name), || {
+                let sent = send(token.clone());
+                async move { sent.await.map_err(|e| classify(region, &e)) }
             })
             .await?;
-            out.extend(page.items.iter().filter_map(|i| to_instance(i, &self.project)));
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = token,
-                _ => return Ok(out),
+            let following = next(&page).filter(|t| !t.is_empty()).cloned();
+            pages.push(page);
+            match following {
+                Some(following) => token = following,
+                None => return Ok(pages),
             }
         }
     }
@@ -247,29 +282,27 @@ impl Provider for GcpProvider {
     async fn list_owned(&self, plan: &str) -> Result<Vec<Instance>, ProviderError> {
         let region = self.zones.first().map(|z| region_of_zone(z)).unwrap_or_default();
         let filter = label_filter(TAG_PLAN, plan);
-        let mut all = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let page = retrying(self.retry, Call::new(Cloud::Gcp, region, "instances.aggregatedList"), || async {
-                self.instances
-                    .aggregated_list()
-                    .set_project(&self.project)
-                    .set_filter(&filter)
-                    .set_max_results(PAGE_SIZE)
-                    .set_page_token(&page_token)
-                    .send()
-                    .await
-                    .map_err(|e| classify(region, &e))
-            })
+        let pages = self
+            .every_page(
+                region,
+                "instances.aggregatedList",
+                |token| {
+                    self.instances
+                        .aggregated_list()
+                        .set_project(&self.project)
+                        .set_filter(&filter)
+                        .set_max_results(PAGE_SIZE)
+                        .set_page_token(token)
+                        .send()
+                },
+                |page| page.next_page_token.as_ref(),
+            )
             .await?;
-            for scoped in page.items.values() {
-                all.extend(scoped.instances.iter().filter_map(|i| to_instance(i, &self.project)));
-            }
-            match page.next_page_token {
-                Some(token) if !token.is_empty() => page_token = token,
-                _ => break,
-            }
-        }
+        let mut all: Vec<Instance> = pages
+            .iter()
+            .flat_map(|page| page.items.values())
+            .flat_map(|scoped| scoped.instances.iter().filter_map(|i| to_instance(i, &self.project)))
+            .collect();
         all.sort();
         Ok(all)
     }
@@ -348,6 +381,10 @@ impl Provider for GcpProvider {
 
     async fn preflight(&self, request: &PreflightRequest) -> Result<OfferingFindings, ProviderError> {
         self.preflight_offering(request).await
+    }
+
+    async fn read_catalog(&self) -> Result<crate::catalog::CloudRead, ProviderError> {
+        self.read_offerings().await
     }
 }
 

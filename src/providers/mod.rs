@@ -146,6 +146,19 @@ pub trait Provider: Send + Sync {
             quota: preflight::QuotaFinding { finding: unchecked(), headroom_nodes: None, key: None },
         })
     }
+
+    /// For `gpufleet catalog refresh`: which GPU instance types the account
+    /// may buy where, from the cloud's own catalog APIs, read-only. Every
+    /// region it returns was read in full.
+    async fn read_catalog(&self) -> Result<crate::catalog::CloudRead, ProviderError> {
+        Err(ProviderError {
+            kind: ErrorKind::Invalid,
+            cloud: self.cloud(),
+            region: String::new(),
+            code: "Unsupported".into(),
+            message: "this provider cannot read the cloud's catalog".into(),
+        })
+    }
 }
 
 /// How a provider bounds and retries its calls. Handed in by whoever builds

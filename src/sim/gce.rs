@@ -163,7 +163,7 @@ fn route(
                 .map(|(zones, quotas)| (region_json(project, region, &zones, &quotas), false))
                 .ok_or_else(|| HttpError::not_found(&format!("projects/{project}/regions/{region}")))
         }
-        (&Method::GET, _) => account::route(world, segments).unwrap_or_else(|| Err(unserved(method, path))),
+        (&Method::GET, _) => account::route(world, segments, query).unwrap_or_else(|| Err(unserved(method, path))),
         _ => Err(unserved(method, path)),
     }
 }
@@ -232,26 +232,11 @@ fn list(
             for instance in &page.instances {
                 by_zone.entry(format!("zones/{}", instance.zone)).or_default().push(instance_json(world, instance));
             }
-            let items: serde_json::Map<String, Value> = by_zone
-                .into_iter()
-                .map(|(scope, instances)| {
-                    let scoped = if instances.is_empty() {
-                        json!({ "warning": {
-                            "code": "NO_RESULTS_ON_PAGE",
-                            "message": format!("There are no results for scope '{scope}' on this page."),
-                            "data": [{ "key": "scope", "value": scope }],
-                        }})
-                    } else {
-                        json!({ "instances": instances })
-                    };
-                    (scope, scoped)
-                })
-                .collect();
             json!({
                 "kind": "compute#instanceAggregatedList",
                 "id": format!("projects/{project}/aggregated/instances"),
                 "selfLink": format!("{BASE_URL}/projects/{project}/aggregated/instances"),
-                "items": items,
+                "items": scoped_items(by_zone, "instances"),
             })
         }
     };
@@ -501,6 +486,26 @@ fn check_labels(labels: &Tags, field: &str) -> Result<(), HttpError> {
         }
     }
     Ok(())
+}
+
+/// The `items` of an aggregatedList page: each scope's list under `field`,
+/// or, for a scope without results on this page, Compute Engine's warning.
+fn scoped_items(by_scope: BTreeMap<String, Vec<Value>>, field: &str) -> serde_json::Map<String, Value> {
+    by_scope
+        .into_iter()
+        .map(|(scope, values)| {
+            let scoped = if values.is_empty() {
+                json!({ "warning": {
+                    "code": "NO_RESULTS_ON_PAGE",
+                    "message": format!("There are no results for scope '{scope}' on this page."),
+                    "data": [{ "key": "scope", "value": scope }],
+                }})
+            } else {
+                json!({ field: values })
+            };
+            (scope, scoped)
+        })
+        .collect()
 }
 
 fn zone_url(project: &str, zone: &str) -> String {

@@ -99,6 +99,8 @@ struct RawOffering {
     capacity: Option<u32>,
     #[serde(default)]
     timeline: Vec<RawCapacityStep>,
+    #[serde(default)]
+    restricted: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +183,9 @@ pub struct ScenarioOffering {
     pub capacity: Option<u32>,
     /// Later changes of the available pool, in the order they happen.
     pub timeline: Vec<CapacityStep>,
+    /// Azure: the subscription may not use the size here; resource SKUs
+    /// list it with a `NotAvailableForSubscription` location restriction.
+    pub restricted: bool,
 }
 
 /// A regional quota, e.g. Compute Engine's `NVIDIA_H100_GPUS` (in GPUs) in
@@ -237,6 +242,11 @@ impl Scenario {
             if offering.cloud == Cloud::Azure && offering.zone.is_some() {
                 return Err(invalid(format!("{at}: Azure places by region; remove `zone`")));
             }
+            if offering.restricted && offering.cloud != Cloud::Azure {
+                return Err(invalid(format!(
+                    "{at}: `restricted` is Azure's subscription restriction of a size; remove it"
+                )));
+            }
             if let Some(zone) = &offering.zone
                 && !zone.starts_with(offering.region.as_str())
             {
@@ -259,6 +269,7 @@ impl Scenario {
                 instance_type: offering.instance_type,
                 capacity: offering.capacity,
                 timeline,
+                restricted: offering.restricted,
             });
         }
         let mut quotas = Vec::with_capacity(raw.quotas.len());

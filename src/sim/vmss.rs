@@ -572,9 +572,14 @@ pub fn poll(world: &World, subscription: &str, name: &str) -> Option<(Operation,
     Some((op.clone(), op.status(world.now)))
 }
 
-/// Whether a size is offered in a region; ARM refuses others up front.
+/// Whether a size is offered in a region to the subscription (not
+/// restricted for it there); ARM refuses others up front.
 fn check_sku(world: &World, location: &str, sku_name: &str) -> Result<(), ArmFault> {
-    if world.offers(Cloud::Azure, location, sku_name) {
+    let restricted = world
+        .pools()
+        .iter()
+        .any(|p| p.cloud == Cloud::Azure && p.region == location && p.instance_type == sku_name && p.restricted);
+    if world.offers(Cloud::Azure, location, sku_name) && !restricted {
         return Ok(());
     }
     if !world.sells(Cloud::Azure, sku_name) {

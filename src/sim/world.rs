@@ -64,6 +64,9 @@ pub struct Pool {
     pub instance_type: String,
     /// `None` means unlimited.
     pub available: Option<u32>,
+    /// The account may not use the type here (Azure's `NotAvailableForSubscription`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
 }
 
 /// A change of one pool that the scenario's timeline schedules.
@@ -402,8 +405,9 @@ impl World {
                 &offering.instance_type,
             )?;
             for zone in &zones {
-                world.ensure_pool(offering.cloud, &offering.region, zone, &offering.instance_type).available =
-                    offering.capacity;
+                let pool = world.ensure_pool(offering.cloud, &offering.region, zone, &offering.instance_type);
+                pool.available = offering.capacity;
+                pool.restricted = offering.restricted;
                 for step in &offering.timeline {
                     let at = chrono::Duration::from_std(step.after)
                         .ok()
@@ -869,7 +873,8 @@ impl World {
         zone: Option<&str>,
         instance_type: &str,
     ) -> Result<Vec<String>, WorldError> {
-        let known = self.zones_of(region);
+        // Azure places by region: its one pool per region is named after the region.
+        let known = if cloud == Cloud::Azure { vec![region.to_string()] } else { self.zones_of(region) };
         self.zones.entry(region.to_string()).or_insert_with(|| known.clone());
         if let Some(zone) = zone {
             if !known.iter().any(|z| z == zone) {
@@ -900,6 +905,7 @@ impl World {
                     zone: zone.to_string(),
                     instance_type: instance_type.to_string(),
                     available: None,
+                    restricted: false,
                 });
                 self.pools.len() - 1
             }

@@ -127,6 +127,20 @@ pub async fn admin_get(url: String) -> serde_json::Value {
     response.json().await.unwrap()
 }
 
+/// Calls that change a simulated cloud, as `/_sim/counters` names them.
+pub const MUTATING: [(&str, &str); 10] = [
+    ("aws", "RunInstances"),
+    ("aws", "TerminateInstances"),
+    ("aws", "CreateTags"),
+    ("gcp", "instances.insert"),
+    ("gcp", "instances.bulkInsert"),
+    ("gcp", "instances.delete"),
+    ("azure", "VirtualMachineScaleSets_CreateOrUpdate"),
+    ("azure", "VirtualMachineScaleSets_Update"),
+    ("azure", "VirtualMachineScaleSets_Delete"),
+    ("azure", "VirtualMachineScaleSets_DeleteInstances"),
+];
+
 /// `gpufleet ARGS`, failing the test (with both outputs) unless it exits with `expect`.
 pub fn run(args: &[&str], expect: i32) -> Output {
     let out = gpufleet(args);

@@ -48,6 +48,12 @@ cloud = "azure"
 region = "eastus"
 id = "Canonical:ubuntu:22_04-lts-gen2:latest"
 
+[[offering]]
+cloud = "azure"
+region = "northeurope"
+instance_type = "Standard_ND96isr_H100_v5"
+restricted = true
+
 [networks]
 aws_default_vpcs = ["us-east-1"]
 gcp_networks = ["default"]
@@ -206,6 +212,14 @@ def test_azure_has_its_skus_images_resource_groups_and_subnets_only(sim):
     skus = list(compute.resource_skus.list(filter="location eq 'eastus'", **call))
     assert "Standard_ND96isr_H100_v5" in {s.name for s in skus}
     assert all(s.locations == ["eastus"] and not s.restrictions for s in skus)
+    h100 = {s.name: s for s in skus}["Standard_ND96isr_H100_v5"]
+    assert {c.name: c.value for c in h100.capabilities} == {"vCPUs": "96", "GPUs": "8"}
+    # What `gpufleet catalog refresh` reads: the subscription's restriction of a size in a location.
+    north = [s for s in compute.resource_skus.list(**call) if s.locations == ["northeurope"]]
+    assert [(s.name, s.restrictions[0].type, s.restrictions[0].reason_code) for s in north] == [
+        ("Standard_ND96isr_H100_v5", "Location", "NotAvailableForSubscription")
+    ]
+    assert north[0].restrictions[0].restriction_info.locations == ["northeurope"]
     versions = compute.virtual_machine_images.list("eastus", "Canonical", "ubuntu", "22_04-lts-gen2", **call)
     assert [v.name for v in versions] == ["1.0.0"]
     assert compute.virtual_machine_images.list("westus2", "Canonical", "ubuntu", "22_04-lts-gen2", **call) == []

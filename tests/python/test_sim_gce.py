@@ -184,3 +184,42 @@ def test_request_id_must_be_a_uuid_and_not_the_zero_one(gce, request_id):
         instances.bulk_insert(request=request)
     assert "The request ID must be a valid UUID" in refused.value.message
     assert list(instances.list(project=PROJECT, zone=ZONE)) == []
+
+
+def test_machine_and_accelerator_types_aggregated_lists(gce):
+    """What `gpufleet catalog refresh` reads: every zone's machine types with
+    the accelerators they carry, and every zone's accelerator types, paged."""
+    sim = gce[0]
+    options = dict(
+        credentials=AnonymousCredentials(), transport="rest", client_options=ClientOptions(api_endpoint=sim.url)
+    )
+    machine_types = compute_v1.MachineTypesClient(**options)
+    accelerator_types = compute_v1.AcceleratorTypesClient(**options)
+
+    scopes = dict(machine_types.aggregated_list(request=compute_v1.AggregatedListMachineTypesRequest(project=PROJECT)))
+    a3 = {m.name: m for m in scopes[f"zones/{ZONE}"].machine_types}["a3-highgpu-8g"]
+    assert a3.guest_cpus == 208
+    assert [(a.guest_accelerator_type, a.guest_accelerator_count) for a in a3.accelerators] == [("nvidia-h100-80gb", 8)]
+
+    # One item a page: the pager follows nextPageToken; zones without an
+    # item on a page carry Compute Engine's warning.
+    pager = accelerator_types.aggregated_list(
+        request=compute_v1.AggregatedListAcceleratorTypesRequest(project=PROJECT, max_results=1)
+    )
+    sold = []
+    for scope, scoped in pager:
+        if scoped.accelerator_types:
+            sold.extend((scope, a.name, a.maximum_cards_per_instance) for a in scoped.accelerator_types)
+        else:
+            assert scoped.warning.code == compute_v1.Warning.Code.NO_RESULTS_ON_PAGE.name
+    assert (f"zones/{ZONE}", "nvidia-h100-80gb", 8) in sold
+    assert len(sold) == len(set(sold))
+    whole = dict(
+        accelerator_types.aggregated_list(request=compute_v1.AggregatedListAcceleratorTypesRequest(project=PROJECT))
+    )
+    assert sorted(sold) == sorted(
+        (scope, a.name, a.maximum_cards_per_instance) for scope, scoped in whole.items() for a in scoped.accelerator_types
+    )
+    # Pages of one may be empty (the simulator pages short, as Compute Engine may): at least one a type.
+    counters = sim.admin("/_sim/counters")["gcp"]
+    assert counters["acceleratorTypes.aggregatedList"] >= len(sold) + 1

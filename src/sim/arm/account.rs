@@ -6,6 +6,7 @@
 //! set's PUT: its resource group, image and subnet exist.
 
 use super::{Query, at, list_json, ok, segments, string_at};
+use crate::catalog::Catalog;
 use crate::model::Cloud;
 use crate::sim::account::AzureImage;
 use crate::sim::vmss::ArmFault;
@@ -175,7 +176,9 @@ fn location_filter(filter: &str) -> Result<String, ArmFault> {
 }
 
 /// Every VM size each location sells, as ARM lists resource SKUs; a size
-/// the world does not sell in a location is not listed for it.
+/// the world does not sell in a location is not listed for it, and one the
+/// scenario marks `restricted` is listed with the subscription's location
+/// restriction (`NotAvailableForSubscription`), as Azure does.
 fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
     let location = filter.map(location_filter).transpose()?;
     let value: Vec<Value> = world
@@ -184,6 +187,22 @@ fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
         .filter(|p| p.cloud == Cloud::Azure && location.as_deref().is_none_or(|l| l == p.region))
         .map(|p| {
             let size = p.instance_type.strip_prefix("Standard_").unwrap_or(&p.instance_type);
+            let capabilities = match Catalog::builtin_ref().instance_type(Cloud::Azure, &p.instance_type) {
+                Some(shape) => json!([
+                    { "name": "vCPUs", "value": shape.vcpus.to_string() },
+                    { "name": "GPUs", "value": shape.gpus.to_string() },
+                ]),
+                None => json!([]),
+            };
+            let restrictions = match p.restricted {
+                true => json!([{
+                    "type": "Location",
+                    "values": [p.region],
+                    "restrictionInfo": { "locations": [p.region] },
+                    "reasonCode": "NotAvailableForSubscription",
+                }]),
+                false => json!([]),
+            };
             json!({
                 "resourceType": "virtualMachines",
                 "name": p.instance_type,
@@ -192,8 +211,8 @@ fn skus(world: &World, filter: Option<&str>) -> Result<Value, ArmFault> {
                 "family": crate::catalog::azure_vcpu_family(&p.instance_type),
                 "locations": [p.region],
                 "locationInfo": [{ "location": p.region, "zones": [] }],
-                "capabilities": [],
-                "restrictions": [],
+                "capabilities": capabilities,
+                "restrictions": restrictions,
             })
         })
         .collect();
@@ -309,5 +328,50 @@ mod tests {
             get(&mut world, "/resourceGroups/other/providers/Microsoft.Compute/virtualMachineScaleSets", v);
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
         assert_eq!(world.counters()["azure"]["ResourceGroups_Get"], 2);
+    }
+
+    #[test]
+    fn sim_arm_skus_give_gpus_and_vcpus_and_the_subscriptions_restrictions() {
+        let text = "[[offering]]\ncloud = \"azure\"\nregion = \"westeurope\"\ninstance_type = \"Standard_ND96isr_H100_v5\"\n\
+                    [[offering]]\ncloud = \"azure\"\nregion = \"northeurope\"\ninstance_type = \"Standard_ND96isr_H100_v5\"\nrestricted = true\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let (status, skus) = get(&mut world, "/providers/Microsoft.Compute/skus", "api-version=2024-07-01");
+        assert_eq!(status, StatusCode::OK);
+        let sku = |location: &str| {
+            skus["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "Standard_ND96isr_H100_v5" && s["locations"][0] == location)
+                .unwrap_or_else(|| panic!("no H100 SKU in {location}: {skus}"))
+                .clone()
+        };
+        let west = sku("westeurope");
+        assert_eq!(west["restrictions"], serde_json::json!([]));
+        assert_eq!(west["family"], "standardNDSH100v5Family");
+        assert_eq!(
+            west["capabilities"],
+            serde_json::json!([{ "name": "vCPUs", "value": "96" }, { "name": "GPUs", "value": "8" }])
+        );
+        let north = sku("northeurope");
+        assert_eq!(north["restrictions"][0]["reasonCode"], "NotAvailableForSubscription");
+        assert_eq!(north["restrictions"][0]["type"], "Location");
+        assert_eq!(north["restrictions"][0]["values"], serde_json::json!(["northeurope"]));
+        // A scale set of a restricted size is refused up front.
+        let put = serde_json::json!({
+            "location": "northeurope",
+            "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": 1 },
+            "properties": { "orchestrationMode": "Flexible" },
+        });
+        let set = "/resourceGroups/gpufleet/providers/Microsoft.Compute/virtualMachineScaleSets/s";
+        let (status, body) =
+            call(&mut world, Method::PUT, &format!("{SUB}{set}"), "api-version=2024-07-01", &put.to_string());
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("SkuNotAvailable")), "{body}");
+        let refused = Scenario::parse(
+            "[[offering]]\ncloud = \"aws\"\nregion = \"us-east-1\"\ninstance_type = \"p5.48xlarge\"\nrestricted = true\n",
+            std::path::Path::new("s.toml"),
+        );
+        assert!(refused.unwrap_err().to_string().contains("`restricted` is Azure's"));
     }
 }

@@ -237,7 +237,8 @@ fn describe_instance_types<'w>(world: &'w World, region: &str, params: &Params) 
             xml.open("gpuInfo");
             xml.open("gpus");
             xml.open("item");
-            xml.leaf("name", &spec.gpu);
+            // EC2's name for the GPU: both A100s are "A100", told apart by memory.
+            xml.leaf("name", crate::catalog::mapping::ec2_gpu_name(&spec.gpu).unwrap_or(&spec.gpu));
             xml.leaf("manufacturer", "NVIDIA");
             xml.leaf("count", &spec.gpus.to_string());
             xml.open("memoryInfo");
@@ -602,5 +603,15 @@ mod tests {
         let big = call(&mut world, "Action=DescribeVolumes&MaxResults=1000");
         assert_eq!(big.matches("<attachmentSet>").count(), 500);
         assert_eq!(world.counters()["aws"]["DescribeVolumes"], 7);
+    }
+
+    /// EC2 names both A100s "A100" and tells them apart by memory; the
+    /// simulator answered with the catalog's "A100-80GB".
+    #[test]
+    fn sim_instance_types_give_the_gpu_as_ec2_names_it() {
+        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let body = call(&mut world, "Action=DescribeInstanceTypes&InstanceType.1=p4de.24xlarge");
+        assert!(body.contains("<name>A100</name>") && body.contains("<sizeInMiB>81920</sizeInMiB>"), "{body}");
+        assert!(body.contains("<count>8</count>") && body.contains("<defaultVCpus>96</defaultVCpus>"), "{body}");
     }
 }

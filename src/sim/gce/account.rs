@@ -1,13 +1,20 @@
 //! The Compute Engine reads a preflight makes about a project, beside the
 //! instance calls of [`super`]: `machineTypes.get` (is the type sold in the
-//! zone), `images.get` and `images.getFromFamily`, `networks.get`; and the
+//! zone), `images.get` and `images.getFromFamily`, `networks.get`; the
+//! catalog reads of `gpufleet catalog refresh` (`machineTypes.aggregatedList`,
+//! `acceleratorTypes.aggregatedList`); and the
 //! same checks on a create, which GCE answers with a 404 before any
 //! operation starts when the image or the network does not exist.
 
-use super::{BASE_URL, HttpError, admit, zone_url};
+use super::{BASE_URL, HttpError, admit, scoped_items, zone_url};
+use crate::catalog::Catalog;
+use crate::catalog::mapping::gce_accelerator_type;
 use crate::model::Cloud;
+use crate::sim::gce_world::MAX_RESULTS;
+use crate::sim::paging::Cursor;
 use crate::sim::world::World;
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A stable uint64 id (sent as a string, as GCE does) for a named resource.
 fn id_of(name: &str) -> String {
@@ -16,11 +23,19 @@ fn id_of(name: &str) -> String {
 }
 
 /// Serves the reads; `None` when the path is none of them.
-pub(super) fn route(world: &mut World, segments: &[&str]) -> Option<Result<(Value, bool), HttpError>> {
+pub(super) fn route(
+    world: &mut World,
+    segments: &[&str],
+    query: &BTreeMap<String, String>,
+) -> Option<Result<(Value, bool), HttpError>> {
     let answer = match segments {
         ["projects", project, "zones", zone, "machineTypes", name] => {
             admit(world, "machineTypes.get").and_then(|()| machine_type(world, project, zone, name))
         }
+        ["projects", project, "aggregated", "machineTypes"] => admit(world, "machineTypes.aggregatedList")
+            .and_then(|()| aggregated(world, project, query, Listed::MachineTypes)),
+        ["projects", project, "aggregated", "acceleratorTypes"] => admit(world, "acceleratorTypes.aggregatedList")
+            .and_then(|()| aggregated(world, project, query, Listed::AcceleratorTypes)),
         ["projects", project, "global", "images", "family", family] => {
             admit(world, "images.getFromFamily").and_then(|()| image(world, project, family, true))
         }
@@ -40,7 +55,13 @@ fn machine_type(world: &World, project: &str, zone: &str, name: &str) -> Result<
     if !sold {
         return Err(HttpError::not_found(&format!("projects/{project}/zones/{zone}/machineTypes/{name}")));
     }
-    Ok(json!({
+    Ok(machine_type_json(project, zone, name))
+}
+
+/// A machine type as the discovery document's `MachineType`, with the
+/// GPUs the built-in catalog gives it (`accelerators`) and its vCPUs.
+fn machine_type_json(project: &str, zone: &str, name: &str) -> Value {
+    let mut body = json!({
         "kind": "compute#machineType",
         "id": id_of(&format!("{zone}/{name}")),
         "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
@@ -49,7 +70,116 @@ fn machine_type(world: &World, project: &str, zone: &str, name: &str) -> Result<
         "zone": zone,
         "isSharedCpu": false,
         "selfLink": format!("{}/machineTypes/{name}", zone_url(project, zone)),
-    }))
+    });
+    if let Some(shape) = Catalog::builtin_ref().instance_type(Cloud::Gcp, name) {
+        body["guestCpus"] = json!(shape.vcpus);
+        if let Some(accelerator) = gce_accelerator_type(name, &shape.gpu) {
+            body["accelerators"] =
+                json!([{ "guestAcceleratorType": accelerator, "guestAcceleratorCount": shape.gpus }]);
+        }
+    }
+    body
+}
+
+/// An accelerator type of a zone, as the discovery document's `AcceleratorType`.
+fn accelerator_type_json(project: &str, zone: &str, name: &str, gpu: &str, most: u32) -> Value {
+    json!({
+        "kind": "compute#acceleratorType",
+        "id": id_of(&format!("{zone}/{name}")),
+        "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+        "name": name,
+        "description": format!("NVIDIA {gpu}"),
+        "zone": zone_url(project, zone),
+        "selfLink": format!("{}/acceleratorTypes/{name}", zone_url(project, zone)),
+        "maximumCardsPerInstance": most,
+    })
+}
+
+/// What an aggregatedList lists.
+#[derive(Clone, Copy)]
+enum Listed {
+    MachineTypes,
+    AcceleratorTypes,
+}
+
+/// Page tokens of the type lists: a [`Cursor`] over the items' positions.
+const OFFSET_TOKEN: &str = "sim-gce-offset-";
+
+/// `machineTypes.aggregatedList` / `acceleratorTypes.aggregatedList`: what
+/// every zone of the world sells (the machine types of its pools, the
+/// accelerators they carry), at most `maxResults` (at most 500) items a
+/// page, short and empty pages as the world's paging says, every
+/// zone a scope of each page (with `NO_RESULTS_ON_PAGE` when it has none there).
+fn aggregated(
+    world: &World,
+    project: &str,
+    query: &BTreeMap<String, String>,
+    listed: Listed,
+) -> Result<Value, HttpError> {
+    let max_results = match query.get("maxResults").map(|n| n.parse::<u32>()) {
+        None => MAX_RESULTS,
+        Some(Ok(n)) if n <= MAX_RESULTS => n.max(1),
+        Some(_) => {
+            return Err(HttpError::invalid(format!(
+                "Invalid value for field 'maxResults': '{}'. Must be less than or equal to {MAX_RESULTS}",
+                query["maxResults"]
+            )));
+        }
+    } as usize;
+    let cursor = match query.get("pageToken").map(String::as_str) {
+        None | Some("") => Cursor::default(),
+        Some(token) => token
+            .strip_prefix(OFFSET_TOKEN)
+            .and_then(Cursor::parse)
+            .ok_or_else(|| HttpError::invalid(format!("Invalid value for field 'pageToken': '{token}'.")))?,
+    };
+    let mut all: BTreeSet<(&str, String)> = BTreeSet::new();
+    let mut accelerators: BTreeMap<(&str, String), (String, u32)> = BTreeMap::new();
+    for pool in world.pools().iter().filter(|p| p.cloud == Cloud::Gcp) {
+        match listed {
+            Listed::MachineTypes => {
+                all.insert((pool.zone.as_str(), pool.instance_type.clone()));
+            }
+            Listed::AcceleratorTypes => {
+                let Some(shape) = Catalog::builtin_ref().instance_type(Cloud::Gcp, &pool.instance_type) else {
+                    continue;
+                };
+                let Some(name) = gce_accelerator_type(&pool.instance_type, &shape.gpu) else { continue };
+                let most = accelerators.entry((pool.zone.as_str(), name.to_string())).or_insert((shape.gpu.clone(), 0));
+                most.1 = most.1.max(shape.gpus);
+                all.insert((pool.zone.as_str(), name.to_string()));
+            }
+        }
+    }
+    let mut by_zone: BTreeMap<String, Vec<Value>> =
+        world.gce_zones().into_iter().map(|zone| (format!("zones/{zone}"), Vec::new())).collect();
+    // Items by position from 1, paged as the world pages (short and empty pages included).
+    let positioned = (1u64..).zip(&all).filter(|(position, _)| *position > cursor.after);
+    let (page, next) = world.paging.page(cursor, max_results, positioned);
+    for (zone, name) in page {
+        let item = match listed {
+            Listed::MachineTypes => machine_type_json(project, zone, name),
+            Listed::AcceleratorTypes => {
+                let (gpu, most) = &accelerators[&(*zone, name.clone())];
+                accelerator_type_json(project, zone, name, gpu, *most)
+            }
+        };
+        by_zone.entry(format!("zones/{zone}")).or_default().push(item);
+    }
+    let (kind, field, path) = match listed {
+        Listed::MachineTypes => ("compute#machineTypeAggregatedList", "machineTypes", "machineTypes"),
+        Listed::AcceleratorTypes => ("compute#acceleratorTypeAggregatedList", "acceleratorTypes", "acceleratorTypes"),
+    };
+    let mut body = json!({
+        "kind": kind,
+        "id": format!("projects/{project}/aggregated/{path}"),
+        "selfLink": format!("{BASE_URL}/projects/{project}/aggregated/{path}"),
+        "items": scoped_items(by_zone, field),
+    });
+    if let Some(next) = next {
+        body["nextPageToken"] = json!(format!("{OFFSET_TOKEN}{}", next.token()));
+    }
+    Ok(body)
 }
 
 fn image(world: &World, project: &str, name: &str, family: bool) -> Result<Value, HttpError> {
@@ -180,5 +310,72 @@ mod tests {
         );
         let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    }
+
+    fn list(world: &mut World, path: &str, query: &str) -> (StatusCode, serde_json::Value) {
+        let response = super::super::handle(world, &Method::GET, path, query, b"");
+        (response.status, response.body)
+    }
+
+    #[test]
+    fn sim_gce_machine_and_accelerator_types_aggregate_by_zone_and_page() {
+        let scenario = Scenario::parse("[paging]\nshort_pages = false\n", std::path::Path::new("s.toml")).unwrap();
+        let mut full = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let (status, body) = list(&mut full, "projects/p/aggregated/machineTypes", "");
+        assert_eq!((status, body["kind"].as_str()), (StatusCode::OK, Some("compute#machineTypeAggregatedList")));
+        let a3 = body["items"]["zones/us-central1-a"]["machineTypes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "a3-highgpu-8g")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            a3["accelerators"],
+            json!([{ "guestAcceleratorType": "nvidia-h100-80gb", "guestAcceleratorCount": 8 }])
+        );
+        assert_eq!((a3["guestCpus"].as_u64(), a3["id"].is_string()), (Some(208), true), "{a3}");
+        let (_, body) = list(&mut full, "projects/p/aggregated/acceleratorTypes", "");
+        let accelerators = &body["items"]["zones/us-central1-a"]["acceleratorTypes"];
+        let h100 = accelerators.as_array().unwrap().iter().find(|a| a["name"] == "nvidia-h100-80gb").unwrap();
+        assert_eq!(h100["maximumCardsPerInstance"], 8);
+        assert!(h100["zone"].as_str().unwrap().ends_with("/projects/p/zones/us-central1-a"), "{h100}");
+
+        // Pages of at most two, some short or empty (the default world's
+        // paging): every zone is a scope of every page, a zone without items
+        // on it says so, and the pages together list each item once.
+        let mut world = world();
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let (status, page) =
+                list(&mut world, "projects/p/aggregated/acceleratorTypes", &format!("maxResults=2&pageToken={token}"));
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let items = page["items"].as_object().unwrap();
+            assert_eq!(items.len(), world.gce_zones().len());
+            for (scope, scoped) in items {
+                match scoped["acceleratorTypes"].as_array() {
+                    Some(list) => seen.extend(list.iter().map(|a| format!("{scope}/{}", a["name"]))),
+                    None => assert_eq!(scoped["warning"]["code"], "NO_RESULTS_ON_PAGE", "{scoped}"),
+                }
+            }
+            match page["nextPageToken"].as_str() {
+                Some(next) => token = next.to_string(),
+                None => break,
+            }
+        }
+        let total: usize = body["items"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|s| s["acceleratorTypes"].as_array())
+            .map(Vec::len)
+            .sum();
+        let unique: std::collections::BTreeSet<&String> = seen.iter().collect();
+        assert_eq!((seen.len(), unique.len()), (total, total));
+        let (status, _) = list(&mut world, "projects/p/aggregated/machineTypes", "maxResults=501");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = list(&mut world, "projects/p/aggregated/machineTypes", "pageToken=bogus");
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 }
