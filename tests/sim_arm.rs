@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use common::InProcessSim;
 use futures::StreamExt;
 use gpufleet::model::Cloud;
-use gpufleet::model::Placement;
+use gpufleet::model::{Launch, Placement};
 use gpufleet::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings, scale_set_name};
 use gpufleet::providers::{CreateRequest, ErrorKind, Provider};
 use serde_json::{Value, json};
@@ -206,6 +206,7 @@ fn request(plan: &str, fleet: &str, run: &str, instance_type: &str, count: u32) 
         image: "microsoft-dsvm:ubuntu-hpc:2204:latest".into(),
         user_data: Some("#!/bin/sh\necho hi\n".into()),
         labels: [("team".to_string(), "ml".to_string())].into(),
+        launch: Launch { disk_gb: 200, ..Launch::default() },
         idempotency_token: format!("{run}-{fleet}"),
     }
 }

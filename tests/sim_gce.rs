@@ -8,7 +8,7 @@ use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
 use google_cloud_compute_v1::model::{BulkInsertInstanceResource, Instance, InstanceProperties, Operation, operation};
 use google_cloud_gax::retry_policy::NeverRetry;
 use gpufleet::model::Cloud;
-use gpufleet::model::Placement;
+use gpufleet::model::{Launch, Placement};
 use gpufleet::providers::gcp::{GcpConnection, GcpProvider};
 use gpufleet::providers::{CreateRequest, ErrorKind, Provider};
 use std::collections::BTreeMap;
@@ -212,6 +212,7 @@ fn request(run: &str, token: &str, instance_type: &str, count: u32, min_count: u
         image: "projects/debian-cloud/global/images/family/debian-12".into(),
         user_data: Some("#!/bin/sh\necho hello\n".into()),
         labels: BTreeMap::from([("team".into(), "ml".into())]),
+        launch: Launch { disk_gb: 200, ..Launch::default() },
         idempotency_token: token.into(),
     }
 }

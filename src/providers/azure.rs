@@ -714,6 +714,7 @@ fn image_reference(image: &str) -> Result<Value, String> {
 
 /// The PUT body of a new flexible scale set for this request.
 fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &AzureVmSettings) -> Result<Value, String> {
+    let launch = &request.launch;
     let mut os_profile = json!({
         "computerNamePrefix": "gpufleet",
         "adminUsername": vm.admin_username,
@@ -721,14 +722,14 @@ fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &Azu
             "disablePasswordAuthentication": true,
             "ssh": { "publicKeys": [{
                 "path": format!("/home/{}/.ssh/authorized_keys", vm.admin_username),
-                "keyData": vm.ssh_public_key,
+                "keyData": launch.ssh_key.as_deref().unwrap_or(&vm.ssh_public_key),
             }] },
         },
     });
     if let Some(script) = &request.user_data {
         os_profile["customData"] = json!(base64::engine::general_purpose::STANDARD.encode(script));
     }
-    Ok(json!({
+    let mut body = json!({
         "location": request.placement.region,
         "tags": request.tags(),
         "sku": { "name": request.placement.instance_type, "tier": "Standard", "capacity": capacity },
@@ -739,7 +740,11 @@ fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &Azu
             "virtualMachineProfile": {
                 "storageProfile": {
                     "imageReference": image_reference(&request.image)?,
-                    "osDisk": { "createOption": "FromImage", "deleteOption": "Delete" },
+                    "osDisk": {
+                        "createOption": "FromImage",
+                        "deleteOption": "Delete",
+                        "diskSizeGB": launch.disk_gb,
+                    },
                 },
                 "osProfile": os_profile,
                 "networkProfile": {
@@ -759,7 +764,11 @@ fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &Azu
                 },
             },
         },
-    }))
+    });
+    if let Some(identity) = &launch.identity {
+        body["identity"] = json!({ "type": "UserAssigned", "userAssignedIdentities": { identity.as_str(): {} } });
+    }
+    Ok(body)
 }
 
 fn tag<'t>(tags: Option<&'t Value>, key: &str) -> Option<&'t str> {

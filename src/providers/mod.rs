@@ -10,7 +10,7 @@ pub mod azure;
 pub mod gcp;
 pub mod preflight;
 
-use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
+use crate::model::{Cloud, Instance, Launch, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct CreateRequest {
     pub user_data: Option<String>,
     /// Extra tags/labels from the plan, added next to the ownership tags.
     pub labels: BTreeMap<String, String>,
+    /// Network, identity, SSH key and boot disk of the new nodes.
+    pub launch: Launch,
     /// Makes a retried create idempotent (EC2 ClientToken, GCE requestId).
     pub idempotency_token: String,
 }

@@ -6,7 +6,9 @@
 
 use super::{BASE_URL, HttpError, admit, zone_url};
 use crate::model::Cloud;
+use crate::sim::gce_world::{InstanceSpec, region_of_zone};
 use crate::sim::world::World;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// A stable uint64 id (sent as a string, as GCE does) for a named resource.
@@ -70,7 +72,7 @@ fn image(world: &World, project: &str, name: &str, family: bool) -> Result<Value
         "selfLink": format!("{BASE_URL}/projects/{project}/global/images/{image_name}"),
         "status": "READY",
         "sourceType": "RAW",
-        "diskSizeGb": "10",
+        "diskSizeGb": world.account.gce_image_gb(&path).to_string(),
     });
     if family {
         body["family"] = json!(name);
@@ -93,23 +95,68 @@ fn network(world: &World, project: &str, name: &str) -> Result<Value, HttpError>
     }))
 }
 
-/// What GCE checks before it starts a create's operation: the boot image
-/// and every network exist (a 404 naming the resource otherwise).
+/// One network interface of a create: its network and subnetwork paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub network: String,
+    pub subnetwork: Option<String>,
+}
+
+/// A service account the instances run as, with its OAuth scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceAccountSpec {
+    pub email: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// What GCE checks before it starts a create's operation: the boot image,
+/// every network and subnetwork (404 naming the resource), the service
+/// account (400 `invalid` on its field) exist, and the boot disk is no
+/// smaller than its image (400 `invalid` on `diskSizeGb`).
 pub(super) fn admit_create(
     world: &World,
     project: &str,
-    source_image: Option<&str>,
-    networks: &[String],
+    zone: &str,
+    spec: &InstanceSpec,
+    field: &str,
 ) -> Result<(), HttpError> {
-    if let Some(image) = source_image
+    if let Some(image) = spec.source_image.as_deref()
         && !world.account.has_gce_image(image)
     {
         return Err(HttpError::not_found(image.find("projects/").map_or(image, |start| &image[start..])));
     }
-    for network in networks {
+    let region = region_of_zone(zone);
+    for interface in &spec.networks {
+        let network = &interface.network;
         let name = network.rsplit('/').next().unwrap_or(network);
         if !world.account.has_gce_network(name) {
             return Err(HttpError::not_found(&format!("projects/{project}/global/networks/{name}")));
+        }
+        if let Some(subnetwork) = &interface.subnetwork {
+            let name = subnetwork.rsplit('/').next().unwrap_or(subnetwork);
+            let in_region = subnetwork.split('/').skip_while(|s| *s != "regions").nth(1).unwrap_or(region);
+            if in_region != region || !world.account.has_gce_subnetwork(region, name) {
+                return Err(HttpError::not_found(&format!(
+                    "projects/{project}/regions/{in_region}/subnetworks/{name}"
+                )));
+            }
+        }
+    }
+    for (index, account) in spec.service_accounts.iter().enumerate() {
+        let email = account.email.as_deref().unwrap_or("default");
+        if email != "default" && !world.account.has_service_account(email) {
+            return Err(HttpError::invalid(format!(
+                "Invalid value for field '{field}.serviceAccounts[{index}].email': '{email}'. The service account '{email}' does not exist."
+            )));
+        }
+    }
+    if let (Some(size), Some(image)) = (spec.disk_size_gb, spec.source_image.as_deref()) {
+        let image_gb = world.account.gce_image_gb(image);
+        if size < i64::from(image_gb) {
+            return Err(HttpError::invalid(format!(
+                "Invalid value for field '{field}.disks[0].initializeParams.diskSizeGb': '{size}'. Requested disk size cannot be smaller than the image size ({image_gb} GB)"
+            )));
         }
     }
     Ok(())
