@@ -230,3 +230,49 @@ image = { gcp = "projects/ml-research/global/images/family/trainer" }
     assert!(row.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{row}");
     assert!(text.contains("(not asked: gcp could not be reached)"), "{text}");
 }
+
+/// A plan of the first apply that names its own subnet, security group, key
+/// pair and instance profile, none of which the new account has yet.
+const PLAN_WITH_OWN_NETWORK: &str = r#"
+name = "first-apply"
+
+[providers.aws]
+regions = ["us-east-1"]
+subnets = { "us-east-1a" = "subnet-0aaaaaaaaaaaaaaaa" }
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 2
+image = { aws = "ami-0123456789abcdef0" }
+ssh_key = { aws = "ops" }
+"#;
+
+#[test]
+fn check_lists_a_missing_subnet_and_key_pair_with_their_codes_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 768));
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_WITH_OWN_NETWORK).unwrap();
+    let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let out =
+        run(&["check", plan.to_str().unwrap(), "--sim-url", &server.url, "--state-dir", state.to_str().unwrap()], 1);
+    let text = stdout(&out);
+    for expected in [
+        "✗ network, aws p5.48xlarge in us-east-1a:",
+        "InvalidSubnetID.NotFound: The subnet ID 'subnet-0aaaaaaaaaaaaaaaa' does not exist",
+        "InvalidKeyPair.NotFound: The key pair 'ops' does not exist",
+        "aws ec2 import-key-pair --region us-east-1 --key-name ops",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The other zones launch into the default VPC, which the new account has,
+    // but every zone lacks the key pair: no node can start.
+    assert!(text.contains("can reach 0 of 2 node(s)"), "{text}");
+    let counters = Admin::new(&server.url).get("/_sim/counters");
+    for (cloud, call) in MUTATING {
+        assert_eq!(count(&counters, cloud, call), 0, "check made {cloud} {call}: {counters}");
+    }
+    assert!(count(&counters, "aws", "DescribeKeyPairs") > 0, "{counters}");
+}

@@ -795,14 +795,17 @@ fn check_disk_limits(
     let too_big: Vec<String> = clouds
         .iter()
         .filter(|cloud| disk.value > i128::from(boot_disk_limit(**cloud)))
-        .map(|cloud| format!("{cloud} takes at most {}", boot_disk_limit(*cloud)))
+        .map(|cloud| format!("{cloud}, whose boot disks take at most {} GB", boot_disk_limit(*cloud)))
         .collect();
     if too_big.is_empty() {
         return Some(());
     }
     problems
         .error(disk.span.clone(), format!("disk_gb = {} of {context} is larger than a boot disk may be", disk.value))
-        .help(format!("the fleet may run there, and {}", too_big.join("; ")));
+        .help(format!(
+            "the fleet may run on {}: lower disk_gb, or leave that cloud out of its image",
+            too_big.join(", and on ")
+        ));
     None
 }
 

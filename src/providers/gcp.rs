@@ -21,7 +21,9 @@ use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use google_cloud_compute_v1::client::{Images, Instances, MachineTypes, Networks, Regions, ZoneOperations};
+use google_cloud_compute_v1::client::{
+    Images, Instances, MachineTypes, Networks, Regions, Subnetworks, ZoneOperations,
+};
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
     NetworkInterface, Operation, Scheduling, ServiceAccount, metadata, operation, scheduling,
@@ -89,6 +91,7 @@ pub struct GcpProvider {
     machine_types: MachineTypes,
     images: Images,
     networks: Networks,
+    subnetworks: Subnetworks,
 }
 
 impl GcpProvider {
@@ -121,7 +124,8 @@ impl GcpProvider {
         let mut machine_types =
             MachineTypes::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut images = Images::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
-        let mut networks = Networks::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+        let mut networks = Networks::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut subnetworks = Subnetworks::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
@@ -129,6 +133,7 @@ impl GcpProvider {
             machine_types = machine_types.with_endpoint(endpoint);
             images = images.with_endpoint(endpoint);
             networks = networks.with_endpoint(endpoint);
+            subnetworks = subnetworks.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -142,6 +147,7 @@ impl GcpProvider {
             machine_types: machine_types.build().await.map_err(client_failed)?,
             images: images.build().await.map_err(client_failed)?,
             networks: networks.build().await.map_err(client_failed)?,
+            subnetworks: subnetworks.build().await.map_err(client_failed)?,
         })
     }
 

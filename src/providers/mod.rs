@@ -144,6 +144,7 @@ pub trait Provider: Send + Sync {
             offered: unchecked(),
             image: unchecked(),
             network: unchecked(),
+            access: unchecked(),
             quota: preflight::QuotaFinding { finding: unchecked(), headroom_nodes: None, key: None },
         })
     }

@@ -32,6 +32,9 @@ pub(super) fn route(world: &mut World, segments: &[&str]) -> Option<Result<(Valu
         ["projects", project, "global", "networks", name] => {
             admit(world, "networks.get").and_then(|()| network(world, project, name))
         }
+        ["projects", project, "regions", region, "subnetworks", name] => {
+            admit(world, "subnetworks.get").and_then(|()| subnetwork(world, project, region, name))
+        }
         _ => return None,
     };
     Some(answer.map(|body| (body, false)))
@@ -92,6 +95,21 @@ fn network(world: &World, project: &str, name: &str) -> Result<Value, HttpError>
         "selfLink": format!("{BASE_URL}/projects/{project}/global/networks/{name}"),
         "autoCreateSubnetworks": true,
         "routingConfig": { "routingMode": "REGIONAL" },
+    }))
+}
+
+fn subnetwork(world: &World, project: &str, region: &str, name: &str) -> Result<Value, HttpError> {
+    if !world.account.has_gce_subnetwork(region, name) {
+        return Err(HttpError::not_found(&format!("projects/{project}/regions/{region}/subnetworks/{name}")));
+    }
+    Ok(json!({
+        "kind": "compute#subnetwork",
+        "id": id_of(&format!("{project}/{region}/{name}")),
+        "creationTimestamp": "2026-01-01T00:00:00.000-08:00",
+        "name": name,
+        "region": format!("{BASE_URL}/projects/{project}/regions/{region}"),
+        "ipCidrRange": "10.128.0.0/20",
+        "selfLink": format!("{BASE_URL}/projects/{project}/regions/{region}/subnetworks/{name}"),
     }))
 }
 
