@@ -542,4 +542,87 @@ mod tests {
         assert!(open.has_subnet("any", "vnet", "subnet") && open.has_gce_network("ml"));
         assert_eq!(open.ec2_vcpu_limit("us-east-1", "L-417A185B"), None);
     }
+
+    const NETWORKED: &str = r#"
+        [[image]]
+        cloud = "aws"
+        region = "us-east-1"
+        id = "ami-0123456789abcdef0"
+        size_gb = 100
+        [networks]
+        aws_default_vpcs = []
+        aws_subnets = [{ id = "subnet-0aaaaaaaaaaaaaaaa", zone = "us-east-1b", vpc = "vpc-0aaaaaaaaaaaaaaaa" }]
+        aws_security_groups = [
+            { id = "sg-0aaaaaaaaaaaaaaaa", region = "us-east-1", vpc = "vpc-0aaaaaaaaaaaaaaaa" },
+            { id = "sg-0bbbbbbbbbbbbbbbb", region = "us-east-1" },
+        ]
+        aws_key_pairs = ["us-east-1/ops"]
+        aws_instance_profiles = ["gpu-node"]
+        "#;
+
+    #[test]
+    fn sim_account_refuses_launches_naming_what_the_account_lacks_with_ec2_codes() {
+        let mut world = world(NETWORKED);
+        let ami = "ami-0123456789abcdef0";
+        let with = |attach: Ec2Attachments| LaunchRequest { attach, ..launch(ami, "us-east-1", 1, 1) };
+        let good = Ec2Attachments {
+            subnet_id: Some("subnet-0aaaaaaaaaaaaaaaa".into()),
+            security_group_ids: vec!["sg-0aaaaaaaaaaaaaaaa".into()],
+            key_name: Some("ops".into()),
+            instance_profile_name: Some("gpu-node".into()),
+            block_devices: vec![Ec2BlockDevice { device_name: EC2_ROOT_DEVICE.into(), volume_size_gb: Some(200) }],
+            ..Ec2Attachments::default()
+        };
+        let code = |world: &mut World, attach: Ec2Attachments| match world.launch(with(attach)) {
+            Err(WorldError::Refused { code, message }) => format!("{code}: {message}"),
+            other => format!("{other:?}"),
+        };
+        let cases = [
+            (Ec2Attachments { subnet_id: None, ..good.clone() }, "VPCIdNotSpecified"),
+            (
+                Ec2Attachments { subnet_id: Some("subnet-0cccccccccccccccc".into()), ..good.clone() },
+                "InvalidSubnetID.NotFound: The subnet ID 'subnet-0cccccccccccccccc' does not exist",
+            ),
+            (
+                Ec2Attachments { security_group_ids: vec!["sg-0cccccccccccccccc".into()], ..good.clone() },
+                "InvalidGroup.NotFound: The security group 'sg-0cccccccccccccccc' does not exist",
+            ),
+            (
+                Ec2Attachments { security_group_ids: vec!["sg-0bbbbbbbbbbbbbbbb".into()], ..good.clone() },
+                "InvalidParameter: Security group sg-0bbbbbbbbbbbbbbbb and subnet subnet-0aaaaaaaaaaaaaaaa belong to different networks.",
+            ),
+            (
+                Ec2Attachments { key_name: Some("dev".into()), ..good.clone() },
+                "InvalidKeyPair.NotFound: The key pair 'dev' does not exist",
+            ),
+            (
+                Ec2Attachments { instance_profile_name: Some("admin".into()), ..good.clone() },
+                "InvalidParameterValue: Value (admin) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+            ),
+            (
+                Ec2Attachments {
+                    block_devices: vec![Ec2BlockDevice {
+                        device_name: EC2_ROOT_DEVICE.into(),
+                        volume_size_gb: Some(50),
+                    }],
+                    ..good.clone()
+                },
+                "InvalidBlockDeviceMapping: Volume of size 50GB is smaller than snapshot",
+            ),
+        ];
+        for (attach, expected) in cases {
+            let got = code(&mut world, attach);
+            if expected == "VPCIdNotSpecified" {
+                assert!(got.contains("NoDefaultVpc"), "{got}");
+            } else {
+                assert!(got.starts_with(expected), "{got}");
+            }
+        }
+        assert_eq!(world.instances().count(), 0, "a refused launch starts nothing");
+        let launched = world.launch(with(good.clone())).unwrap();
+        assert_eq!(launched.instances[0].zone, "us-east-1b", "the subnet decides the zone");
+        assert_eq!(launched.instances[0].attach, good, "the instance keeps what it was launched with");
+        let elsewhere = LaunchRequest { zone: Some("us-east-1a".into()), ..with(good) };
+        assert!(matches!(world.launch(elsewhere), Err(WorldError::Refused { code: "InvalidParameterValue", .. })));
+    }
 }

@@ -710,8 +710,17 @@ mod tests {
             "count": count.to_string(),
             "minCount": min_count.to_string(),
             "namePattern": "gf-train-####",
-            "instanceProperties": { "machineType": machine_type, "labels": { "team": "ml" } },
+            "instanceProperties": { "machineType": machine_type, "disks": disks(), "networkInterfaces": nics(), "labels": { "team": "ml" } },
         })
+    }
+
+    /// A boot disk from a public image, as every create needs.
+    fn disks() -> Value {
+        json!([{ "boot": true, "initializeParams": { "sourceImage": "projects/debian-cloud/global/images/family/debian-12" } }])
+    }
+
+    fn nics() -> Value {
+        json!([{ "network": "global/networks/default" }])
     }
 
     const BULK: &str = "projects/p/zones/us-central1-a/instances/bulkInsert";
@@ -814,7 +823,7 @@ mod tests {
             let body = json!({
                 "count": "2",
                 "namePattern": format!("{team}-##"),
-                "instanceProperties": { "machineType": "a3-highgpu-8g", "labels": { "team": team } },
+                "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics(), "labels": { "team": team } },
             });
             let response =
                 call(&mut world, Method::POST, &format!("projects/p/zones/{zone}/instances/bulkInsert"), "", body);
@@ -880,8 +889,7 @@ mod tests {
     #[test]
     fn sim_gce_refuses_bad_requests_with_http_errors() {
         let mut world = world("");
-        let insert =
-            |name: &str| json!({ "name": name, "machineType": "zones/us-central1-a/machineTypes/a3-highgpu-8g" });
+        let insert = |name: &str| json!({ "name": name, "machineType": "zones/us-central1-a/machineTypes/a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics() });
         let ok = call(&mut world, Method::POST, "projects/p/zones/us-central1-a/instances", "", insert("vm-1"));
         assert_eq!(ok.status, StatusCode::OK);
         assert!(ok.body["targetId"].is_string());
@@ -892,17 +900,17 @@ mod tests {
             ("projects/p/zones/us-central1-f/instances", insert("vm-2"), StatusCode::BAD_REQUEST),
             (
                 BULK,
-                json!({ "count": "2", "minCount": "3", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g" } }),
+                json!({ "count": "2", "minCount": "3", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics() } }),
                 StatusCode::BAD_REQUEST,
             ),
             (
                 BULK,
-                json!({ "count": "20", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g" } }),
+                json!({ "count": "20", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics() } }),
                 StatusCode::BAD_REQUEST,
             ),
             (
                 BULK,
-                json!({ "count": "1", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "labels": { "Team": "x" } } }),
+                json!({ "count": "1", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics(), "labels": { "Team": "x" } } }),
                 StatusCode::BAD_REQUEST,
             ),
             (BULK, json!("not an object"), StatusCode::BAD_REQUEST),

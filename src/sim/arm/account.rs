@@ -388,4 +388,88 @@ mod tests {
         assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
         assert_eq!(world.counters()["azure"]["ResourceGroups_Get"], 2);
     }
+
+    #[test]
+    fn sim_arm_scale_set_put_refuses_missing_fields_identities_small_disks_and_unknown_api_versions() {
+        let text = "[[image]]\ncloud = \"azure\"\nregion = \"eastus\"\nid = \"Canonical:ubuntu:22_04-lts-gen2:latest\"\nsize_gb = 64\n\
+                    [networks]\nazure_resource_groups = [\"ml\"]\nazure_subnets = [\"ml/net/default\"]\nazure_identities = [\"ml/gpu-node\"]\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let identity = |name: &str| {
+            format!("{SUB}/resourceGroups/ml/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
+        };
+        let body = |identity: &str, disk: u32| {
+            serde_json::json!({
+                "location": "eastus",
+                "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": 1 },
+                "identity": { "type": "UserAssigned", "userAssignedIdentities": { identity: {} } },
+                "properties": {
+                    "orchestrationMode": "Flexible",
+                    "platformFaultDomainCount": 1,
+                    "virtualMachineProfile": {
+                        "osProfile": { "computerNamePrefix": "gf", "adminUsername": "gpufleet" },
+                        "storageProfile": {
+                            "imageReference": { "publisher": "Canonical", "offer": "ubuntu", "sku": "22_04-lts-gen2", "version": "latest" },
+                            "osDisk": { "createOption": "FromImage", "diskSizeGB": disk },
+                        },
+                        "networkProfile": {
+                            "networkApiVersion": "2020-11-01",
+                            "networkInterfaceConfigurations": [{ "name": "nic", "properties": { "primary": true, "ipConfigurations": [{
+                                "name": "ip", "properties": { "subnet": { "id": format!("{SUB}/resourceGroups/ml/providers/Microsoft.Network/virtualNetworks/net/subnets/default") } },
+                            }] } }],
+                        },
+                    },
+                },
+            })
+        };
+        let set = format!("{SUB}/resourceGroups/ml/providers/Microsoft.Compute/virtualMachineScaleSets/gf");
+        let v = "api-version=2024-07-01";
+        let mut without = |pointer: &str| {
+            let mut b = body(&identity("gpu-node"), 100);
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            b.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+            call(&mut world, Method::PUT, &set, v, &b.to_string())
+        };
+        for (pointer, target) in [
+            ("/properties/platformFaultDomainCount", "platformFaultDomainCount"),
+            ("/properties/virtualMachineProfile/osProfile", "osProfile"),
+            (
+                "/properties/virtualMachineProfile/networkProfile/networkInterfaceConfigurations",
+                "networkProfile.networkInterfaceConfigurations",
+            ),
+            ("/properties/virtualMachineProfile", "virtualMachineProfile"),
+        ] {
+            let (status, error) = without(pointer);
+            assert_eq!(
+                (status, error["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("InvalidParameter")),
+                "{error}"
+            );
+            assert_eq!(error["error"]["target"], target, "{error}");
+        }
+        let (status, error) = call(&mut world, Method::PUT, &set, v, &body(&identity("other"), 100).to_string());
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("FailedIdentityOperation")),
+            "{error}"
+        );
+        let (status, error) = call(&mut world, Method::PUT, &set, v, &body(&identity("gpu-node"), 30).to_string());
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("OperationNotAllowed")),
+            "{error}"
+        );
+        assert_eq!(error["error"]["target"], "osDisk.diskSizeGB");
+        for (version, code) in
+            [("api-version=1", "InvalidApiVersionParameter"), ("api-version=2019-01-01", "NoRegisteredProviderFound")]
+        {
+            let (status, error) =
+                call(&mut world, Method::PUT, &set, version, &body(&identity("gpu-node"), 100).to_string());
+            assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{error}");
+        }
+        assert_eq!(get(&mut world, &identity("gpu-node").replace(SUB, ""), v).0, StatusCode::OK);
+        assert_eq!(get(&mut world, &identity("other").replace(SUB, ""), v).0, StatusCode::NOT_FOUND);
+        let (status, _) = call(&mut world, Method::PUT, &set, v, &body(&identity("gpu-node"), 100).to_string());
+        assert_eq!(status, StatusCode::CREATED);
+    }
 }

@@ -246,4 +246,69 @@ mod tests {
         let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
         assert_eq!(response.status, StatusCode::OK, "{}", response.body);
     }
+
+    #[test]
+    fn sim_gce_create_refuses_a_missing_subnetwork_or_service_account_and_a_disk_smaller_than_its_image() {
+        let text = "[[image]]\ncloud = \"gcp\"\nid = \"projects/ml/global/images/family/trainer\"\nsize_gb = 100\n\
+                    [networks]\ngcp_networks = [\"default\", \"gpu\"]\ngcp_subnetworks = [\"us-central1/gpu-a\"]\n\
+                    gcp_service_accounts = [\"node@ml.iam.gserviceaccount.com\"]\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let bulk = |subnetwork: &str, account: &str, disk: u32| {
+            json!({
+                "count": "1", "namePattern": "gf-####",
+                "instanceProperties": {
+                    "machineType": "a3-highgpu-8g",
+                    "disks": [{"boot": true, "initializeParams": {
+                        "sourceImage": "projects/ml/global/images/family/trainer", "diskSizeGb": disk.to_string(),
+                    }}],
+                    "networkInterfaces": [{"network": "global/networks/gpu", "subnetwork": subnetwork}],
+                    "serviceAccounts": [{"email": account, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}],
+                },
+            })
+            .to_string()
+        };
+        let path = "projects/ml/zones/us-central1-a/instances/bulkInsert";
+        let sa = "node@ml.iam.gserviceaccount.com";
+        let cases = [
+            (
+                bulk("regions/us-central1/subnetworks/gpu-b", sa, 200),
+                StatusCode::NOT_FOUND,
+                "notFound",
+                "The resource 'projects/ml/regions/us-central1/subnetworks/gpu-b' was not found",
+            ),
+            (
+                bulk("regions/us-central1/subnetworks/gpu-a", "x@ml.iam.gserviceaccount.com", 200),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Invalid value for field 'resource.instanceProperties.serviceAccounts[0].email'",
+            ),
+            (
+                bulk("regions/us-central1/subnetworks/gpu-a", sa, 50),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Requested disk size cannot be smaller than the image size (100 GB)",
+            ),
+        ];
+        for (body, status, reason, message) in cases {
+            let response = super::super::handle(&mut world, &Method::POST, path, "", body.as_bytes());
+            assert_eq!(response.status, status, "{}", response.body);
+            assert_eq!(response.body["error"]["errors"][0]["reason"], reason);
+            assert!(response.body["error"]["message"].as_str().unwrap().contains(message), "{}", response.body);
+        }
+        assert_eq!(world.gce.instances().count(), 0);
+        let ok = bulk("regions/us-central1/subnetworks/gpu-a", sa, 100);
+        let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        let spec = &world.gce.instances().next().unwrap().spec;
+        assert_eq!((spec.disk_size_gb, spec.service_accounts[0].email.as_deref()), (Some(100), Some(sa)));
+        assert_eq!(get(&mut world, "projects/ml/regions/us-central1/subnetworks/gpu-a").0, StatusCode::OK);
+        assert_eq!(get(&mut world, "projects/ml/regions/us-central1/subnetworks/gpu-b").0, StatusCode::NOT_FOUND);
+        // Every create needs a boot disk made from an image and a network interface.
+        let bare =
+            json!({ "count": "1", "namePattern": "gf-####", "instanceProperties": { "machineType": "a3-highgpu-8g" } });
+        let response = super::super::handle(&mut world, &Method::POST, path, "", bare.to_string().as_bytes());
+        assert_eq!(response.body["error"]["errors"][0]["reason"], "required", "{}", response.body);
+        assert!(response.body["error"]["message"].as_str().unwrap().contains("'resource.instanceProperties.disks'"));
+    }
 }
