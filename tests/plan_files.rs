@@ -71,7 +71,7 @@ mod bad_plans {
 
 #[test]
 fn network_identity_key_and_disk_reach_each_cloud_in_its_own_terms() {
-    let plan = plan::load(&fixture("node_access"), &Catalog::builtin(), Default::default())
+    let plan = plan::load(Path::new("tests/fixtures/node_access.toml"), &Catalog::builtin(), Default::default())
         .unwrap_or_else(|e| panic!("{}", e.render_plain()));
     let trainers = &plan.fleets["trainers"];
     let at = |cloud, region: &str, zone: Option<&str>| Placement {

@@ -65,7 +65,13 @@ fn scale_set(size: &str, capacity: u64) -> models::VirtualMachineScaleSet {
                 "storageProfile": { "imageReference": {
                     "publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest" } },
                 "osProfile": { "computerNamePrefix": "gf", "adminUsername": "gf", "customData": "ZWNobyBoaQ==" },
-                "networkProfile": { "networkApiVersion": "2020-11-01" },
+                "networkProfile": {
+                    "networkApiVersion": "2020-11-01",
+                    "networkInterfaceConfigurations": [{ "name": "nic", "properties": {
+                        "primary": true,
+                        "ipConfigurations": [{ "name": "ip", "properties": {} }],
+                    } }],
+                },
             },
         },
     }))

@@ -61,6 +61,8 @@ const LIST_CONCURRENCY: usize = 8;
 const MAX_POLLS: u32 = 720;
 /// Longest wait between polls, whatever Retry-After says.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+/// The api-version azure_mgmt_compute sends, for the scale set PUT made without it.
+const SCALE_SET_API_VERSION: &str = "2024-07-01";
 /// Network API version of flexible scale sets: VMs get their own NICs.
 const NETWORK_API_VERSION: &str = "2020-11-01";
 /// The subnet new VMs join, by convention: virtual network
@@ -341,6 +343,18 @@ impl AzureProvider {
     /// GET an operation URL the service handed out. The token only goes to
     /// the endpoint the provider was configured with.
     async fn get_raw(&self, region: &str, url: &str) -> Result<(StatusCode, Headers, Vec<u8>), ProviderError> {
+        self.send_raw(region, url, Method::Get, None).await
+    }
+
+    /// One request through the client's own pipeline (credential, HTTP
+    /// stack), for what azure_mgmt_compute's models cannot say.
+    async fn send_raw(
+        &self,
+        region: &str,
+        url: &str,
+        method: Method,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Headers, Vec<u8>), ProviderError> {
         let invalid = |message: String| ProviderError {
             kind: ErrorKind::Invalid,
             cloud: Cloud::Azure,
@@ -354,8 +368,12 @@ impl AzureProvider {
         }
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let token = self.credential.get_token(&scopes).await.map_err(|e| classify(region, e))?;
-        let mut request = Request::new(url, Method::Get);
+        let mut request = Request::new(url, method);
         request.insert_header(AUTHORIZATION, format!("Bearer {}", token.token.secret()));
+        if let Some(body) = body {
+            request.insert_header(azure_core::headers::CONTENT_TYPE, "application/json");
+            request.set_body(serde_json::to_vec(body).unwrap_or_default());
+        }
         let response = self.pipeline.send(&Context::new(), &mut request).await.map_err(|e| classify(region, e))?;
         let (status, headers, body) = response.deconstruct();
         let body = body.collect().await.map_err(|e| classify(region, e))?;
@@ -434,9 +452,14 @@ impl AzureProvider {
         } else {
             let subnet = self.subnet_id(region);
             let body = scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
+            let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
+            if request.launch.identity.is_some() {
+                // The crate's model of `userAssignedIdentities` is an empty
+                // struct, which drops the identity ids: this PUT goes as JSON.
+                return self.finish_grow(request, &id, before, self.put_scale_set(region, name, &body).await?).await;
+            }
             let model: models::VirtualMachineScaleSet =
                 serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-            let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
             retrying(self.retry, call, || async {
                 let response = self
                     .client
@@ -449,9 +472,22 @@ impl AzureProvider {
             })
             .await?
         };
+        self.finish_grow(request, &id, before, headers).await
+    }
+
+    /// After a scale set's PUT or PATCH: follow its operation, and return the
+    /// VMs it gained (an error only when it gained none).
+    async fn finish_grow(
+        &self,
+        request: &CreateRequest,
+        id: &str,
+        before: &BTreeSet<String>,
+        headers: Headers,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let region = request.placement.region.as_str();
         let outcome = self.follow(region, &headers).await;
-        let set_tags = serde_json::to_value(&tags).ok();
-        let after = self.list_vms(region, &id).await?;
+        let set_tags = serde_json::to_value(request.tags()).ok();
+        let after = self.list_vms(region, id).await?;
         let created: Vec<Instance> = after
             .iter()
             .filter(|vm| vm.resource.name.as_ref().is_some_and(|n| !before.contains(n)))
@@ -461,6 +497,33 @@ impl AzureProvider {
             Err(e) if created.is_empty() => Err(e),
             _ => Ok(created),
         }
+    }
+
+    /// `VirtualMachineScaleSets_CreateOrUpdate` with `body` as it is, retried
+    /// like every call; the answer's headers lead to its operation.
+    async fn put_scale_set(&self, region: &str, name: &str, body: &Value) -> Result<Headers, ProviderError> {
+        let url = format!(
+            "{}?api-version={SCALE_SET_API_VERSION}",
+            self.endpoint.join(self.scale_set_id(name).trim_start_matches('/')).map_err(|e| ProviderError {
+                kind: ErrorKind::Invalid,
+                cloud: Cloud::Azure,
+                region: region.to_string(),
+                code: "InvalidResourceId".into(),
+                message: e.to_string(),
+            })?
+        );
+        let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
+        retrying(self.retry, call, || async {
+            let (status, headers, answer) = self.send_raw(region, &url, Method::Put, Some(body)).await?;
+            if matches!(u16::from(status), 200 | 201) {
+                return Ok(headers);
+            }
+            let fault = Fault::from_body(&answer);
+            let retry_after = azure_core::lro::get_retry_after(&headers).as_millis();
+            let (kind, code) = fault.classify(u16::from(status), u64::try_from(retry_after).ok());
+            Err(ProviderError { kind, cloud: Cloud::Azure, region: region.to_string(), code, message: fault.message })
+        })
+        .await
     }
 
     async fn delete_instances(&self, region: &str, scale_set: &str, names: &[String]) -> Result<(), ProviderError> {
