@@ -495,49 +495,36 @@ fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
     })
 }
 
-/// The api-versions of `Microsoft.Compute/virtualMachineScaleSets` that
-/// take flexible orchestration, as ARM lists them.
-const SCALE_SET_API_VERSIONS: &[&str] = &[
-    "2021-03-01",
-    "2021-04-01",
-    "2021-07-01",
-    "2021-11-01",
-    "2022-03-01",
-    "2022-08-01",
-    "2022-11-01",
-    "2023-03-01",
-    "2023-07-01",
-    "2023-09-01",
-    "2024-03-01",
-    "2024-07-01",
-    "2024-11-01",
-    "2025-04-01",
-];
+/// The first api-version of `Microsoft.Compute/virtualMachineScaleSets`
+/// that takes flexible orchestration; every later one does too (the SDKs
+/// move to new ones faster than a list here would).
+const FIRST_FLEXIBLE_API_VERSION: &str = "2021-03-01";
 
 /// A scale set PUT in an api-version ARM does not serve: a malformed one is
-/// `InvalidApiVersionParameter`, a well-formed unknown one
-/// `NoRegisteredProviderFound`, both 400.
+/// `InvalidApiVersionParameter`, a well-formed one from before flexible
+/// orchestration `NoRegisteredProviderFound`, both 400.
 fn check_api_version(version: &str, location: &str) -> Result<(), ArmFault> {
-    if SCALE_SET_API_VERSIONS.contains(&version) {
-        return Ok(());
-    }
-    let supported = SCALE_SET_API_VERSIONS.join(", ");
     let date = version.strip_suffix("-preview").unwrap_or(version);
-    let well_formed = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok() && date.len() == 10;
+    let well_formed = date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok();
     if !well_formed {
         return Err(ArmFault::new(
             400,
             "InvalidApiVersionParameter",
-            format!("The api-version '{version}' is invalid. The supported versions are '{supported}'."),
+            format!(
+                "The api-version '{version}' is invalid. The supported versions are '{FIRST_FLEXIBLE_API_VERSION}' and later."
+            ),
         ));
     }
-    Err(ArmFault::new(
-        400,
-        "NoRegisteredProviderFound",
-        format!(
-            "No registered resource provider found for location '{location}' and API version '{version}' for type 'virtualMachineScaleSets'. The supported api-versions are '{supported}'."
-        ),
-    ))
+    if date < FIRST_FLEXIBLE_API_VERSION {
+        return Err(ArmFault::new(
+            400,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location '{location}' and API version '{version}' for type 'virtualMachineScaleSets'. The supported api-versions are '{FIRST_FLEXIBLE_API_VERSION}' and later."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// ARM's refusal of a required property left out: 400 `InvalidParameter`

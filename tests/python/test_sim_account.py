@@ -157,6 +157,7 @@ def test_compute_engine_has_its_images_machine_types_and_networks_only(sim):
                 ),
             )
         ],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
     with pytest.raises(NotFound):
         instances.insert(project="p", zone="us-central1-a", instance_resource=body)

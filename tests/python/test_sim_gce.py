@@ -57,6 +57,15 @@ def properties(labels):
         labels=labels,
         scheduling=compute_v1.Scheduling(on_host_maintenance="TERMINATE"),
         metadata=compute_v1.Metadata(items=[compute_v1.Items(key="startup-script", value="echo hi")]),
+        disks=[
+            compute_v1.AttachedDisk(
+                boot=True,
+                initialize_params=compute_v1.AttachedDiskInitializeParams(
+                    source_image="projects/debian-cloud/global/images/family/debian-12"
+                ),
+            )
+        ],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
 
 
@@ -84,6 +93,7 @@ def test_create_list_by_label_and_delete(gce):
                 ),
             )
         ],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
     request = compute_v1.InsertInstanceRequest(
         project=PROJECT, zone=ZONE, instance_resource=instance, request_id="4a7e1e4e-0000-4000-8000-000000000001"
