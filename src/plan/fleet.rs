@@ -648,19 +648,22 @@ fn is_azure_image(image: &str) -> bool {
     if urn.len() == 4 && urn.iter().all(|p| part(p)) {
         return true;
     }
-    let segments: Vec<&str> = image.split('/').collect();
-    let lowered: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let lowered: Vec<&str> = lowered.iter().map(String::as_str).collect();
-    // Resource group names may hold parentheses too.
-    let segment = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-()".contains(c));
-    segments.iter().skip(1).all(|s| segment(s))
-        && match lowered.as_slice() {
-            ["", "subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => matches!(
-                rest,
-                ["images", _] | ["galleries", _, "images", _] | ["galleries", _, "images", _, "versions", _]
-            ),
-            _ => false,
+    let Some(lowered) = arm_segments(image) else { return false };
+    match lowered.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["", "subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => {
+            matches!(rest, ["images", _] | ["galleries", _, "images", _] | ["galleries", _, "images", _, "versions", _])
         }
+        _ => false,
+    }
+}
+
+/// The segments of an ARM resource id, lowercased (ARM compares them so),
+/// when each is made of the characters resource names may hold (resource
+/// group names hold parentheses too); `None` otherwise.
+fn arm_segments(id: &str) -> Option<Vec<String>> {
+    let segment = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-()".contains(c));
+    let segments: Vec<&str> = id.split('/').collect();
+    segments.iter().skip(1).all(|s| segment(s)).then(|| segments.iter().map(|s| s.to_ascii_lowercase()).collect())
 }
 
 /// Boot disks gpufleet accepts, in GB: no GPU image fits in less than 10,
@@ -844,11 +847,8 @@ fn is_service_account(value: &str) -> bool {
 
 /// `/subscriptions/S/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME`.
 fn is_user_assigned_identity(value: &str) -> bool {
-    let segments: Vec<&str> = value.split('/').collect();
-    let lowered: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let segment = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-()".contains(c));
-    segments.iter().skip(1).all(|s| segment(s))
-        && matches!(
+    arm_segments(value).is_some_and(|lowered| {
+        matches!(
             lowered.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
             [
                 "",
@@ -862,6 +862,7 @@ fn is_user_assigned_identity(value: &str) -> bool {
                 _
             ]
         )
+    })
 }
 
 /// EC2 key pair names: 1 to 255 ASCII characters.

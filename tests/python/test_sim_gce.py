@@ -51,20 +51,21 @@ def gce(start_sim, tmp_path):
     )
 
 
+def boot_disk(image="projects/debian-cloud/global/images/family/debian-12", size_gb=None):
+    """The boot disk every create needs: one made from an image."""
+    params = compute_v1.AttachedDiskInitializeParams(source_image=image)
+    if size_gb is not None:
+        params.disk_size_gb = size_gb
+    return compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=params)
+
+
 def properties(labels):
     return compute_v1.InstanceProperties(
         machine_type="a3-highgpu-8g",
         labels=labels,
         scheduling=compute_v1.Scheduling(on_host_maintenance="TERMINATE"),
         metadata=compute_v1.Metadata(items=[compute_v1.Items(key="startup-script", value="echo hi")]),
-        disks=[
-            compute_v1.AttachedDisk(
-                boot=True,
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image="projects/debian-cloud/global/images/family/debian-12"
-                ),
-            )
-        ],
+        disks=[boot_disk()],
         network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
 
@@ -84,15 +85,7 @@ def test_create_list_by_label_and_delete(gce):
         name="referee-1",
         machine_type=f"zones/{ZONE}/machineTypes/a3-highgpu-8g",
         labels={"gpufleet-plan": "demo", "team": "ml"},
-        disks=[
-            compute_v1.AttachedDisk(
-                boot=True,
-                auto_delete=True,
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image="projects/debian-cloud/global/images/family/debian-12"
-                ),
-            )
-        ],
+        disks=[boot_disk()],
         network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
     request = compute_v1.InsertInstanceRequest(

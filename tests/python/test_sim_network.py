@@ -22,6 +22,7 @@ from google.cloud import compute_v1
 from test_sim_account import scale_set_in
 from test_sim_arm import SUBSCRIPTION, compute_of
 from test_sim_ec2 import ec2_of
+from test_sim_gce import boot_disk
 
 AMI = "ami-0123456789abcdef0"
 SUBNET = "subnet-0aaaaaaaaaaaaaaaa"
@@ -144,14 +145,7 @@ def gce_clients(sim):
 def bulk(subnetwork="regions/us-central1/subnetworks/gpu-a", account="node@ml.iam.gserviceaccount.com", disk=200):
     properties = compute_v1.InstanceProperties(
         machine_type="a3-highgpu-8g",
-        disks=[
-            compute_v1.AttachedDisk(
-                boot=True,
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image="projects/ml/global/images/family/trainer", disk_size_gb=disk
-                ),
-            )
-        ],
+        disks=[boot_disk("projects/ml/global/images/family/trainer", disk)],
         network_interfaces=[compute_v1.NetworkInterface(network="global/networks/gpu", subnetwork=subnetwork)],
         service_accounts=[
             compute_v1.ServiceAccount(email=account, scopes=["https://www.googleapis.com/auth/cloud-platform"])
