@@ -222,22 +222,19 @@ impl Provider for AwsProvider {
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let min_count = i32::try_from(request.min_count).unwrap_or(i32::MAX);
         let launch = &request.launch;
-        let root_disk = match self.root_device(region, client, &request.image).await? {
-            Some(device) => Some(
-                BlockDeviceMapping::builder()
-                    .device_name(device)
-                    .ebs(
-                        EbsBlockDevice::builder()
-                            .volume_size(i32::try_from(launch.disk_gb).unwrap_or(i32::MAX))
-                            .volume_type(VolumeType::Gp3)
-                            .delete_on_termination(true)
-                            .build(),
-                    )
-                    .build(),
-            ),
-            // RunInstances says why the image cannot be used.
-            None => None,
-        };
+        // Without the image, no mapping: RunInstances says why the image cannot be used.
+        let root_disk = self.root_device(region, client, &request.image).await?.map(|device| {
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(i32::try_from(launch.disk_gb).unwrap_or(i32::MAX))
+                        .volume_type(VolumeType::Gp3)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build()
+        });
         let profile = launch.identity.as_ref().map(|profile| match profile.starts_with("arn:") {
             true => IamInstanceProfileSpecification::builder().arn(profile).build(),
             false => IamInstanceProfileSpecification::builder().name(profile).build(),
