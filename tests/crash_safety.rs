@@ -685,10 +685,15 @@ fn create_applied(point: &KillPoint) -> bool {
 }
 
 /// Whether the round killed at `point` had journaled its move: it was
-/// killed at the move's create or later.
+/// killed at the move's create (its AMI's root device lookup, or
+/// RunInstances) or later.
 fn move_started(point: &KillPoint) -> bool {
     match point {
-        KillPoint::Held { action, .. } => action.contains("RunInstances") || action.contains("TerminateInstances"),
+        KillPoint::Held { action, .. } => {
+            action.contains("DescribeImages")
+                || action.contains("RunInstances")
+                || action.contains("TerminateInstances")
+        }
         KillPoint::Finished { .. } => true,
     }
 }
