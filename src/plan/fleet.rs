@@ -578,44 +578,67 @@ fn check_price_ceiling(price: &Located<f64>, problems: &mut Problems) -> Option<
 }
 
 fn check_images(images: &RawImages, problems: &mut Problems) -> Option<BTreeMap<Cloud, String>> {
-    let mut by_cloud = BTreeMap::new();
-    let mut all_good = true;
-    let mut check = |cloud: Cloud, image: &Located<String>, valid: bool, what: &str, help: &str| {
-        if valid {
-            by_cloud.insert(cloud, image.value.clone());
+    let mut by_cloud = PerCloud::new(problems);
+    by_cloud.accept(
+        Cloud::Aws,
+        images.aws.as_ref(),
+        is_ami_id,
+        "an AMI id",
+        "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"",
+    );
+    by_cloud.accept(
+        Cloud::Gcp,
+        images.gcp.as_ref(),
+        is_gce_image,
+        "a Compute Engine image",
+        "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"",
+    );
+    by_cloud.accept(
+        Cloud::Azure,
+        images.azure.as_ref(),
+        is_azure_image,
+        "an Azure image reference",
+        "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"",
+    );
+    let (values, all_good) = by_cloud.finish();
+    all_good.then_some(values)
+}
+
+/// The values of a per-cloud table (`image`, `identity`), each in its
+/// cloud's own syntax: the valid ones kept, the others reported where they
+/// are written.
+struct PerCloud<'p> {
+    values: BTreeMap<Cloud, String>,
+    problems: &'p mut Problems,
+    all_good: bool,
+}
+
+impl<'p> PerCloud<'p> {
+    fn new(problems: &'p mut Problems) -> PerCloud<'p> {
+        PerCloud { values: BTreeMap::new(), problems, all_good: true }
+    }
+
+    fn accept(
+        &mut self,
+        cloud: Cloud,
+        value: Option<&Located<String>>,
+        valid: fn(&str) -> bool,
+        what: &str,
+        help: &str,
+    ) {
+        let Some(value) = value else { return };
+        if valid(&value.value) {
+            self.values.insert(cloud, value.value.clone());
         } else {
-            problems.error(image.span.clone(), format!("`{}` is not {what}", image.value)).help(help);
-            all_good = false;
+            self.problems.error(value.span.clone(), format!("`{}` is not {what}", value.value)).help(help);
+            self.all_good = false;
         }
-    };
-    if let Some(ami) = &images.aws {
-        check(
-            Cloud::Aws,
-            ami,
-            is_ami_id(&ami.value),
-            "an AMI id",
-            "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"",
-        );
     }
-    if let Some(image) = &images.gcp {
-        check(
-            Cloud::Gcp,
-            image,
-            is_gce_image(&image.value),
-            "a Compute Engine image",
-            "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"",
-        );
+
+    /// The values accepted, and whether every one was.
+    fn finish(self) -> (BTreeMap<Cloud, String>, bool) {
+        (self.values, self.all_good)
     }
-    if let Some(image) = &images.azure {
-        check(
-            Cloud::Azure,
-            image,
-            is_azure_image(&image.value),
-            "an Azure image reference",
-            "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"",
-        );
-    }
-    all_good.then_some(by_cloud)
 }
 
 /// `projects/P/global/images/NAME` or `.../images/family/FAMILY`, also as a
@@ -702,41 +725,31 @@ fn check_node(raw: &RawFleet, context: &str, problems: &mut Problems) -> Option<
     let mut identity = BTreeMap::new();
     let mut gcp_scopes = defaults.gcp_scopes;
     if let Some(raw_identity) = &raw.identity {
-        let mut accept = |cloud: Cloud, value: &Located<String>, valid: bool, what: &str, help: &str| {
-            if valid {
-                identity.insert(cloud, value.value.clone());
-            } else {
-                problems.error(value.span.clone(), format!("`{}` is not {what}", value.value)).help(help);
-                all_good = false;
-            }
-        };
-        if let Some(profile) = &raw_identity.aws {
-            accept(
-                Cloud::Aws,
-                profile,
-                is_instance_profile(&profile.value),
-                "an EC2 instance profile",
-                "give the instance profile's name (letters, digits and + = , . @ _ -, at most 128) or its ARN \"arn:aws:iam::123456789012:instance-profile/NAME\"",
-            );
-        }
-        if let Some(account) = &raw_identity.gcp {
-            accept(
-                Cloud::Gcp,
-                account,
-                is_service_account(&account.value),
-                "a Compute Engine service account email",
-                "write it like \"gpu-node@PROJECT.iam.gserviceaccount.com\"",
-            );
-        }
-        if let Some(id) = &raw_identity.azure {
-            accept(
-                Cloud::Azure,
-                id,
-                is_user_assigned_identity(&id.value),
-                "an Azure user-assigned managed identity id",
-                "write /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME",
-            );
-        }
+        let mut by_cloud = PerCloud::new(problems);
+        by_cloud.accept(
+            Cloud::Aws,
+            raw_identity.aws.as_ref(),
+            is_instance_profile,
+            "an EC2 instance profile",
+            "give the instance profile's name (letters, digits and + = , . @ _ -, at most 128) or its ARN \"arn:aws:iam::123456789012:instance-profile/NAME\"",
+        );
+        by_cloud.accept(
+            Cloud::Gcp,
+            raw_identity.gcp.as_ref(),
+            is_service_account,
+            "a Compute Engine service account email",
+            "write it like \"gpu-node@PROJECT.iam.gserviceaccount.com\"",
+        );
+        by_cloud.accept(
+            Cloud::Azure,
+            raw_identity.azure.as_ref(),
+            is_user_assigned_identity,
+            "an Azure user-assigned managed identity id",
+            "write /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME",
+        );
+        let (accepted, identities_ok) = by_cloud.finish();
+        identity = accepted;
+        all_good &= identities_ok;
         if let Some(scopes) = &raw_identity.gcp_scopes {
             if raw_identity.gcp.is_none() {
                 problems
