@@ -282,6 +282,42 @@ async fn azure_provider_creates_lists_and_deletes_round_trip() {
 }
 
 #[tokio::test]
+async fn azure_provider_sends_the_fleets_disk_key_and_identity_with_the_scale_set() {
+    let identity = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/node"
+    );
+    let sim = InProcessSim::start(Some(&format!("[networks]\nazure_identities = [\"{RG}/node\"]\n"))).await;
+    let azure = provider(&sim).await;
+    let nc = "Standard_NC24ads_A100_v4";
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFleetKeyOverridesTheProviders ops@example";
+    let launch =
+        Launch { disk_gb: 512, ssh_key: Some(key.into()), identity: Some(identity.clone()), ..Launch::default() };
+    let created = azure
+        .create(&CreateRequest { launch: launch.clone(), ..request("training", "llm", "run-1", nc, 1) })
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    let set = sdk(&sim)
+        .virtual_machine_scale_sets_client()
+        .get(RG, scale_set_name("training", "llm", "eastus", nc, 1), SUB)
+        .await
+        .unwrap();
+    let profile = set.properties.unwrap().virtual_machine_profile.unwrap();
+    assert_eq!(profile.storage_profile.unwrap().os_disk.unwrap().disk_size_gb, Some(512));
+    let ssh = profile.os_profile.unwrap().linux_configuration.unwrap().ssh.unwrap();
+    assert_eq!(ssh.public_keys[0].key_data.as_deref(), Some(key), "the fleet's key, not the provider's");
+
+    // An identity the subscription does not have is refused by ARM, so it was sent.
+    let missing = Launch { identity: Some(identity.replace("/node", "/other")), ..launch };
+    let refused = azure
+        .create(&CreateRequest { launch: missing, ..request("training", "other", "run-2", nc, 1) })
+        .await
+        .unwrap_err();
+    assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Invalid, "FailedIdentityOperation"));
+    sim.stop().await;
+}
+
+#[tokio::test]
 async fn azure_provider_spills_into_a_second_scale_set_past_a_thousand_vms() {
     let sim = InProcessSim::start(None).await;
     let azure = provider(&sim).await;
