@@ -275,6 +275,11 @@ pub struct ClockError {
 #[async_trait::async_trait]
 pub trait Clock: Send + Sync {
     async fn now(&self) -> Result<DateTime<Utc>, ClockError>;
+
+    /// Lets `by` pass while a cloud finishes work (an instance starting, an
+    /// operation running): a real sleep on the machine's clock; on a
+    /// simulator's, its simulated time moves on instead.
+    async fn sleep(&self, by: std::time::Duration) -> Result<(), ClockError>;
 }
 
 /// The machine's clock.
@@ -284,6 +289,11 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     async fn now(&self) -> Result<DateTime<Utc>, ClockError> {
         Ok(Utc::now())
+    }
+
+    async fn sleep(&self, by: std::time::Duration) -> Result<(), ClockError> {
+        tokio::time::sleep(by).await;
+        Ok(())
     }
 }
 
@@ -307,5 +317,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     async fn now(&self) -> Result<DateTime<Utc>, ClockError> {
         Ok(*self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    async fn sleep(&self, by: std::time::Duration) -> Result<(), ClockError> {
+        self.advance(chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX));
+        Ok(())
     }
 }

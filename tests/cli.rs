@@ -399,8 +399,9 @@ fn remembered_shortage_expires_with_simulated_time() {
     assert_eq!(remembered["actions"][0]["region"], "us-west-2");
     assert_eq!(remembered["skipped"][0]["code"], "InsufficientInstanceCapacity");
 
+    // The first apply let 15 s pass while its instance was pending.
     let advanced = run(&["sim", "advance", "20m", "--state-dir", state], 0);
-    assert!(stdout(&advanced).contains("2026-01-01T00:20:00Z"), "{}", stdout(&advanced));
+    assert!(stdout(&advanced).contains("2026-01-01T00:20:15Z"), "{}", stdout(&advanced));
     let expired = json(&run(&["plan", &plan, "--sim", scenario, "--state-dir", state, "--json"], 0));
     assert_eq!(expired["actions"][0]["region"], "us-east-1");
     assert_eq!(expired["skipped"], serde_json::json!([]));

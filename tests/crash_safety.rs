@@ -674,14 +674,23 @@ fn calibrate_move(admin: &Admin, root: &Path) -> u64 {
 
 /// Whether the round killed at `point` had its move's creates applied in
 /// the cloud: the RunInstances went through (held after it was applied),
-/// or a later call (the TerminateInstances of the old nodes) was reached.
-fn create_applied(point: &KillPoint) -> bool {
+/// or a later call was reached: a DescribeInstances asking after the new
+/// nodes while they were pending (`launched`: the round had made its
+/// RunInstances), or the TerminateInstances of the old nodes.
+fn create_applied(point: &KillPoint, launched: bool) -> bool {
     match point {
         KillPoint::Held { action, when, .. } => {
-            (action.contains("RunInstances") && when == "after") || action.contains("TerminateInstances")
+            (action.contains("RunInstances") && when == "after")
+                || (action.contains("DescribeInstances") && launched)
+                || action.contains("TerminateInstances")
         }
         KillPoint::Finished { .. } => true,
     }
+}
+
+/// RunInstances calls the simulator has answered so far.
+fn run_instances_calls(admin: &Admin) -> u64 {
+    admin.get("/_sim/counters")["aws"]["RunInstances"].as_u64().unwrap_or(0)
 }
 
 /// Whether the round killed at `point` had journaled its move: it was
@@ -723,9 +732,10 @@ fn rebalance_killed_mid_move_is_completed_or_rolled_back_by_the_next_round_with_
         let plan = format!("move-{trial}");
         let work = failed_over_fleet(&admin, dir.path(), &plan);
         let fallback = in_region(&world_regions(&admin, &plan), FALLBACK);
+        let runs_before = run_instances_calls(&admin);
         let (point, mut killed) = killed_at(&admin, &work, "rebalance", trial, at_call, when);
         let context = format!("trial {trial} ({point:?})\n{}", work.killed_run_output(trial));
-        let applied = create_applied(&point);
+        let applied = create_applied(&point, run_instances_calls(&admin) > runs_before);
         let started = move_started(&point);
 
         // What the kill left: the old nodes all run, the new ones too once their create went through.

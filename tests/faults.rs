@@ -30,6 +30,13 @@ const PLAN: &str = "faulty";
 const SUPPLY: &str = r#"
 start = "2026-01-01T00:00:00Z"
 
+# Instances run at once: simulated time measures the faults alone.
+[lifecycle]
+ec2_pending = "0s"
+gce_provisioning = "0s"
+gce_staging = "0s"
+azure_operation = "0s"
+
 [[offering]]
 cloud = "aws"
 region = "us-east-1"

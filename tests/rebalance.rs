@@ -184,7 +184,9 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
     let waiting = second.expect("waiting:");
     assert!(waiting.contains(&format!("pid {}", first.pid())), "{waiting}");
 
-    // Rounds follow the simulator's clock: a minute later, the leader runs the next.
+    // Rounds follow the simulator's clock: a minute later, the leader runs
+    // the next (at 00:01:15: the first round's creates let 15 s pass while
+    // their instances were pending).
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let response = reqwest::Client::new()
@@ -195,7 +197,7 @@ fn two_watchers_one_leads_rounds_follow_simulated_time_and_the_other_takes_over_
             .unwrap();
         assert!(response.status().is_success());
     });
-    first.expect("round at 2026-01-01 00:01:00 UTC");
+    first.expect("round at 2026-01-01 00:01:15 UTC");
 
     // SIGKILL: the lease's flock goes with the process, and the other takes over.
     first.child.kill().unwrap();

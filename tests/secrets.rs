@@ -55,7 +55,11 @@ fn leaks(haystack: &[u8]) -> Vec<&'static str> {
 #[test]
 fn planted_aws_secrets_appear_in_no_output_file_or_cloud_record() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml");
+    // Served as a plain EC2 endpoint, the simulator's clock is not the one
+    // gpufleet waits on (the machine's is), so its instances run at once.
+    let shipped = std::fs::read_to_string(common::repo().join("plans/scenarios/us-east-1-h100-soldout.toml")).unwrap();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, format!("{shipped}\n[lifecycle]\nec2_pending = \"0s\"\n")).unwrap();
     let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
     let plan = format!(
         r#"name = "secrets"

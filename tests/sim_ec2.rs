@@ -12,6 +12,7 @@ mod common;
 
 /// The in-process simulator of the shared test helpers, with EC2 clients.
 use common::InProcessSim as TestSim;
+use std::time::Duration;
 
 const SOLD_OUT_FOR_20_MINUTES: &str = r#"
 [[offering]]
@@ -92,8 +93,8 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
         assert_eq!(instances.len(), 3);
         assert!(launched.reservation_id().unwrap().starts_with("r-"));
         let first = &instances[0];
-        assert_eq!(first.state().and_then(|s| s.name()), Some(&InstanceStateName::Running));
-        assert_eq!(first.state().and_then(|s| s.code()), Some(16));
+        assert_eq!(first.state().and_then(|s| s.name()), Some(&InstanceStateName::Pending));
+        assert_eq!(first.state().and_then(|s| s.code()), Some(0));
         assert_eq!(first.launch_time().map(|t| t.secs()), Some(1_767_225_600), "simulated start 2026-01-01");
         assert!(first.placement().and_then(|p| p.availability_zone()).unwrap().starts_with("us-east-1"));
         assert!(first.tags().iter().any(|t| t.key() == Some("team") && t.value() == Some("ml & <research>")));
@@ -108,6 +109,8 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
         .await
         .unwrap();
 
+    // Running once the default lifecycle's 15 s of pending have passed.
+    gpufleet::sim::sim_advance(&sim.url, Duration::from_secs(15)).await.unwrap();
     let pages: Vec<_> = ec2
         .describe_instances()
         .filters(filter("tag:gpufleet-plan", "training"))
@@ -121,7 +124,9 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
         .iter()
         .map(|page| page.as_ref().unwrap().reservations().iter().map(|r| r.instances().len()).sum())
         .collect();
-    assert_eq!(per_page, vec![5, 5, 2]);
+    // Pages of at most 5, some short or empty, and a next token until the end.
+    assert!(per_page.iter().all(|&n| n <= 5), "{per_page:?}");
+    assert_eq!(per_page.iter().sum::<usize>(), 12, "{per_page:?}");
     let ids: std::collections::BTreeSet<String> = pages
         .iter()
         .flat_map(|page| page.as_ref().unwrap().reservations().to_vec())
@@ -132,7 +137,7 @@ async fn sim_ec2_launch_with_tags_and_describe_in_pages() {
 
     let counters = sim.admin_get("/_sim/counters").await;
     assert_eq!(counters["aws"]["RunInstances"], 5);
-    assert_eq!(counters["aws"]["DescribeInstances"], 3);
+    assert_eq!(counters["aws"]["DescribeInstances"], pages.len() as u64, "one call a page");
     sim.stop().await;
 }
 
@@ -150,6 +155,7 @@ async fn sim_ec2_terminate_and_tag() {
         .await
         .unwrap();
     let ids: Vec<String> = launched.instances().iter().filter_map(|i| i.instance_id().map(str::to_string)).collect();
+    gpufleet::sim::sim_advance(&sim.url, Duration::from_secs(15)).await.unwrap();
 
     ec2.create_tags().resources(&ids[0]).tags(tag("gpufleet-fleet", "a")).send().await.unwrap();
     let tagged = ec2.describe_instances().filters(filter("tag-key", "gpufleet-fleet")).send().await.unwrap();
@@ -159,7 +165,9 @@ async fn sim_ec2_terminate_and_tag() {
     let changes = terminated.terminating_instances();
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[0].previous_state().and_then(|s| s.name()), Some(&InstanceStateName::Running));
-    assert_eq!(changes[0].current_state().and_then(|s| s.code()), Some(48));
+    assert_eq!(changes[0].current_state().and_then(|s| s.code()), Some(32), "shutting-down");
+    // Terminated once the default lifecycle's 30 s of shutting down have passed.
+    gpufleet::sim::sim_advance(&sim.url, Duration::from_secs(30)).await.unwrap();
 
     let gone = ec2.describe_instances().filters(filter("instance-state-name", "terminated")).send().await.unwrap();
     let gone_ids: Vec<&str> =
@@ -272,5 +280,58 @@ async fn sim_wire_latency_holds_responses_back_without_moving_the_clock() {
     assert!(started.elapsed() >= std::time::Duration::from_millis(300), "{:?}", started.elapsed());
     assert!(listed.reservations().is_empty());
     assert_eq!(sim.admin_get("/_sim/time").await, before, "the simulated clock did not move");
+    sim.stop().await;
+}
+
+/// gpufleet's AWS provider returns from a create once its instances have
+/// left `pending`, having let the simulator's clock move on while it asked.
+#[tokio::test]
+async fn aws_provider_create_returns_once_its_instances_run() {
+    use gpufleet::model::{Cloud, Placement};
+    use gpufleet::providers::aws::{AwsConnection, AwsProvider};
+    use gpufleet::providers::{CreateRequest, Provider, WaitClock};
+    let sim = TestSim::start(Some("[lifecycle]\nec2_pending = \"12s\"\n")).await;
+    let connection = AwsConnection {
+        endpoint: Some(sim.url.clone()),
+        simulator_credentials: true,
+        clock: WaitClock(std::sync::Arc::new(gpufleet::sim::SimClock { url: sim.url.clone() })),
+        ..Default::default()
+    };
+    let aws = AwsProvider::connect(&["us-east-1".to_string()], &connection).await;
+    let request = CreateRequest {
+        plan: "training".into(),
+        fleet: "llm".into(),
+        run: "run-1".into(),
+        placement: Placement {
+            cloud: Cloud::Aws,
+            region: "us-east-1".into(),
+            zone: Some("us-east-1a".into()),
+            instance_type: "p5.48xlarge".into(),
+        },
+        count: 2,
+        min_count: 1,
+        image: "ami-12345678".into(),
+        user_data: None,
+        labels: Default::default(),
+        launch: gpufleet::model::Launch { disk_gb: 200, ..Default::default() },
+        idempotency_token: "run-1-llm".into(),
+    };
+    let created = aws.create(&request).await.unwrap();
+    assert_eq!(created.len(), 2);
+
+    let time = sim.admin_get("/_sim/time").await;
+    assert_eq!(time["now"], "2026-01-01T00:00:15Z", "three polls 5 s apart: pending at 5 s and 10 s, running at 15 s");
+    let counters = sim.admin_get("/_sim/counters").await;
+    assert_eq!(counters["aws"]["DescribeInstances"], 3);
+    let ec2 = sim.client("us-east-1");
+    let ids: Vec<String> = created.iter().map(|i| i.id.clone()).collect();
+    let described = ec2.describe_instances().set_instance_ids(Some(ids)).send().await.unwrap();
+    let states: Vec<_> = described
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| i.state().and_then(|s| s.name()).cloned())
+        .collect();
+    assert_eq!(states, vec![Some(InstanceStateName::Running); 2]);
     sim.stop().await;
 }

@@ -255,13 +255,14 @@ fn a_database_outage_during_rebalance_watch_is_reported_retried_and_survived() {
     watcher.expect("round at 2026-01-01 00:00:00 UTC:");
     assert_eq!(team.state_ids().len(), 4);
 
+    // Ten minutes on, plus the 15 s the first round's creates waited while pending.
     team.pg.stop();
     team.advance("10m");
-    let failed = watcher.expect("round at 2026-01-01 00:10:00 UTC failed");
+    let failed = watcher.expect("round at 2026-01-01 00:10:15 UTC failed");
     assert!(failed.contains("retrying in 1s"), "{failed}");
     assert!(!failed.contains(PASSWORD), "{failed}");
     team.pg.start_again();
-    watcher.expect("round at 2026-01-01 00:10:00 UTC:");
+    watcher.expect("round at 2026-01-01 00:10:15 UTC:");
 
     // The state is whole: every node in it, each run recorded once.
     let stored = team.stored();

@@ -6,7 +6,7 @@ use crate::plan::Plan;
 use crate::providers::aws::{AwsConnection, AwsProvider};
 use crate::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings};
 use crate::providers::gcp::{GcpConnection, GcpProvider};
-use crate::providers::{Provider, ProviderError, RetryPolicy};
+use crate::providers::{Provider, ProviderError, RetryPolicy, WaitClock};
 use futures::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -71,6 +71,7 @@ impl Clouds {
         known: &[Instance],
         target: &Target,
         retry: RetryPolicy,
+        clock: WaitClock,
         home_failures: HomeFailures,
     ) -> Result<Clouds, ProviderError> {
         let mut clouds = Clouds { accounts: Vec::new(), unreachable: Vec::new(), refused: Vec::new() };
@@ -99,6 +100,7 @@ impl Clouds {
                 simulator_credentials: false,
                 retry,
                 account: profile,
+                clock: clock.clone(),
             },
             Target::Simulator { url } => AwsConnection {
                 endpoint: Some(url.clone()),
@@ -106,6 +108,7 @@ impl Clouds {
                 simulator_credentials: true,
                 retry,
                 account: profile,
+                clock: clock.clone(),
             },
         };
         let home_profile = aws.and_then(|a| a.profile.clone());
@@ -158,10 +161,14 @@ impl Clouds {
                 endpoint: azure.and_then(|a| a.endpoint.clone()),
                 simulator_credentials: false,
                 retry,
+                clock: clock.clone(),
             },
-            Target::Simulator { url } => {
-                AzureConnection { endpoint: Some(url.clone()), simulator_credentials: true, retry }
-            }
+            Target::Simulator { url } => AzureConnection {
+                endpoint: Some(url.clone()),
+                simulator_credentials: true,
+                retry,
+                clock: clock.clone(),
+            },
         };
         if let Some(azure) = azure {
             let mut regions: BTreeSet<String> = azure.regions.iter().cloned().collect();

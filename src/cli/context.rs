@@ -6,7 +6,7 @@ use crate::apply::{ApplyError, Clouds, Drain, DrainScript, HomeFailures, NoDrain
 use crate::catalog::Catalog;
 use crate::model::{Clock, SystemClock};
 use crate::plan::Plan;
-use crate::providers::RetryPolicy;
+use crate::providers::{RetryPolicy, WaitClock};
 use crate::sim::{EmbeddedSim, SimClock};
 use crate::state::postgres::PostgresBackend;
 use crate::state::{LocalBackend, StateBackend, StateError};
@@ -40,7 +40,7 @@ pub async fn open_state(location: &StateLocation) -> Result<Box<dyn StateBackend
 pub struct Connected {
     pub backend: Box<dyn StateBackend>,
     pub clouds: Clouds,
-    pub clock: Box<dyn Clock>,
+    pub clock: Arc<dyn Clock>,
     /// The plan's drain hook, run before a node is deleted.
     pub drain: Box<dyn Drain>,
     embedded: Option<EmbeddedSim>,
@@ -74,13 +74,18 @@ impl Connected {
             (None, None) => Target::Clouds,
         };
         let known = backend.load(&plan.name).await?.instances;
-        let clouds = Clouds::connect(plan, &known, &target, retry, home_failures).await.map_err(|e| {
-            failure(format!("cannot connect to {}: {e}", e.cloud), "check the provider's configuration and credentials")
-        })?;
-        let clock: Box<dyn Clock> = match target {
-            Target::Clouds => Box::new(SystemClock),
-            Target::Simulator { url } => Box::new(SimClock { url }),
+        let clock: Arc<dyn Clock> = match &target {
+            Target::Clouds => Arc::new(SystemClock),
+            Target::Simulator { url } => Arc::new(SimClock { url: url.clone() }),
         };
+        let clouds = Clouds::connect(plan, &known, &target, retry, WaitClock(clock.clone()), home_failures)
+            .await
+            .map_err(|e| {
+                failure(
+                    format!("cannot connect to {}: {e}", e.cloud),
+                    "check the provider's configuration and credentials",
+                )
+            })?;
         let drain: Box<dyn Drain> = match &plan.rebalance.drain {
             Some(path) => Box::new(DrainScript { path: path.clone(), timeout: plan.rebalance.drain_timeout }),
             None => Box::new(NoDrain),

@@ -4,7 +4,8 @@
 //! fills, ClientToken for idempotency, tags atomic with creation through
 //! TagSpecifications); refresh is DescribeInstances with tag filters and
 //! MaxResults 1000 in every configured region in parallel; delete is
-//! TerminateInstances in batches. The SDK's own retries are off: gpufleet
+//! TerminateInstances in batches. A create returns once its instances have
+//! left `pending` (DescribeInstances by id, on the connection's clock). The SDK's own retries are off: gpufleet
 //! retries throttled and transient calls itself with the same ClientToken,
 //! and never retries a capacity refusal in place.
 
@@ -12,7 +13,7 @@ mod preflight;
 mod quota;
 
 use super::preflight::{OfferingFindings, PreflightRequest};
-use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, WaitClock, retrying};
 use crate::model::{Cloud, Placement};
 use crate::model::{Instance, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use aws_config::BehaviorVersion;
@@ -21,16 +22,24 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, InstanceStateName, ResourceType, Tag,
-    TagSpecification, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, Instance as Ec2Instance,
+    InstanceStateName, ResourceType, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// DescribeInstances page size: the largest EC2 accepts.
 const DESCRIBE_PAGE_SIZE: i32 = 1000;
+/// How often a create asks after its `pending` instances; EC2 moves an
+/// instance to `running` within seconds to a minute or two.
+const RUNNING_POLL: Duration = Duration::from_secs(5);
+/// How long a create waits for its instances to leave `pending`. Those
+/// still pending then are returned as they are: they exist, and the next
+/// refresh sees how they ended.
+const RUNNING_WAIT: Duration = Duration::from_secs(600);
 /// Instances per TerminateInstances call: EC2's resource rate limit for it
 /// holds 1,000 instances in its bucket, so one full call never waits on it.
 const TERMINATE_BATCH: usize = 1000;
@@ -51,6 +60,8 @@ pub struct AwsConnection {
     /// The profile that names this account in the plan, recorded in every
     /// instance's scope; `profile` above is what reaches it in this run.
     pub account: Option<String>,
+    /// What the provider waits on while new instances are `pending`.
+    pub clock: WaitClock,
 }
 
 pub struct AwsProvider {
@@ -65,6 +76,7 @@ pub struct AwsProvider {
     retry: RetryPolicy,
     /// Root device name per (region, AMI), for the boot disk's mapping.
     root_devices: std::sync::Mutex<BTreeMap<(String, String), String>>,
+    clock: WaitClock,
 }
 
 impl AwsProvider {
@@ -123,6 +135,7 @@ impl AwsProvider {
             account: connection.account.clone(),
             retry: connection.retry,
             root_devices: Default::default(),
+            clock: connection.clock.clone(),
         }
     }
 
@@ -184,6 +197,45 @@ impl AwsProvider {
             Ok(out)
         })
         .await
+    }
+
+    /// Asks after just-launched instances until none is `pending`, for at
+    /// most [`RUNNING_WAIT`]. They exist whatever this finds out, so a
+    /// failed poll ends the wait with what is known instead of failing the
+    /// create; an id EC2 does not know yet (its reads are eventually
+    /// consistent) is asked after again.
+    async fn wait_running(&self, region: &str, client: &Client, mut instances: Vec<Ec2Instance>) -> Vec<Ec2Instance> {
+        let call = Call::new(Cloud::Aws, region, "DescribeInstances");
+        let pending = |i: &Ec2Instance| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Pending);
+        let ids: Vec<String> = instances.iter().filter_map(|i| i.instance_id().map(str::to_string)).collect();
+        let mut waited = Duration::ZERO;
+        while instances.iter().any(pending) && waited < RUNNING_WAIT {
+            if let Err(e) = self.clock.sleep(call, RUNNING_POLL).await {
+                tracing::warn!("{e}");
+                break;
+            }
+            waited += RUNNING_POLL;
+            let described = retrying(self.retry, call, || async {
+                client
+                    .describe_instances()
+                    .set_instance_ids(Some(ids.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| classify(region, e))
+            })
+            .await;
+            match described {
+                Ok(output) => {
+                    instances = output.reservations().iter().flat_map(|r| r.instances()).cloned().collect();
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!("instances launched in {region} may still be pending: {e}");
+                    break;
+                }
+            }
+        }
+        instances
     }
 }
 
@@ -261,7 +313,8 @@ impl Provider for AwsProvider {
                 .map_err(|e| classify(region, e))
         })
         .await?;
-        Ok(output.instances().iter().filter_map(|i| to_instance(region, self.scope(region), i)).collect())
+        let launched = self.wait_running(region, client, output.instances().to_vec()).await;
+        Ok(launched.iter().filter_map(|i| to_instance(region, self.scope(region), i)).collect())
     }
 
     /// Service Quotas' running On-Demand vCPU quota of the type's family in

@@ -30,7 +30,7 @@
 mod preflight;
 
 use super::preflight::{OfferingFindings, PreflightRequest};
-use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, retrying};
+use super::{Call, CreateRequest, ErrorKind, Provider, ProviderError, RetryPolicy, WaitClock, retrying};
 use crate::catalog::{Catalog, azure_vcpu_family};
 use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use azure_core::auth::{AccessToken, TokenCredential};
@@ -63,6 +63,8 @@ const MAX_POLLS: u32 = 720;
 const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
 /// The api-version azure_mgmt_compute sends, for the scale set PUT made without it.
 const SCALE_SET_API_VERSION: &str = "2024-07-01";
+/// Shortest wait between polls, so that `Retry-After: 0` is no busy loop.
+const MIN_POLL_WAIT: Duration = Duration::from_secs(1);
 /// Network API version of flexible scale sets: VMs get their own NICs.
 const NETWORK_API_VERSION: &str = "2020-11-01";
 /// The subnet new VMs join, by convention: virtual network
@@ -80,6 +82,8 @@ pub struct AzureConnection {
     /// Use a fixed, non-secret bearer token: only for the simulator.
     pub simulator_credentials: bool,
     pub retry: RetryPolicy,
+    /// What the provider waits on between polls of an operation.
+    pub clock: WaitClock,
 }
 
 /// What new VMs are given: their subnet and the key their admin logs in with.
@@ -96,6 +100,7 @@ pub struct AzureVmSettings {
 pub struct AzureProvider {
     vm: AzureVmSettings,
     retry: RetryPolicy,
+    clock: WaitClock,
     client: Client,
     /// Polls operations with the same credential and HTTP stack as the client.
     pipeline: Pipeline,
@@ -191,6 +196,7 @@ impl AzureProvider {
         Ok(AzureProvider {
             vm: vm.clone(),
             retry: connection.retry,
+            clock: connection.clock.clone(),
             client,
             pipeline,
             credential,
@@ -329,7 +335,8 @@ impl AzureProvider {
             if done {
                 return Ok(());
             }
-            tokio::time::sleep(azure_core::lro::get_retry_after(&headers).min(MAX_POLL_WAIT)).await;
+            let wait = azure_core::lro::get_retry_after(&headers).clamp(MIN_POLL_WAIT, MAX_POLL_WAIT);
+            self.clock.sleep(Call::new(Cloud::Azure, region, "GET operation status"), wait).await?;
         }
         Err(ProviderError {
             kind: ErrorKind::Transient,
@@ -1021,7 +1028,7 @@ mod tests {
         let connection = AzureConnection {
             endpoint: Some("https://user:s3cret@management.example".into()),
             simulator_credentials: true,
-            retry: RetryPolicy::default(),
+            ..Default::default()
         };
         let vm = AzureVmSettings { subnet: None, admin_username: "gpufleet".into(), ssh_public_key: "k".into() };
         let sub = "00000000-0000-0000-0000-000000000000";

@@ -10,9 +10,10 @@ pub mod azure;
 pub mod gcp;
 pub mod preflight;
 
-use crate::model::{Cloud, Instance, Launch, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_RUN};
+use crate::model::{Clock, Cloud, Instance, Launch, Placement, Scope, SystemClock, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A request to create between `min_count` and `count` nodes at one placement.
@@ -188,6 +189,38 @@ impl Default for RetryPolicy {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
+    }
+}
+
+/// The clock a provider waits on while a cloud finishes work (an instance
+/// starting, an operation running): the machine's against the clouds, the
+/// simulator's against the simulator, whose time then moves on instead of
+/// anyone sleeping.
+#[derive(Clone)]
+pub struct WaitClock(pub Arc<dyn Clock>);
+
+impl Default for WaitClock {
+    fn default() -> WaitClock {
+        WaitClock(Arc::new(SystemClock))
+    }
+}
+
+impl std::fmt::Debug for WaitClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitClock")
+    }
+}
+
+impl WaitClock {
+    /// Lets `by` pass before `call` asks again.
+    pub async fn sleep(&self, call: Call<'_>, by: Duration) -> Result<(), ProviderError> {
+        self.0.sleep(by).await.map_err(|e| ProviderError {
+            kind: ErrorKind::Transient,
+            cloud: call.cloud,
+            region: call.region.to_string(),
+            code: "Clock".into(),
+            message: format!("cannot wait before {} again: {e}", call.name),
+        })
     }
 }
 

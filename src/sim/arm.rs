@@ -15,11 +15,13 @@
 mod account;
 
 use super::faults::Fault;
+use super::paging::Cursor;
 use super::vmss::{self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm};
 use super::world::{MAX_TAGS_PER_RESOURCE, Tags, World};
 use crate::model::Cloud;
 use axum::http::{Method, StatusCode};
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 /// Items per page of the list operations unless the scenario says fewer
@@ -157,11 +159,9 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
     match route {
         Route::ScaleSets { subscription, resource_group } => {
             let sets = vmss::list(world, &subscription, &resource_group);
-            let skip = query.skip_token()?;
-            let size = world.arm.page_size.get();
-            let page: Vec<Value> = sets.iter().skip(skip).take(size).map(|s| scale_set_json(world, s)).collect();
-            let next = (sets.len() > skip + size).then(|| links.next(request.path, None, skip + size));
-            Ok(ok(StatusCode::OK, list_json(page, next)))
+            let (page, next) = arm_page(world, query.skip_token()?, &sets);
+            let page: Vec<Value> = page.into_iter().map(|s| scale_set_json(world, s)).collect();
+            Ok(ok(StatusCode::OK, list_json(page, next.map(|at| links.next(request.path, None, at)))))
         }
         Route::ScaleSet(at) => match method.as_str() {
             "GET" => Ok(ok(StatusCode::OK, scale_set_json(world, vmss::get(world, &at)?))),
@@ -202,21 +202,19 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             let filter = query.get("$filter");
             let scale_set_id = filter.map(scale_set_filter).transpose()?;
             let all = vmss::vms(world, &subscription, &resource_group, scale_set_id.as_deref());
-            let skip = query.skip_token()?;
-            let size = world.arm.page_size.get();
-            let page: Vec<Value> = all.iter().skip(skip).take(size).map(|vm| vm_json(vm)).collect();
-            let next = (all.len() > skip + size).then(|| links.next(request.path, filter, skip + size));
-            Ok(ok(StatusCode::OK, list_json(page, next)))
+            let (page, next) = arm_page(world, query.skip_token()?, &all);
+            let page: Vec<Value> = page.into_iter().map(|vm| vm_json(world, vm)).collect();
+            Ok(ok(StatusCode::OK, list_json(page, next.map(|at| links.next(request.path, filter, at)))))
         }
         Route::Vm { subscription, resource_group, name } => {
-            Ok(ok(StatusCode::OK, vm_json(vmss::vm(world, &subscription, &resource_group, &name)?)))
+            Ok(ok(StatusCode::OK, vm_json(world, vmss::vm(world, &subscription, &resource_group, &name)?)))
         }
         Route::Operation { subscription, name } => {
             let Some((operation, status)) = vmss::poll(world, &subscription, &name) else {
                 return Err(ArmFault::new(404, "NotFound", format!("The operation '{name}' was not found.")));
             };
             let monitor = query.get("monitor").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            Ok(operation_response(&operation, &status, monitor, &links))
+            Ok(operation_response(&operation, &status, monitor, &links, world.now))
         }
         Route::Usages { subscription, location } => {
             let value: Vec<Value> = vmss::usages(world, &subscription, &location)
@@ -304,8 +302,8 @@ impl Links<'_> {
         )
     }
 
-    fn next(&self, path: &str, filter: Option<&str>, skip: usize) -> String {
-        let skip = skip.to_string();
+    fn next(&self, path: &str, filter: Option<&str>, at: Cursor) -> String {
+        let skip = at.token();
         let mut pairs = vec![("api-version", self.api_version)];
         if let Some(filter) = filter {
             pairs.push(("$filter", filter));
@@ -345,11 +343,12 @@ impl Query {
         })
     }
 
-    fn skip_token(&self) -> Result<usize, ArmFault> {
+    /// Where the page starts: `$skiptoken` counts the items already served.
+    fn skip_token(&self) -> Result<Cursor, ArmFault> {
         match self.get("$skiptoken") {
-            None => Ok(0),
+            None => Ok(Cursor::default()),
             Some(token) => {
-                token.parse().map_err(|_| ArmFault::invalid(format!("The $skiptoken '{token}' is not valid.")))
+                Cursor::parse(token).ok_or_else(|| ArmFault::invalid(format!("The $skiptoken '{token}' is not valid.")))
             }
         }
     }
@@ -600,7 +599,7 @@ fn scale_set_patch(body: &Value) -> Result<ScaleSetPatch, ArmFault> {
 fn scale_set_json(world: &World, set: &ScaleSet) -> Value {
     let mut properties = Map::new();
     properties.insert("orchestrationMode".into(), json!("Flexible"));
-    properties.insert("provisioningState".into(), json!(world.arm.provisioning_state(set)));
+    properties.insert("provisioningState".into(), json!(world.arm.provisioning_state(set, world.now)));
     properties.insert("uniqueId".into(), json!(set.unique_id));
     properties.insert("timeCreated".into(), json!(super::admin::format_time(set.time_created)));
     properties.insert("singlePlacementGroup".into(), json!(false));
@@ -621,7 +620,9 @@ fn scale_set_json(world: &World, set: &ScaleSet) -> Value {
     })
 }
 
-fn vm_json(vm: &Vm) -> Value {
+fn vm_json(world: &World, vm: &Vm) -> Value {
+    let created = super::lifecycle::after(vm.time_created, world.lifecycle.azure_operation);
+    let provisioning_state = if world.now < created { "Creating" } else { "Succeeded" };
     let mut storage = Map::new();
     if let Some(image) = &vm.image_reference {
         storage.insert("imageReference".into(), image.clone());
@@ -638,10 +639,18 @@ fn vm_json(vm: &Vm) -> Value {
             "storageProfile": storage,
             "osProfile": { "computerName": vm.name.replace('_', "") },
             "virtualMachineScaleSet": { "id": vm.scale_set_id },
-            "provisioningState": "Succeeded",
+            "provisioningState": provisioning_state,
             "timeCreated": super::admin::format_time(vm.time_created),
         },
     })
+}
+
+/// One page of a list (at most the scenario's `arm_page_size`), and where
+/// the next starts.
+fn arm_page<'a, T>(world: &World, at: Cursor, all: &'a [T]) -> (Vec<&'a T>, Option<Cursor>) {
+    let skip = usize::try_from(at.after).unwrap_or(usize::MAX);
+    let positioned = all.iter().enumerate().skip(skip).map(|(index, item)| (index as u64 + 1, item));
+    world.paging.page(at, world.arm.page_size.get(), positioned)
 }
 
 fn list_json(value: Vec<Value>, next_link: Option<String>) -> Value {
@@ -675,7 +684,7 @@ fn changed(status: StatusCode, body: Option<Value>, links: &Links<'_>, operation
         headers: vec![
             ("azure-asyncoperation", links.operation(operation, false)),
             ("location", links.operation(operation, true)),
-            ("retry-after", "0".into()),
+            ("retry-after", retry_after(operation, operation.start)),
         ],
         body,
         mutated: true,
@@ -689,20 +698,19 @@ fn operation_response(
     status: &OperationStatus,
     monitor: bool,
     links: &Links<'_>,
+    now: DateTime<Utc>,
 ) -> ArmResponse {
-    // A poll moves the operation on, so it is a change the world file keeps.
-    let in_progress_headers = || vec![("location", links.operation(operation, true)), ("retry-after", "0".to_string())];
+    let in_progress_headers =
+        || vec![("location", links.operation(operation, true)), ("retry-after", retry_after(operation, now))];
     if monitor {
         return match status {
             OperationStatus::InProgress => {
-                ArmResponse { status: StatusCode::ACCEPTED, headers: in_progress_headers(), body: None, mutated: true }
+                ArmResponse { status: StatusCode::ACCEPTED, headers: in_progress_headers(), body: None, mutated: false }
             }
             OperationStatus::Succeeded => {
-                ArmResponse { status: StatusCode::NO_CONTENT, headers: Vec::new(), body: None, mutated: true }
+                ArmResponse { status: StatusCode::NO_CONTENT, headers: Vec::new(), body: None, mutated: false }
             }
-            OperationStatus::Failed(fault) => {
-                ArmResponse { mutated: true, ..error_response(&ArmFault { status: 409, ..fault.clone() }) }
-            }
+            OperationStatus::Failed(fault) => error_response(&ArmFault { status: 409, ..fault.clone() }),
         };
     }
     let mut body = json!({
@@ -711,14 +719,24 @@ fn operation_response(
         "startTime": super::admin::format_time(operation.start),
     });
     if !matches!(status, OperationStatus::InProgress) {
-        body["endTime"] = json!(super::admin::format_time(operation.start));
+        body["endTime"] = json!(super::admin::format_time(operation.done_at.max(operation.start)));
     }
     if let OperationStatus::Failed(fault) = status {
         body["error"] = error_json(fault);
     }
-    let headers =
-        if matches!(status, OperationStatus::InProgress) { vec![("retry-after", "0".to_string())] } else { Vec::new() };
-    ArmResponse { status: StatusCode::OK, headers, body: Some(body), mutated: true }
+    let headers = if matches!(status, OperationStatus::InProgress) {
+        vec![("retry-after", retry_after(operation, now))]
+    } else {
+        Vec::new()
+    };
+    ArmResponse { status: StatusCode::OK, headers, body: Some(body), mutated: false }
+}
+
+/// `Retry-After` of an operation in progress: whole seconds until its
+/// outcome, so that a client sleeping that long (in simulated time) finds it.
+fn retry_after(operation: &vmss::Operation, now: DateTime<Utc>) -> String {
+    let millis = u64::try_from((operation.done_at - now).num_milliseconds()).unwrap_or(0);
+    millis.div_ceil(1000).to_string()
 }
 
 /// An error as ARM sends it: `{"error": {code, message, details}}`, with
@@ -817,7 +835,7 @@ mod tests {
                 .starts_with("http://sim/subscriptions/sub/providers/Microsoft.Compute/locations/eastus/operations/")
         );
         assert!(header("location").ends_with("&monitor=true"));
-        assert_eq!(header("retry-after"), "0");
+        assert_eq!(header("retry-after"), "30", "seconds until the default lifecycle's outcome");
         let body = response.body.unwrap();
         assert_eq!(body["properties"]["provisioningState"], "Creating");
         assert_eq!(body["sku"]["capacity"], 2);
@@ -827,17 +845,24 @@ mod tests {
         let op_path = operation.trim_start_matches("http://sim").split('?').next().unwrap().to_string();
         let first = call(&mut world, Method::GET, &op_path, "api-version=2024-07-01", Value::Null);
         assert_eq!(first.body.unwrap()["status"], "InProgress");
+        world.advance(std::time::Duration::from_secs(20)).unwrap();
+        let later = call(&mut world, Method::GET, &op_path, "api-version=2024-07-01", Value::Null);
+        assert!(later.headers.contains(&("retry-after", "10".to_string())), "{:?}", later.headers);
+        assert_eq!(later.body.unwrap()["status"], "InProgress");
+        world.advance(std::time::Duration::from_secs(10)).unwrap();
         let second = call(&mut world, Method::GET, &op_path, "api-version=2024-07-01", Value::Null);
         assert_eq!(second.body.unwrap()["status"], "Succeeded");
         let again = call(&mut world, Method::PUT, &path, "api-version=2024-07-01", put_body(2));
         assert_eq!(again.status, StatusCode::OK);
         assert_eq!(world.counters()["azure"]["VirtualMachineScaleSets_CreateOrUpdate"], 2);
-        assert_eq!(world.counters()["azure"]["Operations_Get"], 2);
+        assert_eq!(world.counters()["azure"]["Operations_Get"], 3);
     }
 
     #[test]
     fn sim_arm_lists_vms_of_a_scale_set_in_pages() {
-        let scenario = Scenario::parse("arm_page_size = 20\n", std::path::Path::new("s.toml")).unwrap();
+        let scenario =
+            Scenario::parse("arm_page_size = 20\n[paging]\nshort_pages = false\n", std::path::Path::new("s.toml"))
+                .unwrap();
         let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
         let path = format!("{BASE}/virtualMachineScaleSets/gf-a");
         call(&mut world, Method::PUT, &path, "api-version=2024-07-01", put_body(23));

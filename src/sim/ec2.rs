@@ -119,7 +119,7 @@ fn dispatch(
             let request = launch_request(region, params)?;
             let reservation = world.launch(request).map_err(api_error)?;
             let mut xml = XmlWriter::response(action, request_id);
-            write_reservation_fields(&mut xml, &reservation.reservation_id, reservation.instances.iter());
+            write_reservation_fields(&mut xml, world, &reservation.reservation_id, reservation.instances.iter());
             Ok((xml.finish(action), true))
         }
         "DescribeInstances" => {
@@ -129,7 +129,7 @@ fn dispatch(
             xml.open("reservationSet");
             for (reservation_id, instances) in &page.reservations {
                 xml.open("item");
-                write_reservation_fields(&mut xml, reservation_id, instances.iter().copied());
+                write_reservation_fields(&mut xml, world, reservation_id, instances.iter().copied());
                 xml.close("item");
             }
             xml.close("reservationSet");
@@ -452,6 +452,7 @@ pub fn error_xml(error: &ApiError, request_id: &str) -> String {
 /// `Reservation`, both at the root of RunInstances and in `reservationSet`.
 fn write_reservation_fields<'a>(
     xml: &mut XmlWriter,
+    world: &World,
     reservation_id: &str,
     instances: impl Iterator<Item = &'a Instance>,
 ) {
@@ -460,16 +461,16 @@ fn write_reservation_fields<'a>(
     xml.empty("groupSet");
     xml.open("instancesSet");
     for instance in instances {
-        write_instance(xml, instance);
+        write_instance(xml, world, instance);
     }
     xml.close("instancesSet");
 }
 
-fn write_instance(xml: &mut XmlWriter, instance: &Instance) {
+fn write_instance(xml: &mut XmlWriter, world: &World, instance: &Instance) {
     xml.open("item");
     xml.leaf("instanceId", &instance.id);
     xml.leaf("imageId", &instance.image_id);
-    write_state(xml, "instanceState", instance.state);
+    write_state(xml, "instanceState", world.ec2_phase(instance));
     xml.leaf("privateDnsName", "");
     xml.leaf("dnsName", "");
     match instance.terminated_at {
@@ -688,7 +689,7 @@ mod tests {
         assert!(response.mutated);
         assert!(response.body.contains("<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"));
         assert!(response.body.contains("<tagSet><item><key>a&amp;b</key><value>&lt;x&gt;</value></item>"));
-        assert!(response.body.contains("<instanceState><code>16</code><name>running</name></instanceState>"));
+        assert!(response.body.contains("<instanceState><code>0</code><name>pending</name></instanceState>"));
         assert!(response.body.contains("<launchTime>2026-01-01T00:00:00.000Z</launchTime>"));
         assert_eq!(response.body.matches("<instanceId>").count(), 2);
         let instance = world.instances().next().unwrap();

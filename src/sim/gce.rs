@@ -139,7 +139,7 @@ fn route(
         }
         (&Method::GET, ["projects", project, "zones", zone, "instances", name]) => {
             admit(world, "instances.get")?;
-            world.gce_instance(project, zone, name).map(|i| (instance_json(i), false)).map_err(HttpError::from)
+            world.gce_instance(project, zone, name).map(|i| (instance_json(world, i), false)).map_err(HttpError::from)
         }
         (&Method::DELETE, ["projects", project, "zones", zone, "instances", name]) => {
             admit(world, "instances.delete")?;
@@ -152,11 +152,16 @@ fn route(
         }
         (&Method::GET, ["projects", project, "zones", zone, "operations", name]) => {
             admit(world, "zoneOperations.get")?;
-            operation_status(world, project, zone, name)
+            let now = world.now;
+            world
+                .gce_find_operation(project, zone, name)
+                .map(|op| (operation_json(op, now), false))
+                .map_err(HttpError::from)
         }
         (&Method::POST, ["projects", project, "zones", zone, "operations", name, "wait"]) => {
             admit(world, "zoneOperations.wait")?;
-            operation_status(world, project, zone, name)
+            let op = world.gce_wait_operation(project, zone, name).map_err(HttpError::from)?.clone();
+            Ok((operation_json(&op, world.now), false))
         }
         (&Method::GET, ["projects", project, "regions", region]) => {
             admit(world, "regions.get")?;
@@ -199,12 +204,6 @@ fn admit(world: &mut World, call: &str) -> Result<(), HttpError> {
     }
 }
 
-/// Polling marks an operation DONE, a change worth persisting.
-fn operation_status(world: &mut World, project: &str, zone: &str, name: &str) -> Result<(Value, bool), HttpError> {
-    let now = world.now;
-    world.gce_operation_status(project, zone, name).map(|op| (operation_json(op, now), true)).map_err(HttpError::from)
-}
-
 fn list(
     world: &World,
     project: &str,
@@ -230,7 +229,7 @@ fn list(
             "kind": "compute#instanceList",
             "id": format!("projects/{project}/zones/{zone}/instances"),
             "selfLink": format!("{}/instances", zone_url(project, zone)),
-            "items": page.instances.iter().map(|i| instance_json(i)).collect::<Vec<_>>(),
+            "items": page.instances.iter().map(|i| instance_json(world, i)).collect::<Vec<_>>(),
         }),
         None => {
             // Every zone is a scope of the answer; one without instances on
@@ -238,7 +237,7 @@ fn list(
             let mut by_zone: BTreeMap<String, Vec<Value>> =
                 world.gce_zones().into_iter().map(|zone| (format!("zones/{zone}"), Vec::new())).collect();
             for instance in &page.instances {
-                by_zone.entry(format!("zones/{}", instance.zone)).or_default().push(instance_json(instance));
+                by_zone.entry(format!("zones/{}", instance.zone)).or_default().push(instance_json(world, instance));
             }
             let items: serde_json::Map<String, Value> = by_zone
                 .into_iter()
@@ -544,7 +543,7 @@ fn timestamp(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, false)
 }
 
-fn instance_json(instance: &GceInstance) -> Value {
+fn instance_json(world: &World, instance: &GceInstance) -> Value {
     let zone = zone_url(&instance.project, &instance.zone);
     let mut body = json!({
         "kind": "compute#instance",
@@ -553,7 +552,7 @@ fn instance_json(instance: &GceInstance) -> Value {
         "name": instance.name,
         "zone": zone,
         "machineType": format!("{zone}/machineTypes/{}", instance.machine_type),
-        "status": "RUNNING",
+        "status": world.gce_status(instance),
         "selfLink": format!("{zone}/instances/{}", instance.name),
         "labels": instance.spec.labels,
         "metadata": {
@@ -600,8 +599,8 @@ fn operation_json(op: &GceOperation, now: DateTime<Utc>) -> Value {
         "zone": zone,
         "operationType": op.operation_type,
         "targetLink": target,
-        "status": if op.done() { "DONE" } else { "RUNNING" },
-        "progress": if op.done() { 100 } else { 0 },
+        "status": if op.done(now) { "DONE" } else { "RUNNING" },
+        "progress": if op.done(now) { 100 } else { 0 },
         "user": "gpufleet-simulator@example.iam.gserviceaccount.com",
         "insertTime": timestamp(op.inserted),
         "startTime": timestamp(op.inserted),
@@ -613,10 +612,10 @@ fn operation_json(op: &GceOperation, now: DateTime<Utc>) -> Value {
     if let Some(request_id) = &op.request_id {
         body["clientOperationId"] = Value::String(request_id.clone());
     }
-    if !op.done() {
+    if !op.done(now) {
         return body;
     }
-    body["endTime"] = Value::String(timestamp(now.max(op.inserted)));
+    body["endTime"] = Value::String(timestamp(op.done_at.max(op.inserted)));
     if let Some((target, created)) = op.bulk {
         body["instancesBulkInsertOperationMetadata"] = json!({
             "perLocationStatus": {
@@ -771,8 +770,8 @@ mod tests {
         let name = refused.body["name"].as_str().unwrap().to_string();
         let done = call(
             &mut world,
-            Method::GET,
-            &format!("projects/p/zones/us-central1-a/operations/{name}"),
+            Method::POST,
+            &format!("projects/p/zones/us-central1-a/operations/{name}/wait"),
             "",
             Value::Null,
         );
@@ -786,7 +785,16 @@ mod tests {
         let again = call(&mut world, Method::POST, BULK, "", bulk("a3-highgpu-8g", 1, 1));
         assert_eq!(again.status, StatusCode::OK);
         let names: Vec<&str> = world.gce.instances().map(|i| i.name.as_str()).collect();
-        assert_eq!(names, ["gf-train-0001", "gf-train-0003", "gf-train-0004"], "numbering continues after the largest");
+        assert_eq!(
+            names,
+            ["gf-train-0001", "gf-train-0002", "gf-train-0003", "gf-train-0004"],
+            "numbering continues after the largest"
+        );
+        let stopping = world.gce_instance("p", "us-central1-a", "gf-train-0002").unwrap();
+        assert_eq!(world.gce_status(stopping), "STOPPING", "a deleted instance lingers, its name taken");
+        world.advance(std::time::Duration::from_secs(30)).unwrap();
+        let names: Vec<&str> = world.gce.instances().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["gf-train-0001", "gf-train-0003", "gf-train-0004"]);
     }
 
     #[test]
@@ -797,8 +805,8 @@ mod tests {
         let name = over.body["name"].as_str().unwrap().to_string();
         let done = call(
             &mut world,
-            Method::GET,
-            &format!("projects/p/zones/us-central1-a/operations/{name}"),
+            Method::POST,
+            &format!("projects/p/zones/us-central1-a/operations/{name}/wait"),
             "",
             Value::Null,
         );
@@ -859,13 +867,13 @@ mod tests {
                 None => break,
             }
         }
-        assert_eq!(
-            pages,
-            vec![
-                vec![("zones/us-central1-a".to_string(), 2), ("zones/us-central1-b".to_string(), 1)],
-                vec![("zones/us-central1-b".to_string(), 1)]
-            ]
-        );
+        let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+        for (zone, count) in pages.iter().flatten() {
+            *per_zone.entry(zone.clone()).or_default() += count;
+        }
+        let expected = [("zones/us-central1-a".to_string(), 2), ("zones/us-central1-b".to_string(), 2)];
+        assert_eq!(per_zone, BTreeMap::from(expected), "pages: {pages:?}");
+        assert!(pages.iter().any(|page| page.iter().map(|(_, n)| n).sum::<usize>() < 3), "short pages: {pages:?}");
         let regex = call(
             &mut world,
             Method::GET,

@@ -20,6 +20,8 @@
 //! A100-40GB → `NVIDIA_A100_GPUS`, A100-80GB → `NVIDIA_A100_80GB_GPUS`,
 //! L4 → `NVIDIA_L4_GPUS`; any other model `M` → `NVIDIA_M_GPUS`.
 
+use super::lifecycle::{Lifecycle, after};
+use super::paging::Cursor;
 use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
 use crate::catalog::Catalog;
@@ -39,6 +41,8 @@ pub const MAX_BULK_COUNT: u32 = 1000;
 const MAX_PATTERN_DIGITS: usize = 18;
 /// Keeps operation ids apart from instance ids of the same sequence number.
 const OPERATION_SALT: u64 = 0x0c0f_fee0_0dd5_ea11;
+/// How long `zoneOperations.wait` holds its answer at most: "about two minutes".
+pub const OPERATION_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// GPUs one machine type carries, and the quota metric they count against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +69,23 @@ pub struct GceInstance {
     pub machine_type: String,
     pub created: DateTime<Utc>,
     pub spec: InstanceSpec,
+    /// When a delete was asked: the instance is STOPPING, its name taken,
+    /// until the lifecycle's `gce_stopping` has passed.
+    #[serde(default)]
+    pub deleted: Option<DateTime<Utc>>,
+}
+
+impl GceInstance {
+    /// The `status` Compute Engine shows at `now`.
+    pub fn status(&self, now: DateTime<Utc>, lifecycle: &Lifecycle) -> &'static str {
+        let provisioned = after(self.created, lifecycle.gce_provisioning);
+        match self.deleted {
+            Some(_) => "STOPPING",
+            None if now < provisioned => "PROVISIONING",
+            None if now < after(provisioned, lifecycle.gce_staging) => "STAGING",
+            None => "RUNNING",
+        }
+    }
 }
 
 /// What a create asks for, besides names and counts.
@@ -113,14 +134,16 @@ pub struct GceOperation {
     pub http_error_status: Option<u16>,
     /// For a bulk insert: instances asked for and created.
     pub bulk: Option<(u32, u32)>,
-    /// Whether anyone asked about it since it was created: from then on it
-    /// reads DONE.
-    pub polled: bool,
+    /// When its work is finished: a create's when its instances run, a
+    /// delete's when the instance is gone. World files written before the
+    /// lifecycle was modelled read every operation as done.
+    #[serde(default = "super::world::earliest_time")]
+    pub done_at: DateTime<Utc>,
 }
 
 impl GceOperation {
-    pub fn done(&self) -> bool {
-        self.polled
+    pub fn done(&self, now: DateTime<Utc>) -> bool {
+        now >= self.done_at
     }
 }
 
@@ -229,9 +252,14 @@ impl GceWorld {
     /// Forgets finished operations created before `cutoff` (and their
     /// request ids), so that a long-lived world does not grow without end.
     pub fn forget_operations_before(&mut self, cutoff: DateTime<Utc>) {
-        self.operations.retain(|_, op| !(op.done() && op.inserted < cutoff));
+        self.operations.retain(|_, op| !(op.done(cutoff) && op.inserted < cutoff));
         let operations = &self.operations;
         self.request_ids.retain(|_, seq| operations.contains_key(seq));
+    }
+
+    /// Forgets deleted instances whose STOPPING is over.
+    pub fn forget_deleted(&mut self, now: DateTime<Utc>, lifecycle: &Lifecycle) {
+        self.instances.retain(|_, i| i.deleted.is_none_or(|at| now < after(at, lifecycle.gce_stopping)));
     }
 
     /// Sequence number of the newest instance (0 without any).
@@ -428,6 +456,7 @@ impl World {
                 machine_type: request.machine_type.clone(),
                 created: self.now,
                 spec: request.spec.clone(),
+                deleted: None,
             };
             self.gce.instances.insert(seq, instance);
         }
@@ -436,6 +465,7 @@ impl World {
             Naming::Pattern(_) => None,
         };
         let bulk = matches!(request.naming, Naming::Pattern(_)).then_some((request.count, created));
+        let running_at = after(after(self.now, self.lifecycle.gce_provisioning), self.lifecycle.gce_staging);
         Ok(self.gce_operation(GceOperation {
             id: 0,
             name: String::new(),
@@ -449,12 +479,14 @@ impl World {
             errors,
             http_error_status,
             bulk,
-            polled: false,
+            // A refused create takes its provisioning phase to find out.
+            done_at: if created > 0 { running_at } else { after(self.now, self.lifecycle.gce_provisioning) },
         }))
     }
 
-    /// `instances.delete`: the instance goes at once and its capacity returns
-    /// to the zone's pool.
+    /// `instances.delete`: the instance is STOPPING, its name still taken,
+    /// for the lifecycle's `gce_stopping` (gone at once without one); its
+    /// capacity returns to the zone's pool now.
     pub fn gce_delete(
         &mut self,
         project: &str,
@@ -468,16 +500,21 @@ impl World {
             return Ok(&self.gce.operations[&seq]);
         }
         let found = self.gce.instances.iter().find(|(_, i)| i.project == project && i.zone == zone && i.name == name);
-        let Some((&seq, _)) = found else {
+        let Some((&seq, instance)) = found else {
             return Err(GceError::NotFound(format!("projects/{project}/zones/{zone}/instances/{name}")));
         };
-        let Some(instance) = self.gce.instances.remove(&seq) else {
-            return Err(GceError::NotFound(format!("projects/{project}/zones/{zone}/instances/{name}")));
-        };
-        if let Some(Some(available)) =
-            self.pool_mut(Cloud::Gcp, zone, &instance.machine_type).map(|p| p.available.as_mut())
-        {
-            *available = available.saturating_add(1);
+        let (id, machine_type, already_deleted) = (instance.id, instance.machine_type.clone(), instance.deleted);
+        let gone_at = after(already_deleted.unwrap_or(self.now), self.lifecycle.gce_stopping);
+        if already_deleted.is_none() {
+            if gone_at <= self.now {
+                self.gce.instances.remove(&seq);
+            } else if let Some(instance) = self.gce.instances.get_mut(&seq) {
+                instance.deleted = Some(self.now);
+            }
+            if let Some(Some(available)) = self.pool_mut(Cloud::Gcp, zone, &machine_type).map(|p| p.available.as_mut())
+            {
+                *available = available.saturating_add(1);
+            }
         }
         Ok(self.gce_operation(GceOperation {
             id: 0,
@@ -485,14 +522,14 @@ impl World {
             project: project.into(),
             zone: zone.into(),
             operation_type: "delete".into(),
-            target: Some(instance.name),
-            target_id: Some(instance.id),
+            target: Some(name.into()),
+            target_id: Some(id),
             request_id,
             inserted: self.now,
             errors: Vec::new(),
             http_error_status: None,
             bulk: None,
-            polled: false,
+            done_at: gone_at,
         }))
     }
 
@@ -513,17 +550,29 @@ impl World {
         self.gce.operations.entry(seq).or_insert(operation)
     }
 
-    /// `zoneOperations.get` and `wait`: the operation, DONE from now on.
-    pub fn gce_operation_status(&mut self, project: &str, zone: &str, name: &str) -> Result<&GceOperation, GceError> {
+    /// `zoneOperations.get`: the operation as it stands.
+    pub fn gce_find_operation(&self, project: &str, zone: &str, name: &str) -> Result<&GceOperation, GceError> {
         self.gce
             .operations
-            .values_mut()
+            .values()
             .find(|op| op.project == project && op.zone == zone && op.name == name)
-            .map(|op| {
-                op.polled = true;
-                &*op
-            })
             .ok_or_else(|| GceError::NotFound(format!("projects/{project}/zones/{zone}/operations/{name}")))
+    }
+
+    /// `zoneOperations.wait`: the answer is held until the operation is
+    /// done or [`OPERATION_WAIT_LIMIT`] has passed, in simulated time, so
+    /// the clock moves on to then.
+    pub fn gce_wait_operation(&mut self, project: &str, zone: &str, name: &str) -> Result<&GceOperation, GceError> {
+        let done_at = self.gce_find_operation(project, zone, name)?.done_at;
+        if let Some(wait) = (done_at - self.now).to_std().ok().filter(|wait| !wait.is_zero()) {
+            self.advance(wait.min(OPERATION_WAIT_LIMIT)).map_err(|e| GceError::Invalid(e.to_string()))?;
+        }
+        self.gce_find_operation(project, zone, name)
+    }
+
+    /// The `status` Compute Engine shows of an instance now.
+    pub fn gce_status(&self, instance: &GceInstance) -> &'static str {
+        instance.status(self.now, &self.lifecycle)
     }
 
     pub fn gce_instance(&self, project: &str, zone: &str, name: &str) -> Result<&GceInstance, GceError> {
@@ -559,23 +608,20 @@ impl World {
                 )));
             }
         };
-        let after = match page_token {
-            None | Some("") => 0,
+        let cursor = match page_token {
+            None | Some("") => Cursor::default(),
             Some(token) => parse_page_token(token)
                 .ok_or_else(|| GceError::Invalid(format!("Invalid value for field 'pageToken': '{token}'.")))?,
         };
-        let mut matching = self
+        let matching = self
             .gce
             .instances
-            .range(after.saturating_add(1)..)
+            .range(cursor.after.saturating_add(1)..)
             .filter(|(_, i)| i.project == project && zone.is_none_or(|z| i.zone == z))
-            .filter(|(_, i)| filter.as_ref().is_none_or(|f| f.matches(i)));
-        let page: Vec<(&u64, &GceInstance)> = matching.by_ref().take(page_size).collect();
-        let next_page_token = match (page.last(), matching.next()) {
-            (Some((seq, _)), Some(_)) => Some(format!("{PAGE_TOKEN_PREFIX}{seq}")),
-            _ => None,
-        };
-        Ok(GcePage { instances: page.into_iter().map(|(_, i)| i).collect(), next_page_token })
+            .filter(|(_, i)| filter.as_ref().is_none_or(|f| f.matches(i, self.gce_status(i))))
+            .map(|(seq, i)| (*seq, i));
+        let (instances, next) = self.paging.page(cursor, page_size, matching);
+        Ok(GcePage { instances, next_page_token: next.map(|c| format!("{PAGE_TOKEN_PREFIX}{}", c.token())) })
     }
 
     /// `regions.get`: the region's zones and quotas, or `None` for a region
@@ -595,8 +641,8 @@ impl World {
 
 const PAGE_TOKEN_PREFIX: &str = "sim-gce-after-";
 
-fn parse_page_token(token: &str) -> Option<u64> {
-    token.strip_prefix(PAGE_TOKEN_PREFIX)?.parse().ok()
+fn parse_page_token(token: &str) -> Option<Cursor> {
+    Cursor::parse(token.strip_prefix(PAGE_TOKEN_PREFIX)?)
 }
 
 /// A list filter: terms that must all hold (`a = b AND c != d`, or
@@ -665,9 +711,10 @@ impl Filter {
         Ok(Filter { terms })
     }
 
-    fn matches(&self, instance: &GceInstance) -> bool {
+    /// Whether the instance, whose status is `status` now, passes every term.
+    fn matches(&self, instance: &GceInstance, status: &str) -> bool {
         self.terms.iter().all(|term| {
-            let value = field_value(instance, &term.field);
+            let value = field_value(instance, status, &term.field);
             match &term.op {
                 Op::Equals(wanted, negate) => (value.as_deref() == Some(wanted.as_str())) != *negate,
                 Op::Has(wanted) if wanted == "*" => value.is_some(),
@@ -683,13 +730,13 @@ fn is_filter_field(field: &str) -> bool {
         || field.strip_prefix("labels.").is_some_and(|key| !key.is_empty())
 }
 
-fn field_value(instance: &GceInstance, field: &str) -> Option<String> {
+fn field_value(instance: &GceInstance, status: &str, field: &str) -> Option<String> {
     if let Some(key) = field.strip_prefix("labels.") {
         return instance.spec.labels.get(key).cloned();
     }
     Some(match field {
         "name" => instance.name.clone(),
-        "status" => "RUNNING".into(),
+        "status" => status.into(),
         "machineType" => instance.machine_type.clone(),
         "zone" => instance.zone.clone(),
         "id" => instance.id.to_string(),

@@ -28,6 +28,8 @@ mod endpoint;
 pub mod faults;
 mod gce;
 mod gce_world;
+mod lifecycle;
+mod paging;
 pub mod scenario;
 mod server;
 mod service_quotas;
@@ -215,31 +217,50 @@ pub fn advance_embedded(state_dir: &Path, by: std::time::Duration) -> Result<Dat
 
 /// Asks a running simulator for its simulated time (`GET {url}/_sim/time`).
 pub async fn sim_now(url: &str) -> Result<DateTime<Utc>, SimError> {
+    let client = reqwest::Client::new();
+    sim_time(url, client.get(format!("{}/_sim/time", url.trim_end_matches('/')))).await
+}
+
+/// Moves a running simulator's clock forward (`POST {url}/_sim/advance`).
+pub async fn sim_advance(url: &str, by: std::time::Duration) -> Result<DateTime<Utc>, SimError> {
+    let body = serde_json::json!({ "by": humantime::format_duration(by).to_string() });
+    let client = reqwest::Client::new();
+    sim_time(url, client.post(format!("{}/_sim/advance", url.trim_end_matches('/'))).json(&body)).await
+}
+
+/// Sends an admin request that answers with the simulated time.
+async fn sim_time(url: &str, request: reqwest::RequestBuilder) -> Result<DateTime<Utc>, SimError> {
     #[derive(serde::Deserialize)]
     struct Time {
         now: DateTime<Utc>,
     }
     let failed = |message: String| SimError::Client { url: url.to_string(), message };
-    let endpoint = format!("{}/_sim/time", url.trim_end_matches('/'));
-    let response = reqwest::get(&endpoint).await.map_err(|e| failed(e.to_string()))?;
+    let response = request.send().await.map_err(|e| failed(e.to_string()))?;
     let response = response.error_for_status().map_err(|e| failed(e.to_string()))?;
     let time: Time = response.json().await.map_err(|e| failed(e.to_string()))?;
     Ok(time.now)
 }
 
-/// The clock of a running simulator, read over its admin API: commands run
+/// The clock of a running simulator, over its admin API: commands run
 /// against a simulator live in its simulated time, so tests advance that
-/// instead of sleeping.
+/// instead of sleeping, and a command that waits for the simulated clouds
+/// moves it on.
 pub struct SimClock {
     pub url: String,
+}
+
+fn clock_error(e: SimError) -> crate::model::ClockError {
+    crate::model::ClockError { source_name: "simulator".into(), message: e.to_string() }
 }
 
 #[async_trait::async_trait]
 impl crate::model::Clock for SimClock {
     async fn now(&self) -> Result<DateTime<Utc>, crate::model::ClockError> {
-        sim_now(&self.url)
-            .await
-            .map_err(|e| crate::model::ClockError { source_name: "simulator".into(), message: e.to_string() })
+        sim_now(&self.url).await.map_err(clock_error)
+    }
+
+    async fn sleep(&self, by: std::time::Duration) -> Result<(), crate::model::ClockError> {
+        sim_advance(&self.url, by).await.map(drop).map_err(clock_error)
     }
 }
 

@@ -7,6 +7,8 @@
 
 use super::SimError;
 use super::faults::{ErrorFaults, RateLimit, cloud_of_call};
+use super::lifecycle::{Lifecycle, RawLifecycle};
+use super::paging::Paging;
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,10 @@ struct RawScenario {
     images: Vec<RawImage>,
     #[serde(default)]
     networks: ScenarioNetworks,
+    #[serde(default)]
+    lifecycle: RawLifecycle,
+    #[serde(default)]
+    paging: Paging,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +133,10 @@ pub struct Scenario {
     pub images: Vec<ScenarioImage>,
     /// Which networks and resource groups exist (`[networks]`).
     pub networks: ScenarioNetworks,
+    /// How long instances take to start and to go away (`[lifecycle]`).
+    pub lifecycle: Lifecycle,
+    /// Whether lists give short and empty pages (`[paging]`).
+    pub paging: Paging,
     /// Content hash of the file, so that a stored world can tell whether it
     /// was created from this very scenario.
     pub content_hash: String,
@@ -366,6 +376,8 @@ impl Scenario {
             arm_page_size,
             images,
             networks: raw.networks,
+            lifecycle: raw.lifecycle.check().map_err(invalid)?,
+            paging: raw.paging,
             content_hash: content_hash(text.as_bytes()),
         })
     }

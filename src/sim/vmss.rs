@@ -5,9 +5,9 @@
 //! Pure, like [`super::world`]: the wire format lives in `arm`. Changes happen
 //! at once when requested (capacity is taken from the region's pool, VMs are
 //! created or deleted), but the operation that reports them answers
-//! `InProgress` on its first poll and its outcome afterwards, so clients have
-//! to follow long-running operations as they must on ARM. Nothing reads a
-//! clock: operations move on when they are polled, not when time passes.
+//! `InProgress` for the lifecycle's `azure_operation` of simulated time and
+//! its outcome afterwards, so clients have to follow long-running operations
+//! as they must on ARM. Operations move on with the clock, not with polls.
 
 use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
@@ -18,8 +18,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 
-/// Polls an operation answers `InProgress` before it reports its outcome.
-const POLLS_IN_PROGRESS: u32 = 1;
 /// Most VMs a scale set with flexible orchestration may hold, as on ARM.
 pub const MAX_CAPACITY: u32 = 1000;
 /// Keeps VM sequence numbers from yielding the same suffixes as other ids.
@@ -155,7 +153,21 @@ pub struct Operation {
     pub start: DateTime<Utc>,
     /// `None` when the work succeeded.
     pub error: Option<ArmFault>,
-    pub polls: u32,
+    /// When it reports its outcome; world files written before the
+    /// lifecycle was modelled read every operation as done.
+    #[serde(default = "super::world::earliest_time")]
+    pub done_at: DateTime<Utc>,
+}
+
+impl Operation {
+    /// What a poll at `now` says.
+    pub fn status(&self, now: DateTime<Utc>) -> OperationStatus {
+        match &self.error {
+            _ if now < self.done_at => OperationStatus::InProgress,
+            None => OperationStatus::Succeeded,
+            Some(error) => OperationStatus::Failed(error.clone()),
+        }
+    }
 }
 
 /// What a poll of an operation says.
@@ -301,14 +313,11 @@ impl ArmState {
             .ok_or_else(|| ArmFault::not_found("virtualMachineScaleSets", &at.name, &at.resource_group))
     }
 
-    /// The provisioning state ARM shows: `Creating`/`Updating` until the
-    /// change's operation has reported its outcome, then the outcome.
-    pub fn provisioning_state<'a>(&'a self, set: &'a ScaleSet) -> &'a str {
-        let pending = set
-            .last_operation
-            .as_ref()
-            .and_then(|name| self.operations.get(name))
-            .is_some_and(|op| op.polls <= POLLS_IN_PROGRESS);
+    /// The provisioning state ARM shows at `now`: `Creating`/`Updating`
+    /// until the change's operation has its outcome, then the outcome.
+    pub fn provisioning_state<'a>(&'a self, set: &'a ScaleSet, now: DateTime<Utc>) -> &'a str {
+        let pending =
+            set.last_operation.as_ref().and_then(|name| self.operations.get(name)).is_some_and(|op| now < op.done_at);
         match (pending, set.created_by_last_operation) {
             (true, true) => "Creating",
             (true, false) => "Updating",
@@ -565,17 +574,11 @@ pub fn usages(world: &World, subscription: &str, location: &str) -> Vec<FamilyUs
         .collect()
 }
 
-/// One poll of an operation: `InProgress` at first, then its outcome.
-/// `None` for an operation the world never started.
-pub fn poll(world: &mut World, subscription: &str, name: &str) -> Option<(Operation, OperationStatus)> {
-    let op = world.arm.operations.get_mut(name).filter(|op| op.subscription.eq_ignore_ascii_case(subscription))?;
-    op.polls = op.polls.saturating_add(1);
-    let status = match (&op.error, op.polls <= POLLS_IN_PROGRESS) {
-        (_, true) => OperationStatus::InProgress,
-        (None, false) => OperationStatus::Succeeded,
-        (Some(error), false) => OperationStatus::Failed(error.clone()),
-    };
-    Some((op.clone(), status))
+/// An operation and what a poll of it says now; `None` for an operation
+/// the world never started.
+pub fn poll(world: &World, subscription: &str, name: &str) -> Option<(Operation, OperationStatus)> {
+    let op = world.arm.operations.get(name).filter(|op| op.subscription.eq_ignore_ascii_case(subscription))?;
+    Some((op.clone(), op.status(world.now)))
 }
 
 /// Whether a size is offered in a region; ARM refuses others up front.
@@ -698,7 +701,7 @@ fn new_operation(world: &mut World, subscription: &str, location: &str, error: O
         location: location.to_string(),
         start: world.now,
         error,
-        polls: 0,
+        done_at: super::lifecycle::after(world.now, world.lifecycle.azure_operation),
     };
     world.arm.operations.insert(operation.name.clone(), operation.clone());
     operation
@@ -747,16 +750,24 @@ mod tests {
         assert!(change.created);
         assert_eq!(vms(&world, "sub", "rg", None).len(), 3);
         let set = get(&world, &at("a")).unwrap().clone();
-        assert_eq!(world.arm.provisioning_state(&set), "Creating");
-        assert_eq!(poll(&mut world, "sub", &change.operation.name).unwrap().1, OperationStatus::InProgress);
-        assert_eq!(poll(&mut world, "sub", &change.operation.name).unwrap().1, OperationStatus::Succeeded);
-        assert_eq!(world.arm.provisioning_state(&set), "Succeeded");
+        assert_eq!(world.arm.provisioning_state(&set, world.now), "Creating");
+        assert_eq!(poll(&world, "sub", &change.operation.name).unwrap().1, OperationStatus::InProgress);
+        assert_eq!(
+            poll(&world, "sub", &change.operation.name).unwrap().1,
+            OperationStatus::InProgress,
+            "polls alone move nothing"
+        );
+        world.advance(std::time::Duration::from_secs(29)).unwrap();
+        assert_eq!(poll(&world, "sub", &change.operation.name).unwrap().1, OperationStatus::InProgress);
+        world.advance(std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(poll(&world, "sub", &change.operation.name).unwrap().1, OperationStatus::Succeeded);
+        assert_eq!(world.arm.provisioning_state(&set, world.now), "Succeeded");
 
         let patch = ScaleSetPatch { capacity: Some(6), ..Default::default() };
         let change = update(&mut world, &at("a"), patch).unwrap();
         assert_eq!(vms(&world, "sub", "rg", Some(&set.id)).len(), 5, "the two left were allocated");
-        poll(&mut world, "sub", &change.operation.name);
-        let (_, status) = poll(&mut world, "sub", &change.operation.name).unwrap();
+        world.advance(std::time::Duration::from_secs(30)).unwrap();
+        let (_, status) = poll(&world, "sub", &change.operation.name).unwrap();
         assert!(matches!(status, OperationStatus::Failed(ref e) if e.code == "AllocationFailed"), "{status:?}");
         assert_eq!(get(&world, &at("a")).unwrap().capacity, 6, "the model keeps what was asked");
     }

@@ -11,6 +11,8 @@
 
 use super::faults::{Fault, Faults};
 use super::gce_world::GceWorld;
+use super::lifecycle::{Lifecycle, after};
+use super::paging::{Cursor, Paging};
 use super::scenario::Scenario;
 use crate::catalog::Catalog;
 use crate::model::Cloud;
@@ -75,10 +77,15 @@ pub struct ScheduledCapacity {
     pub capacity: Option<u32>,
 }
 
+/// An EC2 instance's state. A stored instance is `Running` from its launch
+/// and `Terminated` once asked to; what EC2 shows in between (`pending`,
+/// `shutting-down`) follows from the clock, see [`Instance::phase`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceState {
+    Pending,
     Running,
+    ShuttingDown,
     Terminated,
 }
 
@@ -86,14 +93,18 @@ impl InstanceState {
     /// EC2's numeric state code.
     pub fn code(self) -> u32 {
         match self {
+            InstanceState::Pending => 0,
             InstanceState::Running => 16,
+            InstanceState::ShuttingDown => 32,
             InstanceState::Terminated => 48,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            InstanceState::Pending => "pending",
             InstanceState::Running => "running",
+            InstanceState::ShuttingDown => "shutting-down",
             InstanceState::Terminated => "terminated",
         }
     }
@@ -122,6 +133,21 @@ pub struct Instance {
     /// EC2: what the instance was launched with besides its image.
     #[serde(default, skip_serializing_if = "super::account::Ec2Attachments::is_empty")]
     pub attach: super::account::Ec2Attachments,
+}
+
+impl Instance {
+    /// The state EC2 shows at `now`: `pending` for the lifecycle's first
+    /// moments, `shutting-down` for a while after termination.
+    pub fn phase(&self, now: DateTime<Utc>, lifecycle: &Lifecycle) -> InstanceState {
+        match (self.state, self.terminated_at) {
+            (InstanceState::Terminated, Some(at)) if now < after(at, lifecycle.ec2_shutting_down) => {
+                InstanceState::ShuttingDown
+            }
+            (InstanceState::Terminated | InstanceState::ShuttingDown, _) => InstanceState::Terminated,
+            _ if now < after(self.launch_time, lifecycle.ec2_pending) => InstanceState::Pending,
+            _ => InstanceState::Running,
+        }
+    }
 }
 
 /// The facts of an EC2 instance type that DescribeInstanceTypes reports.
@@ -313,6 +339,14 @@ pub struct World {
     /// `sim serve --latency`), at most [`super::scenario::MAX_WIRE_LATENCY`].
     #[serde(default)]
     pub wire_latency: Duration,
+    /// How long instances take to start and to go away; world files written
+    /// before it was modelled get the default.
+    #[serde(default)]
+    pub(super) lifecycle: Lifecycle,
+    /// Whether lists give short and empty pages; world files written before
+    /// they were modelled get the default.
+    #[serde(default)]
+    pub(super) paging: Paging,
     /// Set when the current call met [`Fault::Reset`]: the server then drops
     /// the connection instead of answering (see [`World::take_reset`]).
     #[serde(skip)]
@@ -352,6 +386,8 @@ impl World {
             account: super::account::Account::new(scenario, catalog),
             reset_pending: false,
             wire_latency: scenario.map_or(Duration::ZERO, |s| s.wire_latency),
+            lifecycle: scenario.map(|s| s.lifecycle).unwrap_or_default(),
+            paging: scenario.map(|s| s.paging).unwrap_or_default(),
         };
         for region in &catalog.regions {
             let zones = match region.cloud {
@@ -431,6 +467,11 @@ impl World {
     }
 
     /// The instance with sequence number `seq`, if the world still shows it.
+    /// The state EC2 shows of an instance now.
+    pub fn ec2_phase(&self, instance: &Instance) -> InstanceState {
+        instance.phase(self.now, &self.lifecycle)
+    }
+
     pub fn instance_by_seq(&self, seq: u64) -> Option<&Instance> {
         self.instances.get(&seq)
     }
@@ -528,6 +569,7 @@ impl World {
         let now = self.now;
         self.instances.retain(|_, i| i.terminated_at.is_none_or(|t| now - t < visible));
         self.gce.forget_operations_before(now - visible);
+        self.gce.forget_deleted(now, &self.lifecycle);
         Ok(self.now)
     }
 
@@ -648,27 +690,26 @@ impl World {
         if !missing.is_empty() {
             return Err(WorldError::InstancesNotFound { ids: missing });
         }
-        let after_seq = match &query.next_token {
-            None => 0,
+        let cursor = match &query.next_token {
+            None => Cursor::default(),
             Some(token) => parse_next_token(token).ok_or_else(|| WorldError::InvalidNextToken(token.clone()))?,
         };
         let page_size = query.max_results.map_or(usize::MAX, |m| m as usize);
         // Named instances are looked up, not searched for among all of them.
         let named: BTreeMap<u64, &Instance> =
             query.instance_ids.iter().filter_map(|id| self.instance(&query.region, id)).map(|i| (i.seq, i)).collect();
+        let from = cursor.after.saturating_add(1);
         let candidates: Box<dyn Iterator<Item = &Instance>> = if query.instance_ids.is_empty() {
-            Box::new(self.instances.range(after_seq.saturating_add(1)..).map(|(_, i)| i))
+            Box::new(self.instances.range(from..).map(|(_, i)| i))
         } else {
-            Box::new(named.range(after_seq.saturating_add(1)..).map(|(_, i)| *i))
+            Box::new(named.range(from..).map(|(_, i)| *i))
         };
-        let mut matching = candidates
+        let matching = candidates
             .filter(|i| i.region == query.region)
-            .filter(|i| query.filters.iter().all(|f| filter_matches(f, i)));
-        let page: Vec<&Instance> = matching.by_ref().take(page_size).collect();
-        let next_token = match (page.last(), matching.next()) {
-            (Some(last), Some(_)) => Some(next_token_after(last.seq)),
-            _ => None,
-        };
+            .filter(|i| query.filters.iter().all(|f| filter_matches(f, i, self.ec2_phase(i))))
+            .map(|i| (i.seq, i));
+        let (page, next) = self.paging.page(cursor, page_size, matching);
+        let next_token = next.map(next_token_at);
         let mut reservations: Vec<(&str, Vec<&Instance>)> = Vec::new();
         for instance in page {
             match reservations.last_mut() {
@@ -686,7 +727,7 @@ impl World {
         if !missing.is_empty() {
             return Err(WorldError::InstancesNotFound { ids: missing });
         }
-        let now = self.now;
+        let (now, lifecycle) = (self.now, self.lifecycle);
         let mut changes = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(seq) = self.instance(region, id).map(|i| i.seq) else {
@@ -695,8 +736,8 @@ impl World {
             let Some(instance) = self.instances.get_mut(&seq) else {
                 continue;
             };
-            let previous = instance.state;
-            if previous == InstanceState::Running {
+            let previous = instance.phase(now, &lifecycle);
+            if instance.state == InstanceState::Running {
                 instance.state = InstanceState::Terminated;
                 instance.terminated_at = Some(now);
                 let (cloud, zone, instance_type) =
@@ -705,7 +746,8 @@ impl World {
                     *available = available.saturating_add(1);
                 }
             }
-            changes.push(StateChange { instance_id: id.clone(), previous, current: InstanceState::Terminated });
+            let current = self.instances.get(&seq).map_or(InstanceState::Terminated, |i| i.phase(now, &lifecycle));
+            changes.push(StateChange { instance_id: id.clone(), previous, current });
         }
         Ok(changes)
     }
@@ -945,12 +987,12 @@ const fn inverse_mod_2_64(odd: u64) -> u64 {
 
 const NEXT_TOKEN_PREFIX: &str = "sim-after-";
 
-fn next_token_after(seq: u64) -> String {
-    format!("{NEXT_TOKEN_PREFIX}{seq}")
+fn next_token_at(cursor: Cursor) -> String {
+    format!("{NEXT_TOKEN_PREFIX}{}", cursor.token())
 }
 
-fn parse_next_token(token: &str) -> Option<u64> {
-    token.strip_prefix(NEXT_TOKEN_PREFIX)?.parse().ok()
+fn parse_next_token(token: &str) -> Option<Cursor> {
+    Cursor::parse(token.strip_prefix(NEXT_TOKEN_PREFIX)?)
 }
 
 const SUPPORTED_FILTERS: &[&str] = &[
@@ -969,7 +1011,7 @@ fn is_supported_filter(name: &str) -> bool {
     name.strip_prefix("tag:").is_some_and(|key| !key.is_empty()) || SUPPORTED_FILTERS.contains(&name)
 }
 
-fn filter_matches(filter: &Filter, instance: &Instance) -> bool {
+fn filter_matches(filter: &Filter, instance: &Instance, phase: InstanceState) -> bool {
     let any = |candidate: &str| filter.values.iter().any(|pattern| glob_matches(pattern, candidate));
     if let Some(key) = filter.name.strip_prefix("tag:") {
         return instance.tags.get(key).is_some_and(|value| any(value));
@@ -977,8 +1019,8 @@ fn filter_matches(filter: &Filter, instance: &Instance) -> bool {
     match filter.name.as_str() {
         "tag-key" => instance.tags.keys().any(|k| any(k)),
         "tag-value" => instance.tags.values().any(|v| any(v)),
-        "instance-state-name" => any(instance.state.name()),
-        "instance-state-code" => any(&instance.state.code().to_string()),
+        "instance-state-name" => any(phase.name()),
+        "instance-state-code" => any(&phase.code().to_string()),
         "instance-type" => any(&instance.instance_type),
         "instance-id" => any(&instance.id),
         "availability-zone" => any(&instance.zone),
@@ -1178,7 +1220,9 @@ mod tests {
 
         let ids: Vec<String> = first.instances.iter().map(|i| i.id.clone()).collect();
         let changes = world.terminate("us-east-1", &ids).unwrap();
-        assert!(changes.iter().all(|c| c.previous == InstanceState::Running && c.current == InstanceState::Terminated));
+        assert!(
+            changes.iter().all(|c| c.previous == InstanceState::Pending && c.current == InstanceState::ShuttingDown)
+        );
         let again = world.launch(request("p5.48xlarge", 5, 5)).unwrap();
         assert!(again.instances.iter().all(|i| i.zone == "us-east-1c"));
     }
@@ -1312,7 +1356,7 @@ mod tests {
 
     #[test]
     fn sim_describe_pages_group_instances_into_reservations() {
-        let mut world = World::new(None, &Catalog::builtin()).unwrap();
+        let mut world = world("[paging]\nshort_pages = false\n");
         for _ in 0..4 {
             world.launch(tagged("p5.48xlarge", 3, "team", "ml")).unwrap();
         }
@@ -1337,11 +1381,54 @@ mod tests {
     }
 
     #[test]
+    fn sim_ec2_instances_are_pending_then_running_and_shutting_down_then_terminated_with_time_alone() {
+        let mut world = world("[lifecycle]\nec2_pending = \"20s\"\nec2_shutting_down = \"40s\"\n");
+        let id = world.launch(request("p5.48xlarge", 1, 1)).unwrap().instances[0].id.clone();
+        let phase = |world: &World| world.ec2_phase(world.instance("us-east-1", &id).unwrap());
+        assert_eq!(phase(&world), InstanceState::Pending);
+        world.advance(Duration::from_secs(19)).unwrap();
+        assert_eq!(phase(&world), InstanceState::Pending);
+        world.advance(Duration::from_secs(1)).unwrap();
+        assert_eq!(phase(&world), InstanceState::Running);
+        let change = world.terminate("us-east-1", std::slice::from_ref(&id)).unwrap().remove(0);
+        assert_eq!((change.previous, change.current), (InstanceState::Running, InstanceState::ShuttingDown));
+        world.advance(Duration::from_secs(39)).unwrap();
+        assert_eq!(phase(&world), InstanceState::ShuttingDown);
+        world.advance(Duration::from_secs(1)).unwrap();
+        assert_eq!(phase(&world), InstanceState::Terminated);
+    }
+
+    #[test]
+    fn sim_describe_pages_may_be_short_or_empty_and_still_list_every_instance_once() {
+        let mut world = world("[paging]\nseed = 7\n");
+        for _ in 0..40 {
+            world.launch(request("p5.48xlarge", 3, 3)).unwrap();
+        }
+        let mut query = DescribeQuery { region: "us-east-1".into(), max_results: Some(10), ..DescribeQuery::default() };
+        let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+        loop {
+            let page = world.describe(&query).unwrap();
+            let ids: Vec<String> = page.reservations.iter().flat_map(|(_, m)| m.iter().map(|i| i.id.clone())).collect();
+            sizes.push(ids.len());
+            seen.extend(ids);
+            match page.next_token {
+                Some(token) => query.next_token = Some(token),
+                None => break,
+            }
+        }
+        let all: Vec<String> = world.instances().map(|i| i.id.clone()).collect();
+        assert_eq!(seen, all);
+        assert!(sizes.contains(&0), "an empty page with a next token: {sizes:?}");
+        assert!(sizes.iter().any(|&n| n > 0 && n < 10), "a short page: {sizes:?}");
+    }
+
+    #[test]
     fn sim_describe_filters_and_rejects_bad_queries() {
         let mut world = World::new(None, &Catalog::builtin()).unwrap();
         let ml = world.launch(tagged("p5.48xlarge", 2, "team", "ml-train")).unwrap();
         world.launch(tagged("p5.48xlarge", 1, "owner", "ops")).unwrap();
         world.terminate("us-east-1", std::slice::from_ref(&ml.instances[0].id)).unwrap();
+        world.advance(Duration::from_secs(60)).unwrap();
         let count = |filters: Vec<Filter>| {
             let query = DescribeQuery { region: "us-east-1".into(), filters, ..DescribeQuery::default() };
             world.describe(&query).unwrap().reservations.iter().map(|(_, m)| m.len()).sum::<usize>()

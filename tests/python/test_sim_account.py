@@ -54,6 +54,11 @@ aws_default_vpcs = ["us-east-1"]
 gcp_networks = ["default"]
 azure_resource_groups = ["gpu"]
 azure_subnets = ["gpu/net/default"]
+
+# Azure's operations end at once: azure-core's poller sleeps Retry-After in
+# real time, and nothing moves this simulator's clock.
+[lifecycle]
+azure_operation = "0s"
 """
 AMI = "ami-0123456789abcdef0"
 

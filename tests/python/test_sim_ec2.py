@@ -52,14 +52,22 @@ def launch(ec2, count, tags=None, **extra):
 
 
 def test_launch_with_tags(start_sim):
-    ec2 = ec2_of(start_sim())
+    sim = start_sim()
+    ec2 = ec2_of(sim)
     reservation = launch(ec2, 2, {"gpufleet-plan": "training", "note": "a&b <c>"}, UserData="echo hi")
     instances = reservation["Instances"]
     assert len(instances) == 2
     assert reservation["ReservationId"].startswith("r-")
+    # Pending for the default lifecycle's 15 s of simulated time, then running.
+    sim.admin("/_sim/advance", {"by": "14s"})
+    described = ec2.describe_instances(InstanceIds=[i["InstanceId"] for i in instances])["Reservations"][0]
+    assert {i["State"]["Name"] for i in described["Instances"]} == {"pending"}
+    sim.admin("/_sim/advance", {"by": "1s"})
+    waiter = ec2.get_waiter("instance_running")
+    waiter.wait(InstanceIds=[i["InstanceId"] for i in instances], WaiterConfig={"Delay": 0})
     for instance in instances:
         assert instance["InstanceId"].startswith("i-") and len(instance["InstanceId"]) == 19
-        assert instance["State"] == {"Code": 16, "Name": "running"}
+        assert instance["State"] == {"Code": 0, "Name": "pending"}
         assert instance["InstanceType"] == "p5.48xlarge"
         assert instance["Placement"]["AvailabilityZone"].startswith("us-east-1")
         assert instance["LaunchTime"] == SIM_START
@@ -83,10 +91,12 @@ def test_paged_describe_with_tag_filters(start_sim):
             PaginationConfig={"PageSize": 5},
         )
     )
+    # The default world's pages may be short or empty and still carry a
+    # NextToken; the paginator follows it to the end.
     per_page = [sum(len(r["Instances"]) for r in page["Reservations"]) for page in pages]
-    assert per_page == [5, 5, 2]
+    assert all(n <= 5 for n in per_page) and (0 in per_page or len(per_page) > 3), per_page
     ids = [i["InstanceId"] for page in pages for r in page["Reservations"] for i in r["Instances"]]
-    assert len(set(ids)) == 12
+    assert len(ids) == len(set(ids)) == 12
 
     wildcard = ec2.describe_instances(Filters=[{"Name": "tag:gpufleet-plan", "Values": ["train*", "oth?r"]}])
     assert sum(len(r["Instances"]) for r in wildcard["Reservations"]) == 14
@@ -97,17 +107,25 @@ def test_paged_describe_with_tag_filters(start_sim):
 
 
 def test_terminate(start_sim):
-    ec2 = ec2_of(start_sim())
+    sim = start_sim()
+    ec2 = ec2_of(sim)
     ids = [i["InstanceId"] for i in launch(ec2, 3)["Instances"]]
+    sim.admin("/_sim/advance", {"by": "15s"})
     result = ec2.terminate_instances(InstanceIds=ids[:2])
     changes = {c["InstanceId"]: c for c in result["TerminatingInstances"]}
     assert set(changes) == set(ids[:2])
     assert all(c["PreviousState"]["Name"] == "running" for c in changes.values())
-    assert all(c["CurrentState"] == {"Code": 48, "Name": "terminated"} for c in changes.values())
+    assert all(c["CurrentState"] == {"Code": 32, "Name": "shutting-down"} for c in changes.values())
 
-    described = ec2.describe_instances(InstanceIds=ids)
-    states = {i["InstanceId"]: i["State"]["Name"] for r in described["Reservations"] for i in r["Instances"]}
-    assert states == {ids[0]: "terminated", ids[1]: "terminated", ids[2]: "running"}
+    def states():
+        described = ec2.describe_instances(InstanceIds=ids)
+        return {i["InstanceId"]: i["State"]["Name"] for r in described["Reservations"] for i in r["Instances"]}
+
+    assert states() == {ids[0]: "shutting-down", ids[1]: "shutting-down", ids[2]: "running"}
+    # Shutting down for the default lifecycle's 30 s, with time alone.
+    sim.admin("/_sim/advance", {"by": "30s"})
+    assert states() == {ids[0]: "terminated", ids[1]: "terminated", ids[2]: "running"}
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=ids[:2], WaiterConfig={"Delay": 0})
 
     with pytest.raises(ClientError) as unknown:
         ec2.terminate_instances(InstanceIds=[ids[2], "i-0123456789abcdef0"])
@@ -172,7 +190,7 @@ def test_dry_run_says_it_would_succeed_and_does_nothing(start_sim):
         ec2.terminate_instances(InstanceIds=[launched], DryRun=True)
     assert dry.value.response["Error"]["Code"] == "DryRunOperation"
     state = ec2.describe_instances(InstanceIds=[launched])["Reservations"][0]["Instances"][0]["State"]["Name"]
-    assert state == "running"
+    assert state == "pending"
 
 
 def test_idempotent_client_token(start_sim):

@@ -11,7 +11,7 @@ Run: cargo build && GPUFLEET_BIN=$PWD/target/debug/gpufleet python3 -m pytest te
 
 import pytest
 from google.api_core.client_options import ClientOptions
-from google.api_core.exceptions import BadRequest, NotFound
+from google.api_core.exceptions import BadRequest, Conflict, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
@@ -79,15 +79,19 @@ def bulk_insert(instances, operations, count, min_count, pattern, labels):
     return operations.wait(project=PROJECT, zone=ZONE, operation=extended.name)
 
 
-def test_create_list_by_label_and_delete(gce):
-    sim, instances, operations, _ = gce
-    instance = compute_v1.Instance(
-        name="referee-1",
+def instance_named(name, labels):
+    return compute_v1.Instance(
+        name=name,
         machine_type=f"zones/{ZONE}/machineTypes/a3-highgpu-8g",
-        labels={"gpufleet-plan": "demo", "team": "ml"},
+        labels=labels,
         disks=[boot_disk()],
         network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
+
+
+def test_create_list_by_label_and_delete(gce):
+    sim, instances, operations, _ = gce
+    instance = instance_named("referee-1", {"gpufleet-plan": "demo", "team": "ml"})
     request = compute_v1.InsertInstanceRequest(
         project=PROJECT, zone=ZONE, instance_resource=instance, request_id="4a7e1e4e-0000-4000-8000-000000000001"
     )
@@ -96,6 +100,8 @@ def test_create_list_by_label_and_delete(gce):
     # ZoneOperationsClient of its own that ignores client_options, so it
     # would ask compute.googleapis.com instead of the simulator.
     assert extended.status == compute_v1.Operation.Status.RUNNING
+    assert instances.get(project=PROJECT, zone=ZONE, instance="referee-1").status == "PROVISIONING"
+    # The wait holds its answer until the operation is done: simulated time moves on.
     done = operations.wait(project=PROJECT, zone=ZONE, operation=extended.name)
     assert done.status == compute_v1.Operation.Status.DONE and not done.error.errors
     assert done.target_id > 0 and done.client_operation_id == request.request_id
@@ -134,12 +140,18 @@ def test_create_list_by_label_and_delete(gce):
 
     deleted = instances.delete(project=PROJECT, zone=ZONE, instance="web-0001")
     polled = operations.get(project=PROJECT, zone=ZONE, operation=deleted.name)
-    assert polled.status == compute_v1.Operation.Status.DONE and polled.operation_type == "delete"
+    assert polled.status == compute_v1.Operation.Status.RUNNING and polled.operation_type == "delete"
+    # Until the delete is done, the instance is STOPPING and its name is taken.
+    assert instances.get(project=PROJECT, zone=ZONE, instance="web-0001").status == "STOPPING"
+    with pytest.raises(Conflict):
+        instances.insert(project=PROJECT, zone=ZONE, instance_resource=instance_named("web-0001", {"team": "web"}))
+    done = operations.wait(project=PROJECT, zone=ZONE, operation=deleted.name)
+    assert done.status == compute_v1.Operation.Status.DONE
     with pytest.raises(NotFound):
         instances.get(project=PROJECT, zone=ZONE, instance="web-0001")
 
     counters = sim.admin("/_sim/counters")["gcp"]
-    assert (counters["instances.insert"], counters["instances.delete"], counters["zoneOperations.wait"]) == (2, 1, 2)
+    assert (counters["instances.insert"], counters["instances.delete"], counters["zoneOperations.wait"]) == (3, 1, 3)
 
 
 def test_bulk_insert_min_count_capacity_error_and_quota(gce):
