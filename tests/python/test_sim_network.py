@@ -20,7 +20,7 @@ from google.api_core.exceptions import BadRequest, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 from test_sim_account import scale_set_in
-from test_sim_arm import SUBSCRIPTION, compute_of
+from test_sim_arm import INSTANT, SUBSCRIPTION, compute_of
 from test_sim_ec2 import ec2_of
 from test_sim_gce import boot_disk
 
@@ -67,7 +67,7 @@ azure_identities = ["gpu/node"]
 @pytest.fixture
 def sim(start_sim, tmp_path):
     scenario = tmp_path / "network.toml"
-    scenario.write_text(SCENARIO)
+    scenario.write_text(INSTANT + SCENARIO)
     return start_sim(scenario)
 
 
