@@ -60,7 +60,7 @@ impl Paging {
             return limit;
         }
         let roll = splitmix64(self.seed ^ cursor.after.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        if !cursor.after_empty && roll % 4 == 0 {
+        if !cursor.after_empty && roll.is_multiple_of(4) {
             return 0;
         }
         1 + (roll >> 8) as usize % limit
