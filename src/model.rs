@@ -138,6 +138,29 @@ pub struct Instance {
     pub scope: Option<Scope>,
 }
 
+/// What a node is launched with besides its type and image: the network it
+/// joins, who it runs as, the key its admin logs in with, and its boot disk.
+/// Each value as its own cloud names it; `None` or empty means the cloud's
+/// default (the default VPC or network, no identity, no key).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Launch {
+    /// EC2 subnet id of the zone, Compute Engine subnetwork of the region.
+    pub subnet: Option<String>,
+    /// Compute Engine network.
+    pub network: Option<String>,
+    /// EC2 security group ids.
+    pub security_groups: Vec<String>,
+    /// EC2 instance profile (name or ARN), Compute Engine service account
+    /// email, Azure user-assigned managed identity resource id.
+    pub identity: Option<String>,
+    /// OAuth scopes of a Compute Engine service account.
+    pub scopes: Vec<String>,
+    /// EC2 key pair name; an OpenSSH public key on Compute Engine and Azure.
+    pub ssh_key: Option<String>,
+    /// Boot disk size in GB (GiB on EC2 and Azure).
+    pub disk_gb: u32,
+}
+
 /// Where to create nodes: one offering of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Placement {

@@ -217,3 +217,187 @@ image = { gcp = "projects/ml-research/global/images/family/trainer" }
     assert!(row.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{row}");
     assert!(text.contains("(not asked: gcp could not be reached)"), "{text}");
 }
+
+/// A plan of the first apply that names its own subnet, security group, key
+/// pair and instance profile, none of which the new account has yet.
+const PLAN_WITH_OWN_NETWORK: &str = r#"
+name = "first-apply"
+
+[providers.aws]
+regions = ["us-east-1"]
+subnets = { "us-east-1a" = "subnet-0aaaaaaaaaaaaaaaa" }
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 2
+image = { aws = "ami-0123456789abcdef0" }
+ssh_key = { aws = "ops" }
+"#;
+
+#[test]
+fn check_lists_a_missing_subnet_and_key_pair_with_their_codes_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), &granting(&new_account(), "aws", "us-east-1", "L-417A185B", 768));
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_WITH_OWN_NETWORK).unwrap();
+    let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let out =
+        run(&["check", plan.to_str().unwrap(), "--sim-url", &server.url, "--state-dir", state.to_str().unwrap()], 1);
+    let text = stdout(&out);
+    for expected in [
+        "✗ network, aws p5.48xlarge in us-east-1a:",
+        "InvalidSubnetID.NotFound: The subnet ID 'subnet-0aaaaaaaaaaaaaaaa' does not exist",
+        "InvalidKeyPair.NotFound: The key pair 'ops' does not exist",
+        "aws ec2 import-key-pair --region us-east-1 --key-name ops",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // The other zones launch into the default VPC, which the new account has,
+    // but every zone lacks the key pair: no node can start.
+    assert!(text.contains("can reach 0 of 2 node(s)"), "{text}");
+    let counters = Admin::new(&server.url).get("/_sim/counters");
+    for (cloud, call) in common::MUTATING {
+        assert_eq!(count(&counters, cloud, call), 0, "check made {cloud} {call}: {counters}");
+    }
+    assert!(count(&counters, "aws", "DescribeKeyPairs") > 0, "{counters}");
+}
+
+/// Every cloud of the first apply, with the plan's own network, identity,
+/// key and boot disk on each.
+const PLAN_WITH_EVERYTHING: &str = r#"
+name = "first-apply"
+
+[providers.aws]
+regions = ["us-east-1"]
+subnets = { "us-east-1a" = "subnet-0aaaaaaaaaaaaaaaa" }
+security_groups = { "us-east-1" = ["sg-0aaaaaaaaaaaaaaaa"] }
+
+[providers.gcp]
+project = "ml-research"
+zones = ["us-central1-a"]
+network = "gpu"
+subnetworks = { "us-central1" = "gpu-us-central1" }
+
+[providers.azure]
+subscription = "00000000-0000-0000-0000-000000000000"
+resource_group = "gpufleet"
+regions = ["eastus"]
+subnet = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/gpufleet/providers/Microsoft.Network/virtualNetworks/gpu/subnets/nodes"
+ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFirstApplyExampleKeyReplaceWithYours ops@example"
+
+[fleets.trainers]
+gpu = "H100"
+gpus_per_node = 8
+nodes = 3
+placement = "spread"
+spread_by = "cloud"
+prefer = ["aws:us-east-1a"]
+disk_gb = 300
+image = { aws = "ami-0123456789abcdef0", gcp = "projects/ml-research/global/images/family/trainer", azure = "Canonical:0001-com-ubuntu-server-jammy:22_04-lts-gen2:latest" }
+identity = { aws = "gpu-node", gcp = "gpu-node@ml-research.iam.gserviceaccount.com", azure = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/gpufleet/providers/Microsoft.ManagedIdentity/userAssignedIdentities/gpu-node" }
+ssh_key = { aws = "ops", gcp = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGcpKeyExampleReplaceWithYours ops@example" }
+"#;
+
+/// The new account with quota for one node on each cloud and the plan's own
+/// network, identities and key pair.
+fn account_with_everything(missing: &str) -> String {
+    let mut scenario = granting(&new_account(), "aws", "us-east-1", "L-417A185B", 192);
+    scenario = granting(&scenario, "gcp", "us-central1", "NVIDIA_H100_GPUS", 8);
+    scenario = granting(&scenario, "azure", "eastus", "standardNDSH100v5Family", 96);
+    for (empty, named) in [
+        (
+            "aws_subnets = []",
+            r#"aws_subnets = [{ id = "subnet-0aaaaaaaaaaaaaaaa", zone = "us-east-1a", vpc = "vpc-0aaaaaaaaaaaaaaaa" }]"#,
+        ),
+        (
+            "aws_security_groups = []",
+            r#"aws_security_groups = [{ id = "sg-0aaaaaaaaaaaaaaaa", region = "us-east-1", vpc = "vpc-0aaaaaaaaaaaaaaaa" }]"#,
+        ),
+        ("aws_key_pairs = []", r#"aws_key_pairs = ["us-east-1/ops"]"#),
+        ("aws_instance_profiles = []", r#"aws_instance_profiles = ["gpu-node"]"#),
+        ("gcp_networks = [\"default\"]", r#"gcp_networks = ["default", "gpu"]"#),
+        ("gcp_subnetworks = []", r#"gcp_subnetworks = ["us-central1/gpu-us-central1"]"#),
+        ("gcp_service_accounts = []", r#"gcp_service_accounts = ["gpu-node@ml-research.iam.gserviceaccount.com"]"#),
+        ("azure_subnets = []", r#"azure_subnets = ["gpufleet/gpu/nodes"]"#),
+        ("azure_identities = []", r#"azure_identities = ["gpufleet/gpu-node"]"#),
+    ] {
+        assert!(scenario.contains(empty), "new-account.toml has no `{empty}`");
+        if !named.contains(missing) {
+            scenario = scenario.replace(empty, named);
+        }
+    }
+    scenario
+}
+
+#[test]
+fn apply_launches_each_cloud_with_the_plans_network_identity_key_and_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.toml");
+    std::fs::write(&plan, PLAN_WITH_EVERYTHING).unwrap();
+    let plan = plan.to_str().unwrap();
+    let scenario = write_scenario(dir.path(), &account_with_everything("nothing is missing"));
+    let server = SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let check = run(&["check", plan, "--sim-url", &server.url, "--state-dir", state], 0);
+    assert!(stdout(&check).contains("can reach all 3 node(s)"), "{}", stdout(&check));
+    run(&["apply", plan, "--sim-url", &server.url, "--auto-approve", "--state-dir", state], 0);
+
+    let world = Admin::new(&server.url).get("/_sim/world");
+    let ec2 = &world["instances"][0];
+    assert_eq!(ec2["zone"], "us-east-1a", "{ec2}");
+    let attach = &ec2["attach"];
+    assert_eq!(attach["subnet_id"], "subnet-0aaaaaaaaaaaaaaaa", "{ec2}");
+    assert_eq!(attach["security_group_ids"], serde_json::json!(["sg-0aaaaaaaaaaaaaaaa"]));
+    assert_eq!(
+        (attach["key_name"].as_str(), attach["instance_profile_name"].as_str()),
+        (Some("ops"), Some("gpu-node"))
+    );
+    assert_eq!(attach["block_devices"][0]["device_name"], "/dev/sda1", "the AMI's root device");
+    assert_eq!(attach["block_devices"][0]["volume_size_gb"], 300);
+
+    let spec = &world["gce_instances"][0]["spec"];
+    assert_eq!(spec["networks"][0]["network"], "global/networks/gpu", "{spec}");
+    assert_eq!(spec["networks"][0]["subnetwork"], "regions/us-central1/subnetworks/gpu-us-central1");
+    assert_eq!(spec["service_accounts"][0]["email"], "gpu-node@ml-research.iam.gserviceaccount.com");
+    assert_eq!(
+        spec["service_accounts"][0]["scopes"],
+        serde_json::json!(["https://www.googleapis.com/auth/cloud-platform"])
+    );
+    assert_eq!(spec["disk_size_gb"], 300);
+    assert!(spec["metadata"]["ssh-keys"].as_str().is_some_and(|k| k.starts_with("gpufleet:ssh-ed25519 ")), "{spec}");
+
+    assert_eq!(
+        world["azure_vms"].as_array().map(Vec::len),
+        Some(1),
+        "the managed identity exists, so the scale set was made"
+    );
+    assert_eq!(common::state_ids(Path::new(state))["trainers"].len(), 3);
+}
+
+#[test]
+fn apply_against_an_account_without_the_plans_identity_is_refused_in_each_clouds_words() {
+    for (missing, code) in [
+        ("disk_gb = 50", "InvalidBlockDeviceMapping"),
+        ("ops", "InvalidKeyPair.NotFound"),
+        ("[\"gpu-node\"]", "InvalidParameterValue"),
+        ("sg-0aaa", "InvalidGroup.NotFound"),
+        ("gpu-us-central1", "notFound"),
+        ("iam.gserviceaccount.com", "invalid"),
+        ("gpufleet/gpu-node", "FailedIdentityOperation"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("plan.toml");
+        // The AMI of the new account is 100 GB.
+        let disk = if missing.starts_with("disk_gb") { missing } else { "disk_gb = 300" };
+        std::fs::write(&plan, PLAN_WITH_EVERYTHING.replace("disk_gb = 300", disk)).unwrap();
+        let scenario = write_scenario(dir.path(), &account_with_everything(missing));
+        let state = dir.path().join("state");
+        let args = ["apply", plan.to_str().unwrap(), "--sim", scenario.to_str().unwrap(), "--auto-approve"];
+        let out = run(&[&args[..], &["--state-dir", state.to_str().unwrap()]].concat(), 1);
+        let text = format!("{}{}", stdout(&out), common::stderr(&out));
+        assert!(text.contains(code), "without {missing}: no {code} in\n{text}");
+    }
+}

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 const PLAN: &str = "hangs";
 
 /// The run's RunInstances: call 1 is the refresh's DescribeInstances, call 2
-/// the quota pre-check's GetServiceQuota (no applied value in the default world).
-const RUN_INSTANCES: u64 = 3;
+/// the quota pre-check's GetServiceQuota (no applied value in the default
+/// world), call 3 the AMI's root device (DescribeImages) for the boot disk.
+const RUN_INSTANCES: u64 = 4;
 
 /// The home plan, in one region, so that its calls come in a known order.
 fn plan_file(dir: &Path) -> String {

@@ -4,7 +4,7 @@
 //! describes the format.
 
 use gpufleet::catalog::Catalog;
-use gpufleet::model::Cloud;
+use gpufleet::model::{Cloud, Placement};
 use gpufleet::plan::{self, PlacementPolicy, PlanError, Spread, SpreadBy};
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,39 @@ mod bad_plans {
         bad_offerings,
         bad_shortage_ttl,
         several_problems,
+        bad_node_access,
+        disk_larger_than_a_cloud_takes,
     );
+}
+
+#[test]
+fn network_identity_key_and_disk_reach_each_cloud_in_its_own_terms() {
+    let plan = plan::load(Path::new("tests/fixtures/node_access.toml"), &Catalog::builtin(), Default::default())
+        .unwrap_or_else(|e| panic!("{}", e.render_plain()));
+    let trainers = &plan.fleets["trainers"];
+    let at = |cloud, region: &str, zone: Option<&str>| Placement {
+        cloud,
+        region: region.into(),
+        zone: zone.map(str::to_string),
+        instance_type: "t".into(),
+    };
+    let aws = plan.launch(trainers, &at(Cloud::Aws, "us-east-1", Some("us-east-1a")));
+    assert_eq!(aws.subnet.as_deref(), Some("subnet-0123456789abcdef0"));
+    assert_eq!(aws.security_groups, ["sg-0123456789abcdef0", "sg-89abcdef"]);
+    assert_eq!((aws.identity.as_deref(), aws.ssh_key.as_deref(), aws.disk_gb), (Some("gpu-node"), Some("ops"), 500));
+    let other_zone = plan.launch(trainers, &at(Cloud::Aws, "us-east-1", Some("us-east-1b")));
+    assert_eq!(other_zone.subnet, None, "a zone without a subnet launches into the default VPC");
+    let gcp = plan.launch(trainers, &at(Cloud::Gcp, "us-central1", Some("us-central1-a")));
+    assert_eq!(gcp.network.as_deref(), Some("projects/net-host/global/networks/gpu-net"));
+    assert_eq!(gcp.subnet.as_deref(), Some("gpu-us-central1"));
+    assert_eq!(gcp.scopes, ["https://www.googleapis.com/auth/devstorage.read_only"]);
+    assert!(gcp.ssh_key.as_deref().is_some_and(|k| k.starts_with("ssh-ed25519 ")));
+    let azure = plan.launch(trainers, &at(Cloud::Azure, "eastus", None));
+    assert!(azure.identity.as_deref().is_some_and(|i| i.ends_with("/userAssignedIdentities/gpu-node")));
+    assert_eq!(azure.ssh_key, None, "Azure's key defaults to [providers.azure] ssh_public_key, in the provider");
+
+    let defaults = plan.launch(&plan.fleets["defaults"], &at(Cloud::Aws, "us-east-1", Some("us-east-1c")));
+    assert_eq!((defaults.disk_gb, defaults.identity, defaults.ssh_key), (200, None, None));
 }
 
 #[test]

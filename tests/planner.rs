@@ -83,6 +83,7 @@ fn fleet(name: &str, gpu: &str, nodes: u32) -> Fleet {
         image: BTreeMap::from([(Cloud::Aws, "ami-0123456789abcdef0".to_string())]),
         startup: None,
         labels: BTreeMap::new(),
+        node: Default::default(),
     }
 }
 
@@ -95,6 +96,8 @@ fn plan_of(fleets: Vec<Fleet>) -> Plan {
                 regions: vec!["us-east-1".into(), "us-west-2".into(), "eu-west-1".into()],
                 endpoint: None,
                 profile: None,
+                subnets: BTreeMap::new(),
+                security_groups: BTreeMap::new(),
             }),
             gcp: None,
             azure: None,

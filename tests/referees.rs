@@ -48,3 +48,13 @@ fn three_official_sdks_agree_with_gpufleet_on_a_three_cloud_plan() {
 fn official_sdks_meet_the_refusals_of_a_new_account() {
     common::pytest("test_sim_account.py");
 }
+
+/// boto3, google-cloud-compute and azure-mgmt-compute against an account
+/// with its own subnets, security groups, key pairs, instance profiles,
+/// subnetworks, service accounts and managed identities, and images larger
+/// than some boot disks: each refusal in its cloud's shape, and create
+/// bodies missing what the specs require refused as the clouds do.
+#[test]
+fn official_sdks_meet_the_refusals_of_a_nodes_network_identity_and_disk() {
+    common::pytest("test_sim_network.py");
+}

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use common::InProcessSim;
 use futures::StreamExt;
 use gpufleet::model::Cloud;
-use gpufleet::model::Placement;
+use gpufleet::model::{Launch, Placement};
 use gpufleet::providers::azure::{AzureConnection, AzureProvider, AzureVmSettings, scale_set_name};
 use gpufleet::providers::{CreateRequest, ErrorKind, Provider, WaitClock};
 use gpufleet::sim::SimClock;
@@ -66,7 +66,13 @@ fn scale_set(size: &str, capacity: u64) -> models::VirtualMachineScaleSet {
                 "storageProfile": { "imageReference": {
                     "publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest" } },
                 "osProfile": { "computerNamePrefix": "gf", "adminUsername": "gf", "customData": "ZWNobyBoaQ==" },
-                "networkProfile": { "networkApiVersion": "2020-11-01" },
+                "networkProfile": {
+                    "networkApiVersion": "2020-11-01",
+                    "networkInterfaceConfigurations": [{ "name": "nic", "properties": {
+                        "primary": true,
+                        "ipConfigurations": [{ "name": "ip", "properties": {} }],
+                    } }],
+                },
             },
         },
     }))
@@ -234,6 +240,7 @@ fn request(plan: &str, fleet: &str, run: &str, instance_type: &str, count: u32) 
         image: "microsoft-dsvm:ubuntu-hpc:2204:latest".into(),
         user_data: Some("#!/bin/sh\necho hi\n".into()),
         labels: [("team".to_string(), "ml".to_string())].into(),
+        launch: Launch { disk_gb: 200, ..Launch::default() },
         idempotency_token: format!("{run}-{fleet}"),
     }
 }
@@ -304,6 +311,42 @@ async fn azure_provider_creates_lists_and_deletes_round_trip() {
     expected.sort();
     assert_eq!(left.iter().map(|i| &i.id).collect::<Vec<_>>(), expected.iter().map(|i| &i.id).collect::<Vec<_>>());
     assert_eq!(azure.list_owned("other-plan").await.unwrap().len(), 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn azure_provider_sends_the_fleets_disk_key_and_identity_with_the_scale_set() {
+    let identity = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/node"
+    );
+    let sim = InProcessSim::start(Some(&format!("[networks]\nazure_identities = [\"{RG}/node\"]\n"))).await;
+    let azure = provider(&sim).await;
+    let nc = "Standard_NC24ads_A100_v4";
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFleetKeyOverridesTheProviders ops@example";
+    let launch =
+        Launch { disk_gb: 512, ssh_key: Some(key.into()), identity: Some(identity.clone()), ..Launch::default() };
+    let created = azure
+        .create(&CreateRequest { launch: launch.clone(), ..request("training", "llm", "run-1", nc, 1) })
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 1);
+    let set = sdk(&sim)
+        .virtual_machine_scale_sets_client()
+        .get(RG, scale_set_name("training", "llm", "eastus", nc, 1), SUB)
+        .await
+        .unwrap();
+    let profile = set.properties.unwrap().virtual_machine_profile.unwrap();
+    assert_eq!(profile.storage_profile.unwrap().os_disk.unwrap().disk_size_gb, Some(512));
+    let ssh = profile.os_profile.unwrap().linux_configuration.unwrap().ssh.unwrap();
+    assert_eq!(ssh.public_keys[0].key_data.as_deref(), Some(key), "the fleet's key, not the provider's");
+
+    // An identity the subscription does not have is refused by ARM, so it was sent.
+    let missing = Launch { identity: Some(identity.replace("/node", "/other")), ..launch };
+    let refused = azure
+        .create(&CreateRequest { launch: missing, ..request("training", "other", "run-2", nc, 1) })
+        .await
+        .unwrap_err();
+    assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Invalid, "FailedIdentityOperation"));
     sim.stop().await;
 }
 

@@ -313,6 +313,7 @@ async fn aws_provider_create_returns_once_its_instances_run() {
         image: "ami-12345678".into(),
         user_data: None,
         labels: Default::default(),
+        launch: gpufleet::model::Launch { disk_gb: 200, ..Default::default() },
         idempotency_token: "run-1-llm".into(),
     };
     let created = aws.create(&request).await.unwrap();

@@ -5,10 +5,13 @@
 //! and stock-outs and quota refusals inside finished operations.
 
 use google_cloud_compute_v1::client::{Instances, Regions, ZoneOperations};
-use google_cloud_compute_v1::model::{BulkInsertInstanceResource, Instance, InstanceProperties, Operation, operation};
+use google_cloud_compute_v1::model::{
+    AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, Instance, InstanceProperties,
+    NetworkInterface, Operation, operation,
+};
 use google_cloud_gax::retry_policy::NeverRetry;
 use gpufleet::model::Cloud;
-use gpufleet::model::Placement;
+use gpufleet::model::{Launch, Placement};
 use gpufleet::providers::gcp::{GcpConnection, GcpProvider};
 use gpufleet::providers::{CreateRequest, ErrorKind, Provider};
 use std::collections::BTreeMap;
@@ -83,7 +86,20 @@ fn bulk(machine_type: &str, count: i64, min_count: i64, team: &str) -> BulkInser
         .set_count(count)
         .set_min_count(min_count)
         .set_name_pattern(format!("{team}-####"))
-        .set_instance_properties(InstanceProperties::new().set_machine_type(machine_type).set_labels([("team", team)]))
+        .set_instance_properties(
+            InstanceProperties::new()
+                .set_machine_type(machine_type)
+                .set_labels([("team", team)])
+                .set_disks([boot_disk()])
+                .set_network_interfaces([NetworkInterface::new().set_network("global/networks/default")]),
+        )
+}
+
+/// A boot disk from a public image: every create needs one.
+fn boot_disk() -> AttachedDisk {
+    AttachedDisk::new().set_boot(true).set_initialize_params(
+        AttachedDiskInitializeParams::new().set_source_image("projects/debian-cloud/global/images/family/debian-12"),
+    )
 }
 
 fn error_code(op: &Operation) -> Option<&str> {
@@ -105,7 +121,9 @@ async fn sim_gce_serves_the_rust_sdk() {
             Instance::new()
                 .set_name("solo")
                 .set_machine_type(format!("zones/{ZONE}/machineTypes/a3-highgpu-8g"))
-                .set_labels([("team", "ops")]),
+                .set_labels([("team", "ops")])
+                .set_disks([boot_disk()])
+                .set_network_interfaces([NetworkInterface::new().set_network("global/networks/default")]),
         )
         .send()
         .await
@@ -212,6 +230,7 @@ fn request(run: &str, token: &str, instance_type: &str, count: u32, min_count: u
         image: "projects/debian-cloud/global/images/family/debian-12".into(),
         user_data: Some("#!/bin/sh\necho hello\n".into()),
         labels: BTreeMap::from([("team".into(), "ml".into())]),
+        launch: Launch { disk_gb: 200, ..Launch::default() },
         idempotency_token: token.into(),
     }
 }

@@ -60,7 +60,11 @@ impl Client {
             "count": count.to_string(),
             "minCount": "1",
             "namePattern": "gf-soak-#####",
-            "instanceProperties": { "machineType": "a3-highgpu-8g" },
+            "instanceProperties": {
+                "machineType": "a3-highgpu-8g",
+                "disks": [{ "boot": true, "initializeParams": { "sourceImage": "projects/p/global/images/family/f" } }],
+                "networkInterfaces": [{ "network": "global/networks/default" }],
+            },
         });
         let path = "/compute/v1/projects/p/zones/us-central1-a/instances/bulkInsert";
         self.json(reqwest::Method::POST, path, Some(body)).await
@@ -72,11 +76,15 @@ impl Client {
             "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": capacity },
             "properties": {
                 "orchestrationMode": "Flexible",
+                "platformFaultDomainCount": 1,
                 "virtualMachineProfile": {
                     "storageProfile": { "imageReference": {
                         "publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest" } },
                     "osProfile": { "computerNamePrefix": "gf", "adminUsername": "gf" },
-                    "networkProfile": { "networkApiVersion": "2020-11-01" },
+                    "networkProfile": {
+                        "networkApiVersion": "2020-11-01",
+                        "networkInterfaceConfigurations": [{ "name": "nic", "properties": { "primary": true } }],
+                    },
                 },
             },
         });

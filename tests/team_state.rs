@@ -98,8 +98,9 @@ fn signal(child: &Child, signal: libc::c_int) {
 }
 
 /// The home plan's first RunInstances: calls 1 and 2 list its two regions,
-/// call 3 is the quota pre-check's GetServiceQuota.
-const FIRST_RUN_INSTANCES: u64 = 4;
+/// call 3 is the quota pre-check's GetServiceQuota, call 4 the AMI's root
+/// device (DescribeImages) for the boot disk.
+const FIRST_RUN_INSTANCES: u64 = 5;
 
 #[test]
 fn two_applies_from_two_urls_one_acts_the_other_fails_naming_it_or_waits_for_it() {

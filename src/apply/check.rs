@@ -93,6 +93,7 @@ pub async fn check(plan: &Plan, catalog: &Catalog, clouds: &Clouds) -> CheckRepo
                 gpu: fleet.gpu.clone(),
                 gpus_per_node: fleet.gpus_per_node,
                 nodes: fleet.nodes,
+                launch: plan.launch(fleet, &offering.placement()),
             };
             wanted.push((fleet, request));
         }
@@ -211,6 +212,7 @@ mod tests {
                 offered: pass.clone(),
                 image,
                 network: pass.clone(),
+                access: pass.clone(),
                 quota: QuotaFinding { finding: pass, headroom_nodes: headroom, key: key.map(str::to_string) },
             }),
         }

@@ -296,6 +296,7 @@ impl<'s> Runner<'s> {
             image: fleet.image.get(&cloud).cloned().unwrap_or_default(),
             user_data: fleet.startup.as_ref().map(|s| with_placement(&s.content, &session.plan.name, action)),
             labels: fleet.labels.clone(),
+            launch: session.plan.launch(fleet, &action.placement),
             idempotency_token: token.clone(),
         };
         let intent = JournalEvent::CreateIntent {

@@ -130,7 +130,7 @@ fn fleet_text(out: &mut String, fleet: &FleetCheck) {
     }
     let width = fleet.offerings.iter().map(|o| label(o).chars().count()).max().unwrap_or(0).max("OFFERING".len());
     if !fleet.offerings.is_empty() {
-        let _ = writeln!(out, "  {:<width$}  OFFERED  IMAGE  NETWORK  QUOTA", "OFFERING");
+        let _ = writeln!(out, "  {:<width$}  OFFERED  IMAGE  NETWORK  ACCESS  QUOTA", "OFFERING");
     }
     let mut problems: Vec<Problem<'_>> = Vec::new();
     for offering in &fleet.offerings {
@@ -145,13 +145,19 @@ fn fleet_text(out: &mut String, fleet: &FleetCheck) {
         };
         let _ = writeln!(
             out,
-            "  {name:<width$}  {:<7}  {:<5}  {:<7}  {quota}",
+            "  {name:<width$}  {:<7}  {:<5}  {:<7}  {:<6}  {quota}",
             mark(&f.offered),
             mark(&f.image),
-            mark(&f.network)
+            mark(&f.network),
+            mark(&f.access)
         );
-        let checks =
-            [("offered", &f.offered), ("image", &f.image), ("network", &f.network), ("quota", &f.quota.finding)];
+        let checks = [
+            ("offered", &f.offered),
+            ("image", &f.image),
+            ("network", &f.network),
+            ("access", &f.access),
+            ("quota", &f.quota.finding),
+        ];
         for (what, finding) in checks {
             if let Finding::Fail { code, message, fix } = finding {
                 let same = |p: &&mut Problem<'_>| (p.what, p.code, p.message, p.fix) == (what, code, message, fix);

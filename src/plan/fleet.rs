@@ -4,11 +4,13 @@
 //! [`candidate_offerings`], so that validation and planning never disagree.
 
 use super::diagnostic::Problems;
-use super::model::{Fleet, PlacementPolicy, Preference, Providers, Spread, SpreadBy, StartupScript};
+use super::model::{
+    DEFAULT_GCP_SCOPE, Fleet, NodeSettings, PlacementPolicy, Preference, Providers, Spread, SpreadBy, StartupScript,
+};
 use super::offerings::{Exclusion, candidate_offerings};
 use super::raw::{Labels, RawFleet, RawImages};
 use super::reader::{Located, closest};
-use super::validate::{check_name, optional, positive_u32};
+use super::validate::{check_name, check_ssh_public_key, optional, positive_u32};
 use crate::catalog::{Catalog, Offering};
 use crate::model::Cloud;
 use std::collections::BTreeMap;
@@ -71,6 +73,7 @@ impl FleetChecker<'_> {
         let startup =
             optional(raw.startup.as_ref(), |s| self.read_startup(s, image.clone().flatten().as_ref(), problems));
         let labels = optional(raw.labels.as_ref(), |l| check_labels(l, &context, problems));
+        let node = check_node(raw, &context, problems);
 
         let fleet = Fleet {
             name: fleet_name?,
@@ -85,6 +88,7 @@ impl FleetChecker<'_> {
             image: image?.unwrap_or_default(),
             startup: startup?,
             labels: labels?.unwrap_or_default(),
+            node: node?,
         };
         // Only a fleet that is right in itself, under a sound provider section, is
         // worth asking where it can run; otherwise the answer would repeat problems
@@ -99,6 +103,7 @@ impl FleetChecker<'_> {
         if usable_clouds.contains(&Cloud::Azure) {
             check_azure_labels(raw.labels.as_ref(), &context, problems)?;
         }
+        check_disk_limits(raw.disk_gb.as_ref(), &usable_clouds, &context, problems)?;
         Some(fleet)
     }
 
@@ -573,44 +578,67 @@ fn check_price_ceiling(price: &Located<f64>, problems: &mut Problems) -> Option<
 }
 
 fn check_images(images: &RawImages, problems: &mut Problems) -> Option<BTreeMap<Cloud, String>> {
-    let mut by_cloud = BTreeMap::new();
-    let mut all_good = true;
-    let mut check = |cloud: Cloud, image: &Located<String>, valid: bool, what: &str, help: &str| {
-        if valid {
-            by_cloud.insert(cloud, image.value.clone());
+    let mut by_cloud = PerCloud::new(problems);
+    by_cloud.accept(
+        Cloud::Aws,
+        images.aws.as_ref(),
+        is_ami_id,
+        "an AMI id",
+        "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"",
+    );
+    by_cloud.accept(
+        Cloud::Gcp,
+        images.gcp.as_ref(),
+        is_gce_image,
+        "a Compute Engine image",
+        "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"",
+    );
+    by_cloud.accept(
+        Cloud::Azure,
+        images.azure.as_ref(),
+        is_azure_image,
+        "an Azure image reference",
+        "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"",
+    );
+    let (values, all_good) = by_cloud.finish();
+    all_good.then_some(values)
+}
+
+/// The values of a per-cloud table (`image`, `identity`), each in its
+/// cloud's own syntax: the valid ones kept, the others reported where they
+/// are written.
+struct PerCloud<'p> {
+    values: BTreeMap<Cloud, String>,
+    problems: &'p mut Problems,
+    all_good: bool,
+}
+
+impl<'p> PerCloud<'p> {
+    fn new(problems: &'p mut Problems) -> PerCloud<'p> {
+        PerCloud { values: BTreeMap::new(), problems, all_good: true }
+    }
+
+    fn accept(
+        &mut self,
+        cloud: Cloud,
+        value: Option<&Located<String>>,
+        valid: fn(&str) -> bool,
+        what: &str,
+        help: &str,
+    ) {
+        let Some(value) = value else { return };
+        if valid(&value.value) {
+            self.values.insert(cloud, value.value.clone());
         } else {
-            problems.error(image.span.clone(), format!("`{}` is not {what}", image.value)).help(help);
-            all_good = false;
+            self.problems.error(value.span.clone(), format!("`{}` is not {what}", value.value)).help(help);
+            self.all_good = false;
         }
-    };
-    if let Some(ami) = &images.aws {
-        check(
-            Cloud::Aws,
-            ami,
-            is_ami_id(&ami.value),
-            "an AMI id",
-            "an AMI id is `ami-` followed by 8 or 17 lowercase hex digits, e.g. \"ami-0123456789abcdef0\"",
-        );
     }
-    if let Some(image) = &images.gcp {
-        check(
-            Cloud::Gcp,
-            image,
-            is_gce_image(&image.value),
-            "a Compute Engine image",
-            "write \"projects/PROJECT/global/images/NAME\" or \"projects/PROJECT/global/images/family/FAMILY\"",
-        );
+
+    /// The values accepted, and whether every one was.
+    fn finish(self) -> (BTreeMap<Cloud, String>, bool) {
+        (self.values, self.all_good)
     }
-    if let Some(image) = &images.azure {
-        check(
-            Cloud::Azure,
-            image,
-            is_azure_image(&image.value),
-            "an Azure image reference",
-            "write a marketplace URN \"publisher:offer:sku:version\" or an image id \"/subscriptions/.../images/NAME\"",
-        );
-    }
-    all_good.then_some(by_cloud)
 }
 
 /// `projects/P/global/images/NAME` or `.../images/family/FAMILY`, also as a
@@ -643,19 +671,216 @@ fn is_azure_image(image: &str) -> bool {
     if urn.len() == 4 && urn.iter().all(|p| part(p)) {
         return true;
     }
-    let segments: Vec<&str> = image.split('/').collect();
-    let lowered: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
-    let lowered: Vec<&str> = lowered.iter().map(String::as_str).collect();
-    // Resource group names may hold parentheses too.
-    let segment = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-()".contains(c));
-    segments.iter().skip(1).all(|s| segment(s))
-        && match lowered.as_slice() {
-            ["", "subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => matches!(
-                rest,
-                ["images", _] | ["galleries", _, "images", _] | ["galleries", _, "images", _, "versions", _]
-            ),
-            _ => false,
+    let Some(lowered) = arm_segments(image) else { return false };
+    match lowered.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["", "subscriptions", _, "resourcegroups", _, "providers", "microsoft.compute", rest @ ..] => {
+            matches!(rest, ["images", _] | ["galleries", _, "images", _] | ["galleries", _, "images", _, "versions", _])
         }
+        _ => false,
+    }
+}
+
+/// The segments of an ARM resource id, lowercased (ARM compares them so),
+/// when each is made of the characters resource names may hold (resource
+/// group names hold parentheses too); `None` otherwise.
+fn arm_segments(id: &str) -> Option<Vec<String>> {
+    let segment = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-()".contains(c));
+    let segments: Vec<&str> = id.split('/').collect();
+    segments.iter().skip(1).all(|s| segment(s)).then(|| segments.iter().map(|s| s.to_ascii_lowercase()).collect())
+}
+
+/// Boot disks gpufleet accepts, in GB: no GPU image fits in less than 10,
+/// and Compute Engine's largest persistent disk is 65,536.
+const DISK_GB: std::ops::RangeInclusive<i128> = 10..=65_536;
+
+/// The largest boot disk each cloud takes, in GB (GiB): an EC2 gp3 volume
+/// 16,384, an Azure OS disk 4,095, a Compute Engine persistent disk 65,536.
+fn boot_disk_limit(cloud: Cloud) -> u32 {
+    match cloud {
+        Cloud::Aws => 16_384,
+        Cloud::Gcp => 65_536,
+        Cloud::Azure => 4_095,
+    }
+}
+
+/// `disk_gb`, `identity` and `ssh_key`, each in its cloud's own syntax.
+fn check_node(raw: &RawFleet, context: &str, problems: &mut Problems) -> Option<NodeSettings> {
+    let defaults = NodeSettings::default();
+    let disk_gb = match &raw.disk_gb {
+        None => Some(defaults.disk_gb),
+        Some(disk) if DISK_GB.contains(&disk.value) => u32::try_from(disk.value).ok(),
+        Some(disk) => {
+            problems.error(disk.span.clone(), format!("disk_gb = {} of {context} is out of range", disk.value)).help(
+                format!(
+                    "a boot disk is {} to {} GB, and at least the size of the image (default {})",
+                    DISK_GB.start(),
+                    DISK_GB.end(),
+                    defaults.disk_gb
+                ),
+            );
+            None
+        }
+    };
+    let mut all_good = true;
+    let mut identity = BTreeMap::new();
+    let mut gcp_scopes = defaults.gcp_scopes;
+    if let Some(raw_identity) = &raw.identity {
+        let mut by_cloud = PerCloud::new(problems);
+        by_cloud.accept(
+            Cloud::Aws,
+            raw_identity.aws.as_ref(),
+            is_instance_profile,
+            "an EC2 instance profile",
+            "give the instance profile's name (letters, digits and + = , . @ _ -, at most 128) or its ARN \"arn:aws:iam::123456789012:instance-profile/NAME\"",
+        );
+        by_cloud.accept(
+            Cloud::Gcp,
+            raw_identity.gcp.as_ref(),
+            is_service_account,
+            "a Compute Engine service account email",
+            "write it like \"gpu-node@PROJECT.iam.gserviceaccount.com\"",
+        );
+        by_cloud.accept(
+            Cloud::Azure,
+            raw_identity.azure.as_ref(),
+            is_user_assigned_identity,
+            "an Azure user-assigned managed identity id",
+            "write /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME",
+        );
+        let (accepted, identities_ok) = by_cloud.finish();
+        identity = accepted;
+        all_good &= identities_ok;
+        if let Some(scopes) = &raw_identity.gcp_scopes {
+            if raw_identity.gcp.is_none() {
+                problems
+                    .error(scopes.span.clone(), format!("gcp_scopes of {context} without a gcp service account"))
+                    .help("scopes belong to a service account: add `gcp = \"NAME@PROJECT.iam.gserviceaccount.com\"`, or remove gcp_scopes");
+                all_good = false;
+            }
+            if scopes.value.is_empty() {
+                problems.error(scopes.span.clone(), "gcp_scopes is empty").help(format!(
+                    "list at least one scope, e.g. [\"{DEFAULT_GCP_SCOPE}\"], or remove the key for that default"
+                ));
+                all_good = false;
+            }
+            for scope in &scopes.value {
+                let valid = scope.value.strip_prefix("https://www.googleapis.com/auth/").is_some_and(|name| {
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                });
+                if !valid {
+                    problems
+                        .error(scope.span.clone(), format!("`{}` is not a Google OAuth scope", scope.value))
+                        .help(format!("scopes are URLs like \"{DEFAULT_GCP_SCOPE}\""));
+                    all_good = false;
+                }
+            }
+            gcp_scopes = scopes.value.iter().map(|s| s.value.clone()).collect();
+        }
+    }
+    let mut ssh_key = BTreeMap::new();
+    if let Some(keys) = &raw.ssh_key {
+        if let Some(name) = &keys.aws {
+            if is_key_pair_name(&name.value) {
+                ssh_key.insert(Cloud::Aws, name.value.clone());
+            } else {
+                problems
+                    .error(name.span.clone(), format!("`{}` is not an EC2 key pair name", name.value))
+                    .help("give the name of a key pair of each region (1 to 255 ASCII characters), not the key itself");
+                all_good = false;
+            }
+        }
+        for (cloud, key) in [(Cloud::Gcp, &keys.gcp), (Cloud::Azure, &keys.azure)] {
+            let Some(key) = key else { continue };
+            match check_ssh_public_key(key, &format!("the {cloud} ssh_key of {context}"), problems) {
+                Some(key) => _ = ssh_key.insert(cloud, key),
+                None => all_good = false,
+            }
+        }
+    }
+    all_good.then_some(NodeSettings { disk_gb: disk_gb?, identity, gcp_scopes, ssh_key })
+}
+
+/// A `disk_gb` larger than a cloud the fleet may use takes, said where it is written.
+fn check_disk_limits(
+    disk_gb: Option<&Located<i128>>,
+    clouds: &[Cloud],
+    context: &str,
+    problems: &mut Problems,
+) -> Option<()> {
+    let Some(disk) = disk_gb else { return Some(()) };
+    let too_big: Vec<String> = clouds
+        .iter()
+        .filter(|cloud| disk.value > i128::from(boot_disk_limit(**cloud)))
+        .map(|cloud| format!("{cloud}, whose boot disks take at most {} GB", boot_disk_limit(*cloud)))
+        .collect();
+    if too_big.is_empty() {
+        return Some(());
+    }
+    problems
+        .error(disk.span.clone(), format!("disk_gb = {} of {context} is larger than a boot disk may be", disk.value))
+        .help(format!(
+            "the fleet may run on {}: lower disk_gb, or leave that cloud out of its image",
+            too_big.join(", and on ")
+        ));
+    None
+}
+
+/// An instance profile name (IAM's `[\w+=,.@-]{1,128}`) or its ARN.
+fn is_instance_profile(value: &str) -> bool {
+    let name =
+        |n: &str| (1..=128).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c));
+    match value.strip_prefix("arn:") {
+        None => name(value),
+        Some(rest) => match rest.split(':').collect::<Vec<_>>().as_slice() {
+            [partition, "iam", "", account, resource] => {
+                partition.starts_with("aws")
+                    && account.len() == 12
+                    && account.chars().all(|c| c.is_ascii_digit())
+                    && resource
+                        .strip_prefix("instance-profile/")
+                        .and_then(|path| path.rsplit('/').next())
+                        .is_some_and(name)
+            }
+            _ => false,
+        },
+    }
+}
+
+/// `NAME@PROJECT.iam.gserviceaccount.com`, or another Google-managed
+/// service account domain (`developer.gserviceaccount.com` of the default one).
+fn is_service_account(value: &str) -> bool {
+    value.split_once('@').is_some_and(|(name, domain)| {
+        !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && domain.ends_with(".gserviceaccount.com")
+            && domain.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c))
+    })
+}
+
+/// `/subscriptions/S/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME`.
+fn is_user_assigned_identity(value: &str) -> bool {
+    arm_segments(value).is_some_and(|lowered| {
+        matches!(
+            lowered.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+            [
+                "",
+                "subscriptions",
+                _,
+                "resourcegroups",
+                _,
+                "providers",
+                "microsoft.managedidentity",
+                "userassignedidentities",
+                _
+            ]
+        )
+    })
+}
+
+/// EC2 key pair names: 1 to 255 ASCII characters.
+fn is_key_pair_name(value: &str) -> bool {
+    (1..=255).contains(&value.len()) && value.chars().all(|c| c.is_ascii_graphic() || c == ' ')
 }
 
 /// Compute Engine labels are stricter than EC2 tags: lowercase letters,

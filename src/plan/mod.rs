@@ -19,6 +19,8 @@
 //!
 //! [providers.aws]
 //! regions = ["us-east-1", "us-west-2"]
+//! subnets = { "us-east-1a" = "subnet-0123456789abcdef0" }   # optional, per zone
+//! security_groups = { "us-east-1" = ["sg-0123456789abcdef0"] }  # optional, per region
 //!
 //! [fleets.trainers]
 //! gpu = "H100"
@@ -34,6 +36,9 @@
 //! image = { aws = "ami-0123456789abcdef0" }
 //! startup = "scripts/join.sh"        # optional, relative to the plan file
 //! labels = { team = "research" }     # optional
+//! disk_gb = 200                      # optional boot disk, GB
+//! identity = { aws = "gpu-node" }    # optional, per cloud
+//! ssh_key = { aws = "ops" }          # optional, per cloud
 //!
 //! [[offerings]]                      # optional: add to / override the catalog
 //! cloud = "aws"

@@ -2,7 +2,7 @@
 //! has been checked against the catalog and has its defaults filled in.
 
 use crate::model::OfferingOverride;
-use crate::model::{Cloud, Scope};
+use crate::model::{Cloud, Launch, Placement, Scope};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -173,6 +173,14 @@ pub struct GcpConfig {
     pub zones: Vec<String>,
     /// Endpoint override; otherwise `https://compute.googleapis.com`.
     pub endpoint: Option<String>,
+    /// Network the instances join, a name or `projects/P/global/networks/N`;
+    /// otherwise `default`.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Subnetwork per region, a name or `projects/P/regions/R/subnetworks/S`;
+    /// a region not named uses the network's auto-mode subnetwork.
+    #[serde(default)]
+    pub subnetworks: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +207,12 @@ pub struct AwsConfig {
     pub endpoint: Option<String>,
     /// Named profile of the shared AWS config; otherwise the default chain.
     pub profile: Option<String>,
+    /// Subnet id per zone; a zone not named launches into the region's default VPC.
+    #[serde(default)]
+    pub subnets: BTreeMap<String, String>,
+    /// Security group ids per region; a region not named gets its VPC's default group.
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +270,77 @@ pub struct Fleet {
     pub image: BTreeMap<Cloud, String>,
     pub startup: Option<StartupScript>,
     pub labels: BTreeMap<String, String>,
+    /// Boot disk, identity and SSH key of every node.
+    #[serde(default)]
+    pub node: NodeSettings,
+}
+
+/// Default boot disk of a node: room for a GPU image (Deep Learning AMIs and
+/// VM images need 100 GB or more) and its container images.
+pub const DEFAULT_DISK_GB: u32 = 200;
+
+/// What each node of a fleet gets besides its image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSettings {
+    /// Boot disk size in GB.
+    pub disk_gb: u32,
+    /// Identity per cloud: EC2 instance profile (name or ARN), Compute
+    /// Engine service account email, Azure user-assigned identity id.
+    pub identity: BTreeMap<Cloud, String>,
+    /// OAuth scopes of the Compute Engine service account.
+    pub gcp_scopes: Vec<String>,
+    /// SSH key per cloud: EC2 key pair name; an OpenSSH public key on
+    /// Compute Engine and Azure (Azure's defaults to `ssh_public_key`).
+    pub ssh_key: BTreeMap<Cloud, String>,
+}
+
+/// The scope a Compute Engine service account gets when the plan names none,
+/// as Google recommends: access is then decided by the account's IAM roles.
+pub const DEFAULT_GCP_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+impl Default for NodeSettings {
+    fn default() -> NodeSettings {
+        NodeSettings {
+            disk_gb: DEFAULT_DISK_GB,
+            identity: BTreeMap::new(),
+            gcp_scopes: vec![DEFAULT_GCP_SCOPE.to_string()],
+            ssh_key: BTreeMap::new(),
+        }
+    }
+}
+
+impl Plan {
+    /// What a node of `fleet` at `placement` is launched with: the plan's
+    /// network of that zone or region, and the fleet's node settings for
+    /// that cloud.
+    pub fn launch(&self, fleet: &Fleet, placement: &Placement) -> Launch {
+        let node = &fleet.node;
+        let region = placement.region.as_str();
+        let mut launch = Launch {
+            identity: node.identity.get(&placement.cloud).cloned(),
+            ssh_key: node.ssh_key.get(&placement.cloud).cloned(),
+            disk_gb: node.disk_gb,
+            ..Launch::default()
+        };
+        match placement.cloud {
+            Cloud::Aws => {
+                let aws = self.providers.aws.as_ref();
+                let zone = placement.zone.as_deref().unwrap_or_default();
+                launch.subnet = aws.and_then(|a| a.subnets.get(zone).cloned());
+                launch.security_groups = aws.and_then(|a| a.security_groups.get(region).cloned()).unwrap_or_default();
+            }
+            Cloud::Gcp => {
+                let gcp = self.providers.gcp.as_ref();
+                launch.network = gcp.and_then(|g| g.network.clone());
+                launch.subnet = gcp.and_then(|g| g.subnetworks.get(region).cloned());
+                if launch.identity.is_some() {
+                    launch.scopes = node.gcp_scopes.clone();
+                }
+            }
+            Cloud::Azure => {}
+        }
+        launch
+    }
 }
 
 /// A startup script, read when the plan loads so a missing file is a plan error.

@@ -97,7 +97,27 @@ pub(crate) struct RawAws {
     pub endpoint: Option<Located<String>>,
     /// Named profile of the shared AWS configuration.
     pub profile: Option<Located<String>>,
+    /// Subnet id per zone, e.g. { "us-east-1a" = "subnet-0123456789abcdef0" }; a zone not
+    /// named launches into its region's default VPC.
+    #[schemars(with = "Option<BTreeMap<String, RawSubnetId>>")]
+    pub subnets: Option<Located<Labels>>,
+    /// Security group ids per region, e.g. { "us-east-1" = ["sg-0123456789abcdef0"] }, in the
+    /// VPC of the region's subnets; a region not named gets its VPC's default group.
+    #[schemars(with = "Option<BTreeMap<String, Vec<RawSecurityGroupId>>>")]
+    pub security_groups: Option<Located<StringLists>>,
 }
+
+/// An EC2 subnet id.
+#[allow(dead_code)] // Only its JSON schema is used.
+#[derive(JsonSchema)]
+#[schemars(rename = "SubnetId")]
+pub(crate) struct RawSubnetId(#[schemars(regex(pattern = r"^subnet-([0-9a-f]{8}|[0-9a-f]{17})$"))] String);
+
+/// An EC2 security group id.
+#[allow(dead_code)] // Only its JSON schema is used.
+#[derive(JsonSchema)]
+#[schemars(rename = "SecurityGroupId")]
+pub(crate) struct RawSecurityGroupId(#[schemars(regex(pattern = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$"))] String);
 
 /// Where and how to reach Google Compute Engine.
 #[derive(Debug, Default, JsonSchema)]
@@ -111,6 +131,14 @@ pub(crate) struct RawGcp {
     pub zones: Option<Located<Vec<Located<String>>>>,
     /// Endpoint override (the gpufleet simulator, a private endpoint): an http(s) URL.
     pub endpoint: Option<Located<String>>,
+    /// VPC network the instances join: a name or "projects/PROJECT/global/networks/NAME"
+    /// (a Shared VPC host project's). Default "default".
+    pub network: Option<Located<String>>,
+    /// Subnetwork per region, e.g. { "us-central1" = "gpu-us-central1" }: a name or
+    /// "projects/PROJECT/regions/REGION/subnetworks/NAME"; a region not named uses the
+    /// network's auto-mode subnetwork.
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub subnetworks: Option<Located<Labels>>,
 }
 
 /// Where and how to reach Azure Resource Manager.
@@ -178,10 +206,49 @@ pub(crate) struct RawFleet {
     /// Extra tags/labels put on every instance of the fleet.
     #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub labels: Option<Located<Labels>>,
+    /// Boot disk size in GB (GiB on EC2 and Azure), at least the image's size. Default 200;
+    /// at most 16384 on EC2 (gp3), 4095 on Azure (OS disk), 65536 on Compute Engine.
+    #[schemars(with = "Option<u32>", range(min = 10, max = 65536))]
+    pub disk_gb: Option<Located<i128>>,
+    /// Identity of the nodes per cloud.
+    pub identity: Option<RawIdentity>,
+    /// SSH key of the nodes' admin user per cloud.
+    pub ssh_key: Option<RawSshKeys>,
 }
 
-/// Label key and value pairs, in file order.
+/// Identity of a fleet's nodes, per cloud; a cloud left out runs its nodes without one.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "Identity", deny_unknown_fields)]
+pub(crate) struct RawIdentity {
+    /// EC2 instance profile: its name, or "arn:aws:iam::ACCOUNT:instance-profile/NAME".
+    pub aws: Option<Located<String>>,
+    /// Compute Engine service account email, e.g. "gpu-node@PROJECT.iam.gserviceaccount.com".
+    pub gcp: Option<Located<String>>,
+    /// OAuth scopes of the Compute Engine service account; default
+    /// ["https://www.googleapis.com/auth/cloud-platform"] (IAM roles decide access).
+    pub gcp_scopes: Option<Located<Vec<Located<String>>>>,
+    /// Azure user-assigned managed identity resource id
+    /// "/subscriptions/SUB/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME".
+    pub azure: Option<Located<String>>,
+}
+
+/// SSH key of a fleet's nodes, per cloud.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(rename = "SshKeys", deny_unknown_fields)]
+pub(crate) struct RawSshKeys {
+    /// EC2 key pair name (the key pair must exist in each region).
+    pub aws: Option<Located<String>>,
+    /// OpenSSH public key ("ssh-ed25519 AAAA... you@host") for the user `gpufleet`.
+    pub gcp: Option<Located<String>>,
+    /// OpenSSH public key of the admin user `gpufleet`; default: [providers.azure] ssh_public_key.
+    pub azure: Option<Located<String>>,
+}
+
+/// Label key and value pairs, in file order (also any other table of strings).
 pub(crate) type Labels = Vec<(Located<String>, Located<String>)>;
+
+/// Keys with lists of strings, in file order.
+pub(crate) type StringLists = Vec<(Located<String>, Located<Vec<Located<String>>>)>;
 
 /// The placement policies a fleet may use.
 #[allow(dead_code)] // Only its JSON schema is used: the reader keeps the string and its span.
@@ -304,8 +371,12 @@ impl RawGcp {
         let project = reader.required_string("project", "\"my-project\"", problems);
         let zones = reader.required_string_array("zones", "[\"us-central1-a\"]", problems);
         let endpoint = reader.string("endpoint", problems);
+        let network = reader.string("network", problems);
+        let subnetworks = reader.table("subnetworks", problems).map(|(span, t)| {
+            Located::new(read_strings(t, "subnetwork of region", "[providers.gcp] subnetworks", problems), span)
+        });
         reader.finish(problems);
-        RawGcp { project, zones, endpoint }
+        RawGcp { project, zones, endpoint, network, subnetworks }
     }
 }
 
@@ -335,8 +406,14 @@ impl RawAws {
         }
         let endpoint = reader.string("endpoint", problems);
         let profile = reader.string("profile", problems);
+        let subnets = reader.table("subnets", problems).map(|(span, t)| {
+            Located::new(read_strings(t, "subnet of zone", "[providers.aws] subnets", problems), span)
+        });
+        let security_groups = reader
+            .table("security_groups", problems)
+            .map(|(span, t)| Located::new(read_string_lists(t, "[providers.aws] security_groups", problems), span));
         reader.finish(problems);
-        RawAws { regions, endpoint, profile }
+        RawAws { regions, endpoint, profile, subnets, security_groups }
     }
 }
 
@@ -379,7 +456,23 @@ impl RawFleet {
         let startup = reader.string("startup", problems);
         let labels = reader
             .table("labels", problems)
-            .map(|(span, t)| Located::new(read_labels(t, reader.context(), problems), span));
+            .map(|(span, t)| Located::new(read_strings(t, "label", reader.context(), problems), span));
+        let disk_gb = reader.integer("disk_gb", problems);
+        let identity = reader.table("identity", problems).map(|(span, t)| {
+            let mut identity = TableReader::new(t, format!("the identity of {}", reader.context()), span);
+            let read = RawIdentity {
+                aws: identity.string("aws", problems),
+                gcp: identity.string("gcp", problems),
+                gcp_scopes: identity.string_array("gcp_scopes", problems),
+                azure: identity.string("azure", problems),
+            };
+            identity.finish(problems);
+            read
+        });
+        let ssh_key = reader.table("ssh_key", problems).map(|(span, t)| {
+            let (aws, gcp, azure) = read_per_cloud(t, format!("the ssh_key of {}", reader.context()), span, problems);
+            RawSshKeys { aws, gcp, azure }
+        });
         reader.finish(problems);
         RawFleet {
             gpu,
@@ -395,6 +488,9 @@ impl RawFleet {
             image,
             startup,
             labels,
+            disk_gb,
+            identity,
+            ssh_key,
         }
     }
 }
@@ -406,16 +502,25 @@ impl RawImages {
         span: Range<usize>,
         problems: &mut Problems,
     ) -> RawImages {
-        let mut reader = TableReader::new(table, format!("the image of {}", fleet.context()), span.clone());
-        let aws = reader.string("aws", problems);
-        let gcp = reader.string("gcp", problems);
-        let azure = reader.string("azure", problems);
-        reader.finish(problems);
+        let (aws, gcp, azure) = read_per_cloud(table, format!("the image of {}", fleet.context()), span, problems);
         RawImages { aws, gcp, azure }
     }
 }
 
-fn read_labels(table: &DeTable<'_>, fleet: &str, problems: &mut Problems) -> Labels {
+/// A table of one string per cloud (`aws`, `gcp`, `azure`, each optional).
+type PerCloud = (Option<Located<String>>, Option<Located<String>>, Option<Located<String>>);
+
+fn read_per_cloud(table: &DeTable<'_>, context: String, span: Range<usize>, problems: &mut Problems) -> PerCloud {
+    let mut reader = TableReader::new(table, context, span);
+    let aws = reader.string("aws", problems);
+    let gcp = reader.string("gcp", problems);
+    let azure = reader.string("azure", problems);
+    reader.finish(problems);
+    (aws, gcp, azure)
+}
+
+/// A table of strings (`what` names one value, `of` the table, for messages).
+fn read_strings(table: &DeTable<'_>, what: &str, of: &str, problems: &mut Problems) -> Labels {
     let mut labels = Vec::new();
     for (key, value) in table.iter() {
         match value.get_ref() {
@@ -426,12 +531,16 @@ fn read_labels(table: &DeTable<'_>, fleet: &str, problems: &mut Problems) -> Lab
                     .error(
                         value.span(),
                         format!(
-                            "label `{}` of {fleet} must be a string, found {}",
+                            "{what} `{}` of {of} must be a string, found {}",
                             key.get_ref(),
                             super::reader::type_name(other)
                         ),
                     )
-                    .help("quote the value: tags and labels are strings");
+                    .help(if what == "label" {
+                        "quote the value: tags and labels are strings"
+                    } else {
+                        "quote the value"
+                    });
             }
         }
     }
@@ -454,4 +563,43 @@ impl RawOffering {
         reader.finish(problems);
         offering
     }
+}
+
+/// A table of string lists, e.g. security groups per region.
+fn read_string_lists(table: &DeTable<'_>, of: &str, problems: &mut Problems) -> StringLists {
+    let mut lists = Vec::new();
+    for (key, value) in table.iter() {
+        let name = Located::new(key.get_ref().to_string(), key.span());
+        let toml::de::DeValue::Array(items) = value.get_ref() else {
+            problems
+                .error(
+                    value.span(),
+                    format!(
+                        "`{}` in {of} must be an array of strings, found {}",
+                        name.value,
+                        super::reader::type_name(value.get_ref())
+                    ),
+                )
+                .help(format!("write it like `\"{}\" = [\"sg-0123456789abcdef0\"]`", name.value));
+            continue;
+        };
+        let mut strings = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            match item.get_ref() {
+                toml::de::DeValue::String(s) => strings.push(Located::new(s.to_string(), item.span())),
+                other => {
+                    problems.error(
+                        item.span(),
+                        format!(
+                            "`{}` in {of} must hold strings, found {}",
+                            name.value,
+                            super::reader::type_name(other)
+                        ),
+                    );
+                }
+            }
+        }
+        lists.push((name, Located::new(strings, value.span())));
+    }
+    lists
 }

@@ -407,7 +407,90 @@ fn check_aws(raw: &RawAws, catalog: &Catalog, problems: &mut Problems) -> Option
     let regions = raw.regions.as_ref().and_then(|regions| check_regions(Cloud::Aws, regions, catalog, problems));
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
     let profile = optional(raw.profile.as_ref(), |p| non_empty(p, "profile", problems));
-    Some(AwsConfig { regions: regions?, endpoint: endpoint?, profile: profile? })
+    let configured = regions.as_deref().unwrap_or_default();
+    let zones: Vec<&str> = configured
+        .iter()
+        .filter_map(|r| catalog.region(Cloud::Aws, r))
+        .flat_map(|r| r.zones.iter().map(String::as_str))
+        .collect();
+    let subnets = optional(raw.subnets.as_ref(), |subnets| {
+        let mut by_zone = BTreeMap::new();
+        let mut all_good = true;
+        for (zone, id) in &subnets.value {
+            all_good &= check_place(Cloud::Aws, "zone", zone, &zones, problems, regions.is_some());
+            all_good &= check_id(id, "subnet", "subnet id", "subnet-0123456789abcdef0", problems);
+            by_zone.insert(zone.value.clone(), id.value.clone());
+        }
+        all_good.then_some(by_zone)
+    });
+    let region_names: Vec<&str> = configured.iter().map(String::as_str).collect();
+    let security_groups = optional(raw.security_groups.as_ref(), |groups| {
+        let mut by_region = BTreeMap::new();
+        let mut all_good = true;
+        for (region, ids) in &groups.value {
+            all_good &= check_place(Cloud::Aws, "region", region, &region_names, problems, regions.is_some());
+            if ids.value.is_empty() || ids.value.len() > MAX_SECURITY_GROUPS {
+                problems
+                    .error(ids.span.clone(), format!("{} security groups for {}", ids.value.len(), region.value))
+                    .help(format!(
+                        "give 1 to {MAX_SECURITY_GROUPS} (EC2's most per network interface), or leave the region out for its VPC's default group"
+                    ));
+                all_good = false;
+            }
+            for id in &ids.value {
+                all_good &= check_id(id, "sg", "security group id", "sg-0123456789abcdef0", problems);
+            }
+            by_region.insert(region.value.clone(), ids.value.iter().map(|id| id.value.clone()).collect::<Vec<_>>());
+        }
+        all_good.then_some(by_region)
+    });
+    Some(AwsConfig {
+        regions: regions?,
+        endpoint: endpoint?,
+        profile: profile?,
+        subnets: subnets?.unwrap_or_default(),
+        security_groups: security_groups?.unwrap_or_default(),
+    })
+}
+
+/// Most security groups an EC2 network interface takes (its quota's ceiling).
+const MAX_SECURITY_GROUPS: usize = 16;
+
+/// A key of a per-zone or per-region table: one the provider configures.
+/// Without a sound list of configured places (`known_ok` false) nothing is
+/// said, as it would echo that list's own problem.
+fn check_place(
+    cloud: Cloud,
+    kind: &str,
+    place: &Located<String>,
+    known: &[&str],
+    problems: &mut Problems,
+    known_ok: bool,
+) -> bool {
+    if !known_ok || known.contains(&place.value.as_str()) {
+        return true;
+    }
+    let problem = problems
+        .error(place.span.clone(), format!("{cloud} {kind} `{}` is not one the plan places in", place.value))
+        .label("not configured");
+    match closest(&place.value, known.iter().copied()) {
+        Some(suggestion) => problem.help(format!("did you mean `{suggestion}`?")),
+        None => problem.help(format!("configured {kind}s: {}", known.join(", "))),
+    };
+    false
+}
+
+/// An EC2 resource id: `prefix-` and 8 or 17 lowercase hex digits.
+fn check_id(id: &Located<String>, prefix: &str, what: &str, example: &str, problems: &mut Problems) -> bool {
+    let valid = id.value.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('-')).is_some_and(|hex| {
+        matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    });
+    if !valid {
+        problems
+            .error(id.span.clone(), format!("`{}` is not an EC2 {what}", id.value))
+            .help(format!("an EC2 {what} is `{prefix}-` and 8 or 17 lowercase hex digits, e.g. \"{example}\""));
+    }
+    valid
 }
 
 fn check_gcp(raw: &RawGcp, catalog: &Catalog, problems: &mut Problems) -> Option<GcpConfig> {
@@ -427,7 +510,74 @@ fn check_gcp(raw: &RawGcp, catalog: &Catalog, problems: &mut Problems) -> Option
     });
     let zones = raw.zones.as_ref().and_then(|zones| check_zones(zones, catalog, problems));
     let endpoint = check_endpoint(raw.endpoint.as_ref(), problems);
-    Some(GcpConfig { project: project?, zones: zones?, endpoint: endpoint? })
+    let network = optional(raw.network.as_ref(), |network| {
+        check_gce_resource(network, &["global", "networks"], "network", "gpu-net", problems)
+    });
+    let regions: Vec<&str> = zones
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|zone| catalog.regions_of(Cloud::Gcp).find(|r| r.zones.contains(zone)))
+        .map(|r| r.name.as_str())
+        .collect();
+    let subnetworks = optional(raw.subnetworks.as_ref(), |subnetworks| {
+        let mut by_region = BTreeMap::new();
+        let mut all_good = true;
+        for (region, subnetwork) in &subnetworks.value {
+            all_good &= check_place(Cloud::Gcp, "region", region, &regions, problems, zones.is_some());
+            let segments = ["regions", region.value.as_str(), "subnetworks"];
+            match check_gce_resource(subnetwork, &segments, "subnetwork", "gpu-subnet", problems) {
+                Some(value) => _ = by_region.insert(region.value.clone(), value),
+                None => all_good = false,
+            }
+        }
+        all_good.then_some(by_region)
+    });
+    Some(GcpConfig {
+        project: project?,
+        zones: zones?,
+        endpoint: endpoint?,
+        network: network?,
+        subnetworks: subnetworks?.unwrap_or_default(),
+    })
+}
+
+/// A Compute Engine resource: a name, or `projects/P/<segments>/NAME` (a
+/// Shared VPC host project's), with Compute Engine's name syntax: the value
+/// goes into a URL path.
+fn check_gce_resource(
+    value: &Located<String>,
+    segments: &[&str],
+    what: &str,
+    example: &str,
+    problems: &mut Problems,
+) -> Option<String> {
+    let text = value.value.as_str();
+    let name = match text.strip_prefix("projects/") {
+        None => Some(text),
+        Some(rest) => rest.split_once('/').and_then(|(project, path)| {
+            let project_ok = !project.is_empty()
+                && project.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.:".contains(c));
+            let prefix = format!("{}/", segments.join("/"));
+            path.strip_prefix(&prefix).filter(|_| project_ok)
+        }),
+    };
+    if name.is_some_and(is_gce_name) {
+        return Some(text.to_string());
+    }
+    problems.error(value.span.clone(), format!("`{text}` is not a Compute Engine {what}")).help(format!(
+        "write a name like \"{example}\" (1 to 63 lowercase letters, digits and `-`, starting with a letter) or \"projects/PROJECT/{}/NAME\"",
+        segments.join("/")
+    ));
+    None
+}
+
+/// A Compute Engine resource name (RFC 1035 label).
+pub(crate) fn is_gce_name(n: &str) -> bool {
+    (1..=63).contains(&n.len())
+        && n.starts_with(|c: char| c.is_ascii_lowercase())
+        && !n.ends_with('-')
+        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Option<AzureConfig> {
@@ -468,18 +618,8 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
             .help("write /subscriptions/SUB/resourceGroups/RG/providers/Microsoft.Network/virtualNetworks/VNET/subnets/SUBNET");
         None
     });
-    let ssh_public_key = raw.ssh_public_key.as_ref().and_then(|key| {
-        let mut parts = key.value.split_whitespace();
-        let kind = parts.next().unwrap_or_default();
-        let known = ["ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"];
-        if known.contains(&kind) && parts.next().is_some_and(|body| body.len() >= 16) {
-            return Some(key.value.trim().to_string());
-        }
-        problems.error(key.span.clone(), "ssh_public_key is not an OpenSSH public key").help(
-            "paste the one line of a .pub file, e.g. \"ssh-ed25519 AAAAC3Nza... you@host\" (the public half only)",
-        );
-        None
-    });
+    let ssh_public_key =
+        raw.ssh_public_key.as_ref().and_then(|key| check_ssh_public_key(key, "ssh_public_key", problems));
     Some(AzureConfig {
         subscription: subscription?,
         resource_group: resource_group?,
@@ -488,6 +628,20 @@ fn check_azure(raw: &RawAzure, catalog: &Catalog, problems: &mut Problems) -> Op
         subnet: subnet?,
         ssh_public_key: ssh_public_key?,
     })
+}
+
+/// An OpenSSH public key, one line of a `.pub` file.
+pub(crate) fn check_ssh_public_key(key: &Located<String>, what: &str, problems: &mut Problems) -> Option<String> {
+    let mut parts = key.value.split_whitespace();
+    let kind = parts.next().unwrap_or_default();
+    let known = ["ssh-rsa", "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"];
+    if known.contains(&kind) && parts.next().is_some_and(|body| body.len() >= 16) {
+        return Some(key.value.trim().to_string());
+    }
+    problems
+        .error(key.span.clone(), format!("{what} is not an OpenSSH public key"))
+        .help("paste the one line of a .pub file, e.g. \"ssh-ed25519 AAAAC3Nza... you@host\" (the public half only)");
+    None
 }
 
 /// An optional endpoint override: absent is fine (`Some(None)`), present

@@ -22,7 +22,10 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ec2::types::{Filter, Instance as Ec2Instance, InstanceStateName, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, Instance as Ec2Instance,
+    InstanceStateName, ResourceType, Tag, TagSpecification, VolumeType,
+};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
@@ -72,6 +75,8 @@ pub struct AwsProvider {
     /// scope (whatever credentials reach it: the simulator takes any).
     account: Option<String>,
     retry: RetryPolicy,
+    /// Root device name per (region, AMI), for the boot disk's mapping.
+    root_devices: std::sync::Mutex<BTreeMap<(String, String), String>>,
     clock: WaitClock,
 }
 
@@ -130,8 +135,33 @@ impl AwsProvider {
             vcpus,
             account: connection.account.clone(),
             retry: connection.retry,
+            root_devices: Default::default(),
             clock: connection.clock.clone(),
         }
+    }
+
+    /// The root device name of an AMI (`/dev/sda1`, `/dev/xvda`), which a
+    /// boot disk size must be given for; `None` when the region has no such
+    /// image. Asked once per image and region, then remembered.
+    async fn root_device(&self, region: &str, client: &Client, image: &str) -> Result<Option<String>, ProviderError> {
+        let key = (region.to_string(), image.to_string());
+        if let Some(known) = self.root_devices.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(Some(known.clone()));
+        }
+        let found = retrying(self.retry, Call::new(Cloud::Aws, region, "DescribeImages"), || async {
+            let output = client.describe_images().image_ids(image).send().await.map_err(|e| classify(region, e));
+            match output {
+                Ok(output) => Ok(output.images().iter().find_map(|i| i.root_device_name().map(str::to_string))),
+                // The image does not exist (or is malformed): RunInstances says so in its own words.
+                Err(e) if e.kind == ErrorKind::Invalid || e.kind == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        if let Some(device) = &found {
+            self.root_devices.lock().unwrap_or_else(|e| e.into_inner()).insert(key, device.clone());
+        }
+        Ok(found)
     }
 
     fn scope(&self, region: &str) -> Scope {
@@ -244,10 +274,34 @@ impl Provider for AwsProvider {
             .map(|z| aws_sdk_ec2::types::Placement::builder().availability_zone(z).build());
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let min_count = i32::try_from(request.min_count).unwrap_or(i32::MAX);
+        let launch = &request.launch;
+        // Without the image, no mapping: RunInstances says why the image cannot be used.
+        let root_disk = self.root_device(region, client, &request.image).await?.map(|device| {
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(i32::try_from(launch.disk_gb).unwrap_or(i32::MAX))
+                        .volume_type(VolumeType::Gp3)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build()
+        });
+        let profile = launch.identity.as_ref().map(|profile| match profile.starts_with("arn:") {
+            true => IamInstanceProfileSpecification::builder().arn(profile).build(),
+            false => IamInstanceProfileSpecification::builder().name(profile).build(),
+        });
+        let groups = (!launch.security_groups.is_empty()).then(|| launch.security_groups.clone());
         let output = retrying(self.retry, Call::new(Cloud::Aws, region, "RunInstances"), || async {
             client
                 .run_instances()
                 .image_id(&request.image)
+                .set_subnet_id(launch.subnet.clone())
+                .set_security_group_ids(groups.clone())
+                .set_iam_instance_profile(profile.clone())
+                .set_key_name(launch.ssh_key.clone())
+                .set_block_device_mappings(root_disk.clone().map(|m| vec![m]))
                 .instance_type(request.placement.instance_type.as_str().into())
                 .min_count(min_count)
                 .max_count(count)

@@ -62,6 +62,8 @@ const LIST_CONCURRENCY: usize = 8;
 const MAX_POLLS: u32 = 720;
 /// Longest wait between polls, whatever Retry-After says.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+/// The api-version azure_mgmt_compute sends, for the scale set PUT made without it.
+const SCALE_SET_API_VERSION: &str = "2024-07-01";
 /// Shortest wait between polls, so that `Retry-After: 0` is no busy loop.
 const MIN_POLL_WAIT: Duration = Duration::from_secs(1);
 /// Network API version of flexible scale sets: VMs get their own NICs.
@@ -349,6 +351,18 @@ impl AzureProvider {
     /// GET an operation URL the service handed out. The token only goes to
     /// the endpoint the provider was configured with.
     async fn get_raw(&self, region: &str, url: &str) -> Result<(StatusCode, Headers, Vec<u8>), ProviderError> {
+        self.send_raw(region, url, Method::Get, None).await
+    }
+
+    /// One request through the client's own pipeline (credential, HTTP
+    /// stack), for what azure_mgmt_compute's models cannot say.
+    async fn send_raw(
+        &self,
+        region: &str,
+        url: &str,
+        method: Method,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Headers, Vec<u8>), ProviderError> {
         let invalid = |message: String| ProviderError {
             kind: ErrorKind::Invalid,
             cloud: Cloud::Azure,
@@ -362,8 +376,12 @@ impl AzureProvider {
         }
         let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         let token = self.credential.get_token(&scopes).await.map_err(|e| classify(region, e))?;
-        let mut request = Request::new(url, Method::Get);
+        let mut request = Request::new(url, method);
         request.insert_header(AUTHORIZATION, format!("Bearer {}", token.token.secret()));
+        if let Some(body) = body {
+            request.insert_header(azure_core::headers::CONTENT_TYPE, "application/json");
+            request.set_body(serde_json::to_vec(body).unwrap_or_default());
+        }
         let response = self.pipeline.send(&Context::new(), &mut request).await.map_err(|e| classify(region, e))?;
         let (status, headers, body) = response.deconstruct();
         let body = body.collect().await.map_err(|e| classify(region, e))?;
@@ -442,9 +460,14 @@ impl AzureProvider {
         } else {
             let subnet = self.subnet_id(region);
             let body = scale_set_body(request, target, &subnet, &self.vm).map_err(|m| invalid("InvalidImage", m))?;
+            let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
+            if request.launch.identity.is_some() {
+                // The crate's model of `userAssignedIdentities` is an empty
+                // struct, which drops the identity ids: this PUT goes as JSON.
+                return self.finish_grow(request, &id, before, self.put_scale_set(region, name, &body).await?).await;
+            }
             let model: models::VirtualMachineScaleSet =
                 serde_json::from_value(body).map_err(|e| invalid("InvalidRequest", e.to_string()))?;
-            let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
             retrying(self.retry, call, || async {
                 let response = self
                     .client
@@ -457,9 +480,22 @@ impl AzureProvider {
             })
             .await?
         };
+        self.finish_grow(request, &id, before, headers).await
+    }
+
+    /// After a scale set's PUT or PATCH: follow its operation, and return the
+    /// VMs it gained (an error only when it gained none).
+    async fn finish_grow(
+        &self,
+        request: &CreateRequest,
+        id: &str,
+        before: &BTreeSet<String>,
+        headers: Headers,
+    ) -> Result<Vec<Instance>, ProviderError> {
+        let region = request.placement.region.as_str();
         let outcome = self.follow(region, &headers).await;
-        let set_tags = serde_json::to_value(&tags).ok();
-        let after = self.list_vms(region, &id).await?;
+        let set_tags = serde_json::to_value(request.tags()).ok();
+        let after = self.list_vms(region, id).await?;
         let created: Vec<Instance> = after
             .iter()
             .filter(|vm| vm.resource.name.as_ref().is_some_and(|n| !before.contains(n)))
@@ -469,6 +505,33 @@ impl AzureProvider {
             Err(e) if created.is_empty() => Err(e),
             _ => Ok(created),
         }
+    }
+
+    /// `VirtualMachineScaleSets_CreateOrUpdate` with `body` as it is, retried
+    /// like every call; the answer's headers lead to its operation.
+    async fn put_scale_set(&self, region: &str, name: &str, body: &Value) -> Result<Headers, ProviderError> {
+        let url = format!(
+            "{}?api-version={SCALE_SET_API_VERSION}",
+            self.endpoint.join(self.scale_set_id(name).trim_start_matches('/')).map_err(|e| ProviderError {
+                kind: ErrorKind::Invalid,
+                cloud: Cloud::Azure,
+                region: region.to_string(),
+                code: "InvalidResourceId".into(),
+                message: e.to_string(),
+            })?
+        );
+        let call = Call::new(Cloud::Azure, region, "virtualMachineScaleSets.createOrUpdate");
+        retrying(self.retry, call, || async {
+            let (status, headers, answer) = self.send_raw(region, &url, Method::Put, Some(body)).await?;
+            if matches!(u16::from(status), 200 | 201) {
+                return Ok(headers);
+            }
+            let fault = Fault::from_body(&answer);
+            let retry_after = azure_core::lro::get_retry_after(&headers).as_millis();
+            let (kind, code) = fault.classify(u16::from(status), u64::try_from(retry_after).ok());
+            Err(ProviderError { kind, cloud: Cloud::Azure, region: region.to_string(), code, message: fault.message })
+        })
+        .await
     }
 
     async fn delete_instances(&self, region: &str, scale_set: &str, names: &[String]) -> Result<(), ProviderError> {
@@ -726,6 +789,7 @@ fn image_reference(image: &str) -> Result<Value, String> {
 
 /// The PUT body of a new flexible scale set for this request.
 fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &AzureVmSettings) -> Result<Value, String> {
+    let launch = &request.launch;
     let mut os_profile = json!({
         "computerNamePrefix": "gpufleet",
         "adminUsername": vm.admin_username,
@@ -733,14 +797,14 @@ fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &Azu
             "disablePasswordAuthentication": true,
             "ssh": { "publicKeys": [{
                 "path": format!("/home/{}/.ssh/authorized_keys", vm.admin_username),
-                "keyData": vm.ssh_public_key,
+                "keyData": launch.ssh_key.as_deref().unwrap_or(&vm.ssh_public_key),
             }] },
         },
     });
     if let Some(script) = &request.user_data {
         os_profile["customData"] = json!(base64::engine::general_purpose::STANDARD.encode(script));
     }
-    Ok(json!({
+    let mut body = json!({
         "location": request.placement.region,
         "tags": request.tags(),
         "sku": { "name": request.placement.instance_type, "tier": "Standard", "capacity": capacity },
@@ -751,7 +815,11 @@ fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &Azu
             "virtualMachineProfile": {
                 "storageProfile": {
                     "imageReference": image_reference(&request.image)?,
-                    "osDisk": { "createOption": "FromImage", "deleteOption": "Delete" },
+                    "osDisk": {
+                        "createOption": "FromImage",
+                        "deleteOption": "Delete",
+                        "diskSizeGB": launch.disk_gb,
+                    },
                 },
                 "osProfile": os_profile,
                 "networkProfile": {
@@ -771,7 +839,11 @@ fn scale_set_body(request: &CreateRequest, capacity: u64, subnet: &str, vm: &Azu
                 },
             },
         },
-    }))
+    });
+    if let Some(identity) = &launch.identity {
+        body["identity"] = json!({ "type": "UserAssigned", "userAssignedIdentities": { identity.as_str(): {} } });
+    }
+    Ok(body)
 }
 
 fn tag<'t>(tags: Option<&'t Value>, key: &str) -> Option<&'t str> {

@@ -23,11 +23,11 @@ use crate::model::{Cloud, Instance, Placement, Scope, TAG_FLEET, TAG_PLAN, TAG_R
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use google_cloud_compute_v1::client::{
-    AcceleratorTypes, Images, Instances, MachineTypes, Networks, Projects, Regions, ZoneOperations,
+    AcceleratorTypes, Images, Instances, MachineTypes, Networks, Projects, Regions, Subnetworks, ZoneOperations,
 };
 use google_cloud_compute_v1::model::{
     AttachedDisk, AttachedDiskInitializeParams, BulkInsertInstanceResource, InstanceProperties, Metadata,
-    NetworkInterface, Operation, Scheduling, metadata, operation, scheduling,
+    NetworkInterface, Operation, Scheduling, ServiceAccount, metadata, operation, scheduling,
 };
 use google_cloud_gax::error::rpc::StatusDetails;
 use google_cloud_gax::retry_policy::NeverRetry;
@@ -51,6 +51,25 @@ const NAME_DIGITS: usize = 4;
 const GONE_STATES: [&str; 1] = ["DEPROVISIONING"];
 /// Networks a VM is attached to when created.
 const DEFAULT_NETWORK: &str = "global/networks/default";
+/// The user an `ssh-keys` metadata entry logs in as, as on Azure.
+const SSH_USER: &str = "gpufleet";
+
+/// The network a plan names (a name or a `projects/...` path) as a URL path.
+fn network_path(network: Option<&str>) -> String {
+    match network {
+        None => DEFAULT_NETWORK.to_string(),
+        Some(path) if path.starts_with("projects/") => path.to_string(),
+        Some(name) => format!("global/networks/{name}"),
+    }
+}
+
+/// The subnetwork a plan names for a region, as a URL path.
+fn subnetwork_path(region: &str, subnetwork: &str) -> String {
+    match subnetwork.starts_with("projects/") {
+        true => subnetwork.to_string(),
+        false => format!("regions/{region}/subnetworks/{subnetwork}"),
+    }
+}
 
 /// How to reach Compute Engine.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +94,7 @@ pub struct GcpProvider {
     networks: Networks,
     projects: Projects,
     accelerator_types: AcceleratorTypes,
+    subnetworks: Subnetworks,
 }
 
 impl GcpProvider {
@@ -110,7 +130,8 @@ impl GcpProvider {
         let mut networks = Networks::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut projects = Projects::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
         let mut accelerator_types =
-            AcceleratorTypes::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
+            AcceleratorTypes::builder().with_credentials(credentials.clone()).with_retry_policy(NeverRetry);
+        let mut subnetworks = Subnetworks::builder().with_credentials(credentials).with_retry_policy(NeverRetry);
         if let Some(endpoint) = &connection.endpoint {
             instances = instances.with_endpoint(endpoint);
             operations = operations.with_endpoint(endpoint);
@@ -120,6 +141,7 @@ impl GcpProvider {
             networks = networks.with_endpoint(endpoint);
             projects = projects.with_endpoint(endpoint);
             accelerator_types = accelerator_types.with_endpoint(endpoint);
+            subnetworks = subnetworks.with_endpoint(endpoint);
         }
         let client_failed =
             |e: google_cloud_gax::client_builder::Error| failed("ClientBuild", ErrorKind::Invalid, e.to_string());
@@ -135,6 +157,7 @@ impl GcpProvider {
             networks: networks.build().await.map_err(client_failed)?,
             projects: projects.build().await.map_err(client_failed)?,
             accelerator_types: accelerator_types.build().await.map_err(client_failed)?,
+            subnetworks: subnetworks.build().await.map_err(client_failed)?,
         })
     }
 
@@ -319,21 +342,36 @@ impl Provider for GcpProvider {
             });
         };
         let prefix = name_prefix(&request.fleet, &request.idempotency_token);
+        let launch = &request.launch;
+        let mut interface = NetworkInterface::new().set_network(network_path(launch.network.as_deref()));
+        if let Some(subnetwork) = &launch.subnet {
+            interface = interface.set_subnetwork(subnetwork_path(region, subnetwork));
+        }
         let mut properties = InstanceProperties::new()
             .set_machine_type(request.placement.instance_type.as_str())
             .set_labels(request.tags())
-            .set_disks([AttachedDisk::new()
-                .set_boot(true)
-                .set_auto_delete(true)
-                .set_initialize_params(AttachedDiskInitializeParams::new().set_source_image(request.image.as_str()))])
-            .set_network_interfaces([NetworkInterface::new().set_network(DEFAULT_NETWORK)])
+            .set_disks([AttachedDisk::new().set_boot(true).set_auto_delete(true).set_initialize_params(
+                AttachedDiskInitializeParams::new()
+                    .set_source_image(request.image.as_str())
+                    .set_disk_size_gb(i64::from(launch.disk_gb)),
+            )])
+            .set_network_interfaces([interface])
             // GPU VMs cannot live-migrate.
             .set_scheduling(Scheduling::new().set_on_host_maintenance(scheduling::OnHostMaintenance::Terminate));
+        if let Some(email) = &launch.identity {
+            properties = properties.set_service_accounts([ServiceAccount::new()
+                .set_email(email.as_str())
+                .set_scopes(launch.scopes.iter().map(String::as_str))]);
+        }
+        let mut items = Vec::new();
         if let Some(script) = &request.user_data {
-            properties = properties.set_metadata(
-                Metadata::new()
-                    .set_items([metadata::Items::new().set_key("startup-script").set_value(script.as_str())]),
-            );
+            items.push(metadata::Items::new().set_key("startup-script").set_value(script.as_str()));
+        }
+        if let Some(key) = &launch.ssh_key {
+            items.push(metadata::Items::new().set_key("ssh-keys").set_value(format!("{SSH_USER}:{key}")));
+        }
+        if !items.is_empty() {
+            properties = properties.set_metadata(Metadata::new().set_items(items));
         }
         let body = BulkInsertInstanceResource::new()
             .set_count(i64::from(request.count))

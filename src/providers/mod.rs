@@ -10,7 +10,7 @@ pub mod azure;
 pub mod gcp;
 pub mod preflight;
 
-use crate::model::{Clock, Cloud, Instance, Placement, Scope, SystemClock, TAG_FLEET, TAG_PLAN, TAG_RUN};
+use crate::model::{Clock, Cloud, Instance, Launch, Placement, Scope, SystemClock, TAG_FLEET, TAG_PLAN, TAG_RUN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub struct CreateRequest {
     pub user_data: Option<String>,
     /// Extra tags/labels from the plan, added next to the ownership tags.
     pub labels: BTreeMap<String, String>,
+    /// Network, identity, SSH key and boot disk of the new nodes.
+    pub launch: Launch,
     /// Makes a retried create idempotent (EC2 ClientToken, GCE requestId).
     pub idempotency_token: String,
 }
@@ -143,6 +145,7 @@ pub trait Provider: Send + Sync {
             offered: unchecked(),
             image: unchecked(),
             network: unchecked(),
+            access: unchecked(),
             quota: preflight::QuotaFinding { finding: unchecked(), headroom_nodes: None, key: None },
         })
     }

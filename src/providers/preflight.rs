@@ -5,7 +5,7 @@
 //! code and says what to do about it.
 
 use super::{ErrorKind, ProviderError};
-use crate::model::Placement;
+use crate::model::{Launch, Placement};
 use serde::Serialize;
 
 /// One offering of one fleet to check.
@@ -18,6 +18,8 @@ pub struct PreflightRequest {
     pub gpus_per_node: u32,
     /// Nodes the fleet wants, for the quota it would need.
     pub nodes: u32,
+    /// The network, identity and key the nodes would be launched with.
+    pub launch: Launch,
 }
 
 /// One thing checked about an offering.
@@ -68,13 +70,15 @@ pub struct OfferingFindings {
     pub offered: Finding,
     pub image: Finding,
     pub network: Finding,
+    /// The identity and SSH key pair the nodes run with.
+    pub access: Finding,
     pub quota: QuotaFinding,
 }
 
 impl OfferingFindings {
     /// Whether nodes can be created here at all, quota aside.
     pub fn launchable(&self) -> bool {
-        ![&self.offered, &self.image, &self.network].iter().any(|f| f.is_fail())
+        ![&self.offered, &self.image, &self.network, &self.access].iter().any(|f| f.is_fail())
     }
 }
 

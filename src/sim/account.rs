@@ -8,7 +8,7 @@
 //! limited); a scenario narrows each with `[[image]]`, `[networks]` and
 //! `[[quota]]` entries of cloud "aws".
 
-use super::scenario::{Scenario, ScenarioImage, ScenarioNetworks, ScenarioQuota};
+use super::scenario::{DEFAULT_IMAGE_GB, Scenario, ScenarioImage, ScenarioNetworks, ScenarioQuota, ScenarioSubnet};
 use super::world::{InstanceState, LaunchRequest, World, WorldError};
 use crate::catalog::{Catalog, Ec2VcpuQuota, ec2_vcpu_quota};
 use crate::model::Cloud;
@@ -60,6 +60,30 @@ impl<'a> AzureImage<'a> {
             && same(self.sku, wanted.sku)
             && (wanted.version.eq_ignore_ascii_case("latest") || same(self.concrete_version(), wanted.version))
     }
+}
+
+/// An EC2 subnet: where instances launched into it run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Subnet {
+    pub id: String,
+    pub zone: String,
+    pub vpc: String,
+}
+
+/// The id of a zone's default subnet.
+pub fn default_subnet_id(zone: &str) -> String {
+    fnv_id("subnet", zone)
+}
+
+/// The id of a region's default VPC.
+pub fn default_vpc_id(region: &str) -> String {
+    fnv_id("vpc", region)
+}
+
+/// A stable EC2-shaped id for a named resource.
+fn fnv_id(prefix: &str, name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{prefix}-0{hash:016x}")
 }
 
 /// `projects/P/global/images/...` of a Compute Engine image, whatever URL prefix it was sent with.
@@ -125,6 +149,98 @@ impl Account {
         versions
     }
 
+    /// The boot disk size of the image that `matches`, in GB; the default
+    /// world's images (and an image the scenario does not name) have
+    /// [`DEFAULT_IMAGE_GB`].
+    fn image_gb(&self, cloud: Cloud, matches: impl Fn(&ScenarioImage) -> bool) -> u32 {
+        self.images.iter().filter(|i| i.cloud == cloud).find(|i| matches(i)).map_or(DEFAULT_IMAGE_GB, |i| i.size_gb)
+    }
+
+    /// The size of an AMI's root snapshot, in GB.
+    pub fn ec2_image_gb(&self, region: &str, id: &str) -> u32 {
+        self.image_gb(Cloud::Aws, |i| i.region.as_deref() == Some(region) && i.id == id)
+    }
+
+    /// The size of a Compute Engine image (or the image of a family), in GB.
+    pub fn gce_image_gb(&self, path: &str) -> u32 {
+        let path = gce_image_path(path);
+        self.image_gb(Cloud::Gcp, |i| gce_image_path(&i.id) == path)
+    }
+
+    /// The OS disk size of an Azure marketplace image in a location, in GB.
+    pub fn azure_image_gb(&self, location: &str, wanted: &AzureImage<'_>) -> u32 {
+        self.image_gb(Cloud::Azure, |i| {
+            i.region.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(location))
+                && AzureImage::parse(&i.id).is_some_and(|image| image.is(wanted))
+        })
+    }
+
+    /// An EC2 subnet of a region, with its zone and VPC: the default subnet
+    /// of a zone where the region has a default VPC, or one the scenario
+    /// names (any id is one when it names none, in the zone asked for).
+    pub fn ec2_subnet(&self, region: &str, zones: &[String], id: &str, zone: Option<&str>) -> Option<Ec2Subnet> {
+        if self.has_default_vpc(region)
+            && let Some(zone) = zones.iter().find(|z| default_subnet_id(z) == id)
+        {
+            return Some(Ec2Subnet { id: id.to_string(), zone: zone.clone(), vpc: default_vpc_id(region) });
+        }
+        match &self.networks.aws_subnets {
+            None => {
+                let zone = zone.map(str::to_string).or_else(|| zones.first().cloned())?;
+                Some(Ec2Subnet { id: id.to_string(), zone, vpc: format!("vpc-of-{id}") })
+            }
+            Some(named) => named.iter().find(|s| s.id == id && zones.contains(&s.zone)).map(|s| Ec2Subnet {
+                id: s.id.clone(),
+                zone: s.zone.clone(),
+                vpc: s.vpc.clone(),
+            }),
+        }
+    }
+
+    /// The subnets the scenario names in a region's zones.
+    pub fn ec2_named_subnets<'a>(&'a self, zones: &'a [String]) -> impl Iterator<Item = &'a ScenarioSubnet> + 'a {
+        self.networks.aws_subnets.iter().flatten().filter(move |s| zones.contains(&s.zone))
+    }
+
+    /// The VPC of an EC2 security group in a region, `Some(None)` when any
+    /// VPC will do (the default world); `None` when it does not exist.
+    pub fn ec2_security_group_vpc(&self, region: &str, id: &str) -> Option<Option<String>> {
+        match &self.networks.aws_security_groups {
+            None => Some(None),
+            Some(groups) => groups
+                .iter()
+                .find(|g| g.region == region && g.id == id)
+                .map(|g| Some(g.vpc.clone().unwrap_or_else(|| default_vpc_id(region)))),
+        }
+    }
+
+    pub fn has_ec2_key_pair(&self, region: &str, name: &str) -> bool {
+        let key = format!("{region}/{name}");
+        self.networks.aws_key_pairs.as_ref().is_none_or(|pairs| pairs.contains(&key))
+    }
+
+    /// Whether an IAM instance profile exists, by name (an ARN's last segment).
+    pub fn has_instance_profile(&self, name: &str) -> bool {
+        self.networks.aws_instance_profiles.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
+    }
+
+    /// Whether a Compute Engine subnetwork exists in a region.
+    pub fn has_gce_subnetwork(&self, region: &str, name: &str) -> bool {
+        let key = format!("{region}/{name}");
+        self.networks.gcp_subnetworks.as_ref().is_none_or(|names| names.contains(&key))
+    }
+
+    pub fn has_service_account(&self, email: &str) -> bool {
+        self.networks.gcp_service_accounts.as_ref().is_none_or(|emails| emails.iter().any(|e| e == email))
+    }
+
+    /// Whether an Azure user-assigned managed identity exists: its resource group too.
+    pub fn has_identity(&self, resource_group: &str, name: &str) -> bool {
+        let key = format!("{resource_group}/{name}");
+        self.has_resource_group(resource_group)
+            && self.networks.azure_identities.as_ref().is_none_or(|names| contains_ignoring_case(names, &key))
+    }
+
     pub fn has_default_vpc(&self, region: &str) -> bool {
         self.networks.aws_default_vpcs.as_ref().is_none_or(|regions| regions.iter().any(|r| r == region))
     }
@@ -171,16 +287,107 @@ impl World {
     }
 
     /// What a fresh account checks before a launch: the AMI exists in the
-    /// region, the region has a default VPC to launch into, and the vCPU
-    /// quota of the type's family has room. Returns how many instances the
-    /// quota admits (at least `min_count`).
-    pub(super) fn admit_ec2_launch(&self, request: &LaunchRequest) -> Result<u32, WorldError> {
+    /// region; the subnet asked for exists (in the zone asked for), or the
+    /// region has a default VPC to launch into; the security groups exist
+    /// in that VPC; the key pair and the instance profile exist; the root
+    /// volume is no smaller than the AMI's snapshot; and the vCPU quota of
+    /// the type's family has room. Returns how many instances the quota
+    /// admits (at least `min_count`), and the zone and attachments.
+    pub(super) fn admit_ec2_launch(&self, request: &LaunchRequest) -> Result<(u32, AdmittedLaunch), WorldError> {
         if !self.account.has_ami(&request.region, &request.image_id) {
             return Err(WorldError::ImageNotFound { id: request.image_id.clone() });
         }
-        if !self.account.has_default_vpc(&request.region) {
-            return Err(WorldError::NoDefaultVpc { region: request.region.clone() });
+        let admitted = self.admit_ec2_attachments(request)?;
+        let max_count = self.admit_ec2_vcpus(request)?;
+        Ok((max_count, admitted))
+    }
+
+    fn admit_ec2_attachments(&self, request: &LaunchRequest) -> Result<AdmittedLaunch, WorldError> {
+        let attach = &request.attach;
+        let region = request.region.as_str();
+        let refused = |code: &'static str, message: String| WorldError::Refused { code, message };
+        let zones = self.known_zones(region).unwrap_or_default();
+        let (zone, vpc) = match &attach.subnet_id {
+            Some(id) => {
+                let subnet = self.account.ec2_subnet(region, zones, id, request.zone.as_deref()).ok_or_else(|| {
+                    refused("InvalidSubnetID.NotFound", format!("The subnet ID '{id}' does not exist"))
+                })?;
+                if let Some(asked) = request.zone.as_deref().filter(|z| *z != subnet.zone) {
+                    return Err(refused(
+                        "InvalidParameterValue",
+                        format!(
+                            "Value ({asked}) for parameter availabilityZone is invalid. Subnet '{id}' is in the availability zone {}",
+                            subnet.zone
+                        ),
+                    ));
+                }
+                (Some(subnet.zone), subnet.vpc)
+            }
+            None if self.account.has_default_vpc(region) => (None, default_vpc_id(region)),
+            None => return Err(WorldError::NoDefaultVpc { region: region.to_string() }),
+        };
+        for group in &attach.security_group_ids {
+            match self.account.ec2_security_group_vpc(region, group) {
+                None => {
+                    return Err(refused(
+                        "InvalidGroup.NotFound",
+                        format!("The security group '{group}' does not exist"),
+                    ));
+                }
+                Some(Some(group_vpc)) if group_vpc != vpc => {
+                    return Err(refused(
+                        "InvalidParameter",
+                        format!(
+                            "Security group {group} and subnet {} belong to different networks.",
+                            attach.subnet_id.as_deref().unwrap_or("(default)")
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
+        if let Some(name) = &attach.key_name
+            && !self.account.has_ec2_key_pair(region, name)
+        {
+            return Err(refused("InvalidKeyPair.NotFound", format!("The key pair '{name}' does not exist")));
+        }
+        if let Some(name) = &attach.instance_profile_name
+            && !self.account.has_instance_profile(name)
+        {
+            return Err(refused(
+                "InvalidParameterValue",
+                format!(
+                    "Value ({name}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+                ),
+            ));
+        }
+        if let Some(arn) = &attach.instance_profile_arn
+            && !self.account.has_instance_profile(arn.rsplit('/').next().unwrap_or(arn))
+        {
+            return Err(refused(
+                "InvalidParameterValue",
+                format!(
+                    "Value ({arn}) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN"
+                ),
+            ));
+        }
+        let image_gb = self.account.ec2_image_gb(region, &request.image_id);
+        for mapping in attach.block_devices.iter().filter(|m| m.device_name == EC2_ROOT_DEVICE) {
+            if let Some(size) = mapping.volume_size_gb.filter(|size| *size < image_gb) {
+                return Err(refused(
+                    "InvalidBlockDeviceMapping",
+                    format!(
+                        "Volume of size {size}GB is smaller than snapshot '{}', expect size >= {image_gb}GB",
+                        snapshot_of(&request.image_id)
+                    ),
+                ));
+            }
+        }
+        Ok(AdmittedLaunch { zone, attachments: attach.clone() })
+    }
+
+    /// How many instances the vCPU quota of the type's family admits.
+    fn admit_ec2_vcpus(&self, request: &LaunchRequest) -> Result<u32, WorldError> {
         let quota = ec2_vcpu_quota(&request.instance_type);
         let limit = quota.and_then(|q| self.account.ec2_vcpu_limit(&request.region, q.code).map(|limit| (q, limit)));
         let (Some((quota, limit)), Some(vcpus)) = (limit, self.account.ec2_vcpus(&request.instance_type)) else {
@@ -193,6 +400,46 @@ impl World {
         }
         Ok(room.min(request.max_count))
     }
+}
+
+/// The root device of every AMI the simulator has, as `DescribeImages` reports it.
+pub const EC2_ROOT_DEVICE: &str = "/dev/sda1";
+
+/// The snapshot behind an AMI's root device.
+pub fn snapshot_of(image_id: &str) -> String {
+    fnv_id("snap", image_id)
+}
+
+/// What an EC2 launch names besides its image and type, as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ec2Attachments {
+    pub subnet_id: Option<String>,
+    pub security_group_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub instance_profile_name: Option<String>,
+    pub instance_profile_arn: Option<String>,
+    pub block_devices: Vec<Ec2BlockDevice>,
+}
+
+impl Ec2Attachments {
+    pub fn is_empty(&self) -> bool {
+        *self == Ec2Attachments::default()
+    }
+}
+
+/// One `BlockDeviceMapping` entry of a launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ec2BlockDevice {
+    pub device_name: String,
+    pub volume_size_gb: Option<u32>,
+}
+
+/// A launch the account admits: the zone its subnet decides, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmittedLaunch {
+    pub zone: Option<String>,
+    pub attachments: Ec2Attachments,
 }
 
 #[cfg(test)]
@@ -216,6 +463,7 @@ mod tests {
             zone: None,
             tags: Default::default(),
             user_data: None,
+            attach: Default::default(),
         }
     }
 
@@ -293,5 +541,88 @@ mod tests {
         assert!(open.has_ami("eu-west-1", "ami-anything") && open.has_default_vpc("eu-west-1"));
         assert!(open.has_subnet("any", "vnet", "subnet") && open.has_gce_network("ml"));
         assert_eq!(open.ec2_vcpu_limit("us-east-1", "L-417A185B"), None);
+    }
+
+    const NETWORKED: &str = r#"
+        [[image]]
+        cloud = "aws"
+        region = "us-east-1"
+        id = "ami-0123456789abcdef0"
+        size_gb = 100
+        [networks]
+        aws_default_vpcs = []
+        aws_subnets = [{ id = "subnet-0aaaaaaaaaaaaaaaa", zone = "us-east-1b", vpc = "vpc-0aaaaaaaaaaaaaaaa" }]
+        aws_security_groups = [
+            { id = "sg-0aaaaaaaaaaaaaaaa", region = "us-east-1", vpc = "vpc-0aaaaaaaaaaaaaaaa" },
+            { id = "sg-0bbbbbbbbbbbbbbbb", region = "us-east-1" },
+        ]
+        aws_key_pairs = ["us-east-1/ops"]
+        aws_instance_profiles = ["gpu-node"]
+        "#;
+
+    #[test]
+    fn sim_account_refuses_launches_naming_what_the_account_lacks_with_ec2_codes() {
+        let mut world = world(NETWORKED);
+        let ami = "ami-0123456789abcdef0";
+        let with = |attach: Ec2Attachments| LaunchRequest { attach, ..launch(ami, "us-east-1", 1, 1) };
+        let good = Ec2Attachments {
+            subnet_id: Some("subnet-0aaaaaaaaaaaaaaaa".into()),
+            security_group_ids: vec!["sg-0aaaaaaaaaaaaaaaa".into()],
+            key_name: Some("ops".into()),
+            instance_profile_name: Some("gpu-node".into()),
+            block_devices: vec![Ec2BlockDevice { device_name: EC2_ROOT_DEVICE.into(), volume_size_gb: Some(200) }],
+            ..Ec2Attachments::default()
+        };
+        let code = |world: &mut World, attach: Ec2Attachments| match world.launch(with(attach)) {
+            Err(WorldError::Refused { code, message }) => format!("{code}: {message}"),
+            other => format!("{other:?}"),
+        };
+        let cases = [
+            (Ec2Attachments { subnet_id: None, ..good.clone() }, "VPCIdNotSpecified"),
+            (
+                Ec2Attachments { subnet_id: Some("subnet-0cccccccccccccccc".into()), ..good.clone() },
+                "InvalidSubnetID.NotFound: The subnet ID 'subnet-0cccccccccccccccc' does not exist",
+            ),
+            (
+                Ec2Attachments { security_group_ids: vec!["sg-0cccccccccccccccc".into()], ..good.clone() },
+                "InvalidGroup.NotFound: The security group 'sg-0cccccccccccccccc' does not exist",
+            ),
+            (
+                Ec2Attachments { security_group_ids: vec!["sg-0bbbbbbbbbbbbbbbb".into()], ..good.clone() },
+                "InvalidParameter: Security group sg-0bbbbbbbbbbbbbbbb and subnet subnet-0aaaaaaaaaaaaaaaa belong to different networks.",
+            ),
+            (
+                Ec2Attachments { key_name: Some("dev".into()), ..good.clone() },
+                "InvalidKeyPair.NotFound: The key pair 'dev' does not exist",
+            ),
+            (
+                Ec2Attachments { instance_profile_name: Some("admin".into()), ..good.clone() },
+                "InvalidParameterValue: Value (admin) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name",
+            ),
+            (
+                Ec2Attachments {
+                    block_devices: vec![Ec2BlockDevice {
+                        device_name: EC2_ROOT_DEVICE.into(),
+                        volume_size_gb: Some(50),
+                    }],
+                    ..good.clone()
+                },
+                "InvalidBlockDeviceMapping: Volume of size 50GB is smaller than snapshot",
+            ),
+        ];
+        for (attach, expected) in cases {
+            let got = code(&mut world, attach);
+            if expected == "VPCIdNotSpecified" {
+                assert!(got.contains("NoDefaultVpc"), "{got}");
+            } else {
+                assert!(got.starts_with(expected), "{got}");
+            }
+        }
+        assert_eq!(world.instances().count(), 0, "a refused launch starts nothing");
+        let launched = world.launch(with(good.clone())).unwrap();
+        assert_eq!(launched.instances[0].zone, "us-east-1b", "the subnet decides the zone");
+        assert_eq!(launched.instances[0].attach, good, "the instance keeps what it was launched with");
+        let elsewhere = LaunchRequest { zone: Some("us-east-1a".into()), ..with(good) };
+        assert!(matches!(world.launch(elsewhere), Err(WorldError::Refused { code: "InvalidParameterValue", .. })));
     }
 }

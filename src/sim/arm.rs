@@ -167,6 +167,7 @@ fn dispatch(world: &mut World, request: &ArmRequest<'_>) -> Result<ArmResponse, 
             "GET" => Ok(ok(StatusCode::OK, scale_set_json(world, vmss::get(world, &at)?))),
             "PUT" => {
                 let body = parse_json(request.body)?;
+                check_api_version(links.api_version, &string_at(&body, "/location")?.unwrap_or_default())?;
                 let spec = scale_set_spec(&body)?;
                 check_name(&at.name)?;
                 account::check_scale_set(world, &body, &at.id())?;
@@ -465,11 +466,17 @@ fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
             mode.as_deref().unwrap_or("not set")
         )));
     }
+    // Flexible orchestration requires it (ARM's spec: 1 spreads VMs as widely as possible).
     let platform_fault_domain_count = match at(body, "/properties/platformFaultDomainCount") {
-        None => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| ArmFault::invalid("platformFaultDomainCount must be an integer"))?),
+        None => return Err(missing("platformFaultDomainCount")),
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ArmFault::invalid("platformFaultDomainCount must be an integer").at("platformFaultDomainCount")
+        })?),
     };
+    let capacity = capacity_at(body)?.unwrap_or(0);
     let (vm_profile, image_reference) = match at(body, "/properties/virtualMachineProfile") {
+        // A flexible scale set without a profile holds only VMs made elsewhere.
+        None if capacity > 0 => return Err(missing("virtualMachineProfile")),
         None => (None, None),
         Some(profile) => {
             let image = check_vm_profile(profile)?;
@@ -479,7 +486,7 @@ fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
     Ok(ScaleSetSpec {
         location: location.to_ascii_lowercase().replace(' ', ""),
         sku_name,
-        capacity: capacity_at(body)?.unwrap_or(0),
+        capacity,
         tags: tags_at(body)?.unwrap_or_default(),
         platform_fault_domain_count,
         vm_profile,
@@ -487,10 +494,63 @@ fn scale_set_spec(body: &Value) -> Result<ScaleSetSpec, ArmFault> {
     })
 }
 
-/// What ARM insists on in a flexible scale set's VM profile: an image, a
-/// network profile with `networkApiVersion`, base64 custom data. Returns the
-/// image reference.
+/// The first api-version of `Microsoft.Compute/virtualMachineScaleSets`
+/// that takes flexible orchestration; every later one does too (the SDKs
+/// move to new ones faster than a list here would).
+const FIRST_FLEXIBLE_API_VERSION: &str = "2021-03-01";
+
+/// A scale set PUT in an api-version ARM does not serve: a malformed one is
+/// `InvalidApiVersionParameter`, a well-formed one from before flexible
+/// orchestration `NoRegisteredProviderFound`, both 400.
+fn check_api_version(version: &str, location: &str) -> Result<(), ArmFault> {
+    let date = version.strip_suffix("-preview").unwrap_or(version);
+    let well_formed = date.len() == 10 && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok();
+    if !well_formed {
+        return Err(ArmFault::new(
+            400,
+            "InvalidApiVersionParameter",
+            format!(
+                "The api-version '{version}' is invalid. The supported versions are '{FIRST_FLEXIBLE_API_VERSION}' and later."
+            ),
+        ));
+    }
+    if date < FIRST_FLEXIBLE_API_VERSION {
+        return Err(ArmFault::new(
+            400,
+            "NoRegisteredProviderFound",
+            format!(
+                "No registered resource provider found for location '{location}' and API version '{version}' for type 'virtualMachineScaleSets'. The supported api-versions are '{FIRST_FLEXIBLE_API_VERSION}' and later."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// ARM's refusal of a required property left out: 400 `InvalidParameter`
+/// naming it, with the property as the error's `target`.
+fn missing(target: &str) -> ArmFault {
+    ArmFault::invalid(format!("Required parameter '{target}' is missing (null).")).at(target)
+}
+
+/// What ARM insists on in a flexible scale set's VM profile: an OS profile
+/// with an admin user, a storage profile with an image, a network profile
+/// with `networkApiVersion` and at least one network interface
+/// configuration, base64 custom data. Returns the image reference.
 fn check_vm_profile(profile: &Value) -> Result<Value, ArmFault> {
+    for (pointer, target) in [
+        ("/osProfile", "osProfile"),
+        ("/osProfile/adminUsername", "osProfile.adminUsername"),
+        ("/storageProfile", "storageProfile"),
+        ("/networkProfile", "networkProfile"),
+    ] {
+        if at(profile, pointer).is_none_or(Value::is_null) {
+            return Err(missing(target));
+        }
+    }
+    let nics = at(profile, "/networkProfile/networkInterfaceConfigurations").and_then(Value::as_array);
+    if nics.is_none_or(Vec::is_empty) {
+        return Err(missing("networkProfile.networkInterfaceConfigurations"));
+    }
     let image = at(profile, "/storageProfile/imageReference")
         .ok_or_else(|| ArmFault::invalid("virtualMachineProfile.storageProfile.imageReference is required."))?;
     let by_id = string_at(image, "/id")?.is_some();
@@ -501,7 +561,8 @@ fn check_vm_profile(profile: &Value) -> Result<Value, ArmFault> {
     if string_at(profile, "/networkProfile/networkApiVersion")?.is_none() {
         return Err(ArmFault::invalid(
             "Parameter 'networkProfile.networkApiVersion' is required for scale sets with Flexible orchestration mode.",
-        ));
+        )
+        .at("networkProfile.networkApiVersion"));
     }
     if let Some(data) = string_at(profile, "/osProfile/customData")?
         && base64::engine::general_purpose::STANDARD.decode(&data).is_err()
@@ -603,6 +664,9 @@ fn error_json(fault: &ArmFault) -> Value {
     let details: Vec<Value> =
         fault.details.iter().map(|(code, message)| json!({ "code": code, "message": message })).collect();
     let mut error = json!({ "code": fault.code, "message": fault.message });
+    if let Some(target) = &fault.target {
+        error["target"] = json!(target);
+    }
     if !details.is_empty() {
         error["details"] = Value::Array(details);
     }
@@ -743,8 +807,11 @@ mod tests {
                 "timeCreated": null,
                 "virtualMachineProfile": {
                     "storageProfile": { "imageReference": { "publisher": "p", "offer": "o", "sku": "s", "version": "latest" } },
-                    "osProfile": { "computerNamePrefix": "gf", "customData": "ZWNobyBoaQ==", "adminPassword": "x" },
-                    "networkProfile": { "networkApiVersion": "2020-11-01" },
+                    "osProfile": { "computerNamePrefix": "gf", "adminUsername": "gf", "customData": "ZWNobyBoaQ==", "adminPassword": "x" },
+                    "networkProfile": {
+                        "networkApiVersion": "2020-11-01",
+                        "networkInterfaceConfigurations": [{ "name": "nic", "properties": { "primary": true } }],
+                    },
                 },
             },
         })
@@ -798,8 +865,14 @@ mod tests {
                 .unwrap();
         let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
         let path = format!("{BASE}/virtualMachineScaleSets/gf-a");
-        call(&mut world, Method::PUT, &path, "api-version=1", put_body(23));
-        call(&mut world, Method::PUT, &format!("{BASE}/virtualMachineScaleSets/other"), "api-version=1", put_body(2));
+        call(&mut world, Method::PUT, &path, "api-version=2024-07-01", put_body(23));
+        call(
+            &mut world,
+            Method::PUT,
+            &format!("{BASE}/virtualMachineScaleSets/other"),
+            "api-version=2024-07-01",
+            put_body(2),
+        );
         let filter = format!("'virtualMachineScaleSet/id' eq '{}'", path.to_ascii_uppercase());
         let query = encode_query(&[("api-version", "1"), ("$filter", &filter)]);
         let first =
@@ -832,24 +905,31 @@ mod tests {
         h200["sku"]["name"] = json!("Standard_ND96isr_H200_v5");
         let cases = [
             (Method::PUT, set.clone(), "", put_body(1), 400, "MissingApiVersionParameter"),
-            (Method::PUT, set.clone(), "api-version=1", uniform, 400, "InvalidParameter"),
-            (Method::PUT, set.clone(), "api-version=1", no_network, 400, "InvalidParameter"),
-            (Method::PUT, set.clone(), "api-version=1", bad_data, 400, "InvalidParameter"),
-            (Method::PUT, set.clone(), "api-version=1", h200, 409, "SkuNotAvailable"),
+            (Method::PUT, set.clone(), "api-version=2024-07-01", uniform, 400, "InvalidParameter"),
+            (Method::PUT, set.clone(), "api-version=2024-07-01", no_network, 400, "InvalidParameter"),
+            (Method::PUT, set.clone(), "api-version=2024-07-01", bad_data, 400, "InvalidParameter"),
+            (Method::PUT, set.clone(), "api-version=2024-07-01", h200, 409, "SkuNotAvailable"),
             (
                 Method::PUT,
                 format!("{BASE}/virtualMachineScaleSets/-bad"),
-                "api-version=1",
+                "api-version=2024-07-01",
                 put_body(1),
                 400,
                 "InvalidResourceName",
             ),
-            (Method::GET, set.clone(), "api-version=1", Value::Null, 404, "ResourceNotFound"),
-            (Method::PATCH, set.clone(), "api-version=1", json!({"sku": {"capacity": 1}}), 404, "ResourceNotFound"),
+            (Method::GET, set.clone(), "api-version=2024-07-01", Value::Null, 404, "ResourceNotFound"),
+            (
+                Method::PATCH,
+                set.clone(),
+                "api-version=2024-07-01",
+                json!({"sku": {"capacity": 1}}),
+                404,
+                "ResourceNotFound",
+            ),
             (
                 Method::POST,
                 format!("{set}/delete"),
-                "api-version=1",
+                "api-version=2024-07-01",
                 json!({"instanceIds": ["x"]}),
                 404,
                 "ResourceNotFound",
@@ -862,8 +942,8 @@ mod tests {
                 400,
                 "InvalidParameter",
             ),
-            (Method::GET, format!("{BASE}/disks"), "api-version=1", Value::Null, 404, "InvalidResourceType"),
-            (Method::POST, set.clone(), "api-version=1", Value::Null, 405, "MethodNotAllowed"),
+            (Method::GET, format!("{BASE}/disks"), "api-version=2024-07-01", Value::Null, 404, "InvalidResourceType"),
+            (Method::POST, set.clone(), "api-version=2024-07-01", Value::Null, 405, "MethodNotAllowed"),
         ];
         for (method, path, query, body, status, expected) in cases {
             let response = call(&mut world, method.clone(), &path, query, body);
@@ -875,14 +955,14 @@ mod tests {
             ArmRequest {
                 method: &Method::GET,
                 path: &set,
-                query: Some("api-version=1"),
+                query: Some("api-version=2024-07-01"),
                 authorization: None,
                 base_url: "",
                 body: b"",
             },
         );
         assert_eq!((anonymous.status.as_u16(), code(&anonymous)), (401, "AuthenticationFailed"));
-        let garbage = call(&mut world, Method::PUT, &set, "api-version=1", json!([1]));
+        let garbage = call(&mut world, Method::PUT, &set, "api-version=2024-07-01", json!([1]));
         assert_eq!(code(&garbage), "InvalidRequestContent");
     }
 
@@ -911,7 +991,7 @@ mod tests {
             body
         };
         let path = format!("{BASE}/virtualMachineScaleSets/gf-h100");
-        assert_eq!(call(&mut world, Method::PUT, &path, "api-version=1", h100(1)).status, StatusCode::CREATED);
+        assert_eq!(call(&mut world, Method::PUT, &path, "api-version=2024-07-01", h100(1)).status, StatusCode::CREATED);
         let listed = call(&mut world, Method::GET, usages, "api-version=2024-07-01", Value::Null);
         assert_eq!(listed.status, StatusCode::OK);
         assert_eq!(
@@ -923,10 +1003,12 @@ mod tests {
                 "unit": "Count",
             }] })
         );
-        let west = call(&mut world, Method::GET, &usages.replace("eastus", "westus"), "api-version=1", Value::Null);
+        let west =
+            call(&mut world, Method::GET, &usages.replace("eastus", "westus"), "api-version=2024-07-01", Value::Null);
         assert_eq!(west.body.unwrap(), json!({ "value": [] }));
 
-        let refused = call(&mut world, Method::PATCH, &path, "api-version=1", json!({ "sku": { "capacity": 3 } }));
+        let refused =
+            call(&mut world, Method::PATCH, &path, "api-version=2024-07-01", json!({ "sku": { "capacity": 3 } }));
         assert_eq!((refused.status, code(&refused)), (StatusCode::CONFLICT, "OperationNotAllowed"));
         let message = refused.body.unwrap()["error"]["message"].as_str().unwrap().to_string();
         assert!(
@@ -939,15 +1021,16 @@ mod tests {
         // invalid request) is checked from the client's side, in tests/sim_arm.rs.
         assert!(message.contains("Current Limit: 192, Current Usage: 96, Additional Required: 192"), "{message}");
         let other = format!("{BASE}/virtualMachineScaleSets/gf-other");
-        let refused = call(&mut world, Method::PUT, &other, "api-version=1", h100(2));
+        let refused = call(&mut world, Method::PUT, &other, "api-version=2024-07-01", h100(2));
         assert_eq!(code(&refused), "OperationNotAllowed", "the quota spans scale sets");
         assert_eq!(vmss::vms(&world, "sub", "rg", None).len(), 1, "refused requests change nothing");
         let other_ref =
             ScaleSetRef { subscription: "sub".into(), resource_group: "rg".into(), name: "gf-other".into() };
         assert!(vmss::get(&world, &other_ref).is_err());
-        let fits = call(&mut world, Method::PATCH, &path, "api-version=1", json!({ "sku": { "capacity": 2 } }));
+        let fits =
+            call(&mut world, Method::PATCH, &path, "api-version=2024-07-01", json!({ "sku": { "capacity": 2 } }));
         assert_eq!(fits.status, StatusCode::OK);
-        let a100 = call(&mut world, Method::PUT, &other, "api-version=1", put_body(4));
+        let a100 = call(&mut world, Method::PUT, &other, "api-version=2024-07-01", put_body(4));
         assert_eq!(a100.status, StatusCode::CREATED, "other families have no quota here");
         assert_eq!(world.counters()["azure"]["Usage_List"], 2);
     }

@@ -11,6 +11,7 @@
 mod account_reads;
 mod resource_reads;
 
+use super::account::{Ec2Attachments, Ec2BlockDevice};
 use super::faults::Fault;
 use super::world::{
     DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_LAUNCH_COUNT, MAX_TAGS_PER_RESOURCE,
@@ -231,6 +232,33 @@ fn launch_request(region: &str, params: &Params) -> Result<LaunchRequest, ApiErr
         zone: params.get("Placement.AvailabilityZone").map(str::to_string),
         tags: instance_tags,
         user_data,
+        attach: attachments(params)?,
+    })
+}
+
+/// `SubnetId`, `SecurityGroupId.N`, `KeyName`, `IamInstanceProfile` and
+/// `BlockDeviceMapping.N` of a RunInstances request.
+fn attachments(params: &Params) -> Result<Ec2Attachments, ApiError> {
+    let mut block_devices = Vec::new();
+    for member in params.members("BlockDeviceMapping") {
+        let device_name = params.required(&format!("{member}.DeviceName"))?.to_string();
+        let volume_size_gb = params.optional_u32(&format!("{member}.Ebs.VolumeSize"))?;
+        block_devices.push(Ec2BlockDevice { device_name, volume_size_gb });
+    }
+    let name = params.get("IamInstanceProfile.Name").map(str::to_string);
+    let arn = params.get("IamInstanceProfile.Arn").map(str::to_string);
+    if name.is_some() && arn.is_some() {
+        return Err(ApiError::invalid_value(
+            "The parameter 'iamInstanceProfile.name' may not be used in combination with 'iamInstanceProfile.arn'",
+        ));
+    }
+    Ok(Ec2Attachments {
+        subnet_id: params.get("SubnetId").map(str::to_string),
+        security_group_ids: params.list("SecurityGroupId"),
+        key_name: params.get("KeyName").map(str::to_string),
+        instance_profile_name: name,
+        instance_profile_arn: arn,
+        block_devices,
     })
 }
 
@@ -369,6 +397,7 @@ fn api_error(error: WorldError) -> ApiError {
             ApiError::client("InvalidAMIID.NotFound", format!("The image id '[{id}]' does not exist"))
         }
         WorldError::NoDefaultVpc { .. } => ApiError::client("VPCIdNotSpecified", "No default VPC for this user"),
+        WorldError::Refused { code, message } => ApiError::client(code, message),
         WorldError::VcpuLimitExceeded { limit } => ApiError::client(
             "VcpuLimitExceeded",
             format!(

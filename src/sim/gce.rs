@@ -12,12 +12,14 @@
 //! errors[{domain, reason, message}]}}`. Semantics live in
 //! [`super::gce_world`]; this module only translates.
 
-mod account;
+pub(super) mod account;
 
 use super::faults::Fault;
 use super::gce_world::{CreateInstances, GceError, GceInstance, GceOperation, InstanceSpec, Naming, QuotaUsage};
+use super::scenario::DEFAULT_IMAGE_GB;
 use super::world::{Tags, World};
 use crate::model::Cloud;
+use account::{NetworkSpec, ServiceAccountSpec};
 use axum::http::{Method, StatusCode};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer};
@@ -48,6 +50,15 @@ pub struct HttpError {
 impl HttpError {
     fn invalid(message: impl Into<String>) -> HttpError {
         HttpError { status: StatusCode::BAD_REQUEST, reason: "invalid", message: message.into() }
+    }
+
+    /// A field the request must have: 400 with reason `required`.
+    fn required(field: &str) -> HttpError {
+        HttpError {
+            status: StatusCode::BAD_REQUEST,
+            reason: "required",
+            message: format!("Required field '{field}' not specified"),
+        }
     }
 
     fn not_found(what: &str) -> HttpError {
@@ -254,11 +265,9 @@ fn insert(
     body: &[u8],
 ) -> Result<(Value, bool), HttpError> {
     let instance: InstanceBody = parse_body(body)?;
-    let name =
-        instance.name.clone().ok_or_else(|| HttpError::invalid("Required field 'resource.name' not specified"))?;
-    let networks = instance.networks();
+    let name = instance.name.clone().ok_or_else(|| HttpError::required("resource.name"))?;
     let (machine_type, spec) = instance.into_parts("resource")?;
-    account::admit_create(world, project, spec.source_image.as_deref(), &networks)?;
+    account::admit_create(world, project, zone, &spec, "resource")?;
     create(
         world,
         CreateInstances {
@@ -288,19 +297,15 @@ fn bulk_insert(
             "The simulator's bulkInsert takes namePattern and instanceProperties (perInstanceProperties and sourceInstanceTemplate are not simulated)",
         ));
     }
-    let pattern =
-        bulk.name_pattern.ok_or_else(|| HttpError::invalid("Required field 'resource.namePattern' not specified"))?;
-    let count = bulk.count.ok_or_else(|| HttpError::invalid("Required field 'resource.count' not specified"))?;
+    let pattern = bulk.name_pattern.ok_or_else(|| HttpError::required("resource.namePattern"))?;
+    let count = bulk.count.ok_or_else(|| HttpError::required("resource.count"))?;
     let min_count = bulk.min_count.unwrap_or(count);
     let count_u32 = |n: i64, field: &str| {
         u32::try_from(n).map_err(|_| HttpError::invalid(format!("Invalid value for field 'resource.{field}': '{n}'.")))
     };
-    let properties = bulk
-        .instance_properties
-        .ok_or_else(|| HttpError::invalid("Required field 'resource.instanceProperties' not specified"))?;
-    let networks = properties.networks();
+    let properties = bulk.instance_properties.ok_or_else(|| HttpError::required("resource.instanceProperties"))?;
     let (machine_type, spec) = properties.into_parts("resource.instanceProperties")?;
-    account::admit_create(world, project, spec.source_image.as_deref(), &networks)?;
+    account::admit_create(world, project, zone, &spec, "resource.instanceProperties")?;
     create(
         world,
         CreateInstances {
@@ -352,13 +357,15 @@ struct InstanceBody {
     #[serde(default)]
     disks: Vec<DiskBody>,
     scheduling: Option<SchedulingBody>,
+    network_interfaces: Option<Vec<NetworkInterfaceBody>>,
     #[serde(default)]
-    network_interfaces: Vec<NetworkInterfaceBody>,
+    service_accounts: Vec<ServiceAccountSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct NetworkInterfaceBody {
     network: Option<String>,
+    subnetwork: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +391,8 @@ struct DiskBody {
 #[serde(rename_all = "camelCase")]
 struct InitializeParams {
     source_image: Option<String>,
+    #[serde(default, deserialize_with = "int64")]
+    disk_size_gb: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,12 +430,6 @@ fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::E
 }
 
 impl InstanceBody {
-    /// The networks the instance is attached to (`global/networks/default` when none is named, as on GCE).
-    fn networks(&self) -> Vec<String> {
-        let named: Vec<String> = self.network_interfaces.iter().filter_map(|n| n.network.clone()).collect();
-        if named.is_empty() { vec!["global/networks/default".to_string()] } else { named }
-    }
-
     /// The machine type's short name and the rest of what the world keeps.
     fn into_parts(self, field: &str) -> Result<(String, InstanceSpec), HttpError> {
         let machine_type = self
@@ -447,13 +450,34 @@ impl InstanceBody {
                 )));
             }
         }
-        let source_image = self
-            .disks
+        // A boot disk made from an image, and a network interface, as the
+        // Instance schema of the discovery document requires.
+        if self.disks.is_empty() {
+            return Err(HttpError::required(&format!("{field}.disks")));
+        }
+        let boot = self.disks.iter().position(|d| d.boot == Some(true)).unwrap_or(0);
+        let params = self.disks[boot].initialize_params.as_ref();
+        let source_image = params.and_then(|p| p.source_image.clone());
+        if source_image.is_none() {
+            return Err(HttpError::required(&format!("{field}.disks[{boot}].initializeParams.sourceImage")));
+        }
+        let disk_size_gb = params.and_then(|p| p.disk_size_gb);
+        if let Some(size) = disk_size_gb.filter(|size| *size < 1) {
+            return Err(HttpError::invalid(format!(
+                "Invalid value for field '{field}.disks[{boot}].initializeParams.diskSizeGb': '{size}'."
+            )));
+        }
+        let interfaces = self
+            .network_interfaces
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| HttpError::required(&format!("{field}.networkInterfaces")))?;
+        let networks = interfaces
             .iter()
-            .find(|d| d.boot == Some(true))
-            .or(self.disks.first())
-            .and_then(|d| d.initialize_params.as_ref())
-            .and_then(|p| p.source_image.clone());
+            .map(|n| NetworkSpec {
+                network: n.network.clone().unwrap_or_else(|| "global/networks/default".to_string()),
+                subnetwork: n.subnetwork.clone(),
+            })
+            .collect();
         let on_host_maintenance = self.scheduling.and_then(|s| s.on_host_maintenance);
         if let Some(value) = &on_host_maintenance
             && value != "MIGRATE"
@@ -463,7 +487,18 @@ impl InstanceBody {
                 "Invalid value for field '{field}.scheduling.onHostMaintenance': '{value}'."
             )));
         }
-        Ok((machine_type, InstanceSpec { labels: self.labels, metadata, source_image, on_host_maintenance }))
+        Ok((
+            machine_type,
+            InstanceSpec {
+                labels: self.labels,
+                metadata,
+                source_image,
+                on_host_maintenance,
+                networks,
+                service_accounts: self.service_accounts,
+                disk_size_gb,
+            },
+        ))
     }
 }
 
@@ -553,7 +588,7 @@ fn instance_json(world: &World, instance: &GceInstance) -> Value {
             "autoDelete": true,
             "licenses": [],
             "interface": "SCSI",
-            "diskSizeGb": "10",
+            "diskSizeGb": instance.spec.disk_size_gb.unwrap_or(i64::from(DEFAULT_IMAGE_GB)).to_string(),
             "initializeParams": { "sourceImage": image },
         }]);
     }
@@ -708,8 +743,17 @@ mod tests {
             "count": count.to_string(),
             "minCount": min_count.to_string(),
             "namePattern": "gf-train-####",
-            "instanceProperties": { "machineType": machine_type, "labels": { "team": "ml" } },
+            "instanceProperties": { "machineType": machine_type, "disks": disks(), "networkInterfaces": nics(), "labels": { "team": "ml" } },
         })
+    }
+
+    /// A boot disk from a public image, as every create needs.
+    fn disks() -> Value {
+        json!([{ "boot": true, "initializeParams": { "sourceImage": "projects/debian-cloud/global/images/family/debian-12" } }])
+    }
+
+    fn nics() -> Value {
+        json!([{ "network": "global/networks/default" }])
     }
 
     const BULK: &str = "projects/p/zones/us-central1-a/instances/bulkInsert";
@@ -844,7 +888,7 @@ mod tests {
             let body = json!({
                 "count": "2",
                 "namePattern": format!("{team}-##"),
-                "instanceProperties": { "machineType": "a3-highgpu-8g", "labels": { "team": team } },
+                "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics(), "labels": { "team": team } },
             });
             let response =
                 call(&mut world, Method::POST, &format!("projects/p/zones/{zone}/instances/bulkInsert"), "", body);
@@ -910,8 +954,7 @@ mod tests {
     #[test]
     fn sim_gce_refuses_bad_requests_with_http_errors() {
         let mut world = world("");
-        let insert =
-            |name: &str| json!({ "name": name, "machineType": "zones/us-central1-a/machineTypes/a3-highgpu-8g" });
+        let insert = |name: &str| json!({ "name": name, "machineType": "zones/us-central1-a/machineTypes/a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics() });
         let ok = call(&mut world, Method::POST, "projects/p/zones/us-central1-a/instances", "", insert("vm-1"));
         assert_eq!(ok.status, StatusCode::OK);
         assert!(ok.body["targetId"].is_string());
@@ -922,17 +965,17 @@ mod tests {
             ("projects/p/zones/us-central1-f/instances", insert("vm-2"), StatusCode::BAD_REQUEST),
             (
                 BULK,
-                json!({ "count": "2", "minCount": "3", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g" } }),
+                json!({ "count": "2", "minCount": "3", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics() } }),
                 StatusCode::BAD_REQUEST,
             ),
             (
                 BULK,
-                json!({ "count": "20", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g" } }),
+                json!({ "count": "20", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics() } }),
                 StatusCode::BAD_REQUEST,
             ),
             (
                 BULK,
-                json!({ "count": "1", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "labels": { "Team": "x" } } }),
+                json!({ "count": "1", "namePattern": "x-#", "instanceProperties": { "machineType": "a3-highgpu-8g", "disks": disks(), "networkInterfaces": nics(), "labels": { "Team": "x" } } }),
                 StatusCode::BAD_REQUEST,
             ),
             (BULK, json!("not an object"), StatusCode::BAD_REQUEST),

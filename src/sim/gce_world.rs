@@ -101,6 +101,14 @@ pub struct InstanceSpec {
     pub metadata: BTreeMap<String, String>,
     pub source_image: Option<String>,
     pub on_host_maintenance: Option<String>,
+    /// Network interfaces: network and subnetwork, as sent.
+    #[serde(default)]
+    pub networks: Vec<super::gce::account::NetworkSpec>,
+    #[serde(default)]
+    pub service_accounts: Vec<super::gce::account::ServiceAccountSpec>,
+    /// The boot disk's `diskSizeGb`, as sent.
+    #[serde(default)]
+    pub disk_size_gb: Option<i64>,
 }
 
 /// One entry of an operation's `error.errors[]`.

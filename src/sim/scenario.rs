@@ -49,6 +49,7 @@ struct RawImage {
     cloud: Cloud,
     region: Option<String>,
     id: String,
+    size_gb: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +154,17 @@ pub struct ScenarioImage {
     /// `None` for Compute Engine, whose images are global.
     pub region: Option<String>,
     pub id: String,
+    /// Size of the image's boot disk in GB: a smaller boot disk is refused.
+    #[serde(default = "default_image_gb")]
+    pub size_gb: u32,
+}
+
+/// Boot disk size of an image the scenario gives no size for (and of every
+/// image of the default world), as Compute Engine's public images have.
+pub const DEFAULT_IMAGE_GB: u32 = 10;
+
+fn default_image_gb() -> u32 {
+    DEFAULT_IMAGE_GB
 }
 
 /// The networks and resource groups of the simulated accounts. Each list
@@ -169,6 +181,39 @@ pub struct ScenarioNetworks {
     pub azure_resource_groups: Option<Vec<String>>,
     /// Azure subnets, as `resource-group/virtual-network/subnet` (case-insensitive).
     pub azure_subnets: Option<Vec<String>>,
+    /// EC2 subnets besides the default ones, each in one zone and VPC.
+    pub aws_subnets: Option<Vec<ScenarioSubnet>>,
+    /// EC2 security groups, each in one region (and VPC, when given).
+    pub aws_security_groups: Option<Vec<ScenarioSecurityGroup>>,
+    /// EC2 key pairs, as `region/name` (key pairs are regional).
+    pub aws_key_pairs: Option<Vec<String>>,
+    /// IAM instance profiles of the account, by name.
+    pub aws_instance_profiles: Option<Vec<String>>,
+    /// Compute Engine subnetworks of every project, as `region/name`.
+    pub gcp_subnetworks: Option<Vec<String>>,
+    /// Compute Engine service accounts, by email.
+    pub gcp_service_accounts: Option<Vec<String>>,
+    /// Azure user-assigned managed identities, as `resource-group/name` (case-insensitive).
+    pub azure_identities: Option<Vec<String>>,
+}
+
+/// An EC2 subnet that is not a default one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSubnet {
+    pub id: String,
+    pub zone: String,
+    pub vpc: String,
+}
+
+/// An EC2 security group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSecurityGroup {
+    pub id: String,
+    pub region: String,
+    /// Its VPC; `None` means the region's default VPC.
+    pub vpc: Option<String>,
 }
 
 /// Supply of one instance type in one zone, or in every zone of a region
@@ -325,7 +370,11 @@ impl Scenario {
                 }
                 _ => {}
             }
-            images.push(ScenarioImage { cloud: image.cloud, region: image.region, id: image.id });
+            let size_gb = image.size_gb.unwrap_or(DEFAULT_IMAGE_GB);
+            if !(1..=65_536).contains(&size_gb) {
+                return Err(invalid(format!("{at}: size_gb = {size_gb} is not between 1 and 65536")));
+            }
+            images.push(ScenarioImage { cloud: image.cloud, region: image.region, id: image.id, size_gb });
         }
         Ok(Scenario {
             path: path.to_path_buf(),

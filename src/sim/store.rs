@@ -82,6 +82,7 @@ mod tests {
                 zone: None,
                 tags: Default::default(),
                 user_data: None,
+                attach: Default::default(),
             })
             .unwrap();
         save(&path, &world).unwrap();

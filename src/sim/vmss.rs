@@ -31,11 +31,20 @@ pub struct ArmFault {
     pub message: String,
     #[serde(default)]
     pub details: Vec<(String, String)>,
+    /// The request field the error is about (`error.target`).
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 impl ArmFault {
     pub fn new(status: u16, code: &str, message: impl Into<String>) -> ArmFault {
-        ArmFault { status, code: code.to_string(), message: message.into(), details: Vec::new() }
+        ArmFault { status, code: code.to_string(), message: message.into(), details: Vec::new(), target: None }
+    }
+
+    /// The same fault, about one field of the request.
+    pub fn at(mut self, target: &str) -> ArmFault {
+        self.target = Some(target.to_string());
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> ArmFault {
@@ -622,6 +631,7 @@ fn scale_and_report(world: &mut World, key: &str, created: bool) -> Operation {
                     "AllocationFailed".into(),
                     format!("{got} of {wanted} {} could be allocated in {}.", set.sku_name, set.location),
                 )],
+                target: None,
             });
         }
     } else if set.capacity < have {

@@ -133,6 +133,9 @@ pub struct Instance {
     pub tags: Tags,
     /// As sent (base64 on EC2); kept so tests can check what was asked for.
     pub user_data: Option<String>,
+    /// EC2: what the instance was launched with besides its image.
+    #[serde(default, skip_serializing_if = "super::account::Ec2Attachments::is_empty")]
+    pub attach: super::account::Ec2Attachments,
 }
 
 impl Instance {
@@ -192,6 +195,9 @@ pub struct LaunchRequest {
     pub zone: Option<String>,
     pub tags: Tags,
     pub user_data: Option<String>,
+    /// Network, identity, key pair and block devices, as sent.
+    #[serde(default)]
+    pub attach: super::account::Ec2Attachments,
 }
 
 /// A launch remembered under its client token.
@@ -278,6 +284,11 @@ pub enum WorldError {
     NoDefaultVpc { region: String },
     #[error("the launch would exceed the vCPU quota of {limit}")]
     VcpuLimitExceeded { limit: u32 },
+    /// Something the launch names that the account lacks or refuses (a
+    /// subnet, security group, key pair, instance profile, a root disk
+    /// smaller than its image), with EC2's own code.
+    #[error("{code}: {message}")]
+    Refused { code: &'static str, message: String },
     #[error(
         "cannot move the clock by {}: the simulated clock stops at the end of year 9999",
         humantime::format_duration(*.0)
@@ -601,8 +612,10 @@ impl World {
             let instances = self.instances.values().filter(|i| record.instance_ids.contains(&i.id)).cloned().collect();
             return Ok(Reservation { reservation_id: record.reservation_id.clone(), instances });
         }
-        let max_count = self.admit_ec2_launch(&request)?;
-        let pool_index = self.choose_pool(&request)?;
+        let (max_count, attach) = self.admit_ec2_launch(&request)?;
+        // A subnet decides the zone.
+        let placed = LaunchRequest { zone: attach.zone.clone().or(request.zone.clone()), ..request.clone() };
+        let pool_index = self.choose_pool(&placed)?;
         let pool = &mut self.pools[pool_index];
         let count = match pool.available {
             None => max_count,
@@ -643,6 +656,7 @@ impl World {
                 client_token: request.client_token.clone(),
                 tags: request.tags.clone(),
                 user_data: request.user_data.clone(),
+                attach: attach.attachments.clone(),
             };
             self.instances.insert(seq, instance.clone());
             instances.push(instance);
@@ -1117,6 +1131,7 @@ mod tests {
             zone: None,
             tags: Tags::new(),
             user_data: None,
+            attach: Default::default(),
         }
     }
 

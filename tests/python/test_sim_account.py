@@ -20,6 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 from test_sim_arm import SUBSCRIPTION, compute_of, scale_set
 from test_sim_ec2 import aws_client
+from test_sim_gce import boot_disk
 
 SCENARIO = """
 [[quota]]
@@ -160,14 +161,8 @@ def test_compute_engine_has_its_images_machine_types_and_networks_only(sim):
     body = compute_v1.Instance(
         name="trainer-1",
         machine_type="zones/us-central1-a/machineTypes/a3-highgpu-8g",
-        disks=[
-            compute_v1.AttachedDisk(
-                boot=True,
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image="projects/ml/global/images/family/missing"
-                ),
-            )
-        ],
+        disks=[boot_disk("projects/ml/global/images/family/missing")],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
     with pytest.raises(NotFound):
         instances.insert(project="p", zone="us-central1-a", instance_resource=body)

@@ -67,7 +67,12 @@ def scale_set(size, capacity):
                     }
                 },
                 "osProfile": {"computerNamePrefix": "gf", "adminUsername": "gf", "customData": "ZWNobyBoaQ=="},
-                "networkProfile": {"networkApiVersion": "2020-11-01"},
+                "networkProfile": {
+                    "networkApiVersion": "2020-11-01",
+                    "networkInterfaceConfigurations": [
+                        {"name": "nic", "properties": {"primary": True, "ipConfigurations": [{"name": "ip"}]}}
+                    ],
+                },
             },
         },
     }

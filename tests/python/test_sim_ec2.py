@@ -375,5 +375,5 @@ def test_credit_specifications_of_gpu_instances_are_standard(start_sim):
 def test_unknown_actions_are_still_refused(start_sim):
     sim = start_sim()
     with pytest.raises(ClientError) as refused:
-        ec2_of(sim).describe_key_pairs()
+        ec2_of(sim).describe_addresses()
     assert refused.value.response["Error"]["Code"] == "InvalidAction"

@@ -51,12 +51,22 @@ def gce(start_sim, tmp_path):
     )
 
 
+def boot_disk(image="projects/debian-cloud/global/images/family/debian-12", size_gb=None):
+    """The boot disk every create needs: one made from an image."""
+    params = compute_v1.AttachedDiskInitializeParams(source_image=image)
+    if size_gb is not None:
+        params.disk_size_gb = size_gb
+    return compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=params)
+
+
 def properties(labels):
     return compute_v1.InstanceProperties(
         machine_type="a3-highgpu-8g",
         labels=labels,
         scheduling=compute_v1.Scheduling(on_host_maintenance="TERMINATE"),
         metadata=compute_v1.Metadata(items=[compute_v1.Items(key="startup-script", value="echo hi")]),
+        disks=[boot_disk()],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
 
 
@@ -74,15 +84,8 @@ def instance_named(name, labels):
         name=name,
         machine_type=f"zones/{ZONE}/machineTypes/a3-highgpu-8g",
         labels=labels,
-        disks=[
-            compute_v1.AttachedDisk(
-                boot=True,
-                auto_delete=True,
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image="projects/debian-cloud/global/images/family/debian-12"
-                ),
-            )
-        ],
+        disks=[boot_disk()],
+        network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default")],
     )
 
 

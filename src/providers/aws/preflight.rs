@@ -5,7 +5,7 @@
 //! launches into the default VPC), and the vCPU quota of the type's family.
 
 use super::{AwsProvider, classify};
-use crate::model::Cloud;
+use crate::model::{Cloud, Launch};
 use crate::providers::preflight::{Finding, OfferingFindings, PreflightRequest, QuotaFinding, quota_fix, refused};
 use crate::providers::{Call, ProviderError, retrying};
 use aws_sdk_ec2::types::{Filter, LocationType};
@@ -80,7 +80,10 @@ impl AwsProvider {
             Err(e) => refused(e, "check the fleet's image for aws")?,
         };
 
-        let network = if zones.is_empty() {
+        let launch = &request.launch;
+        let network = if let Some(subnet) = &launch.subnet {
+            self.named_subnet(region, subnet, request.placement.zone.as_deref()).await?
+        } else if zones.is_empty() {
             Finding::unchecked(format!("{place} does not sell the type"))
         } else {
             let subnets = retrying(self.retry, call("DescribeSubnets"), || async {
@@ -104,6 +107,13 @@ impl AwsProvider {
                 Err(e) => refused(e, "check that the credentials may describe subnets")?,
             }
         };
+        let network = match network {
+            Finding::Pass { detail } if !launch.security_groups.is_empty() => {
+                self.security_groups(region, &launch.security_groups, detail).await?
+            }
+            other => other,
+        };
+        let access = self.access(region, launch).await?;
 
         let quota = match self.vcpu_room(region, instance_type).await {
             Ok(None) => QuotaFinding {
@@ -139,6 +149,87 @@ impl AwsProvider {
                 key: None,
             },
         };
-        Ok(OfferingFindings { offered, image, network, quota })
+        Ok(OfferingFindings { offered, image, network, access, quota })
+    }
+
+    /// The subnet the plan names for a zone: it exists (`DescribeSubnets`
+    /// by id) and lies in that zone.
+    async fn named_subnet(&self, region: &str, subnet: &str, zone: Option<&str>) -> Result<Finding, ProviderError> {
+        let client = self.client(region)?;
+        let found = retrying(self.retry, Call::new(Cloud::Aws, region, "DescribeSubnets"), || async {
+            let output = client.describe_subnets().subnet_ids(subnet).send().await.map_err(|e| classify(region, e))?;
+            Ok(output.subnets().iter().find_map(|s| s.availability_zone().map(str::to_string)))
+        })
+        .await;
+        let fix = format!(
+            "create it, or name a subnet of that zone in [providers.aws] subnets (aws ec2 describe-subnets --region {region})"
+        );
+        Ok(match found {
+            Ok(Some(in_zone)) if zone.is_none_or(|z| z == in_zone) => {
+                Finding::pass(format!("subnet {subnet} in {in_zone}"))
+            }
+            Ok(Some(in_zone)) => Finding::fail(
+                "InvalidParameterValue",
+                format!("subnet {subnet} is in {in_zone}, not in {}", zone.unwrap_or_default()),
+                "[providers.aws] subnets names a subnet per zone: give each zone one of its own subnets",
+            ),
+            Ok(None) => {
+                Finding::fail("InvalidSubnetID.NotFound", format!("The subnet ID '{subnet}' does not exist"), fix)
+            }
+            Err(e) => refused(e, fix)?,
+        })
+    }
+
+    /// The security groups the plan names for a region (`DescribeSecurityGroups`).
+    async fn security_groups(&self, region: &str, groups: &[String], subnet: String) -> Result<Finding, ProviderError> {
+        let client = self.client(region)?;
+        let found = retrying(self.retry, Call::new(Cloud::Aws, region, "DescribeSecurityGroups"), || async {
+            let ask = client.describe_security_groups().set_group_ids(Some(groups.to_vec()));
+            Ok(ask.send().await.map_err(|e| classify(region, e))?.security_groups().len())
+        })
+        .await;
+        let fix = format!(
+            "create it in the subnet's VPC (aws ec2 create-security-group --region {region} ...), or fix [providers.aws] security_groups"
+        );
+        Ok(match found {
+            Ok(_) => Finding::pass(format!("{subnet}, security groups {}", groups.join(", "))),
+            Err(e) => refused(e, fix)?,
+        })
+    }
+
+    /// The key pair (`DescribeKeyPairs`) the fleet names; its instance
+    /// profile lives in IAM, which gpufleet does not ask: RunInstances
+    /// refuses an unknown one.
+    async fn access(&self, region: &str, launch: &Launch) -> Result<Finding, ProviderError> {
+        if let Some(key) = &launch.ssh_key {
+            let client = self.client(region)?;
+            let found = retrying(self.retry, Call::new(Cloud::Aws, region, "DescribeKeyPairs"), || async {
+                let output =
+                    client.describe_key_pairs().key_names(key).send().await.map_err(|e| classify(region, e))?;
+                Ok(output.key_pairs().len())
+            })
+            .await;
+            let fix = format!(
+                "key pairs are regional: import it (aws ec2 import-key-pair --region {region} --key-name {key} --public-key-material fileb://KEY.pub)"
+            );
+            match found {
+                Ok(0) => {
+                    return Ok(Finding::fail(
+                        "InvalidKeyPair.NotFound",
+                        format!("The key pair '{key}' does not exist"),
+                        fix,
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) => return refused(e, fix),
+            }
+        }
+        Ok(match (&launch.identity, &launch.ssh_key) {
+            (Some(profile), _) => Finding::unchecked(format!(
+                "instance profile {profile} is not checked: it lives in IAM, and RunInstances refuses an unknown one"
+            )),
+            (None, Some(key)) => Finding::pass(format!("key pair {key}")),
+            (None, None) => Finding::pass("no instance profile or key pair asked for"),
+        })
     }
 }

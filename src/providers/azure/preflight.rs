@@ -19,6 +19,8 @@ use futures::StreamExt;
 const RESOURCE_GROUPS_API: &str = "2021-04-01";
 /// api-version of `Microsoft.Network` subnet reads.
 const NETWORK_API: &str = "2023-09-01";
+/// api-version of `Microsoft.ManagedIdentity` user-assigned identity reads.
+const IDENTITY_API: &str = "2023-01-31";
 
 impl AzureProvider {
     /// GET an ARM resource by id; the error of anything but a 200, as ARM said it.
@@ -156,6 +158,19 @@ impl AzureProvider {
             }
         };
 
+        let access = match &request.launch.identity {
+            None => Finding::pass("no managed identity asked for"),
+            Some(identity) => match self.read_resource(region, identity, IDENTITY_API).await {
+                Ok(()) => {
+                    Finding::pass(format!("managed identity {}", identity.rsplit('/').next().unwrap_or(identity)))
+                }
+                Err(e) => refused(
+                    e,
+                    "create it (az identity create --resource-group RG --name NAME), or fix the fleet's identity.azure",
+                )?,
+            },
+        };
+
         let quota = match self.family_quota(&request.placement).await {
             Ok(None) => QuotaFinding {
                 finding: Finding::unchecked("no vCPU family quota known for this size here"),
@@ -183,6 +198,6 @@ impl AzureProvider {
                 key: None,
             },
         };
-        Ok(OfferingFindings { offered, image, network, quota })
+        Ok(OfferingFindings { offered, image, network, access, quota })
     }
 }

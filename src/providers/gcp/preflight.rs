@@ -3,7 +3,7 @@
 //! fleet's image), `networks.get` (the network VMs join) and the region's
 //! GPU quota from `regions.get`.
 
-use super::{DEFAULT_NETWORK, GcpProvider, classify};
+use super::{GcpProvider, classify, network_path, subnetwork_path};
 use crate::model::Cloud;
 use crate::providers::preflight::{Finding, OfferingFindings, PreflightRequest, QuotaFinding, quota_fix, refused};
 use crate::providers::{Call, ProviderError, retrying};
@@ -27,6 +27,13 @@ fn image_name<'a>(image: &'a str, own_project: &'a str) -> Option<ImageName<'a>>
         ["global", "images", image] => Some(ImageName::Image { project: own_project, image }),
         _ => None,
     }
+}
+
+/// The project (the plan's own unless the path names another: a Shared VPC
+/// host) and the last segment of a network or subnetwork path.
+fn project_and_name<'a>(path: &'a str, own_project: &'a str) -> (&'a str, &'a str) {
+    let project = path.strip_prefix("projects/").and_then(|rest| rest.split('/').next()).unwrap_or(own_project);
+    (project, path.rsplit('/').next().unwrap_or(path))
 }
 
 impl GcpProvider {
@@ -88,11 +95,13 @@ impl GcpProvider {
             }
         };
 
-        let network_name = DEFAULT_NETWORK.rsplit('/').next().unwrap_or(DEFAULT_NETWORK);
+        let launch = &request.launch;
+        let network_path = network_path(launch.network.as_deref());
+        let (network_project, network_name) = project_and_name(&network_path, project);
         let network = retrying(self.retry, call("networks.get"), || async {
             self.networks
                 .get()
-                .set_project(project)
+                .set_project(network_project)
                 .set_network(network_name)
                 .send()
                 .await
@@ -104,9 +113,42 @@ impl GcpProvider {
             Err(e) => refused(
                 e,
                 format!(
-                    "create it: gcloud compute networks create {network_name} --subnet-mode=auto --project {project}"
+                    "create it: gcloud compute networks create {network_name} --subnet-mode=auto --project {network_project}, or fix [providers.gcp] network"
                 ),
             )?,
+        };
+        let network = match (network, &launch.subnet) {
+            (Finding::Pass { detail }, Some(subnetwork)) => {
+                let path = subnetwork_path(region, subnetwork);
+                let (subnet_project, subnet_name) = project_and_name(&path, project);
+                let found = retrying(self.retry, call("subnetworks.get"), || async {
+                    self.subnetworks
+                        .get()
+                        .set_project(subnet_project)
+                        .set_region(region)
+                        .set_subnetwork(subnet_name)
+                        .send()
+                        .await
+                        .map_err(|e| classify(region, &e))
+                })
+                .await;
+                match found {
+                    Ok(_) => Finding::pass(format!("{detail}, subnetwork {subnet_name}")),
+                    Err(e) => refused(
+                        e,
+                        format!(
+                            "create it: gcloud compute networks subnets create {subnet_name} --network {network_name} --region {region} --range CIDR --project {subnet_project}, or fix [providers.gcp] subnetworks"
+                        ),
+                    )?,
+                }
+            }
+            (network, _) => network,
+        };
+        let access = match &launch.identity {
+            Some(account) => Finding::unchecked(format!(
+                "service account {account} is not checked: it lives in IAM, and the create refuses an unknown one"
+            )),
+            None => Finding::pass("no service account asked for"),
         };
 
         let quota = match self.gpu_quota(placement, &request.gpu).await {
@@ -138,7 +180,7 @@ impl GcpProvider {
                 QuotaFinding { finding, headroom_nodes: None, key: None }
             }
         };
-        Ok(OfferingFindings { offered, image, network, quota })
+        Ok(OfferingFindings { offered, image, network, access, quota })
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 pub(super) enum Read {
     ResourceGroup { subscription: String, name: String },
     Subnet { subscription: String, resource_group: String, network: String, subnet: String },
+    Identity { subscription: String, resource_group: String, name: String },
     Skus,
     ImageVersions { subscription: String, location: String, publisher: String, offer: String, sku: String },
     Image { subscription: String, location: String, publisher: String, offer: String, sku: String, version: String },
@@ -29,6 +30,7 @@ impl Read {
         match self {
             Read::ResourceGroup { .. } => "ResourceGroups_Get",
             Read::Subnet { .. } => "Subnets_Get",
+            Read::Identity { .. } => "UserAssignedIdentities_Get",
             Read::Skus => "ResourceSkus_List",
             Read::ImageVersions { .. } => "VirtualMachineImages_List",
             Read::Image { .. } => "VirtualMachineImages_Get",
@@ -60,6 +62,14 @@ pub(super) fn route(path: &str) -> Option<Read> {
             network: s[7].clone(),
             subnet: s[9].clone(),
         });
+    }
+    if is(2, "resourceGroups")
+        && is(4, "providers")
+        && is(5, "Microsoft.ManagedIdentity")
+        && is(6, "userAssignedIdentities")
+        && s.len() == 8
+    {
+        return Some(Read::Identity { subscription, resource_group: s[3].clone(), name: s[7].clone() });
     }
     if !(is(2, "providers") && is(3, "Microsoft.Compute")) {
         return None;
@@ -124,6 +134,36 @@ pub(super) fn answer(world: &World, read: Read, query: &Query) -> Result<super::
                 "name": subnet,
                 "type": "Microsoft.Network/virtualNetworks/subnets",
                 "properties": { "addressPrefix": "10.0.0.0/16", "provisioningState": "Succeeded" },
+            })
+        }
+        Read::Identity { subscription, resource_group, name } => {
+            check_resource_group(world, &resource_group)?;
+            let id = format!(
+                "/subscriptions/{subscription}/resourcegroups/{resource_group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+            );
+            if !world.account.has_identity(&resource_group, &name) {
+                return Err(ArmFault::new(
+                    404,
+                    "ResourceNotFound",
+                    format!(
+                        "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/{name}' under resource group '{resource_group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+                    ),
+                ));
+            }
+            let hash = |salt: u64| {
+                id.to_ascii_lowercase().bytes().fold(salt, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+            };
+            let principal = uuid::Uuid::from_u64_pair(hash(0xcbf2_9ce4_8422_2325), hash(0x8422_2325_cbf2_9ce4));
+            json!({
+                "id": id,
+                "name": name,
+                "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+                "location": "eastus",
+                "properties": {
+                    "tenantId": "00000000-0000-0000-0000-000000000000",
+                    "principalId": principal.to_string(),
+                    "clientId": principal.to_string(),
+                },
             })
         }
         Read::Skus => skus(world, query.get("$filter"))?,
@@ -231,6 +271,18 @@ pub(super) fn check_scale_set(world: &World, body: &Value, scale_set_id: &str) -
         let part = |name: &str| string_at(image, &format!("/{name}")).map(Option::unwrap_or_default);
         let (publisher, offer, sku, version) = (part("publisher")?, part("offer")?, part("sku")?, part("version")?);
         let wanted = AzureImage { publisher: &publisher, offer: &offer, sku: &sku, version: &version };
+        let disk_gb = at(body, &format!("{profile}/storageProfile/osDisk/diskSizeGB")).and_then(Value::as_i64);
+        let image_gb = world.account.azure_image_gb(&location, &wanted);
+        if let Some(size) = disk_gb.filter(|size| *size < i64::from(image_gb)) {
+            return Err(ArmFault::new(
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "The specified disk size {size} GB is smaller than the size of the corresponding disk in the VM image: {image_gb} GB. This is not allowed. Please choose equal or greater size or do not specify an explicit size."
+                ),
+            )
+            .at("osDisk.diskSizeGB"));
+        }
         if world.account.azure_image_versions(&location, &wanted).is_empty() {
             let mut fault = ArmFault::invalid(format!(
                 "The following list of images referenced from the deployment template are not found: Publisher: {publisher}, Offer: {offer}, Sku: {sku}, Version: {version}. Please refer to https://docs.microsoft.com/en-us/azure/virtual-machines/windows/cli-ps-findimage for more information on finding available images."
@@ -239,6 +291,7 @@ pub(super) fn check_scale_set(world: &World, body: &Value, scale_set_id: &str) -
             return Err(fault);
         }
     }
+    check_identities(world, body, scale_set_id)?;
     let nics = at(body, &format!("{profile}/networkProfile/networkInterfaceConfigurations"));
     for nic in nics.and_then(Value::as_array).into_iter().flatten() {
         let configs = at(nic, "/properties/ipConfigurations").and_then(Value::as_array);
@@ -253,6 +306,31 @@ pub(super) fn check_scale_set(world: &World, body: &Value, scale_set_id: &str) -
                     ),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The user-assigned identities a PUT names must exist; ARM reports one
+/// that does not as a failed identity operation.
+fn check_identities(world: &World, body: &Value, resource_id: &str) -> Result<(), ArmFault> {
+    let Some(identities) = at(body, "/identity/userAssignedIdentities").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for id in identities.keys() {
+        let exists = match route(id) {
+            Some(Read::Identity { resource_group, name, .. }) => world.account.has_identity(&resource_group, &name),
+            _ => false,
+        };
+        if !exists {
+            let inner = format!(r#"{{"error":{{"code":"NotFound","message":"Resource '{id}' was not found."}}}}"#);
+            return Err(ArmFault::new(
+                400,
+                "FailedIdentityOperation",
+                format!(
+                    "Identity operation for resource '{resource_id}' failed with error 'Failed to perform resource identity operation. Status: 'NotFound'. Response: '{inner}'.'."
+                ),
+            ));
         }
     }
     Ok(())
@@ -373,5 +451,89 @@ mod tests {
             std::path::Path::new("s.toml"),
         );
         assert!(refused.unwrap_err().to_string().contains("`restricted` is Azure's"));
+    }
+
+    #[test]
+    fn sim_arm_scale_set_put_refuses_missing_fields_identities_small_disks_and_unknown_api_versions() {
+        let text = "[[image]]\ncloud = \"azure\"\nregion = \"eastus\"\nid = \"Canonical:ubuntu:22_04-lts-gen2:latest\"\nsize_gb = 64\n\
+                    [networks]\nazure_resource_groups = [\"ml\"]\nazure_subnets = [\"ml/net/default\"]\nazure_identities = [\"ml/gpu-node\"]\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let identity = |name: &str| {
+            format!("{SUB}/resourceGroups/ml/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}")
+        };
+        let body = |identity: &str, disk: u32| {
+            serde_json::json!({
+                "location": "eastus",
+                "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": 1 },
+                "identity": { "type": "UserAssigned", "userAssignedIdentities": { identity: {} } },
+                "properties": {
+                    "orchestrationMode": "Flexible",
+                    "platformFaultDomainCount": 1,
+                    "virtualMachineProfile": {
+                        "osProfile": { "computerNamePrefix": "gf", "adminUsername": "gpufleet" },
+                        "storageProfile": {
+                            "imageReference": { "publisher": "Canonical", "offer": "ubuntu", "sku": "22_04-lts-gen2", "version": "latest" },
+                            "osDisk": { "createOption": "FromImage", "diskSizeGB": disk },
+                        },
+                        "networkProfile": {
+                            "networkApiVersion": "2020-11-01",
+                            "networkInterfaceConfigurations": [{ "name": "nic", "properties": { "primary": true, "ipConfigurations": [{
+                                "name": "ip", "properties": { "subnet": { "id": format!("{SUB}/resourceGroups/ml/providers/Microsoft.Network/virtualNetworks/net/subnets/default") } },
+                            }] } }],
+                        },
+                    },
+                },
+            })
+        };
+        let set = format!("{SUB}/resourceGroups/ml/providers/Microsoft.Compute/virtualMachineScaleSets/gf");
+        let v = "api-version=2024-07-01";
+        let mut without = |pointer: &str| {
+            let mut b = body(&identity("gpu-node"), 100);
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            b.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+            call(&mut world, Method::PUT, &set, v, &b.to_string())
+        };
+        for (pointer, target) in [
+            ("/properties/platformFaultDomainCount", "platformFaultDomainCount"),
+            ("/properties/virtualMachineProfile/osProfile", "osProfile"),
+            (
+                "/properties/virtualMachineProfile/networkProfile/networkInterfaceConfigurations",
+                "networkProfile.networkInterfaceConfigurations",
+            ),
+            ("/properties/virtualMachineProfile", "virtualMachineProfile"),
+        ] {
+            let (status, error) = without(pointer);
+            assert_eq!(
+                (status, error["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("InvalidParameter")),
+                "{error}"
+            );
+            assert_eq!(error["error"]["target"], target, "{error}");
+        }
+        let (status, error) = call(&mut world, Method::PUT, &set, v, &body(&identity("other"), 100).to_string());
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("FailedIdentityOperation")),
+            "{error}"
+        );
+        let (status, error) = call(&mut world, Method::PUT, &set, v, &body(&identity("gpu-node"), 30).to_string());
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("OperationNotAllowed")),
+            "{error}"
+        );
+        assert_eq!(error["error"]["target"], "osDisk.diskSizeGB");
+        for (version, code) in
+            [("api-version=1", "InvalidApiVersionParameter"), ("api-version=2019-01-01", "NoRegisteredProviderFound")]
+        {
+            let (status, error) =
+                call(&mut world, Method::PUT, &set, version, &body(&identity("gpu-node"), 100).to_string());
+            assert_eq!((status, error["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{error}");
+        }
+        assert_eq!(get(&mut world, &identity("gpu-node").replace(SUB, ""), v).0, StatusCode::OK);
+        assert_eq!(get(&mut world, &identity("other").replace(SUB, ""), v).0, StatusCode::NOT_FOUND);
+        let (status, _) = call(&mut world, Method::PUT, &set, v, &body(&identity("gpu-node"), 100).to_string());
+        assert_eq!(status, StatusCode::CREATED);
     }
 }

@@ -6,6 +6,7 @@
 
 use super::{ApiError, Params, XmlWriter};
 use crate::model::Cloud;
+use crate::sim::account::{EC2_ROOT_DEVICE, Ec2Subnet, default_subnet_id, default_vpc_id, snapshot_of};
 use crate::sim::world::{Filter, World, glob_matches};
 
 /// Runs one of these reads, or `None` when `action` is not one of them.
@@ -20,6 +21,8 @@ pub(super) fn dispatch(
         "DescribeInstanceTypeOfferings" => instance_type_offerings(world, region, params, request_id),
         "DescribeImages" => images(world, region, params, request_id),
         "DescribeSubnets" => subnets(world, region, params, request_id),
+        "DescribeSecurityGroups" => security_groups(world, region, params, request_id),
+        "DescribeKeyPairs" => key_pairs(world, region, params, request_id),
         _ => return None,
     };
     Some(body.map(|xml| (xml, false)))
@@ -127,7 +130,18 @@ fn images(world: &World, region: &str, params: &Params, request_id: &str) -> Res
         xml.leaf("imageType", "machine");
         xml.leaf("name", id);
         xml.leaf("rootDeviceType", "ebs");
-        xml.leaf("rootDeviceName", "/dev/sda1");
+        xml.leaf("rootDeviceName", EC2_ROOT_DEVICE);
+        xml.open("blockDeviceMapping");
+        xml.open("item");
+        xml.leaf("deviceName", EC2_ROOT_DEVICE);
+        xml.open("ebs");
+        xml.leaf("snapshotId", &snapshot_of(id));
+        xml.leaf("volumeSize", &world.account.ec2_image_gb(region, id).to_string());
+        xml.leaf("deleteOnTermination", "true");
+        xml.leaf("volumeType", "gp3");
+        xml.close("ebs");
+        xml.close("item");
+        xml.close("blockDeviceMapping");
         xml.leaf("virtualizationType", "hvm");
         xml.leaf("hypervisor", "xen");
         xml.close("item");
@@ -136,46 +150,113 @@ fn images(world: &World, region: &str, params: &Params, request_id: &str) -> Res
     Ok(xml.finish(action))
 }
 
-/// A stable id of `width` hex digits for a named resource.
-fn id_of(prefix: &str, name: &str) -> String {
-    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{prefix}-0{:016x}", hash)
-}
-
-/// The default subnets of the region's default VPC, one per zone, when the
-/// account has a default VPC there.
+/// The subnets of a region: the default subnet of each zone where the
+/// region has a default VPC, and those the scenario names. `SubnetId.N`
+/// must all exist (`InvalidSubnetID.NotFound`), filters only narrow.
 fn subnets(world: &World, region: &str, params: &Params, request_id: &str) -> Result<String, ApiError> {
     let filters = filters(params, &["default-for-az", "availability-zone", "vpc-id", "subnet-id"])?;
-    let zones = match world.account.has_default_vpc(region) {
-        true => world.known_zones(region).unwrap_or_default(),
-        false => &[],
-    };
-    let vpc_id = id_of("vpc", region);
+    let zones = world.known_zones(region).unwrap_or_default();
+    let mut all: Vec<(Ec2Subnet, bool)> = Vec::new();
+    if world.account.has_default_vpc(region) {
+        for zone in zones {
+            let id = default_subnet_id(zone);
+            all.push((Ec2Subnet { id, zone: zone.clone(), vpc: default_vpc_id(region) }, true));
+        }
+    }
+    for named in world.account.ec2_named_subnets(zones) {
+        all.push((Ec2Subnet { id: named.id.clone(), zone: named.zone.clone(), vpc: named.vpc.clone() }, false));
+    }
+    let ids = params.list("SubnetId");
+    for id in &ids {
+        let known = all.iter().any(|(s, _)| s.id == *id) || world.account.ec2_subnet(region, zones, id, None).is_some();
+        if !known {
+            return Err(ApiError::client("InvalidSubnetID.NotFound", format!("The subnet ID '{id}' does not exist")));
+        }
+        // A subnet the default world has without naming it.
+        if !all.iter().any(|(s, _)| s.id == *id)
+            && let Some(subnet) = world.account.ec2_subnet(region, zones, id, None)
+        {
+            all.push((subnet, false));
+        }
+    }
     let action = "DescribeSubnets";
     let mut xml = XmlWriter::response(action, request_id);
     xml.open("subnetSet");
-    for (index, zone) in zones.iter().enumerate() {
-        let subnet_id = id_of("subnet", zone);
-        let shown = passes(&filters, "default-for-az", "true")
-            && passes(&filters, "availability-zone", zone)
-            && passes(&filters, "vpc-id", &vpc_id)
-            && passes(&filters, "subnet-id", &subnet_id);
+    for (index, (subnet, default)) in all.iter().enumerate() {
+        let shown = (ids.is_empty() || ids.contains(&subnet.id))
+            && passes(&filters, "default-for-az", if *default { "true" } else { "false" })
+            && passes(&filters, "availability-zone", &subnet.zone)
+            && passes(&filters, "vpc-id", &subnet.vpc)
+            && passes(&filters, "subnet-id", &subnet.id);
         if !shown {
             continue;
         }
         xml.open("item");
-        xml.leaf("subnetId", &subnet_id);
+        xml.leaf("subnetId", &subnet.id);
         xml.leaf("state", "available");
-        xml.leaf("vpcId", &vpc_id);
+        xml.leaf("vpcId", &subnet.vpc);
         xml.leaf("cidrBlock", &format!("172.31.{}.0/20", (index % 16) * 16));
         xml.leaf("availableIpAddressCount", "4091");
-        xml.leaf("availabilityZone", zone);
-        xml.leaf("defaultForAz", "true");
-        xml.leaf("mapPublicIpOnLaunch", "true");
+        xml.leaf("availabilityZone", &subnet.zone);
+        xml.leaf("defaultForAz", if *default { "true" } else { "false" });
+        xml.leaf("mapPublicIpOnLaunch", if *default { "true" } else { "false" });
         xml.leaf("ownerId", super::OWNER_ID);
         xml.close("item");
     }
     xml.close("subnetSet");
+    Ok(xml.finish(action))
+}
+
+/// Security groups by `GroupId.N`, each of which must exist
+/// (`InvalidGroup.NotFound`); the default world has any that is asked for.
+fn security_groups(world: &World, region: &str, params: &Params, request_id: &str) -> Result<String, ApiError> {
+    let ids = params.list("GroupId");
+    let mut found = Vec::with_capacity(ids.len());
+    for id in &ids {
+        match world.account.ec2_security_group_vpc(region, id) {
+            Some(vpc) => found.push((id, vpc.unwrap_or_else(|| default_vpc_id(region)))),
+            None => {
+                return Err(ApiError::client(
+                    "InvalidGroup.NotFound",
+                    format!("The security group '{id}' does not exist"),
+                ));
+            }
+        }
+    }
+    let action = "DescribeSecurityGroups";
+    let mut xml = XmlWriter::response(action, request_id);
+    xml.open("securityGroupInfo");
+    for (id, vpc) in found {
+        xml.open("item");
+        xml.leaf("ownerId", super::OWNER_ID);
+        xml.leaf("groupId", id);
+        xml.leaf("groupName", id);
+        xml.leaf("groupDescription", "simulated");
+        xml.leaf("vpcId", &vpc);
+        xml.close("item");
+    }
+    xml.close("securityGroupInfo");
+    Ok(xml.finish(action))
+}
+
+/// Key pairs by `KeyName.N`, each of which must exist in the region
+/// (`InvalidKeyPair.NotFound`).
+fn key_pairs(world: &World, region: &str, params: &Params, request_id: &str) -> Result<String, ApiError> {
+    let names = params.list("KeyName");
+    if let Some(missing) = names.iter().find(|name| !world.account.has_ec2_key_pair(region, name)) {
+        return Err(ApiError::client("InvalidKeyPair.NotFound", format!("The key pair '{missing}' does not exist")));
+    }
+    let action = "DescribeKeyPairs";
+    let mut xml = XmlWriter::response(action, request_id);
+    xml.open("keySet");
+    for name in &names {
+        xml.open("item");
+        xml.leaf("keyPairId", &default_subnet_id(name).replace("subnet-", "key-"));
+        xml.leaf("keyName", name);
+        xml.leaf("keyType", "ed25519");
+        xml.close("item");
+    }
+    xml.close("keySet");
     Ok(xml.finish(action))
 }
 

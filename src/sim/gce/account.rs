@@ -12,7 +12,9 @@ use crate::catalog::mapping::gce_accelerator_type;
 use crate::model::Cloud;
 use crate::sim::gce_world::MAX_RESULTS;
 use crate::sim::paging::Cursor;
+use crate::sim::gce_world::{InstanceSpec, region_of_zone};
 use crate::sim::world::World;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,6 +46,9 @@ pub(super) fn route(
         }
         ["projects", project, "global", "networks", name] => {
             admit(world, "networks.get").and_then(|()| network(world, project, name))
+        }
+        ["projects", project, "regions", region, "subnetworks", name] => {
+            admit(world, "subnetworks.get").and_then(|()| subnetwork(world, project, region, name))
         }
         _ => return None,
     };
@@ -200,7 +205,7 @@ fn image(world: &World, project: &str, name: &str, family: bool) -> Result<Value
         "selfLink": format!("{BASE_URL}/projects/{project}/global/images/{image_name}"),
         "status": "READY",
         "sourceType": "RAW",
-        "diskSizeGb": "10",
+        "diskSizeGb": world.account.gce_image_gb(&path).to_string(),
     });
     if family {
         body["family"] = json!(name);
@@ -223,23 +228,83 @@ fn network(world: &World, project: &str, name: &str) -> Result<Value, HttpError>
     }))
 }
 
-/// What GCE checks before it starts a create's operation: the boot image
-/// and every network exist (a 404 naming the resource otherwise).
+fn subnetwork(world: &World, project: &str, region: &str, name: &str) -> Result<Value, HttpError> {
+    if !world.account.has_gce_subnetwork(region, name) {
+        return Err(HttpError::not_found(&format!("projects/{project}/regions/{region}/subnetworks/{name}")));
+    }
+    Ok(json!({
+        "kind": "compute#subnetwork",
+        "id": id_of(&format!("{project}/{region}/{name}")),
+        "creationTimestamp": "2026-01-01T00:00:00.000-08:00",
+        "name": name,
+        "region": format!("{BASE_URL}/projects/{project}/regions/{region}"),
+        "ipCidrRange": "10.128.0.0/20",
+        "selfLink": format!("{BASE_URL}/projects/{project}/regions/{region}/subnetworks/{name}"),
+    }))
+}
+
+/// One network interface of a create: its network and subnetwork paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub network: String,
+    pub subnetwork: Option<String>,
+}
+
+/// A service account the instances run as, with its OAuth scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceAccountSpec {
+    pub email: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+/// What GCE checks before it starts a create's operation: the boot image,
+/// every network and subnetwork (404 naming the resource), the service
+/// account (400 `invalid` on its field) exist, and the boot disk is no
+/// smaller than its image (400 `invalid` on `diskSizeGb`).
 pub(super) fn admit_create(
     world: &World,
     project: &str,
-    source_image: Option<&str>,
-    networks: &[String],
+    zone: &str,
+    spec: &InstanceSpec,
+    field: &str,
 ) -> Result<(), HttpError> {
-    if let Some(image) = source_image
+    if let Some(image) = spec.source_image.as_deref()
         && !world.account.has_gce_image(image)
     {
         return Err(HttpError::not_found(image.find("projects/").map_or(image, |start| &image[start..])));
     }
-    for network in networks {
+    let region = region_of_zone(zone);
+    for interface in &spec.networks {
+        let network = &interface.network;
         let name = network.rsplit('/').next().unwrap_or(network);
         if !world.account.has_gce_network(name) {
             return Err(HttpError::not_found(&format!("projects/{project}/global/networks/{name}")));
+        }
+        if let Some(subnetwork) = &interface.subnetwork {
+            let name = subnetwork.rsplit('/').next().unwrap_or(subnetwork);
+            let in_region = subnetwork.split('/').skip_while(|s| *s != "regions").nth(1).unwrap_or(region);
+            if in_region != region || !world.account.has_gce_subnetwork(region, name) {
+                return Err(HttpError::not_found(&format!(
+                    "projects/{project}/regions/{in_region}/subnetworks/{name}"
+                )));
+            }
+        }
+    }
+    for (index, account) in spec.service_accounts.iter().enumerate() {
+        let email = account.email.as_deref().unwrap_or("default");
+        if email != "default" && !world.account.has_service_account(email) {
+            return Err(HttpError::invalid(format!(
+                "Invalid value for field '{field}.serviceAccounts[{index}].email': '{email}'. The service account '{email}' does not exist."
+            )));
+        }
+    }
+    if let (Some(size), Some(image)) = (spec.disk_size_gb, spec.source_image.as_deref()) {
+        let image_gb = world.account.gce_image_gb(image);
+        if size < i64::from(image_gb) {
+            return Err(HttpError::invalid(format!(
+                "Invalid value for field '{field}.disks[0].initializeParams.diskSizeGb': '{size}'. Requested disk size cannot be smaller than the image size ({image_gb} GB)"
+            )));
         }
     }
     Ok(())
@@ -377,5 +442,70 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _) = list(&mut world, "projects/p/aggregated/machineTypes", "pageToken=bogus");
         assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn sim_gce_create_refuses_a_missing_subnetwork_or_service_account_and_a_disk_smaller_than_its_image() {
+        let text = "[[image]]\ncloud = \"gcp\"\nid = \"projects/ml/global/images/family/trainer\"\nsize_gb = 100\n\
+                    [networks]\ngcp_networks = [\"default\", \"gpu\"]\ngcp_subnetworks = [\"us-central1/gpu-a\"]\n\
+                    gcp_service_accounts = [\"node@ml.iam.gserviceaccount.com\"]\n";
+        let scenario = Scenario::parse(text, std::path::Path::new("s.toml")).unwrap();
+        let mut world = World::new(Some(&scenario), &Catalog::builtin()).unwrap();
+        let bulk = |subnetwork: &str, account: &str, disk: u32| {
+            json!({
+                "count": "1", "namePattern": "gf-####",
+                "instanceProperties": {
+                    "machineType": "a3-highgpu-8g",
+                    "disks": [{"boot": true, "initializeParams": {
+                        "sourceImage": "projects/ml/global/images/family/trainer", "diskSizeGb": disk.to_string(),
+                    }}],
+                    "networkInterfaces": [{"network": "global/networks/gpu", "subnetwork": subnetwork}],
+                    "serviceAccounts": [{"email": account, "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}],
+                },
+            })
+            .to_string()
+        };
+        let path = "projects/ml/zones/us-central1-a/instances/bulkInsert";
+        let sa = "node@ml.iam.gserviceaccount.com";
+        let cases = [
+            (
+                bulk("regions/us-central1/subnetworks/gpu-b", sa, 200),
+                StatusCode::NOT_FOUND,
+                "notFound",
+                "The resource 'projects/ml/regions/us-central1/subnetworks/gpu-b' was not found",
+            ),
+            (
+                bulk("regions/us-central1/subnetworks/gpu-a", "x@ml.iam.gserviceaccount.com", 200),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Invalid value for field 'resource.instanceProperties.serviceAccounts[0].email'",
+            ),
+            (
+                bulk("regions/us-central1/subnetworks/gpu-a", sa, 50),
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "Requested disk size cannot be smaller than the image size (100 GB)",
+            ),
+        ];
+        for (body, status, reason, message) in cases {
+            let response = super::super::handle(&mut world, &Method::POST, path, "", body.as_bytes());
+            assert_eq!(response.status, status, "{}", response.body);
+            assert_eq!(response.body["error"]["errors"][0]["reason"], reason);
+            assert!(response.body["error"]["message"].as_str().unwrap().contains(message), "{}", response.body);
+        }
+        assert_eq!(world.gce.instances().count(), 0);
+        let ok = bulk("regions/us-central1/subnetworks/gpu-a", sa, 100);
+        let response = super::super::handle(&mut world, &Method::POST, path, "", ok.as_bytes());
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        let spec = &world.gce.instances().next().unwrap().spec;
+        assert_eq!((spec.disk_size_gb, spec.service_accounts[0].email.as_deref()), (Some(100), Some(sa)));
+        assert_eq!(get(&mut world, "projects/ml/regions/us-central1/subnetworks/gpu-a").0, StatusCode::OK);
+        assert_eq!(get(&mut world, "projects/ml/regions/us-central1/subnetworks/gpu-b").0, StatusCode::NOT_FOUND);
+        // Every create needs a boot disk made from an image and a network interface.
+        let bare =
+            json!({ "count": "1", "namePattern": "gf-####", "instanceProperties": { "machineType": "a3-highgpu-8g" } });
+        let response = super::super::handle(&mut world, &Method::POST, path, "", bare.to_string().as_bytes());
+        assert_eq!(response.body["error"]["errors"][0]["reason"], "required", "{}", response.body);
+        assert!(response.body["error"]["message"].as_str().unwrap().contains("'resource.instanceProperties.disks'"));
     }
 }
