@@ -305,6 +305,7 @@ ssh_key = { aws = "ops", gcp = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGcpKeyExamp
 fn account_with_everything(missing: &str) -> String {
     let mut scenario = granting(&new_account(), "aws", "us-east-1", "L-417A185B", 192);
     scenario = granting(&scenario, "gcp", "us-central1", "NVIDIA_H100_GPUS", 8);
+    scenario = granting(&scenario, "gcp", "global", "GPUS_ALL_REGIONS", 8);
     scenario = granting(&scenario, "azure", "eastus", "standardNDSH100v5Family", 96);
     for (empty, named) in [
         (

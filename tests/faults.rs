@@ -227,7 +227,7 @@ fn apply_over_injected_errors_and_throttling_reaches_the_plan_without_duplicates
 /// for a Compute Engine operation wait) and 30s more on 5% of calls.
 const RESETS: &str = r#"
 [faults]
-seed = 14
+seed = 1
 reset_rate = 0.05
 latency = "2s"
 slow_rate = 0.05

@@ -439,8 +439,8 @@ mod tests {
         // A scale set of a restricted size is refused up front.
         let put = serde_json::json!({
             "location": "northeurope",
-            "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": 1 },
-            "properties": { "orchestrationMode": "Flexible" },
+            "sku": { "name": "Standard_ND96isr_H100_v5", "capacity": 0 },
+            "properties": { "orchestrationMode": "Flexible", "platformFaultDomainCount": 1 },
         });
         let set = "/resourceGroups/gpufleet/providers/Microsoft.Compute/virtualMachineScaleSets/s";
         let (status, body) =
