@@ -78,3 +78,35 @@ fn no_google_credentials_says_so_instead_of_transient_errors() {
     assert!(err.contains("gcloud auth application-default login"), "{err}");
     assert!(!err.to_lowercase().contains("transient"), "{err}");
 }
+
+/// Credentials that a cloud refuses, expired or not allowed the call: `check`
+/// names each cloud's code and what to do, in a row each, and `plan` fails
+/// with the same, not a dump.
+#[test]
+fn expired_and_forbidden_credentials_say_what_to_do_in_each_clouds_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("refused.toml");
+    std::fs::write(&scenario, "[credentials]\naws = \"expired\"\ngcp = \"forbidden\"\nazure = \"expired\"\n").unwrap();
+    let server = common::SimServer::start(&["--scenario", scenario.to_str().unwrap()]);
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let plan = common::repo().join("plans/multicloud.toml");
+    let plan = plan.to_str().unwrap();
+
+    let checked = common::run(&["check", plan, "--sim-url", &server.url, "--state-dir", state], 1);
+    let text = stdout(&checked);
+    for (cloud, code, fix) in [
+        ("aws", "ExpiredToken", "refresh them (`aws sso login`"),
+        ("gcp", "forbidden", "grant it roles/compute.instanceAdmin.v1"),
+        ("azure", "ExpiredAuthenticationToken", "run `az login` again"),
+    ] {
+        let row = text.lines().find(|l| l.contains(&format!("✗ {cloud} "))).unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains(code) && row.contains(fix), "{cloud}: {row}");
+        assert!(row.len() < 400, "a row, not a dump: {row}");
+    }
+
+    let planned = common::run(&["plan", plan, "--sim-url", &server.url, "--state-dir", state], 1);
+    let said = stderr(&planned);
+    assert!(said.contains("ExpiredToken") && said.contains("aws sso login"), "{said}");
+    assert!(!said.contains("DispatchFailure") && !said.contains("ServiceError {"), "no SDK dump: {said}");
+}

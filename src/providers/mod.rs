@@ -98,6 +98,68 @@ pub struct ProviderError {
     pub message: String,
 }
 
+impl ProviderError {
+    /// The error with what to do about it when the cloud refused the
+    /// credentials: expired ones and ones not allowed the call need
+    /// different fixes, each in the cloud's own terms.
+    fn with_credentials_fix(mut self) -> ProviderError {
+        if let Some(fix) = credentials_fix(self.cloud, &self.code) {
+            self.message = format!("{}. {fix}", self.message.trim_end_matches('.'));
+        }
+        self
+    }
+}
+
+/// What to do about credentials a cloud refused, by its code; `None` for
+/// codes that say no more than "refused" (missing credentials already say
+/// where they were looked for).
+pub fn credentials_fix(cloud: Cloud, code: &str) -> Option<&'static str> {
+    match (cloud, code) {
+        (Cloud::Aws, "ExpiredToken" | "ExpiredTokenException" | "RequestExpired" | "TokenRefreshRequired") => Some(
+            "The AWS credentials have expired: refresh them (`aws sso login` with AWS_PROFILE set, or new temporary keys)",
+        ),
+        (
+            Cloud::Aws,
+            "AuthFailure"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "SignatureDoesNotMatch"
+            | "IncompleteSignature",
+        ) => Some(
+            "AWS does not accept these credentials: check AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+             (`aws sts get-caller-identity` says whose they are)",
+        ),
+        (Cloud::Aws, "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException") => Some(
+            "The AWS identity is not allowed this call: grant it ec2:Describe*, ec2:RunInstances, \
+             ec2:TerminateInstances, ec2:CreateTags and servicequotas:GetServiceQuota \
+             (`aws sts get-caller-identity` says who it is)",
+        ),
+        (Cloud::Gcp, "HTTP 401" | "authError" | "unauthorized" | "UNAUTHENTICATED") => Some(
+            "Google Cloud does not accept these credentials (expired or revoked): run \
+             `gcloud auth application-default login` again, or point GOOGLE_APPLICATION_CREDENTIALS at a valid key",
+        ),
+        (Cloud::Gcp, "HTTP 403" | "forbidden" | "insufficientPermissions" | "PERMISSION_DENIED") => Some(
+            "The Google Cloud account is not allowed this call: grant it roles/compute.instanceAdmin.v1 on the \
+             project (`gcloud projects add-iam-policy-binding`)",
+        ),
+        (
+            Cloud::Azure,
+            "ExpiredAuthenticationToken"
+            | "InvalidAuthenticationToken"
+            | "InvalidAuthenticationTokenTenant"
+            | "AuthenticationFailed",
+        ) => Some(
+            "Azure does not accept the token (expired or for another tenant): run `az login` again, or renew the \
+             service principal's secret (AZURE_CLIENT_SECRET)",
+        ),
+        (Cloud::Azure, "AuthorizationFailed" | "LinkedAuthorizationFailed") => Some(
+            "The Azure identity is not allowed this call: assign it the Virtual Machine Contributor role on the \
+             resource group (and Network Contributor on the subnet)",
+        ),
+        _ => None,
+    }
+}
+
 /// The one interface gpufleet uses to talk to a cloud.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -301,6 +363,7 @@ where
             Err(e) if e.kind.is_retryable() && attempt < policy.attempts => {
                 tokio::time::sleep(policy.backoff(attempt, e.kind.retry_after())).await;
             }
+            Err(e) if e.kind == ErrorKind::Auth => return Err(e.with_credentials_fix()),
             result => return result,
         }
     }

@@ -14,7 +14,7 @@
 
 mod account;
 
-use super::faults::Fault;
+use super::faults::{CredentialTrouble, Fault};
 use super::paging::Cursor;
 use super::vmss::{self, ArmFault, OperationStatus, ScaleSet, ScaleSetPatch, ScaleSetRef, ScaleSetSpec, Vm};
 use super::world::{MAX_TAGS_PER_RESOURCE, Tags, World};
@@ -258,6 +258,24 @@ fn admit<'q>(world: &mut World, request: &ArmRequest<'_>, query: &'q Query, acti
             let status = if fault == (Fault::Transient { variant: 0 }) { 503 } else { 500 };
             let message = "Encountered internal server error. Please try again.";
             return Err(ArmFault::new(status, "InternalServerError", message));
+        }
+        Some(Fault::Credentials(CredentialTrouble::Expired)) => {
+            let now = super::admin::format_time(world.now);
+            return Err(ArmFault::new(
+                401,
+                "ExpiredAuthenticationToken",
+                format!("The access token expiry UTC time '{now}' is earlier than current UTC time '{now}'."),
+            ));
+        }
+        Some(Fault::Credentials(CredentialTrouble::Forbidden)) => {
+            return Err(ArmFault::new(
+                403,
+                "AuthorizationFailed",
+                format!(
+                    "The client '00000000-0000-0000-0000-00000000c11e' with object id '00000000-0000-0000-0000-00000000c11e' does not have authorization to perform action '{action}' over scope '{}' or the scope is invalid.",
+                    request.path
+                ),
+            ));
         }
     }
     query.api_version()

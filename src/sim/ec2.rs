@@ -12,7 +12,7 @@ mod account_reads;
 mod resource_reads;
 
 use super::account::{Ec2Attachments, Ec2BlockDevice};
-use super::faults::Fault;
+use super::faults::{CredentialTrouble, Fault};
 use super::world::{
     DescribeQuery, Filter, Instance, InstanceState, LaunchRequest, MAX_LAUNCH_COUNT, MAX_TAGS_PER_RESOURCE,
     StateChange, Tags, World, WorldError,
@@ -429,6 +429,16 @@ fn fault_error(fault: Fault) -> ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "InternalError",
             message: "An internal error has occurred.".into(),
+        },
+        Fault::Credentials(CredentialTrouble::Expired) => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "ExpiredToken",
+            message: "The security token included in the request is expired".into(),
+        },
+        Fault::Credentials(CredentialTrouble::Forbidden) => ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "UnauthorizedOperation",
+            message: "You are not authorized to perform this operation.".into(),
         },
     }
 }

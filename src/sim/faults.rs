@@ -174,6 +174,21 @@ pub enum Fault {
     Transient { variant: u8 },
     /// The connection drops without any HTTP response.
     Reset,
+    /// The caller's credentials are refused (`[credentials]` of the scenario).
+    Credentials(CredentialTrouble),
+}
+
+/// What is wrong with a cloud's credentials, for scenarios that rehearse the
+/// messages users see: every call to that cloud is refused with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialTrouble {
+    /// Accepted once, no longer: an expired session or token (EC2
+    /// `ExpiredToken`, Compute Engine 401, ARM `ExpiredAuthenticationToken`).
+    Expired,
+    /// Valid, but not allowed the call (EC2 `UnauthorizedOperation`,
+    /// Compute Engine 403 `forbidden`, ARM `AuthorizationFailed`).
+    Forbidden,
 }
 
 /// The fate of one call: a fault that refuses it, if any, and the simulated

@@ -14,7 +14,7 @@
 
 pub(super) mod account;
 
-use super::faults::Fault;
+use super::faults::{CredentialTrouble, Fault};
 use super::gce_world::{CreateInstances, GceError, GceInstance, GceOperation, InstanceSpec, Naming, QuotaUsage};
 use super::scenario::DEFAULT_IMAGE_GB;
 use super::world::{Tags, World};
@@ -204,6 +204,16 @@ fn admit(world: &mut World, call: &str) -> Result<(), HttpError> {
             status: StatusCode::SERVICE_UNAVAILABLE,
             reason: "backendError",
             message: "Internal error. Please try again or contact Google Support.".into(),
+        }),
+        Some(Fault::Credentials(CredentialTrouble::Expired)) => Err(HttpError {
+            status: StatusCode::UNAUTHORIZED,
+            reason: "authError",
+            message: "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.".into(),
+        }),
+        Some(Fault::Credentials(CredentialTrouble::Forbidden)) => Err(HttpError {
+            status: StatusCode::FORBIDDEN,
+            reason: "forbidden",
+            message: format!("Required 'compute.{call}' permission for the project"),
         }),
     }
 }

@@ -6,7 +6,7 @@
 //! scenario only describes; [`super::world::World`] turns it into pools.
 
 use super::SimError;
-use super::faults::{ErrorFaults, RateLimit, cloud_of_call};
+use super::faults::{CredentialTrouble, ErrorFaults, RateLimit, cloud_of_call};
 use super::lifecycle::{Lifecycle, RawLifecycle};
 use super::paging::Paging;
 use crate::model::Cloud;
@@ -41,6 +41,8 @@ struct RawScenario {
     lifecycle: RawLifecycle,
     #[serde(default)]
     paging: Paging,
+    #[serde(default)]
+    credentials: BTreeMap<Cloud, CredentialTrouble>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +141,9 @@ pub struct Scenario {
     pub lifecycle: Lifecycle,
     /// Whether lists give short and empty pages (`[paging]`).
     pub paging: Paging,
+    /// Clouds whose credentials every call refuses (`[credentials]`, e.g.
+    /// `aws = "expired"`, `gcp = "forbidden"`).
+    pub credentials: BTreeMap<Cloud, CredentialTrouble>,
     /// Content hash of the file, so that a stored world can tell whether it
     /// was created from this very scenario.
     pub content_hash: String,
@@ -389,6 +394,7 @@ impl Scenario {
             networks: raw.networks,
             lifecycle: raw.lifecycle.check().map_err(invalid)?,
             paging: raw.paging,
+            credentials: raw.credentials,
             content_hash: content_hash(text.as_bytes()),
         })
     }

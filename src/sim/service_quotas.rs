@@ -8,7 +8,7 @@
 //! of a real account: `GetServiceQuota` answers `NoSuchResourceException`
 //! and `ListServiceQuotas` leaves it out; launches are then not limited.
 
-use super::faults::Fault;
+use super::faults::{CredentialTrouble, Fault};
 use super::world::World;
 use crate::catalog::{EC2_VCPU_QUOTAS, ec2_vcpu_quota_by_code};
 use crate::model::Cloud;
@@ -65,6 +65,20 @@ pub fn handle(world: &mut World, region: &str, target: &str, body: &[u8]) -> Quo
         }
         Some(Fault::Transient { .. } | Fault::Reset) => {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "Something went wrong.");
+        }
+        Some(Fault::Credentials(CredentialTrouble::Expired)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "ExpiredTokenException",
+                "The security token included in the request is expired",
+            );
+        }
+        Some(Fault::Credentials(CredentialTrouble::Forbidden)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "AccessDeniedException",
+                format!("You are not authorized to perform servicequotas:{operation}"),
+            );
         }
     }
     let request: Request = match serde_json::from_slice(body) {

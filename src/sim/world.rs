@@ -9,7 +9,7 @@
 //! instances stay visible for an hour) live here, where plain unit tests reach
 //! them.
 
-use super::faults::{Fault, Faults};
+use super::faults::{CredentialTrouble, Fault, Faults};
 use super::gce_world::GceWorld;
 use super::lifecycle::{Lifecycle, after};
 use super::paging::{Cursor, Paging};
@@ -350,6 +350,9 @@ pub struct World {
     /// they were modelled get the default.
     #[serde(default)]
     pub(super) paging: Paging,
+    /// Clouds whose every call is refused for its credentials (`[credentials]`).
+    #[serde(default)]
+    credentials: BTreeMap<Cloud, CredentialTrouble>,
     /// Set when the current call met [`Fault::Reset`]: the server then drops
     /// the connection instead of answering (see [`World::take_reset`]).
     #[serde(skip)]
@@ -391,6 +394,7 @@ impl World {
             wire_latency: scenario.map_or(Duration::ZERO, |s| s.wire_latency),
             lifecycle: scenario.map(|s| s.lifecycle).unwrap_or_default(),
             paging: scenario.map(|s| s.paging).unwrap_or_default(),
+            credentials: scenario.map(|s| s.credentials.clone()).unwrap_or_default(),
         };
         for region in &catalog.regions {
             let zones = match region.cloud {
@@ -532,6 +536,9 @@ impl World {
     /// [`Fault::Reset`] is returned like any refusal, so the protocol applies
     /// nothing, and is also noted for the server to drop the connection.
     pub fn inject_fault(&mut self, cloud: Cloud, region: &str, call: &str) -> Option<Fault> {
+        if let Some(trouble) = self.credentials.get(&cloud) {
+            return Some(Fault::Credentials(*trouble));
+        }
         let verdict = self.faults.check(cloud, region, call);
         if !verdict.delay.is_zero() {
             // Only a clock at the end of chrono's range fails; it stays put.
