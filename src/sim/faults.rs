@@ -362,6 +362,7 @@ mod tests {
                 Some(Fault::Throttled) => 'T',
                 Some(Fault::Transient { .. }) => 'E',
                 Some(Fault::Reset) => 'R',
+                Some(Fault::Credentials(_)) => 'C',
             })
             .collect();
         // Call 2 refills the token call 1 took; the burst lasts until the
