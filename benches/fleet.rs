@@ -128,21 +128,27 @@ fn plan_text(name: &str, slots: &[Slot], instances: usize) -> String {
 struct Sim {
     child: Child,
     url: String,
+    /// Read once at start; kept until the simulator goes.
+    _scenario: tempfile::NamedTempFile,
 }
 
 impl Sim {
     /// A simulator without a world file: saving the whole world after every
-    /// change would be the simulator's cost, not gpufleet's.
+    /// change would be the simulator's cost, not gpufleet's. Its lists give
+    /// full pages, as the clouds mostly do: the page floor counts those.
     fn start() -> Sim {
+        let scenario = tempfile::NamedTempFile::new().expect("a scenario file");
+        std::fs::write(scenario.path(), "[paging]\nshort_pages = false\n").expect("the bench scenario is written");
         let mut child = gpufleet()
-            .args(["sim", "serve", "--listen", "127.0.0.1:0"])
+            .args(["sim", "serve", "--listen", "127.0.0.1:0", "--scenario"])
+            .arg(scenario.path())
             .stdout(Stdio::piped())
             .spawn()
             .expect("gpufleet sim serve starts");
         let mut first = String::new();
         BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut first).unwrap();
         let url = first.trim().strip_prefix("listening on ").expect("the simulator prints its address").to_string();
-        Sim { child, url }
+        Sim { child, url, _scenario: scenario }
     }
 
     /// Hold every cloud response back by `latency` from now on.
