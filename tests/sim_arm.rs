@@ -376,6 +376,26 @@ async fn azure_provider_spills_into_a_second_scale_set_past_a_thousand_vms() {
     sim.stop().await;
 }
 
+/// A location's total regional vCPUs (`cores` in `usages`) bind every
+/// family: with room for 10 H100 VMs in the family and 1 in the region,
+/// one is what a create may have, and the second is refused as quota.
+#[tokio::test]
+async fn azure_provider_headroom_is_also_bound_by_the_total_regional_vcpus() {
+    let quota = |metric: &str, limit: u32| {
+        format!("[[quota]]\ncloud = \"azure\"\nregion = \"eastus\"\nmetric = \"{metric}\"\nlimit = {limit}\n")
+    };
+    let sim = InProcessSim::start(Some(&(quota("standardNDSH100v5Family", 960) + &quota("cores", 100)))).await;
+    let azure = provider(&sim).await;
+    let at = Placement { cloud: Cloud::Azure, region: "eastus".into(), zone: None, instance_type: H100.into() };
+    assert_eq!(azure.quota_headroom(&at, "H100", 8).await.unwrap(), Some(1), "100 regional vCPUs hold one VM of 96");
+    azure.create(&request("training", "llm", "run-1", H100, 1)).await.unwrap();
+    assert_eq!(azure.quota_headroom(&at, "H100", 8).await.unwrap(), Some(0));
+    let refused = azure.create(&request("training", "llm", "run-2", H100, 1)).await.unwrap_err();
+    assert_eq!((refused.kind, refused.code.as_str()), (ErrorKind::Quota, "OperationNotAllowed"));
+    assert!(refused.message.contains("Total Regional Cores quota"), "{}", refused.message);
+    sim.stop().await;
+}
+
 #[tokio::test]
 async fn azure_provider_reports_partial_fills_and_classifies_capacity_errors() {
     let sim = InProcessSim::start(Some(THREE_H100_IN_EASTUS)).await;

@@ -715,9 +715,10 @@ impl FamilyQuota {
 }
 
 impl AzureProvider {
-    /// The size's vCPU family quota in the placement's location; `None` for
-    /// sizes without a known family or vCPU count, and for families the
-    /// location does not list.
+    /// The quota that binds the size in the placement's location: its vCPU
+    /// family's, or the location's total regional vCPUs, whichever has fewer
+    /// free; `None` for sizes without a known family or vCPU count, and when
+    /// the location lists neither.
     async fn family_quota(&self, placement: &Placement) -> Result<Option<FamilyQuota>, ProviderError> {
         let size = placement.instance_type.as_str();
         let (Some(family), Some(&vcpus)) = (azure_vcpu_family(size), self.vcpus.get(&size.to_ascii_lowercase())) else {
@@ -733,9 +734,17 @@ impl AzureProvider {
             Ok(out)
         })
         .await?;
-        Ok(family_quota(&usages, family, vcpus))
+        let binding = [family, TOTAL_REGIONAL_VCPUS]
+            .into_iter()
+            .filter_map(|name| family_quota(&usages, name, vcpus))
+            .min_by_key(FamilyQuota::free);
+        Ok(binding)
     }
 }
+
+/// The `usages` name of the location's vCPUs over every family ("Total
+/// Regional vCPUs"); a VM must fit it as well as its family's quota.
+const TOTAL_REGIONAL_VCPUS: &str = "cores";
 
 /// The family's entry of a location's `usages`; `None` when it is not listed.
 fn family_quota(usages: &[models::Usage], family: &'static str, vcpus_per_vm: u32) -> Option<FamilyQuota> {

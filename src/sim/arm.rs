@@ -297,6 +297,9 @@ impl Route {
 /// The portal's name of a family, as ARM localizes it: `standardNDSH100v5Family`
 /// → `Standard NDSH100v5 Family vCPUs`.
 fn family_display_name(family: &str) -> String {
+    if family.eq_ignore_ascii_case(vmss::TOTAL_REGIONAL_VCPUS) {
+        return "Total Regional vCPUs".into();
+    }
     let stem = family.strip_suffix("Family").unwrap_or(family);
     let stem = stem.get(..8).filter(|p| p.eq_ignore_ascii_case("standard")).map_or(stem, |_| &stem[8..]);
     format!("Standard {stem} Family vCPUs")

@@ -227,6 +227,10 @@ impl PageSize {
     }
 }
 
+/// The `usages` name of a location's total vCPUs over every family ("Total
+/// Regional vCPUs"): a scale-out must fit both it and its family's quota.
+pub const TOTAL_REGIONAL_VCPUS: &str = "cores";
+
 /// A regional vCPU quota of one family, e.g. `standardNDSH100v5Family` in eastus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyQuota {
@@ -267,44 +271,48 @@ impl ArmState {
         self.vcpus.get(&size.to_ascii_lowercase()).copied().unwrap_or(0)
     }
 
-    /// vCPUs of the subscription's VMs of `family` in `location`.
+    /// vCPUs of the subscription's VMs of `family` in `location`; of every
+    /// family for [`TOTAL_REGIONAL_VCPUS`].
     fn family_usage(&self, subscription: &str, location: &str, family: &str) -> u32 {
+        let total = family.eq_ignore_ascii_case(TOTAL_REGIONAL_VCPUS);
         self.vms
             .values()
             .filter(|vm| {
                 vm.subscription.eq_ignore_ascii_case(subscription) && vm.location.eq_ignore_ascii_case(location)
             })
-            .filter(|vm| azure_vcpu_family(&vm.vm_size).is_some_and(|f| f.eq_ignore_ascii_case(family)))
+            .filter(|vm| total || azure_vcpu_family(&vm.vm_size).is_some_and(|f| f.eq_ignore_ascii_case(family)))
             .map(|vm| self.vcpus_of(&vm.vm_size))
             .fold(0, u32::saturating_add)
     }
 
     /// Refuses, as ARM does before touching anything, a scale-out by `extra`
-    /// VMs of `size` that would exceed its family's vCPU quota.
+    /// VMs of `size` that would exceed its family's vCPU quota or the
+    /// location's total regional vCPUs.
     fn check_quota(&self, subscription: &str, location: &str, size: &str, extra: u32) -> Result<(), ArmFault> {
         let Some(family) = azure_vcpu_family(size) else { return Ok(()) };
-        let Some(quota) = self
-            .quotas
-            .iter()
-            .find(|q| q.region.eq_ignore_ascii_case(location) && q.family.eq_ignore_ascii_case(family))
-        else {
-            return Ok(());
-        };
-        let usage = self.family_usage(subscription, location, family);
         let required = extra.saturating_mul(self.vcpus_of(size));
-        if required == 0 || usage.saturating_add(required) <= quota.limit {
-            return Ok(());
+        let applies = |q: &&FamilyQuota| {
+            q.region.eq_ignore_ascii_case(location)
+                && (q.family.eq_ignore_ascii_case(family) || q.family.eq_ignore_ascii_case(TOTAL_REGIONAL_VCPUS))
+        };
+        for quota in self.quotas.iter().filter(applies) {
+            let usage = self.family_usage(subscription, location, &quota.family);
+            if required == 0 || usage.saturating_add(required) <= quota.limit {
+                continue;
+            }
+            let named =
+                if quota.family.eq_ignore_ascii_case(TOTAL_REGIONAL_VCPUS) { "Total Regional" } else { &quota.family };
+            return Err(ArmFault::new(
+                409,
+                "OperationNotAllowed",
+                format!(
+                    "Operation could not be completed as it results in exceeding approved {named} Cores quota. Additional details - Deployment Model: Resource Manager, Location: {location}, Current Limit: {}, Current Usage: {usage}, Additional Required: {required}, (Minimum) New Limit Required: {}. Submit a request for Quota increase at https://aka.ms/ProdportalCRP/#blade/Microsoft_Azure_Capacity/UsageAndQuota.ReactView by specifying parameters listed in the ‘Details’ section for deployment to succeed.",
+                    quota.limit,
+                    usage.saturating_add(required)
+                ),
+            ));
         }
-        Err(ArmFault::new(
-            409,
-            "OperationNotAllowed",
-            format!(
-                "Operation could not be completed as it results in exceeding approved {} Cores quota. Additional details - Deployment Model: Resource Manager, Location: {location}, Current Limit: {}, Current Usage: {usage}, Additional Required: {required}, (Minimum) New Limit Required: {}. Submit a request for Quota increase at https://aka.ms/ProdportalCRP/#blade/Microsoft_Azure_Capacity/UsageAndQuota.ReactView by specifying parameters listed in the ‘Details’ section for deployment to succeed.",
-                quota.family,
-                quota.limit,
-                usage.saturating_add(required)
-            ),
-        ))
+        Ok(())
     }
 
     fn scale_set(&self, at: &ScaleSetRef) -> Result<&ScaleSet, ArmFault> {

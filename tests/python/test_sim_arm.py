@@ -176,3 +176,19 @@ def test_changes_take_simulated_time_whether_or_not_anyone_polls(start_sim):
     assert sets.get(GROUP, "gf-slow", **CALL).properties.provisioning_state == "Succeeded"
     assert {vm.properties.provisioning_state for vm in vms_of(compute, created.id)} == {"Succeeded"}
     assert sim.admin("/_sim/counters")["azure"].get("Operations_Get", 0) == 0, "nobody polled"
+
+
+def test_usages_list_the_total_regional_vcpus_that_bind_every_family(start_sim, tmp_path):
+    scenario = tmp_path / "cores.toml"
+    scenario.write_text(INSTANT + '[[quota]]\ncloud = "azure"\nregion = "eastus"\nmetric = "cores"\nlimit = 100\n')
+    sim = start_sim(scenario)
+    compute = compute_of(sim)
+    usages = {u.name.value: u for u in compute.usage.list("eastus", **CALL)}
+    assert usages["cores"].name.localized_value == "Total Regional vCPUs"
+    assert (usages["cores"].limit, usages["cores"].current_value) == (100, 0)
+    compute.virtual_machine_scale_sets.begin_create_or_update(GROUP, "gf-a", scale_set(H100, 1), **CALL).result()
+    assert {u.name.value: u for u in compute.usage.list("eastus", **CALL)}["cores"].current_value == 96
+    with pytest.raises(HttpResponseError) as refused:
+        compute.virtual_machine_scale_sets.begin_create_or_update(GROUP, "gf-b", scale_set(H100, 1), **CALL)
+    assert refused.value.error.code == "OperationNotAllowed"
+    assert "Total Regional Cores quota" in refused.value.error.message
