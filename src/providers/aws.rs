@@ -226,8 +226,13 @@ impl AwsProvider {
             })
             .await;
             match described {
+                // An instance EC2 leaves out of this answer is kept as it was.
                 Ok(output) => {
-                    instances = output.reservations().iter().flat_map(|r| r.instances()).cloned().collect();
+                    for seen in output.reservations().iter().flat_map(|r| r.instances()) {
+                        if let Some(known) = instances.iter_mut().find(|i| i.instance_id() == seen.instance_id()) {
+                            *known = seen.clone();
+                        }
+                    }
                 }
                 Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => {
