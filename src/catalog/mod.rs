@@ -319,6 +319,14 @@ pub use refreshed::{
     UNKNOWN_JURISDICTION, account_label,
 };
 
+/// Compute Engine's project-wide quota of GPUs of every model in every
+/// region: a new project has 0 of it, whatever its regional quotas say.
+pub const GCE_GPUS_ALL_REGIONS: &str = "GPUS_ALL_REGIONS";
+
+/// The `usages` name of an Azure location's vCPUs over every family ("Total
+/// Regional vCPUs"): a VM must fit it as well as its family's quota.
+pub const AZURE_TOTAL_REGIONAL_VCPUS: &str = "cores";
+
 /// The Compute Engine regional quota metric that limits a machine type's GPUs,
 /// e.g. `NVIDIA_H100_GPUS` (A3 Mega machines have their own metric).
 pub fn gce_gpu_quota_metric(machine_type: &str, gpu: &str) -> String {

@@ -734,17 +734,13 @@ impl AzureProvider {
             Ok(out)
         })
         .await?;
-        let binding = [family, TOTAL_REGIONAL_VCPUS]
+        let binding = [family, crate::catalog::AZURE_TOTAL_REGIONAL_VCPUS]
             .into_iter()
             .filter_map(|name| family_quota(&usages, name, vcpus))
             .min_by_key(FamilyQuota::free);
         Ok(binding)
     }
 }
-
-/// The `usages` name of the location's vCPUs over every family ("Total
-/// Regional vCPUs"); a VM must fit it as well as its family's quota.
-const TOTAL_REGIONAL_VCPUS: &str = "cores";
 
 /// The family's entry of a location's `usages`; `None` when it is not listed.
 fn family_quota(usages: &[models::Usage], family: &'static str, vcpus_per_vm: u32) -> Option<FamilyQuota> {

@@ -448,10 +448,6 @@ impl GpuQuota {
     }
 }
 
-/// The project's quota of GPUs of every model in every region: a new
-/// project has 0 of it, whatever its regional quotas say.
-const GPUS_ALL_REGIONS: &str = "GPUS_ALL_REGIONS";
-
 impl GcpProvider {
     /// The quota that binds a GPU create at the placement: the region's
     /// quota of the machine type's GPU metric, or the project's
@@ -483,7 +479,7 @@ impl GcpProvider {
             })
         };
         let regional = find(&region.quotas, &metric, region_name);
-        let global = find(&project.quotas, GPUS_ALL_REGIONS, "global");
+        let global = find(&project.quotas, crate::catalog::GCE_GPUS_ALL_REGIONS, "global");
         Ok([regional, global].into_iter().flatten().min_by(|a, b| a.free().total_cmp(&b.free())))
     }
 }

@@ -297,7 +297,7 @@ impl Route {
 /// The portal's name of a family, as ARM localizes it: `standardNDSH100v5Family`
 /// → `Standard NDSH100v5 Family vCPUs`.
 fn family_display_name(family: &str) -> String {
-    if family.eq_ignore_ascii_case(vmss::TOTAL_REGIONAL_VCPUS) {
+    if family.eq_ignore_ascii_case(crate::catalog::AZURE_TOTAL_REGIONAL_VCPUS) {
         return "Total Regional vCPUs".into();
     }
     let stem = family.strip_suffix("Family").unwrap_or(family);

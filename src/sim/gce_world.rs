@@ -24,7 +24,7 @@ use super::lifecycle::{Lifecycle, after};
 use super::paging::Cursor;
 use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, GCE_GPUS_ALL_REGIONS};
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,8 +44,6 @@ const OPERATION_SALT: u64 = 0x0c0f_fee0_0dd5_ea11;
 /// How long `zoneOperations.wait` holds its answer at most: "about two minutes".
 pub const OPERATION_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Compute Engine's project-wide quota of GPUs of every model in every region.
-pub const GPUS_ALL_REGIONS: &str = "GPUS_ALL_REGIONS";
 /// The `region` of a project-wide quota, in scenarios and messages.
 pub const GLOBAL: &str = "global";
 
@@ -278,9 +276,9 @@ impl GceWorld {
     }
 
     /// GPUs of `metric` held by the project's instances in `region`; of
-    /// every model in every region for [`GPUS_ALL_REGIONS`].
+    /// every model in every region for [`GCE_GPUS_ALL_REGIONS`].
     fn usage(&self, project: &str, region: &str, metric: &str) -> u32 {
-        let everywhere = region == GLOBAL && metric == GPUS_ALL_REGIONS;
+        let everywhere = region == GLOBAL && metric == GCE_GPUS_ALL_REGIONS;
         self.instances
             .values()
             .filter(|i| i.project == project && (everywhere || i.region == region))
@@ -306,11 +304,11 @@ impl GceWorld {
 
     /// How many more instances of `machine_type` the quotas admit (`None`:
     /// no quota applies), and the quota that binds: the region's quota of
-    /// its GPU model, or the project's [`GPUS_ALL_REGIONS`], the smaller.
+    /// its GPU model, or the project's [`GCE_GPUS_ALL_REGIONS`], the smaller.
     fn quota_room(&self, project: &str, region: &str, machine_type: &str) -> Option<(u32, &GceQuota)> {
         let gpus = self.machine_types.get(machine_type)?;
         let applies = |q: &&GceQuota| {
-            (q.region == region && q.metric == gpus.metric) || (q.region == GLOBAL && q.metric == GPUS_ALL_REGIONS)
+            (q.region == region && q.metric == gpus.metric) || (q.region == GLOBAL && q.metric == GCE_GPUS_ALL_REGIONS)
         };
         self.quotas
             .iter()
@@ -647,7 +645,7 @@ impl World {
         Ok(GcePage { instances, next_page_token: next.map(|c| format!("{PAGE_TOKEN_PREFIX}{}", c.token())) })
     }
 
-    /// `projects.get`: the project's own quotas ([`GPUS_ALL_REGIONS`]).
+    /// `projects.get`: the project's own quotas ([`GCE_GPUS_ALL_REGIONS`]).
     pub fn gce_project_quotas(&self, project: &str) -> Vec<QuotaUsage> {
         self.gce.quotas(project, GLOBAL)
     }

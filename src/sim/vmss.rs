@@ -11,7 +11,7 @@
 
 use super::scenario::ScenarioQuota;
 use super::world::{Tags, World, scramble};
-use crate::catalog::{Catalog, azure_vcpu_family};
+use crate::catalog::{AZURE_TOTAL_REGIONAL_VCPUS, Catalog, azure_vcpu_family};
 use crate::model::Cloud;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -227,10 +227,6 @@ impl PageSize {
     }
 }
 
-/// The `usages` name of a location's total vCPUs over every family ("Total
-/// Regional vCPUs"): a scale-out must fit both it and its family's quota.
-pub const TOTAL_REGIONAL_VCPUS: &str = "cores";
-
 /// A regional vCPU quota of one family, e.g. `standardNDSH100v5Family` in eastus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyQuota {
@@ -272,9 +268,9 @@ impl ArmState {
     }
 
     /// vCPUs of the subscription's VMs of `family` in `location`; of every
-    /// family for [`TOTAL_REGIONAL_VCPUS`].
+    /// family for [`AZURE_TOTAL_REGIONAL_VCPUS`].
     fn family_usage(&self, subscription: &str, location: &str, family: &str) -> u32 {
-        let total = family.eq_ignore_ascii_case(TOTAL_REGIONAL_VCPUS);
+        let total = family.eq_ignore_ascii_case(AZURE_TOTAL_REGIONAL_VCPUS);
         self.vms
             .values()
             .filter(|vm| {
@@ -293,15 +289,18 @@ impl ArmState {
         let required = extra.saturating_mul(self.vcpus_of(size));
         let applies = |q: &&FamilyQuota| {
             q.region.eq_ignore_ascii_case(location)
-                && (q.family.eq_ignore_ascii_case(family) || q.family.eq_ignore_ascii_case(TOTAL_REGIONAL_VCPUS))
+                && (q.family.eq_ignore_ascii_case(family) || q.family.eq_ignore_ascii_case(AZURE_TOTAL_REGIONAL_VCPUS))
         };
         for quota in self.quotas.iter().filter(applies) {
             let usage = self.family_usage(subscription, location, &quota.family);
             if required == 0 || usage.saturating_add(required) <= quota.limit {
                 continue;
             }
-            let named =
-                if quota.family.eq_ignore_ascii_case(TOTAL_REGIONAL_VCPUS) { "Total Regional" } else { &quota.family };
+            let named = if quota.family.eq_ignore_ascii_case(AZURE_TOTAL_REGIONAL_VCPUS) {
+                "Total Regional"
+            } else {
+                &quota.family
+            };
             return Err(ArmFault::new(
                 409,
                 "OperationNotAllowed",
